@@ -1,0 +1,111 @@
+"""ID block: identifies the core to the driver (magic, version, build hash, features, parameters).
+
+Sits at offset 0 of the register map (``id.rdl`` beside this file). The magic and version are constants in the
+``.rdl``; everything that depends on the build is driven here from :class:`CoreParams`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from ..host.regmap import core_regmap
+from .regbank import hw_signature
+
+__all__ = ["CoreParams", "IdBlock", "build_hash", "FEATURES"]
+
+#: Feature bits, in the order of the ``id.features`` fields.
+FEATURES = ("parser", "limiter", "router", "frontend", "submit")
+
+
+@dataclass(frozen=True)
+class CoreParams:
+    """Elaboration parameters of the core, reported by the ID block.
+
+    Attributes
+    ----------
+    width_bytes : int
+        W, bytes per stream beat (4..64, a power of two).
+    tenants : int
+        Tenant table slots (0: no limiter).
+    maglev_size : int
+        Maglev table entries per buffer (0: no router).
+    clock_hz : int
+        Nominal core clock in Hz (1 kHz .. 1 GHz).
+    features : frozenset[str]
+        Pipelines present, from :data:`FEATURES`.
+    """
+    width_bytes: int = 8
+    tenants: int = 0
+    maglev_size: int = 0
+    clock_hz: int = 200_000_000
+    features: frozenset = frozenset()
+
+    def __post_init__(self):
+        if self.width_bytes not in (4, 8, 16, 32, 64):
+            raise ValueError(f"width_bytes must be one of 4, 8, 16, 32, 64, got {self.width_bytes}")
+        if not 0 <= self.tenants < 2**32:
+            raise ValueError(f"tenants must be in 0..2**32-1, got {self.tenants}")
+        if not 0 <= self.maglev_size < 2**32:
+            raise ValueError(f"maglev_size must be in 0..2**32-1, got {self.maglev_size}")
+        if not 1_000 <= self.clock_hz <= 1_000_000_000:
+            raise ValueError(f"clock_hz must be in 1e3..1e9, got {self.clock_hz}")
+        unknown = set(self.features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {FEATURES}")
+        object.__setattr__(self, "features", frozenset(self.features))
+
+
+def build_hash(params: CoreParams) -> int:
+    """32-bit build hash: SHA-256 over the gateware sources (``hdl/*.py``, ``hdl/*.rdl``) and the parameters.
+
+    The host model computes the same value, so "model" and "sim" report the same ID block.
+    """
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for path in sorted([*here.glob("*.py"), *here.glob("*.rdl")]):
+        h.update(path.name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    fields = asdict(params)
+    fields["features"] = sorted(params.features)
+    h.update(repr(sorted(fields.items())).encode())
+    return int.from_bytes(h.digest()[:4], "big")
+
+
+class IdBlock(wiring.Component):
+    """Drives the build-dependent fields of the ID registers.
+
+    Attributes
+    ----------
+    regs : In(hw signature of ``id``)
+        Connect to ``bank.hw.id``.
+    bus_error : In(1)
+        One pulse per bus transaction answered with an error; counted in ``id.bus_errors``.
+    """
+
+    def __init__(self, params: CoreParams):
+        self.params = params
+        sig = hw_signature(core_regmap().submap("id")).members["id"].signature
+        super().__init__({"regs": In(sig), "bus_error": In(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        p, regs = self.params, self.regs
+        uptime = Signal(64)
+        m.d.sync += uptime.eq(uptime + 1)
+        m.d.comb += [
+            regs.build_hash.value.eq(build_hash(p)),
+            regs.params_stream.width_bytes.eq(p.width_bytes),
+            regs.params_tenants.value.eq(p.tenants),
+            regs.params_maglev.value.eq(p.maglev_size),
+            regs.params_clock.hz.eq(p.clock_hz),
+            regs.uptime_cycles.cycles.eq(uptime),
+            regs.bus_errors.count_incr.eq(self.bus_error),
+        ]
+        for name in FEATURES:
+            m.d.comb += getattr(regs.features, name).eq(name in p.features)
+        return m

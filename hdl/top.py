@@ -1,0 +1,53 @@
+"""The wirespeed core: AXI4-Lite register access and every pipeline, at one bus beat per clock.
+
+AXI4-Lite ─▶ :class:`~.axil.AXI4LiteTarget` ─▶ :class:`~.regbank.RegisterBank` (from ``core.rdl``) ─▶ blocks
+"""
+
+from __future__ import annotations
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from ..host.regmap import core_regmap
+from .axil import AXI4LiteSignature, AXI4LiteTarget
+from .id import CoreParams, IdBlock
+from .regbank import RegisterBank
+
+__all__ = ["WirespeedCore", "core_addr_width"]
+
+
+def core_addr_width() -> int:
+    """AXI4-Lite address bits of the core: enough for its register map, at least a 4 KiB page."""
+    return max(12, (core_regmap().size - 1).bit_length())
+
+
+class WirespeedCore(wiring.Component):
+    """Top of the offload core.
+
+    Parameters
+    ----------
+    params : CoreParams
+        Elaboration parameters (bus width, table sizes, clock), reported through the ID block.
+
+    Attributes
+    ----------
+    s_axil : In(AXI4LiteSignature)
+        Host register access (see ``docs/registers.md``).
+    """
+
+    def __init__(self, params: CoreParams = CoreParams()):
+        self.params = params
+        self.addr_width = core_addr_width()
+        super().__init__({"s_axil": In(AXI4LiteSignature(self.addr_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
+        m.submodules.regs = regs = RegisterBank(core_regmap(), self.addr_width)
+        m.submodules.id = ident = IdBlock(self.params)
+        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
+        wiring.connect(m, axil.bus, regs.bus)
+        wiring.connect(m, regs.hw.id, ident.regs)
+        m.d.comb += ident.bus_error.eq(axil.error)
+        return m

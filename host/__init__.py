@@ -1,0 +1,1 @@
+"""Host side of wirespeed: register map, transports, the ``Offload`` driver, software models and the CLI."""

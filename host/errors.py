@@ -1,0 +1,38 @@
+"""Named exceptions of the host driver. Every failure a user can cause or meet has one."""
+
+__all__ = ["WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError"]
+
+
+class WirespeedError(Exception):
+    """Base of every wirespeed error."""
+
+
+class DeviceNotFound(WirespeedError):
+    """The URI names a device, file or overlay that is not there."""
+
+
+class IncompatibleBitstream(WirespeedError):
+    """The core's ID block has the wrong magic or a major version this driver does not support."""
+
+
+class ConfigError(WirespeedError, ValueError):
+    """A configuration value is out of range. Raised before anything is written to the device.
+
+    Attributes ``field``, ``value`` and ``limit`` name what was wrong.
+    """
+
+    def __init__(self, field: str, value, limit: str):
+        self.field, self.value, self.limit = field, value, limit
+        super().__init__(f"{field}={value!r} is invalid: {limit}")
+
+
+class TransportError(WirespeedError):
+    """A transport cannot carry out an access (bad URI, unaligned or out-of-window address, closed transport)."""
+
+
+class BusError(WirespeedError):
+    """The core answered an access with SLVERR or DECERR."""
+
+    def __init__(self, op: str, address: int, resp: str):
+        self.op, self.address, self.resp = op, address, resp
+        super().__init__(f"{op} at 0x{address:08x} answered {resp}")

