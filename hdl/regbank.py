@@ -159,7 +159,7 @@ class RegisterBank(wiring.Component):
         latch_data = Signal(BUS_WIDTH_BITS)
 
         # Memories: their read data is muxed in during the ack cycle.
-        mem_read_sel = Signal(range(len(regmap.memories) + 1))
+        mem_read_sel = Signal(range(len(regmap.memories) + 2))
         m.d.sync += mem_read_sel.eq(0)
 
         # Default per-cycle outputs of pulses and swmod strobes.

