@@ -30,8 +30,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/wirespeed bench
 
+# Every export into build/regs, and the committed register reference into docs/ (drift-checked by the tests).
 regs: $(STAMP)
 	$(BIN)/wirespeed regs --format all --out build/regs
+	$(BIN)/wirespeed regs --format markdown --out docs
 
 clean:
 	rm -rf build .pytest_cache
