@@ -135,6 +135,11 @@ class Registers:
                 raise ConfigError(name, value, "field is read-only")
             others = [f for f in reg.fields if f is not fld and f.kind in (FieldKind.STORAGE, FieldKind.COUNTER)
                       and f.sw_writable]
+            hidden = [f.name for f in others if not f.sw_readable]
+            if hidden:
+                # A read-modify-write would read the write-only fields as 0 and wipe them.
+                raise ConfigError(name, value, f"{reg.name} also holds write-only fields {hidden}; "
+                                               f"write the whole register instead of one field")
             if others:
                 current = yield from self.read(reg.name)
                 value = (current & ~fld.mask) | (value << fld.lsb)

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from systemrdl import RDLCompiler, RDLCompileError
+from systemrdl.messages import MessagePrinter
 from systemrdl.node import AddrmapNode, FieldNode, MemNode, RegNode, RegfileNode
 from systemrdl.rdltypes import AccessType
 
@@ -258,13 +259,26 @@ def regmap_from_node(root: AddrmapNode) -> RegMap:
 
 def compile_rdl(files, top: str) -> AddrmapNode:
     """Compile ``files`` in order and elaborate ``top``. Raises :class:`RegMapError` with the compiler's messages."""
-    rdlc = RDLCompiler()
+    printer = _CollectingPrinter()
+    rdlc = RDLCompiler(message_printer=printer)
     try:
         for f in files:
             rdlc.compile_file(str(f))
         return rdlc.elaborate(top_def_name=top).top
     except RDLCompileError as exc:
-        raise RegMapError(f"SystemRDL compile of {[str(f) for f in files]} failed: {exc}") from None
+        details = "\n".join(printer.lines) or str(exc)
+        raise RegMapError(f"SystemRDL compile of {[str(f) for f in files]} failed:\n{details}") from None
+
+
+class _CollectingPrinter(MessagePrinter):
+    """Keeps the compiler's messages (file, line, caret) for the exception instead of printing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit_message(self, lines):
+        self.lines.extend(lines)
 
 
 def core_rdl_files() -> tuple[Path, ...]:

@@ -1,0 +1,343 @@
+"""The Offload driver (wirespeed.open) over the model, a uio: stand-in file, and error paths."""
+
+import struct
+import sys
+import threading
+import time
+
+import pytest
+
+import wirespeed
+from wirespeed.hdl.id import FEATURES, CoreParams, build_hash
+from wirespeed.host.errors import (BusError, ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError,
+                                   WirespeedError)
+from wirespeed.host.model import AXIL_ACCESS_CYCLES, CoreModel, ModelTransport
+from wirespeed.host.offload import DeviceInfo, Offload, OffloadCore, open_transport
+from wirespeed.host.regmap import core_regmap
+from wirespeed.host.transport_mmap import SYSFS_ENV
+
+REGMAP = core_regmap()
+MAGIC = REGMAP["id.magic"].field("value").reset
+MAJOR = REGMAP["id.version"].field("major").reset
+MINOR = REGMAP["id.version"].field("minor").reset
+
+
+def test_open_model_info_matches_core_params():
+    p = CoreParams()
+    with wirespeed.open("model") as dev:
+        assert isinstance(dev, Offload)
+        info = dev.info()
+    assert isinstance(info, DeviceInfo)
+    assert info.magic == MAGIC == 0x57535044
+    assert info.version == (MAJOR, MINOR)
+    assert info.build_hash == build_hash(p)
+    assert info.features == frozenset(p.features)
+    assert info.width_bytes == p.width_bytes
+    assert info.tenants == p.tenants
+    assert info.maglev_size == p.maglev_size
+    assert info.clock_hz == p.clock_hz
+    d = info.as_dict()
+    assert d["magic"] == "0x57535044"
+    assert d["version"] == f"{MAJOR}.{MINOR}"
+    assert d["build_hash"] == f"0x{build_hash(p):08x}"
+
+
+def test_open_model_with_other_params():
+    p = CoreParams(width_bytes=32, tenants=1024, maglev_size=65537, clock_hz=250_000_000,
+                   features=frozenset({"parser", "router"}))
+    with wirespeed.open("model", params=p) as dev:
+        info = dev.info()
+    assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (32, 1024, 65537, 250_000_000)
+    assert info.features == {"parser", "router"}
+    assert info.build_hash == build_hash(p) != build_hash(CoreParams())
+    for feature in FEATURES:
+        p1 = CoreParams(features=frozenset({feature}))
+        with wirespeed.open("model", params=p1) as dev:
+            assert dev.info().features == {feature}
+
+
+def test_default_uri_is_model():
+    with wirespeed.open() as dev:
+        assert dev.info().magic == MAGIC
+        assert "model" in repr(dev)
+
+
+def test_context_manager_closes():
+    with wirespeed.open("model") as dev:
+        dev.write_register("id.scratch", 0xCAFE)
+        assert dev.read_register("id.scratch") == 0xCAFE
+        assert dev.read_register("id.version.major") == MAJOR
+    with pytest.raises(TransportError):
+        dev.info()
+    with pytest.raises(TransportError):
+        dev.read_register("id.scratch")
+    with pytest.raises(TransportError):
+        dev.write_register("id.scratch", 1)
+    dev.close()  # idempotent
+
+
+def test_close_without_context_manager():
+    dev = wirespeed.open("model")
+    dev.close()
+    with pytest.raises(TransportError):
+        dev.read_register("id.magic")
+
+
+def test_write_register_checks_range_before_access():
+    with wirespeed.open("model") as dev:
+        cycles = dev.transport.model.cycles
+        with pytest.raises(ConfigError):
+            dev.write_register("id.scratch", 1 << 32)
+        with pytest.raises(ConfigError):
+            dev.write_register("id.magic", 0)
+        assert dev.transport.model.cycles == cycles
+
+
+# -- incompatible cores ----------------------------------------------------------------------------------------------
+
+class PatchedModel(ModelTransport):
+    """A model whose reads of one address are replaced."""
+
+    def __init__(self, address, value):
+        super().__init__()
+        self.patch_address, self.patch_value = address, value
+
+    def read32(self, address):
+        data = super().read32(address)
+        return self.patch_value if address == self.patch_address else data
+
+
+def _assert_closed(t):
+    with pytest.raises(TransportError):
+        t.read32(REGMAP["id.scratch"].address)
+
+
+@pytest.mark.parametrize("magic", [0, 0xFFFF_FFFF, MAGIC ^ 1, MAGIC >> 8])
+def test_wrong_magic(magic):
+    t = PatchedModel(REGMAP["id.magic"].address, magic)
+    with pytest.raises(IncompatibleBitstream, match="magic"):
+        Offload(t, "model")
+    _assert_closed(t)
+
+
+@pytest.mark.parametrize("major", [0, MAJOR + 1, 0xFFFF])
+def test_wrong_major(major):
+    version = REGMAP["id.version"]
+    t = PatchedModel(version.address, major << version.field("major").lsb)
+    with pytest.raises(IncompatibleBitstream, match="major"):
+        Offload(t, "model")
+    _assert_closed(t)
+
+
+def test_newer_minor_is_accepted():
+    version = REGMAP["id.version"]
+    t = PatchedModel(version.address, MAJOR << version.field("major").lsb | 7)
+    with Offload(t, "model") as dev:
+        assert dev.info().version == (MAJOR, 7)
+
+
+def test_error_types():
+    assert issubclass(IncompatibleBitstream, WirespeedError)
+    assert issubclass(ConfigError, ValueError)
+    assert OffloadCore().magic == MAGIC and OffloadCore().major == MAJOR
+
+
+# -- URIs ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["bogus:x", "bogus", "", "MODEL", "http://example.com"])
+def test_unknown_scheme(uri):
+    with pytest.raises(DeviceNotFound) as exc:
+        wirespeed.open(uri)
+    assert "model" in str(exc.value)  # lists the schemes
+
+
+@pytest.mark.parametrize("uri", ["pynq:", "uio:", "pci:"])
+def test_scheme_without_target(uri):
+    with pytest.raises(TransportError):
+        open_transport(uri)
+    with pytest.raises(TransportError):
+        wirespeed.open(uri)
+
+
+def test_uio_missing_device(tmp_path, monkeypatch):
+    monkeypatch.setenv(SYSFS_ENV, str(tmp_path))
+    with pytest.raises(DeviceNotFound):
+        wirespeed.open(f"uio:{tmp_path}/uio7")
+
+
+# -- bus errors ------------------------------------------------------------------------------------------------------
+
+def test_bus_errors_and_their_counter():
+    with wirespeed.open("model") as dev:
+        t = dev.transport
+        assert dev.read_register("id.bus_errors") == 0
+        with pytest.raises(BusError) as exc:
+            t.read32(REGMAP.size)
+        assert exc.value.resp == "DECERR" and exc.value.op == "read" and exc.value.address == REGMAP.size
+        with pytest.raises(BusError) as exc:
+            t.write32(REGMAP.size + 4, 1)
+        assert exc.value.resp == "DECERR"
+        with pytest.raises(BusError) as exc:
+            t.write32(REGMAP["id.magic"].address, 0x1234)
+        assert exc.value.resp == "SLVERR" and exc.value.op == "write"
+        assert dev.info().magic == MAGIC  # the write changed nothing
+        assert dev.read_register("id.bus_errors") == 3
+        # a hole inside the map decodes to nothing too
+        holes = [a for a in range(0, REGMAP.size, 4) if REGMAP.decode(a) is None]
+        for a in holes:
+            with pytest.raises(BusError) as exc:
+                t.read32(a)
+            assert exc.value.resp == "DECERR"
+        assert dev.read_register("id.bus_errors") == 3 + len(holes)
+        # and unaligned access is the transport's own error, not a bus error
+        with pytest.raises(TransportError):
+            t.read32(2)
+        assert dev.read_register("id.bus_errors") == 3 + len(holes)
+
+
+# -- threads ---------------------------------------------------------------------------------------------------------
+
+def test_threads_share_one_offload():
+    threads_n, rounds = 4, 500
+    dev = wirespeed.open("model")
+    model = dev.transport.model
+    accesses_at_open = model.cycles // AXIL_ACCESS_CYCLES
+    assert accesses_at_open * AXIL_ACCESS_CYCLES == model.cycles
+    written = {tid: [(tid + 1) << 24 | i << 4 | 0xA for i in range(rounds)] for tid in range(threads_n)}
+    everything = {v for vs in written.values() for v in vs}
+    assert len(everything) == threads_n * rounds
+    bad, errors = [], []
+    start = threading.Barrier(threads_n)
+
+    def worker(tid):
+        try:
+            start.wait()
+            for value in written[tid]:
+                dev.write_register("id.scratch", value)
+                got = dev.read_register("id.scratch")
+                if got not in everything:
+                    bad.append((tid, value, got))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker, args=(tid,)) for tid in range(threads_n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=60)
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors
+    assert not bad, bad[:5]
+    expected_accesses = accesses_at_open + threads_n * rounds * 2
+    assert model.cycles == expected_accesses * AXIL_ACCESS_CYCLES
+    assert dev.read_register("id.scratch") in {vs[-1] for vs in written.values()}
+    assert dev.read_register("id.bus_errors") == 0
+    dev.close()
+
+
+# -- uio: stand-in ---------------------------------------------------------------------------------------------------
+
+def _register_image(model: CoreModel) -> bytes:
+    words = []
+    for address in range(0, REGMAP.size, 4):
+        hit = REGMAP.decode(address)
+        words.append(model.bank.read(address)[0] if hit else 0)
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+def test_uio_stand_in_decodes_the_same_info(tmp_path, monkeypatch):
+    sysfs = tmp_path / "sysfs"
+    sysfs.mkdir()
+    monkeypatch.setenv(SYSFS_ENV, str(sysfs))
+    params = CoreParams(width_bytes=16, tenants=4096, maglev_size=251, features=frozenset({"limiter"}))
+    image = _register_image(CoreModel(params))
+    assert len(image) == REGMAP.size
+    dev_path = tmp_path / "uio0"
+    dev_path.write_bytes(image)
+
+    with wirespeed.open("model", params=params) as model_dev:
+        expected = model_dev.info()
+    with wirespeed.open(f"uio:{dev_path}") as dev:
+        assert dev.transport.size == REGMAP.size
+        assert dev.info() == expected
+        dev.write_register("id.scratch", 0xFEED_F00D)
+        assert dev.read_register("id.scratch") == 0xFEED_F00D
+    # the store reached the file at the scratch register's address
+    scratch = REGMAP["id.scratch"].address
+    assert struct.unpack_from("<I", dev_path.read_bytes(), scratch)[0] == 0xFEED_F00D
+    with pytest.raises(TransportError):
+        dev.info()
+
+
+def test_uio_stand_in_with_wrong_magic_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(SYSFS_ENV, str(tmp_path / "empty"))
+    dev_path = tmp_path / "uio3"
+    dev_path.write_bytes(bytes(REGMAP.size))
+    with pytest.raises(IncompatibleBitstream):
+        wirespeed.open(f"uio:{dev_path}")
+
+
+class OneAtATime(ModelTransport):
+    """A model transport that records whether two threads were ever inside it at once (and gives them the chance)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside = 0
+        self.overlaps = 0
+        self._count_lock = threading.Lock()
+
+    def _enter(self):
+        with self._count_lock:
+            self.inside += 1
+            if self.inside > 1:
+                self.overlaps += 1
+
+    def _leave(self):
+        with self._count_lock:
+            self.inside -= 1
+
+    def read32(self, address):
+        self._enter()
+        try:
+            time.sleep(0)  # let another thread in, if the driver allows it
+            return super().read32(address)
+        finally:
+            self._leave()
+
+    def write32(self, address, value):
+        self._enter()
+        try:
+            time.sleep(0)  # let another thread in, if the driver allows it
+            super().write32(address, value)
+        finally:
+            self._leave()
+
+
+def test_offload_serialises_transport_access():
+    t = OneAtATime()
+    dev = Offload(t, "model")
+    errors = []
+
+    def worker(tid):
+        try:
+            for i in range(200):
+                dev.write_register("id.scratch", tid << 16 | i)
+                dev.read_register("id.scratch")
+                dev.read_register("id.uptime_cycles")  # a two-word read that must not interleave
+                if i % 50 == 0:
+                    dev.info()
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(tid,)) for tid in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors, errors
+    assert t.overlaps == 0, f"{t.overlaps} accesses overlapped another thread's"
+    dev.close()

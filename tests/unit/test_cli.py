@@ -1,0 +1,122 @@
+"""The `wirespeed` command line (wirespeed.host.cli.main) on the model: JSON output, exit codes, error format."""
+
+import json
+
+import pytest
+
+from wirespeed.hdl.id import CoreParams, build_hash
+from wirespeed.host.cli import main
+from wirespeed.host.regmap import core_regmap
+
+MAGIC = core_regmap()["id.magic"].field("value").reset
+
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    monkeypatch.delenv("WIRESPEED_DEBUG", raising=False)
+
+
+def run_json(capsys, argv):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+def test_info_json(capsys):
+    result = run_json(capsys, ["info", "--uri", "model", "--json"])
+    assert result["uri"] == "model"
+    assert result["magic"] == f"0x{MAGIC:08x}" == "0x57535044"
+    assert result["build_hash"] == f"0x{build_hash(CoreParams()):08x}"
+    assert result["width_bytes"] == CoreParams().width_bytes
+    assert result["features"] == []
+
+
+def test_info_text(capsys):
+    assert main(["info", "--uri", "model"]) == 0
+    captured = capsys.readouterr()
+    assert "0x57535044" in captured.out
+    assert "wirespeed core at model" in captured.out
+    assert captured.err == ""
+
+
+def test_demo_json_no_mismatches(capsys):
+    result = run_json(capsys, ["demo", "--uri", "model", "--json", "--rounds", "8"])
+    assert result["scratch_round_trips"] == 8
+    assert result["scratch_mismatches"] == 0
+    assert result["bus_errors"] == 0
+    assert result["uptime_cycles"] > 0
+    assert result["info"]["magic"] == "0x57535044"
+
+
+def test_demo_text(capsys):
+    assert main(["demo", "--uri", "model", "--rounds", "3", "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "3 random write/read round trips, 0 mismatches" in out
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["info", "--uri", "bogus:x"], "DeviceNotFound"),
+    (["info", "--uri", "bogus:x", "--json"], "DeviceNotFound"),
+    (["demo", "--uri", "uio:"], "TransportError"),
+    (["info", "--uri", "pci:zz"], "TransportError"),
+])
+def test_error_is_two_lines_and_exit_1(capsys, argv, name):
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 2, captured.err
+    assert lines[0].startswith(f"wirespeed {argv[0]}: {name}: ")
+    assert lines[1].startswith("hint: ")
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_debug_env_raises(monkeypatch):
+    from wirespeed.host.errors import DeviceNotFound
+    monkeypatch.setenv("WIRESPEED_DEBUG", "1")
+    with pytest.raises(DeviceNotFound):
+        main(["info", "--uri", "bogus:x"])
+
+
+def test_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+
+
+def test_regs_c_header(tmp_path, capsys):
+    out = tmp_path / "regs"
+    assert main(["regs", "--format", "c-header", "--out", str(out)]) == 0
+    header = out / "wirespeed_regs.h"
+    assert header.is_file()
+    text = header.read_text()
+    assert "#define WIRESPEED_ID__MAGIC__VALUE_reset 0x57535044" in text
+    assert "#define WIRESPEED_CORE__ID__MAGIC_ADDR 0x0000u" in text
+    scratch = core_regmap()["id.scratch"].address
+    assert f"#define WIRESPEED_CORE__ID__SCRATCH_ADDR 0x{scratch:04x}u" in text
+    assert f"wrote {header}" in capsys.readouterr().out
+    # only the format asked for
+    assert sorted(p.name for p in out.iterdir()) == ["wirespeed_regs.h"]
+
+
+def test_regs_json(tmp_path, capsys):
+    out = tmp_path / "regs"
+    result = run_json(capsys, ["regs", "--format", "c-header", "--out", str(out), "--json"])
+    assert result == {"written": [str(out / "wirespeed_regs.h")]}
+
+
+def test_verilog(tmp_path, capsys):
+    path = tmp_path / "sub" / "x.v"
+    assert main(["verilog", "--out", str(path)]) == 0
+    text = path.read_text()
+    assert "module wirespeed_core" in text
+    assert "endmodule" in text
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_model_json(capsys):
+    result = run_json(capsys, ["bench", "--uri", "model", "--accesses", "200", "--json"])
+    entry = result["register_access"]["model"]
+    assert entry["accesses"] == 200
+    assert entry["accesses_per_s"] > 0
+    assert entry["seconds"] >= 0
