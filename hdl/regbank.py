@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..host.regmap import BUS_WIDTH_BITS, FieldKind, Memory, RegMap, Register
 from ..host.register_model import DECERR, OKAY, SLVERR
 
-__all__ = ["RegisterBus", "MemoryPort", "RegisterBank"]
+__all__ = ["RegisterBus", "MemoryPort", "RegisterBank", "hw_signature", "hw_name", "hw_port"]
 
 
 class RegisterBus(wiring.Signature):
@@ -95,8 +95,8 @@ def hw_signature(regmap: RegMap) -> wiring.Signature:
     for path, leaf in leaves:
         node = tree
         for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = leaf
+            node = node.setdefault(hw_name(name), {})
+        node[hw_name(path[-1])] = leaf
 
     def build(node) -> wiring.Signature:
         return wiring.Signature({name: Out(sub if isinstance(sub, wiring.Signature) else build(sub))
@@ -104,10 +104,17 @@ def hw_signature(regmap: RegMap) -> wiring.Signature:
     return build(tree)
 
 
-def _lookup(iface, path):
+def hw_name(name: str) -> str:
+    """The ``hw`` member name of a map component: array elements ``data[3]`` become ``data_3``."""
+    return name.replace("[", "_").replace("]", "")
+
+
+def hw_port(iface, path):
+    """The ``hw`` sub-interface for a register or memory path, e.g. ``hw_port(bank.hw, ("parser", "limits"))``."""
     for name in path:
-        iface = getattr(iface, name)
+        iface = getattr(iface, hw_name(name))
     return iface
+
 
 
 class RegisterBank(wiring.Component):
@@ -166,16 +173,16 @@ class RegisterBank(wiring.Component):
         for reg in regmap.registers:
             for f in reg.fields:
                 if f.kind is FieldKind.PULSE:
-                    m.d.sync += _lookup(self.hw, reg.path + (f.name,)).eq(0)
+                    m.d.sync += hw_port(self.hw, reg.path + (f.name,)).eq(0)
                 if f.swmod:
-                    m.d.sync += _lookup(self.hw, reg.path + (f"{f.name}_swmod",)).eq(0)
+                    m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(0)
 
         # Counters count every cycle their incr is high; bus writes (and read-clear) act on the pre-increment value.
         counter_base = {}
         for reg in regmap.registers:
             for f in reg.fields:
                 if f.kind is FieldKind.COUNTER:
-                    port = _lookup(self.hw, reg.path)
+                    port = hw_port(self.hw, reg.path)
                     value = getattr(port, f.name)
                     base = Signal(f.width, name=f"{'_'.join(reg.path)}_{f.name}_base")
                     m.d.comb += base.eq(value)
@@ -183,7 +190,7 @@ class RegisterBank(wiring.Component):
                     counter_base[(reg.name, f.name)] = base
 
         def field_signal(reg, f):
-            port = _lookup(self.hw, reg.path)
+            port = hw_port(self.hw, reg.path)
             return getattr(port, f.name)
 
         def read_value(reg: Register):
@@ -245,9 +252,9 @@ class RegisterBank(wiring.Component):
                                     else:
                                         m.d.sync += sig[sl].eq((sig[sl] & ~ln) | (wd & ln))
                                     if f.swmod:
-                                        m.d.sync += _lookup(self.hw, reg.path + (f"{f.name}_swmod",)).eq(ln.any())
+                                        m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(ln.any())
                 for mi, mem in enumerate(regmap.memories):
-                    port = _lookup(self.hw, mem.path)
+                    port = hw_port(self.hw, mem.path)
                     m.d.comb += [port.addr.eq(word - mem.address // 4), port.w_data.eq(bus.w_data)]
                     with m.Case(*range(mem.address // 4, mem.address // 4 + mem.entries)) \
                             if mem.entries <= 64 else m.Case(_mem_pattern(mem, len(word))):
@@ -266,7 +273,7 @@ class RegisterBank(wiring.Component):
                     m.d.sync += [resp.eq(DECERR), r_data.eq(0)]
 
         for mi, mem in enumerate(regmap.memories):
-            port = _lookup(self.hw, mem.path)
+            port = hw_port(self.hw, mem.path)
             with m.If(mem_read_sel == mi + 1):
                 m.d.comb += bus.r_data.eq(port.r_data)
         return m
