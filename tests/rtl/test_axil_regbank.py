@@ -15,8 +15,11 @@ Scoreboard (:class:`Scoreboard`, shared by every cocotb test): once per cycle, a
 4. checks the bank's ack/data/resp one cycle after each accept, the target's ``error`` strobe, and AXI
    valid/payload stability on B and R.
 
-Each AXI B/R result must then equal the next expected write/read (address included). Seeds are printed; rerun one
-with ``REGBANK_SEED=<n> pytest tests/rtl/test_axil_regbank.py``; ``WAVES=1`` dumps an FST.
+Each AXI B/R result must then equal the next expected write/read: address and response, and for writes the data
+and strobes the manager sent must be what reached the bank (the model follows the bus copy, so this closes the loop
+on the target's data path). Memories are compared entry by entry through extra read ports at the end.
+
+Seeds are printed; rerun with ``REGBANK_SEED=<n> pytest tests/rtl/test_axil_regbank.py``; ``WAVES=1`` dumps an FST.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from wirespeed.hdl.axil import AXI4LiteSignature, AXI4LiteTarget
-from wirespeed.hdl.regbank import RegisterBank
+from wirespeed.hdl.regbank import RegisterBank, hw_name, hw_port
 from wirespeed.host.regmap import FieldKind, RegMap, compile_rdl, regmap_from_node
 from wirespeed.sim.runner import param, run_cocotb
 from wirespeed.sim.toolchain import verilator_root
@@ -58,7 +61,8 @@ def mem_init(mem) -> list[int]:
 
 
 def _flat(path) -> str:
-    return "_".join(path)
+    """A register or memory path as a pin-name fragment (array elements ``arr[1]`` become ``arr_1``)."""
+    return "_".join(hw_name(p) for p in path)
 
 
 def field_ports(regmap: RegMap):
@@ -118,14 +122,8 @@ class RegBankHarness(wiring.Component):
         for name in MONITOR:
             m.d.comb += getattr(self, f"mon_{name}").eq(getattr(axil.bus, name))
 
-        def hw(path):
-            node = bank.hw
-            for p in path:
-                node = getattr(node, p)
-            return node
-
         for role, name, reg, f in field_ports(self.regmap):
-            port, pin = hw(reg.path), getattr(self, name)
+            port, pin = hw_port(bank.hw, reg.path), getattr(self, name)
             if role == "hwv":
                 m.d.comb += getattr(port, f.name).eq(pin)
             elif role == "incr":
@@ -137,7 +135,7 @@ class RegBankHarness(wiring.Component):
 
         for mem in self.regmap.memories:
             name = _flat(mem.path)
-            port = hw(mem.path)
+            port = hw_port(bank.hw, mem.path)
             m.submodules[f"mem_{name}"] = ram = Memory(shape=32, depth=mem.entries, init=mem_init(mem))
             rd = ram.read_port(domain="sync")
             wr = ram.write_port(granularity=8)
@@ -154,8 +152,8 @@ class RegBankHarness(wiring.Component):
 
 #: Default seeds (fixed, so CI is reproducible); REGBANK_SEED=<n> overrides every test's seed.
 _SEED_ENV = os.environ.get("REGBANK_SEED")
-#: Random-traffic transactions per backpressure setting (each run asserts its own count): 2 x 6000 >= 10 000.
-RANDOM_TRANSACTIONS = 6000
+#: Random-traffic transactions per backpressure setting (each run asserts its own count): 2 x 20 000 >= 10 000.
+RANDOM_TRANSACTIONS = 20000
 
 
 @contextlib.contextmanager
@@ -252,9 +250,10 @@ if cocotb is not None:
             self.pulse = [(getattr(dut, n), f"{r.name}.{f.name}") for role, n, r, f in ports if role == "pulse"]
             self.swmod = [(getattr(dut, n), f"{r.name}.{f.name}") for role, n, r, f in ports if role == "swmod"]
             self.mon = {name: getattr(dut, f"mon_{name}") for name in MONITOR}
-            # Expected AXI results, in bus order: (addr, data, resp) per read, (addr, resp) per write.
+            # Expected AXI results, in bus order. Writes also keep the data and strobes that reached the bank, so
+            # a corruption between the AXI port and the RegisterBus (which the model would follow) is caught too.
             self.reads: list[tuple[int, int, int]] = []
-            self.writes: list[tuple[int, int]] = []
+            self.writes: list[tuple[int, int, int, int]] = []     # (addr, w_data, w_strb, resp) per write
             self.read_next = self.write_next = 0       # next entry a B/R result is compared against
             self.pending_ack = None                    # (is_write, data, resp) accepted last cycle
             self.exp_pulse: dict[str, int] = {}        # strobes expected this cycle (from last cycle's write)
@@ -267,7 +266,17 @@ if cocotb is not None:
             self.cov: Counter = Counter()
             self._axi_prev = None
             self.last_node = None
+            self.in_reset = True
+            self.resets = 0
             self.running = True
+
+        def _model_reset(self):
+            """The RTL just left reset: registers and the read latch are at reset; RAM contents survive (they are
+            only initialised at configuration), and the pulse tally is the scoreboard's, not the hardware's."""
+            mem, pulses = self.model.mem, self.model.pulses
+            self.model.reset()
+            self.model.mem, self.model.pulses = mem, pulses
+            self.resets += 1
 
         # -- per-cycle sampling -------------------------------------------------------------------------------------
 
@@ -276,8 +285,11 @@ if cocotb is not None:
             while self.running:
                 await fe
                 if _u(dut.rst):
-                    self._axi_prev = None
+                    self._axi_prev, self.pending_ack, self.exp_pulse, self.in_reset = None, None, {}, True
                     continue
+                if self.in_reset:
+                    self.in_reset = False
+                    self._model_reset()
                 self.cycles += 1
                 self._check_outputs()
                 self._check_axi_stability()
@@ -356,7 +368,7 @@ if cocotb is not None:
                         if f.swmod and lanes & f.mask:
                             self.exp_pulse[f"swmod:{reg.name}.{f.name}"] = 1
                             self.swmod_expected[f"{reg.name}.{f.name}"] += 1
-                self.writes.append((addr, resp))
+                self.writes.append((addr, data, strb, resp))
                 self.pending_ack = (True, None, resp)
                 self.cov[("w", node, RESP_NAMES[resp])] += 1
                 self.cov[("strb", strb)] += 1
@@ -398,10 +410,14 @@ if cocotb is not None:
                 f"read #{self.read_next - 1} {what}: AXI gave addr {addr:#x} data {data:#010x} "
                 f"{RESP_NAMES.get(resp, resp)}; expected addr {e_addr:#x} data {e_data:#010x} {RESP_NAMES[e_resp]}")
 
-        def check_write(self, addr: int, resp: int, what=""):
+        def check_write(self, addr: int, data: int, strb: int, resp: int, what=""):
+            """A B result against the next write seen on the bus; ``data``/``strb``: what the manager sent on W."""
             assert self.write_next < len(self.writes), f"B result for {addr:#x} with no write seen on the bus {what}"
-            e_addr, e_resp = self.writes[self.write_next]
+            e_addr, e_data, e_strb, e_resp = self.writes[self.write_next]
             self.write_next += 1
+            assert (data, strb) == (e_data, e_strb), (
+                f"write #{self.write_next - 1} {what} to {addr:#x}: sent data {data:#010x} strb {strb:#06b}, "
+                f"the bank got data {e_data:#010x} strb {e_strb:#06b}")
             assert (addr, resp) == (e_addr, e_resp), (
                 f"write #{self.write_next - 1} {what}: AXI gave addr {addr:#x} {RESP_NAMES.get(resp, resp)}; "
                 f"expected addr {e_addr:#x} {RESP_NAMES[e_resp]}")
@@ -414,7 +430,7 @@ if cocotb is not None:
             assert dict(self.pulse_seen) == model_pulses, (dict(self.pulse_seen), model_pulses)
             assert dict(self.swmod_seen) == {k: v for k, v in self.swmod_expected.items() if v}, \
                 (dict(self.swmod_seen), dict(self.swmod_expected))
-            n_err = sum(1 for *_, r in self.reads if r != OKAY) + sum(1 for _, r in self.writes if r != OKAY)
+            n_err = sum(1 for *_, r in self.reads if r != OKAY) + sum(1 for *_, r in self.writes if r != OKAY)
             assert self.errors_seen == n_err, (self.errors_seen, n_err)
 
     class TB:
@@ -429,9 +445,14 @@ if cocotb is not None:
             self.rng = random.Random(self.seed)
             self.regmap = kinds_regmap()
             self.model = RegisterBankModel(self.regmap)
+            for mem in self.regmap.memories:
+                self.model.mem[mem.name] = mem_init(mem)
             self.sb = Scoreboard(dut, self.model, self.log)
+            self._sb_task = None
             cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
             self.raw = raw
+            # cocotbext-axi logs every transaction and reset edge at INFO: keep the log readable at 20 000 transfers.
+            logging.getLogger(f"cocotb.{dut._name}.s_axil").setLevel(logging.WARNING)
             if raw:
                 bus = AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__")
                 self.aw = AxiLiteAWSource(bus.write.aw, dut.clk, dut.rst)
@@ -459,11 +480,8 @@ if cocotb is not None:
             self.dut.rst.value = 1
             await ClockCycles(self.dut.clk, 3)
             self.dut.rst.value = 0
-            # The RTL registers are at reset now; the RAMs keep their contents (only initialised at configuration).
-            self.model.reset()
-            for mem in self.regmap.memories:
-                self.model.mem[mem.name] = mem_init(mem)
-            cocotb.start_soon(self.sb.run())
+            if self._sb_task is None:
+                self._sb_task = cocotb.start_soon(self.sb.run())
             await ClockCycles(self.dut.clk, 2)
 
         # -- stimulus helpers ---------------------------------------------------------------------------------------
@@ -536,7 +554,9 @@ if cocotb is not None:
 
         async def write(self, addr: int, data: bytes, what=""):
             r = await self.axil.write(addr, data)
-            self.sb.check_write(addr, int(r.resp), what)
+            off = addr % 4
+            self.sb.check_write(addr, int.from_bytes(data, "little") << (8 * off),
+                                ((1 << len(data)) - 1) << off, int(r.resp), what)
             return int(r.resp)
 
         async def read32(self, addr, what=""):
@@ -579,7 +599,6 @@ if cocotb is not None:
         n_reads = n_total // 2
         n_writes = n_total - n_reads
         done = {"r": 0, "w": 0}
-        workers_left = []
 
         async def writer(k, count):
             rng = random.Random(tb.rng.getrandbits(64))
@@ -593,7 +612,6 @@ if cocotb is not None:
                 data = (value >> (8 * off) & ((1 << (8 * n)) - 1)).to_bytes(n, "little")
                 await tb.write(pick_word(rng) + off, data, f"(writer {k})")
                 done["w"] += 1
-            workers_left.remove(("w", k))
 
         async def reader(k, count):
             rng = random.Random(tb.rng.getrandbits(64))
@@ -609,13 +627,11 @@ if cocotb is not None:
                     n = rng.randint(1, 4 - off)
                 await tb.read(word + off, n, f"(reader {k})")
                 done["r"] += 1
-            workers_left.remove(("r", k))
 
         hw_stop = {"stop": False}
         hw_task = cocotb.start_soon(tb.drive_hw(lambda: hw_stop["stop"]))
         tasks = []
-        for k in range(2):
-            workers_left += [("w", k), ("r", k)]
+        for k in range(2):      # two writers and two readers, so AW/W/AR queue behind responses still in flight
             tasks.append(cocotb.start_soon(writer(k, n_writes // 2 + (k < n_writes % 2))))
             tasks.append(cocotb.start_soon(reader(k, n_reads // 2 + (k < n_reads % 2))))
         for t in tasks:
@@ -640,13 +656,14 @@ if cocotb is not None:
             assert any(k[:2] == ("w", node) for k in cov), f"{node} never written"
         for kind in "rw":
             assert cov[(kind, "unmapped", "DECERR")] > 0, f"no unmapped {kind}"
-        for bad in ("magic", "version", "status", "events", "cnt64_ro", "blk.live", "rom"):
+        for bad in ("magic", "version", "status", "events", "cnt64_ro", "cnt64_rc", "blk.live", "rom"):
             assert cov[("w", bad, "SLVERR")] > 0, f"no SLVERR write to {bad}"
         for strb in CONTIGUOUS_STRB:
             assert cov[("strb", strb)] > 0, f"strobe {strb:#06b} never used"
         for name in ("counters.a", "counters.b"):
             assert cov[("wrap", name)] > 0, f"{name} never wrapped"
         assert cov[("carry32", "cnt64_ro.count")] > 0, "cnt64_ro never carried into its high word"
+        assert cov["latch_differs_from_live"] > 0, "no high-word read where the latch differed from the live value"
         assert any(k[0] == "incr_during_access" and k[1] == "w" for k in cov), "no increment during a counter write"
         assert any(k[0] == "incr_during_access" and k[1] == "r" for k in cov), "no increment during a read-clear"
         for _, name in sb.pulse:
@@ -674,9 +691,12 @@ if cocotb is not None:
             t.awaddr, t.awprot = addr, 0
             return t
 
+        sent_w = deque()      # (wdata, wstrb) of every W beat handed to the source, in order
+
         def w(data, strb=0xF):
             t = tb.w._transaction_obj()
             t.wdata, t.wstrb = data, strb
+            sent_w.append((data, strb))
             return t
 
         def ar(addr):
@@ -686,7 +706,7 @@ if cocotb is not None:
 
         async def b_result(addr, what):
             b = await tb.b.recv()
-            sb.check_write(addr, int(b.bresp), what)
+            sb.check_write(addr, *sent_w.popleft(), int(b.bresp), what)
             return int(b.bresp)
 
         async def r_result(addr, what):
@@ -728,7 +748,8 @@ if cocotb is not None:
             await read(addr)
 
         # Non-contiguous and empty WSTRB, to storage, memory, pulse/swmod and counter registers.
-        for addr in (scratch, small + 4 * 3, big + 4 * 255, cmd, rm["counters"].address, wide):
+        for addr in (scratch, ctrl, small + 4 * 3, big + 4 * 255, cmd, rm["counters"].address, wide, wide + 4,
+                     rm["cnt64_rw"].address + 4):
             for strb in (0b0101, 0b1001, 0b1010, 0b0110, 0b1011, 0b1101, 0, 0b1111):
                 assert await write(addr, tb.rng.getrandbits(32), strb, f"strb {strb:#06b}") == OKAY
                 await read(addr)
@@ -769,6 +790,22 @@ if cocotb is not None:
             tb.ar.send_nowait(ar(scratch))
             await b_result(scratch, "same-cycle r/w")
             await r_result(scratch, "same-cycle r/w")
+
+        # Round-robin: when AR and AW+W arrive in the same cycle, the kind that did not go last goes first.
+        for last in ("w", "r", "w", "r", "r", "w"):
+            if last == "w":
+                await write(ctrl, tb.rng.getrandbits(32), what="round-robin setup")
+            else:
+                await read(ctrl, "round-robin setup")
+            await ClockCycles(clk, 3)
+            start = len(sb.kinds)
+            tb.aw.send_nowait(aw(scratch))
+            tb.w.send_nowait(w(0xB000_0000 + start))
+            tb.ar.send_nowait(ar(scratch))
+            await b_result(scratch, "round-robin")
+            await r_result(scratch, "round-robin")
+            order = "".join(sb.kinds[start:])
+            assert order == ("rw" if last == "w" else "wr"), f"after a lone {last}, simultaneous r+w went {order}"
 
         # B held off: the next write is buffered but does not reach the bank; reads still go through.
         tb.b.pause = True
@@ -852,7 +889,7 @@ if cocotb is not None:
             assert await tb.write32(a, 0xFFFF_FFFF) == DECERR, hex(a)
 
         # Read-only registers and memory: SLVERR, nothing changes.
-        for name in ("magic", "version", "status", "events", "cnt64_ro", "blk.live"):
+        for name in ("magic", "version", "status", "events", "cnt64_ro", "cnt64_rc", "blk.live"):
             reg = rm[name]
             for word in range(reg.words):
                 assert await tb.write32(reg.address + 4 * word, 0xFFFF_FFFF) == SLVERR, name
@@ -880,6 +917,15 @@ if cocotb is not None:
         await ClockCycles(dut.clk, 1)
         assert (await tb.read32(rm["status"].address))[0] == 0x1231_0ABC
         assert (await tb.read32(rm["blk.live"].address))[0] == 0xFEED_BEEF
+
+        # A second reset, after all that: registers (and the read latch) back to reset, RAM contents kept.
+        for h, _ in tb.hwv_pins:
+            h.value = 0
+        await tb.quiesce()
+        await tb.reset()
+        assert tb.sb.resets == 2
+        await read_all_registers()
+        await tb.check_memories()
 
         await tb.quiesce()
         tb.sb.running = False
