@@ -1,0 +1,31 @@
+"""Packet byte streams: the payload every wirespeed pipeline passes along, W bytes per beat.
+
+``amaranth.lib.stream`` carries :func:`ByteBeat` payloads. Only the last beat of a packet may be partial; its valid
+bytes are lanes ``0 .. n_valid-1`` (lane 0 is the first byte on the wire).
+"""
+
+from __future__ import annotations
+
+from amaranth.lib import data
+
+__all__ = ["ByteBeat", "check_width", "WIDTHS"]
+
+#: Supported stream widths W in bytes.
+WIDTHS = (4, 8, 16)
+
+
+def check_width(width: int) -> int:
+    if width not in WIDTHS:
+        raise ValueError(f"stream width W must be one of {WIDTHS} bytes, got {width!r}")
+    return width
+
+
+def ByteBeat(width: int) -> data.StructLayout:
+    """One beat: ``data`` (W bytes, lane 0 first), ``n_valid`` (1..W; only the ``last`` beat may be below W) and
+    ``last`` (the packet's final beat)."""
+    check_width(width)
+    return data.StructLayout({
+        "data": data.ArrayLayout(8, width),
+        "n_valid": range(width + 1),
+        "last": 1,
+    })

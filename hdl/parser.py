@@ -1,0 +1,525 @@
+"""HTTP/1.1 request header parser: the front of the offload pipeline.
+
+packet bytes (W per beat) ─▶ :class:`HeaderParser` ─┬─▶ the same bytes, unchanged (``o_stream``)
+                                                     └─▶ one :class:`~.parser_layouts.Descriptor` per packet (``o_desc``)
+
+Behaviour is specified in ``docs/parser.md``; :mod:`wirespeed.host.parser` is the bit-exact model.
+
+Structure. Each beat runs W copies of one byte step, chained lane to lane, over the parser state (request-line
+state machine, name matchers, field-value trackers, fingerprints). The state is registered between beats, so the
+parser takes one beat per cycle whatever the content. When a packet stops (header end, first error, limit, or end of
+packet) the final state is snapshotted; the route prefix match and descriptor assembly follow in two more pipeline
+stages, and the descriptor leaves through a small FIFO. A beat at cycle *c* that holds the final LF yields its
+descriptor at cycle *c* + 3 when ``o_desc`` is ready.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from ..host.regmap import HDL_DIR, compile_rdl, regmap_from_node
+from .packet import ByteBeat, check_width
+from .parser_layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, METHODS, NAME_BYTES, PREFIX_BYTES,
+                             PREFIX_ENTRIES, Descriptor, ErrorFlag, KeySource, Method, Version)
+from .regbank import hw_signature
+
+__all__ = ["HeaderParser", "parser_regmap", "DESC_FIFO_DEPTH", "DESC_LATENCY_CYCLES"]
+
+#: Cycles from the beat holding the stop byte (e.g. the final LF) to ``o_desc.valid``.
+DESC_LATENCY_CYCLES = 3
+DESC_FIFO_DEPTH = 8
+
+CR, LF, SP, HTAB, COLON, QMARK = 0x0D, 0x0A, 0x20, 0x09, 0x3A, 0x3F
+
+# Request-line and header states (docs/parser.md).
+METHOD, TARGET, VERSION, RL_LF, LINE_START, NAME, VALUE, VALUE_LF, END_LF = range(9)
+
+# Authorization value phases: scheme so far matches "bearer"; SP run; token; invalid; WS after the token.
+PH_SCHEME, PH_SP, PH_TOKEN, PH_BAD, PH_TOKEN_WS = range(5)
+
+N_BUILTIN = len(BUILTIN_NAMES)
+HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY = range(N_BUILTIN)
+U64 = (1 << 64) - 1
+
+
+def _residue(poly_low: int, k: int) -> int:
+    """x^(64+k) mod P, for the reset value of the residue registers."""
+    r = poly_low
+    for _ in range(k):
+        r = ((r << 1) & U64) ^ (poly_low if r >> 63 else 0)
+    return r
+
+
+def parser_regmap():
+    """The parser's register map on its own (addresses from 0), for a standalone bank."""
+    return regmap_from_node(compile_rdl([HDL_DIR / "parser.rdl"], "wirespeed_parser"))
+
+
+def _is_tchar(b):
+    alpha = ((b | 0x20) >= ord("a")) & ((b | 0x20) <= ord("z"))
+    digit = (b >= ord("0")) & (b <= ord("9"))
+    other = 0
+    for c in b"!#$%&'*+-.^_`|~":
+        other = other | (b == c)
+    return alpha | digit | other
+
+
+def _byte_at(text: bytes, index):
+    """Byte ``index`` of a constant string (0 past its end), as a small case table rather than a shifter."""
+    return Array(Const(c, 8) for c in text.ljust(1 << len(index), b"\0"))[index]
+
+
+def _bytes_of(value, count: int):
+    """The bytes of a register value as an indexable ``Array`` (byte 0 in bits 7:0)."""
+    return Array(value[8 * i:8 * i + 8] for i in range(count))
+
+
+def _lower(b):
+    return Mux((b >= ord("A")) & (b <= ord("Z")), b | 0x20, b)
+
+
+def _sat_inc(v):
+    return Mux(v == (1 << len(v)) - 1, v, v + 1)
+
+
+class _Record:
+    """A bundle of named signals (one copy of the parser state), so a lane step can copy and override it."""
+
+    def __init__(self, fields: dict, prefix: str, reset=None):
+        self.fields = fields
+        reset = reset or {}
+        for name, shape in fields.items():
+            setattr(self, name, Signal(shape, name=f"{prefix}{name}", init=reset.get(name, 0)))
+
+    def signals(self):
+        return [getattr(self, n) for n in self.fields]
+
+    def eq(self, other):
+        return [getattr(self, n).eq(getattr(other, n)) for n in self.fields]
+
+
+def _tracker_fields():
+    """Per field value: fingerprint, length, CL digits, "chunked" match, and the Bearer token."""
+    return {"fp": 64, "len": 16, "digits_ok": 1, "cl": 64, "cl_ovf": 1, "chunk_ok": 1,
+            "phase": 3, "tok_fp": 64, "tok_len": 16}
+
+
+def _state_fields():
+    f = {
+        "stopped": 1, "complete": 1, "errors": len(ErrorFlag), "state": 4, "pending_cr": 1, "pos": 16,
+        "mbuf": 64, "mlen": 4, "method": 4, "target_any": 1, "in_query": 1,
+        "path_len": 16, "path_fp": 64, "path_buf": 8 * PREFIX_BYTES,
+        "vbuf": 64, "vlen": 4, "version": 2, "header_lines": 16,
+        "name_len": 6, "match": N_BUILTIN + EXTRA_SLOTS, "started": 1,
+        "host_present": 1, "host_fp": 64, "host_len": 16,
+        "cl_present": 1, "cl_val": 64, "cl_ovf": 1, "te_seen": 1, "chunked": 1,
+        "auth_found": 1, "auth_fp": 64, "auth_len": 16, "xkey_found": 1, "xkey_fp": 64, "xkey_len": 16,
+        "extra_present": EXTRA_SLOTS,
+    }
+    for i in range(EXTRA_SLOTS):
+        f[f"extra_fp{i}"] = 64
+    for name, width in _tracker_fields().items():
+        f[f"run_{name}"] = width
+        f[f"com_{name}"] = width
+    return f
+
+
+class HeaderParser(wiring.Component):
+    """HTTP/1.1 request header parser.
+
+    Parameters
+    ----------
+    width : int
+        W, bytes per beat: 4, 8 or 16.
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(ByteBeat(W)))
+        Request packets, one request per packet. Accepted at one beat per cycle while ``o_stream`` is ready.
+    o_stream : Out(stream.Signature(ByteBeat(W)))
+        The same beats, unchanged, in the same cycle they are accepted.
+    o_desc : Out(stream.Signature(Descriptor))
+        Exactly one descriptor per packet, :data:`DESC_LATENCY_CYCLES` cycles after the beat holding the stop byte.
+    regs : In(hw signature of ``parser.rdl``)
+        Connect to the register bank's ``parser`` block.
+    """
+
+    def __init__(self, width: int = 8):
+        self.width = check_width(width)
+        regs_sig = hw_signature(parser_regmap())
+        super().__init__({
+            "i_stream": In(stream.Signature(ByteBeat(width))),
+            "o_stream": Out(stream.Signature(ByteBeat(width))),
+            "o_desc": Out(stream.Signature(Descriptor)),
+            "regs": In(regs_sig),
+        })
+
+    # -- configuration tables (staging + commit) ------------------------------------------------------------------
+
+    def _tables(self, m):
+        regs = self.regs
+        t = {}
+        t["pfx_bytes"] = [Signal(8 * PREFIX_BYTES, name=f"pfx{e}_bytes") for e in range(PREFIX_ENTRIES)]
+        t["pfx_len"] = [Signal(6, name=f"pfx{e}_len") for e in range(PREFIX_ENTRIES)]
+        t["pfx_class"] = [Signal(4, name=f"pfx{e}_class") for e in range(PREFIX_ENTRIES)]
+        t["pfx_valid"] = [Signal(name=f"pfx{e}_valid") for e in range(PREFIX_ENTRIES)]
+        # Which of the 32 byte positions an entry compares (its first len bytes), kept beside the entry.
+        t["pfx_mask"] = [Signal(PREFIX_BYTES, name=f"pfx{e}_mask") for e in range(PREFIX_ENTRIES)]
+        t["x_bytes"] = [Signal(8 * NAME_BYTES, name=f"extra{i}_name") for i in range(EXTRA_SLOTS)]
+        t["x_len"] = [Signal(6, name=f"extra{i}_len") for i in range(EXTRA_SLOTS)]
+        stage_pfx = Cat(*(getattr(regs, f"prefix_data_{i}").value for i in range(PREFIX_BYTES // 4)))
+        stage_x = Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)))
+        with m.If(regs.prefix_commit.go):
+            with m.Switch(regs.prefix_commit.index):
+                for e in range(PREFIX_ENTRIES):
+                    with m.Case(e):
+                        m.d.sync += [t["pfx_bytes"][e].eq(stage_pfx),
+                                     t["pfx_mask"][e].eq(
+                                         Array(Const((1 << i) - 1, PREFIX_BYTES) for i in range(64))[
+                                             regs.prefix_ctrl.len]),
+                                     t["pfx_len"][e].eq(Mux(regs.prefix_ctrl.len > PREFIX_BYTES, PREFIX_BYTES,
+                                                            regs.prefix_ctrl.len)),
+                                     t["pfx_class"][e].eq(regs.prefix_ctrl.route_class),
+                                     t["pfx_valid"][e].eq(regs.prefix_ctrl.valid)]
+        with m.If(regs.extra_commit.go):
+            with m.Switch(regs.extra_commit.index):
+                for i in range(EXTRA_SLOTS):
+                    with m.Case(i):
+                        m.d.sync += [t["x_bytes"][i].eq(stage_x),
+                                     t["x_len"][i].eq(Mux(regs.extra_ctrl.len > NAME_BYTES, NAME_BYTES,
+                                                          regs.extra_ctrl.len))]
+        return t
+
+    # -- one byte step --------------------------------------------------------------------------------------------
+
+    def _crc(self, state, byte, red):
+        """One MSB-first CRC byte step with the reduction residues ``red[k] = x^(64+k) mod P``."""
+        f = state[56:64] ^ byte
+        acc = Cat(Const(0, 8), state[0:56])
+        for k in range(8):
+            acc = acc ^ Mux(f[k], red[k], 0)
+        return acc
+
+    def _step(self, m, k, s, b, lane_valid, cfg):
+        """Lane ``k``: the next state ``n`` from state ``s`` and byte ``b``."""
+        n = _Record(_state_fields(), f"l{k}_")
+        m.d.comb += n.eq(s)
+        red, seed, limit, tables = cfg["red"], cfg["seed"], cfg["limit"], cfg["tables"]
+        def net(expr, name, shape=1):
+            # Amaranth re-emits an expression at every use; a named signal shares it (and shows in waveforms).
+            sig = Signal(shape, name=f"l{k}_{name}")
+            m.d.comb += sig.eq(expr)
+            return sig
+
+        b = net(b, "byte", 8)
+        is_tchar = net(_is_tchar(b), "is_tchar")
+        is_vchar = net((b >= 0x21) & (b <= 0x7E), "is_vchar")
+        is_fvchar = net(is_vchar | b[7], "is_fvchar")         # field-vchar: vchar or obs-text
+        is_ws = net((b == SP) | (b == HTAB), "is_ws")
+        is_digit = net((b >= ord("0")) & (b <= ord("9")), "is_digit")
+        lb = net(_lower(b), "lower", 8)
+
+        def fail(flag):
+            m.d.comb += [n.errors.eq(s.errors | flag.value), n.stopped.eq(1)]
+
+        # Name matchers: builtins are constants, extras come from the committed table.
+        lens = [Const(len(nm), 6) for nm in BUILTIN_NAMES] + [tables["x_len"][i] for i in range(EXTRA_SLOTS)]
+        extra_bytes = [_bytes_of(tables["x_bytes"][i], NAME_BYTES) for i in range(EXTRA_SLOTS)]
+
+        def name_char_ok(i_pos, idx):
+            if idx < N_BUILTIN:
+                expect = _byte_at(BUILTIN_NAMES[idx], i_pos[0:5])
+            else:
+                expect = extra_bytes[idx - N_BUILTIN][i_pos[0:5]]
+            return (i_pos < lens[idx]) & (expect == lb)
+
+        n_names = N_BUILTIN + EXTRA_SLOTS
+        first_ok = net(Cat(*(name_char_ok(Const(0, 6), i) for i in range(n_names))), "name_first_ok", n_names)
+        next_ok = net(Cat(*(name_char_ok(s.name_len, i) for i in range(n_names))), "name_next_ok", n_names)
+        crc_run = net(self._crc(s.run_fp, b, red), "crc_run", 64)
+        crc_tok = net(self._crc(s.run_tok_fp, b, red), "crc_tok", 64)
+        crc_tok0 = net(self._crc(seed, b, red), "crc_tok0", 64)
+        crc_path = net(self._crc(s.path_fp, b, red), "crc_path", 64)
+
+        def track():
+            """Update the running value tracker with byte ``b`` (a value byte: WS after the start, or field-vchar)."""
+            i = s.run_len
+            prod = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
+            ovf = net(s.run_cl_ovf | prod[64:].any(), "cl_ovf")
+            ops = [
+                n.run_fp.eq(crc_run),
+                n.run_len.eq(_sat_inc(s.run_len)),
+                n.run_digits_ok.eq(s.run_digits_ok & is_digit),
+                n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) &
+                                  (_byte_at(b"chunked", i[0:3]) == lb)),
+            ]
+            m.d.comb += ops
+            with m.If(is_digit):
+                m.d.comb += [n.run_cl.eq(Mux(ovf, U64, prod[0:64])), n.run_cl_ovf.eq(ovf)]
+            with m.Switch(s.run_phase):
+                with m.Case(PH_SCHEME):
+                    with m.If(i < 6):
+                        with m.If(_byte_at(b"bearer", i[0:3]) != lb):
+                            m.d.comb += n.run_phase.eq(PH_BAD)
+                    with m.Elif(b == SP):
+                        m.d.comb += n.run_phase.eq(PH_SP)
+                    with m.Else():
+                        m.d.comb += n.run_phase.eq(PH_BAD)
+                with m.Case(PH_SP):
+                    with m.If(b == HTAB):
+                        m.d.comb += n.run_phase.eq(PH_BAD)
+                    with m.Elif(b != SP):
+                        m.d.comb += [n.run_phase.eq(PH_TOKEN), n.run_tok_fp.eq(crc_tok0),
+                                     n.run_tok_len.eq(1)]
+                with m.Case(PH_TOKEN):
+                    with m.If(is_ws):
+                        m.d.comb += n.run_phase.eq(PH_TOKEN_WS)
+                    with m.Else():
+                        m.d.comb += [n.run_tok_fp.eq(crc_tok),
+                                     n.run_tok_len.eq(_sat_inc(s.run_tok_len))]
+                with m.Case(PH_TOKEN_WS):
+                    with m.If(~is_ws):
+                        m.d.comb += n.run_phase.eq(PH_BAD)
+
+        def commit_line():
+            """The LF ending a field line: apply the committed value to the header it names."""
+            matched = [s.match[i] for i in range(N_BUILTIN + EXTRA_SLOTS)]
+            m.d.comb += n.header_lines.eq(_sat_inc(s.header_lines))
+            with m.If(matched[HOST]):
+                with m.If(s.host_present):
+                    fail(ErrorFlag.duplicate_host)
+                with m.Else():
+                    m.d.comb += [n.host_present.eq(1), n.host_fp.eq(s.com_fp), n.host_len.eq(s.com_len)]
+            with m.If(matched[CONTENT_LENGTH]):
+                with m.If(~s.com_digits_ok | (s.com_len == 0)):
+                    fail(ErrorFlag.bad_content_length)
+                with m.Elif(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf))):
+                    fail(ErrorFlag.cl_mismatch)
+                with m.Else():
+                    m.d.comb += [n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf)]
+            with m.If(matched[TRANSFER_ENCODING]):
+                m.d.comb += n.te_seen.eq(1)
+                with m.If(s.te_seen | ~s.com_chunk_ok | (s.com_len != 7)):
+                    fail(ErrorFlag.bad_transfer_encoding)
+                with m.Else():
+                    m.d.comb += n.chunked.eq(1)
+            with m.If(matched[AUTHORIZATION] & ~s.auth_found & (s.com_phase == PH_TOKEN)):
+                m.d.comb += [n.auth_found.eq(1), n.auth_fp.eq(s.com_tok_fp), n.auth_len.eq(s.com_tok_len)]
+            with m.If(matched[X_API_KEY] & ~s.xkey_found):
+                m.d.comb += [n.xkey_found.eq(1), n.xkey_fp.eq(s.com_fp), n.xkey_len.eq(s.com_len)]
+            for i in range(EXTRA_SLOTS):
+                with m.If(matched[N_BUILTIN + i] & ~s.extra_present[i]):
+                    m.d.comb += [n.extra_present[i].eq(1), getattr(n, f"extra_fp{i}").eq(s.com_fp)]
+
+        with m.If(lane_valid & ~s.stopped):
+            with m.If(s.pos == limit):
+                fail(ErrorFlag.header_too_large)      # this byte is not consumed
+            with m.Else():
+                m.d.comb += n.pos.eq(s.pos + 1)
+                with m.If(s.pending_cr & (b != LF)):
+                    fail(ErrorFlag.bare_cr_lf)
+                with m.Elif((b == LF) & ~s.pending_cr):
+                    fail(ErrorFlag.bare_cr_lf)
+                with m.Else():
+                    with m.Switch(s.state):
+                        with m.Case(METHOD):
+                            with m.If(is_tchar):
+                                m.d.comb += [n.mbuf.eq(Cat(b, s.mbuf[0:56])),
+                                             n.mlen.eq(Mux(s.mlen == 15, 15, s.mlen + 1))]
+                            with m.Elif((b == SP) & (s.mlen != 0)):
+                                method = Const(Method.OTHER.value, 4)
+                                for token, code in METHODS.items():
+                                    hit = (s.mlen == len(token)) & \
+                                        (s.mbuf[0:8 * len(token)] == int.from_bytes(token, "big"))
+                                    method = Mux(hit, code.value, method)
+                                m.d.comb += [n.method.eq(method), n.state.eq(TARGET), n.path_fp.eq(seed)]
+                            with m.Else():
+                                fail(ErrorFlag.bad_request_line)
+                        with m.Case(TARGET):
+                            with m.If(is_vchar):
+                                m.d.comb += n.target_any.eq(1)
+                                with m.If((b == QMARK) & ~s.in_query):
+                                    m.d.comb += n.in_query.eq(1)
+                                with m.Elif(~s.in_query):
+                                    m.d.comb += [n.path_fp.eq(crc_path),
+                                                 n.path_len.eq(_sat_inc(s.path_len))]
+                                    with m.If(s.path_len < PREFIX_BYTES):
+                                        with m.Switch(s.path_len[0:5]):
+                                            for j in range(PREFIX_BYTES):
+                                                with m.Case(j):
+                                                    m.d.comb += n.path_buf[8 * j:8 * j + 8].eq(b)
+                            with m.Elif((b == SP) & s.target_any):
+                                m.d.comb += n.state.eq(VERSION)
+                            with m.Else():
+                                fail(ErrorFlag.bad_request_line)
+                        with m.Case(VERSION):
+                            with m.If(b == CR):
+                                v11 = s.vbuf == int.from_bytes(b"HTTP/1.1", "big")
+                                v10 = s.vbuf == int.from_bytes(b"HTTP/1.0", "big")
+                                with m.If((s.vlen == 8) & (v11 | v10)):
+                                    m.d.comb += [n.version.eq(Mux(v11, Version.HTTP_1_1.value,
+                                                                  Version.HTTP_1_0.value)),
+                                                 n.pending_cr.eq(1), n.state.eq(RL_LF)]
+                                with m.Else():
+                                    fail(ErrorFlag.bad_request_line)
+                            with m.Elif(s.vlen == 8):
+                                fail(ErrorFlag.bad_request_line)
+                            with m.Else():
+                                m.d.comb += [n.vbuf.eq(Cat(b, s.vbuf[0:56])), n.vlen.eq(s.vlen + 1)]
+                        with m.Case(RL_LF):
+                            m.d.comb += [n.pending_cr.eq(0), n.state.eq(LINE_START)]
+                        with m.Case(LINE_START):
+                            with m.If(b == CR):
+                                m.d.comb += [n.pending_cr.eq(1), n.state.eq(END_LF)]
+                            with m.Elif(is_ws):
+                                fail(ErrorFlag.obs_fold)
+                            with m.Elif(is_tchar):
+                                m.d.comb += [n.state.eq(NAME), n.name_len.eq(1), n.match.eq(first_ok)]
+                            with m.Else():
+                                fail(ErrorFlag.bad_field_name)
+                        with m.Case(NAME):
+                            with m.If(is_tchar):
+                                m.d.comb += [n.name_len.eq(Mux(s.name_len == 63, 63, s.name_len + 1)),
+                                             n.match.eq(s.match & next_ok)]
+                            with m.Elif(b == COLON):
+                                m.d.comb += [n.state.eq(VALUE), n.started.eq(0),
+                                             n.match.eq(s.match & Cat(*(s.name_len == ln for ln in lens)))]
+                                init = {"fp": seed, "len": 0, "digits_ok": 1, "cl": 0, "cl_ovf": 0,
+                                        "chunk_ok": 1, "phase": PH_SCHEME, "tok_fp": 0, "tok_len": 0}
+                                for name, value in init.items():
+                                    m.d.comb += [getattr(n, f"run_{name}").eq(value),
+                                                 getattr(n, f"com_{name}").eq(value)]
+                            with m.Elif(is_ws):
+                                fail(ErrorFlag.ws_before_colon)
+                            with m.Else():
+                                fail(ErrorFlag.bad_field_name)
+                        with m.Case(VALUE):
+                            with m.If(b == CR):
+                                m.d.comb += [n.pending_cr.eq(1), n.state.eq(VALUE_LF)]
+                            with m.Elif(is_ws):
+                                with m.If(s.started):
+                                    track()
+                            with m.Elif(is_fvchar):
+                                m.d.comb += n.started.eq(1)
+                                track()
+                                # The committed copy follows every non-WS byte, so trailing WS never reaches it.
+                                for name in _tracker_fields():
+                                    m.d.comb += getattr(n, f"com_{name}").eq(getattr(n, f"run_{name}"))
+                            with m.Else():
+                                fail(ErrorFlag.bad_field_value)
+                        with m.Case(VALUE_LF):
+                            m.d.comb += [n.pending_cr.eq(0), n.state.eq(LINE_START)]
+                            commit_line()
+                        with m.Case(END_LF):
+                            m.d.comb += [n.pending_cr.eq(0), n.complete.eq(1), n.stopped.eq(1)]
+                            block = Const(0, len(ErrorFlag))
+                            block = block | Mux((s.version == Version.HTTP_1_1.value) & ~s.host_present,
+                                                ErrorFlag.missing_host.value, 0)
+                            block = block | Mux(s.cl_present & s.te_seen, ErrorFlag.cl_and_te.value, 0)
+                            m.d.comb += n.errors.eq(s.errors | block)
+        return n
+
+    # -- elaboration ----------------------------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.width
+        regs = self.regs
+        tables = self._tables(m)
+
+        # Key: reduction residues x^(64+k) mod P, recomputed (one cycle later) whenever fp_poly changes.
+        red = [Signal(64, name=f"fp_red{k}", init=_residue(FP_POLY_RESET, k)) for k in range(8)]
+        r = regs.fp_poly.value
+        for k in range(8):
+            m.d.sync += red[k].eq(r)
+            r = Mux(r[63], Cat(Const(0, 1), r[0:63]) ^ regs.fp_poly.value, Cat(Const(0, 1), r[0:63]))
+        seed = regs.fp_seed.value
+        cfg = {"red": red, "seed": seed, "limit": regs.limits.max_header_bytes, "tables": tables}
+
+        # Descriptor FIFO and admission: a beat is taken only if every descriptor it could complete has room.
+        m.submodules.desc_fifo = fifo = SyncFIFO(width=Descriptor.as_shape().size, depth=DESC_FIFO_DEPTH)
+        stage_a, stage_b = Signal(), Signal()
+        room = Signal()
+        m.d.comb += room.eq(fifo.level + stage_a + stage_b < DESC_FIFO_DEPTH)
+        beat = self.i_stream.payload
+        take = Signal()
+        m.d.comb += [
+            self.o_stream.payload.eq(beat),
+            self.o_stream.valid.eq(self.i_stream.valid & room),
+            self.i_stream.ready.eq(self.o_stream.ready & room),
+            take.eq(self.i_stream.valid & self.i_stream.ready),
+        ]
+
+        # The lane chain.
+        state = _Record(_state_fields(), "s_")
+        lanes = [state]
+        for k in range(W):
+            lane_valid = ~beat.last | (k < beat.n_valid)
+            lanes.append(self._step(m, k, lanes[-1], beat.data[k], lane_valid, cfg))
+        end = lanes[-1]
+
+        emit = Signal()
+        m.d.comb += emit.eq(take & ((end.stopped & ~state.stopped) | (beat.last & ~end.stopped)))
+        final = _Record(_state_fields(), "final_")
+        with m.If(take):
+            with m.If(beat.last):
+                m.d.sync += [sig.eq(0) for sig in state.signals()]  # the next packet starts afresh
+            with m.Else():
+                m.d.sync += state.eq(end)
+        m.d.sync += stage_a.eq(emit)
+        with m.If(emit):
+            m.d.sync += final.eq(end)
+            with m.If(~end.stopped):
+                m.d.sync += final.errors.eq(end.errors | ErrorFlag.truncated.value)
+
+        # Stage B: which prefix entries match the path.
+        hits = Signal(PREFIX_ENTRIES)
+        keep = _Record(_state_fields(), "keep_")
+        m.d.sync += [stage_b.eq(stage_a), keep.eq(final)]
+        for e in range(PREFIX_ENTRIES):
+            pfx = tables["pfx_bytes"][e]
+            same = Cat(*(final.path_buf[8 * i:8 * i + 8] == pfx[8 * i:8 * i + 8] for i in range(PREFIX_BYTES)))
+            m.d.sync += hits[e].eq(tables["pfx_valid"][e] & (tables["pfx_len"][e] <= final.path_len) &
+                                   (same | ~tables["pfx_mask"][e]).all())
+
+        # Stage C: longest match (ties: lower index) and descriptor assembly into the FIFO.
+        best_len, best_class, best_hit = Const(0, 6), regs.route_default.default_class, Const(0, 1)
+        for e in reversed(range(PREFIX_ENTRIES)):
+            # Each step is a named signal: reusing the previous step's expressions would duplicate them.
+            ln = tables["pfx_len"][e]
+            better = hits[e] & (~best_hit | (ln >= best_len))
+            nl, nc, nh = Signal(6, name=f"best{e}_len"), Signal(4, name=f"best{e}_class"), Signal(name=f"best{e}_hit")
+            m.d.comb += [nl.eq(Mux(better, ln, best_len)), nc.eq(Mux(better, tables["pfx_class"][e], best_class)),
+                         nh.eq(best_hit | hits[e])]
+            best_len, best_class, best_hit = nl, nc, nh
+        desc = Signal(Descriptor)
+        key_auth = keep.auth_found
+        m.d.comb += [
+            desc.method.eq(keep.method), desc.version.eq(keep.version),
+            desc.path_len.eq(keep.path_len), desc.path_fp.eq(keep.path_fp),
+            desc.route_match.eq(best_hit), desc.route_class.eq(best_class),
+            desc.host_present.eq(keep.host_present), desc.host_len.eq(keep.host_len), desc.host_fp.eq(keep.host_fp),
+            desc.key_source.eq(Mux(key_auth, KeySource.AUTHORIZATION.value,
+                                   Mux(keep.xkey_found, KeySource.X_API_KEY.value, KeySource.NONE.value))),
+            desc.key_len.eq(Mux(key_auth, keep.auth_len, Mux(keep.xkey_found, keep.xkey_len, 0))),
+            desc.key_fp.eq(Mux(key_auth, keep.auth_fp, Mux(keep.xkey_found, keep.xkey_fp, 0))),
+            desc.cl_present.eq(keep.cl_present), desc.cl_overflow.eq(keep.cl_ovf),
+            desc.content_length.eq(keep.cl_val), desc.chunked.eq(keep.chunked),
+            desc.extra_present.eq(keep.extra_present),
+            desc.header_len.eq(keep.pos), desc.header_lines.eq(keep.header_lines),
+            desc.complete.eq(keep.complete), desc.errors.eq(keep.errors),
+        ]
+        for i in range(EXTRA_SLOTS):
+            m.d.comb += desc.extra_fp[i].eq(getattr(keep, f"extra_fp{i}"))
+        m.d.comb += [fifo.w_en.eq(stage_b), fifo.w_data.eq(desc.as_value()),
+                     self.o_desc.valid.eq(fifo.r_rdy), self.o_desc.payload.eq(fifo.r_data),
+                     fifo.r_en.eq(self.o_desc.ready)]
+
+        # Counters.
+        m.d.comb += [regs.requests.count_incr.eq(stage_b), regs.complete.count_incr.eq(stage_b & keep.complete)]
+        for i in range(len(ErrorFlag)):
+            m.d.comb += getattr(regs, f"error_count_{i}").count_incr.eq(stage_b & keep.errors[i])
+        return m

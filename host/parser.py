@@ -1,0 +1,688 @@
+"""Bit-exact model of the HTTP/1.1 header parser (``hdl/parser.py``), the front of the offload pipeline.
+
+packet bytes ─▶ :func:`parse` / :class:`ParserModel` ─▶ one :class:`Descriptor` per packet ─▶ tenant lookup, router
+
+``docs/parser.md`` is the specification; this module implements it to the bit, including where parsing stops
+(``header_len``) and every field's value at that point. It also holds the keyed fingerprint (:func:`fingerprint`)
+and the driver's key derivation (:func:`derive_key`).
+
+Speed. Well-formed lines go through one regular expression each. Only the line where parsing stops is scanned
+state by state, so the stop byte and its flag are exact. Fingerprints are computed once, at the end, for the values
+that made it into the descriptor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass, field
+
+from amaranth.lib import data
+
+from ..hdl.parser_layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
+                                  NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
+from ..hdl.parser_layouts import Descriptor as DescriptorLayout
+from .errors import ConfigError
+
+__all__ = ["fingerprint", "is_irreducible", "derive_key", "ParserConfig", "Descriptor", "parse", "ParserModel",
+           "U64"]
+
+U64 = (1 << 64) - 1
+
+# -- fingerprint ------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _fp_table(poly: int) -> tuple[int, ...]:
+    """``table[i] = (i · x^64) mod P``: the state change of one byte step, indexed by the 8 bits shifted out."""
+    table = []
+    for i in range(256):
+        state = i << 56
+        for _ in range(8):
+            state = ((state << 1) & U64) ^ poly if state >> 63 else (state << 1) & U64
+        table.append(state)
+    return tuple(table)
+
+
+def fingerprint(data: bytes, poly: int = FP_POLY_RESET, seed: int = FP_SEED_RESET) -> int:
+    """The keyed Rabin fingerprint of ``data`` (``docs/parser.md``, "Fingerprints").
+
+    Parameters
+    ----------
+    data : bytes
+        The string, e.g. a field value after trimming.
+    poly : int
+        Low 64 bits of the monic degree-64 modulus P (``fp_poly``).
+    seed : int
+        Initial CRC state S (``fp_seed``).
+
+    Returns
+    -------
+    int
+        The MSB-first CRC-64 state after all bytes: ``(S·x^(8n) + M(x)·x^64) mod P``. The empty string gives ``seed``.
+    """
+    table = _fp_table(poly & U64)
+    state = seed & U64
+    for b in data:
+        state = ((state << 8) & U64) ^ table[(state >> 56) ^ b]
+    return state
+
+
+# -- key derivation ---------------------------------------------------------------------------------------------------
+
+_P64 = 1 << 64
+
+
+def _gf2_mod(a: int, m: int) -> int:
+    """``a mod m`` for GF(2) polynomials held as ints (bit i = coefficient of x^i)."""
+    mlen = m.bit_length()
+    while (alen := a.bit_length()) >= mlen:
+        a ^= m << (alen - mlen)
+    return a
+
+
+def _gf2_gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, _gf2_mod(a, b)
+    return a
+
+
+# Squaring in GF(2)[x] spreads the bits apart: bit i moves to bit 2i.
+_SPREAD = tuple(sum(((i >> k) & 1) << (2 * k) for k in range(8)) for i in range(256))
+
+
+def _gf2_square_mod(a: int, m: int) -> int:
+    sq = 0
+    shift = 0
+    while a:
+        sq |= _SPREAD[a & 0xFF] << shift
+        a >>= 8
+        shift += 16
+    return _gf2_mod(sq, m)
+
+
+def is_irreducible(poly_low: int) -> bool:
+    """Whether x^64 + ``poly_low`` is irreducible over GF(2) (Ben-Or's test).
+
+    P of degree 64 is irreducible iff gcd(x^(2^i) − x, P) = 1 for i = 1 … 32: a reducible P has a factor of degree
+    at most 32, and that factor divides x^(2^d) − x for its degree d. Reducible candidates usually fail at small i,
+    which makes this fast for rejection sampling.
+    """
+    if not 0 <= poly_low <= U64:
+        raise ValueError(f"poly_low must be a 64-bit value, got {poly_low!r}")
+    p = _P64 | poly_low
+    if not poly_low & 1:        # divisible by x
+        return False
+    x_pow = 0b10                # x^(2^0)
+    for _ in range(32):
+        x_pow = _gf2_square_mod(x_pow, p)
+        if _gf2_gcd(p, x_pow ^ 0b10) != 1:
+            return False
+    return True
+
+
+_POLY_DOMAIN = b"wirespeed/parser/fp_poly/v1\x00"
+_SEED_DOMAIN = b"wirespeed/parser/fp_seed/v1\x00"
+
+
+def derive_key(key: bytes) -> tuple[int, int]:
+    """The fingerprint key ``(poly_low, seed)`` derived from a user's secret key bytes.
+
+    ``poly_low`` is rejection-sampled: SHA-256 over a domain tag, a 32-bit counter and the key gives 64-bit
+    candidates until one makes x^64 + candidate irreducible. Every irreducible P has a constant term, so bit 0 is
+    forced to 1 first; that halves the tries without biasing the choice among irreducible polynomials. ``seed``
+    comes from SHA-256 under a separate domain tag.
+
+    Raises
+    ------
+    ConfigError
+        If ``key`` is empty.
+    """
+    if isinstance(key, str):
+        key = key.encode()
+    key = bytes(key)
+    if not key:
+        raise ConfigError("key", key, "must be at least 1 byte")
+    for counter in itertools.count():
+        digest = hashlib.sha256(_POLY_DOMAIN + counter.to_bytes(4, "big") + key).digest()
+        candidate = int.from_bytes(digest[:8], "big") | 1
+        if is_irreducible(candidate):
+            break
+    seed = int.from_bytes(hashlib.sha256(_SEED_DOMAIN + key).digest()[:8], "big")
+    return candidate, seed
+
+
+# -- configuration ----------------------------------------------------------------------------------------------------
+
+_TCHAR_CLASS = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TCHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _as_bytes(value, field_name: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ConfigError(field_name, value, "must be ASCII") from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise ConfigError(field_name, value, "must be bytes")
+
+
+def _check_int(field_name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(field_name, value, f"must be an integer in {lo}..{hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class ParserConfig:
+    """What the parser's registers hold (``hdl/parser.rdl``), validated.
+
+    Parameters
+    ----------
+    max_header_bytes : int
+        Header block limit, 1..65535 (``limits.max_header_bytes``).
+    default_class : int
+        ``route_class`` when no prefix matches, 0..15.
+    poly, seed : int
+        Fingerprint key: low 64 bits of P and the seed S (see :func:`derive_key`).
+    prefixes : sequence
+        Up to 16 route prefix-table entries, at their table index; each is ``None`` (unused) or
+        ``(prefix, route_class)`` with a prefix of 0..32 bytes and a class 0..15. Stored padded with ``None`` to 16.
+    extras : sequence
+        Up to 4 extra header names, at their slot; each ``None`` or a token of 1..32 bytes. Stored lower-cased and
+        padded with ``None`` to 4.
+
+    Raises
+    ------
+    ConfigError
+        Naming the field, the value and the allowed range.
+    """
+    max_header_bytes: int = 8192
+    default_class: int = 0
+    poly: int = FP_POLY_RESET
+    seed: int = FP_SEED_RESET
+    prefixes: tuple = ()
+    extras: tuple = ()
+    # Lookup structures derived from the tables, for parse().
+    _routes: tuple = field(init=False, repr=False, compare=False)
+    _extra_slots: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_int("max_header_bytes", self.max_header_bytes, 1, LEN_MAX)
+        _check_int("default_class", self.default_class, 0, 15)
+        _check_int("poly", self.poly, 0, U64)
+        _check_int("seed", self.seed, 0, U64)
+
+        prefixes = list(self.prefixes)
+        if len(prefixes) > PREFIX_ENTRIES:
+            raise ConfigError("prefixes", len(prefixes), f"at most {PREFIX_ENTRIES} entries")
+        table = []
+        for index, entry in enumerate(prefixes):
+            if entry is None:
+                table.append(None)
+                continue
+            try:
+                prefix, route_class = entry
+            except (TypeError, ValueError):
+                raise ConfigError(f"prefixes[{index}]", entry, "must be None or (prefix, route_class)") from None
+            prefix = _as_bytes(prefix, f"prefixes[{index}].prefix")
+            if len(prefix) > PREFIX_BYTES:
+                raise ConfigError(f"prefixes[{index}].prefix", prefix, f"at most {PREFIX_BYTES} bytes")
+            _check_int(f"prefixes[{index}].route_class", route_class, 0, 15)
+            table.append((prefix, route_class))
+        table += [None] * (PREFIX_ENTRIES - len(table))
+
+        extras = list(self.extras)
+        if len(extras) > EXTRA_SLOTS:
+            raise ConfigError("extras", len(extras), f"at most {EXTRA_SLOTS} names")
+        names = []
+        for slot, name in enumerate(extras):
+            if name is None:
+                names.append(None)
+                continue
+            name = _as_bytes(name, f"extras[{slot}]")
+            if not 1 <= len(name) <= NAME_BYTES:
+                raise ConfigError(f"extras[{slot}]", name, f"must be 1..{NAME_BYTES} bytes")
+            if not _TCHARS.issuperset(name):
+                raise ConfigError(f"extras[{slot}]", name, "must be a header name token (RFC 9110 tchar)")
+            names.append(name.lower())
+        names += [None] * (EXTRA_SLOTS - len(names))
+
+        object.__setattr__(self, "prefixes", tuple(table))
+        object.__setattr__(self, "extras", tuple(names))
+        # Longest first, then lower index: the first entry of this order that matches is the winner.
+        routes = sorted(((e[0], e[1], i) for i, e in enumerate(table) if e is not None),
+                        key=lambda r: (-len(r[0]), r[2]))
+        object.__setattr__(self, "_routes", tuple((p, c) for p, c, _ in routes))
+        slots: dict[bytes, tuple[int, ...]] = {}
+        for slot, name in enumerate(names):
+            if name is not None:
+                slots[name] = slots.get(name, ()) + (slot,)
+        object.__setattr__(self, "_extra_slots", slots)
+
+    def route(self, path: bytes) -> tuple[bool, int]:
+        """``(route_match, route_class)`` for a path: longest matching prefix, ties to the lower entry index."""
+        for prefix, route_class in self._routes:
+            if path.startswith(prefix):
+                return True, route_class
+        return False, self.default_class
+
+
+# -- descriptor -------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """One per packet; mirrors :class:`wirespeed.hdl.parser_layouts.Descriptor` field for field.
+
+    The defaults are the reset values. 1-bit fields are ``bool``; ``extra_present`` is a bitmask (bit i = slot i).
+    """
+    method: Method = Method.NONE
+    version: Version = Version.NONE
+    path_len: int = 0
+    path_fp: int = 0
+    route_match: bool = False
+    route_class: int = 0
+    host_present: bool = False
+    host_len: int = 0
+    host_fp: int = 0
+    key_source: KeySource = KeySource.NONE
+    key_len: int = 0
+    key_fp: int = 0
+    cl_present: bool = False
+    cl_overflow: bool = False
+    content_length: int = 0
+    chunked: bool = False
+    extra_present: int = 0
+    extra_fp: tuple = (0,) * EXTRA_SLOTS
+    header_len: int = 0
+    header_lines: int = 0
+    complete: bool = False
+    errors: ErrorFlag = ErrorFlag(0)
+
+    @property
+    def flags(self) -> frozenset:
+        """Names of the error flags set."""
+        return frozenset(f.name for f in ErrorFlag if f & self.errors)
+
+    def to_bits(self) -> int:
+        """The descriptor as the gateware's ``Descriptor`` layout packs it (field 0 at bit 0)."""
+        bits = 0
+        for name, offset, width, kind in _PACKING:
+            value = getattr(self, name)
+            if kind == "array":
+                elem_width = width // len(value)
+                for i, elem in enumerate(value):
+                    bits |= (elem & ((1 << elem_width) - 1)) << (offset + i * elem_width)
+                continue
+            value = value.value if kind == "enum" else int(value)
+            if not 0 <= value < (1 << width):
+                raise ValueError(f"descriptor field {name}={value!r} does not fit in {width} bits")
+            bits |= value << offset
+        return bits
+
+    @classmethod
+    def from_bits(cls, bits: int) -> "Descriptor":
+        """Unpack the gateware's ``Descriptor`` bits."""
+        values = {}
+        for name, offset, width, kind in _PACKING:
+            raw = (bits >> offset) & ((1 << width) - 1)
+            if kind == "array":
+                elem_width = width // EXTRA_SLOTS
+                values[name] = tuple((raw >> (i * elem_width)) & ((1 << elem_width) - 1) for i in range(EXTRA_SLOTS))
+            elif kind == "enum":
+                values[name] = _ENUMS[name](raw)
+            elif name == "errors":
+                values[name] = ErrorFlag(raw)
+            elif width == 1:
+                values[name] = bool(raw)
+            else:
+                values[name] = raw
+        return cls(**values)
+
+
+def _packing():
+    """(name, offset, width, kind) per layout field, read from the gateware layout so the two cannot drift."""
+    layout = DescriptorLayout.as_shape()
+    model_fields = [f.name for f in dataclasses.fields(Descriptor)]
+    layout_fields = [name for name, _ in layout]
+    if model_fields != layout_fields:
+        raise RuntimeError(f"model Descriptor fields {model_fields} != gateware layout {layout_fields}")
+    packing, enums = [], {}
+    for name, fld in layout:
+        if isinstance(fld.shape, data.ArrayLayout):
+            kind = "array"
+        elif isinstance(fld.shape, type) and issubclass(fld.shape, (Method, Version, KeySource)):
+            kind = "enum"
+            enums[name] = fld.shape
+        else:
+            kind = "int"
+        packing.append((name, fld.offset, fld.width, kind))
+    return tuple(packing), enums
+
+
+_PACKING, _ENUMS = _packing()
+
+# -- parse ------------------------------------------------------------------------------------------------------------
+
+CR, LF, SP, HTAB, COLON = 0x0D, 0x0A, 0x20, 0x09, 0x3A
+_FIELD_CLASS = rb"\t\x20-\x7e\x80-\xff"          # WS, vchar, obs-text: what a field value may hold
+
+# A whole well-formed field line, or request line: the fast path.
+_RE_FIELD_LINE = re.compile(rb"([%s]+):([%s]*)\r\n" % (_TCHAR_CLASS, _FIELD_CLASS))
+_RE_REQUEST_LINE = re.compile(rb"([%s]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n" % _TCHAR_CLASS)
+# Runs of the bytes a state keeps consuming: the slow path's per-state scanners.
+_RE_TCHAR_RUN = re.compile(rb"[%s]*" % _TCHAR_CLASS)
+_RE_VCHAR_RUN = re.compile(rb"[\x21-\x7e]*")
+_RE_VALUE_RUN = re.compile(rb"[%s]*" % _FIELD_CLASS)
+_RE_CR_OR_LF = re.compile(rb"[\r\n]")
+# On the trimmed value: "Bearer" (any case), 1+ SP, a token without WS.
+_RE_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([^ \t]+)")
+
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _AUTHORIZATION, _X_API_KEY = BUILTIN_NAMES
+_WS = b" \t"
+_CL_MAX_DIGITS = len(str(U64))
+
+_E = {f.name: f.value for f in ErrorFlag}
+_BAD_REQUEST_LINE = _E["bad_request_line"]
+_BARE_CR_LF = _E["bare_cr_lf"]
+_OBS_FOLD = _E["obs_fold"]
+_WS_BEFORE_COLON = _E["ws_before_colon"]
+_BAD_FIELD_NAME = _E["bad_field_name"]
+_BAD_FIELD_VALUE = _E["bad_field_value"]
+_MISSING_HOST = _E["missing_host"]
+_DUPLICATE_HOST = _E["duplicate_host"]
+_BAD_CONTENT_LENGTH = _E["bad_content_length"]
+_CL_MISMATCH = _E["cl_mismatch"]
+_CL_AND_TE = _E["cl_and_te"]
+_BAD_TRANSFER_ENCODING = _E["bad_transfer_encoding"]
+_HEADER_TOO_LARGE = _E["header_too_large"]
+_TRUNCATED = _E["truncated"]
+
+# Scanner outcomes.
+_STOP, _LINE, _BLOCK_END = range(3)
+
+
+def _scan_request_line(packet: bytes, end: int):
+    """Step the request line state by state, from byte 0, up to its stop or the end of the line.
+
+    Returns ``(outcome, pos, flag, method, path, version)``: ``outcome`` is ``_STOP`` (``flag`` set, or 0 when the
+    bytes ran out at ``end``) or ``_LINE`` (the line ended well; continue at ``pos``). ``pos`` counts the bytes
+    consumed. ``path`` is None if TARGET was never entered.
+    """
+    method, path, version = Method.NONE, None, Version.NONE
+    # METHOD
+    p = _RE_TCHAR_RUN.match(packet, 0, end).end()
+    if p == end:
+        return _STOP, end, 0, method, path, version
+    b = packet[p]
+    if b != SP or p == 0:
+        return _STOP, p + 1, _BARE_CR_LF if b == LF else _BAD_REQUEST_LINE, method, path, version
+    method = METHODS.get(packet[:p], Method.OTHER)
+    # TARGET
+    t0 = p = p + 1
+    p = _RE_VCHAR_RUN.match(packet, p, end).end()
+    path = packet[t0:p].partition(b"?")[0]
+    if p == end:
+        return _STOP, end, 0, method, path, version
+    b = packet[p]
+    if b != SP or p == t0:
+        return _STOP, p + 1, _BARE_CR_LF if b == LF else _BAD_REQUEST_LINE, method, path, version
+    # VERSION: any 8 bytes, then CR; G2 catches an LF anywhere in them.
+    v0 = p = p + 1
+    m = _RE_CR_OR_LF.search(packet, v0, min(v0 + 9, end))
+    if m is None:
+        if end - v0 >= 9:
+            return _STOP, v0 + 9, _BAD_REQUEST_LINE, method, path, version
+        return _STOP, end, 0, method, path, version
+    p = m.start()
+    if packet[p] == LF:
+        return _STOP, p + 1, _BARE_CR_LF, method, path, version
+    text = packet[v0:p]
+    if text == b"HTTP/1.1":
+        version = Version.HTTP_1_1
+    elif text == b"HTTP/1.0":
+        version = Version.HTTP_1_0
+    else:
+        return _STOP, p + 1, _BAD_REQUEST_LINE, method, path, version
+    # RL_LF
+    p += 1
+    if p == end:
+        return _STOP, end, 0, method, path, version
+    if packet[p] != LF:
+        return _STOP, p + 1, _BARE_CR_LF, method, path, version
+    return _LINE, p + 1, 0, method, path, version
+
+
+def _scan_field_line(packet: bytes, p: int, end: int):
+    """Step one line from LINE_START at ``p`` state by state.
+
+    Returns ``(outcome, pos, flag, name, raw_value)``: ``_STOP`` (``flag`` set, or 0 when the bytes ran out at
+    ``end``), ``_BLOCK_END`` (the empty line's LF was consumed) or ``_LINE`` (a well-formed field line to commit).
+    """
+    if p == end:
+        return _STOP, end, 0, None, None
+    b = packet[p]
+    if b == CR:                                         # END_LF next
+        p += 1
+        if p == end:
+            return _STOP, end, 0, None, None
+        if packet[p] == LF:
+            return _BLOCK_END, p + 1, 0, None, None
+        return _STOP, p + 1, _BARE_CR_LF, None, None
+    if b == LF:
+        return _STOP, p + 1, _BARE_CR_LF, None, None
+    if b == SP or b == HTAB:
+        return _STOP, p + 1, _OBS_FOLD, None, None
+    if b not in _TCHARS:
+        return _STOP, p + 1, _BAD_FIELD_NAME, None, None
+    # NAME
+    n0 = p
+    p = _RE_TCHAR_RUN.match(packet, p, end).end()
+    if p == end:
+        return _STOP, end, 0, None, None
+    b = packet[p]
+    if b != COLON:
+        flag = _BARE_CR_LF if b == LF else _WS_BEFORE_COLON if b in _WS else _BAD_FIELD_NAME
+        return _STOP, p + 1, flag, None, None
+    name = packet[n0:p]
+    # VALUE
+    v0 = p = p + 1
+    p = _RE_VALUE_RUN.match(packet, p, end).end()
+    if p == end:
+        return _STOP, end, 0, None, None
+    b = packet[p]
+    if b != CR:
+        return _STOP, p + 1, _BARE_CR_LF if b == LF else _BAD_FIELD_VALUE, None, None
+    value = packet[v0:p]
+    # VALUE_LF
+    p += 1
+    if p == end:
+        return _STOP, end, 0, None, None
+    if packet[p] != LF:
+        return _STOP, p + 1, _BARE_CR_LF, None, None
+    return _LINE, p + 1, 0, name, value
+
+
+def _content_length(value: bytes):
+    """``(value, overflow)`` of a ``1*DIGIT`` value, saturated at 2^64 − 1; None if the value is not ``1*DIGIT``."""
+    if not value or not value.isdigit():        # bytes.isdigit() is ASCII-only
+        return None
+    digits = value.lstrip(b"0")
+    if len(digits) > _CL_MAX_DIGITS:            # also keeps int() clear of its digit limit
+        return U64, True
+    number = int(digits or b"0")
+    return (U64, True) if number > U64 else (number, False)
+
+
+def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
+    """The descriptor the parser emits for one packet (``docs/parser.md``).
+
+    Parameters
+    ----------
+    packet : bytes
+        The whole packet, from the first byte of the request line.
+    config : ParserConfig
+        The register contents.
+
+    Returns
+    -------
+    Descriptor
+        Fields reached before the stop hold their values at the stop; the rest hold their reset values.
+    """
+    if not isinstance(packet, bytes):
+        packet = bytes(packet)
+    limit = config.max_header_bytes
+    size = len(packet)
+    end = size if size < limit else limit       # bytes that may be parsed
+    end_flag = _HEADER_TOO_LARGE if size > limit else _TRUNCATED
+
+    errors = 0
+    complete = False
+    lines = 0
+    host = None
+    cl_value = None                             # (value, overflow) of the first content-length line
+    te_seen = chunked = False
+    auth = xkey = None
+    extra_values = [None] * EXTRA_SLOTS
+    extra_slots = config._extra_slots
+
+    m = _RE_REQUEST_LINE.match(packet, 0, end)
+    if m is not None:
+        method = METHODS.get(m[1], Method.OTHER)
+        path = m[2].partition(b"?")[0]
+        version = Version.HTTP_1_1 if m[3] == b"1" else Version.HTTP_1_0
+        pos = m.end()
+        outcome = _LINE
+    else:
+        outcome, pos, errors, method, path, version = _scan_request_line(packet, end)
+
+    match_line = _RE_FIELD_LINE.match
+    while outcome == _LINE:
+        m = match_line(packet, pos, end)
+        if m is not None:
+            name, value = m.groups()
+            pos = m.end()
+        else:
+            outcome, pos, errors, name, value = _scan_field_line(packet, pos, end)
+            if outcome != _LINE:
+                break
+        # VALUE_LF took the LF: commit the line.
+        lines += 1
+        name = name.lower()
+        value = value.strip(_WS)
+        if name == _HOST:
+            if host is not None:
+                errors = _DUPLICATE_HOST
+            else:
+                host = value
+        elif name == _CONTENT_LENGTH:
+            parsed = _content_length(value)
+            if parsed is None:
+                errors = _BAD_CONTENT_LENGTH
+            elif cl_value is None:
+                cl_value = parsed
+            elif parsed != cl_value:
+                errors = _CL_MISMATCH
+        elif name == _TRANSFER_ENCODING:
+            if te_seen or value.lower() != b"chunked":
+                errors = _BAD_TRANSFER_ENCODING
+            else:
+                chunked = True
+            te_seen = True
+        elif name == _AUTHORIZATION:
+            if auth is None:
+                bearer = _RE_BEARER.fullmatch(value)
+                if bearer is not None:
+                    auth = bearer[1]
+        elif name == _X_API_KEY:
+            if xkey is None:
+                xkey = value
+        if extra_slots:
+            for slot in extra_slots.get(name, ()):
+                if extra_values[slot] is None:
+                    extra_values[slot] = value
+        if errors:                              # a commit rule failed: stop after this LF
+            outcome = _STOP
+
+    if outcome == _BLOCK_END:
+        complete = True
+        if version == Version.HTTP_1_1 and host is None:
+            errors |= _MISSING_HOST
+        if cl_value is not None and te_seen:
+            errors |= _CL_AND_TE
+    elif not errors:
+        errors = end_flag                       # ran out of bytes: the limit, or the end of the packet
+
+    poly, seed = config.poly, config.seed
+    route_match, route_class = config.route(path or b"")
+    if auth is not None:
+        key_source, key = KeySource.AUTHORIZATION, auth
+    elif xkey is not None:
+        key_source, key = KeySource.X_API_KEY, xkey
+    else:
+        key_source, key = KeySource.NONE, None
+    extra_present = 0
+    extra_fp = [0] * EXTRA_SLOTS
+    for slot, value in enumerate(extra_values):
+        if value is not None:
+            extra_present |= 1 << slot
+            extra_fp[slot] = fingerprint(value, poly, seed)
+    cl, cl_overflow = cl_value if cl_value is not None else (0, False)
+    return Descriptor(
+        method, version,
+        min(len(path), LEN_MAX) if path is not None else 0,
+        fingerprint(path, poly, seed) if path is not None else 0,
+        route_match, route_class,
+        host is not None,
+        min(len(host), LEN_MAX) if host is not None else 0,
+        fingerprint(host, poly, seed) if host is not None else 0,
+        key_source,
+        min(len(key), LEN_MAX) if key is not None else 0,
+        fingerprint(key, poly, seed) if key is not None else 0,
+        cl_value is not None, cl_overflow, cl, chunked,
+        extra_present, tuple(extra_fp),
+        pos, min(lines, LEN_MAX), complete, ErrorFlag(errors),
+    )
+
+
+# -- the parser block: descriptors and counters -----------------------------------------------------------------------
+
+class ParserModel:
+    """The parser block as the driver sees it: a configuration, one descriptor per packet, and the counters.
+
+    Parameters
+    ----------
+    config : ParserConfig
+        The register contents; assign :attr:`config` to reconfigure between packets.
+
+    Attributes
+    ----------
+    requests : int
+        Descriptors emitted (``requests``).
+    complete : int
+        Descriptors with ``complete`` set (``complete``).
+    error_count : list of int
+        Per :class:`ErrorFlag` bit, descriptors with that flag set (``error_count[i]``).
+    """
+
+    def __init__(self, config: ParserConfig = ParserConfig()):
+        self.config = config
+        self.requests = 0
+        self.complete = 0
+        self.error_count = [0] * len(ErrorFlag)
+
+    def process(self, packet: bytes) -> Descriptor:
+        desc = parse(packet, self.config)
+        self.requests = (self.requests + 1) & U64
+        self.complete = (self.complete + desc.complete) & U64
+        errors = desc.errors.value
+        if errors:
+            for i in range(len(self.error_count)):
+                if errors >> i & 1:
+                    self.error_count[i] = (self.error_count[i] + 1) & U64
+        return desc

@@ -1,0 +1,365 @@
+"""The header parser's model against two independent HTTP/1.1 parsers: h11 (strict) and httptools (llhttp).
+
+- h11: every request h11 rejects, the model must reject too. Where both accept, they must read the same method,
+  path, Host, Content-Length, framing and API key. Known gaps (h11 rejects, the specification accepts) are listed in
+  ``docs/parser-differences.md`` and pinned by the ``test_h11_gap_*`` tests below.
+- llhttp is more lenient than the model in places. Those places are documented, not asserted, in
+  ``docs/parser-differences.md``; a test checks that each documented example still behaves as the document says.
+"""
+
+import ast
+import collections
+import functools
+import random
+import re
+from pathlib import Path
+
+import h11
+import httptools
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wirespeed.hdl.parser_layouts import METHODS, KeySource, Method, Version
+from wirespeed.host import traffic
+from wirespeed.host.parser import U64, ParserConfig, derive_key, fingerprint, parse
+
+SEED = 20251125
+DOC = Path(__file__).resolve().parents[2] / "docs" / "parser-differences.md"
+POLY, KEY_SEED = derive_key(b"differential")
+CFG = ParserConfig(poly=POLY, seed=KEY_SEED,
+                   extras=[b"user-agent", b"x-request-id", b"openai-organization", b"anthropic-version"])
+
+#: Flags the model raises on requests h11 accepts: strictness the specification chose (docs/parser-differences.md).
+STRICTER_THAN_H11 = {"bare_cr_lf", "obs_fold", "cl_and_te", "bad_content_length", "bad_request_line",
+                     "bad_field_value", "header_too_large"}
+
+
+def fp(value: bytes) -> int:
+    return fingerprint(value, CFG.poly, CFG.seed)
+
+
+def model_accepts(desc) -> bool:
+    return bool(desc.complete) and not desc.errors
+
+
+# -- h11 --------------------------------------------------------------------------------------------------------------
+
+def h11_verdict(packet: bytes):
+    """``("accepted", Request)``, ``("rejected", reason)`` or ``("need_data", None)`` for h11 as a server."""
+    if not packet:                                  # receive_data(b"") means EOF to h11
+        return "need_data", None
+    conn = h11.Connection(h11.SERVER)
+    try:
+        conn.receive_data(packet)
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        return "rejected", str(exc)
+    if isinstance(event, h11.Request):
+        return "accepted", event
+    assert event is h11.NEED_DATA, event
+    return "need_data", None
+
+
+def h11_gap(packet: bytes, desc):
+    """Name of the known gap (h11 rejects, the specification accepts) this model-accepted request falls in, if any."""
+    values = [line.partition(b":")[2].strip(b" \t") for line in packet[:desc.header_len].split(b"\r\n")[1:]
+              if line.partition(b":")[0].lower() == b"content-length"]
+    if any(len(v) > 20 for v in values):
+        return "content_length_over_20_digits"
+    if len(set(values)) > 1:
+        return "equal_content_lengths_spelled_differently"
+    return None
+
+
+_BEARER = re.compile(rb"(?i:bearer) +([^ \t]+)")
+
+
+def assert_same_reading(packet: bytes, desc, event, context: str):
+    """h11's Request and the model's descriptor describe the same request."""
+    headers = list(event.headers)                   # (lower-case name, value without OWS)
+
+    def first(name):
+        return next((v for n, v in headers if n == name), None)
+
+    path = event.target.partition(b"?")[0]
+    assert desc.method == METHODS.get(event.method, Method.OTHER), context
+    assert desc.version == {b"1.1": Version.HTTP_1_1, b"1.0": Version.HTTP_1_0}[event.http_version], context
+    assert (desc.path_len, desc.path_fp) == (len(path), fp(path)), context
+    host = first(b"host")
+    assert desc.host_present == (host is not None), context
+    if host is not None:
+        assert (desc.host_len, desc.host_fp) == (len(host), fp(host)), context
+    cl = first(b"content-length")
+    assert desc.cl_present == (cl is not None), context
+    if cl is not None:
+        assert (desc.content_length, desc.cl_overflow) == (min(int(cl), U64), int(cl) > U64), context
+    assert desc.chunked == (first(b"transfer-encoding") == b"chunked"), context
+    bearer = next((m[1] for n, v in headers if n == b"authorization" and (m := _BEARER.fullmatch(v))), None)
+    x_api_key = first(b"x-api-key")
+    if bearer is not None:
+        key, source = bearer, KeySource.AUTHORIZATION
+    elif x_api_key is not None:
+        key, source = x_api_key, KeySource.X_API_KEY
+    else:
+        key, source = None, KeySource.NONE
+    assert desc.key_source == source, context
+    assert (desc.key_len, desc.key_fp) == ((len(key), fp(key)) if key is not None else (0, 0)), context
+    for slot, name in enumerate(CFG.extras):
+        value = first(name)
+        assert bool(desc.extra_present >> slot & 1) == (value is not None), context
+        assert desc.extra_fp[slot] == (fp(value) if value is not None else 0), context
+    block_end = packet.index(b"\r\n\r\n") + 4
+    assert desc.header_len == block_end, context
+    # h11 folds repeated identical Content-Length lines into one header, so count the lines themselves.
+    assert desc.header_lines == packet[:block_end].count(b"\r\n") - 2 >= len(headers), context
+
+
+def check_against_h11(packet: bytes, context: str, gaps: collections.Counter, stricter: collections.Counter):
+    desc = parse(packet, CFG)
+    verdict, info = h11_verdict(packet)
+    context = f"{context}: {packet[:300]!r} -> {sorted(desc.flags)} complete={desc.complete}; h11 {verdict} {info}"
+    if verdict == "rejected":
+        if model_accepts(desc):
+            gap = h11_gap(packet, desc)
+            assert gap is not None, "h11 rejects, the model accepts: " + context
+            gaps[gap] += 1
+    elif verdict == "need_data":
+        assert not desc.complete, "h11 has not seen the end of the header block: " + context
+    elif model_accepts(desc):
+        assert_same_reading(packet, desc, info, context)
+    else:
+        assert desc.flags <= STRICTER_THAN_H11, "model rejects what h11 accepts, for an unlisted reason: " + context
+        if "bad_request_line" in desc.flags:
+            assert info.http_version not in (b"1.0", b"1.1"), context
+        stricter[tuple(sorted(desc.flags))] += 1
+
+
+@functools.lru_cache(maxsize=1)
+def corpus():
+    """(kind, packet) pairs, seeded: realistic traffic, mutations, smuggling attempts, noise, dense blocks."""
+    rng = random.Random(SEED)
+    items = [("realistic", traffic.realistic(rng)) for _ in range(2500)]
+    items += [("mutate", traffic.mutate(rng, traffic.realistic(rng))) for _ in range(1500)]
+    items += [("smuggling", traffic.smuggling(rng, kind)) for kind in traffic.SMUGGLING_KINDS for _ in range(20)]
+    items += [("random_bytes", traffic.random_bytes(rng)) for _ in range(600)]
+    items += [("worst_case", traffic.worst_case(rng, w, rng.randrange(64, 4096))) for w in (4, 8, 16) for _ in range(4)]
+    items += [("worst_case", traffic.worst_case(rng, 8, 9000))]
+    return tuple(items)
+
+
+def test_corpus_is_large_and_varied():
+    kinds = collections.Counter(kind for kind, _ in corpus())
+    assert sum(kinds.values()) >= 5000 and len(kinds) == 5
+
+
+def test_h11_rejections_are_model_rejections_on_the_corpus():
+    gaps, stricter = collections.Counter(), collections.Counter()
+    for i, (kind, packet) in enumerate(corpus()):
+        check_against_h11(packet, f"seed={SEED} corpus #{i} ({kind})", gaps, stricter)
+    print(f"\nseed={SEED}: known h11 gaps {dict(gaps)}; model stricter than h11 {dict(stricter)}")
+    assert stricter, "the corpus should exercise the model's extra strictness"
+
+
+# Hypothesis: valid requests built from the grammar, and corruptions of them.
+
+_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_BUILTIN = {b"host", b"content-length", b"transfer-encoding", b"authorization", b"x-api-key"}
+_vchar_no_q = st.sampled_from([c for c in range(0x21, 0x7F) if c != ord("?")])
+_field_vchar = st.sampled_from([*range(0x21, 0x7F), *range(0x80, 0x100)])
+_ows = st.sampled_from([b"", b" ", b"\t", b" \t", b"  "])
+_word = st.lists(_field_vchar, min_size=1, max_size=12).map(bytes)
+_content = st.builds(lambda words, sep: sep.join(words), st.lists(_word, max_size=4),
+                     st.sampled_from([b" ", b"\t", b" \t "]))
+_value = st.builds(lambda a, v, b: a + v + b, _ows, _content, _ows)
+_token = st.text(_TCHAR, min_size=1, max_size=12).map(str.encode)
+
+
+def _cased(name: bytes):
+    return st.sampled_from([name, name.lower(), name.upper(), name.title()])
+
+
+@st.composite
+def valid_requests(draw):
+    method = draw(st.one_of(st.sampled_from(list(METHODS)), _token))
+    target = b"/" + bytes(draw(st.lists(_vchar_no_q, max_size=30)))
+    if draw(st.booleans()):
+        target += b"?" + bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), max_size=20)))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+    lines = []
+    if version == b"HTTP/1.1" or draw(st.booleans()):
+        lines.append((draw(_cased(b"Host")), draw(_value)))
+    framing = draw(st.sampled_from(["none", "cl", "cl_twice", "te"]))
+    if framing.startswith("cl"):
+        digits = str(draw(st.integers(0, 10**20 - 1))).encode()
+        for _ in range(2 if framing == "cl_twice" else 1):
+            lines.append((draw(_cased(b"Content-Length")), draw(_ows) + digits + draw(_ows)))
+    elif framing == "te":
+        lines.append((draw(_cased(b"Transfer-Encoding")), draw(_ows) + draw(_cased(b"chunked")) + draw(_ows)))
+    for _ in range(draw(st.integers(0, 2))):
+        token = bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), min_size=1, max_size=20)))
+        value = draw(st.one_of(st.just(b"Bearer " + token), st.just(b"bearer  " + token), _value))
+        lines.append((draw(_cased(b"Authorization")), draw(_ows) + value.strip(b" \t") + draw(_ows)))
+    for _ in range(draw(st.integers(0, 2))):
+        lines.append((draw(_cased(b"X-Api-Key")), draw(_value)))
+    for name in draw(st.lists(st.one_of(_token, st.sampled_from(CFG.extras[:3])), max_size=6)):
+        if name.lower() not in _BUILTIN:
+            lines.append((name, draw(_value)))
+    lines = draw(st.permutations(lines))
+    return traffic.build_request(method, target, lines, body=draw(st.binary(max_size=10)), version=version)
+
+
+@settings(derandomize=True, deadline=None, max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_requests())
+def test_valid_requests_read_the_same_as_h11(packet):
+    desc = parse(packet, CFG)
+    verdict, info = h11_verdict(packet)
+    context = f"{packet!r} -> {sorted(desc.flags)}; h11 {verdict} {info}"
+    assert model_accepts(desc) and verdict == "accepted", context
+    assert_same_reading(packet, desc, info, context)
+
+
+_corruptions = st.lists(st.tuples(st.sampled_from(["insert", "delete", "replace", "truncate"]), st.integers(0, 10**6),
+                                  st.sampled_from(b"\r\n \t\x00:?/\x7f\xffaA0,")), min_size=1, max_size=3)
+
+
+@settings(derandomize=True, deadline=None, max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_requests(), _corruptions)
+def test_corrupted_requests_h11_rejects_are_model_rejections(packet, corruptions):
+    data = bytearray(packet)
+    for op, where, byte in corruptions:
+        pos = where % (len(data) + 1)
+        if op == "insert":
+            data[pos:pos] = bytes([byte])
+        elif op == "truncate":
+            del data[pos:]
+        elif data and pos < len(data):
+            if op == "delete":
+                del data[pos]
+            else:
+                data[pos] = byte
+    check_against_h11(bytes(data), "hypothesis", collections.Counter(), collections.Counter())
+
+
+# Known gaps: h11 rejects, docs/parser.md accepts. Open questions for the specification (docs/parser-differences.md).
+
+GAP_CL_OVER_20_DIGITS = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000000000000000000000005\r\n\r\n"
+GAP_CL_SPELLED_DIFFERENTLY = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\n"
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: h11 rejects Content-Length values over 20 digits (even 0-padded "
+                                       "small ones, or saturated with cl_overflow); the specification accepts them")
+def test_h11_gap_content_length_over_20_digits():
+    assert h11_verdict(GAP_CL_OVER_20_DIGITS)[0] == "rejected"
+    assert not model_accepts(parse(GAP_CL_OVER_20_DIGITS))
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: h11 compares repeated Content-Length values as strings; the "
+                                       "specification compares their decimal values")
+def test_h11_gap_equal_content_lengths_spelled_differently():
+    assert h11_verdict(GAP_CL_SPELLED_DIFFERENTLY)[0] == "rejected"
+    assert not model_accepts(parse(GAP_CL_SPELLED_DIFFERENTLY))
+
+
+# -- httptools (llhttp) -----------------------------------------------------------------------------------------------
+
+class _HeadersComplete:
+    def __init__(self):
+        self.done = False
+
+    def on_headers_complete(self):
+        self.done = True
+
+
+def llhttp_accepts(packet: bytes) -> bool:
+    """Whether llhttp reaches the end of the header block without an error.
+
+    Fed one byte at a time, stopping at ``on_headers_complete``, so an error llhttp raises for the header block
+    itself (e.g. an unsupported Transfer-Encoding, raised just after the callback) counts, and body errors do not.
+    """
+    cb = _HeadersComplete()
+    parser = httptools.HttpRequestParser(cb)
+    for i in range(len(packet)):
+        try:
+            parser.feed_data(packet[i:i + 1])
+        except httptools.HttpParserUpgrade:
+            return cb.done
+        except httptools.HttpParserError:
+            return False
+        if cb.done:
+            return True
+    return False
+
+
+def test_llhttp_differences_on_the_corpus():
+    """Collect, without asserting, where llhttp and the model disagree; printed for docs/parser-differences.md."""
+    lenient, stricter = collections.Counter(), collections.Counter()
+    for kind, packet in corpus():
+        desc = parse(packet, CFG)
+        accepted = llhttp_accepts(packet)
+        if accepted and not model_accepts(desc):
+            lenient.update(desc.flags)
+        elif model_accepts(desc) and not accepted:
+            stricter[kind] += 1
+    print(f"\nseed={SEED}: llhttp accepts, model rejects: {dict(lenient)}; "
+          f"model accepts, llhttp rejects: {dict(stricter)}")
+    undocumented = set(lenient) - documented_flags()
+    assert not undocumented, f"seed={SEED}: llhttp is lenient where the document is silent: {undocumented}"
+
+
+def _literal(expr: str) -> bytes:
+    """A bytes literal, or literals joined by ``+`` and repeated by ``* int``: the examples in the document."""
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (bytes, int)):
+            return node.value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = ev(node.left), ev(node.right)
+            return left + right if isinstance(node.op, ast.Add) else left * right
+        raise ValueError(f"not a bytes expression: {expr}")
+    value = ev(ast.parse(expr, mode="eval").body)
+    assert isinstance(value, bytes), expr
+    return value
+
+
+def doc_rows(section: str):
+    """The table rows of a ``## section`` in docs/parser-differences.md, as lists of cells."""
+    text = DOC.read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split(" | ") for line in body.splitlines() if line.startswith("| ")]
+    rows = [[cell.strip() for cell in row] for row in rows[1:]]   # without the header row
+    assert rows, f"no table under '## {section}'"
+    return rows
+
+
+def code(cell: str) -> list:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def documented_flags() -> set:
+    return {code(row[3])[0] for row in doc_rows("llhttp accepts, wirespeed rejects")}
+
+
+def test_documented_llhttp_leniencies_still_reproduce():
+    for row in doc_rows("llhttp accepts, wirespeed rejects"):
+        flag = code(row[3])[0]
+        for example in code(row[1]):
+            packet = _literal(example)
+            desc = parse(packet)
+            assert llhttp_accepts(packet), f"{row[0]}: llhttp no longer accepts {packet[:120]!r}"
+            assert flag in desc.flags, f"{row[0]}: model gives {sorted(desc.flags)}, document says {flag}"
+
+
+def test_documented_llhttp_strictness_still_reproduces():
+    for row in doc_rows("llhttp rejects, wirespeed accepts"):
+        for example in code(row[1]):
+            packet = _literal(example)
+            assert not llhttp_accepts(packet), f"{row[0]}: llhttp now accepts {packet[:120]!r}"
+            assert model_accepts(parse(packet)), f"{row[0]}: model rejects {packet[:120]!r}"
+
+
+def test_documented_h11_gaps_still_reproduce():
+    for row in doc_rows("h11 rejects, wirespeed accepts"):
+        for example in code(row[1]):
+            packet = _literal(example)
+            assert h11_verdict(packet)[0] == "rejected", f"{row[0]}: h11 now accepts {packet[:120]!r}"
+            assert model_accepts(parse(packet)), f"{row[0]}: model rejects {packet[:120]!r}"
