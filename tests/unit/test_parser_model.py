@@ -391,11 +391,11 @@ def test_missing_host_only_for_http_1_1():
 
 @pytest.mark.parametrize("raw,value,overflow", [
     (b"0", 0, False), (b"42", 42, False), (b" 007 ", 7, False),
-    (str(U64).encode(), U64, False),
-    (str(U64 + 1).encode(), U64, True),
-    (b"9" * 30, U64, True),
-    (b"0" * 40 + b"12", 12, False),
-    (b"1" * 5000, U64, True),                                   # beyond Python's int() digit limit
+    (b"18446744073709551615", U64, False),                      # 2^64 - 1: 20 digits, no overflow
+    (b"18446744073709551616", U64, True),                       # 2^64: saturates
+    (b"99999999999999999999", U64, True),                       # the largest value with 20 digits
+    (b"0" * 18 + b"12", 12, False),                             # zero-padded to exactly 20 digits
+    (b"0" * 20, 0, False),
 ])
 def test_content_length_values(raw, value, overflow):
     d = parse(request(b"Host: a", b"Content-Length: " + raw))
@@ -403,7 +403,10 @@ def test_content_length_values(raw, value, overflow):
     assert d.cl_present and d.content_length == value and d.cl_overflow == overflow
 
 
-@pytest.mark.parametrize("raw", [b"", b" ", b"1 2", b"+1", b"-1", b"0x1", b"1,1", b"1.0", b"\xb9", b"1\t2"])
+@pytest.mark.parametrize("raw", [
+    b"", b" ", b"1 2", b"+1", b"-1", b"0x1", b"1,1", b"1.0", b"\xb9", b"1\t2",
+    b"0" * 20 + b"5", b"0" * 21, b"9" * 21, b"9" * 25, b"1" * 5000,   # more than 20 digits, whatever the value
+])
 def test_bad_content_length(raw):
     head = request(b"Host: a", b"Content-Length: " + raw, end=b"")
     d = parse(head + b"\r\n")
@@ -411,18 +414,53 @@ def test_bad_content_length(raw):
     assert not d.cl_present and d.content_length == 0 and not d.cl_overflow
 
 
-def test_duplicate_content_length():
-    d = parse(request(b"Host: a", b"Content-Length: 5", b"Content-Length: 005"))
-    assert d.complete and not d.errors and d.content_length == 5
-    d = parse(request(b"Host: a", b"Content-Length: " + b"9" * 25, b"Content-Length: " + b"8" * 21))
-    assert not d.errors and d.cl_overflow                       # both saturate: (2^64-1, overflow) are equal
-    for first, second in [(b"5", b"6"), (str(U64).encode(), str(U64 + 1).encode())]:
-        head = request(b"Host: a", b"Content-Length: " + first, b"Content-Length: " + second, end=b"")
-        d = parse(head + b"\r\n")
-        assert only(d, "cl_mismatch") and d.header_len == len(head)
-        assert d.content_length == int(first) and not d.cl_overflow   # the first line stays
+@pytest.mark.parametrize("value", [b"5", b"005", b"0", b"18446744073709551615", b"99999999999999999999"])
+def test_repeated_content_length_spelled_the_same_is_accepted(value):
+    d = parse(request(b"Host: a", b"Content-Length: " + value, b"content-length:\t" + value + b" ",
+                      b"Content-Length: " + value))
+    assert d.complete and not d.errors and d.cl_present and d.header_lines == 4
+    assert (d.content_length, d.cl_overflow) == (min(int(value), U64), int(value) > U64)
+
+
+@pytest.mark.parametrize("first,second", [
+    (b"5", b"6"),
+    (b"5", b"005"), (b"005", b"5"), (b"0", b"00"),              # same value, different spelling
+    (b"18446744073709551615", b"18446744073709551616"),         # (2^64-1, no overflow) vs (2^64-1, overflow)
+    (b"99999999999999999999", b"99999999999999999998"),         # both saturate: only the fingerprint differs
+    (b"18446744073709551616", b"99999999999999999999"),
+])
+def test_repeated_content_length_spelled_differently_is_a_mismatch(first, second):
+    head = request(b"Host: a", b"Content-Length: " + first, b"Content-Length: " + second, end=b"")
+    d = parse(head + b"\r\n")
+    assert only(d, "cl_mismatch") and d.header_len == len(head) and d.header_lines == 3
+    assert (d.content_length, d.cl_overflow) == (min(int(first), U64), int(first) > U64)   # the first line stays
+
+
+def test_repeated_content_length_bad_value_wins_over_mismatch():
     d = parse(request(b"Host: a", b"Content-Length: 5", b"Content-Length: x"))
     assert only(d, "bad_content_length") and d.content_length == 5 and d.cl_present
+    d = parse(request(b"Host: a", b"Content-Length: 5", b"Content-Length: " + b"0" * 20 + b"5"))
+    assert only(d, "bad_content_length") and d.content_length == 5 and d.cl_present
+
+
+#: Two overflowing 20-digit values whose fingerprints collide under the reset key (P = x^64+x^4+x^3+x+1 is public,
+#: so a collision is a GF(2) kernel vector: the XOR of the two strings is a multiple of P).
+CL_COLLISION = (b"60000000400000040000", b"80000000800000092000")
+
+
+def test_repeated_content_length_compares_the_keyed_fingerprint():
+    """The comparison is exactly (length, value, overflow, fingerprint), as in the gateware: with the public reset
+    key two overflowing spellings can collide and are accepted; with a secret key they are a mismatch."""
+    first, second = CL_COLLISION
+    assert first != second and len(first) == len(second) == 20 and int(first) > U64 and int(second) > U64
+    assert fingerprint(first) == fingerprint(second)
+    packet = request(b"Host: a", b"Content-Length: " + first, b"Content-Length: " + second)
+    d = parse(packet)
+    assert d.complete and not d.errors and d.cl_overflow and d.content_length == U64
+    poly, seed = derive_key(b"k")
+    assert fingerprint(first, poly, seed) != fingerprint(second, poly, seed)
+    d = parse(packet, ParserConfig(poly=poly, seed=seed))
+    assert only(d, "cl_mismatch")
 
 
 @pytest.mark.parametrize("raw", [b"chunked", b"CHUNKED", b" Chunked\t"])
@@ -703,12 +741,13 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
                 return ErrorFlag.duplicate_host
             host = value
         elif n == b"content-length":
-            if not value or any(not 48 <= c <= 57 for c in value):
+            if not value or len(value) > 20 or any(not 48 <= c <= 57 for c in value):
                 return ErrorFlag.bad_content_length
             number = 0
             for c in value:
                 number = min(number * 10 + c - 48, U64 + 1)
-            parsed = (min(number, U64), number > U64)
+            parsed = (len(value), min(number, U64), number > U64,
+                      fingerprint_bit_serial(value, cfg.poly, cfg.seed))
             if cl is None:
                 cl = parsed
             elif cl != parsed:
@@ -826,7 +865,7 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
         route_match=best is not None, route_class=best[1] if best else cfg.default_class,
         host_present=host is not None, host_len=len(host or b""), host_fp=f(host),
         key_source=key_source, key_len=len(key or b""), key_fp=f(key),
-        cl_present=cl is not None, cl_overflow=bool(cl and cl[1]), content_length=cl[0] if cl else 0,
+        cl_present=cl is not None, cl_overflow=bool(cl and cl[2]), content_length=cl[1] if cl else 0,
         chunked=chunked, extra_present=sum(1 << i for i, v in enumerate(extras) if v is not None),
         extra_fp=tuple(f(v) for v in extras), header_len=consumed, header_lines=lines, complete=complete,
         errors=ErrorFlag(errors))
@@ -835,8 +874,8 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
 PIECES = [b"GET", b"POST", b"get", b" ", b"  ", b"/", b"/v1/chat", b"?", b"?q=1", b"HTTP/1.1", b"HTTP/1.0",
           b"HTTP/1.2", b"\r\n", b"\r", b"\n", b":", b": ", b"\t", b"Host", b"host", b"Content-Length",
           b"Transfer-Encoding", b"chunked", b"Authorization", b"Bearer ", b"bearer  tok", b"x-api-key", b"X-Trace",
-          b"0", b"18446744073709551616", b"12", b"a", b"\x00", b"\x7f", b"\xff", b"\r\n\r\n", b"GET / HTTP/1.1\r\n",
-          b"Host: h\r\n"]
+          b"0", b"18446744073709551616", b"99999999999999999999", b"12", b"012", *CL_COLLISION, b"a", b"\x00",
+          b"\x7f", b"\xff", b"\r\n\r\n", b"GET / HTTP/1.1\r\n", b"Host: h\r\n"]
 
 packets = st.one_of(
     st.binary(max_size=60),
@@ -899,9 +938,35 @@ def test_worst_case_puts_delimiters_in_every_lane(w):
         assert lanes == set(range(w)), f"seed={w}: {chr(delimiter)!r} misses lanes {set(range(w)) - lanes}"
 
 
+def _content_length_values(packet: bytes) -> list:
+    head = packet[:packet.index(b"\r\n\r\n")]
+    return [line.partition(b":")[2].strip(b" \t") for line in head.split(b"\r\n")[1:]
+            if line.partition(b":")[0].lower() == b"content-length"]
+
+
 @pytest.mark.parametrize("kind", traffic.SMUGGLING_KINDS)
 def test_smuggling_kinds_are_flagged(kind):
-    accepted = {"cl_repeat", "cl_huge", "http10_te"}            # valid HTTP, read differently by other parsers
-    for seed in range(5):
-        d = parse(traffic.smuggling(random.Random(seed), kind))
-        assert bool(d.errors) == (kind not in accepted), f"seed={seed} kind={kind}: {sorted(d.flags)}"
+    """Every kind is flagged, except valid HTTP the specification accepts: http10_te, a repeated Content-Length
+    spelled the same, and a Content-Length of exactly 20 digits (it saturates and sets cl_overflow)."""
+    seen = set()
+    for seed in range(12):
+        packet = traffic.smuggling(random.Random(seed), kind)
+        d = parse(packet)
+        if kind == "cl_repeat":
+            values = _content_length_values(packet)
+            accepted = len(set(values)) == 1
+            flag = "cl_mismatch"
+        elif kind == "cl_huge":
+            (value,) = _content_length_values(packet)
+            accepted = len(value) <= 20
+            flag = "bad_content_length"
+            if accepted:
+                assert d.cl_overflow and d.content_length == U64, f"seed={seed}"
+        else:
+            accepted, flag = kind == "http10_te", None
+        seen.add(accepted)
+        assert bool(d.errors) != accepted, f"seed={seed} kind={kind}: {sorted(d.flags)}"
+        if flag is not None and not accepted:
+            assert only(d, flag), f"seed={seed} kind={kind}: {sorted(d.flags)}"
+    if kind == "cl_repeat":
+        assert seen == {True, False}, "the seeds should cover both spellings"
