@@ -16,38 +16,35 @@ from .errors import BusError, TransportError
 from .register_model import OKAY, RESP_NAMES
 from .transport import Transport, check_access
 
-__all__ = ["SimTransport", "TOP_NAME"]
+__all__ = ["SimTransport", "VerilatedAxiLite", "TOP_NAME"]
 
 TOP_NAME = "wirespeed_core"
 
 
-class SimTransport(Transport):
-    """Register access to the Verilated core.
+class VerilatedAxiLite(Transport):
+    """Register access over the AXI4-Lite pins of any Verilated design, clocked cycle by cycle from Python.
 
     Parameters
     ----------
-    params : CoreParams
-        Elaboration parameters of the simulated core.
-    waves : bool or None
-        Write ``dump.fst`` in the build directory; defaults to the ``WAVES`` environment variable.
+    dut : wirespeed.sim.pyverilator_shim.VerilatedModel
+        The design, with ``clk``, ``rst`` and AXI4-Lite target ports named ``<prefix><signal>``.
+    prefix : str
+        Port name prefix of the AXI4-Lite interface (Amaranth names ``s_axil`` members ``s_axil__awaddr`` ...).
     timeout_cycles : int
         An AXI handshake that takes longer raises :class:`TransportError` instead of hanging.
 
     Attributes
     ----------
     cycles : int
-        Core clock cycles simulated since the transport opened.
+        Clock cycles simulated since the transport opened.
     """
 
     scheme = "sim"
-    PREFIX = "s_axil__"
 
-    def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000):
-        from ..sim.pyverilator_shim import VerilatedModel
-        self.params = params
+    def __init__(self, dut, prefix: str = "s_axil__", timeout_cycles: int = 1000):
+        self.dut = dut
+        self.prefix = prefix
         self.timeout_cycles = timeout_cycles
-        self.dut = VerilatedModel(to_verilog(WirespeedCore(params), TOP_NAME), TOP_NAME,
-                                  waves=waves_enabled() if waves is None else waves)
         self.cycles = 0
         self._closed = False
         self.reset()
@@ -55,10 +52,10 @@ class SimTransport(Transport):
     # -- clocking -------------------------------------------------------------------------------------------------
 
     def _set(self, name: str, value: int) -> None:
-        self.dut[self.PREFIX + name] = value
+        self.dut[self.prefix + name] = value
 
     def _get(self, name: str) -> int:
-        return self.dut[self.PREFIX + name]
+        return self.dut[self.prefix + name]
 
     def tick(self, n: int = 1) -> None:
         """Advance ``n`` clock cycles. Inputs set before a tick are sampled at its rising edge."""
@@ -85,7 +82,7 @@ class SimTransport(Transport):
     def _check(self, address, value=None):
         if self._closed:
             raise TransportError("sim transport is closed")
-        check_access(address, 1 << self.dut.widths[self.PREFIX + "awaddr"], value)
+        check_access(address, 1 << self.dut.widths[self.prefix + "awaddr"], value)
 
     def _wait(self, what: str, address: int, done) -> None:
         for _ in range(self.timeout_cycles):
@@ -150,3 +147,22 @@ class SimTransport(Transport):
         if not self._closed:
             self._closed = True
             self.dut.close()
+
+
+class SimTransport(VerilatedAxiLite):
+    """The whole wirespeed core, Verilated, behind its AXI4-Lite port.
+
+    Parameters
+    ----------
+    params : CoreParams
+        Elaboration parameters of the simulated core.
+    waves : bool or None
+        Write ``dump.fst`` in the build directory; defaults to the ``WAVES`` environment variable.
+    """
+
+    def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000):
+        from ..sim.pyverilator_shim import VerilatedModel
+        self.params = params
+        dut = VerilatedModel(to_verilog(WirespeedCore(params), TOP_NAME), TOP_NAME,
+                             waves=waves_enabled() if waves is None else waves)
+        super().__init__(dut, timeout_cycles=timeout_cycles)

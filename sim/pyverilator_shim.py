@@ -78,28 +78,45 @@ class VerilatedModel:
             self.sim.start_vcd_trace(str(self.dir / "dump.fst"), auto_tracing=False)
         # Ports are keyed by their Verilog names; Verilator escapes "__" (Amaranth's hierarchy separator) as "___05F".
         self.widths = {_unescape(name): width for name, width in self.sim.inputs + self.sim.outputs}
-        self._set, self._get = {}, {}
+        self._set, self._get, self._wide = {}, {}, {}
         lib, model = self.sim.lib, self.sim.model
         for name, width in self.sim.inputs:
             fn = getattr(lib, f"set_{name}")
-            fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64 if width > 32 else ctypes.c_uint32]
+            if width > 64:
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64]
+            else:
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64 if width > 32 else ctypes.c_uint32]
             self._set[_unescape(name)] = fn
         for name, width in self.sim.inputs + self.sim.outputs:
-            if width > 64:
-                continue  # wide ports use pyverilator's word-wise accessors: self.sim[name]
             fn = getattr(lib, f"get_{name}")
-            fn.argtypes = [ctypes.c_void_p]
-            fn.restype = ctypes.c_uint64 if width > 32 else ctypes.c_uint32
+            if width > 64:
+                # Verilator keeps wide ports as arrays of 32-bit words; pyverilator exposes one word per call.
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_int]
+                fn.restype = ctypes.c_uint32
+                self._wide[_unescape(name)] = (width + 31) // 32
+            else:
+                fn.argtypes = [ctypes.c_void_p]
+                fn.restype = ctypes.c_uint64 if width > 32 else ctypes.c_uint32
             self._get[_unescape(name)] = fn
         self._model = model
         self._eval = lib.eval
         self._eval.argtypes = [ctypes.c_void_p]
 
     def __setitem__(self, name: str, value: int) -> None:
-        self._set[name](self._model, value)
+        words = self._wide.get(name)
+        if words is None:
+            self._set[name](self._model, value)
+        else:
+            fn = self._set[name]
+            for i in range(words):
+                fn(self._model, i, (value >> (32 * i)) & 0xFFFF_FFFF)
 
     def __getitem__(self, name: str) -> int:
-        return self._get[name](self._model)
+        words = self._wide.get(name)
+        if words is None:
+            return self._get[name](self._model)
+        fn = self._get[name]
+        return sum(fn(self._model, i) << (32 * i) for i in range(words))
 
     def eval(self) -> None:
         self._eval(self._model)

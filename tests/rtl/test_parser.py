@@ -77,7 +77,7 @@ def test_parser_cycle_counts(width):
 @pytest.mark.slow
 def test_parser_volume():
     """At least 100 000 requests through the RTL (W=16, random backpressure), zero mismatches."""
-    _run(16, "scoreboard_mix", backpressure=True, packets=100_000)
+    _run(16, "scoreboard_mix", backpressure=True, packets=int(os.environ.get("PARSER_VOLUME", 100_000)))
 
 
 # -- testbench (runs inside the simulator) ---------------------------------------------------------------------------
@@ -211,8 +211,9 @@ if cocotb is not None:
                         have = ModelDescriptor.from_bits(bits)
                         diffs = {f: (getattr(have, f), getattr(want, f)) for f in want.__dataclass_fields__
                                  if getattr(have, f) != getattr(want, f)}
+                        previous = packets[k - 1] if k else getattr(self, "previous", b"")
                         raise AssertionError(f"packet {k} (seed {param('seed')}): RTL != model {diffs}\n"
-                                             f"packet={packets[k][:300]!r}")
+                                             f"packet={packets[k][:300]!r}\nprevious packet={previous[-200:]!r}")
                     if check_timing:
                         assert k in stop_cycle, f"descriptor {k} before its stop beat was accepted"
                         latency = cycle - stop_cycle[k]
@@ -221,8 +222,15 @@ if cocotb is not None:
                 await RisingEdge(dut.clk)
                 cycle += 1
                 assert cycle < 50 * (len(queue) + 100), "parser stalled"
+            dut.i_stream__valid.value = 0      # nothing more is offered once the queue is empty
             assert out_pkt == len(packets) and qi == len(queue)
+            # No descriptor beyond one per packet may follow.
+            dut.o_desc__ready.value = 1
+            for _ in range(DESC_LATENCY_CYCLES + 2):
+                await FallingEdge(dut.clk)
+                assert not dut.o_desc__valid.value, "a descriptor with no packet"
             self.cycles, self.beats_in = cycle, accepted_beats
+            self.previous = packets[-1] if packets else b""
             return expected
 
     @cocotb.test()
