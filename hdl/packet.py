@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from amaranth.lib import data
 
-__all__ = ["ByteBeat", "check_width", "WIDTHS"]
+__all__ = ["ByteBeat", "check_width", "pack_beats", "WIDTHS"]
 
 #: Supported stream widths W in bytes.
 WIDTHS = (4, 8, 16)
@@ -29,3 +29,13 @@ def ByteBeat(width: int) -> data.StructLayout:
         "n_valid": range(width + 1),
         "last": 1,
     })
+
+
+def pack_beats(packet: bytes, width: int) -> list[int]:
+    """``packet`` as :func:`ByteBeat` payload values (integers, for testbenches and simulators). An empty packet is
+    one beat with ``n_valid = 0``."""
+    check_width(width)
+    chunks = [packet[i:i + width] for i in range(0, len(packet), width)] or [b""]
+    n_valid_at, last_at = 8 * width, 8 * width + width.bit_length()
+    return [int.from_bytes(c.ljust(width, b"\0"), "little") | (len(c) << n_valid_at)
+            | (int(i == len(chunks) - 1) << last_at) for i, c in enumerate(chunks)]

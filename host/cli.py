@@ -11,7 +11,6 @@ import json
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 from .errors import WirespeedError
@@ -103,33 +102,43 @@ def cmd_verilog(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .offload import open as ws_open
-    results = {}
+    from . import bench
+    quiet = args.json
+    report = {"register_access": {}, "parser_rtl": [], "parser_model": None}
     for uri in args.uri:
-        _status(f"bench {uri}: {args.accesses} register reads and writes ...", args.json)
-        with ws_open(uri) as dev:
-            address = dev.core.regmap["id.scratch"].address
-            t = dev.transport
-            c0 = getattr(t, "cycles", None)
-            start = time.perf_counter()
-            for i in range(args.accesses // 2):
-                t.write32(address, i)
-                t.read32(address)
-            elapsed = time.perf_counter() - start
-            entry = {"accesses": args.accesses // 2 * 2, "seconds": round(elapsed, 4),
-                     "accesses_per_s": round(args.accesses // 2 * 2 / elapsed)}
-            if c0 is not None:
-                entry["cycles_per_access"] = (t.cycles - c0) / (args.accesses // 2 * 2)
-                entry["sim_cycles_per_s"] = round((t.cycles - c0) / elapsed)
-            results[uri] = entry
-    if not args.json:
-        for uri, e in results.items():
-            line = f"{uri:>6}: {e['accesses_per_s']:>9,} register accesses/s"
+        _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
+        report["register_access"][uri] = bench.register_access(uri, args.accesses)
+    for width in args.width:
+        for mix in ("realistic", "worst_case"):
+            _status(f"parser RTL, W={width}, {mix} mix: {args.packets} packets (first run compiles the RTL) ...",
+                    quiet)
+            progress = None if quiet else (lambda done, total: print(f"  {done}/{total} beats", end="\r",
+                                                                     file=sys.stderr, flush=True))
+            report["parser_rtl"].append(bench.parser_cycles(width, mix, args.packets, progress=progress))
+            _status("", quiet)
+    _status("parser model (Python): realistic mix ...", quiet)
+    report["parser_model"] = bench.parser_model_rate(args.model_requests)
+    if not quiet:
+        for uri, e in report["register_access"].items():
+            line = f"registers on {uri:>5}: {e['accesses_per_s']:>9,} accesses/s"
             if "cycles_per_access" in e:
-                line += (f", {e['cycles_per_access']:.1f} core cycles per AXI4-Lite access,"
-                         f" {e['sim_cycles_per_s']:,} simulated cycles/s")
+                line += f", {e['cycles_per_access']:.1f} core cycles per AXI4-Lite access"
             print(line)
-    return {"register_access": results}
+        print("parser RTL, valid and ready held high; latency in cycles after the beat holding the stop byte")
+        print(f"{'W':>3}  {'mix':<11} {'packets':>7} {'beats':>7} {'beats/cycle':>11} {'bytes/cycle':>11} "
+              f"{'latency p50/p99/p99.99/max':>27} {'mismatches':>10}")
+        for r in report["parser_rtl"]:
+            lat = r["descriptor_latency_cycles"]
+            lat_text = f"{lat['p50']}/{lat['p99']}/{lat['p99.99']}/{lat['max']}"
+            print(f"{r['width_bytes']:>3}  {r['mix']:<11} {r['packets']:>7} {r['beats']:>7} "
+                  f"{r['beats_per_cycle']:>11.4f} {r['bytes_per_cycle']:>11.2f} {lat_text:>27} "
+                  f"{r['descriptor_mismatches']:>10}")
+        m = report["parser_model"]
+        print(f"parser model (Python): {m['requests_per_s']:,} requests/s")
+    bad = [r for r in report["parser_rtl"] if r["descriptor_mismatches"]]
+    if bad:
+        raise WirespeedError(f"RTL descriptors differ from the model in {len(bad)} runs")
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,9 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", default="wirespeed_core", help="top module name")
     sp.add_argument("--out", default="build/verilog/wirespeed_core.v", help="output file, or - for stdout")
 
-    sp = add("bench", cmd_bench, "measure register access on the model and the simulated RTL")
-    sp.add_argument("--uri", nargs="+", default=["model", "sim"])
-    sp.add_argument("--accesses", type=int, default=20_000)
+    sp = add("bench", cmd_bench, "measure the RTL's cycle counts and the software paths' rates")
+    sp.add_argument("--uri", nargs="+", default=["model", "sim"], help="transports for the register benchmark")
+    sp.add_argument("--accesses", type=int, default=20_000, help="register accesses per transport")
+    sp.add_argument("--width", type=int, nargs="+", default=[4, 8, 16], help="parser widths W to measure")
+    sp.add_argument("--packets", type=int, default=300, help="packets per parser run")
+    sp.add_argument("--model-requests", type=int, default=20_000, help="requests through the parser model")
     return p
 
 

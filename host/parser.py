@@ -344,6 +344,17 @@ class Descriptor:
                 values[name] = raw
         return cls(**values)
 
+    def stop_index(self, packet_len: int) -> int:
+        """Byte index of the packet where parsing stopped: the last byte consumed for a complete block or an error,
+        the first byte beyond the limit for ``header_too_large``, the last byte (or 0) for ``truncated``.
+
+        The descriptor leaves the hardware a fixed number of cycles after the beat holding this byte."""
+        if ErrorFlag.truncated in self.errors:
+            return max(0, packet_len - 1)
+        if ErrorFlag.header_too_large in self.errors:
+            return self.header_len
+        return self.header_len - 1
+
 
 def _packing():
     """(name, offset, width, kind) per layout field, read from the gateware layout so the two cannot drift."""

@@ -16,10 +16,12 @@ and binds each port's ctypes accessor once, because pyverilator looks it up on e
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,8 +64,10 @@ class VerilatedModel:
                 source = self.dir / f"{top}.v"
                 source.write_text(verilog)
                 # Amaranth's Verilog trips style lints that are harmless here; keep the build log readable.
-                PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
-                                  dump_en=waves, dump_fst=waves, args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])
+                with _stdout_to_stderr():
+                    PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
+                                      dump_en=waves, dump_fst=waves,
+                                      args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])
                 stamp.write_text(digest)
             # Verilator keeps one global context per shared object, and refuses a second model once time has moved
             # ("Adding model when time is non-zero"). Each instance therefore loads a private copy of the object.
@@ -131,3 +135,17 @@ class VerilatedModel:
 
 def _unescape(name: str) -> str:
     return name.replace("___05F", "__")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Verilator prints its report on stdout; keep stdout for the caller's output (``--json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

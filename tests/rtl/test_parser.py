@@ -1,7 +1,7 @@
 """HeaderParser RTL on Verilator against the bit-exact model (wirespeed.host.parser).
 
-Harness: AXI4-Lite target + the parser's generated register bank + HeaderParser, so every configuration (key,
-prefix table, extra names, limit) goes through the real registers. The testbench drives the packet stream with
+DUT: ``StandaloneParser`` (AXI4-Lite target + the parser's generated register bank + HeaderParser), so every
+configuration (key, prefix table, extra names, limit) goes through the real registers. The testbench drives the packet stream with
 random valid gaps, takes the outputs with random ready, and scoreboards:
 
 - every descriptor, bit for bit, against ``parse()`` with the same configuration;
@@ -15,48 +15,15 @@ import os
 import random
 
 import pytest
-from amaranth import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
-
-from wirespeed.hdl.axil import AXI4LiteSignature, AXI4LiteTarget
-from wirespeed.hdl.packet import ByteBeat
-from wirespeed.hdl.parser import HeaderParser, parser_regmap
-from wirespeed.hdl.parser_layouts import Descriptor
-from wirespeed.hdl.regbank import RegisterBank
+from wirespeed.hdl.packet import pack_beats
+from wirespeed.hdl.parser import StandaloneParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("PARSER_SEED", "20261125"))
 
 
-class ParserHarness(wiring.Component):
-    def __init__(self, width: int):
-        self.width = width
-        self.regmap = parser_regmap()
-        self.addr_width = max(12, (self.regmap.size - 1).bit_length())
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(self.addr_width)),
-            "i_stream": In(stream.Signature(ByteBeat(width))),
-            "o_stream": Out(stream.Signature(ByteBeat(width))),
-            "o_desc": Out(stream.Signature(Descriptor)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.bank = bank = RegisterBank(self.regmap, self.addr_width)
-        m.submodules.parser = parser = HeaderParser(self.width)
-        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
-        wiring.connect(m, axil.bus, bank.bus)
-        wiring.connect(m, bank.hw, parser.regs)
-        wiring.connect(m, wiring.flipped(self.i_stream), parser.i_stream)
-        wiring.connect(m, parser.o_stream, wiring.flipped(self.o_stream))
-        wiring.connect(m, parser.o_desc, wiring.flipped(self.o_desc))
-        return m
-
-
 def _run(width, test, **parameters):
-    run_cocotb(ParserHarness(width), toplevel=f"parser_harness_w{width}", test_file=__file__, testcase=test,
+    run_cocotb(StandaloneParser(width), toplevel=f"parser_harness_w{width}", test_file=__file__, testcase=test,
                parameters={"width": width, "seed": SEED, **parameters})
 
 
@@ -122,7 +89,6 @@ if cocotb is not None:
             self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
             self.regs = Registers(parser_regmap())
             self.transport = CocotbTransport(self.axil)
-            self.beat_bits = ByteBeat(self.width).size
 
         async def reset(self):
             self.dut.i_stream__valid.value = 0
@@ -137,30 +103,13 @@ if cocotb is not None:
             await arun(configure_ops(self.regs, config), self.transport)
             await ClockCycles(self.dut.clk, 2)   # key residues settle one cycle after fp_poly changes
 
-        def beats(self, packet: bytes):
-            w = self.width
-            chunks = [packet[i:i + w] for i in range(0, len(packet), w)] or [b""]
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                value = int.from_bytes(chunk.ljust(w, b"\0"), "little")
-                value |= len(chunk) << (8 * w)
-                value |= int(last) << (8 * w + (w).bit_length())
-                yield value
-
         async def run(self, packets, valid_p=1.0, ready_p=1.0, desc_ready_p=1.0, check_timing=False):
             """Stream ``packets`` with the given probabilities of valid/ready per cycle; scoreboard everything."""
             dut, w, rng = self.dut, self.width, self.rng
-            queue = [(pi, b) for pi, p in enumerate(packets) for b in self.beats(p)]
+            queue = [(pi, b) for pi, p in enumerate(packets) for b in pack_beats(p, w)]
             expected = [parse(p, self.config) for p in packets]
             # Which beat (of its packet) holds the stop byte, for the latency check.
-            stop_beat = []
-            for p, d in zip(packets, expected):
-                if d.complete or (d.errors and not ({"truncated", "header_too_large"} & d.flags)):
-                    stop_beat.append((d.header_len - 1) // w)
-                elif "header_too_large" in d.flags:
-                    stop_beat.append(d.header_len // w)
-                else:
-                    stop_beat.append(max(0, (len(p) - 1) // w))
+            stop_beat = [d.stop_index(len(p)) // w for p, d in zip(packets, expected)]
             out_bytes = [bytearray() for _ in packets]
             out_pkt = 0
             got = []

@@ -970,3 +970,13 @@ def test_smuggling_kinds_are_flagged(kind):
             assert only(d, flag), f"seed={seed} kind={kind}: {sorted(d.flags)}"
     if kind == "cl_repeat":
         assert seen == {True, False}, "the seeds should cover both spellings"
+
+
+def test_stop_index_names_the_stop_byte():
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert parse(head + b"body").stop_index(len(head) + 4) == len(head) - 1        # the final LF
+    assert parse(b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n").stop_index(30) == 18      # the SP before the colon
+    cfg = ParserConfig(max_header_bytes=10)
+    assert parse(head, cfg).stop_index(len(head)) == 10                           # first byte beyond the limit
+    assert parse(b"GET / HT").stop_index(8) == 7                                  # truncated: the last byte
+    assert parse(b"").stop_index(0) == 0
