@@ -19,7 +19,7 @@ import random
 import string
 
 __all__ = ["build_request", "realistic", "worst_case", "mutate", "smuggling", "random_bytes", "mix",
-           "SMUGGLING_KINDS"]
+           "SMUGGLING_KINDS", "valid_request_strategy"]
 
 _BASE62 = string.ascii_letters + string.digits
 _KEY_ALPHABET = _BASE62 + "-_"
@@ -349,3 +349,60 @@ def mix(rng: random.Random, n: int, weights: dict | None = None):
             yield random_bytes(rng)
         else:
             raise ValueError(f"unknown generator {name!r}")
+
+
+def valid_request_strategy(extra_names=()):
+    """A hypothesis strategy of valid requests (every method form, both versions, every framing the parser accepts,
+    Bearer and x-api-key keys, OWS, any header-name case), for property tests of the model and the RTL.
+
+    ``extra_names`` are header names to mix in (e.g. the configured extra slots). It imports hypothesis, a test
+    dependency, only when called.
+    """
+    from hypothesis import strategies as st
+
+    from ..hdl.parser_layouts import BUILTIN_NAMES, METHODS
+
+    extras = [n for n in extra_names if n]
+    vchar_no_q = st.sampled_from([c for c in range(0x21, 0x7F) if c != ord("?")])
+    field_vchar = st.sampled_from([*range(0x21, 0x7F), *range(0x80, 0x100)])
+    ows = st.sampled_from([b"", b" ", b"\t", b" \t", b"  "])
+    word = st.lists(field_vchar, min_size=1, max_size=12).map(bytes)
+    content = st.builds(lambda words, sep: sep.join(words), st.lists(word, max_size=4),
+                        st.sampled_from([b" ", b"\t", b" \t "]))
+    value_st = st.builds(lambda a, v, b: a + v + b, ows, content, ows)
+    token = st.text(_TCHARS, min_size=1, max_size=12).map(str.encode)
+
+    def cased(name: bytes):
+        return st.sampled_from([name, name.lower(), name.upper(), name.title()])
+
+    @st.composite
+    def requests(draw):
+        method = draw(st.one_of(st.sampled_from(list(METHODS)), token))
+        target = b"/" + bytes(draw(st.lists(vchar_no_q, max_size=30)))
+        if draw(st.booleans()):
+            target += b"?" + bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), max_size=20)))
+        version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
+        lines = []
+        if version == b"HTTP/1.1" or draw(st.booleans()):
+            lines.append((draw(cased(b"Host")), draw(value_st)))
+        framing = draw(st.sampled_from(["none", "cl", "cl_twice", "te"]))
+        if framing.startswith("cl"):
+            digits = str(draw(st.integers(0, 10**20 - 1))).encode()
+            for _ in range(2 if framing == "cl_twice" else 1):
+                lines.append((draw(cased(b"Content-Length")), draw(ows) + digits + draw(ows)))
+        elif framing == "te":
+            lines.append((draw(cased(b"Transfer-Encoding")), draw(ows) + draw(cased(b"chunked")) + draw(ows)))
+        for _ in range(draw(st.integers(0, 2))):
+            key = bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), min_size=1, max_size=20)))
+            value = draw(st.one_of(st.just(b"Bearer " + key), st.just(b"bearer  " + key), value_st))
+            lines.append((draw(cased(b"Authorization")), draw(ows) + value.strip(b" \t") + draw(ows)))
+        for _ in range(draw(st.integers(0, 2))):
+            lines.append((draw(cased(b"X-Api-Key")), draw(value_st)))
+        names = st.one_of(token, st.sampled_from(extras)) if extras else token
+        for name in draw(st.lists(names, max_size=6)):
+            if name.lower() not in BUILTIN_NAMES:
+                lines.append((name, draw(value_st)))
+        lines = draw(st.permutations(lines))
+        return build_request(method, target, lines, body=draw(st.binary(max_size=10)), version=version)
+
+    return requests()

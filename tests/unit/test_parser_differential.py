@@ -148,50 +148,8 @@ def test_h11_rejections_are_model_rejections_on_the_corpus():
 
 # Hypothesis: valid requests built from the grammar, and corruptions of them.
 
-_TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_BUILTIN = {b"host", b"content-length", b"transfer-encoding", b"authorization", b"x-api-key"}
-_vchar_no_q = st.sampled_from([c for c in range(0x21, 0x7F) if c != ord("?")])
-_field_vchar = st.sampled_from([*range(0x21, 0x7F), *range(0x80, 0x100)])
-_ows = st.sampled_from([b"", b" ", b"\t", b" \t", b"  "])
-_word = st.lists(_field_vchar, min_size=1, max_size=12).map(bytes)
-_content = st.builds(lambda words, sep: sep.join(words), st.lists(_word, max_size=4),
-                     st.sampled_from([b" ", b"\t", b" \t "]))
-_value = st.builds(lambda a, v, b: a + v + b, _ows, _content, _ows)
-_token = st.text(_TCHAR, min_size=1, max_size=12).map(str.encode)
-
-
-def _cased(name: bytes):
-    return st.sampled_from([name, name.lower(), name.upper(), name.title()])
-
-
-@st.composite
-def valid_requests(draw):
-    method = draw(st.one_of(st.sampled_from(list(METHODS)), _token))
-    target = b"/" + bytes(draw(st.lists(_vchar_no_q, max_size=30)))
-    if draw(st.booleans()):
-        target += b"?" + bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), max_size=20)))
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))
-    lines = []
-    if version == b"HTTP/1.1" or draw(st.booleans()):
-        lines.append((draw(_cased(b"Host")), draw(_value)))
-    framing = draw(st.sampled_from(["none", "cl", "cl_twice", "te"]))
-    if framing.startswith("cl"):
-        digits = str(draw(st.integers(0, 10**20 - 1))).encode()
-        for _ in range(2 if framing == "cl_twice" else 1):
-            lines.append((draw(_cased(b"Content-Length")), draw(_ows) + digits + draw(_ows)))
-    elif framing == "te":
-        lines.append((draw(_cased(b"Transfer-Encoding")), draw(_ows) + draw(_cased(b"chunked")) + draw(_ows)))
-    for _ in range(draw(st.integers(0, 2))):
-        token = bytes(draw(st.lists(st.sampled_from(range(0x21, 0x7F)), min_size=1, max_size=20)))
-        value = draw(st.one_of(st.just(b"Bearer " + token), st.just(b"bearer  " + token), _value))
-        lines.append((draw(_cased(b"Authorization")), draw(_ows) + value.strip(b" \t") + draw(_ows)))
-    for _ in range(draw(st.integers(0, 2))):
-        lines.append((draw(_cased(b"X-Api-Key")), draw(_value)))
-    for name in draw(st.lists(st.one_of(_token, st.sampled_from(CFG.extras[:3])), max_size=6)):
-        if name.lower() not in _BUILTIN:
-            lines.append((name, draw(_value)))
-    lines = draw(st.permutations(lines))
-    return traffic.build_request(method, target, lines, body=draw(st.binary(max_size=10)), version=version)
+def valid_requests():
+    return traffic.valid_request_strategy(extra_names=CFG.extras[:3])
 
 
 @settings(derandomize=True, deadline=None, max_examples=600, suppress_health_check=[HealthCheck.too_slow])
