@@ -84,6 +84,7 @@ if cocotb is not None:
     from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
     from wirespeed.hdl.parser import DESC_LATENCY_CYCLES
+    from wirespeed.hdl.parser_layouts import ErrorFlag
     from wirespeed.host import traffic
     from wirespeed.host.parser import Descriptor as ModelDescriptor
     from wirespeed.host.parser import ParserConfig, derive_key, parse
@@ -215,6 +216,7 @@ if cocotb is not None:
         total = param("packets")
         done = 0
         batch = 0
+        complete, errors = 0, [0] * len(ErrorFlag)
         while done < total:
             n = min(total - done, 2000)
             tb.config = random_config(rng) if batch % 2 else ParserConfig(
@@ -224,14 +226,22 @@ if cocotb is not None:
             await tb.configure(tb.config)
             packets = list(traffic.mix(rng, n))
             if backpressure:
-                await tb.run(packets, valid_p=0.8, ready_p=0.8, desc_ready_p=0.6)
+                expected = await tb.run(packets, valid_p=0.8, ready_p=0.8, desc_ready_p=0.6)
             else:
-                await tb.run(packets)
+                expected = await tb.run(packets)
+            for d in expected:
+                complete += d.complete
+                for i, flag in enumerate(ErrorFlag):
+                    errors[i] += flag in d.errors
             done += n
             batch += 1
-        requests = await arun(tb.regs.read("requests"), tb.transport)
-        assert requests == total, (requests, total)
-        dut._log.info("%d packets, zero mismatches", total)
+        # The hardware counters agree with the model's descriptors.
+        assert await arun(tb.regs.read("requests"), tb.transport) == total
+        assert await arun(tb.regs.read("complete"), tb.transport) == complete
+        for i, flag in enumerate(ErrorFlag):
+            count = await arun(tb.regs.read(f"error_count[{i}]"), tb.transport)
+            assert count == errors[i], (flag.name, count, errors[i])
+        dut._log.info("%d packets, zero mismatches; error counters %s", total, errors)
 
     @cocotb.test()
     async def cycle_counts(dut):
