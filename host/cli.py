@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("bench", cmd_bench, "measure the RTL's cycle counts and the software paths' rates")
     sp.add_argument("--uri", nargs="+", default=["model", "sim"], help="transports for the register benchmark")
     sp.add_argument("--accesses", type=int, default=20_000, help="register accesses per transport")
-    sp.add_argument("--width", type=int, nargs="+", default=[4, 8, 16], help="parser widths W to measure")
+    sp.add_argument("--width", type=int, nargs="*", default=[4, 8, 16],
+                    help="parser widths W to measure on the RTL (none: skip the RTL runs)")
     sp.add_argument("--packets", type=int, default=300, help="packets per parser run")
     sp.add_argument("--model-requests", type=int, default=20_000, help="requests through the parser model")
     return p

@@ -115,8 +115,11 @@ def test_verilog(tmp_path, capsys):
 
 
 def test_bench_model_json(capsys):
-    result = run_json(capsys, ["bench", "--uri", "model", "--accesses", "200", "--json"])
+    result = run_json(capsys, ["bench", "--uri", "model", "--accesses", "200", "--width", "--model-requests", "200",
+                               "--json"])
     entry = result["register_access"]["model"]
     assert entry["accesses"] == 200
     assert entry["accesses_per_s"] > 0
     assert entry["seconds"] >= 0
+    assert result["parser_rtl"] == []
+    assert result["parser_model"]["requests"] == 200 and result["parser_model"]["requests_per_s"] > 0
