@@ -35,9 +35,10 @@ from pathlib import Path
 
 from systemrdl.node import AddrmapNode
 
-from .regmap import CORE_RDL, CORE_TOP, core_node, core_rdl_files, regmap_from_node
+from .regmap import CORE_RDL, CORE_TOP, HDL_DIR, compile_rdl, core_node, core_rdl_files, regmap_from_node
 
-__all__ = ["FORMATS", "OUTPUTS", "VLNV", "DOCS_REGISTERS", "MARKDOWN_BANNER", "export", "render_markdown"]
+__all__ = ["FORMATS", "OUTPUTS", "VLNV", "DOCS_REGISTERS", "MARKDOWN_BANNER", "BLOCKS", "export", "render_markdown",
+           "docs_path"]
 
 #: Export formats, in the order ``--format all`` writes them.
 FORMATS = ("c-header", "ip-xact", "markdown", "html")
@@ -49,6 +50,10 @@ OUTPUTS = {
     "markdown": "registers.md",
     "html": "html",
 }
+
+#: Pipelines whose own register map (used by their standalone wrappers, e.g. ``StandaloneParser``) gets a Markdown
+#: reference of its own, ``registers-<block>.md``, until the block joins the core map: (.rdl file, top addrmap).
+BLOCKS = {"parser": ("parser.rdl", "wirespeed_parser")}
 
 #: IP-XACT component identifier: (vendor, library, name, version).
 VLNV = ("wirespeed.dev", "offload", CORE_TOP, "1.0")
@@ -117,18 +122,31 @@ def _export_ipxact(node: AddrmapNode, path: Path) -> None:
 
 # --- Markdown ---------------------------------------------------------------------------------------------------
 
-def _markdown_text(node: AddrmapNode) -> str:
+def _markdown_text(node: AddrmapNode, input_files=_RDL_NAMES) -> str:
     from peakrdl_markdown import MarkdownExporter
 
     with tempfile.TemporaryDirectory(prefix="wirespeed-regs-") as tmp:
         path = Path(tmp) / OUTPUTS["markdown"]
-        MarkdownExporter().export(node, str(path), input_files=list(_RDL_NAMES))
+        MarkdownExporter().export(node, str(path), input_files=list(input_files))
         return MARKDOWN_BANNER + path.read_text(encoding="utf-8")
 
 
-def render_markdown() -> str:
-    """The text ``export("markdown", ...)`` writes, i.e. what the committed :data:`DOCS_REGISTERS` must contain."""
-    return _markdown_text(core_node())
+def _block_node(block: str) -> AddrmapNode:
+    rdl, top = BLOCKS[block]
+    return compile_rdl([HDL_DIR / rdl], top)
+
+
+def render_markdown(block: str | None = None) -> str:
+    """The Markdown ``export("markdown", ...)`` writes: the core map, or (``block``) a pipeline's own map as used by
+    its standalone wrapper. The committed copies (:data:`DOCS_REGISTERS`, :func:`docs_path`) must equal it."""
+    if block is None:
+        return _markdown_text(core_node())
+    return _markdown_text(_block_node(block), (f"hdl/{BLOCKS[block][0]}",))
+
+
+def docs_path(block: str | None = None) -> Path:
+    """Where the committed Markdown reference of the core (``None``) or of a block lives."""
+    return DOCS_REGISTERS if block is None else DOCS_REGISTERS.with_name(f"registers-{block}.md")
 
 
 # --- HTML -------------------------------------------------------------------------------------------------------
@@ -168,6 +186,12 @@ def export(fmt: str, out_dir: Path) -> list[Path]:
         _export_ipxact(node, path)
     elif fmt == "markdown":
         path.write_text(_markdown_text(node), encoding="utf-8", newline="\n")
+        written = [path]
+        for block in BLOCKS:
+            extra = out_dir / docs_path(block).name
+            extra.write_text(render_markdown(block), encoding="utf-8", newline="\n")
+            written.append(extra)
+        return written
     else:
         _export_html(node, path)
     return [path]

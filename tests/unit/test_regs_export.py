@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from wirespeed.host.export import DOCS_REGISTERS, FORMATS, OUTPUTS, VLNV, export, render_markdown
+from wirespeed.host.export import (BLOCKS, DOCS_REGISTERS, FORMATS, OUTPUTS, VLNV, docs_path, export,
+                                   render_markdown)
 from wirespeed.host.regmap import core_regmap
 
 IPXACT_NS = {"ipxact": "http://www.accellera.org/XMLSchema/IPXACT/1685-2014"}
@@ -18,18 +19,20 @@ MAGIC = 0x57535044
 def exported(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("regs")
     for fmt in FORMATS:
-        assert export(fmt, out) == [out / OUTPUTS[fmt]]
+        extra = [out / docs_path(b).name for b in BLOCKS] if fmt == "markdown" else []
+        assert export(fmt, out) == [out / OUTPUTS[fmt], *extra]
     return out
 
 
-def test_docs_registers_up_to_date():
+@pytest.mark.parametrize("block", [None, *BLOCKS])
+def test_docs_registers_up_to_date(block):
     if not (DOCS_REGISTERS.parent.parent / "pyproject.toml").is_file():
         pytest.skip(f"not a source checkout ({DOCS_REGISTERS.parent.parent}); docs/ is not installed")
     how = ("regenerate it with `make regs` / `wirespeed regs --format markdown --out docs` "
            "and commit the result")
-    assert DOCS_REGISTERS.is_file(), f"{DOCS_REGISTERS} is missing: {how}"
-    assert DOCS_REGISTERS.read_text(encoding="utf-8") == render_markdown(), \
-        f"{DOCS_REGISTERS} is out of date with hdl/*.rdl: {how}"
+    path = docs_path(block)
+    assert path.is_file(), f"{path} is missing: {how}"
+    assert path.read_text(encoding="utf-8") == render_markdown(block), f"{path} is out of date with hdl/*.rdl: {how}"
 
 
 def test_unknown_format(tmp_path):
