@@ -36,7 +36,7 @@ MAX_MOVES = 500
 CAPACITY_MIN = 64
 #: The verdict's ``tenant`` field is 16 bits wide.
 CAPACITY_MAX = 1 << 16
-#: ``inv_rate`` registers are 64 bits; ⌊2⁶⁴/1⌋ does not fit and is clamped here (see :attr:`Plan.inv_req_rate`).
+#: ``inv_rate`` registers are 64 bits; ⌈2⁶⁴/1⌉ does not fit and is clamped here (see :attr:`Plan.inv_req_rate`).
 INV_RATE_MAX = U64
 _REFILL_LIMIT_NS = 1 << 48
 _SCALE_MAX = (1 << 32) - 1
@@ -72,7 +72,8 @@ def _check_enum(field_name: str, value, enum):
 
 
 def _inv_rate(rate: int) -> int:
-    return min(INV_RATE_MAX, (1 << 64) // rate)
+    # Rounded up, so that ((deficit·inv) >> 64) + 1 is ⌈deficit/rate⌉ or one more: never early.
+    return min(INV_RATE_MAX, -(-(1 << 64) // rate))
 
 
 # -- plans ------------------------------------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class Plan:
 
     @property
     def inv_req_rate(self) -> int:
-        """``⌊2⁶⁴ / req_rate⌋``, clamped to 2⁶⁴−1 (the register width) for ``req_rate`` = 1.
+        """``⌈2⁶⁴ / req_rate⌉``, clamped to 2⁶⁴−1 (the register width) for ``req_rate`` = 1.
 
         The clamp keeps the wait exact: for rate 1, ``((deficit·(2⁶⁴−1)) >> 64) + 1 = deficit``.
         """
@@ -125,7 +126,7 @@ class Plan:
 
     @property
     def inv_cost_rate(self) -> int:
-        """``⌊2⁶⁴ / cost_rate⌋``, clamped to 2⁶⁴−1 for ``cost_rate`` = 1 (see :attr:`inv_req_rate`)."""
+        """``⌈2⁶⁴ / cost_rate⌉``, clamped to 2⁶⁴−1 for ``cost_rate`` = 1 (see :attr:`inv_req_rate`)."""
         return _inv_rate(self.cost_rate)
 
 
@@ -434,13 +435,13 @@ class LimiterModel:
         self.plans = _check_int("plans", plans, 1, PLANS)
         self._mask = capacity // (HALVES * WAYS) - 1
         self._half = capacity // 2
-        self._plan_entries: list = [None] * plans                # Plan or None
-        self._plan_regs: list = [_NO_PLAN] * plans                # (req_rate, req_cap, cost_rate, cost_cap, inv_req,
-                                                                  #  inv_cost); caps are bursts in nano-tokens
+        self._plan_entries: list = [None] * plans
+        # Per plan (req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost); the caps are bursts in nano-tokens.
+        self._plan_regs: list = [_NO_PLAN] * plans
         n = capacity
         self._valid = [False] * n
         self._tag = [0] * n
-        self._key: list = [None] * n                              # tag if valid else None: the lookup compare
+        self._key: list = [None] * n                    # tag if valid else None: what the lookup compares
         self._plan = [0] * n
         self._req = [0] * n
         self._cost = [0] * n

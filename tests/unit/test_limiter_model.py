@@ -24,7 +24,7 @@ from wirespeed.host.parser import Descriptor
 
 SEED = 20251127
 ALLOW, REJECT, PUNT = Decision.ALLOW, Decision.REJECT, Decision.PUNT
-FIXED, BY_LENGTH = CostSource.FIXED, CostSource.CONTENT_LENGTH
+BY_LENGTH = CostSource.CONTENT_LENGTH
 #: cost = content_length: the differential test draws costs through the descriptor.
 COST_IS_LENGTH = LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16)
 
@@ -216,13 +216,25 @@ def test_refill_clamps_elapsed_time_and_caps_at_burst():
     assert (state.req_tokens, state.cost_tokens, state.last_ns) == (281_473 * NANO, 0, 5)
 
 
+def test_the_slowest_valid_bucket_refills_fully_at_the_clamp():
+    """The valid plan closest to the 2⁴⁸-ns rule needs 2⁴⁸ − 6.34 ns from empty: the clamp at 2⁴⁸ − 1 suffices,
+    7 ns less would not."""
+    plan = Plan(1, 1, 13_869, 3_903_776_452)
+    assert (1 << 48) - 7 < plan.cost_burst * NANO / plan.cost_rate < (1 << 48) - 6
+    model, slot, fp = one_tenant(plan, LimiterConfig(cost_fixed=plan.cost_burst))
+    model.debit(slot, plan.cost_burst)
+    short = copy.deepcopy(model)
+    assert model.decide(request(fp), 1 << 60).decision is ALLOW
+    assert short.decide(request(fp), (1 << 48) - 7).status == 429
+
+
 def test_cost_above_the_burst_is_never_allowed():
     plan = Plan(10, 10, 10, 10)
     model, slot, fp = one_tenant(plan, LimiterConfig(cost_fixed=11))
     for t in (0, 10**12, 10**15):
         v = model.decide(request(fp), t)
         # Short by 1 token at 10/s, a wait that cannot work: the specification gives 429 and the formula's wait.
-        assert v.status == 429 and v.retry_after_ns == ((NANO * plan.inv_cost_rate) >> 64) + 1 == 100_000_000
+        assert v.status == 429 and v.retry_after_ns == ((NANO * plan.inv_cost_rate) >> 64) + 1 == 100_000_001
 
 
 # -- retry_after_ns ---------------------------------------------------------------------------------------------------
@@ -280,7 +292,8 @@ def test_retry_after_cost_bucket_is_ceil_or_one_more_while_deficit_times_rate_fi
 
 
 def early_cost_case():
-    """A valid plan and cost where the specified wait, with ⌊2⁶⁴/rate⌋, is one ns short of ⌈deficit/rate⌉."""
+    """A valid plan and cost where a wait computed with ⌊2⁶⁴/rate⌋ would be one ns short of ⌈deficit/rate⌉ (why the
+    specification rounds the reciprocal up)."""
     rate = 1_000_003                                     # 2⁶⁴ mod rate is large
     inv = (1 << 64) // rate
     for cost in range(4_000_000_000, 3_900_000_000, -1):
@@ -290,9 +303,6 @@ def early_cost_case():
     raise AssertionError("no early case found")         # pragma: no cover
 
 
-@pytest.mark.xfail(strict=True, reason="docs/limiter.md: with inv_rate = ⌊2⁶⁴/rate⌋ the wait is 1 ns early when "
-                                       "deficit·(2⁶⁴ mod rate) > (deficit mod rate)·2⁶⁴ (large cost deficits); "
-                                       "⌈2⁶⁴/rate⌉ would make 'never too early' hold. Reported, not invented.")
 def test_retry_after_is_never_early_for_large_cost_deficits():
     plan, cost = early_cost_case()
     model, slot, fp = one_tenant(plan, LimiterConfig(cost_fixed=cost))
@@ -302,14 +312,15 @@ def test_retry_after_is_never_early_for_large_cost_deficits():
     assert model.decide(request(fp), v.retry_after_ns).decision is ALLOW
 
 
-def test_the_early_case_is_exactly_one_ns_early_under_the_specified_formula():
+def test_the_early_case_waits_ceil_or_one_more_with_the_rounded_up_reciprocal():
     """What the model does in the case above, to the bit, so that the RTL is compared against it."""
     plan, cost = early_cost_case()
+    assert plan.inv_cost_rate == -(-(1 << 64) // plan.cost_rate)
     model, slot, fp = one_tenant(plan, LimiterConfig(cost_fixed=cost))
     model.debit(slot, plan.cost_burst)
     v = model.decide(request(fp), 0)
     assert v.retry_after_ns == ((cost * NANO * plan.inv_cost_rate) >> 64) + 1
-    assert v.retry_after_ns == ceil_div(cost * NANO, plan.cost_rate) - 1
+    assert v.retry_after_ns - ceil_div(cost * NANO, plan.cost_rate) in (0, 1)
 
 
 def test_retry_after_rate_1_uses_the_clamped_reciprocal_and_is_exact():
@@ -543,8 +554,8 @@ def test_plan_limits_and_reciprocals():
     Plan(4, REQ_BURST_MAX, 15_259, COST_BURST_MAX)           # the slowest rates that allow the largest bursts
     for rate in (1, 2, 3, 7, 1000, REQ_RATE_MAX, COST_RATE_MAX):
         plan = Plan(min(rate, REQ_RATE_MAX), 1, rate, 1)
-        assert plan.inv_cost_rate == min(U64, (1 << 64) // rate)
-        assert plan.inv_req_rate == min(U64, (1 << 64) // plan.req_rate)
+        assert plan.inv_cost_rate == min(U64, -(-(1 << 64) // rate))      # rounded up: never early
+        assert plan.inv_req_rate == min(U64, -(-(1 << 64) // plan.req_rate))
     assert Plan(1, 1, 2, 1).inv_cost_rate == 1 << 63
 
 
