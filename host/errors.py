@@ -1,6 +1,7 @@
 """Named exceptions of the host driver. Every failure a user can cause or meet has one."""
 
-__all__ = ["WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError"]
+__all__ = ["WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
+           "check_int"]
 
 
 class WirespeedError(Exception):
@@ -24,6 +25,13 @@ class ConfigError(WirespeedError, ValueError):
     def __init__(self, field: str, value, limit: str):
         self.field, self.value, self.limit = field, value, limit
         super().__init__(f"{field}={value!r} is invalid: {limit}")
+
+
+def check_int(field: str, value, lo: int, hi: int) -> int:
+    """``value`` if it is an integer (not a bool) in ``lo..hi``; otherwise :class:`ConfigError` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(field, value, f"must be an integer in {lo}..{hi}")
+    return value
 
 
 class TransportError(WirespeedError):

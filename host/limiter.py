@@ -15,17 +15,16 @@ Where the specification is silent, the choice made here is stated in the docstri
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from dataclasses import dataclass
 
-from amaranth.lib import data
 
 from ..hdl.limiter_layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, DT_MAX_NS, HALVES, NANO, PLANS,
                                    REQ_BURST_MAX, REQ_RATE_MAX, WAYS, CostSource, Decision, UnknownPolicy)
 from ..hdl.limiter_layouts import LimitVerdict as LimitVerdictLayout
 from ..hdl.parser_layouts import KeySource
-from .errors import ConfigError, WirespeedError
+from .errors import ConfigError, WirespeedError, check_int
+from .records import LayoutRecord
 
 __all__ = ["TableFull", "Plan", "TenantPlacement", "LimiterConfig", "LimitVerdict", "TenantState", "LimiterModel",
            "MAX_MOVES", "CAPACITY_MIN", "CAPACITY_MAX", "U64"]
@@ -49,12 +48,6 @@ class TableFull(WirespeedError):
     def __init__(self, table: str, detail: str = ""):
         self.table = table
         super().__init__(f"{table} table is full" + (f": {detail}" if detail else ""))
-
-
-def _check_int(field_name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(field_name, value, f"must be an integer in {lo}..{hi}")
-    return value
 
 
 def _check_capacity(capacity) -> int:
@@ -105,10 +98,10 @@ class Plan:
     cost_burst: int
 
     def __post_init__(self):
-        _check_int("req_rate", self.req_rate, 1, REQ_RATE_MAX)
-        _check_int("req_burst", self.req_burst, 1, REQ_BURST_MAX)
-        _check_int("cost_rate", self.cost_rate, 1, COST_RATE_MAX)
-        _check_int("cost_burst", self.cost_burst, 1, COST_BURST_MAX)
+        check_int("req_rate", self.req_rate, 1, REQ_RATE_MAX)
+        check_int("req_burst", self.req_burst, 1, REQ_BURST_MAX)
+        check_int("cost_rate", self.cost_rate, 1, COST_RATE_MAX)
+        check_int("cost_burst", self.cost_burst, 1, COST_BURST_MAX)
         for kind in ("req", "cost"):
             rate, burst = getattr(self, f"{kind}_rate"), getattr(self, f"{kind}_burst")
             if burst * NANO >= _REFILL_LIMIT_NS * rate:
@@ -171,19 +164,19 @@ class TenantPlacement:
 
     def candidates(self, fp: int) -> tuple[int, int]:
         """``(b0, b1)``: the key's bucket in half 0 and in half 1."""
-        _check_int("fp", fp, 0, U64)
+        check_int("fp", fp, 0, U64)
         return fp & self._mask, (fp >> 32) & self._mask
 
     def slot(self, half: int, bucket: int, way: int) -> int:
         """The slot index of ``way`` in ``bucket`` of ``half``."""
-        _check_int("half", half, 0, HALVES - 1)
-        _check_int("bucket", bucket, 0, self.buckets - 1)
-        _check_int("way", way, 0, WAYS - 1)
+        check_int("half", half, 0, HALVES - 1)
+        check_int("bucket", bucket, 0, self.buckets - 1)
+        check_int("way", way, 0, WAYS - 1)
         return half * (self.capacity // 2) + bucket * WAYS + way
 
     def occupant(self, slot: int):
         """The fingerprint placed in ``slot``, or None."""
-        _check_int("slot", slot, 0, self.capacity - 1)
+        check_int("slot", slot, 0, self.capacity - 1)
         return self._slots[slot]
 
     def lookup(self, fp: int):
@@ -225,7 +218,7 @@ class TenantPlacement:
         TableFull
             If no chain of at most :data:`MAX_MOVES` relocations frees a way. The table is unchanged.
         """
-        _check_int("fp", fp, 0, U64)
+        check_int("fp", fp, 0, U64)
         if fp in self._where:
             raise ConfigError("fp", fp, f"is already placed, at slot {self._where[fp]}")
         free = self._free
@@ -329,14 +322,14 @@ class LimiterConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "unknown_policy", _check_enum("unknown_policy", self.unknown_policy, UnknownPolicy))
-        _check_int("default_slot", self.default_slot, 0, CAPACITY_MAX - 1)
+        check_int("default_slot", self.default_slot, 0, CAPACITY_MAX - 1)
         object.__setattr__(self, "cost_source", _check_enum("cost_source", self.cost_source, CostSource))
-        _check_int("cost_fixed", self.cost_fixed, 0, COST_MAX)
-        _check_int("cost_scale", self.cost_scale, 0, _SCALE_MAX)
+        check_int("cost_fixed", self.cost_fixed, 0, COST_MAX)
+        check_int("cost_scale", self.cost_scale, 0, _SCALE_MAX)
 
 
 @dataclass(frozen=True, slots=True)
-class LimitVerdict:
+class LimitVerdict(LayoutRecord, layout=LimitVerdictLayout):
     """One per descriptor; mirrors :class:`wirespeed.hdl.limiter_layouts.LimitVerdict` field for field.
 
     ``status`` is 200 (ALLOW), 429 or 401 (REJECT), 0 (PUNT). ``tenant`` is the slot whose buckets decided (0 when
@@ -348,39 +341,6 @@ class LimitVerdict:
     tenant: int = 0
     cost: int = 0
     retry_after_ns: int = 0
-
-    def to_bits(self) -> int:
-        """The verdict as the gateware's ``LimitVerdict`` layout packs it (field 0 at bit 0)."""
-        bits = 0
-        for name, offset, width, is_enum in _PACKING:
-            value = getattr(self, name)
-            value = value.value if is_enum else int(value)
-            if not 0 <= value < (1 << width):
-                raise ValueError(f"verdict field {name}={value!r} does not fit in {width} bits")
-            bits |= value << offset
-        return bits
-
-    @classmethod
-    def from_bits(cls, bits: int) -> "LimitVerdict":
-        """Unpack the gateware's ``LimitVerdict`` bits."""
-        values = {}
-        for name, offset, width, is_enum in _PACKING:
-            raw = (bits >> offset) & ((1 << width) - 1)
-            values[name] = Decision(raw) if is_enum else bool(raw) if width == 1 else raw
-        return cls(**values)
-
-
-def _packing():
-    """(name, offset, width, is_enum) per layout field, read from the gateware layout so the two cannot drift."""
-    layout = LimitVerdictLayout.as_shape()
-    model_fields = [f.name for f in dataclasses.fields(LimitVerdict)]
-    layout_fields = [name for name, _ in layout]
-    if model_fields != layout_fields:
-        raise RuntimeError(f"model LimitVerdict fields {model_fields} != gateware layout {layout_fields}")
-    return tuple((name, fld.offset, fld.width, fld.shape is Decision) for name, fld in layout)
-
-
-_PACKING = _packing()
 
 
 @dataclass(frozen=True)
@@ -432,7 +392,7 @@ class LimiterModel:
 
     def __init__(self, capacity: int = 4096, plans: int = PLANS, config: LimiterConfig = LimiterConfig()):
         self.capacity = _check_capacity(capacity)
-        self.plans = _check_int("plans", plans, 1, PLANS)
+        self.plans = check_int("plans", plans, 1, PLANS)
         self._mask = capacity // (HALVES * WAYS) - 1
         self._half = capacity // 2
         self._plan_entries: list = [None] * plans
@@ -461,7 +421,7 @@ class LimiterModel:
     def config(self, config: LimiterConfig):
         if not isinstance(config, LimiterConfig):
             raise ConfigError("config", config, "must be a LimiterConfig")
-        _check_int("default_slot", config.default_slot, 0, self.capacity - 1)
+        check_int("default_slot", config.default_slot, 0, self.capacity - 1)
         self._config = config
 
     def write_plan(self, index: int, plan: Plan):
@@ -469,7 +429,7 @@ class LimiterModel:
 
         Tenants on the plan keep their tokens; tokens above a smaller new burst are capped at their next refill.
         """
-        _check_int("index", index, 0, self.plans - 1)
+        check_int("index", index, 0, self.plans - 1)
         if not isinstance(plan, Plan):
             raise ConfigError("plan", plan, "must be a Plan")
         self._plan_entries[index] = plan
@@ -478,13 +438,13 @@ class LimiterModel:
 
     def plan(self, index: int):
         """Plan table entry ``index``: a :class:`Plan`, or None if never written."""
-        _check_int("index", index, 0, self.plans - 1)
+        check_int("index", index, 0, self.plans - 1)
         return self._plan_entries[index]
 
     # -- tenant table --
 
     def _check_slot(self, slot: int, name: str = "slot") -> int:
-        return _check_int(name, slot, 0, self.capacity - 1)
+        return check_int(name, slot, 0, self.capacity - 1)
 
     def write_tenant(self, slot: int, fp: int, plan: int, valid: bool, now_ns: int):
         """Commit a staging entry ``(fp, plan, valid)`` to ``slot`` at time ``now_ns`` (between two decisions).
@@ -501,9 +461,9 @@ class LimiterModel:
             For an argument out of range, or a valid entry naming a plan that was never written.
         """
         self._check_slot(slot)
-        _check_int("fp", fp, 0, U64)
-        _check_int("plan", plan, 0, self.plans - 1)
-        _check_int("now_ns", now_ns, 0, U64)
+        check_int("fp", fp, 0, U64)
+        check_int("plan", plan, 0, self.plans - 1)
+        check_int("now_ns", now_ns, 0, U64)
         if not valid:
             self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = False, fp, None, plan
             return
@@ -628,7 +588,7 @@ class LimiterModel:
         Returns False, changing nothing, when ``slot`` holds no valid tenant (the hardware drops such a command).
         """
         self._check_slot(slot)
-        _check_int("amount", amount, 0, _AMOUNT_MAX)
+        check_int("amount", amount, 0, _AMOUNT_MAX)
         if not self._valid[slot]:
             return False
         self._cost[slot] = max(0, self._cost[slot] - amount * NANO)
@@ -640,7 +600,7 @@ class LimiterModel:
         Returns False, changing nothing, when ``slot`` holds no valid tenant.
         """
         self._check_slot(slot)
-        _check_int("amount", amount, 0, _AMOUNT_MAX)
+        check_int("amount", amount, 0, _AMOUNT_MAX)
         if not self._valid[slot]:
             return False
         cost_cap = self._plan_regs[self._plan[slot]][3]

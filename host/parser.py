@@ -13,19 +13,18 @@ that made it into the descriptor.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
 
-from amaranth.lib import data
 
 from ..hdl.parser_layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
                                   NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
 from ..hdl.parser_layouts import Descriptor as DescriptorLayout
-from .errors import ConfigError
+from .errors import ConfigError, check_int
+from .records import LayoutRecord
 
 __all__ = ["fingerprint", "is_irreducible", "derive_key", "ParserConfig", "Descriptor", "parse", "ParserModel",
            "U64"]
@@ -172,12 +171,6 @@ def _as_bytes(value, field_name: str) -> bytes:
     raise ConfigError(field_name, value, "must be bytes")
 
 
-def _check_int(field_name: str, value, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(field_name, value, f"must be an integer in {lo}..{hi}")
-    return value
-
-
 @dataclass(frozen=True)
 class ParserConfig:
     """What the parser's registers hold (``hdl/parser.rdl``), validated.
@@ -213,10 +206,10 @@ class ParserConfig:
     _extra_slots: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        _check_int("max_header_bytes", self.max_header_bytes, 1, LEN_MAX)
-        _check_int("default_class", self.default_class, 0, 15)
-        _check_int("poly", self.poly, 0, U64)
-        _check_int("seed", self.seed, 0, U64)
+        check_int("max_header_bytes", self.max_header_bytes, 1, LEN_MAX)
+        check_int("default_class", self.default_class, 0, 15)
+        check_int("poly", self.poly, 0, U64)
+        check_int("seed", self.seed, 0, U64)
 
         prefixes = list(self.prefixes)
         if len(prefixes) > PREFIX_ENTRIES:
@@ -233,7 +226,7 @@ class ParserConfig:
             prefix = _as_bytes(prefix, f"prefixes[{index}].prefix")
             if len(prefix) > PREFIX_BYTES:
                 raise ConfigError(f"prefixes[{index}].prefix", prefix, f"at most {PREFIX_BYTES} bytes")
-            _check_int(f"prefixes[{index}].route_class", route_class, 0, 15)
+            check_int(f"prefixes[{index}].route_class", route_class, 0, 15)
             table.append((prefix, route_class))
         table += [None] * (PREFIX_ENTRIES - len(table))
 
@@ -276,7 +269,7 @@ class ParserConfig:
 # -- descriptor -------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(LayoutRecord, layout=DescriptorLayout, decoders={"errors": ErrorFlag}):
     """One per packet; mirrors :class:`wirespeed.hdl.parser_layouts.Descriptor` field for field.
 
     The defaults are the reset values. 1-bit fields are ``bool``; ``extra_present`` is a bitmask (bit i = slot i).
@@ -309,41 +302,6 @@ class Descriptor:
         """Names of the error flags set."""
         return frozenset(f.name for f in ErrorFlag if f & self.errors)
 
-    def to_bits(self) -> int:
-        """The descriptor as the gateware's ``Descriptor`` layout packs it (field 0 at bit 0)."""
-        bits = 0
-        for name, offset, width, kind in _PACKING:
-            value = getattr(self, name)
-            if kind == "array":
-                elem_width = width // len(value)
-                for i, elem in enumerate(value):
-                    bits |= (elem & ((1 << elem_width) - 1)) << (offset + i * elem_width)
-                continue
-            value = value.value if kind == "enum" else int(value)
-            if not 0 <= value < (1 << width):
-                raise ValueError(f"descriptor field {name}={value!r} does not fit in {width} bits")
-            bits |= value << offset
-        return bits
-
-    @classmethod
-    def from_bits(cls, bits: int) -> "Descriptor":
-        """Unpack the gateware's ``Descriptor`` bits."""
-        values = {}
-        for name, offset, width, kind in _PACKING:
-            raw = (bits >> offset) & ((1 << width) - 1)
-            if kind == "array":
-                elem_width = width // EXTRA_SLOTS
-                values[name] = tuple((raw >> (i * elem_width)) & ((1 << elem_width) - 1) for i in range(EXTRA_SLOTS))
-            elif kind == "enum":
-                values[name] = _ENUMS[name](raw)
-            elif name == "errors":
-                values[name] = ErrorFlag(raw)
-            elif width == 1:
-                values[name] = bool(raw)
-            else:
-                values[name] = raw
-        return cls(**values)
-
     def stop_index(self, packet_len: int) -> int:
         """Byte index of the packet where parsing stopped: the last byte consumed for a complete block or an error,
         the first byte beyond the limit for ``header_too_large``, the last byte (or 0) for ``truncated``.
@@ -356,27 +314,6 @@ class Descriptor:
         return self.header_len - 1
 
 
-def _packing():
-    """(name, offset, width, kind) per layout field, read from the gateware layout so the two cannot drift."""
-    layout = DescriptorLayout.as_shape()
-    model_fields = [f.name for f in dataclasses.fields(Descriptor)]
-    layout_fields = [name for name, _ in layout]
-    if model_fields != layout_fields:
-        raise RuntimeError(f"model Descriptor fields {model_fields} != gateware layout {layout_fields}")
-    packing, enums = [], {}
-    for name, fld in layout:
-        if isinstance(fld.shape, data.ArrayLayout):
-            kind = "array"
-        elif isinstance(fld.shape, type) and issubclass(fld.shape, (Method, Version, KeySource)):
-            kind = "enum"
-            enums[name] = fld.shape
-        else:
-            kind = "int"
-        packing.append((name, fld.offset, fld.width, kind))
-    return tuple(packing), enums
-
-
-_PACKING, _ENUMS = _packing()
 
 # -- parse ------------------------------------------------------------------------------------------------------------
 
