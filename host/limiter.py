@@ -385,8 +385,8 @@ class LimiterModel:
 
     - Elapsed time is the 64-bit difference ``(now − last) mod 2⁶⁴``, so a ``now`` before ``last`` refills fully.
     - The refill product ``min(dt, 2⁴⁸−1)·rate`` is exact (up to 80 bits) before the ``min`` with the burst.
-    - When a key matches two slots (between the two steps of a relocation), the lowest slot index wins:
-      half 0's bucket, then half 1's, ways in order.
+    - If a key ever matched two slots, the lowest slot index would win: half 0's bucket, then half 1's, ways in
+      order. The driver never makes that happen: a relocation is one :meth:`move` commit.
     - Debit and refund neither refill nor change ``last``.
     """
 
@@ -479,13 +479,16 @@ class LimiterModel:
         self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = True, fp, fp, plan
 
     def move(self, old_slot: int, new_slot: int):
-        """A relocation's first step: copy the whole slot (tag, valid, plan, tokens, ``last_ns``, counters) to
-        ``new_slot``. The driver then invalidates ``old_slot`` with :meth:`write_tenant`."""
+        """A relocation, one commit (``docs/limiter.md``): copy the whole slot (tag, valid, plan, tokens,
+        ``last_ns``, counters) to ``new_slot`` and invalidate ``old_slot``, with no decision in between."""
         self._check_slot(old_slot, "old_slot")
         self._check_slot(new_slot, "new_slot")
+        if old_slot == new_slot:
+            return
         for column in (self._valid, self._tag, self._key, self._plan, self._req, self._cost, self._last,
                        self._allowed, self._rejected):
             column[new_slot] = column[old_slot]
+        self._valid[old_slot], self._key[old_slot] = False, None
 
     def lookup(self, fp: int):
         """The slot the hardware matches ``fp`` to, or None: the first valid tag equal to ``fp`` among

@@ -45,10 +45,8 @@ class Table:
     def add(self, fp: int, plan: int, now_ns: int) -> int:
         slot, moves = self.placement.insert(fp)
         for mover, old, new in moves:
-            self.model.move(old, new)
-            assert self.model.lookup(mover) in (old, new)
-            self.model.write_tenant(old, mover, self.model.state(old).plan, False, now_ns)
-            assert self.model.lookup(mover) == new
+            self.model.move(old, new)                   # one commit: copy and invalidate
+            assert self.model.lookup(mover) == new and not self.model.state(old).valid
         self.model.write_tenant(slot, fp, plan, True, now_ns)
         return slot
 
@@ -500,15 +498,17 @@ def test_relocations_keep_bucket_state_and_counters():
     assert moved > 0
 
 
-def test_double_match_between_copy_and_invalidate_takes_the_lower_slot():
+def test_move_is_one_commit_copy_and_invalidate():
     model = LimiterModel(64)
     model.write_plan(0, Plan(10, 10, 10, 10))
     fp = (3 << 32) | 5                                      # b0 = 5, b1 = 3
     model.write_tenant(32 + 12, fp, 0, True, 0)             # half 1, bucket 3, way 0
+    model.decide(request(fp), 0)
+    before = model.state(44)
     model.move(32 + 12, 20 + 2)                             # half 0, bucket 5, way 2
     assert model.lookup(fp) == 22
-    model.write_tenant(44, fp, 0, False, 0)
-    assert model.lookup(fp) == 22
+    assert model.state(22) == before                        # state and counters travel with the tenant
+    assert not model.state(44).valid
 
 
 # -- counters ---------------------------------------------------------------------------------------------------------
