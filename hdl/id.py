@@ -15,6 +15,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from ..host.regmap import core_regmap
+from .limiter_layouts import LimiterParams
 from .regbank import hw_signature
 
 __all__ = ["CoreParams", "IdBlock", "build_hash", "FEATURES"]
@@ -32,19 +33,23 @@ class CoreParams:
     width_bytes : int
         W, bytes per stream beat (4..64, a power of two).
     tenants : int
-        Tenant table slots (0: no limiter).
+        Tenant table slots: the limiter's capacity, 0 without a limiter.
     maglev_size : int
         Maglev table entries per buffer (0: no router).
     clock_hz : int
         Nominal core clock in Hz (1 kHz .. 1 GHz).
     features : frozenset[str]
         Pipelines present, from :data:`FEATURES`.
+    limiter : LimiterParams or None
+        The limiter's parameters. With feature ``limiter`` and no ``limiter``, it is
+        ``LimiterParams(capacity=tenants or 4096, clock_hz=clock_hz)``; ``tenants`` and ``clock_hz`` must agree with it.
     """
     width_bytes: int = 8
     tenants: int = 0
     maglev_size: int = 0
     clock_hz: int = 200_000_000
-    features: frozenset = frozenset()
+    features: frozenset = frozenset({"limiter"})
+    limiter: LimiterParams | None = None
 
     def __post_init__(self):
         if self.width_bytes not in (4, 8, 16, 32, 64):
@@ -58,7 +63,23 @@ class CoreParams:
         unknown = set(self.features) - set(FEATURES)
         if unknown:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {FEATURES}")
-        object.__setattr__(self, "features", frozenset(self.features))
+        features = frozenset(self.features)
+        limiter = self.limiter
+        if limiter is None and "limiter" in features:
+            limiter = LimiterParams(capacity=self.tenants or 4096, clock_hz=self.clock_hz)
+        if limiter is not None:
+            if not isinstance(limiter, LimiterParams):
+                raise ValueError(f"limiter must be a LimiterParams, got {limiter!r}")
+            if self.tenants not in (0, limiter.capacity):
+                raise ValueError(f"tenants ({self.tenants}) must equal limiter.capacity ({limiter.capacity})")
+            if limiter.clock_hz != self.clock_hz:
+                raise ValueError(f"limiter.clock_hz ({limiter.clock_hz}) must equal clock_hz ({self.clock_hz})")
+            features |= {"limiter"}
+            object.__setattr__(self, "tenants", limiter.capacity)
+        elif self.tenants:
+            raise ValueError(f"tenants ({self.tenants}) needs the limiter feature")
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "limiter", limiter)
 
 
 def build_hash(params: CoreParams) -> int:

@@ -12,9 +12,10 @@ from amaranth.lib.wiring import In
 from ..host.regmap import core_regmap
 from .axil import AXI4LiteSignature, AXI4LiteTarget
 from .id import CoreParams, IdBlock
+from .limiter import RateLimiter, limiter_resets
 from .regbank import RegisterBank
 
-__all__ = ["WirespeedCore", "core_addr_width"]
+__all__ = ["WirespeedCore", "core_addr_width", "core_regmap_for"]
 
 
 def core_addr_width() -> int:
@@ -44,10 +45,23 @@ class WirespeedCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.regs = regs = RegisterBank(core_regmap(), self.addr_width)
+        m.submodules.regs = regs = RegisterBank(core_regmap_for(self.params), self.addr_width)
         m.submodules.id = ident = IdBlock(self.params)
         wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
         wiring.connect(m, axil.bus, regs.bus)
         wiring.connect(m, regs.hw.id, ident.regs)
         m.d.comb += ident.bus_error.eq(axil.error)
+        if self.params.limiter is not None:
+            # Until the parser feeds it (issue 6), the limiter serves host operations only.
+            m.submodules.limiter = limiter = RateLimiter(self.params.limiter)
+            wiring.connect(m, regs.hw.limiter, limiter.regs)
+            m.d.comb += [limiter.i_req.valid.eq(0), limiter.o_verdict.ready.eq(1)]
         return m
+
+
+def core_regmap_for(params: CoreParams):
+    """The core's register map with the reset values these parameters set."""
+    regmap = core_regmap()
+    if params.limiter is not None:
+        regmap = regmap.with_resets(limiter_resets(params.limiter, "limiter."))
+    return regmap

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, field as dc_field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -28,7 +28,7 @@ BUS_WIDTH_BITS = 32
 
 HDL_DIR = Path(str(resources.files("wirespeed.hdl")))
 #: The core map: each block's .rdl, then the top that places them (order matters: definitions first).
-CORE_RDL = ("id.rdl", "core.rdl")
+CORE_RDL = ("id.rdl", "limiter.rdl", "core.rdl")
 CORE_TOP = "wirespeed_core"
 
 
@@ -172,6 +172,26 @@ class RegMap:
             if mem.address <= address < mem.address + mem.size:
                 return mem, (address - mem.address) // 4
         return None
+
+    def with_resets(self, resets: dict) -> "RegMap":
+        """A copy whose fields named ``register.field`` in ``resets`` reset to the given values: elaboration
+        parameters (such as the clock rate) that set a register's power-on value."""
+        todo = dict(resets)
+        regs = []
+        for reg in self.registers:
+            fields = []
+            for f in reg.fields:
+                key = f"{reg.name}.{f.name}"
+                if key in todo:
+                    value = todo.pop(key)
+                    if f.kind is not FieldKind.STORAGE or not 0 <= value < (1 << f.width):
+                        raise ValueError(f"reset of {key}: {value!r} does not fit a {f.width}-bit storage field")
+                    f = replace(f, reset=value)
+                fields.append(f)
+            regs.append(replace(reg, fields=tuple(fields)))
+        if todo:
+            raise KeyError(f"no fields {sorted(todo)} in {self.name}")
+        return RegMap(self.name, tuple(regs), self.memories)
 
     def submap(self, prefix: str) -> "RegMap":
         """The registers and memories under ``prefix`` (addresses stay absolute)."""
