@@ -12,7 +12,10 @@ Subpackages: :mod:`wirespeed.hdl` (Amaranth gateware), :mod:`wirespeed.host` (dr
 
 from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream, ConfigError,
                           TransportError, BusError)
+from .host.limiter import TableFull
 from .host.offload import Offload, open
+from .host.tenants import Clock, FeatureMissing, TableOpError, TenantInfo, Tenants
 
-__all__ = ["open", "Offload", "WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError",
-           "TransportError", "BusError"]
+__all__ = ["open", "Offload", "Tenants", "TenantInfo", "Clock", "WirespeedError", "DeviceNotFound",
+           "IncompatibleBitstream", "ConfigError", "TransportError", "BusError", "TableFull", "FeatureMissing",
+           "TableOpError"]

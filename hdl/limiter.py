@@ -16,7 +16,8 @@ Pipeline (every stage advances together; the only stall is ``o_verdict`` not rea
 - **S2 update** (the read-modify-write loop). The slot's state comes from the RAM, or from the previous cycle's
   S2 write when that wrote the same slot (forwarding: the RAM read in S1 cannot see a write in the same cycle).
   Refill, decide, debit/refund, table writes; the new state is written back.
-- **S3 retry.** ``retry_after`` from the deficits and the plan's reciprocals (two 64-bit multiplies).
+- **S3 retry.** ``retry_after`` from the deficits and the plan's reciprocals (two 64-bit multiplies): the exact
+  ceiling division of :func:`wirespeed.host.limiter.wait_ticks`.
 - **Output** register: ``o_verdict``.
 """
 
@@ -559,7 +560,8 @@ class RateLimiter(wiring.Component):
                 s3["decision"].eq(v_decision), s3["status"].eq(v_status), s3["found"].eq(s2["found"]),
                 s3["tenant"].eq(Mux(decided, s2["slot"], 0)), s3["cost"].eq(s2["cost"]),
                 s3["req_short"].eq(decided & ~allow & ~req_ok), s3["cost_short"].eq(decided & ~allow & ~cost_ok),
-                s3["req_def"].eq(unit - req_r), s3["cost_def"].eq(need - cost_r),
+                # deficit − 1, for the exact ceiling division of S3 (wirespeed.host.limiter.wait_ticks).
+                s3["req_def"].eq(unit - req_r - 1), s3["cost_def"].eq(need - cost_r - 1),
                 s3["inv_req"].eq(pl.inv_req), s3["inv_cost"].eq(pl.inv_cost),
                 s3["now_lo"].eq(s2["now"][0:max(1, q)] if q else 0),
             ]
@@ -568,8 +570,9 @@ class RateLimiter(wiring.Component):
         wait_req = Signal(64)
         wait_cost = Signal(64)
         m.d.comb += [
-            wait_req.eq(Mux(s3["req_short"], ((s3["req_def"] * s3["inv_req"]) >> 64) + 1, 0)),
-            wait_cost.eq(Mux(s3["cost_short"], ((s3["cost_def"] * s3["inv_cost"]) >> 64) + 1, 0)),
+            # ⌈deficit/rate⌉ = (((deficit − 1)·(inv + 1)) >> 64) + 1, with inv = ⌊(2⁶⁴−1)/rate⌋ from the plan.
+            wait_req.eq(Mux(s3["req_short"], ((s3["req_def"] * s3["inv_req"] + s3["req_def"]) >> 64) + 1, 0)),
+            wait_cost.eq(Mux(s3["cost_short"], ((s3["cost_def"] * s3["inv_cost"] + s3["cost_def"]) >> 64) + 1, 0)),
         ]
         wait = Signal(64)
         m.d.comb += wait.eq(Mux(wait_cost > wait_req, wait_cost, wait_req))

@@ -4,11 +4,12 @@ parser :class:`~wirespeed.host.parser.Descriptor` ─▶ :class:`LimiterModel` (
 ─▶ one :class:`LimitVerdict` per descriptor ─▶ router
 
 ``docs/limiter.md`` is the specification. This module implements it to the bit:
-- :class:`Plan` is one entry of the plan table, validated, with the reciprocals the host writes;
+- :class:`Plan` is one entry of the plan table, validated against the limiter's
+  :class:`~wirespeed.hdl.limiter_layouts.LimiterParams`, with the register values the host writes;
 - :class:`TenantPlacement` is the driver's side of the 2-choice, 4-way cuckoo table: which slot a key goes to and
   which relocations make room for it;
-- :class:`LimiterModel` is the hardware: slot state in nano-tokens, plan table, registers, decisions, debit and
-  refund, counters.
+- :class:`LimiterModel` is the hardware: slot state in bucket units, plan table, table ops (with the quotiented tag
+  storage), registers, decisions, debit and refund by key, counters.
 
 Where the specification is silent, the choice made here is stated in the docstring of the method concerned.
 """
@@ -18,16 +19,15 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-
-from ..hdl.limiter_layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, DT_MAX_NS, HALVES, NANO, PLANS,
-                                   REQ_BURST_MAX, REQ_RATE_MAX, WAYS, CostSource, Decision, UnknownPolicy)
+from ..hdl.limiter_layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, HALVES, NANO, PLANS, REQ_BURST_MAX,
+                                   REQ_RATE_MAX, WAYS, CostSource, Decision, LimiterParams, TableOp, UnknownPolicy)
 from ..hdl.limiter_layouts import LimitVerdict as LimitVerdictLayout
 from ..hdl.parser_layouts import KeySource
 from .errors import ConfigError, WirespeedError, check_int
 from .records import LayoutRecord
 
-__all__ = ["TableFull", "Plan", "TenantPlacement", "LimiterConfig", "LimitVerdict", "TenantState", "LimiterModel",
-           "MAX_MOVES", "CAPACITY_MIN", "CAPACITY_MAX", "U64"]
+__all__ = ["TableFull", "Plan", "TenantPlacement", "LimiterConfig", "LimitVerdict", "TenantState", "TableResult",
+           "LimiterModel", "MAX_MOVES", "wait_ticks", "CAPACITY_MIN", "CAPACITY_MAX", "U64"]
 
 U64 = (1 << 64) - 1
 #: Longest relocation chain :meth:`TenantPlacement.insert` looks for.
@@ -35,11 +35,16 @@ MAX_MOVES = 500
 CAPACITY_MIN = 64
 #: The verdict's ``tenant`` field is 16 bits wide.
 CAPACITY_MAX = 1 << 16
-#: ``inv_rate`` registers are 64 bits; ⌈2⁶⁴/1⌉ does not fit and is clamped here (see :attr:`Plan.inv_req_rate`).
+#: ``inv_*`` registers are 64 bits; ⌈2⁶⁴/1⌉ does not fit and is clamped here (see :attr:`Plan.inv_req_rate`).
 INV_RATE_MAX = U64
 _REFILL_LIMIT_NS = 1 << 48
 _SCALE_MAX = (1 << 32) - 1
 _AMOUNT_MAX = (1 << 32) - 1
+#: Register widths of the table op fields: ``tbl_slot``, ``tbl_dst`` (16 bits), ``tbl_entry.plan`` (6 bits).
+_SLOT_REG_MAX = (1 << 16) - 1
+_PLAN_REG_MAX = PLANS - 1
+_REQ_RATE_BITS = 24
+_COST_RATE_BITS = 32
 
 
 class TableFull(WirespeedError):
@@ -65,8 +70,19 @@ def _check_enum(field_name: str, value, enum):
 
 
 def _inv_rate(rate: int) -> int:
-    # Rounded up, so that ((deficit·inv) >> 64) + 1 is ⌈deficit/rate⌉ or one more: never early.
-    return min(INV_RATE_MAX, -(-(1 << 64) // rate))
+    # ⌈2⁶⁴/rate⌉ − 1 = ⌊(2⁶⁴−1)/rate⌋: fits 64 bits for every rate, rate 1 included; see wait_ticks.
+    return U64 // rate
+
+
+def wait_ticks(deficit: int, inv: int) -> int:
+    """Ticks until a bucket short by ``deficit`` units suffices, with ``inv`` = ⌊(2⁶⁴−1)/rate⌋ (the plan register):
+    ``(((deficit − 1)·(inv + 1)) >> 64) + 1``.
+
+    This is exactly ⌈deficit/rate⌉ whenever ``(deficit − 1)·rate < 2⁶⁴``, which always holds for the request
+    bucket (deficit ≤ 10⁹, rate < 2²⁴). Beyond that (huge cost deficits at huge rates) it is at most one tick
+    more. It is never less: the wait is never early.
+    """
+    return (((deficit - 1) * (inv + 1)) >> 64) + 1
 
 
 # -- plans ------------------------------------------------------------------------------------------------------------
@@ -74,6 +90,9 @@ def _inv_rate(rate: int) -> int:
 @dataclass(frozen=True)
 class Plan:
     """One entry of the plan table: the rates and bursts of a tenant's two buckets.
+
+    Construction checks the limits of the widest limiter; :meth:`validate` checks a plan against one limiter's
+    :class:`~wirespeed.hdl.limiter_layouts.LimiterParams`.
 
     Parameters
     ----------
@@ -102,24 +121,68 @@ class Plan:
         check_int("req_burst", self.req_burst, 1, REQ_BURST_MAX)
         check_int("cost_rate", self.cost_rate, 1, COST_RATE_MAX)
         check_int("cost_burst", self.cost_burst, 1, COST_BURST_MAX)
+        self._check_refill(None)
+
+    def _check_refill(self, params):
         for kind in ("req", "cost"):
             rate, burst = getattr(self, f"{kind}_rate"), getattr(self, f"{kind}_burst")
             if burst * NANO >= _REFILL_LIMIT_NS * rate:
                 raise ConfigError(f"{kind}_burst", burst,
                                   f"{kind}_burst·10⁹ / {kind}_rate must be < 2⁴⁸ ns (refill from empty); "
                                   f"with {kind}_rate={rate} at most {(_REFILL_LIMIT_NS * rate - 1) // NANO}")
+            # In ticks the elapsed time is clamped to 2^(48−q)−1, which for q ≥ 3 can be a few units short of the
+            # rule above: such a bucket would never refill completely.
+            if params is not None and burst * params.unit > params.dt_max * rate:
+                raise ConfigError(f"{kind}_burst", burst,
+                                  f"must refill from empty within the {params.dt_max}-tick clamp "
+                                  f"(tick_log2={params.tick_log2}): with {kind}_rate={rate} at most "
+                                  f"{params.dt_max * rate // params.unit}")
+
+    def validate(self, params: LimiterParams) -> Plan:
+        """This plan if the limiter described by ``params`` can hold it.
+
+        Returns
+        -------
+        Plan
+            ``self``.
+
+        Raises
+        ------
+        ConfigError
+            Naming the field: ``req_burst`` above ``params.req_burst_max``, ``cost_burst`` above
+            ``params.cost_burst_max``, or a bucket that would not refill from empty within the elapsed-time clamp
+            (``burst·10⁹ / rate ≥ 2⁴⁸`` ns, or ``burst·unit > dt_max·rate`` ticks, which is stricter only for
+            ``tick_log2`` ≥ 3).
+        """
+        if not isinstance(params, LimiterParams):
+            raise ConfigError("params", params, "must be a LimiterParams")
+        check_int("req_burst", self.req_burst, 1, params.req_burst_max)
+        check_int("cost_burst", self.cost_burst, 1, params.cost_burst_max)
+        self._check_refill(params)
+        return self
+
+    def registers(self, params: LimiterParams) -> dict:
+        """The plan table entry's register values for the limiter described by ``params``.
+
+        Returns
+        -------
+        dict
+            ``req_rate``, ``req_cap`` (``req_burst·unit``), ``cost_rate``, ``cost_cap`` (``cost_burst·unit``),
+            ``inv_req``, ``inv_cost`` (:attr:`inv_req_rate`, :attr:`inv_cost_rate`); the caps are in bucket units.
+            Not validated: call :meth:`validate` first.
+        """
+        unit = params.unit
+        return {"req_rate": self.req_rate, "req_cap": self.req_burst * unit, "cost_rate": self.cost_rate,
+                "cost_cap": self.cost_burst * unit, "inv_req": self.inv_req_rate, "inv_cost": self.inv_cost_rate}
 
     @property
     def inv_req_rate(self) -> int:
-        """``⌈2⁶⁴ / req_rate⌉``, clamped to 2⁶⁴−1 (the register width) for ``req_rate`` = 1.
-
-        The clamp keeps the wait exact: for rate 1, ``((deficit·(2⁶⁴−1)) >> 64) + 1 = deficit``.
-        """
+        """``⌊(2⁶⁴−1) / req_rate⌋`` (= ⌈2⁶⁴/req_rate⌉ − 1), the reciprocal :func:`wait_ticks` uses."""
         return _inv_rate(self.req_rate)
 
     @property
     def inv_cost_rate(self) -> int:
-        """``⌈2⁶⁴ / cost_rate⌉``, clamped to 2⁶⁴−1 for ``cost_rate`` = 1 (see :attr:`inv_req_rate`)."""
+        """``⌊(2⁶⁴−1) / cost_rate⌋``, the reciprocal :func:`wait_ticks` uses."""
         return _inv_rate(self.cost_rate)
 
 
@@ -294,14 +357,14 @@ class TenantPlacement:
 
 @dataclass(frozen=True)
 class LimiterConfig:
-    """What the limiter's control registers hold, validated. The defaults are the proposed reset values.
+    """What the limiter's control registers hold, validated. The defaults are the reset values.
+
+    The default tenant is not here: it is set by table op SET_DEFAULT (:meth:`LimiterModel.set_default`).
 
     Parameters
     ----------
     unknown_policy : UnknownPolicy
         What a descriptor without a key, or with a key not in the table, gets.
-    default_slot : int
-        The slot whose buckets ``UnknownPolicy.DEFAULT`` uses, 0..capacity−1.
     cost_source : CostSource
         ``FIXED``: the cost is ``cost_fixed``. ``CONTENT_LENGTH``: ``min(2³²−1, (content_length·cost_scale) >> 16)``.
     cost_fixed : int
@@ -315,14 +378,12 @@ class LimiterConfig:
         Naming the field, the value and the allowed range.
     """
     unknown_policy: UnknownPolicy = UnknownPolicy.REJECT
-    default_slot: int = 0
     cost_source: CostSource = CostSource.FIXED
     cost_fixed: int = 0
     cost_scale: int = 1 << 16
 
     def __post_init__(self):
         object.__setattr__(self, "unknown_policy", _check_enum("unknown_policy", self.unknown_policy, UnknownPolicy))
-        check_int("default_slot", self.default_slot, 0, CAPACITY_MAX - 1)
         object.__setattr__(self, "cost_source", _check_enum("cost_source", self.cost_source, CostSource))
         check_int("cost_fixed", self.cost_fixed, 0, COST_MAX)
         check_int("cost_scale", self.cost_scale, 0, _SCALE_MAX)
@@ -345,7 +406,11 @@ class LimitVerdict(LayoutRecord, layout=LimitVerdictLayout):
 
 @dataclass(frozen=True)
 class TenantState:
-    """A snapshot of one slot of the tenant table. Token counts are in nano-tokens."""
+    """A snapshot of one slot of the tenant table, as table op READ returns it.
+
+    ``tag`` is the fingerprint rebuilt from the stored quotient and the slot's bucket. Token counts are in bucket
+    units (10⁹ / 2^tick_log2 per token). ``last_ns`` is the slot's ``last`` tick in ns (a multiple of the tick).
+    """
     valid: bool
     tag: int
     plan: int
@@ -356,10 +421,21 @@ class TenantState:
     rejected: int
 
 
-_NO_PLAN = (0, 0, 0, 0, 0, 0)     # reset contents of a plan entry: rates, bursts and reciprocals 0
+@dataclass(frozen=True)
+class TableResult:
+    """The outcome of one table op: ``ok`` False is the ``tbl_status.error`` bit; ``state`` is READ's read-back."""
+    ok: bool
+    state: TenantState | None = None
+
+
+_NO_PLAN = (0, 0, 0, 0, 0, 0)     # reset contents of a plan entry: rates, caps and reciprocals 0
 
 _ALLOW, _REJECT, _PUNT = Decision.ALLOW, Decision.REJECT, Decision.PUNT
 _KEY_NONE = KeySource.NONE
+_WRITE, _MOVE, _READ, _SET_DEFAULT = (TableOp.WRITE.value, TableOp.MOVE.value, TableOp.READ.value,
+                                      TableOp.SET_DEFAULT.value)
+_FAILED = TableResult(False)
+_DONE = TableResult(True)
 
 
 class LimiterModel:
@@ -367,48 +443,68 @@ class LimiterModel:
 
     Parameters
     ----------
-    capacity : int
-        N tenant slots: a power of two, 64..65536.
-    plans : int
-        Plan table entries, 1..64.
+    params : LimiterParams
+        Elaboration parameters: capacity, plan count, time quantum, widths.
     config : LimiterConfig
         Register contents; assign :attr:`config` to reconfigure between decisions.
 
     Attributes
     ----------
-    allow, reject_401, reject_429, punt : int
+    params : LimiterParams
+    capacity, plans : int
+        ``params.capacity``, ``params.plans``.
+    default_slot : int
+        The slot ``UnknownPolicy.DEFAULT`` uses (read-only; set by SET_DEFAULT, follows MOVE). Reset 0.
+    allow, reject_429, reject_401, punt : int
         Global 64-bit counters, one per outcome of :meth:`decide`.
+    cmd_applied, cmd_unknown : int
+        Global 64-bit counters of :meth:`command`: found the tenant / did not.
+    table_ops : int
+        Global 64-bit counter of table ops, refused ones included.
 
     Notes
     -----
-    Choices where ``docs/limiter.md`` is silent:
+    Time runs in ticks of 2^q ns, q = ``params.tick_log2``: a decision at ``now_ns`` happens at tick
+    ``now_ns >> q``, and a bucket gains ``rate`` units per tick. Choices where ``docs/limiter.md`` is silent:
 
-    - Elapsed time is the 64-bit difference ``(now − last) mod 2⁶⁴``, so a ``now`` before ``last`` refills fully.
-    - The refill product ``min(dt, 2⁴⁸−1)·rate`` is exact (up to 80 bits) before the ``min`` with the burst.
+    - Elapsed time is ``(now − last) mod 2^(64−q)`` ticks, so a ``now`` before ``last`` refills fully.
+    - The refill product ``min(dt, dt_max)·rate`` is exact (up to 80 bits) before the ``min`` with the cap.
     - If a key ever matched two slots, the lowest slot index would win: half 0's bucket, then half 1's, ways in
-      order. The driver never makes that happen: a relocation is one :meth:`move` commit.
+      order. The driver never makes that happen: a relocation is one MOVE.
     - Debit and refund neither refill nor change ``last``.
     """
 
-    def __init__(self, capacity: int = 4096, plans: int = PLANS, config: LimiterConfig = LimiterConfig()):
-        self.capacity = _check_capacity(capacity)
-        self.plans = check_int("plans", plans, 1, PLANS)
-        self._mask = capacity // (HALVES * WAYS) - 1
-        self._half = capacity // 2
-        self._plan_entries: list = [None] * plans
-        # Per plan (req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost); the caps are bursts in nano-tokens.
-        self._plan_regs: list = [_NO_PLAN] * plans
-        n = capacity
+    def __init__(self, params: LimiterParams = LimiterParams(), config: LimiterConfig = LimiterConfig()):
+        if not isinstance(params, LimiterParams):
+            raise ConfigError("params", params, "must be a LimiterParams")
+        self.params = params
+        self.capacity = n = params.capacity
+        self.plans = params.plans
+        self._mask = (1 << params.bucket_bits) - 1       # bucket index within a half
+        self._half = n // 2
+        self._half_shift = params.slot_bits - 1
+        # What decide() needs of the parameters, in one attribute: it runs millions of times in the tests, and
+        # CPython reads attributes fastest from instances with at most 30 of them.
+        self._decide_consts = (params.tick_log2, (1 << params.time_bits) - 1, params.dt_max, params.unit,
+                               (1 << params.counter_bits) - 1)
+        self._req_cap_mask = (1 << params.req_bits) - 1
+        self._cost_cap_mask = (1 << params.cost_bits) - 1
+        self._plan_entries: list = [None] * self.plans
+        # Per plan (req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost); the caps are in bucket units.
+        self._plan_regs: list = [_NO_PLAN] * self.plans
         self._valid = [False] * n
-        self._tag = [0] * n
+        # The tag as read back: the reconstruction of the stored quotient (0 at reset) with the slot's bucket.
+        self._tag = [self.reconstruct_tag(slot, 0) for slot in range(n)]
         self._key: list = [None] * n                    # tag if valid else None: what the lookup compares
         self._plan = [0] * n
         self._req = [0] * n
         self._cost = [0] * n
-        self._last = [0] * n
+        self._last = [0] * n                            # ticks
         self._allowed = [0] * n
         self._rejected = [0] * n
+        self._default_slot = 0
         self.allow = self.reject_401 = self.reject_429 = self.punt = 0
+        self.cmd_applied = self.cmd_unknown = self.table_ops = 0
         self.config = config
 
     # -- registers --
@@ -421,74 +517,259 @@ class LimiterModel:
     def config(self, config: LimiterConfig):
         if not isinstance(config, LimiterConfig):
             raise ConfigError("config", config, "must be a LimiterConfig")
-        check_int("default_slot", config.default_slot, 0, self.capacity - 1)
         self._config = config
 
-    def write_plan(self, index: int, plan: Plan):
-        """Write plan table entry ``index``, reciprocals included.
+    @property
+    def default_slot(self) -> int:
+        """The slot ``UnknownPolicy.DEFAULT`` uses: set by SET_DEFAULT, carried along by MOVE. Reset 0."""
+        return self._default_slot
 
-        Tenants on the plan keep their tokens; tokens above a smaller new burst are capped at their next refill.
-        """
-        check_int("index", index, 0, self.plans - 1)
-        if not isinstance(plan, Plan):
-            raise ConfigError("plan", plan, "must be a Plan")
-        self._plan_entries[index] = plan
-        self._plan_regs[index] = (plan.req_rate, plan.req_burst * NANO, plan.cost_rate, plan.cost_burst * NANO,
-                                  plan.inv_req_rate, plan.inv_cost_rate)
+    @property
+    def default_valid(self) -> bool:
+        """Whether :attr:`default_slot` holds a valid tenant (``default_slot.valid``); not a table op."""
+        return self._valid[self._default_slot]
 
-    def plan(self, index: int):
-        """Plan table entry ``index``: a :class:`Plan`, or None if never written."""
-        check_int("index", index, 0, self.plans - 1)
-        return self._plan_entries[index]
+    def write_plan_regs(self, index: int, req_rate: int, req_cap: int, cost_rate: int, cost_cap: int,
+                        inv_req: int, inv_cost: int):
+        """Commit raw plan staging registers to plan table entry ``index``, as the hardware does.
 
-    # -- tenant table --
-
-    def _check_slot(self, slot: int, name: str = "slot") -> int:
-        return check_int(name, slot, 0, self.capacity - 1)
-
-    def write_tenant(self, slot: int, fp: int, plan: int, valid: bool, now_ns: int):
-        """Commit a staging entry ``(fp, plan, valid)`` to ``slot`` at time ``now_ns`` (between two decisions).
-
-        - ``valid`` False: the slot is invalidated (tag and plan are written too; tokens and counters stay).
-        - The slot is valid with the same tag (an **update**): the plan changes; both token counts are capped at the
-          new plan's bursts; ``last_ns`` and the counters stay. The time since ``last_ns`` is refilled at the new
-          rates by the next decision.
-        - Otherwise (a **new tenant**): both buckets start full, ``last_ns = now_ns``, counters 0.
+        Each value is masked to its register width (``req_rate`` 24 bits, ``cost_rate`` 32, ``req_cap``
+        ``params.req_bits``, ``cost_cap`` ``params.cost_bits``, ``inv_*`` 64) and not checked otherwise. Tenants on
+        the plan keep their tokens; tokens above a smaller new cap are capped at their next refill. :meth:`plan`
+        then returns None for the entry.
 
         Raises
         ------
         ConfigError
-            For an argument out of range, or a valid entry naming a plan that was never written.
+            If ``index`` is not in 0..plans−1.
         """
-        self._check_slot(slot)
+        check_int("index", index, 0, self.plans - 1)
+        self._plan_entries[index] = None
+        self._plan_regs[index] = (req_rate & ((1 << _REQ_RATE_BITS) - 1), req_cap & self._req_cap_mask,
+                                  cost_rate & ((1 << _COST_RATE_BITS) - 1), cost_cap & self._cost_cap_mask,
+                                  inv_req & U64, inv_cost & U64)
+
+    def write_plan(self, index: int, plan: Plan):
+        """Validate ``plan`` against :attr:`params` and write its registers (:meth:`Plan.registers`) to entry
+        ``index``.
+
+        Raises
+        ------
+        ConfigError
+            If ``index`` is out of range, ``plan`` is not a :class:`Plan`, or :meth:`Plan.validate` refuses it.
+        """
+        check_int("index", index, 0, self.plans - 1)
+        if not isinstance(plan, Plan):
+            raise ConfigError("plan", plan, "must be a Plan")
+        self.write_plan_regs(index, **plan.validate(self.params).registers(self.params))
+        self._plan_entries[index] = plan
+
+    def plan(self, index: int):
+        """The :class:`Plan` last written to entry ``index`` by :meth:`write_plan`, or None (never written, or
+        overwritten by :meth:`write_plan_regs`)."""
+        check_int("index", index, 0, self.plans - 1)
+        return self._plan_entries[index]
+
+    def plan_regs(self, index: int) -> dict:
+        """What plan table entry ``index`` holds, as :meth:`Plan.registers` names it (all 0 if never written)."""
+        check_int("index", index, 0, self.plans - 1)
+        return dict(zip(("req_rate", "req_cap", "cost_rate", "cost_cap", "inv_req", "inv_cost"),
+                        self._plan_regs[index]))
+
+    # -- tag storage --
+
+    def _bucket(self, slot: int) -> int:
+        return (slot >> 2) & self._mask
+
+    def quotient_tag(self, slot: int, fp: int) -> int:
+        """What ``slot`` stores of key ``fp``: the ``tag_bits`` = 64 − k bits that ``slot``'s bucket does not imply.
+
+        Half 0 drops ``fp[0:k]`` (``fp >> k``); half 1 drops ``fp[32:32+k]``. Meaningful when ``fp`` belongs to
+        ``slot`` (:meth:`belongs`); otherwise the dropped bits are lost.
+        """
+        k = self.params.bucket_bits
+        if slot >> self._half_shift:
+            return (fp & 0xFFFF_FFFF) | ((fp >> (32 + k)) << 32)
+        return fp >> k
+
+    def reconstruct_tag(self, slot: int, stored: int) -> int:
+        """The 64-bit tag ``slot`` reads back from its stored quotient: the bucket index fills the dropped bits."""
+        k, bucket = self.params.bucket_bits, self._bucket(slot)
+        if slot >> self._half_shift:
+            return (stored & 0xFFFF_FFFF) | (bucket << 32) | ((stored >> 32) << (32 + k))
+        return (stored << k) | bucket
+
+    def belongs(self, slot: int, fp: int) -> bool:
+        """Whether ``slot``'s bucket is a candidate of key ``fp`` in ``slot``'s half (the only keys it can hold)."""
+        if slot >> self._half_shift:
+            return (fp >> 32) & self._mask == self._bucket(slot)
+        return fp & self._mask == self._bucket(slot)
+
+    # -- table ops --
+
+    def _table_error(self, op: int, slot: int, dst: int, fp: int, plan: int, valid: bool):
+        """None if the hardware carries out the op, else ``(field, value, why)`` for the error bit."""
+        if op not in (_WRITE, _MOVE, _READ, _SET_DEFAULT):
+            return "op", op, "must be WRITE, MOVE, READ or SET_DEFAULT"
+        if slot >= self.capacity:
+            return "slot", slot, f"must be below the capacity {self.capacity}"
+        if op == _WRITE and valid:
+            if not self.belongs(slot, fp):
+                return "fp", fp, (f"does not belong to slot {slot}: its candidate bucket in half "
+                                  f"{slot >> self._half_shift} is not the slot's bucket {self._bucket(slot)}")
+            if plan >= self.plans:
+                return "plan", plan, f"must be below the plan count {self.plans}"
+        elif op == _MOVE:
+            if dst >= self.capacity:
+                return "dst", dst, f"must be below the capacity {self.capacity}"
+            if (slot ^ dst) >> self._half_shift == 0:
+                return "dst", dst, f"must be in the other half from slot {slot}"
+            key = self._tag[slot]
+            if not self.belongs(dst, key):
+                return "dst", dst, f"is not a candidate slot of key 0x{key:016x} held by slot {slot}"
+        return None
+
+    def table_op(self, op, slot: int, dst: int, fp: int, plan: int, valid: bool, now_ns: int) -> TableResult:
+        """One table op, as the hardware runs it between two decisions (``tbl_*`` registers, then ``tbl_op.go``).
+
+        Every call counts in :attr:`table_ops`. A refused op (``ok`` False) changes nothing else. Refused: ``op``
+        not WRITE, MOVE, READ or SET_DEFAULT; ``slot`` ≥ capacity; WRITE with ``valid`` of a key that does not
+        belong to ``slot`` (:meth:`belongs`) or of ``plan`` ≥ plans; MOVE to ``dst`` ≥ capacity, in ``slot``'s half,
+        or not a candidate of the key in ``slot``.
+
+        - WRITE, ``valid``, same valid tag (an **update**): the plan changes; both token counts are capped at the new
+          plan's caps; ``last`` and the counters stay. The time since ``last`` is refilled at the new rates by the
+          next decision.
+        - WRITE, ``valid``, otherwise (a **new tenant**): tag ``fp``, both buckets full, ``last`` = the tick of
+          ``now_ns``, counters 0.
+        - WRITE, not ``valid``: clears the valid bit only; ``fp`` and ``plan`` are ignored.
+        - MOVE: copies valid, tag, plan, tokens, ``last`` and counters to ``dst`` and clears ``slot``'s valid bit,
+          in one step. :attr:`default_slot` follows a moved default slot.
+        - READ: ``state`` is the slot's :class:`TenantState`.
+        - SET_DEFAULT: :attr:`default_slot` = ``slot``.
+
+        Parameters
+        ----------
+        op : TableOp or int
+            ``tbl_op.op``, 0..7.
+        slot, dst : int
+            ``tbl_slot``, ``tbl_dst``: 0..2¹⁶−1.
+        fp : int
+            ``tbl_fp``: 0..2⁶⁴−1.
+        plan : int
+            ``tbl_entry.plan``: 0..63.
+        valid : bool
+            ``tbl_entry.valid``.
+        now_ns : int
+            The clock, 0..2⁶⁴−1 (used by WRITE of a new tenant).
+
+        Raises
+        ------
+        ConfigError
+            If a value does not fit its register (nothing is counted then).
+        """
+        op = op.value if isinstance(op, TableOp) else check_int("op", op, 0, 7)
+        check_int("slot", slot, 0, _SLOT_REG_MAX)
+        check_int("dst", dst, 0, _SLOT_REG_MAX)
         check_int("fp", fp, 0, U64)
-        check_int("plan", plan, 0, self.plans - 1)
+        check_int("plan", plan, 0, _PLAN_REG_MAX)
         check_int("now_ns", now_ns, 0, U64)
-        if not valid:
-            self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = False, fp, None, plan
-            return
-        if self._plan_entries[plan] is None:
-            raise ConfigError("plan", plan, "names a plan table entry that was never written")
+        valid = bool(valid)
+        self.table_ops = (self.table_ops + 1) & U64
+        if self._table_error(op, slot, dst, fp, plan, valid) is not None:
+            return _FAILED
+        if op == _READ:
+            return TableResult(True, self._read(slot))
+        if op == _SET_DEFAULT:
+            self._default_slot = slot
+        elif op == _MOVE:
+            self._move(slot, dst)
+        elif valid:
+            self._write(slot, fp, plan, now_ns >> self.params.tick_log2)
+        else:
+            self._valid[slot], self._key[slot] = False, None
+        return _DONE
+
+    def _write(self, slot: int, fp: int, plan: int, now_ticks: int):
         _, req_cap, _, cost_cap, _, _ = self._plan_regs[plan]
-        if self._valid[slot] and self._tag[slot] == fp:
+        tag = self.reconstruct_tag(slot, self.quotient_tag(slot, fp))
+        if self._valid[slot] and self._tag[slot] == tag:
             self._req[slot] = min(self._req[slot], req_cap)
             self._cost[slot] = min(self._cost[slot], cost_cap)
         else:
-            self._req[slot], self._cost[slot], self._last[slot] = req_cap, cost_cap, now_ns
+            self._req[slot], self._cost[slot], self._last[slot] = req_cap, cost_cap, now_ticks
             self._allowed[slot] = self._rejected[slot] = 0
-        self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = True, fp, fp, plan
+        self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = True, tag, tag, plan
+
+    def _move(self, slot: int, dst: int):
+        for column in (self._valid, self._plan, self._req, self._cost, self._last, self._allowed, self._rejected):
+            column[dst] = column[slot]
+        tag = self.reconstruct_tag(dst, self.quotient_tag(dst, self._tag[slot]))
+        self._tag[dst] = tag
+        self._key[dst] = tag if self._valid[dst] else None
+        self._valid[slot], self._key[slot] = False, None
+        if self._default_slot == slot:
+            self._default_slot = dst
+
+    def _read(self, slot: int) -> TenantState:
+        return TenantState(self._valid[slot], self._tag[slot], self._plan[slot], self._req[slot], self._cost[slot],
+                           self._last[slot] << self.params.tick_log2, self._allowed[slot], self._rejected[slot])
+
+    def _raise_unless_done(self, result: TableResult, op: int, slot: int, dst: int, fp: int, plan: int,
+                           valid: bool, names: dict | None = None) -> TableResult:
+        if not result.ok:
+            field, value, why = self._table_error(op, slot, dst, fp, plan, valid)
+            raise ConfigError((names or {}).get(field, field), value, why)
+        return result
+
+    def write_tenant(self, slot: int, fp: int, plan: int, valid: bool, now_ns: int):
+        """Table op WRITE (see :meth:`table_op`).
+
+        Raises
+        ------
+        ConfigError
+            Naming the field, if a value does not fit its register or the hardware refuses the op.
+        """
+        result = self.table_op(_WRITE, slot, 0, fp, plan, valid, now_ns)
+        self._raise_unless_done(result, _WRITE, slot, 0, fp, plan, valid)
 
     def move(self, old_slot: int, new_slot: int):
-        """A relocation, one commit (``docs/limiter.md``): copy the whole slot (tag, valid, plan, tokens,
-        ``last_ns``, counters) to ``new_slot`` and invalidate ``old_slot``, with no decision in between."""
-        self._check_slot(old_slot, "old_slot")
-        self._check_slot(new_slot, "new_slot")
-        if old_slot == new_slot:
-            return
-        for column in (self._valid, self._tag, self._key, self._plan, self._req, self._cost, self._last,
-                       self._allowed, self._rejected):
-            column[new_slot] = column[old_slot]
-        self._valid[old_slot], self._key[old_slot] = False, None
+        """Table op MOVE, a relocation (see :meth:`table_op`): the whole slot goes to ``new_slot`` in one step.
+
+        Raises
+        ------
+        ConfigError
+            Naming ``old_slot`` or ``new_slot``, if the hardware refuses the op.
+        """
+        names = {"slot": "old_slot", "dst": "new_slot"}
+        try:
+            result = self.table_op(_MOVE, old_slot, new_slot, 0, 0, False, 0)
+        except ConfigError as e:
+            raise ConfigError(names.get(e.field, e.field), e.value, e.limit) from None
+        self._raise_unless_done(result, _MOVE, old_slot, new_slot, 0, 0, False, names)
+
+    def state(self, slot: int) -> TenantState:
+        """Table op READ: a snapshot of ``slot`` (counts in :attr:`table_ops`, like any table op).
+
+        Raises
+        ------
+        ConfigError
+            If ``slot`` is not below the capacity.
+        """
+        check_int("slot", slot, 0, self.capacity - 1)
+        self.table_ops = (self.table_ops + 1) & U64
+        return self._read(slot)
+
+    def set_default(self, slot: int):
+        """Table op SET_DEFAULT: the slot ``UnknownPolicy.DEFAULT`` uses.
+
+        Raises
+        ------
+        ConfigError
+            If ``slot`` is not below the capacity.
+        """
+        result = self.table_op(_SET_DEFAULT, slot, 0, 0, 0, False, 0)
+        self._raise_unless_done(result, _SET_DEFAULT, slot, 0, 0, 0, False)
 
     def lookup(self, fp: int):
         """The slot the hardware matches ``fp`` to, or None: the first valid tag equal to ``fp`` among
@@ -503,12 +784,6 @@ class LimiterModel:
             if key[slot] == fp:
                 return slot
         return None
-
-    def state(self, slot: int) -> TenantState:
-        """A snapshot of ``slot``."""
-        self._check_slot(slot)
-        return TenantState(self._valid[slot], self._tag[slot], self._plan[slot], self._req[slot],
-                           self._cost[slot], self._last[slot], self._allowed[slot], self._rejected[slot])
 
     # -- decisions --
 
@@ -525,8 +800,15 @@ class LimiterModel:
 
         A descriptor without a key (``key_source`` NONE), or whose ``key_fp`` is not in the table, follows
         ``unknown_policy``: REJECT gives 401; PUNT gives decision PUNT with status 0; DEFAULT decides on
-        ``default_slot``'s buckets and counters (``tenant_found`` 0, ``tenant`` = ``default_slot``), or gives 401
-        when that slot is not valid. The descriptor's error flags are not looked at.
+        :attr:`default_slot`'s buckets and counters (``tenant_found`` 0, ``tenant`` = :attr:`default_slot`), or
+        gives 401 when that slot is not valid. The descriptor's error flags are not looked at.
+
+        The decision happens at tick ``t = now_ns >> q``. Both buckets refill by
+        ``min((t − last) mod 2^(64−q), dt_max)·rate`` units, capped at the plan's caps. One request needs ``unit``,
+        a cost c needs ``c·unit``. A 429 keeps the refilled tokens; either way ``last = t``. A short bucket waits
+        :func:`wait_ticks` ticks, the larger wait counts, and ``retry_after_ns`` is the ns from
+        ``now_ns`` to the start of that tick: at most ``deficit·2^q`` ≤ (2³²−1)·10⁹ < 2⁶² ns, whatever the plan
+        registers hold.
 
         Parameters
         ----------
@@ -548,64 +830,81 @@ class LimiterModel:
             if policy is UnknownPolicy.PUNT:
                 self.punt = (self.punt + 1) & U64
                 return LimitVerdict(_PUNT, 0, False, 0, cost, 0)
-            if policy is UnknownPolicy.DEFAULT and self._valid[config.default_slot]:
-                slot = config.default_slot
+            if policy is UnknownPolicy.DEFAULT and self._valid[self._default_slot]:
+                slot = self._default_slot
             else:
                 self.reject_401 = (self.reject_401 + 1) & U64
                 return LimitVerdict(_REJECT, 401, False, 0, cost, 0)
 
         req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = self._plan_regs[self._plan[slot]]
-        dt = (now_ns - self._last[slot]) & U64
-        if dt > DT_MAX_NS:
-            dt = DT_MAX_NS
+        q, time_mask, dt_max, unit, counter_mask = self._decide_consts
+        now = now_ns >> q
+        dt = (now - self._last[slot]) & time_mask
+        if dt > dt_max:
+            dt = dt_max
         req = self._req[slot] + dt * req_rate
         if req > req_cap:
             req = req_cap
         tokens = self._cost[slot] + dt * cost_rate
         if tokens > cost_cap:
             tokens = cost_cap
-        need = cost * NANO
-        self._last[slot] = now_ns
-        if req >= NANO and tokens >= need:
-            self._req[slot] = req - NANO
+        need = cost * unit
+        self._last[slot] = now
+        if req >= unit and tokens >= need:
+            self._req[slot] = req - unit
             self._cost[slot] = tokens - need
-            self._allowed[slot] = (self._allowed[slot] + 1) & U64
+            self._allowed[slot] = (self._allowed[slot] + 1) & counter_mask
             self.allow = (self.allow + 1) & U64
             return LimitVerdict(_ALLOW, 200, found, slot, cost, 0)
         self._req[slot] = req
         self._cost[slot] = tokens
-        wait = ((NANO - req) * inv_req >> 64) + 1 if req < NANO else 0
+        wait = (((unit - req - 1) * (inv_req + 1)) >> 64) + 1 if req < unit else 0
         if tokens < need:
-            wait_cost = ((need - tokens) * inv_cost >> 64) + 1
+            wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
             if wait_cost > wait:
                 wait = wait_cost
-        self._rejected[slot] = (self._rejected[slot] + 1) & U64
+        self._rejected[slot] = (self._rejected[slot] + 1) & counter_mask
         self.reject_429 = (self.reject_429 + 1) & U64
-        return LimitVerdict(_REJECT, 429, found, slot, cost, wait)
+        return LimitVerdict(_REJECT, 429, found, slot, cost, (wait << q) - (now_ns & ((1 << q) - 1)))
 
     # -- debit and refund --
 
-    def debit(self, slot: int, amount: int) -> bool:
-        """Subtract ``amount·10⁹`` from the cost bucket, saturating at 0. No refill; ``last_ns`` stays.
+    def command(self, fp: int, amount: int, refund: bool) -> bool:
+        """A debit or refund command for the tenant with key ``fp`` (``cmd_*`` registers), as the hardware runs it.
 
-        Returns False, changing nothing, when ``slot`` holds no valid tenant (the hardware drops such a command).
+        The key is looked up as :meth:`decide` looks it up, without the unknown-key policy. Not found: counted in
+        :attr:`cmd_unknown` and dropped. Found: a debit subtracts ``amount·unit`` from the cost bucket, saturating
+        at 0; a refund adds it, capped at the cost cap of the slot's plan. No refill; ``last`` stays. Counted in
+        :attr:`cmd_applied`.
+
+        Returns
+        -------
+        bool
+            Whether the key was found.
+
+        Raises
+        ------
+        ConfigError
+            If ``fp`` is not 0..2⁶⁴−1 or ``amount`` not 0..2³²−1.
         """
-        self._check_slot(slot)
+        check_int("fp", fp, 0, U64)
         check_int("amount", amount, 0, _AMOUNT_MAX)
-        if not self._valid[slot]:
+        slot = self.lookup(fp)
+        if slot is None:
+            self.cmd_unknown = (self.cmd_unknown + 1) & U64
             return False
-        self._cost[slot] = max(0, self._cost[slot] - amount * NANO)
+        if refund:
+            cost_cap = self._plan_regs[self._plan[slot]][3]
+            self._cost[slot] = min(cost_cap, self._cost[slot] + amount * self.params.unit)
+        else:
+            self._cost[slot] = max(0, self._cost[slot] - amount * self.params.unit)
+        self.cmd_applied = (self.cmd_applied + 1) & U64
         return True
 
-    def refund(self, slot: int, amount: int) -> bool:
-        """Add ``amount·10⁹`` to the cost bucket, capped at the plan's cost burst. No refill; ``last_ns`` stays.
+    def debit(self, fp: int, amount: int) -> bool:
+        """``command(fp, amount, refund=False)``."""
+        return self.command(fp, amount, False)
 
-        Returns False, changing nothing, when ``slot`` holds no valid tenant.
-        """
-        self._check_slot(slot)
-        check_int("amount", amount, 0, _AMOUNT_MAX)
-        if not self._valid[slot]:
-            return False
-        cost_cap = self._plan_regs[self._plan[slot]][3]
-        self._cost[slot] = min(cost_cap, self._cost[slot] + amount * NANO)
-        return True
+    def refund(self, fp: int, amount: int) -> bool:
+        """``command(fp, amount, refund=True)``."""
+        return self.command(fp, amount, True)

@@ -3,13 +3,14 @@
 ``wirespeed.open("model")`` ─▶ :class:`ModelTransport` ─▶ :class:`CoreModel` (register bank model + block models)
 
 It answers every register access exactly as the RTL does (see :mod:`.register_model`). The pipelines' models plug
-in here as they are built.
+in here as they are built: the limiter as a :class:`~.limiter_block.LimiterBlock` when the core has one.
 """
 
 from __future__ import annotations
 
 from ..hdl.id import FEATURES, CoreParams, build_hash
 from .errors import BusError, TransportError
+from .limiter_block import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
 from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
 from .transport import Transport, check_access
@@ -20,14 +21,27 @@ __all__ = ["CoreModel", "ModelTransport", "AXIL_ACCESS_CYCLES"]
 #: decide/accept/ack cycles, the R or B handshake); the model's notional clock advances by this much per access, and
 #: a test asserts the two agree.
 AXIL_ACCESS_CYCLES = 5
+# The limiter block's events stay in cycle order only if each falls within its own access.
+assert all(-AXIL_ACCESS_CYCLES < c <= 0 for c in (OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE))
 
 
 class CoreModel:
-    """The whole core in Python: its register bank and the ID block's build-dependent values."""
+    """The whole core in Python: its register bank, the ID block's build-dependent values and the block models.
+
+    Attributes
+    ----------
+    cycles : int
+        The notional core cycle count: :data:`AXIL_ACCESS_CYCLES` per access. Block models time their events from it.
+    limiter : LimiterBlock or None
+        The limiter's register-level model, when ``params.limiter`` is set.
+    """
 
     def __init__(self, params: CoreParams = CoreParams()):
         self.params = params
-        self.regmap = core_regmap()
+        regmap = core_regmap()
+        if params.limiter is not None:
+            regmap = regmap.with_resets({"limiter.clock_ns_per_cycle.value": params.limiter.ns_per_cycle_reset})
+        self.regmap = regmap
         self.bank = RegisterBankModel(self.regmap)
         self.cycles = 0
         p = params
@@ -41,6 +55,14 @@ class CoreModel:
             self.bank.set_hw(name, value)
         for feature in FEATURES:
             self.bank.set_hw(f"id.features.{feature}", feature in p.features)
+        self.limiter = LimiterBlock(p.limiter, self.bank) if p.limiter is not None else None
+        # Word address -> register name of the registers a block model watches.
+        self._watched = {}
+        if self.limiter is not None:
+            for reg in self.regmap.registers:
+                if reg.name.startswith(LimiterBlock.PREFIX):
+                    for word in range(reg.words):
+                        self._watched[reg.address + 4 * word] = reg.name
 
     def _tick(self) -> None:
         self.cycles += AXIL_ACCESS_CYCLES
@@ -48,6 +70,9 @@ class CoreModel:
 
     def read(self, address: int) -> tuple[int, int]:
         self._tick()
+        reg = self._watched.get(address & ~3)
+        if reg is not None:
+            self.limiter.before_read(reg, self.cycles)
         data, resp = self.bank.read(address)
         if resp != OKAY:
             self.bank.incr("id.bus_errors.count")
@@ -58,6 +83,10 @@ class CoreModel:
         resp = self.bank.write(address, data, strb)
         if resp != OKAY:
             self.bank.incr("id.bus_errors.count")
+        else:
+            reg = self._watched.get(address & ~3)
+            if reg is not None:
+                self.limiter.after_write(reg, self.cycles)
         return resp
 
 

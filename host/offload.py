@@ -21,6 +21,7 @@ from ..hdl.id import FEATURES
 from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
 from .regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
+from .tenants import Clock, ClockCore, Tenants, TenantsCore, read_limiter_params
 from .transport import AsyncTransport, Transport
 
 __all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
@@ -120,6 +121,15 @@ class Offload:
     """A handle on one wirespeed core. Use as a context manager; every method is thread-safe.
 
     Opening reads the ID block and raises :class:`IncompatibleBitstream` if the core is not one this driver knows.
+
+    Attributes
+    ----------
+    tenants : Tenants
+        The limiter's tenant table (:class:`~.tenants.Tenants`).
+    clock : Clock
+        The limiter's nanosecond clock (:class:`~.tenants.Clock`).
+
+    Both raise :class:`~.tenants.FeatureMissing` on a core without a limiter.
     """
 
     def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None):
@@ -127,6 +137,9 @@ class Offload:
         self.transport = transport
         self.core = core or OffloadCore()
         self._lock = threading.RLock()
+        self._limiter_params = None
+        self._tenants = None
+        self._clock = None
         try:
             self._run(self.core.check_id())
         except BaseException:
@@ -140,6 +153,29 @@ class Offload:
     def info(self) -> DeviceInfo:
         """The decoded ID block."""
         return self._run(self.core.info())
+
+    def _limiter(self):
+        # Read once: the parameters are fixed by the bitstream.
+        if self._limiter_params is None:
+            self._limiter_params = self._run(read_limiter_params(self.core.regs))
+        return self._limiter_params
+
+    @property
+    def tenants(self) -> Tenants:
+        """The tenant table: add, update, remove, get, debit, refund (:class:`~.tenants.Tenants`)."""
+        with self._lock:
+            if self._tenants is None:
+                self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter()))
+            return self._tenants
+
+    @property
+    def clock(self) -> Clock:
+        """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
+        with self._lock:
+            if self._clock is None:
+                self._limiter()
+                self._clock = Clock(self, ClockCore(self.core.regs))
+            return self._clock
 
     def read_register(self, name: str) -> int:
         """Read a register or field by its map name (``"id.scratch"``, ``"id.version.major"``)."""

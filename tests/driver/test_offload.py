@@ -44,11 +44,13 @@ def test_open_model_info_matches_core_params():
 
 def test_open_model_with_other_params():
     p = CoreParams(width_bytes=32, tenants=1024, maglev_size=65537, clock_hz=250_000_000,
-                   features=frozenset({"parser", "router"}))
+                   features=frozenset({"parser", "router", "limiter"}))
     with wirespeed.open("model", params=p) as dev:
         info = dev.info()
     assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (32, 1024, 65537, 250_000_000)
-    assert info.features == {"parser", "router"}
+    assert info.features == {"parser", "router", "limiter"}
+    with pytest.raises(ValueError, match="tenants"):
+        CoreParams(tenants=1024, features=frozenset({"parser"}))     # a tenant count needs the limiter
     assert info.build_hash == build_hash(p) != build_hash(CoreParams())
     for feature in FEATURES:
         p1 = CoreParams(features=frozenset({feature}))

@@ -4,13 +4,14 @@ and compared with the bit-exact model."""
 import pytest
 
 from wirespeed.hdl.id import CoreParams
+from wirespeed.hdl.limiter_layouts import LimiterParams
 from wirespeed.hdl.top import WirespeedCore
 from wirespeed.sim.runner import param, run_cocotb
 
 PARAM_SETS = [
     CoreParams(),
     CoreParams(width_bytes=16, tenants=16384, maglev_size=65537, clock_hz=250_000_000,
-               features=frozenset({"parser", "router"})),
+               features=frozenset({"parser", "router", "limiter"})),
 ]
 
 
@@ -18,7 +19,8 @@ PARAM_SETS = [
 @pytest.mark.parametrize("params", PARAM_SETS, ids=["default", "w16-full"])
 def test_core_id(params):
     run_cocotb(WirespeedCore(params), toplevel="wirespeed_core", test_file=__file__,
-               parameters={"params": {**params.__dict__, "features": sorted(params.features)}})
+               parameters={"params": {**params.__dict__, "features": sorted(params.features),
+                                      "limiter": params.limiter and params.limiter.__dict__}})
 
 
 try:
@@ -53,7 +55,8 @@ if cocotb is not None:
     @cocotb.test()
     async def info_matches_model(dut):
         p = param("params")
-        params = CoreParams(**{**p, "features": frozenset(p["features"])})
+        params = CoreParams(**{**p, "features": frozenset(p["features"]),
+                               "limiter": p["limiter"] and LimiterParams(**p["limiter"])})
         tb = TB(dut)
         await tb.reset()
         dev = await AsyncOffload.open(tb.transport)
@@ -69,7 +72,7 @@ if cocotb is not None:
         regs = Registers(model.regmap)
         for reg in model.regmap.registers:
             value = await arun(regs.read(reg.name), tb.transport)
-            if reg.name not in ("id.uptime_cycles", "id.scratch"):
+            if reg.name not in ("id.uptime_cycles", "id.scratch", "limiter.clock_now"):
                 assert value == model.bank.value(reg.name), reg.name
         # Uptime advances; an error response is counted.
         t0 = await dev.read_register("id.uptime_cycles")

@@ -131,6 +131,7 @@ if cocotb is not None:
             self.events = {"decide": 0, "table": 0, "cmd": 0}
             self.expected = []                     # (seq, verdict, accept cycle) in order
             self.latencies = []
+            self.outcomes = {}                     # (status, tenant|default) -> count
             self.verdicts = 0
 
         async def reset(self):
@@ -244,7 +245,7 @@ if cocotb is not None:
                     assert r.ok
                     self.tenants[fp] = index
                 elif action == "remove" and len(live) > 4:
-                    fp = rng.choice(live)
+                    fp = rng.choice([k for k in live if k != self.generous])
                     slot = self.placement.remove(fp)
                     r = await self.table_op(TableOp.WRITE, slot=slot, fp=fp, valid=False)
                     assert r.ok
@@ -262,11 +263,13 @@ if cocotb is not None:
                     await self.write("clock_step", delta & U64)
                     await self.write("clock_ctrl", 1)
                 elif action == "policy":
-                    await self.write("ctrl", rng.randrange(4) | (rng.randrange(2) << 4))
+                    await self.write("ctrl", rng.choice([0, 1, 1, 2, 3]) | (rng.randrange(2) << 4))
                     await self.write("cost_fixed", rng.choice([0, 1, 3, 100, rng.getrandbits(32)]))
                     await self.write("cost_scale", rng.choice([0, 1 << 16, 3 << 14, rng.getrandbits(32)]))
                 elif action == "default" and live:
-                    await self.table_op(TableOp.SET_DEFAULT, slot=self.placement.lookup(rng.choice(live)))
+                    # Mostly the generous tenant from setup (when still present), so that defaults also pass.
+                    fp = self.generous if self.generous in self.tenants and rng.random() < 0.7 else rng.choice(live)
+                    await self.table_op(TableOp.SET_DEFAULT, slot=self.placement.lookup(fp))
                 elif action == "bad":
                     # Refused ops: out-of-range slot, a key that does not belong to the slot, same-half move,
                     # unknown op code, a plan index beyond the table.
@@ -342,7 +345,11 @@ if cocotb is not None:
                 desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE,
                                        key_fp=fp, cl_present=bool(cl_present), content_length=cl)
                 self.events["decide"] += 1
-                self.expected.append((seq, self.model.decide(desc, now), self.cycle))
+                verdict = self.model.decide(desc, now)
+                outcome = (verdict.status, "default" if verdict.status in (200, 429) and not verdict.tenant_found
+                           else "tenant")
+                self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+                self.expected.append((seq, verdict, self.cycle))
             elif kind == OpKind.CMD:
                 assert self.cmd_queue, "a command entered S0 that was never pushed"
                 fp, amount, refund = self.cmd_queue.pop(0)
@@ -418,9 +425,18 @@ if cocotb is not None:
             assert await self.read("cmd_overflow") == 0
 
         async def setup(self, tenants):
-            for i in range(min(self.params.plans, 6)):
+            p = self.params
+            await self.write_plan(0, Plan(100_000, min(p.req_burst_max, 1000), 1 << 30,
+                                          min(p.cost_burst_max, 1 << 22)).validate(p))
+            for i in range(1, min(p.plans, 6)):
                 await self.write_plan(i, self.random_plan())
             self.keys = []
+            self.generous = self.rng.getrandbits(64)
+            self.placement.insert(self.generous)
+            slot = self.placement.lookup(self.generous)
+            assert (await self.table_op(TableOp.WRITE, slot=slot, fp=self.generous, plan=0, valid=True)).ok
+            assert (await self.table_op(TableOp.SET_DEFAULT, slot=slot)).ok
+            self.tenants[self.generous] = 0
             await self.write("clock_ns_per_cycle", 20_000 << 32)      # 20 µs per cycle: refill is visible
             for _ in range(tenants):
                 fp = self.rng.getrandbits(64)
@@ -456,8 +472,13 @@ if cocotb is not None:
         # Every slot the model knows of reads back identically.
         for fp in list(tb.tenants)[:50]:
             await tb.table_op(TableOp.READ, slot=tb.placement.lookup(fp))
-        dut._log.info("%d requests, %s; %d tenants; verdicts and state match the model", total, tb.events,
-                      len(tb.tenants))
+        dut._log.info("%d requests, %s; %d tenants; outcomes %s; verdicts and state match the model", total,
+                      tb.events, len(tb.tenants), tb.outcomes)
+        # The trace must have exercised every outcome: allowed and 429 (own and default tenant), 401, punt.
+        for outcome in [(200, "tenant"), (429, "tenant"), (200, "default"), (429, "default"), (401, "tenant"),
+                        (0, "tenant")]:
+            assert tb.outcomes.get(outcome, 0) > 0, f"outcome {outcome} never occurred: {tb.outcomes}"
+        assert tb.events["cmd"] > 20 and tb.events["table"] > 100, tb.events
 
     @cocotb.test()
     async def cycle_counts(dut):

@@ -35,7 +35,9 @@ def test_register_dump_parity(sim):
     with wirespeed.open("model") as model:
         sim.write_register("id.scratch", 0)
         model.write_register("id.scratch", 0)
-        names = [r.name for r in model.core.regmap.registers if r.name != "id.uptime_cycles"]
+        # Free-running values depend on how many cycles this shared simulator has run (see the clock tests).
+        names = [r.name for r in model.core.regmap.registers
+                 if r.name not in ("id.uptime_cycles", "limiter.clock_now")]
         ours = {n: sim.read_register(n) for n in names}
         theirs = {n: model.read_register(n) for n in names}
         assert ours == theirs
@@ -74,7 +76,7 @@ def test_error_responses_and_counter():
         regmap = dev.core.regmap
         assert dev.read_register("id.bus_errors") == 0
         with pytest.raises(BusError) as e:
-            dev.transport.read32(regmap.size)
+            dev.transport.read32(next(a for a in range(0, regmap.size, 4) if regmap.decode(a) is None))
         assert e.value.resp == "DECERR"
         with pytest.raises(BusError) as e:
             dev.transport.write32(regmap["id.magic"].address, 0)

@@ -28,7 +28,8 @@ def test_info_json(capsys):
     assert result["magic"] == f"0x{MAGIC:08x}" == "0x57535044"
     assert result["build_hash"] == f"0x{build_hash(CoreParams()):08x}"
     assert result["width_bytes"] == CoreParams().width_bytes
-    assert result["features"] == []
+    assert result["features"] == sorted(CoreParams().features) == ["limiter"]
+    assert result["tenants"] == CoreParams().limiter.capacity == 4096
 
 
 def test_info_text(capsys):

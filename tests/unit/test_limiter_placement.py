@@ -2,7 +2,8 @@
 
 Every relocation an insert returns is replayed, copy then invalidate, on a shadow of the hardware's tag array that is
 searched the way the hardware searches it (both candidate buckets, all 8 ways), so a key that the driver's moves
-would lose for even one step is caught.
+would lose for even one step is caught. The same placement, replayed as table ops on the limiter's model, must never
+be refused by the hardware's checks (a key only in its candidate buckets, a MOVE only across halves).
 """
 
 import random
@@ -10,9 +11,9 @@ import time
 
 import pytest
 
-from wirespeed.hdl.limiter_layouts import WAYS
+from wirespeed.hdl.limiter_layouts import WAYS, LimiterParams, TableOp
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.limiter import MAX_MOVES, TableFull, TenantPlacement
+from wirespeed.host.limiter import MAX_MOVES, LimiterModel, Plan, TableFull, TenantPlacement
 
 SEED = 20251126
 
@@ -97,6 +98,35 @@ def test_fill_until_table_full(n):
         assert slot is not None and placement.occupant(slot) == fp
         assert in_candidate_bucket(placement, fp, slot), f"seed={SEED + n}: 0x{fp:016x} at {slot}"
         assert shadow_find(shadow, placement, fp) == [slot]
+
+
+@pytest.mark.parametrize("n", [64, 4096])
+def test_the_hardware_accepts_every_placement_and_move(n):
+    """Fill the table through the placement, each move and write as a table op: none is refused, the model finds
+    every key where the placement put it, and each slot reads back its key through the quotiented tag."""
+    rng = random.Random(SEED + 1 + n)
+    placement = TenantPlacement(n)
+    model = LimiterModel(LimiterParams(capacity=n))
+    model.write_plan(0, Plan(1, 1, 1, 1))
+    ops = 0
+    while True:
+        fp = rng.getrandbits(64)
+        try:
+            slot, moves = placement.insert(fp)
+        except TableFull:
+            break
+        for mover, old, new in moves:
+            assert model.table_op(TableOp.MOVE, old, new, 0, 0, False, 0).ok, f"seed={SEED + 1 + n}"
+            assert model.lookup(mover) == new
+        assert model.table_op(TableOp.WRITE, slot, 0, fp, 0, True, 0).ok, f"seed={SEED + 1 + n}"
+        ops += len(moves) + 1
+    assert model.table_ops == ops and placement.load_factor >= 0.85
+    for s in range(n):
+        fp = placement.occupant(s)
+        state = model.table_op(TableOp.READ, s, 0, 0, 0, False, 0).state
+        assert state.valid == (fp is not None)
+        if fp is not None:
+            assert state.tag == fp and model.lookup(fp) == s
 
 
 def test_every_key_findable_at_every_step_of_every_relocation():
