@@ -489,7 +489,8 @@ class RateLimiter(wiring.Component):
         with m.If(advance):
             m.d.sync += [fwd_valid.eq(st_write), fwd_slot.eq(st_addr), fwd_data.eq(new)]
 
-        # Default shadow: follows SET_DEFAULT, writes to its slot, and moves of it.
+        # The default tenant (set by SET_DEFAULT on a valid slot) follows its tenant through MOVE and plan updates,
+        # and is cleared when that tenant is invalidated or overwritten.
         with m.If(t_fire & s2["t_ok"]):
             with m.Switch(s2["op"]):
                 with m.Case(TableOp.SET_DEFAULT):
@@ -497,12 +498,15 @@ class RateLimiter(wiring.Component):
                                  d_plan.eq(s2["t_entry"].plan)]
                 with m.Case(TableOp.WRITE):
                     with m.If(s2["slot"] == d_slot):
-                        m.d.sync += d_valid.eq(s2["valid"])
-                        with m.If(s2["valid"]):
+                        with m.If(s2["valid"] & is_update):
                             m.d.sync += d_plan.eq(s2["plan"])
+                        with m.Else():
+                            m.d.sync += d_valid.eq(0)
                 with m.Case(TableOp.MOVE):
                     with m.If(s2["slot"] == d_slot):
                         m.d.sync += d_slot.eq(s2["dst"])
+                    with m.Elif(s2["dst"] == d_slot):
+                        m.d.sync += d_valid.eq(0)
 
         # Table op status and read-back.
         busy = Signal()

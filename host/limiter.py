@@ -503,6 +503,7 @@ class LimiterModel:
         self._allowed = [0] * n
         self._rejected = [0] * n
         self._default_slot = 0
+        self._default_on = False
         self.allow = self.reject_401 = self.reject_429 = self.punt = 0
         self.cmd_applied = self.cmd_unknown = self.table_ops = 0
         self.config = config
@@ -526,8 +527,12 @@ class LimiterModel:
 
     @property
     def default_valid(self) -> bool:
-        """Whether :attr:`default_slot` holds a valid tenant (``default_slot.valid``); not a table op."""
-        return self._valid[self._default_slot]
+        """Whether there is a default tenant (``default_slot.valid``); not a table op.
+
+        SET_DEFAULT sets it when its slot holds a valid tenant. The default is that *tenant*: it follows it through
+        MOVE and plan updates, and is cleared when the tenant is invalidated or overwritten by a new one (a later
+        tenant in the same slot does not inherit it)."""
+        return self._default_on
 
     def write_plan_regs(self, index: int, req_rate: int, req_cap: int, cost_rate: int, cost_cap: int,
                         inv_req: int, inv_cost: int):
@@ -644,9 +649,10 @@ class LimiterModel:
           ``now_ns``, counters 0.
         - WRITE, not ``valid``: clears the valid bit only; ``fp`` and ``plan`` are ignored.
         - MOVE: copies valid, tag, plan, tokens, ``last`` and counters to ``dst`` and clears ``slot``'s valid bit,
-          in one step. :attr:`default_slot` follows a moved default slot.
+          in one step. :attr:`default_slot` follows a moved default tenant.
         - READ: ``state`` is the slot's :class:`TenantState`.
-        - SET_DEFAULT: :attr:`default_slot` = ``slot``.
+        - SET_DEFAULT: :attr:`default_slot` = ``slot``; there is a default tenant if the slot is valid (see
+          :attr:`default_valid`).
 
         Parameters
         ----------
@@ -682,12 +688,15 @@ class LimiterModel:
             return TableResult(True, self._read(slot))
         if op == _SET_DEFAULT:
             self._default_slot = slot
+            self._default_on = self._valid[slot]
         elif op == _MOVE:
             self._move(slot, dst)
         elif valid:
             self._write(slot, fp, plan, now_ns >> self.params.tick_log2)
         else:
             self._valid[slot], self._key[slot] = False, None
+            if slot == self._default_slot:
+                self._default_on = False
         return _DONE
 
     def _write(self, slot: int, fp: int, plan: int, now_ticks: int):
@@ -699,6 +708,8 @@ class LimiterModel:
         else:
             self._req[slot], self._cost[slot], self._last[slot] = req_cap, cost_cap, now_ticks
             self._allowed[slot] = self._rejected[slot] = 0
+            if slot == self._default_slot:
+                self._default_on = False          # a new tenant does not inherit the default
         self._valid[slot], self._tag[slot], self._key[slot], self._plan[slot] = True, tag, tag, plan
 
     def _move(self, slot: int, dst: int):
@@ -710,6 +721,8 @@ class LimiterModel:
         self._valid[slot], self._key[slot] = False, None
         if self._default_slot == slot:
             self._default_slot = dst
+        elif self._default_slot == dst:
+            self._default_on = False              # the default tenant was overwritten
 
     def _read(self, slot: int) -> TenantState:
         return TenantState(self._valid[slot], self._tag[slot], self._plan[slot], self._req[slot], self._cost[slot],
@@ -830,7 +843,7 @@ class LimiterModel:
             if policy is UnknownPolicy.PUNT:
                 self.punt = (self.punt + 1) & U64
                 return LimitVerdict(_PUNT, 0, False, 0, cost, 0)
-            if policy is UnknownPolicy.DEFAULT and self._valid[self._default_slot]:
+            if policy is UnknownPolicy.DEFAULT and self._default_on:
                 slot = self._default_slot
             else:
                 self.reject_401 = (self.reject_401 + 1) & U64

@@ -198,8 +198,7 @@ class LimiterBlock:
         """Drive the fields that follow the model: the default slot and the global counters."""
         slot = self.model.default_slot
         self._set("default_slot.slot", slot)
-        # The valid bit itself: LimiterModel.state() is table op READ and would count in table_ops.
-        self._set("default_slot.valid", int(self.model._valid[slot]))
+        self._set("default_slot.valid", int(self.model.default_valid))
         for name in COUNTERS:
             value = getattr(self.model, name)
             delta = (value - self._mirrored[name]) & _U64

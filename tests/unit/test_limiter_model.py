@@ -1117,3 +1117,36 @@ def test_model_verdicts_fit_the_layout():
     model, slot, fp = one_tenant(Plan(1, 1, 1, 1), LimiterConfig(cost_fixed=COST_MAX))
     v = model.decide(request(fp), 0)
     assert v.status == 429 and LimitVerdict.from_bits(v.to_bits()) == v
+
+
+def test_the_default_is_a_tenant_not_a_slot():
+    """SET_DEFAULT names the tenant in a slot: it follows the tenant through updates and moves, and a later tenant in
+    the same slot does not inherit it."""
+    model = LimiterModel(LimiterParams(capacity=64), LimiterConfig(unknown_policy=UnknownPolicy.DEFAULT))
+    model.write_plan(0, Plan(10, 10, 10, 10))
+    model.write_plan(1, Plan(20, 20, 20, 20))
+    fp = 0x0123_4567_89AB_CDE5
+    slot = (fp & 7) * 4                                    # half 0, the key's bucket, way 0
+    model.set_default(slot)
+    assert not model.default_valid, "SET_DEFAULT on an empty slot sets no default"
+    model.write_tenant(slot, fp, 0, True, 0)
+    assert not model.default_valid, "a tenant written later does not become the default"
+    model.set_default(slot)
+    assert model.default_valid
+    model.write_tenant(slot, fp, 1, True, 0)               # an update keeps it
+    assert model.default_valid and model.decide(request(0xDEAD), 0).tenant == slot
+    dst = 32 + ((fp >> 32) & 7) * 4 + 1                    # the key's bucket in half 1
+    model.move(slot, dst)
+    assert (model.default_slot, model.default_valid) == (dst, True)
+    assert model.decide(request(0xDEAD), 0).tenant == dst
+    model.write_tenant(dst, fp, 0, False, 0)               # invalidated: no default
+    assert not model.default_valid and model.decide(request(0xDEAD), 0).status == 401
+    model.write_tenant(dst, fp, 0, True, 0)                # the same key added again is a new tenant
+    assert not model.default_valid
+    # A MOVE onto the default tenant's slot overwrites it: no default.
+    model.set_default(dst)
+    assert model.default_valid
+    other = fp ^ (1 << 40)                                 # same buckets as fp in both halves
+    model.write_tenant(slot + 2, other, 0, True, 0)
+    model.move(slot + 2, dst)
+    assert not model.default_valid and model.default_slot == dst
