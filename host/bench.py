@@ -4,6 +4,7 @@ software paths on this machine.
 ``wirespeed bench`` ─▶ :func:`parser_cycles` (StandaloneParser on Verilator, valid and ready held high)
                    ─▶ :func:`register_access` (model and sim transports)
                    ─▶ :func:`parser_model_rate` (the Python model)
+                   ─▶ :func:`limiter_cycles` (StandaloneLimiter on Verilator), :func:`placement_time` (host placement)
 
 Cycle figures are properties of the RTL and do not depend on the machine; rates (per second) do.
 """
@@ -21,7 +22,8 @@ from .parser import ParserConfig, derive_key, parse
 from .parser_registers import configure_ops
 from .registers import Registers, run
 
-__all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config"]
+__all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
+           "placement_time"]
 
 
 def percentile(values, q: float):
@@ -136,3 +138,139 @@ def register_access(uri: str, accesses: int) -> dict:
             entry["sim_cycles_per_s"] = round((t.cycles - c0) / elapsed)
     return entry
 
+
+
+def _limiter_setup(bus, params, model, tenants: int, rng):
+    """Plans and tenants through the limiter's registers (standalone map), mirrored in ``model``."""
+    from ..hdl.limiter import limiter_regmap
+    from ..hdl.limiter_layouts import TableOp
+    from .limiter import Plan, TenantPlacement
+    regs = Registers(limiter_regmap())
+    plans = [Plan(1000, 50, 100_000, 20_000).validate(params), Plan(50_000, 500, 10**7, 10**6).validate(params)]
+    for index, plan in enumerate(plans):
+        r = plan.registers(params)
+        for name in ("req_rate", "cost_rate", "req_cap", "cost_cap", "inv_req", "inv_cost"):
+            run(regs.write(f"plan_{name}", r[name]), bus)
+        run(regs.write("plan_commit", index | 1 << 31), bus)
+        model.write_plan(index, plan)
+    run(regs.write("clock_ns_per_cycle", 0), bus)
+    bus.tick(4)
+    now = run(regs.read("clock_now"), bus)
+    placement = TenantPlacement(params.capacity)
+    keys = []
+    for _ in range(tenants):
+        fp = rng.getrandbits(64)
+        slot, moves = placement.insert(fp)
+        for _, old, new in moves:
+            for name, value in (("tbl_slot", old), ("tbl_dst", new), ("tbl_op", TableOp.MOVE.value | 1 << 31)):
+                run(regs.write(name, value), bus)
+            bus.tick(4)
+            model.table_op(TableOp.MOVE, old, new, 0, 0, False, now)
+        plan = len(keys) % len(plans)
+        for name, value in (("tbl_slot", slot), ("tbl_fp", fp), ("tbl_entry", plan | 1 << 8),
+                            ("tbl_op", TableOp.WRITE.value | 1 << 31)):
+            run(regs.write(name, value), bus)
+        bus.tick(4)
+        assert model.table_op(TableOp.WRITE, slot, 0, fp, plan, True, now).ok
+        keys.append(fp)
+    run(regs.write("ctrl", 1 << 4), bus)                # cost from content-length
+    bus.tick(4)
+    return keys, now
+
+
+def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int = 200, seed: int = 1,
+                   params=None) -> dict:
+    """Requests through the Verilated limiter with ``valid`` and ``ready`` held high.
+
+    ``hot_fraction`` of the requests go to one tenant, many of them back to back (the read-modify-write forwarding
+    path); the rest to random tenants, unknown keys and keyless requests. Returns decisions per cycle (accepted /
+    cycles from first to last acceptance), the latency in cycles from acceptance to verdict, the verdict mix, and a
+    check of every verdict against the model.
+    """
+    from types import SimpleNamespace
+
+    from ..hdl.limiter import LimitRequest, StandaloneLimiter
+    from ..hdl.limiter_layouts import LimiterParams
+    from ..hdl.limiter_layouts import LimitVerdict as VerdictLayout
+    from ..hdl.parser_layouts import KeySource
+    from ..sim.pyverilator_shim import VerilatedModel
+    from .limiter import LimiterConfig, LimiterModel
+    from .transport_sim import VerilatedAxiLite
+
+    params = params or LimiterParams()
+    top = "limiter_bench"
+    dut = VerilatedModel(to_verilog(StandaloneLimiter(params), top), top)
+    bus = VerilatedAxiLite(dut)
+    rng = random.Random(seed)
+    model = LimiterModel(params, LimiterConfig(cost_source=1))
+    keys, now = _limiter_setup(bus, params, model, tenants, rng)
+    offsets = {name: f.offset for name, f in LimitRequest}
+
+    requests = []
+    for i in range(count):
+        r = rng.random()
+        if r < hot_fraction:
+            fp, present = keys[0], 1
+        elif r < 0.95:
+            fp, present = rng.choice(keys), 1
+        else:
+            fp, present = rng.getrandbits(64), int(rng.random() < 0.5)
+        cl = rng.choice([0, 100, 2000, 50_000])
+        bits = (present << offsets["key_present"]) | (fp << offsets["key_fp"]) | (1 << offsets["cl_present"]) \
+            | (cl << offsets["content_length"])
+        desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE, key_fp=fp,
+                               cl_present=True, content_length=cl)
+        requests.append((bits, model.decide(desc, now)))
+
+    vmask = (1 << VerdictLayout.as_shape().size) - 1
+    dut["o_verdict__ready"] = 1
+    accepted_at, latencies, outcomes = [], [], {}
+    mismatches = got = cycle = 0
+    while got < count:
+        offering = len(accepted_at) < count
+        if offering:
+            dut["i_req__payload"] = requests[len(accepted_at)][0]
+        dut["i_req__valid"] = int(offering)
+        dut.eval()
+        if offering and dut["i_req__ready"]:
+            accepted_at.append(cycle)
+        if dut["o_verdict__valid"]:
+            want = requests[got][1]
+            mismatches += (dut["o_verdict__payload"] & vmask) != want.to_bits()
+            outcomes[want.status] = outcomes.get(want.status, 0) + 1
+            latencies.append(cycle - accepted_at[got])
+            got += 1
+        bus.tick()
+        cycle += 1
+        if cycle > 2 * count + 1000:
+            raise RuntimeError("limiter stalled in the bench")
+    dut["i_req__valid"] = 0
+    span = accepted_at[-1] - accepted_at[0] + 1
+    return {
+        "capacity": params.capacity, "tick_log2": params.tick_log2, "requests": count, "tenants": len(keys),
+        "hot_fraction": hot_fraction, "cycles": span, "decisions_per_cycle": round(count / span, 4),
+        "latency_cycles": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                           "max": max(latencies)},
+        "statuses": {str(k): v for k, v in sorted(outcomes.items())}, "verdict_mismatches": mismatches,
+    }
+
+
+def placement_time(capacity: int = 16384, keys: int | None = None, seed: int = 1) -> dict:
+    """Host placement (:class:`~wirespeed.host.limiter.TenantPlacement`) of random keys: time and load factor.
+
+    With ``keys`` None, fills the table until ``TableFull`` (the load factor the placement reaches).
+    """
+    from .limiter import TableFull, TenantPlacement
+    rng = random.Random(seed)
+    placement = TenantPlacement(capacity)
+    moves = 0
+    start = time.perf_counter()
+    try:
+        for _ in range(keys if keys is not None else capacity + 1):
+            moves += len(placement.insert(rng.getrandbits(64))[1])
+        full = False
+    except TableFull:
+        full = True
+    elapsed = time.perf_counter() - start
+    return {"capacity": capacity, "keys": len(placement), "seconds": round(elapsed, 3), "moves": moves,
+            "load_factor": round(placement.load_factor, 4), "stopped_at_table_full": full}

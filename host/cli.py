@@ -104,7 +104,8 @@ def cmd_verilog(args) -> dict:
 def cmd_bench(args) -> dict:
     from . import bench
     quiet = args.json
-    report = {"register_access": {}, "parser_rtl": [], "parser_model": None}
+    report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
+              "placement": []}
     for uri in args.uri:
         _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
         report["register_access"][uri] = bench.register_access(uri, args.accesses)
@@ -118,6 +119,14 @@ def cmd_bench(args) -> dict:
             _status("", quiet)
     _status("parser model (Python): realistic mix ...", quiet)
     report["parser_model"] = bench.parser_model_rate(args.model_requests)
+    if args.limiter_requests:
+        for hot in (0.0, 0.5, 1.0):
+            _status(f"limiter RTL: {args.limiter_requests} requests, {hot:.0%} to one hot tenant "
+                    "(first run compiles the RTL) ...", quiet)
+            report["limiter_rtl"].append(bench.limiter_cycles(args.limiter_requests, hot_fraction=hot))
+    _status(f"tenant placement: filling {args.placement_capacity} slots ...", quiet)
+    report["placement"].append(bench.placement_time(args.placement_capacity))
+    report["placement"].append(bench.placement_time(2 * args.placement_capacity, args.placement_capacity))
     if not quiet:
         for uri, e in report["register_access"].items():
             line = f"registers on {uri:>5}: {e['accesses_per_s']:>9,} accesses/s"
@@ -135,9 +144,25 @@ def cmd_bench(args) -> dict:
                   f"{r['descriptor_mismatches']:>10}")
         m = report["parser_model"]
         print(f"parser model (Python): {m['requests_per_s']:,} requests/s")
+        if report["limiter_rtl"]:
+            print("limiter RTL, valid and ready held high; latency in cycles from request accepted to verdict")
+            print(f"{'hot':>5} {'requests':>8} {'decisions/cycle':>15} {'latency p50/p99/max':>20} "
+                  f"{'statuses':<32} {'mismatches':>10}")
+        for r in report["limiter_rtl"]:
+            lat = r["latency_cycles"]
+            statuses = " ".join(f"{k}:{v}" for k, v in r["statuses"].items())
+            print(f"{r['hot_fraction']:>5.0%} {r['requests']:>8} {r['decisions_per_cycle']:>15.4f} "
+                  f"{lat['p50']}/{lat['p99']}/{lat['max']:<14} {statuses:<32} {r['verdict_mismatches']:>10}")
+        for r in report["placement"]:
+            print(f"tenant placement: {r['keys']:,} keys into {r['capacity']:,} slots in {r['seconds']:.3f} s "
+                  f"(load factor {r['load_factor']:.4f}, {r['moves']} relocations"
+                  f"{', stopped at TableFull' if r['stopped_at_table_full'] else ''})")
     bad = [r for r in report["parser_rtl"] if r["descriptor_mismatches"]]
     if bad:
         raise WirespeedError(f"RTL descriptors differ from the model in {len(bad)} runs")
+    bad = [r for r in report["limiter_rtl"] if r["verdict_mismatches"]]
+    if bad:
+        raise WirespeedError(f"RTL verdicts differ from the model in {len(bad)} limiter runs")
     return report
 
 
@@ -176,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="parser widths W to measure on the RTL (none: skip the RTL runs)")
     sp.add_argument("--packets", type=int, default=300, help="packets per parser run")
     sp.add_argument("--model-requests", type=int, default=20_000, help="requests through the parser model")
+    sp.add_argument("--limiter-requests", type=int, default=20_000,
+                    help="requests through the limiter RTL (0: skip the limiter runs)")
+    sp.add_argument("--placement-capacity", type=int, default=16_384, help="tenant slots for the placement timing")
     return p
 
 
