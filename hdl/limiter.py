@@ -49,6 +49,8 @@ LimitRequest = data.StructLayout({
     "key_fp": 64,
     "cl_present": 1,
     "content_length": 64,
+    "extra_numeric": 1,        # the descriptor's extra slot 0 value is a number ...
+    "extra_value": 64,         # ... this one
 })
 
 
@@ -62,7 +64,7 @@ Trace = data.StructLayout({
     "kind": 2,                 # OpKind; NOP also when nothing entered
     "now": 64,                 # the clock the op uses
     "policy": 2,
-    "cost_source": 1,
+    "cost_source": 2,
     "cost_fixed": 32,
     "cost_scale": 32,
 })
@@ -266,8 +268,9 @@ class RateLimiter(wiring.Component):
                 m.d.sync += t_pending.eq(0)
 
         # S0 → S1 registers
-        s1 = dict(kind=Signal(2), fp=Signal(64), key_present=Signal(), cl=Signal(64), meta=Signal(self.meta_width),
-                  now=Signal(64), policy=Signal(2), cost_source=Signal(), cost_fixed=Signal(32),
+        s1 = dict(kind=Signal(2), fp=Signal(64), key_present=Signal(), field=Signal(64), field_ok=Signal(),
+                  meta=Signal(self.meta_width), now=Signal(64), policy=Signal(2), cost_source=Signal(2),
+                  cost_fixed=Signal(32),
                   cost_scale=Signal(32), amount=Signal(32), refund=Signal(), op=Signal(3), slot=Signal(16),
                   dst=Signal(16), plan=Signal(6), valid=Signal())
         s1 = {n: Signal(s.shape(), name=f"s1_{n}") for n, s in s1.items()}
@@ -275,7 +278,10 @@ class RateLimiter(wiring.Component):
             m.d.sync += [
                 s1["kind"].eq(s0_kind), s1["fp"].eq(s0_fp),
                 s1["key_present"].eq(Mux(sel_req, req.key_present, 1)),
-                s1["cl"].eq(Mux(req.cl_present, req.content_length, 0)),
+                # The field the cost comes from, chosen here so S1 has one multiply.
+                s1["field"].eq(Mux(regs.ctrl.cost_source == CostSource.EXTRA, req.extra_value, req.content_length)),
+                s1["field_ok"].eq(Mux(regs.ctrl.cost_source == CostSource.EXTRA, req.extra_numeric,
+                                      Mux(regs.ctrl.cost_source == CostSource.CONTENT_LENGTH, req.cl_present, 0))),
                 s1["meta"].eq(self.i_req.payload.meta),
                 s1["now"].eq(now), s1["policy"].eq(regs.ctrl.unknown_policy),
                 s1["cost_source"].eq(regs.ctrl.cost_source), s1["cost_fixed"].eq(regs.cost_fixed.value),
@@ -327,11 +333,10 @@ class RateLimiter(wiring.Component):
         m.d.comb += [st_rd.addr.eq(s1_slot), plan_rd.addr.eq(s1_plan)]
 
         # Cost.
-        cost_cl = Signal(96)
-        m.d.comb += cost_cl.eq((s1["cl"] * s1["cost_scale"]) >> 16)
+        scaled = Signal(96)
+        m.d.comb += scaled.eq((s1["field"] * s1["cost_scale"]) >> 16)
         s1_cost = Signal(32)
-        m.d.comb += s1_cost.eq(Mux(s1["cost_source"] == CostSource.CONTENT_LENGTH,
-                                   Mux(cost_cl > COST_MAX, COST_MAX, cost_cl), s1["cost_fixed"]))
+        m.d.comb += s1_cost.eq(Mux(s1["field_ok"], Mux(scaled > COST_MAX, COST_MAX, scaled), s1["cost_fixed"]))
 
         # Table-op checks that need no state.
         slot_ok = (s1["slot"] < p.capacity)

@@ -166,9 +166,12 @@ class UnknownPolicy(amaranth_enum.Enum, shape=2):
     PUNT = 2
 
 
-class CostSource(amaranth_enum.Enum, shape=1):
+class CostSource(amaranth_enum.Enum, shape=2):
+    """Where a request's cost comes from (``ctrl.cost_source``). A request without the chosen field costs
+    ``cost_fixed``."""
     FIXED = 0
     CONTENT_LENGTH = 1
+    EXTRA = 2          # the value of the parser's extra header slot 0, when it is a number
 
 
 class LimitVerdict(data.Struct):

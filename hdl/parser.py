@@ -120,7 +120,7 @@ def _state_fields():
         "host_present": 1, "host_fp": 64, "host_len": 16,
         "cl_present": 1, "cl_val": 64, "cl_ovf": 1, "cl_len": 16, "cl_fp": 64, "te_seen": 1, "chunked": 1,
         "auth_found": 1, "auth_fp": 64, "auth_len": 16, "xkey_found": 1, "xkey_fp": 64, "xkey_len": 16,
-        "extra_present": EXTRA_SLOTS,
+        "extra_present": EXTRA_SLOTS, "x0_num": 1, "x0_val": 64,
     }
     for i in range(EXTRA_SLOTS):
         f[f"extra_fp{i}"] = 64
@@ -319,6 +319,10 @@ class HeaderParser(wiring.Component):
             for i in range(EXTRA_SLOTS):
                 with m.If(matched[N_BUILTIN + i] & ~s.extra_present[i]):
                     m.d.comb += [n.extra_present[i].eq(1), getattr(n, f"extra_fp{i}").eq(s.com_fp)]
+                    if i == 0:
+                        # Extra slot 0's value as a number (a cost source for the limiter), read like Content-Length.
+                        numeric = s.com_digits_ok & (s.com_len != 0) & (s.com_len <= CL_MAX_DIGITS)
+                        m.d.comb += [n.x0_num.eq(numeric), n.x0_val.eq(Mux(numeric, s.com_cl, 0))]
 
         with m.If(lane_valid & ~s.stopped):
             with m.If(s.pos == limit):
@@ -515,6 +519,7 @@ class HeaderParser(wiring.Component):
             desc.cl_present.eq(keep.cl_present), desc.cl_overflow.eq(keep.cl_ovf),
             desc.content_length.eq(keep.cl_val), desc.chunked.eq(keep.chunked),
             desc.extra_present.eq(keep.extra_present),
+            desc.extra_numeric.eq(keep.x0_num), desc.extra_value.eq(keep.x0_val),
             desc.header_len.eq(keep.pos), desc.header_lines.eq(keep.header_lines),
             desc.complete.eq(keep.complete), desc.errors.eq(keep.errors),
         ]

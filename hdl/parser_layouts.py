@@ -100,6 +100,8 @@ class Descriptor(data.Struct):
     chunked: 1
     extra_present: EXTRA_SLOTS
     extra_fp: data.ArrayLayout(64, EXTRA_SLOTS)
+    extra_numeric: 1
+    extra_value: 64
     header_len: 16
     header_lines: 16
     complete: 1

@@ -219,7 +219,7 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
         bits = (present << offsets["key_present"]) | (fp << offsets["key_fp"]) | (1 << offsets["cl_present"]) \
             | (cl << offsets["content_length"])
         desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE, key_fp=fp,
-                               cl_present=True, content_length=cl)
+                               cl_present=True, content_length=cl, extra_numeric=False, extra_value=0)
         requests.append((bits, model.decide(desc, now)))
 
     vmask = (1 << VerdictLayout.as_shape().size) - 1

@@ -367,6 +367,8 @@ class LimiterConfig:
         What a descriptor without a key, or with a key not in the table, gets.
     cost_source : CostSource
         ``FIXED``: the cost is ``cost_fixed``. ``CONTENT_LENGTH``: ``min(2³²−1, (content_length·cost_scale) >> 16)``.
+        ``EXTRA``: the same with the descriptor's ``extra_value`` (extra header slot 0 read as a number). A request
+        without the chosen field costs ``cost_fixed``.
     cost_fixed : int
         0..2³²−1.
     cost_scale : int
@@ -801,12 +803,16 @@ class LimiterModel:
     # -- decisions --
 
     def cost(self, desc) -> int:
-        """The request's cost under ``cost_source``; a descriptor without content-length counts as length 0."""
+        """The request's cost under ``cost_source``: ``cost_fixed``, or the chosen field (Content-Length, or extra
+        header slot 0's number) times ``cost_scale`` (16.16), capped at 2³²−1; ``cost_fixed`` when the descriptor
+        lacks the field."""
         config = self._config
-        if config.cost_source is CostSource.FIXED:
-            return config.cost_fixed
-        length = desc.content_length if desc.cl_present else 0
-        return min(COST_MAX, (length * config.cost_scale) >> 16)
+        source = config.cost_source
+        if source is CostSource.CONTENT_LENGTH and desc.cl_present:
+            return min(COST_MAX, (desc.content_length * config.cost_scale) >> 16)
+        if source is CostSource.EXTRA and desc.extra_numeric:
+            return min(COST_MAX, (desc.extra_value * config.cost_scale) >> 16)
+        return config.cost_fixed
 
     def decide(self, desc, now_ns: int) -> LimitVerdict:
         """The verdict for one descriptor at time ``now_ns`` (``docs/limiter.md``, "Decision").
@@ -826,15 +832,13 @@ class LimiterModel:
         Parameters
         ----------
         desc : wirespeed.host.parser.Descriptor
-            Only ``key_source``, ``key_fp``, ``cl_present`` and ``content_length`` are read.
+            Only ``key_source``, ``key_fp``, ``cl_present``, ``content_length``, ``extra_numeric`` and
+            ``extra_value`` are read.
         now_ns : int
             The clock, 0..2⁶⁴−1.
         """
         config = self._config
-        if config.cost_source is CostSource.FIXED:
-            cost = config.cost_fixed
-        else:
-            cost = min(COST_MAX, ((desc.content_length if desc.cl_present else 0) * config.cost_scale) >> 16)
+        cost = self.cost(desc)
 
         slot = None if desc.key_source is _KEY_NONE else self.lookup(desc.key_fp)
         found = slot is not None

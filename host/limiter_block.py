@@ -165,10 +165,11 @@ class LimiterBlock:
     # -- behaviour --
 
     def _apply_config(self) -> None:
-        # The register keeps whatever was written; the RTL treats policy 3 like REJECT.
+        # The register keeps whatever was written; the RTL treats policy 3 like REJECT and cost source 3 like FIXED.
         policy = _POLICIES.get(self._field("ctrl", "unknown_policy"), UnknownPolicy.REJECT)
+        source = self._field("ctrl", "cost_source")
         self.model.config = LimiterConfig(
-            unknown_policy=policy, cost_source=CostSource(self._field("ctrl", "cost_source")),
+            unknown_policy=policy, cost_source=CostSource(source) if source < 3 else CostSource.FIXED,
             cost_fixed=self._value("cost_fixed"), cost_scale=self._value("cost_scale"))
 
     def _plan_commit(self) -> None:

@@ -292,6 +292,8 @@ class Descriptor(LayoutRecord, layout=DescriptorLayout, decoders={"errors": Erro
     chunked: bool = False
     extra_present: int = 0
     extra_fp: tuple = (0,) * EXTRA_SLOTS
+    extra_numeric: bool = False
+    extra_value: int = 0
     header_len: int = 0
     header_lines: int = 0
     complete: bool = False
@@ -582,6 +584,8 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
             extra_present |= 1 << slot
             extra_fp[slot] = fingerprint(value, poly, seed)
     cl, cl_overflow = cl_value if cl_value is not None else (0, False)
+    # Extra slot 0's value, read as a number like Content-Length (saturated at 2^64 − 1): a limiter cost source.
+    extra_number = _content_length(extra_values[0]) if extra_values[0] is not None else None
     return Descriptor(
         method, version,
         min(len(path), LEN_MAX) if path is not None else 0,
@@ -595,6 +599,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
         fingerprint(key, poly, seed) if key is not None else 0,
         cl_value is not None, cl_overflow, cl, chunked,
         extra_present, tuple(extra_fp),
+        extra_number is not None, extra_number[0] if extra_number is not None else 0,
         pos, min(lines, LEN_MAX), complete, ErrorFlag(errors),
     )
 

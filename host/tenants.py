@@ -506,7 +506,9 @@ class Tenants:
             For a request with no key or a key not in the table: ``"reject"`` (401), ``"default"`` (the default
             tenant's buckets) or ``"punt"`` (to the host).
         cost_source : CostSource or str
-            ``"fixed"`` (``cost_fixed`` per request) or ``"content_length"`` (``content_length·cost_scale >> 16``).
+            ``"fixed"`` (``cost_fixed`` per request), ``"content_length"`` (``content_length·cost_scale >> 16``) or
+            ``"extra"`` (the number in the parser's extra header slot 0, times ``cost_scale >> 16``, e.g. a
+            ``x-max-tokens`` header). A request without the chosen field costs ``cost_fixed``.
         cost_fixed : int
             Tokens per request, 0..2³²−1.
         cost_scale : int

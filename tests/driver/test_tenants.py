@@ -511,8 +511,11 @@ def test_configure_accepts_members_names_and_writes_only_what_is_given():
         assert (model.config.unknown_policy, model.config.cost_source) == (UnknownPolicy.REJECT, CostSource.FIXED)
         t.configure(cost_source="content-length")
         assert model.config.cost_source is CostSource.CONTENT_LENGTH
+        t.configure(cost_source="extra")
+        assert model.config.cost_source is CostSource.EXTRA
+        t.configure(cost_source=CostSource.CONTENT_LENGTH)
         bus.writes.clear()
-        for kwargs, field in (({"unknown_policy": "bogus"}, "unknown_policy"), ({"cost_source": 2}, "cost_source"),
+        for kwargs, field in (({"unknown_policy": "bogus"}, "unknown_policy"), ({"cost_source": 3}, "cost_source"),
                               ({"unknown_policy": "punt", "cost_fixed": -1}, "cost_fixed"),
                               ({"cost_scale": 1 << 32}, "cost_scale"), ({"cost_fixed": 2.0}, "cost_fixed")):
             with pytest.raises(ConfigError) as e:

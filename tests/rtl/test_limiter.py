@@ -67,8 +67,8 @@ def test_limiter_clock():
 @pytest.mark.rtl
 @pytest.mark.slow
 def test_limiter_volume():
-    """At least 200 000 decisions through the RTL with everything interleaved, zero mismatches."""
-    _run("default", "scoreboard", requests=int(os.environ.get("LIMITER_VOLUME", 200_000)))
+    """At least 1 000 000 decisions through the RTL with everything interleaved, zero mismatches."""
+    _run("default", "scoreboard", requests=int(os.environ.get("LIMITER_VOLUME", 1_000_000)))
 
 
 # -- testbench (runs inside the simulator) ---------------------------------------------------------------------------
@@ -105,9 +105,10 @@ if cocotb is not None:
         off, width = fields[name]
         return (value >> off) & ((1 << width) - 1)
 
-    def pack_request(key_fp, key_present, cl, cl_present, seq):
+    def pack_request(key_fp, key_present, cl, cl_present, x_numeric, x_value, seq):
         v = (key_present << REQ_F["key_present"][0]) | (key_fp << REQ_F["key_fp"][0])
         v |= (cl_present << REQ_F["cl_present"][0]) | (cl << REQ_F["content_length"][0])
+        v |= (x_numeric << REQ_F["extra_numeric"][0]) | (x_value << REQ_F["extra_value"][0])
         return v | (seq << LimitRequest.size)
 
     class TB:
@@ -263,7 +264,7 @@ if cocotb is not None:
                     await self.write("clock_step", delta & U64)
                     await self.write("clock_ctrl", 1)
                 elif action == "policy":
-                    await self.write("ctrl", rng.choice([0, 1, 1, 2, 3]) | (rng.randrange(2) << 4))
+                    await self.write("ctrl", rng.choice([0, 1, 1, 2, 3]) | (rng.randrange(4) << 4))
                     await self.write("cost_fixed", rng.choice([0, 1, 3, 100, rng.getrandbits(32)]))
                     await self.write("cost_scale", rng.choice([0, 1 << 16, 3 << 14, rng.getrandbits(32)]))
                 elif action == "default" and live:
@@ -304,7 +305,8 @@ if cocotb is not None:
 
         def unpack_request(self, bits):
             g = lambda name: _get(bits, REQ_F, name)
-            return g("key_fp"), g("key_present"), g("content_length"), g("cl_present"), bits >> LimitRequest.size
+            return (g("key_fp"), g("key_present"), g("content_length"), g("cl_present"), g("extra_numeric"),
+                    g("extra_value"), bits >> LimitRequest.size)
 
         async def monitor(self):
             """Each cycle: apply what entered S0 to the model, and check every verdict that leaves."""
@@ -337,14 +339,20 @@ if cocotb is not None:
             now = _get(trace, TRACE_F, "now")
             if kind == OpKind.DECIDE:
                 policy = _get(trace, TRACE_F, "policy")
+                source = _get(trace, TRACE_F, "cost_source")
                 self.model.config = LimiterConfig(
                     unknown_policy=UnknownPolicy.REJECT if policy == 3 else UnknownPolicy(policy),
-                    cost_source=CostSource(_get(trace, TRACE_F, "cost_source")),
+                    cost_source=CostSource.FIXED if source == 3 else CostSource(source),
                     cost_fixed=_get(trace, TRACE_F, "cost_fixed"), cost_scale=_get(trace, TRACE_F, "cost_scale"))
-                fp, present, cl, cl_present, seq = offered
+                fp, present, cl, cl_present, x_numeric, x_value, seq = offered
                 desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE,
-                                       key_fp=fp, cl_present=bool(cl_present), content_length=cl)
+                                       key_fp=fp, cl_present=bool(cl_present), content_length=cl,
+                                       extra_numeric=bool(x_numeric), extra_value=x_value)
                 self.events["decide"] += 1
+                sources = {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric}
+                if sources.get(self.model.config.cost_source):
+                    self.events[self.model.config.cost_source.name] = \
+                        self.events.get(self.model.config.cost_source.name, 0) + 1
                 verdict = self.model.decide(desc, now)
                 outcome = (verdict.status, "default" if verdict.status in (200, 429) and not verdict.tenant_found
                            else "tenant")
@@ -363,8 +371,8 @@ if cocotb is not None:
                 self.events["table"] += 1
 
         async def traffic(self, requests, valid_p, ready_p):
-            """Offer ``requests`` (tuples (fp, present, cl, cl_present)) with random valid and ready, until every
-            verdict is out. Returns the cycles of the first and last acceptance."""
+            """Offer ``requests`` (tuples: fp, present, cl, cl_present, x_numeric, x_value) with random valid and
+            ready, until every verdict is out. Returns the cycles of the first and last acceptance."""
             dut, rng = self.dut, self.rng
             first = last = None
             qi = 0
@@ -373,8 +381,7 @@ if cocotb is not None:
             while self.verdicts < target:
                 offer = qi < len(requests) and rng.random() < valid_p
                 if offer:
-                    fp, present, cl, cl_present = requests[qi]
-                    dut.i_req__payload.value = pack_request(fp, present, cl, cl_present, qi & 0xFFFF)
+                    dut.i_req__payload.value = pack_request(*requests[qi], qi & 0xFFFF)
                 dut.i_req__valid.value = int(offer)
                 dut.o_verdict__ready.value = int(rng.random() < ready_p)
                 await FallingEdge(dut.clk)
@@ -415,7 +422,9 @@ if cocotb is not None:
                     fp, present = rng.getrandbits(64), 0
                 cl_present = int(rng.random() < 0.5)
                 cl = rng.choice([0, 10, 1000, 70_000, rng.getrandbits(64)]) if cl_present else rng.getrandbits(8)
-                out.append((fp, present, cl, cl_present))
+                x_numeric = int(rng.random() < 0.5)
+                x_value = rng.choice([0, 1, 4096, 100_000, rng.getrandbits(64)]) if x_numeric else rng.getrandbits(4)
+                out.append((fp, present, cl, cl_present, x_numeric, x_value))
             return out
 
         async def check_counters(self):
@@ -479,6 +488,7 @@ if cocotb is not None:
                         (0, "tenant")]:
             assert tb.outcomes.get(outcome, 0) > 0, f"outcome {outcome} never occurred: {tb.outcomes}"
         assert tb.events["cmd"] > 20 and tb.events["table"] > 100, tb.events
+        assert tb.events.get("CONTENT_LENGTH") and tb.events.get("EXTRA"), "costs from both descriptor fields"
 
     @cocotb.test()
     async def cycle_counts(dut):
@@ -490,7 +500,7 @@ if cocotb is not None:
         await tb.write("clock_ns_per_cycle", 0)
         n = param("requests")
         hot = tb.keys[0]
-        reqs = [(hot, 1, 0, 0) if i % 2 == 0 or i < n // 4 else (tb.rng.choice(tb.keys), 1, 0, 0)
+        reqs = [(hot, 1, 0, 0, 0, 0) if i % 2 == 0 or i < n // 4 else (tb.rng.choice(tb.keys), 1, 0, 0, 0, 0)
                 for i in range(n)]
         await tb.write("clock_step", 10**9)
         await tb.write("clock_ctrl", 1)
@@ -511,7 +521,7 @@ if cocotb is not None:
         await tb.reset()
         await tb.setup(tenants=10)
         depth = tb.params.cmd_fifo_depth
-        reqs = [(tb.rng.choice(tb.keys), 1, 0, 0) for _ in range(3000)]
+        reqs = [(tb.rng.choice(tb.keys), 1, 0, 0, 0, 0) for _ in range(3000)]
 
         async def pushes():
             await ClockCycles(dut.clk, 20)

@@ -101,6 +101,8 @@ if cocotb is not None:
                 prefixes[rng.randrange(16)] = (path, cls)
         extras = [rng.choice([None, b"x-session-id", b"x-model", b"anthropic-version", b"content-type",
                               b"host", b"user-agent", b"x-request-id"]) for _ in range(4)]
+        if rng.random() < 0.5:
+            extras[0] = b"content-length"       # numeric values: slot 0's extra_numeric / extra_value
         return ParserConfig(max_header_bytes=rng.choice([8192, 8192, 1024, 300]), default_class=rng.randrange(16),
                             poly=poly, seed=seed, prefixes=prefixes, extras=extras)
 

@@ -31,6 +31,7 @@ SEEDED = settings(derandomize=True, deadline=None, max_examples=300)
 ALLOW, REJECT, PUNT = Decision.ALLOW, Decision.REJECT, Decision.PUNT
 WRITE, MOVE, READ, SET_DEFAULT = TableOp.WRITE, TableOp.MOVE, TableOp.READ, TableOp.SET_DEFAULT
 BY_LENGTH = CostSource.CONTENT_LENGTH
+BY_EXTRA = CostSource.EXTRA
 #: cost = content_length: the differential test draws costs through the descriptor.
 COST_IS_LENGTH = LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16)
 P64 = LimiterParams(capacity=64)
@@ -566,9 +567,19 @@ def test_unknown_key_policies():
     (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16), request(1, (1 << 32) - 1), COST_MAX),
     (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16), request(1, 1 << 32), COST_MAX),        # saturates
     (LimiterConfig(cost_source=BY_LENGTH, cost_scale=(1 << 32) - 1), request(1, U64), COST_MAX),
-    (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16), request(1), 0),                        # no length
-    (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16),
-     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, cl_present=False, content_length=99), 0),
+    (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16), request(1), 0),                        # no length:
+    (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16, cost_fixed=7), request(1), 7),          # cost_fixed
+    (LimiterConfig(cost_source=BY_LENGTH, cost_scale=1 << 16, cost_fixed=3),
+     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, cl_present=False, content_length=99), 3),
+    (LimiterConfig(cost_source=BY_EXTRA, cost_scale=1 << 16, cost_fixed=3),
+     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, extra_numeric=True, extra_value=4096), 4096),
+    (LimiterConfig(cost_source=BY_EXTRA, cost_scale=1 << 14, cost_fixed=3),
+     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, extra_numeric=True, extra_value=4097), 1024),
+    (LimiterConfig(cost_source=BY_EXTRA, cost_scale=1 << 16, cost_fixed=3),
+     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, extra_numeric=True, extra_value=U64), COST_MAX),
+    (LimiterConfig(cost_source=BY_EXTRA, cost_scale=1 << 16, cost_fixed=3),                          # not a number
+     Descriptor(key_source=KeySource.AUTHORIZATION, key_fp=1, extra_numeric=False, extra_value=5), 3),
+    (LimiterConfig(cost_source=BY_EXTRA, cost_scale=1 << 16, cost_fixed=3), request(1, 50), 3),      # CL ignored
 ])
 def test_cost_sources(config, desc, cost):
     model = LimiterModel(P64, config=config)
@@ -1045,7 +1056,7 @@ def test_write_plan_regs_masks_to_the_register_widths():
 
 @pytest.mark.parametrize("kwargs,field", [
     ({"unknown_policy": 3}, "unknown_policy"), ({"unknown_policy": "reject"}, "unknown_policy"),
-    ({"cost_source": 2}, "cost_source"), ({"cost_fixed": COST_MAX + 1}, "cost_fixed"),
+    ({"cost_source": 3}, "cost_source"), ({"cost_fixed": COST_MAX + 1}, "cost_fixed"),
     ({"cost_scale": 1 << 32}, "cost_scale"), ({"cost_scale": -1}, "cost_scale"),
 ])
 def test_config_validation_names_the_field(kwargs, field):

@@ -548,6 +548,20 @@ def test_extras():
     assert d.extra_present == 0 and d.extra_fp == (0, 0, 0, 0)
 
 
+@pytest.mark.parametrize("raw,numeric,value", [
+    (b"4096", True, 4096), (b"0", True, 0), (b"007", True, 7), (b"18446744073709551616", True, U64),
+    (b"1" * 21, False, 0), (b"12a", False, 0), (b"-1", False, 0), (b"1 2", False, 0), (b"  42  ", True, 42),
+])
+def test_extra_slot_0_value_as_a_number(raw, numeric, value):
+    """Extra slot 0's first value, read like Content-Length: the limiter's third cost source."""
+    cfg = ParserConfig(extras=[b"x-max-tokens", b"x-other"])
+    d = parse(b"GET / HTTP/1.1\r\nHost: a\r\nx-other: 9\r\nx-max-tokens:" + raw + b"\r\nx-max-tokens: 1\r\n\r\n", cfg)
+    assert d.complete and not d.errors and d.extra_present == 0b11
+    assert (d.extra_numeric, d.extra_value) == (numeric, value)
+    d = parse(b"GET / HTTP/1.1\r\nHost: a\r\nx-other: 9\r\n\r\n", cfg)
+    assert (d.extra_numeric, d.extra_value) == (False, 0)
+
+
 def test_extras_also_see_builtin_headers():
     """An extra slot naming a built-in header sees its first line, even a line whose own rule fails."""
     cfg = ParserConfig(extras=[b"host", b"content-length"])
@@ -860,6 +874,9 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
             best = entry
     key_source, key = ((KeySource.AUTHORIZATION, auth) if auth is not None else
                        (KeySource.X_API_KEY, xkey) if xkey is not None else (KeySource.NONE, None))
+    # Extra slot 0 as a number: 1..20 ASCII digits, saturated at 2^64 - 1 (docs/parser.md).
+    x0 = extras[0]
+    x0_numeric = x0 is not None and 1 <= len(x0) <= 20 and all(0x30 <= c <= 0x39 for c in x0)
     return Descriptor(
         method=method, version=version, path_len=len(path or b""), path_fp=f(path),
         route_match=best is not None, route_class=best[1] if best else cfg.default_class,
@@ -867,8 +884,9 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
         key_source=key_source, key_len=len(key or b""), key_fp=f(key),
         cl_present=cl is not None, cl_overflow=bool(cl and cl[2]), content_length=cl[1] if cl else 0,
         chunked=chunked, extra_present=sum(1 << i for i, v in enumerate(extras) if v is not None),
-        extra_fp=tuple(f(v) for v in extras), header_len=consumed, header_lines=lines, complete=complete,
-        errors=ErrorFlag(errors))
+        extra_fp=tuple(f(v) for v in extras), extra_numeric=x0_numeric,
+        extra_value=min(int(x0), U64) if x0_numeric else 0,
+        header_len=consumed, header_lines=lines, complete=complete, errors=ErrorFlag(errors))
 
 
 PIECES = [b"GET", b"POST", b"get", b" ", b"  ", b"/", b"/v1/chat", b"?", b"?q=1", b"HTTP/1.1", b"HTTP/1.0",
