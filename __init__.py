@@ -14,8 +14,9 @@ from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream,
                           TransportError, BusError)
 from .host.limiter import TableFull
 from .host.offload import Offload, open
+from .host.pools import PoolInfo, Pools, Route, Routes
 from .host.tenants import Clock, FeatureMissing, TableOpError, TenantInfo, Tenants
 
-__all__ = ["open", "Offload", "Tenants", "TenantInfo", "Clock", "WirespeedError", "DeviceNotFound",
-           "IncompatibleBitstream", "ConfigError", "TransportError", "BusError", "TableFull", "FeatureMissing",
-           "TableOpError"]
+__all__ = ["open", "Offload", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
+           "WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
+           "TableFull", "FeatureMissing", "TableOpError"]

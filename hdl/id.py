@@ -16,6 +16,7 @@ from amaranth.lib.wiring import In
 
 from ..host.regmap import core_regmap
 from .limiter_layouts import LimiterParams
+from .router_layouts import RouterParams
 from .regbank import hw_signature
 
 __all__ = ["CoreParams", "IdBlock", "build_hash", "FEATURES"]
@@ -43,13 +44,19 @@ class CoreParams:
     limiter : LimiterParams or None
         The limiter's parameters. With feature ``limiter`` and no ``limiter``, it is
         ``LimiterParams(capacity=tenants or 4096, clock_hz=clock_hz)``; ``tenants`` and ``clock_hz`` must agree with it.
+    router : RouterParams or None
+        The router's parameters. With feature ``router`` and no ``router``, it is
+        ``RouterParams(table_entries=maglev_size or 8192)``; ``maglev_size`` must agree with it.
+
+    The ``parser`` feature puts the header parser (at ``width_bytes``) in the core.
     """
     width_bytes: int = 8
     tenants: int = 0
     maglev_size: int = 0
     clock_hz: int = 200_000_000
-    features: frozenset = frozenset({"limiter"})
+    features: frozenset = frozenset({"parser", "limiter", "router"})
     limiter: LimiterParams | None = None
+    router: RouterParams | None = None
 
     def __post_init__(self):
         if self.width_bytes not in (4, 8, 16, 32, 64):
@@ -78,8 +85,22 @@ class CoreParams:
             object.__setattr__(self, "tenants", limiter.capacity)
         elif self.tenants:
             raise ValueError(f"tenants ({self.tenants}) needs the limiter feature")
+        router = self.router
+        if router is None and "router" in features:
+            router = RouterParams(table_entries=self.maglev_size or 8192)
+        if router is not None:
+            if not isinstance(router, RouterParams):
+                raise ValueError(f"router must be a RouterParams, got {router!r}")
+            if self.maglev_size not in (0, router.table_entries):
+                raise ValueError(f"maglev_size ({self.maglev_size}) must equal router.table_entries "
+                                 f"({router.table_entries})")
+            features |= {"router"}
+            object.__setattr__(self, "maglev_size", router.table_entries)
+        elif self.maglev_size:
+            raise ValueError(f"maglev_size ({self.maglev_size}) needs the router feature")
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "limiter", limiter)
+        object.__setattr__(self, "router", router)
 
 
 def build_hash(params: CoreParams) -> int:

@@ -13,6 +13,8 @@ from ..host.regmap import core_regmap
 from .axil import AXI4LiteSignature, AXI4LiteTarget
 from .id import CoreParams, IdBlock
 from .limiter import RateLimiter, limiter_resets
+from .parser import HeaderParser
+from .router import Router
 from .regbank import RegisterBank
 
 __all__ = ["WirespeedCore", "core_addr_width", "core_regmap_for"]
@@ -56,6 +58,15 @@ class WirespeedCore(wiring.Component):
             m.submodules.limiter = limiter = RateLimiter(self.params.limiter)
             wiring.connect(m, regs.hw.limiter, limiter.regs)
             m.d.comb += [limiter.i_req.valid.eq(0), limiter.o_verdict.ready.eq(1)]
+        if "parser" in self.params.features:
+            # Registers only until the front end and the pipeline join (issue 6).
+            m.submodules.parser = parser = HeaderParser(self.params.width_bytes)
+            wiring.connect(m, regs.hw.parser, parser.regs)
+            m.d.comb += [parser.i_stream.valid.eq(0), parser.o_stream.ready.eq(1), parser.o_desc.ready.eq(1)]
+        if self.params.router is not None:
+            m.submodules.router = router = Router(self.params.router)
+            wiring.connect(m, regs.hw.router, router.regs)
+            m.d.comb += [router.i_req.valid.eq(0), router.o_route.ready.eq(1)]
         return m
 
 

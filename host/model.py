@@ -3,7 +3,8 @@
 ``wirespeed.open("model")`` ─▶ :class:`ModelTransport` ─▶ :class:`CoreModel` (register bank model + block models)
 
 It answers every register access exactly as the RTL does (see :mod:`.register_model`). The pipelines' models plug
-in here as they are built: the limiter as a :class:`~.limiter_block.LimiterBlock` when the core has one.
+in here as they are built: the limiter as a :class:`~.limiter_block.LimiterBlock` and the router as a
+:class:`~.router_block.RouterBlock` when the core has them. The parser's registers are plain storage here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .errors import BusError, TransportError
 from .limiter_block import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
 from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
+from .router_block import RouterBlock
 from .transport import Transport, check_access
 
 __all__ = ["CoreModel", "ModelTransport", "AXIL_ACCESS_CYCLES"]
@@ -34,6 +36,8 @@ class CoreModel:
         The notional core cycle count: :data:`AXIL_ACCESS_CYCLES` per access. Block models time their events from it.
     limiter : LimiterBlock or None
         The limiter's register-level model, when ``params.limiter`` is set.
+    router : RouterBlock or None
+        The router's register-level model, when ``params.router`` is set.
     """
 
     def __init__(self, params: CoreParams = CoreParams()):
@@ -56,13 +60,15 @@ class CoreModel:
         for feature in FEATURES:
             self.bank.set_hw(f"id.features.{feature}", feature in p.features)
         self.limiter = LimiterBlock(p.limiter, self.bank) if p.limiter is not None else None
-        # Word address -> register name of the registers a block model watches.
+        self.router = RouterBlock(p.router, self.bank) if p.router is not None else None
+        # Word address -> (block model, register name) of the registers a block model watches.
         self._watched = {}
-        if self.limiter is not None:
-            for reg in self.regmap.registers:
-                if reg.name.startswith(LimiterBlock.PREFIX):
-                    for word in range(reg.words):
-                        self._watched[reg.address + 4 * word] = reg.name
+        for block in (self.limiter, self.router):
+            if block is not None:
+                for reg in self.regmap.registers:
+                    if reg.name.startswith(block.PREFIX):
+                        for word in range(reg.words):
+                            self._watched[reg.address + 4 * word] = (block, reg.name)
 
     def _tick(self) -> None:
         self.cycles += AXIL_ACCESS_CYCLES
@@ -70,9 +76,10 @@ class CoreModel:
 
     def read(self, address: int) -> tuple[int, int]:
         self._tick()
-        reg = self._watched.get(address & ~3)
-        if reg is not None:
-            self.limiter.before_read(reg, self.cycles)
+        hit = self._watched.get(address & ~3)
+        if hit is not None:
+            block, reg = hit
+            block.before_read(reg, self.cycles)
         data, resp = self.bank.read(address)
         if resp != OKAY:
             self.bank.incr("id.bus_errors.count")
@@ -84,9 +91,10 @@ class CoreModel:
         if resp != OKAY:
             self.bank.incr("id.bus_errors.count")
         else:
-            reg = self._watched.get(address & ~3)
-            if reg is not None:
-                self.limiter.after_write(reg, self.cycles)
+            hit = self._watched.get(address & ~3)
+            if hit is not None:
+                block, reg = hit
+                block.after_write(reg, self.cycles)
         return resp
 
 

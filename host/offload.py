@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..hdl.id import FEATURES
 from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
+from .pools import Pools, Routes, RoutingCore
 from .regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
 from .tenants import Clock, ClockCore, Tenants, TenantsCore, read_limiter_params
@@ -128,8 +129,13 @@ class Offload:
         The limiter's tenant table (:class:`~.tenants.Tenants`).
     clock : Clock
         The limiter's nanosecond clock (:class:`~.tenants.Clock`).
+    pools : Pools
+        The router's backend pools (:class:`~.pools.Pools`).
+    routes : Routes
+        The route classes: path prefix → pool and hash key (:class:`~.pools.Routes`).
 
-    Both raise :class:`~.tenants.FeatureMissing` on a core without a limiter.
+    ``tenants`` and ``clock`` raise :class:`~.tenants.FeatureMissing` on a core without a limiter, ``pools`` and
+    ``routes`` on a core without a router.
     """
 
     def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None):
@@ -140,6 +146,9 @@ class Offload:
         self._limiter_params = None
         self._tenants = None
         self._clock = None
+        self._routing = None
+        self._pools = None
+        self._routes = None
         try:
             self._run(self.core.check_id())
         except BaseException:
@@ -176,6 +185,28 @@ class Offload:
                 self._limiter()
                 self._clock = Clock(self, ClockCore(self.core.regs))
             return self._clock
+
+    def _routing_core(self) -> RoutingCore:
+        # One core behind both faces: routes and pools share the router's buffers.
+        if self._routing is None:
+            self._routing = self._run(RoutingCore.attach(self.core.regs))
+        return self._routing
+
+    @property
+    def pools(self) -> Pools:
+        """The router's backend pools: set, set_state, get, table (:class:`~.pools.Pools`)."""
+        with self._lock:
+            if self._pools is None:
+                self._pools = Pools(self, self._routing_core())
+            return self._pools
+
+    @property
+    def routes(self) -> Routes:
+        """The route classes: add, remove, default, list (:class:`~.pools.Routes`)."""
+        with self._lock:
+            if self._routes is None:
+                self._routes = Routes(self, self._routing_core())
+            return self._routes
 
     def read_register(self, name: str) -> int:
         """Read a register or field by its map name (``"id.scratch"``, ``"id.version.major"``)."""

@@ -43,11 +43,11 @@ def test_open_model_info_matches_core_params():
 
 
 def test_open_model_with_other_params():
-    p = CoreParams(width_bytes=32, tenants=1024, maglev_size=65537, clock_hz=250_000_000,
+    p = CoreParams(width_bytes=32, tenants=1024, maglev_size=65538, clock_hz=250_000_000,
                    features=frozenset({"parser", "router", "limiter"}))
     with wirespeed.open("model", params=p) as dev:
         info = dev.info()
-    assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (32, 1024, 65537, 250_000_000)
+    assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (32, 1024, 65538, 250_000_000)
     assert info.features == {"parser", "router", "limiter"}
     with pytest.raises(ValueError, match="tenants"):
         CoreParams(tenants=1024, features=frozenset({"parser"}))     # a tenant count needs the limiter
@@ -255,7 +255,7 @@ def test_uio_stand_in_decodes_the_same_info(tmp_path, monkeypatch):
     sysfs = tmp_path / "sysfs"
     sysfs.mkdir()
     monkeypatch.setenv(SYSFS_ENV, str(sysfs))
-    params = CoreParams(width_bytes=16, tenants=4096, maglev_size=251, features=frozenset({"limiter"}))
+    params = CoreParams(width_bytes=16, tenants=4096, maglev_size=252, features=frozenset({"limiter", "router"}))
     image = _register_image(CoreModel(params))
     assert len(image) == REGMAP.size
     dev_path = tmp_path / "uio0"

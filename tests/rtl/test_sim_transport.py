@@ -90,8 +90,8 @@ def test_error_responses_and_counter():
 
 
 def test_parameters_reach_the_id_block():
-    params = CoreParams(width_bytes=16, tenants=16384, maglev_size=65537, clock_hz=250_000_000,
-                        features=frozenset({"parser", "limiter", "router"}))
+    params = CoreParams(width_bytes=16, tenants=16384, maglev_size=65538, clock_hz=250_000_000,
+                        features=frozenset({"limiter", "router"}))
     with Offload(SimTransport(params), "sim") as dev, Offload(ModelTransport(params), "model") as model:
         assert dev.info() == model.info()
         assert dev.info().features == params.features

@@ -28,8 +28,9 @@ def test_info_json(capsys):
     assert result["magic"] == f"0x{MAGIC:08x}" == "0x57535044"
     assert result["build_hash"] == f"0x{build_hash(CoreParams()):08x}"
     assert result["width_bytes"] == CoreParams().width_bytes
-    assert result["features"] == sorted(CoreParams().features) == ["limiter"]
+    assert result["features"] == sorted(CoreParams().features) == ["limiter", "parser", "router"]
     assert result["tenants"] == CoreParams().limiter.capacity == 4096
+    assert result["maglev_size"] == CoreParams().router.table_entries == 8192
 
 
 def test_info_text(capsys):

@@ -44,7 +44,8 @@ def test_unknown_format(tmp_path):
 
 
 def _c_ident(path) -> str:
-    return "__".join(("WIRESPEED_CORE", *path)).upper()
+    """The header's name for a register; array element ``data[3]`` is ``DATA_3``."""
+    return "__".join(("WIRESPEED_CORE", *path)).upper().replace("[", "_").replace("]", "")
 
 
 def test_c_header_compiles_and_matches_regmap(exported, tmp_path):
@@ -85,12 +86,17 @@ def _ipxact_registers(parent, base: int, prefix: tuple) -> dict:
         tag = el.tag.split("}")[-1]
         if tag not in ("register", "registerFile"):
             continue
-        assert el.find("ipxact:dim", IPXACT_NS) is None, "arrays: extend this walker"
         name = el.findtext("ipxact:name", namespaces=IPXACT_NS)
         address = base + _hex(el.findtext("ipxact:addressOffset", namespaces=IPXACT_NS))
-        if tag == "register":
+        dim = el.findtext("ipxact:dim", namespaces=IPXACT_NS)
+        if tag == "register" and dim is not None:          # an array: elements at the register's size apart
+            stride = int(el.findtext("ipxact:size", namespaces=IPXACT_NS)) // 8
+            for i in range(int(dim)):
+                found[".".join(prefix + (f"{name}[{i}]",))] = address + i * stride
+        elif tag == "register":
             found[".".join(prefix + (name,))] = address
         else:
+            assert dim is None, "register file arrays: extend this walker"
             found.update(_ipxact_registers(el, address, prefix + (name,)))
     return found
 
@@ -115,7 +121,7 @@ def test_markdown_and_html(exported):
     assert md.startswith("<!--") and "wirespeed regs --format markdown --out docs" in md.splitlines()[0]
     assert md == render_markdown()
     for reg in core_regmap().registers:
-        assert f"### {reg.path[-1]} register" in md
+        assert f"### {reg.path[-1].split('[')[0]} register" in md     # an array is described once
     html = exported / "html"
     assert (html / "index.html").stat().st_size > 0
     pages = list((html / "content").glob("*.html"))
