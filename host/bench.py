@@ -5,6 +5,7 @@ software paths on this machine.
                    ─▶ :func:`register_access` (model and sim transports)
                    ─▶ :func:`parser_model_rate` (the Python model)
                    ─▶ :func:`limiter_cycles` (StandaloneLimiter on Verilator), :func:`placement_time` (host placement)
+                   ─▶ :func:`router_cycles` (StandaloneRouter on Verilator), :func:`maglev_build` (numpy tables)
 
 Cycle figures are properties of the RTL and do not depend on the machine; rates (per second) do.
 """
@@ -23,7 +24,7 @@ from .parser_registers import configure_ops
 from .registers import Registers, run
 
 __all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
-           "placement_time"]
+           "placement_time", "router_cycles", "maglev_build"]
 
 
 def percentile(values, q: float):
@@ -274,3 +275,102 @@ def placement_time(capacity: int = 16384, keys: int | None = None, seed: int = 1
     elapsed = time.perf_counter() - start
     return {"capacity": capacity, "keys": len(placement), "seconds": round(elapsed, 3), "moves": moves,
             "load_factor": round(placement.load_factor, 4), "stopped_at_table_full": full}
+
+
+def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
+    """Requests through the Verilated router with ``valid`` and ``ready`` held high: 4 pools (one empty, so some
+    verdicts are 503), classes hashing the API key, an extra header or the L4 tuple (IPv4 and IPv6). Returns
+    requests per cycle, the latency from acceptance to verdict, and a check of every verdict against the model."""
+    from ..hdl.router import StandaloneRouter, router_regmap
+    from ..hdl.router_layouts import RouteRequest, RouterParams
+    from ..hdl.router_layouts import RouteVerdict as VerdictLayout
+    from ..sim.pyverilator_shim import VerilatedModel
+    from .router import RouterModel, maglev_table, pack_words
+    from .transport_sim import VerilatedAxiLite
+
+    import numpy as np
+
+    params = params or RouterParams(table_entries=2048, pools=4)
+    top = "router_bench"
+    dut = VerilatedModel(to_verilog(StandaloneRouter(params), top), top)
+    bus = VerilatedAxiLite(dut)
+    regs = Registers(router_regmap())
+    rng = random.Random(seed)
+    model = RouterModel(params)
+    key = bytes(rng.getrandbits(8) for _ in range(40))
+    for i in range(10):
+        run(regs.write(f"key[{i}]", int.from_bytes(key[4 * i:4 * i + 4], "big")), bus)
+    model.set_key(key)
+    entries = np.zeros(params.words * params.ids_per_word, dtype=np.uint32)
+    sizes = [509, 251, 0, 1021][:params.pools]
+    base = 0
+    for index, m in enumerate(sizes):
+        backends = rng.sample(range(1 << params.id_bits), 8) if m else []
+        for reg, value in (("pool_base", base), ("pool_size", m | (int(bool(m)) << 31)),
+                           ("pool_commit", index | 1 << 31)):
+            run(regs.write(reg, value), bus)
+        model.commit_pool(index, base, m, bool(m))
+        if m:
+            entries[base:base + m] = maglev_table(m, backends)
+        base += m
+    for c in range(16):
+        pool, key_sel = c % params.pools, c % 3
+        run(regs.write("class_stage", pool | key_sel << 4), bus)
+        run(regs.write("class_commit", c | 1 << 31), bus)
+        model.commit_class(c, pool, key_sel, 0)
+    run(regs.write("table_addr", 0), bus)
+    for addr, w in enumerate(pack_words(entries, params.id_bits)):
+        run(regs.write("table_wdata", int(w)), bus)
+        model.write_word(addr, int(w))
+    run(regs.write("swap", 1), bus)
+    model.swap()
+    bus.tick(4)
+
+    offsets = {name: f.offset for name, f in RouteRequest}
+    requests = []
+    for _ in range(count):
+        v6 = rng.random() < 0.5
+        fields = dict(route_class=rng.randrange(16), key_present=1, key_fp=rng.getrandbits(64), extra_present=1,
+                      l4_valid=1, l4_v6=int(v6), l4_ports=1, l4_src=rng.getrandbits(128 if v6 else 32),
+                      l4_dst=rng.getrandbits(128 if v6 else 32), l4_sport=rng.getrandbits(16),
+                      l4_dport=rng.getrandbits(16))
+        extra = tuple(rng.getrandbits(64) for _ in range(4))
+        bits = sum(v << offsets[k] for k, v in fields.items())
+        bits |= sum(fp << (offsets["extra_fp"] + 64 * i) for i, fp in enumerate(extra))
+        requests.append((bits, dict(fields, extra_fp=extra)))
+
+    from types import SimpleNamespace
+    vmask = (1 << VerdictLayout.as_shape().size) - 1
+    dut["o_route__ready"] = 1
+    accepted_at, latencies, expected = [], [], []
+    mismatches = got = cycle = 0
+    while got < count:
+        offering = len(accepted_at) < count
+        if offering:
+            dut["i_req__payload"] = requests[len(accepted_at)][0]
+        dut["i_req__valid"] = int(offering)
+        dut.eval()
+        if offering and dut["i_req__ready"]:
+            accepted_at.append(cycle)
+            expected.append(model.route(SimpleNamespace(**requests[len(accepted_at) - 1][1])))
+        if dut["o_route__valid"]:
+            mismatches += (dut["o_route__payload"] & vmask) != expected[got].to_bits()
+            latencies.append(cycle - accepted_at[got])
+            got += 1
+        bus.tick()
+        cycle += 1
+        if cycle > 2 * count + 1000:
+            raise RuntimeError("router stalled in the bench")
+    dut["i_req__valid"] = 0
+    span = accepted_at[-1] - accepted_at[0] + 1
+    return {"table_entries": params.table_entries, "id_bits": params.id_bits, "requests": count, "cycles": span,
+            "requests_per_cycle": round(count / span, 4),
+            "latency_cycles": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                               "max": max(latencies)},
+            "routed": model.routed, "unavailable": model.unavailable, "verdict_mismatches": mismatches}
+
+
+def maglev_build(n_list=(1000, 100, 10, 1), m: int = 65537, repeat: int = 5) -> list:
+    """Host Maglev table builds (numpy) for M = ``m`` and each backend count: best-of-``repeat`` time."""
+    from .router import maglev_build_time
+    return [maglev_build_time(m=m, n=n, repeat=repeat) for n in n_list]

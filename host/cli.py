@@ -105,7 +105,7 @@ def cmd_bench(args) -> dict:
     from . import bench
     quiet = args.json
     report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
-              "placement": []}
+              "placement": [], "router_rtl": None, "maglev_build": []}
     for uri in args.uri:
         _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
         report["register_access"][uri] = bench.register_access(uri, args.accesses)
@@ -127,6 +127,11 @@ def cmd_bench(args) -> dict:
     _status(f"tenant placement: filling {args.placement_capacity} slots ...", quiet)
     report["placement"].append(bench.placement_time(args.placement_capacity))
     report["placement"].append(bench.placement_time(2 * args.placement_capacity, args.placement_capacity))
+    if args.router_requests:
+        _status(f"router RTL: {args.router_requests} requests (first run compiles the RTL) ...", quiet)
+        report["router_rtl"] = bench.router_cycles(args.router_requests)
+    _status("Maglev table builds (numpy), M = 65537 ...", quiet)
+    report["maglev_build"] = bench.maglev_build(tuple(args.maglev_backends))
     if not quiet:
         for uri, e in report["register_access"].items():
             line = f"registers on {uri:>5}: {e['accesses_per_s']:>9,} accesses/s"
@@ -157,9 +162,20 @@ def cmd_bench(args) -> dict:
             print(f"tenant placement: {r['keys']:,} keys into {r['capacity']:,} slots in {r['seconds']:.3f} s "
                   f"(load factor {r['load_factor']:.4f}, {r['moves']} relocations"
                   f"{', stopped at TableFull' if r['stopped_at_table_full'] else ''})")
+        r = report["router_rtl"]
+        if r:
+            lat = r["latency_cycles"]
+            print(f"router RTL, valid and ready held high: {r['requests_per_cycle']:.4f} requests/cycle over "
+                  f"{r['requests']} requests, latency p50/p99/max {lat['p50']}/{lat['p99']}/{lat['max']} cycles, "
+                  f"{r['routed']} routed, {r['unavailable']} 503, {r['verdict_mismatches']} mismatches")
+        for b in report["maglev_build"]:
+            print(f"Maglev build (numpy): M = {b['m']:,}, {b['backends']:>5} backends: {b['best_ms']:.1f} ms "
+                  f"(best of {b['repeat']}), median {b['median_ms']:.1f} ms")
     bad = [r for r in report["parser_rtl"] if r["descriptor_mismatches"]]
     if bad:
         raise WirespeedError(f"RTL descriptors differ from the model in {len(bad)} runs")
+    if report["router_rtl"] and report["router_rtl"]["verdict_mismatches"]:
+        raise WirespeedError("router RTL verdicts differ from the model")
     bad = [r for r in report["limiter_rtl"] if r["verdict_mismatches"]]
     if bad:
         raise WirespeedError(f"RTL verdicts differ from the model in {len(bad)} limiter runs")
@@ -204,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limiter-requests", type=int, default=20_000,
                     help="requests through the limiter RTL (0: skip the limiter runs)")
     sp.add_argument("--placement-capacity", type=int, default=16_384, help="tenant slots for the placement timing")
+    sp.add_argument("--router-requests", type=int, default=20_000,
+                    help="requests through the router RTL (0: skip the router run)")
+    sp.add_argument("--maglev-backends", type=int, nargs="*", default=[1000, 100, 10, 1],
+                    help="backend counts for the Maglev build timing (M = 65537)")
     return p
 
 
