@@ -82,3 +82,24 @@ def test_pool_session_sim_equals_model():
                      "parser.extra_ctrl"):
             assert sim.read_register(name) == model.read_register(name), name
         assert pack_words(entries, sim.pools.params.id_bits).tolist() == buffers["sim"][1].tolist()
+
+
+@pytest.mark.rtl
+def test_one_pool_of_65537_entries_on_the_rtl():
+    """The ECP5-85 target: one pool of M = 65 537 with 1 000 backends, written into the RTL's table and read back."""
+    from wirespeed.hdl.id import CoreParams
+    from wirespeed.host.model import ModelTransport
+    from wirespeed.host.offload import Offload
+    from wirespeed.host.transport_sim import SimTransport
+
+    params = CoreParams(maglev_size=65538, features=frozenset({"router"}))
+    backends = list(range(1000, 2000))
+    with Offload(SimTransport(params), "sim") as dev:
+        info = dev.pools.set(0, backends, size=65537)
+        assert (info.size, info.base) == (65537, 0)
+        dev.write_register("router.swap", 1)                 # the active buffer becomes the shadow: read it back
+        entries = unpack_words(_read_buffer(dev, dev.pools.params.words), 16)
+    want = maglev_table(65537, backends)
+    assert np.array_equal(entries[:65537], want)
+    counts = np.bincount(want, minlength=2000)[1000:]
+    assert set(counts.tolist()) <= {65537 // 1000, 65537 // 1000 + 1}
