@@ -8,6 +8,9 @@ import pytest
 from amaranth.lib.memory import Memory
 
 from wirespeed.hdl.limiter import RateLimiter
+
+# The test elaborates modules only to inspect their memories.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 from wirespeed.hdl.limiter_layouts import LimiterParams
 
 ECP5_85_EBR = 208
