@@ -27,7 +27,7 @@ def _status(msg: str, quiet: bool) -> None:
 def _open(uri: str, quiet: bool):
     from .offload import open as ws_open
     if uri == "sim":
-        _status("elaborating the core and loading the Verilated RTL (the first run compiles it, ~10 s) ...", quiet)
+        _status("elaborating the core and loading the Verilated RTL (the first run compiles it, about a minute) ...", quiet)
     return ws_open(uri)
 
 
