@@ -14,6 +14,7 @@ URIs::
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
 from .pools import Pools, Routes, RoutingCore
 from .regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
-from .tenants import Clock, ClockCore, Tenants, TenantsCore, read_limiter_params
+from .tenants import Clock, ClockCore, FeatureMissing, Tenants, TenantsCore, read_limiter_params
 from .transport import AsyncTransport, Transport
 
 __all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
@@ -231,17 +232,40 @@ class Offload:
 
 
 class AsyncOffload:
-    """The same driver over an :class:`AsyncTransport`, for cocotb testbenches: ``await AsyncOffload.open(t)``."""
+    """The same driver over an :class:`AsyncTransport`, for cocotb testbenches: ``await AsyncOffload.open(t)``.
+
+    ``tenants``, ``clock``, ``pools`` and ``routes`` are the same objects as on :class:`Offload`; their methods that
+    touch the device return awaitables here (``await dev.tenants.add(...)``, ``await dev.clock.now()``; set the
+    clock rate with ``await dev.clock.set_ns_per_cycle(x)``). Calls are serialised by an asyncio lock.
+    """
 
     def __init__(self, transport: AsyncTransport, core: OffloadCore | None = None):
         self.transport = transport
         self.core = core or OffloadCore()
+        self._lock = threading.RLock()          # guards driver state, never held across an await
+        self._alock = asyncio.Lock()
+        self._limiter_params = None
+        self._routing = None
+        self._tenants = self._clock = self._pools = self._routes = None
 
     @classmethod
     async def open(cls, transport: AsyncTransport) -> "AsyncOffload":
+        """Check the ID block and read the parameters of the pipelines the core has."""
         self = cls(transport)
         await arun(self.core.check_id(), transport)
+        features = (await self.info()).features
+        if "limiter" in features:
+            self._limiter_params = await arun(read_limiter_params(self.core.regs), transport)
+        if "router" in features:
+            self._routing = await arun(RoutingCore.attach(self.core.regs), transport)
         return self
+
+    def _run(self, ops):
+        return self._arun(ops)
+
+    async def _arun(self, ops):
+        async with self._alock:
+            return await arun(ops, self.transport)
 
     async def info(self) -> DeviceInfo:
         return await arun(self.core.info(), self.transport)
@@ -251,6 +275,38 @@ class AsyncOffload:
 
     async def write_register(self, name: str, value: int) -> None:
         await arun(self.core.regs.write(name, value), self.transport)
+
+    @property
+    def tenants(self) -> Tenants:
+        if self._limiter_params is None:
+            raise FeatureMissing("limiter")
+        if self._tenants is None:
+            self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter_params))
+        return self._tenants
+
+    @property
+    def clock(self) -> Clock:
+        if self._limiter_params is None:
+            raise FeatureMissing("limiter")
+        if self._clock is None:
+            self._clock = Clock(self, ClockCore(self.core.regs))
+        return self._clock
+
+    @property
+    def pools(self) -> Pools:
+        if self._routing is None:
+            raise FeatureMissing("router")
+        if self._pools is None:
+            self._pools = Pools(self, self._routing)
+        return self._pools
+
+    @property
+    def routes(self) -> Routes:
+        if self._routing is None:
+            raise FeatureMissing("router")
+        if self._routes is None:
+            self._routes = Routes(self, self._routing)
+        return self._routes
 
 
 def open(uri: str = "model", **options) -> Offload:

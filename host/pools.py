@@ -783,7 +783,7 @@ class Routes:
         """Set the router's 40-byte Toeplitz key (write-only; all zero at reset, which hashes every key to 0).
 
         Set a secret random key before serving traffic, so clients cannot steer their requests' hashes."""
-        self._run(self.core.set_hash_key(key))
+        return self._run(self.core.set_hash_key(key))
 
     def __len__(self) -> int:
         with self._offload._lock:

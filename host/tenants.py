@@ -486,11 +486,11 @@ class Tenants:
     def debit(self, api_key, tokens: int) -> None:
         """Take ``tokens`` (0..2³²−1) from the tenant's token bucket, saturating at 0 (e.g. the LLM tokens a
         response used beyond the request's cost). Queued; it applies within a few cycles without traffic."""
-        self._run(self.core.command(api_key, tokens, refund=False))
+        return self._run(self.core.command(api_key, tokens, refund=False))
 
     def refund(self, api_key, tokens: int) -> None:
         """Give ``tokens`` (0..2³²−1) back to the tenant's token bucket, capped at its ``token_burst``."""
-        self._run(self.core.command(api_key, tokens, refund=True))
+        return self._run(self.core.command(api_key, tokens, refund=True))
 
     def set_default(self, api_key) -> int:
         """Make this tenant's buckets the ones unknown keys use under ``unknown_policy="default"``; returns its slot."""
@@ -514,7 +514,7 @@ class Tenants:
         cost_scale : int
             Tokens per body byte, 16.16 fixed point, 0..2³²−1.
         """
-        self._run(self.core.configure(unknown_policy, cost_source, cost_fixed, cost_scale))
+        return self._run(self.core.configure(unknown_policy, cost_source, cost_fixed, cost_scale))
 
     def set_fingerprint_key(self, poly: int, seed: int) -> None:
         """Fingerprint key text with the parser's ``fp_poly``/``fp_seed`` when they are not the reset values."""
@@ -616,7 +616,11 @@ class Clock:
 
     def step(self, ns: int) -> None:
         """Add ``ns`` to the clock, forward or backward (|ns| < 2⁶³)."""
-        self._offload._run(self.core.step(ns))
+        return self._offload._run(self.core.step(ns))
+
+    def set_ns_per_cycle(self, value) -> None:
+        """Set :attr:`ns_per_cycle` (a method, so that ``AsyncOffload`` callers can await it)."""
+        return self._offload._run(self.core.set_ns_per_cycle(value))
 
     @property
     def ns_per_cycle(self) -> Fraction:
