@@ -9,8 +9,6 @@ from amaranth.lib.memory import Memory
 
 from wirespeed.hdl.limiter import RateLimiter
 
-# The test elaborates modules only to inspect their memories.
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 from wirespeed.hdl.limiter_layouts import LimiterParams
 
 ECP5_85_EBR = 208
@@ -19,7 +17,11 @@ ECP5_PROFILE = LimiterParams(capacity=16384, tick_log2=9, req_burst_bits=16, cos
 
 
 def memories(params):
-    m = RateLimiter(params).elaborate(None)
+    limiter = RateLimiter(params)
+    m = limiter.elaborate(None)
+    # Elaborated only to inspect the memories: tell Amaranth these objects are not forgotten design parts.
+    for obj in (limiter, m, *(sub for sub, _ in m._named_submodules.values())):
+        obj._MustUse__silence = True
     return {name: sub for name, (sub, _) in m._named_submodules.items() if isinstance(sub, Memory)}
 
 
