@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..hdl.limiter_layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
 from .limiter import LimiterConfig, LimiterModel
-from .register_model import RegisterBankModel
+from .register_model import BlockModel, RegisterBankModel
 
 __all__ = ["LimiterBlock", "ClockModel", "WRITE_EFFECT_CYCLE", "STEP_PULSE_CYCLE", "READ_SAMPLE_CYCLE",
            "OP_NOW_CYCLE", "COUNTERS"]
@@ -74,7 +74,7 @@ class ClockModel:
         self.cycle = cycle + 1
 
 
-class LimiterBlock:
+class LimiterBlock(BlockModel):
     """The limiter's registers as the RTL drives them, around a :class:`~.limiter.LimiterModel`.
 
     Parameters
@@ -94,15 +94,13 @@ class LimiterBlock:
     """
 
     PREFIX = "limiter."
+    COUNTERS = COUNTERS
 
     def __init__(self, params: LimiterParams, bank: RegisterBankModel):
+        super().__init__(bank)
         self.params = params
-        self.bank = bank
-        self.regmap = bank.regmap
         self.model = LimiterModel(params, LimiterConfig())
         self.clock = ClockModel(bank.value("limiter.clock_ns_per_cycle"))
-        self._pulses_seen: dict[str, int] = {}
-        self._mirrored = dict.fromkeys(COUNTERS, 0)
         p = params
         for name, value in {
             "params.plans": p.plans, "params.tick_log2": p.tick_log2, "params.counter_bits": p.counter_bits,
@@ -113,25 +111,6 @@ class LimiterBlock:
             bank.set_hw(self.PREFIX + name, value)
         self._apply_config()
         self._sync()
-
-    # -- bank access --
-
-    def _field(self, reg: str, name: str) -> int:
-        f = self.regmap[self.PREFIX + reg].field(name)
-        return (self.bank.value(self.PREFIX + reg) & f.mask) >> f.lsb
-
-    def _value(self, reg: str) -> int:
-        return self.bank.value(self.PREFIX + reg)
-
-    def _set(self, name: str, value: int) -> None:
-        self.bank.set_hw(self.PREFIX + name, value)
-
-    def _fired(self, name: str) -> bool:
-        """Whether the pulse field ``name`` fired since the last look."""
-        count = self.bank.pulses[(self.PREFIX + name, 0)]
-        fired = count != self._pulses_seen.get(name, 0)
-        self._pulses_seen[name] = count
-        return fired
 
     # -- bus events (called by CoreModel) --
 
@@ -200,9 +179,4 @@ class LimiterBlock:
         slot = self.model.default_slot
         self._set("default_slot.slot", slot)
         self._set("default_slot.valid", int(self.model.default_valid))
-        for name in COUNTERS:
-            value = getattr(self.model, name)
-            delta = (value - self._mirrored[name]) & _U64
-            if delta:
-                self.bank.incr(f"{self.PREFIX}{name}.count", delta)
-                self._mirrored[name] = value
+        self._mirror_counters(self.model)

@@ -137,3 +137,47 @@ class RegisterBankModel:
                 m = f.mask & lanes
                 self.state[reg.name] = (self.state[reg.name] & ~m) | (data & m)
         return OKAY
+
+
+class BlockModel:
+    """Base of a block's register-level model (``limiter_block``, ``router_block``): access to the block's fields in
+    the core's bank, pulse detection, and counters that mirror a model's.
+
+    Subclasses set :attr:`PREFIX` (``"limiter."``) and :attr:`COUNTERS` (register names under it whose ``count``
+    field follows the model attribute of the same name).
+    """
+
+    PREFIX = ""
+    COUNTERS: tuple = ()
+
+    def __init__(self, bank: RegisterBankModel):
+        self.bank = bank
+        self.regmap = bank.regmap
+        self._pulses_seen: dict[str, int] = {}
+        self._mirrored = dict.fromkeys(self.COUNTERS, 0)
+
+    def _field(self, reg: str, name: str) -> int:
+        f = self.regmap[self.PREFIX + reg].field(name)
+        return (self.bank.value(self.PREFIX + reg) & f.mask) >> f.lsb
+
+    def _value(self, reg: str) -> int:
+        return self.bank.value(self.PREFIX + reg)
+
+    def _set(self, name: str, value: int) -> None:
+        self.bank.set_hw(self.PREFIX + name, value)
+
+    def _fired(self, name: str) -> bool:
+        """Whether the pulse field ``name`` fired since the last look."""
+        count = self.bank.pulses[(self.PREFIX + name, 0)]
+        fired = count != self._pulses_seen.get(name, 0)
+        self._pulses_seen[name] = count
+        return fired
+
+    def _mirror_counters(self, model) -> None:
+        """Count in the bank what ``model``'s counters advanced since the last call (64-bit wrap)."""
+        for name in self.COUNTERS:
+            value = getattr(model, name)
+            delta = (value - self._mirrored[name]) & ((1 << 64) - 1)
+            if delta:
+                self.bank.incr(f"{self.PREFIX}{name}.count", delta)
+                self._mirrored[name] = value

@@ -14,7 +14,7 @@ reads 0 here; in the RTL it stays high for a few cycles after a swap.
 from __future__ import annotations
 
 from ..hdl.router_layouts import CLASSES, RouterParams
-from .register_model import RegisterBankModel
+from .register_model import BlockModel, RegisterBankModel
 from .router import RouterModel
 
 __all__ = ["RouterBlock", "COUNTERS"]
@@ -22,10 +22,9 @@ __all__ = ["RouterBlock", "COUNTERS"]
 #: Counters the block mirrors from the model, by register name under ``router.``.
 COUNTERS = ("routed", "unavailable", "swaps")
 
-_U64 = (1 << 64) - 1
 
 
-class RouterBlock:
+class RouterBlock(BlockModel):
     """The router's registers as the RTL drives them, around a :class:`~.router.RouterModel`.
 
     Parameters
@@ -43,34 +42,16 @@ class RouterBlock:
     """
 
     PREFIX = "router."
+    COUNTERS = COUNTERS
 
     def __init__(self, params: RouterParams, bank: RegisterBankModel):
+        super().__init__(bank)
         self.params = params
-        self.bank = bank
-        self.regmap = bank.regmap
         self.model = RouterModel(params)
-        self._pulses_seen: dict[str, int] = {}
-        self._mirrored = dict.fromkeys(COUNTERS, 0)
         for name, value in {"params.table_entries": params.table_entries, "params.id_bits": params.id_bits,
                             "sizes.pools": params.pools, "sizes.classes": CLASSES, "status.busy": 0}.items():
             bank.set_hw(self.PREFIX + name, value)
         self._sync()
-
-    # -- bank access --
-
-    def _field(self, reg: str, name: str) -> int:
-        f = self.regmap[self.PREFIX + reg].field(name)
-        return (self.bank.value(self.PREFIX + reg) & f.mask) >> f.lsb
-
-    def _value(self, reg: str) -> int:
-        return self.bank.value(self.PREFIX + reg)
-
-    def _fired(self, name: str) -> bool:
-        """Whether the pulse field ``name`` fired since the last look."""
-        count = self.bank.pulses[(self.PREFIX + name, 0)]
-        fired = count != self._pulses_seen.get(name, 0)
-        self._pulses_seen[name] = count
-        return fired
 
     # -- bus events (called by CoreModel) --
 
@@ -118,9 +99,4 @@ class RouterBlock:
     def _sync(self) -> None:
         """Drive the fields that follow the model: the active buffer and the counters."""
         self.bank.set_hw("router.status.active", int(self.model.active))
-        for name in COUNTERS:
-            value = getattr(self.model, name)
-            delta = (value - self._mirrored[name]) & _U64
-            if delta:
-                self.bank.incr(f"{self.PREFIX}{name}.count", delta)
-                self._mirrored[name] = value
+        self._mirror_counters(self.model)
