@@ -179,6 +179,34 @@ def _limiter_setup(bus, params, model, tenants: int, rng):
     return keys, now
 
 
+def _stream(dut, bus, out: str, bits: list, expected: list, vmask: int, what: str) -> tuple:
+    """Offer ``bits`` on ``i_req`` with ``valid`` and ``<out>.ready`` held high, and compare each verdict (the payload
+    under ``vmask``) with ``expected[k].to_bits()``. Returns (cycles from first to last acceptance, latency of each
+    verdict in cycles after its acceptance, mismatches)."""
+    count = len(bits)
+    dut[f"{out}__ready"] = 1
+    accepted_at, latencies = [], []
+    mismatches = got = cycle = 0
+    while got < count:
+        offering = len(accepted_at) < count
+        if offering:
+            dut["i_req__payload"] = bits[len(accepted_at)]
+        dut["i_req__valid"] = int(offering)
+        dut.eval()
+        if offering and dut["i_req__ready"]:
+            accepted_at.append(cycle)
+        if dut[f"{out}__valid"]:
+            mismatches += (dut[f"{out}__payload"] & vmask) != expected[got].to_bits()
+            latencies.append(cycle - accepted_at[got])
+            got += 1
+        bus.tick()
+        cycle += 1
+        if cycle > 2 * count + 1000:
+            raise RuntimeError(f"{what} stalled in the bench")
+    dut["i_req__valid"] = 0
+    return accepted_at[-1] - accepted_at[0] + 1, latencies, mismatches
+
+
 def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int = 200, seed: int = 1,
                    params=None) -> dict:
     """Requests through the Verilated limiter with ``valid`` and ``ready`` held high.
@@ -224,29 +252,11 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
         requests.append((bits, model.decide(desc, now)))
 
     vmask = (1 << VerdictLayout.as_shape().size) - 1
-    dut["o_verdict__ready"] = 1
-    accepted_at, latencies, outcomes = [], [], {}
-    mismatches = got = cycle = 0
-    while got < count:
-        offering = len(accepted_at) < count
-        if offering:
-            dut["i_req__payload"] = requests[len(accepted_at)][0]
-        dut["i_req__valid"] = int(offering)
-        dut.eval()
-        if offering and dut["i_req__ready"]:
-            accepted_at.append(cycle)
-        if dut["o_verdict__valid"]:
-            want = requests[got][1]
-            mismatches += (dut["o_verdict__payload"] & vmask) != want.to_bits()
-            outcomes[want.status] = outcomes.get(want.status, 0) + 1
-            latencies.append(cycle - accepted_at[got])
-            got += 1
-        bus.tick()
-        cycle += 1
-        if cycle > 2 * count + 1000:
-            raise RuntimeError("limiter stalled in the bench")
-    dut["i_req__valid"] = 0
-    span = accepted_at[-1] - accepted_at[0] + 1
+    verdicts = [v for _, v in requests]
+    span, latencies, mismatches = _stream(dut, bus, "o_verdict", [b for b, _ in requests], verdicts, vmask, "limiter")
+    outcomes = {}
+    for v in verdicts:
+        outcomes[v.status] = outcomes.get(v.status, 0) + 1
     return {
         "capacity": params.capacity, "tick_log2": params.tick_log2, "requests": count, "tenants": len(keys),
         "hot_fraction": hot_fraction, "cycles": span, "decisions_per_cycle": round(count / span, 4),
@@ -341,28 +351,8 @@ def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
 
     from types import SimpleNamespace
     vmask = (1 << VerdictLayout.as_shape().size) - 1
-    dut["o_route__ready"] = 1
-    accepted_at, latencies, expected = [], [], []
-    mismatches = got = cycle = 0
-    while got < count:
-        offering = len(accepted_at) < count
-        if offering:
-            dut["i_req__payload"] = requests[len(accepted_at)][0]
-        dut["i_req__valid"] = int(offering)
-        dut.eval()
-        if offering and dut["i_req__ready"]:
-            accepted_at.append(cycle)
-            expected.append(model.route(SimpleNamespace(**requests[len(accepted_at) - 1][1])))
-        if dut["o_route__valid"]:
-            mismatches += (dut["o_route__payload"] & vmask) != expected[got].to_bits()
-            latencies.append(cycle - accepted_at[got])
-            got += 1
-        bus.tick()
-        cycle += 1
-        if cycle > 2 * count + 1000:
-            raise RuntimeError("router stalled in the bench")
-    dut["i_req__valid"] = 0
-    span = accepted_at[-1] - accepted_at[0] + 1
+    expected = [model.route(SimpleNamespace(**fields)) for _, fields in requests]     # in acceptance order
+    span, latencies, mismatches = _stream(dut, bus, "o_route", [b for b, _ in requests], expected, vmask, "router")
     return {"table_entries": params.table_entries, "id_bits": params.id_bits, "requests": count, "cycles": span,
             "requests_per_cycle": round(count / span, 4),
             "latency_cycles": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
