@@ -55,12 +55,16 @@ if cocotb is not None:
             self.dut.rst.value = 0
             await ClockCycles(self.dut.clk, 2)
 
+    def core_params() -> CoreParams:
+        """The CoreParams test_core_id passed (as JSON)."""
+        p = param("params")
+        return CoreParams(**{**p, "features": frozenset(p["features"]),
+                             "limiter": p["limiter"] and LimiterParams(**p["limiter"]),
+                             "router": p["router"] and RouterParams(**p["router"])})
+
     @cocotb.test()
     async def info_matches_model(dut):
-        p = param("params")
-        params = CoreParams(**{**p, "features": frozenset(p["features"]),
-                               "limiter": p["limiter"] and LimiterParams(**p["limiter"]),
-                               "router": p["router"] and RouterParams(**p["router"])})
+        params = core_params()
         tb = TB(dut)
         await tb.reset()
         dev = await AsyncOffload.open(tb.transport)
@@ -96,10 +100,7 @@ if cocotb is not None:
     @cocotb.test()
     async def async_driver_matches_model(dut):
         """AsyncOffload's tenants, clock, pools and routes on the RTL give what Offload gives on the model."""
-        p = param("params")
-        params = CoreParams(**{**p, "features": frozenset(p["features"]),
-                               "limiter": p["limiter"] and LimiterParams(**p["limiter"]),
-                               "router": p["router"] and RouterParams(**p["router"])})
+        params = core_params()
         from wirespeed.host.model import ModelTransport
         from wirespeed.host.offload import Offload
         tb = TB(dut)
