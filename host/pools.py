@@ -27,7 +27,7 @@ from .parser import ParserConfig
 from .parser_registers import pack_bytes
 from .registers import Registers, Write
 from .router import is_prime, maglev_table, pack_words
-from .tenants import FeatureMissing, TableOpError, _pack, _unpack
+from .tenants import FeatureMissing, TableOpError, _pack, _unpack, read_features
 
 __all__ = ["Pools", "Routes", "PoolInfo", "Route", "RoutingCore", "read_router_params", "default_pool_size",
            "DEFAULT_POOL_SIZE", "STATES", "SWAP_POLLS", "DEFAULT_CLASS"]
@@ -72,10 +72,7 @@ def read_router_params(regs: Registers):
         If the parameters are not ones this driver can use.
     """
     m = regs.regmap
-    bits = yield from regs.read("id.features")
-    features = frozenset(f.name for f in m["id.features"].fields if (bits & f.mask) >> f.lsb)
-    if "router" not in features:
-        raise FeatureMissing("router")
+    features = yield from read_features(regs, need="router")
     maglev = yield from regs.read("id.params_maglev")
     params = yield from regs.read("router.params")
     sizes = yield from regs.read("router.sizes")

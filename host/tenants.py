@@ -24,7 +24,7 @@ from .regmap import RegMap
 from .registers import Registers
 
 __all__ = ["Tenants", "TenantInfo", "Clock", "TenantsCore", "ClockCore", "FeatureMissing", "TableOpError",
-           "read_limiter_params", "TABLE_OP_POLLS", "CMD_POLLS", "AMOUNT_MAX"]
+           "read_limiter_params", "read_features", "TABLE_OP_POLLS", "CMD_POLLS", "AMOUNT_MAX"]
 
 #: Reads of ``tbl_status`` a table op may stay busy for before the driver gives up. An op takes a few cycles and one
 #: read takes several, so the first read normally finds it done.
@@ -125,6 +125,18 @@ def _unpack(regmap: RegMap, reg: str, value: int, name: str) -> int:
     return (value & f.mask) >> f.lsb
 
 
+def read_features(regs: Registers, need: str | None = None):
+    """The names of the pipelines the core has (``id.features``), as a frozenset (an operation generator).
+
+    Raises :class:`FeatureMissing` if ``need`` is given and the core lacks it.
+    """
+    bits = yield from regs.read("id.features")
+    features = frozenset(f.name for f in regs.regmap["id.features"].fields if (bits & f.mask) >> f.lsb)
+    if need is not None and need not in features:
+        raise FeatureMissing(need)
+    return features
+
+
 def read_limiter_params(regs: Registers):
     """Read the core's limiter parameters from the ID and limiter registers (an operation generator).
 
@@ -140,9 +152,7 @@ def read_limiter_params(regs: Registers):
         If the parameters are not ones this driver can use.
     """
     m = regs.regmap
-    features = yield from regs.read("id.features")
-    if not _unpack(m, "id.features", features, "limiter"):
-        raise FeatureMissing("limiter")
+    yield from read_features(regs, need="limiter")
     tenants = yield from regs.read("id.params_tenants")
     clock_hz = yield from regs.read("id.params_clock.hz")
     params = yield from regs.read("limiter.params")
