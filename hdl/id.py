@@ -48,7 +48,13 @@ class CoreParams:
         The router's parameters. With feature ``router`` and no ``router``, it is
         ``RouterParams(table_entries=maglev_size or 8192)``; ``maglev_size`` must agree with it.
 
-    The ``parser`` feature puts the header parser (at ``width_bytes``) in the core.
+    submit_bytes : int
+        Size of the MMIO submit window in bytes (a multiple of 4·W, at least the parser's default header limit + 1
+        so that the driver never needs to split a header block).
+
+    The ``parser`` feature puts the header parser (at ``width_bytes``) in the core. With the parser, the limiter and
+    the router, the core is the whole offload pipeline, and the ``frontend`` and ``submit`` features come with it
+    (``docs/pipeline.md``).
     """
     width_bytes: int = 8
     tenants: int = 0
@@ -57,6 +63,7 @@ class CoreParams:
     features: frozenset = frozenset({"parser", "limiter", "router"})
     limiter: LimiterParams | None = None
     router: RouterParams | None = None
+    submit_bytes: int = 16384
 
     def __post_init__(self):
         if self.width_bytes not in (4, 8, 16, 32, 64):
@@ -98,6 +105,13 @@ class CoreParams:
             object.__setattr__(self, "maglev_size", router.table_entries)
         elif self.maglev_size:
             raise ValueError(f"maglev_size ({self.maglev_size}) needs the router feature")
+        if {"parser", "limiter", "router"} <= features:
+            features |= {"frontend", "submit"}
+        elif features & {"frontend", "submit"}:
+            raise ValueError("features frontend and submit need the whole pipeline: parser, limiter and router")
+        if self.submit_bytes % (4 * self.width_bytes) or not 8704 <= self.submit_bytes <= 1 << 20:
+            raise ValueError(f"submit_bytes = {self.submit_bytes!r}: must be a multiple of {4 * self.width_bytes} "
+                             f"in 8704..1048576 (the default header limit 8192 + 1, rounded up, fits)")
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "limiter", limiter)
         object.__setattr__(self, "router", router)

@@ -1,21 +1,25 @@
-"""The wirespeed core: AXI4-Lite register access and every pipeline, at one bus beat per clock.
+"""The wirespeed core: AXI4-Lite register access and the offload pipeline, at one bus beat per clock.
 
 AXI4-Lite ─▶ :class:`~.axil.AXI4LiteTarget` ─▶ :class:`~.regbank.RegisterBank` (from ``core.rdl``) ─▶ blocks
+s_axis ─▶ :class:`~.pipeline.OffloadPipeline` ─▶ m_axis (packets, verdict in tuser), m_verdict (records)
 """
 
 from __future__ import annotations
 
 from amaranth import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from ..host.regmap import core_regmap
 from .axil import AXI4LiteSignature, AXI4LiteTarget
 from .id import CoreParams, IdBlock
+from .axis import AXIStreamSignature
 from .limiter import RateLimiter, limiter_resets
 from .parser import HeaderParser
+from .pipeline import OffloadPipeline
 from .router import Router
 from .regbank import RegisterBank
+from .verdict_layouts import VerdictRecord
 
 __all__ = ["WirespeedCore", "core_addr_width", "core_regmap_for"]
 
@@ -37,12 +41,21 @@ class WirespeedCore(wiring.Component):
     ----------
     s_axil : In(AXI4LiteSignature)
         Host register access (see ``docs/registers.md``).
+    s_axis, m_axis, m_verdict :
+        With the whole pipeline (feature ``submit``): packets in, packets out with their verdict in ``tuser`` of the
+        ``tlast`` beat, and one verdict record per packet (:class:`~.pipeline.OffloadPipeline`).
     """
 
     def __init__(self, params: CoreParams = CoreParams()):
         self.params = params
         self.addr_width = core_addr_width()
-        super().__init__({"s_axil": In(AXI4LiteSignature(self.addr_width))})
+        ports = {"s_axil": In(AXI4LiteSignature(self.addr_width))}
+        if "submit" in params.features:
+            w = params.width_bytes
+            ports.update({"s_axis": In(AXIStreamSignature(w)),
+                          "m_axis": Out(AXIStreamSignature(w, VerdictRecord.as_shape().size)),
+                          "m_verdict": Out(AXIStreamSignature(-(-VerdictRecord.as_shape().size // 8), keep=False))})
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -53,6 +66,17 @@ class WirespeedCore(wiring.Component):
         wiring.connect(m, axil.bus, regs.bus)
         wiring.connect(m, regs.hw.id, ident.regs)
         m.d.comb += ident.bus_error.eq(axil.error)
+        if "submit" in self.params.features:
+            m.submodules.pipeline = pipe = OffloadPipeline(self.params)
+            for name in ("frontend", "parser", "limiter", "router", "telemetry"):
+                wiring.connect(m, getattr(regs.hw, name), getattr(pipe, name).regs)
+            wiring.connect(m, regs.hw.pipeline, pipe.regs)
+            wiring.connect(m, wiring.flipped(self.s_axis), pipe.s_axis)
+            wiring.connect(m, pipe.m_axis, wiring.flipped(self.m_axis))
+            v = self.m_verdict
+            m.d.comb += [v.tdata.eq(pipe.m_verdict.payload), v.tlast.eq(1), v.tvalid.eq(pipe.m_verdict.valid),
+                         pipe.m_verdict.ready.eq(v.tready)]
+            return m
         if self.params.limiter is not None:
             # Until the parser feeds it (issue 6), the limiter serves host operations only.
             m.submodules.limiter = limiter = RateLimiter(self.params.limiter)

@@ -2,19 +2,26 @@
 
 ``wirespeed.open("model")`` ─▶ :class:`ModelTransport` ─▶ :class:`CoreModel` (register bank model + block models)
 
-It answers every register access exactly as the RTL does (see :mod:`.register_model`). The pipelines' models plug
-in here as they are built: the limiter as a :class:`~.limiter_block.LimiterBlock` and the router as a
-:class:`~.router_block.RouterBlock` when the core has them. The parser's registers are plain storage here.
+It answers every register access exactly as the RTL does (see :mod:`.register_model`). Each block's register-level
+model watches its registers: :class:`~.parser_block.ParserBlock`, :class:`~.limiter_block.LimiterBlock`,
+:class:`~.router_block.RouterBlock`, :class:`~.telemetry.TelemetryBlock` and, for the submit window and result
+FIFO, :class:`~.pipeline.PipelineBlock`, which runs each submitted packet through the pipeline model
+(:func:`~.pipeline.classify_packet`) with the RTL's cycle timing.
 """
 
 from __future__ import annotations
 
+from ..hdl.frontend_layouts import PORT_ENTRIES
 from ..hdl.id import FEATURES, CoreParams, build_hash
 from .errors import BusError, TransportError
+from .frontend import FrontEndConfig
 from .limiter_block import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
+from .parser_block import ParserBlock
+from .pipeline import Outcome, PipelineBlock, classify_packet, limiter_now_cycle
 from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
 from .router_block import RouterBlock
+from .telemetry import TelemetryBlock
 from .transport import Transport, check_access
 
 __all__ = ["CoreModel", "ModelTransport", "AXIL_ACCESS_CYCLES"]
@@ -38,6 +45,10 @@ class CoreModel:
         The limiter's register-level model, when ``params.limiter`` is set.
     router : RouterBlock or None
         The router's register-level model, when ``params.router`` is set.
+    parser : ParserBlock or None
+    pipeline : PipelineBlock or None
+        The submit window and result FIFO, when the core has the whole pipeline (``submit`` feature).
+    telemetry : TelemetryBlock or None
     """
 
     def __init__(self, params: CoreParams = CoreParams()):
@@ -61,14 +72,37 @@ class CoreModel:
             self.bank.set_hw(f"id.features.{feature}", feature in p.features)
         self.limiter = LimiterBlock(p.limiter, self.bank) if p.limiter is not None else None
         self.router = RouterBlock(p.router, self.bank) if p.router is not None else None
+        self.parser = ParserBlock(self.bank) if "parser" in p.features else None
+        has_pipeline = "submit" in p.features
+        self.telemetry = TelemetryBlock(self.bank) if has_pipeline else None
+        self.pipeline = PipelineBlock(self, p.submit_bytes) if has_pipeline else None
         # Word address -> (block model, register name) of the registers a block model watches.
         self._watched = {}
-        for block in (self.limiter, self.router):
+        for block in (self.limiter, self.router, self.parser, self.telemetry, self.pipeline):
             if block is not None:
                 for reg in self.regmap.registers:
                     if reg.name.startswith(block.PREFIX):
                         for word in range(reg.words):
                             self._watched[reg.address + 4 * word] = (block, reg.name)
+
+    def frontend_config(self) -> FrontEndConfig:
+        """The front end's port set, as its registers hold it now."""
+        values = [self.bank.value(f"frontend.port{i}") for i in range(PORT_ENTRIES)]
+        return FrontEndConfig(tuple((v & 0xFFFF, bool(v >> 16 & 1)) for v in values))
+
+    def classify(self, packet: bytes, inline: bool, first_cycle: int, mmio: bool = True) -> Outcome:
+        """Run one packet whose first beat enters the pipeline in ``first_cycle`` through every block model, and
+        count it where the RTL counts it (parser, limiter and router counters; telemetry at its verdict cycle)."""
+        limiter, clock = self.limiter.model, self.limiter.clock
+        outcome = classify_packet(
+            packet, inline, self.params.width_bytes, self.parser.config(), self.frontend_config(), limiter,
+            self.router.model, lambda latency: clock.now(limiter_now_cycle(first_cycle, latency)), mmio=mmio)
+        self.parser.count(outcome.descriptor)
+        self.limiter._sync()
+        rec = outcome.record
+        self.telemetry.record(rec.action.value, rec.reason.value, rec.flags, rec.latency_cycles,
+                              cycle=first_cycle + outcome.latency_cycles)
+        return outcome
 
     def _tick(self) -> None:
         self.cycles += AXIL_ACCESS_CYCLES

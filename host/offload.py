@@ -23,8 +23,11 @@ from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
 from .pools import Pools, Routes, RoutingCore
 from .regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
+from .submit import SubmitCore
+from .telemetry import LatencyHistogram, read_latency_histogram, read_stats
 from .tenants import Clock, ClockCore, FeatureMissing, Tenants, TenantsCore, read_limiter_params
 from .transport import AsyncTransport, Transport
+from .verdict import Verdict
 
 __all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
 
@@ -150,6 +153,8 @@ class Offload:
         self._routing = None
         self._pools = None
         self._routes = None
+        self._features = None
+        self._submit = None
         try:
             self._run(self.core.check_id())
         except BaseException:
@@ -209,6 +214,58 @@ class Offload:
                 self._routes = Routes(self, self._routing_core())
             return self._routes
 
+    def set_hash_key(self, key: bytes) -> None:
+        """Set the router's 40-byte Toeplitz key (write-only; all zero at reset). Set a secret random one before
+        serving untrusted traffic, so clients cannot steer their hashes (``docs/router.md``)."""
+        self.routes.set_hash_key(key)
+
+    # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
+
+    def _need(self, feature: str) -> None:
+        if self._features is None:
+            self._features = self.info().features
+        if feature not in self._features:
+            raise FeatureMissing(feature)
+
+    def _submit_core(self) -> SubmitCore:
+        if self._submit is None:
+            self._need("submit")
+            self._submit = self._run(SubmitCore.attach(self.core.regs))
+        return self._submit
+
+    def classify_many(self, requests) -> list[Verdict]:
+        """Verdicts for HTTP/1.1 requests (``bytes``: the request line, headers and any body), in order.
+
+        Requests are submitted in batches (as many as the submit window and result FIFO hold), so the core's
+        pipeline overlaps them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose
+        header block does not fit the window, before anything is written."""
+        with self._lock:
+            core = self._submit_core()
+            records = self._run(core.classify([(r, False) for r in requests]))
+        return [Verdict.from_record(r) for r in records]
+
+    def classify(self, request: bytes) -> Verdict:
+        """The verdict for one HTTP/1.1 request (lookaside)."""
+        return self.classify_many([request])[0]
+
+    def classify_frame(self, frame: bytes) -> Verdict:
+        """The verdict for one Ethernet frame, through the L2–L4 front end as in inline mode (``docs/frontend.md``):
+        the TCP payload is parsed and the 4-tuple is available to the router; anything else is punted."""
+        with self._lock:
+            self._need("frontend")
+            records = self._run(self._submit_core().classify([(frame, True)]))
+        return Verdict.from_record(records[0])
+
+    def stats(self, clear: bool = False) -> dict:
+        """The telemetry counters from one consistent snapshot: events per action, reason and pipeline error
+        flag, and the latency histogram (``docs/pipeline.md``, "Telemetry"). ``clear`` zeroes the live counters in
+        the same write (nothing lost between the snapshot and the clear)."""
+        return self._run(read_stats(self.core.regs, clear=clear))
+
+    def latency_histogram(self) -> LatencyHistogram:
+        """The hardware latency histogram (log2 buckets of cycles, first beat to verdict) from a new snapshot."""
+        return self._run(read_latency_histogram(self.core.regs))
+
     def read_register(self, name: str) -> int:
         """Read a register or field by its map name (``"id.scratch"``, ``"id.version.major"``)."""
         return self._run(self.core.regs.read(name))
@@ -246,6 +303,7 @@ class AsyncOffload:
         self._alock = asyncio.Lock()
         self._limiter_params = None
         self._routing = None
+        self._submit = None
         self._tenants = self._clock = self._pools = self._routes = None
 
     @classmethod
@@ -258,6 +316,8 @@ class AsyncOffload:
             self._limiter_params = await arun(read_limiter_params(self.core.regs), transport)
         if "router" in features:
             self._routing = await arun(RoutingCore.attach(self.core.regs), transport)
+        if "submit" in features:
+            self._submit = await arun(SubmitCore.attach(self.core.regs), transport)
         return self
 
     def _run(self, ops):
@@ -275,6 +335,27 @@ class AsyncOffload:
 
     async def write_register(self, name: str, value: int) -> None:
         await arun(self.core.regs.write(name, value), self.transport)
+
+    async def classify_many(self, requests) -> list[Verdict]:
+        if self._submit is None:
+            raise FeatureMissing("submit")
+        records = await self._arun(self._submit.classify([(r, False) for r in requests]))
+        return [Verdict.from_record(r) for r in records]
+
+    async def classify(self, request: bytes) -> Verdict:
+        return (await self.classify_many([request]))[0]
+
+    async def classify_frame(self, frame: bytes) -> Verdict:
+        if self._submit is None:
+            raise FeatureMissing("submit")
+        records = await self._arun(self._submit.classify([(frame, True)]))
+        return Verdict.from_record(records[0])
+
+    async def stats(self, clear: bool = False) -> dict:
+        return await self._arun(read_stats(self.core.regs, clear=clear))
+
+    async def latency_histogram(self) -> LatencyHistogram:
+        return await self._arun(read_latency_histogram(self.core.regs))
 
     @property
     def tenants(self) -> Tenants:

@@ -28,7 +28,8 @@ BUS_WIDTH_BITS = 32
 
 HDL_DIR = Path(str(resources.files("wirespeed.hdl")))
 #: The core map: each block's .rdl, then the top that places them (order matters: definitions first).
-CORE_RDL = ("id.rdl", "limiter.rdl", "parser.rdl", "router.rdl", "core.rdl")
+CORE_RDL = ("id.rdl", "limiter.rdl", "parser.rdl", "router.rdl", "frontend.rdl", "telemetry.rdl", "pipeline.rdl",
+            "core.rdl")
 CORE_TOP = "wirespeed_core"
 
 

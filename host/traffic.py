@@ -128,18 +128,25 @@ def _client_headers(rng: random.Random, anthropic: bool) -> list:
     return headers
 
 
-def realistic(rng: random.Random) -> bytes:
+def realistic(rng: random.Random, api_key: str | None = None, session_id: str | None = None,
+              kind: str | None = None) -> bytes:
     """One well-formed request as an AI API gateway sees it.
 
     OpenAI-style ``POST /v1/chat/completions`` or ``/v1/embeddings`` (``Authorization: Bearer sk-…``),
     Anthropic-style ``POST /v1/messages`` (``x-api-key``, ``anthropic-version``), or ``GET /v1/models``; JSON bodies
     with an exact ``Content-Length``; header names in random case; random optional whitespace; header order partly
-    shuffled.
+    shuffled. ``api_key`` replaces the random key (a known tenant), ``session_id`` adds an ``x-session-id`` header,
+    ``kind`` (chat, messages, embeddings, models) fixes the endpoint; without them the draws are unchanged.
     """
-    kind = rng.choices(["chat", "messages", "embeddings", "models"], weights=[45, 35, 8, 12])[0]
+    if kind is None:
+        kind = rng.choices(["chat", "messages", "embeddings", "models"], weights=[45, 35, 8, 12])[0]
     anthropic = kind == "messages" or (kind == "models" and rng.random() < 0.4)
     host = "api.anthropic.com" if anthropic else "api.openai.com"
     auth = _anthropic_auth(rng) if anthropic else _openai_auth(rng)
+    if api_key is not None:
+        auth[0] = ("x-api-key", api_key) if anthropic else ("Authorization", f"Bearer {api_key}")
+    if session_id is not None:
+        auth.append(("x-session-id", session_id))
     client = _client_headers(rng, anthropic)
     if kind == "models":
         target = "/v1/models" + rng.choice(["", "", "", "?limit=20", "/" + rng.choice(["gpt-4o", "claude-3-opus"])])
