@@ -105,6 +105,8 @@ class CoreParams:
             object.__setattr__(self, "maglev_size", router.table_entries)
         elif self.maglev_size:
             raise ValueError(f"maglev_size ({self.maglev_size}) needs the router feature")
+        if "parser" in features and self.width_bytes not in (4, 8, 16):
+            raise ValueError(f"width_bytes {self.width_bytes}: the parser supports W = 4, 8 or 16")
         if {"parser", "limiter", "router"} <= features:
             features |= {"frontend", "submit"}
         elif features & {"frontend", "submit"}:

@@ -43,19 +43,25 @@ def test_open_model_info_matches_core_params():
 
 
 def test_open_model_with_other_params():
-    p = CoreParams(width_bytes=32, tenants=1024, maglev_size=65538, clock_hz=250_000_000,
+    p = CoreParams(width_bytes=16, tenants=1024, maglev_size=65538, clock_hz=250_000_000,
                    features=frozenset({"parser", "router", "limiter"}))
     with wirespeed.open("model", params=p) as dev:
         info = dev.info()
-    assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (32, 1024, 65538, 250_000_000)
-    assert info.features == {"parser", "router", "limiter"}
+    assert (info.width_bytes, info.tenants, info.maglev_size, info.clock_hz) == (16, 1024, 65538, 250_000_000)
+    # The parser, the limiter and the router make the whole pipeline: the front end and submit window come with it.
+    assert info.features == {"parser", "router", "limiter", "frontend", "submit"}
+    with pytest.raises(ValueError, match="parser supports"):
+        CoreParams(width_bytes=32)
     with pytest.raises(ValueError, match="tenants"):
         CoreParams(tenants=1024, features=frozenset({"parser"}))     # a tenant count needs the limiter
     assert info.build_hash == build_hash(p) != build_hash(CoreParams())
-    for feature in FEATURES:
+    for feature in ("parser", "limiter", "router"):
         p1 = CoreParams(features=frozenset({feature}))
         with wirespeed.open("model", params=p1) as dev:
             assert dev.info().features == {feature}
+    for feature in ("frontend", "submit"):
+        with pytest.raises(ValueError, match="whole pipeline"):
+            CoreParams(features=frozenset({"parser", feature}))
 
 
 def test_default_uri_is_model():

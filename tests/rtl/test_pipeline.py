@@ -13,6 +13,8 @@ as the model is configured (``Offload`` on ``"model"``).
   inline.
 - ``rss_vectors``: frames carrying the Microsoft RSS verification tuples (IPv4 and IPv6 with TCP) route with the
   published Toeplitz hashes, through the front end.
+- ``bad_tkeep``: beats with a hole in ``tkeep``, or partial before ``tlast``, punt their packet (``bad_tkeep``)
+  and pass unchanged; the packets around them are unaffected.
 - ``reset_mid_packet``: a reset in the middle of a frame; afterwards the core, reconfigured, passes traffic
   correctly.
 """
@@ -48,6 +50,11 @@ def test_pipeline_cycle_counts():
 @pytest.mark.rtl
 def test_pipeline_rss_vectors():
     _run("rss_vectors")
+
+
+@pytest.mark.rtl
+def test_pipeline_bad_tkeep():
+    _run("bad_tkeep")
 
 
 @pytest.mark.rtl
@@ -168,6 +175,14 @@ if cocotb is not None:
         tb.vsink.set_pause_generator(pause(rng, 0.5))
         for p in pkts:
             await tb.source.send(AxiStreamFrame(p))
+        # The MMIO submit window meanwhile: the arbiter interleaves whole packets from both inputs.
+        mmio_reqs = [traffic.realistic(rng, api_key=rng.choice(keys)) for _ in range(30)]
+        mmio = await tb.dev.classify_many(mmio_reqs)
+        for i, (req, got) in enumerate(zip(mmio_reqs, mmio)):
+            want = Verdict.from_record(tb.model.transport.model.classify(req, False, 0).record).as_dict()
+            got = got.as_dict()
+            got["latency_cycles"] = want["latency_cycles"] = None
+            assert got == want, f"MMIO request {i}:\n rtl   {got}\n model {want}"
         for i, p in enumerate(pkts):
             out = await tb.sink.recv()
             verdict = await tb.vsink.recv()
@@ -184,7 +199,7 @@ if cocotb is not None:
         await ClockCycles(dut.clk, 50)
         assert tb.sink.empty() and tb.vsink.empty(), "extra output"
         stats = await tb.dev.stats()
-        assert stats["events"] == len(pkts)
+        assert stats["events"] == len(pkts) + len(mmio_reqs)
 
     @cocotb.test()
     async def cycle_counts(dut):
@@ -261,7 +276,8 @@ if cocotb is not None:
                 worst = max(worst, delay)
                 if not inline:
                     assert delay == DECISION_LATENCY_CYCLES, (pi, delay, p)
-                assert delay <= 16, (pi, delay, inline, p)
+                # Inline, the realigner may hold the payload's final partial beat one cycle (docs/frontend.md).
+                assert delay <= DECISION_LATENCY_CYCLES + 1 <= 16, (pi, delay, inline, p)
             dut._log.info("inline=%s: worst verdict delay after the stop beat: %d cycles", inline, worst)
 
     @cocotb.test()
@@ -322,3 +338,45 @@ if cocotb is not None:
             got_d, want_d = Verdict.from_record(rec).as_dict(), Verdict.from_record(want).as_dict()
             got_d["latency_cycles"] = want_d["latency_cycles"] = None
             assert got_d == want_d, (i, got_d, want_d)
+
+    @cocotb.test()
+    async def bad_tkeep(dut):
+        rng = random.Random(param("seed"))
+        tb = TB(dut)
+        await tb.reset()
+        keys = await tb.configure(rng, False)
+        reqs = [f"GET /v1/models/{i} HTTP/1.1\r\nHost: api\r\nx-api-key: {keys[0]}\r\n\r\n".encode()
+                for i in range(8)]
+        # packet -> (beat index, tkeep): a hole mid-packet; a partial beat before tlast; a hole in the last beat
+        # (the header ends in that beat, so the flag is there before the verdict).
+        bad = {1: (1, 0b11110111), 3: (2, 0b00001111), 5: (-1, 0b101)}
+        sent = []
+        await FallingEdge(dut.clk)
+        for pi, p in enumerate(reqs):
+            chunks = [p[i:i + W] for i in range(0, len(p), W)]
+            kept = b""
+            for ci, c in enumerate(chunks):
+                keep = (1 << len(c)) - 1
+                if pi in bad and ci == bad[pi][0] % len(chunks):
+                    keep = bad[pi][1] & ((1 << len(c)) - 1)
+                kept += bytes(b for k, b in enumerate(c) if keep >> k & 1)
+                dut.s_axis__tvalid.value = 1
+                dut.s_axis__tdata.value = int.from_bytes(c.ljust(W, b"\0"), "little")
+                dut.s_axis__tkeep.value = keep
+                dut.s_axis__tlast.value = int(ci == len(chunks) - 1)
+                await RisingEdge(dut.clk)
+                while not dut.s_axis__tready.value:
+                    await RisingEdge(dut.clk)
+                await FallingEdge(dut.clk)
+            sent.append(kept)
+        dut.s_axis__tvalid.value = 0
+        for pi, kept in enumerate(sent):
+            out = await tb.sink.recv()
+            v = Verdict.from_record(record_of(await tb.vsink.recv()))
+            assert bytes(out.tdata) == kept, f"packet {pi} changed on m_axis"
+            if pi in bad:
+                assert (v.action, v.reason) == ("punt", "bad_tkeep") and "bad_tkeep" in v.flags, (pi, v)
+            else:
+                assert (v.action, v.reason) == ("forward", "ok"), (pi, v)
+        stats = await tb.dev.stats()
+        assert stats["errors"]["bad_tkeep"] == len(bad) and stats["reasons"]["bad_tkeep"] == len(bad)

@@ -28,7 +28,7 @@ def test_info_json(capsys):
     assert result["magic"] == f"0x{MAGIC:08x}" == "0x57535044"
     assert result["build_hash"] == f"0x{build_hash(CoreParams()):08x}"
     assert result["width_bytes"] == CoreParams().width_bytes
-    assert result["features"] == sorted(CoreParams().features) == ["limiter", "parser", "router"]
+    assert result["features"] == sorted(CoreParams().features) == ["frontend", "limiter", "parser", "router", "submit"]
     assert result["tenants"] == CoreParams().limiter.capacity == 4096
     assert result["maglev_size"] == CoreParams().router.table_entries == 8192
 
@@ -41,19 +41,19 @@ def test_info_text(capsys):
     assert captured.err == ""
 
 
-def test_demo_json_no_mismatches(capsys):
-    result = run_json(capsys, ["demo", "--uri", "model", "--json", "--rounds", "8"])
-    assert result["scratch_round_trips"] == 8
-    assert result["scratch_mismatches"] == 0
-    assert result["bus_errors"] == 0
-    assert result["uptime_cycles"] > 0
-    assert result["info"]["magic"] == "0x57535044"
+def test_demo_json(capsys):
+    result = run_json(capsys, ["demo", "--uri", "model", "--json", "--requests", "120", "--seed", "7"])
+    assert result["uri"] == "model" and result["seed"] == 7 and result["requests"] == 120
+    assert sum(row["requests"] for row in result["tenants"]) == 120
+    assert result["telemetry"]["events"] == 120
+    assert result["throughput"] is None and result["throughput_note"]
 
 
 def test_demo_text(capsys):
-    assert main(["demo", "--uri", "model", "--rounds", "3", "--seed", "7"]) == 0
-    out = capsys.readouterr().out
-    assert "3 random write/read round trips, 0 mismatches" in out
+    assert main(["demo", "--uri", "model", "--requests", "50", "--seed", "7"]) == 0
+    captured = capsys.readouterr()
+    assert "wirespeed demo on model (seed 7): 50 requests" in captured.out
+    assert "requests classified: 50/50" in captured.err
 
 
 @pytest.mark.parametrize("argv, name", [
@@ -118,10 +118,17 @@ def test_verilog(tmp_path, capsys):
 
 def test_bench_model_json(capsys):
     result = run_json(capsys, ["bench", "--uri", "model", "--accesses", "200", "--width", "--model-requests", "200",
-                               "--json"])
+                               "--limiter-requests", "0", "--router-requests", "0", "--placement-capacity", "64",
+                               "--maglev-backends", "--core-packets", "0", "--core-model-requests", "100",
+                               "--baseline-requests", "300", "--json"])
     entry = result["register_access"]["model"]
     assert entry["accesses"] == 200
     assert entry["accesses_per_s"] > 0
     assert entry["seconds"] >= 0
     assert result["parser_rtl"] == []
     assert result["parser_model"]["requests"] == 200 and result["parser_model"]["requests_per_s"] > 0
+    assert result["core_rtl"] == [] and result["core_sim_cycles_per_s"] is None
+    assert result["core_model"]["requests"] == 100 and result["core_model"]["requests_per_s"] > 0
+    base = result["software_baseline"]
+    assert base["requests"] == 300 and base["requests_per_s"] > 0
+    assert sum(base["statuses"].values()) == 300 and base["statuses"]["200"] > 200

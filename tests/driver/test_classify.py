@@ -1,0 +1,181 @@
+"""``Offload.classify*``, ``stats`` and ``latency_histogram`` on the ``"model"`` URI: results, errors and threads.
+
+The verdict rules themselves are checked end to end against the RTL (tests/rtl/test_pipeline*.py); here the driver's
+contract: what it sends, the named errors it raises before touching the device, and that it is safe to share
+between threads.
+"""
+
+import random
+import threading
+
+import pytest
+
+import wirespeed
+from wirespeed.hdl.id import CoreParams
+from wirespeed.host import traffic
+from wirespeed.host.errors import ConfigError, TransportError
+from wirespeed.host.frontend import build_frame
+from wirespeed.host.submit import MAX_POLLS, bytes_to_send
+from wirespeed.host.tenants import FeatureMissing
+from wirespeed.host.transport import Transport
+from wirespeed.host.verdict import Verdict
+
+KEYS = [f"sk-test-{i:03d}" for i in range(8)]
+
+
+def _configure(dev):
+    dev.set_hash_key(bytes(range(40)))
+    dev.pools.set(0, [1, 2, 3, 4], size=251)
+    dev.routes.default(0, key="tenant")
+    for key in KEYS:
+        dev.tenants.add(key, requests_per_s=1_000_000, burst=1_000_000, tokens_per_s=10**9, token_burst=4 * 10**9)
+
+
+def test_classify_forwards_a_known_tenant_and_names_every_field():
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        req = traffic.realistic(random.Random(1), api_key=KEYS[0])
+        v = dev.classify(req)
+        assert isinstance(v, Verdict)
+        assert (v.action, v.status, v.reason) == ("forward", 200, "ok")
+        assert v.tenant is not None and v.pool == 0 and v.backend in (1, 2, 3, 4) and v.retry_after_s is None
+        assert {"key_present", "tenant_found", "complete", "mmio"} <= v.flags
+        assert 0 < v.latency_cycles < 1000 and 0 <= v.hash < 2**32
+        assert dev.classify(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").status == 401      # no key, policy reject
+        bad = dev.classify(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        assert (bad.action, bad.status, bad.reason) == ("reject", 400, "cl_and_te")
+        assert "cl_and_te" in bad.flags and bad.tenant is None and bad.backend is None
+
+
+def test_classify_many_equals_one_by_one():
+    rng = random.Random(2)
+    reqs = [traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(100)] + list(traffic.mix(rng, 100))
+    with wirespeed.open("model") as a, wirespeed.open("model") as b:
+        _configure(a)
+        _configure(b)
+        many = a.classify_many(reqs)
+        single = [b.classify(r) for r in reqs]
+    assert many == single
+
+
+def test_only_the_header_block_is_sent():
+    req = b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    assert bytes_to_send(req, 8192) == req[:-5]
+    assert bytes_to_send(req, 10) == req[:11]                  # the byte at index 10 raises header_too_large
+    assert bytes_to_send(b"GET / HTTP/1.1\r\n", 8192) == b"GET / HTTP/1.1\r\n"
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        body = b"x" * 100_000                                  # far bigger than the submit window: not sent
+        v = dev.classify(b"POST / HTTP/1.1\r\nHost: a\r\nx-api-key: " + KEYS[1].encode()
+                         + b"\r\nContent-Length: 100000\r\n\r\n" + body)
+        assert v.action == "forward"
+        big = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"x-pad: " + b"a" * 9000 + b"\r\n\r\n"
+        assert dev.classify(big).status == 431                 # past the default limit of 8192
+
+
+def test_inline_frame_through_the_front_end():
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        req = traffic.realistic(random.Random(3), api_key=KEYS[2])
+        v = dev.classify_frame(build_frame(req, v6=True, dport=8080))
+        assert v.action == "forward" and {"inline", "l4_valid"} <= v.flags
+        assert dev.classify_frame(build_frame(req, dport=443)).reason == "port_not_served"
+        assert dev.classify_frame(b"\xff" * 64).reason == "not_ip"
+
+
+def test_errors_are_named_and_raised_before_any_write():
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        before = dev.read_register("pipeline.submitted")
+        with pytest.raises(ConfigError) as e:
+            dev.classify_many([b"GET / HTTP/1.1\r\n\r\n", "not bytes"])
+        assert e.value.field == "requests[1]"
+        with pytest.raises(ConfigError, match="submit window"):
+            dev.classify_frame(b"\0" * 20_000)
+        assert dev.read_register("pipeline.submitted") == before
+    with wirespeed.open("model", params=CoreParams(features=frozenset({"limiter"}))) as dev:
+        with pytest.raises(FeatureMissing):
+            dev.classify(b"GET / HTTP/1.1\r\n\r\n")
+
+
+class HidingResults(Transport):
+    """Reports no verdict ever (a stalled pipeline)."""
+
+    scheme = "hiding"
+
+    def __init__(self, inner, status_address):
+        self.inner, self.status_address = inner, status_address
+
+    def read32(self, address):
+        value = self.inner.read32(address)
+        return value & ~0xFFFF if address == self.status_address else value
+
+    def write32(self, address, value):
+        self.inner.write32(address, value)
+
+
+def test_a_missing_verdict_raises_instead_of_hanging():
+    from wirespeed.host.model import ModelTransport
+    from wirespeed.host.offload import Offload
+    inner = ModelTransport()
+    status = inner.model.regmap["pipeline.status"].address
+    dev = Offload(HidingResults(inner, status), "hiding")
+    with pytest.raises(TransportError, match=f"no verdict after {MAX_POLLS}"):
+        dev.classify(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_results_left_by_another_driver_are_reported():
+    with wirespeed.open("model") as dev:
+        dev.write_register("pipeline.submit_data", int.from_bytes(b"GET ", "little"))
+        dev.write_register("pipeline.doorbell", 4)
+        with pytest.raises(TransportError, match="already wait"):
+            dev.classify(b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_threads_share_one_offload():
+    rng = random.Random(4)
+    per_thread = [[traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(60)] for _ in range(4)]
+    with wirespeed.open("model") as ref:
+        _configure(ref)
+        expected = [[ref.classify(r) for r in reqs] for reqs in per_thread]
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        results, errors = [None] * 4, []
+
+        def worker(i):
+            try:
+                out = []
+                for k in range(0, 60, 7):
+                    out += dev.classify_many(per_thread[i][k:k + 7])
+                    dev.stats()
+                results[i] = out
+            except Exception as e:          # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        # Generous plans: the order requests reach the limiter does not change a verdict, and an isolated packet's
+        # latency depends only on its bytes.
+        assert results == expected
+        assert dev.stats()["events"] == 240
+
+
+def test_stats_and_histogram_count_every_verdict():
+    with wirespeed.open("model") as dev:
+        _configure(dev)
+        rng = random.Random(5)
+        verdicts = dev.classify_many([traffic.realistic(rng, api_key=KEYS[0]) for _ in range(30)]
+                                     + [b"GET / HTTP/1.1\nHost: a\r\n\r\n"] * 5)
+        stats = dev.stats(clear=True)
+        assert stats["events"] == 35
+        assert stats["actions"] == {"forward": 30, "reject": 5, "punt": 0}
+        assert stats["reasons"]["ok"] == 30 and stats["reasons"]["bare_cr_lf"] == 5
+        assert stats["errors"]["bare_cr_lf"] == 5
+        hist = dev.latency_histogram()
+        assert hist.count == 0                                  # cleared with the snapshot above
+        assert stats["latency"]["max"] == max(v.latency_cycles for v in verdicts)
+        assert stats["latency"]["sum"] == sum(v.latency_cycles for v in verdicts)
