@@ -77,13 +77,12 @@ class WirespeedCore(wiring.Component):
             m.d.comb += [v.tdata.eq(pipe.m_verdict.payload), v.tlast.eq(1), v.tvalid.eq(pipe.m_verdict.valid),
                          pipe.m_verdict.ready.eq(v.tready)]
             return m
+        # A core with only some of the blocks (bring-up, the large-table builds): each serves host operations only.
         if self.params.limiter is not None:
-            # Until the parser feeds it (issue 6), the limiter serves host operations only.
             m.submodules.limiter = limiter = RateLimiter(self.params.limiter)
             wiring.connect(m, regs.hw.limiter, limiter.regs)
             m.d.comb += [limiter.i_req.valid.eq(0), limiter.o_verdict.ready.eq(1)]
         if "parser" in self.params.features:
-            # Registers only until the front end and the pipeline join (issue 6).
             m.submodules.parser = parser = HeaderParser(self.params.width_bytes)
             wiring.connect(m, regs.hw.parser, parser.regs)
             m.d.comb += [parser.i_stream.valid.eq(0), parser.o_stream.ready.eq(1), parser.o_desc.ready.eq(1)]

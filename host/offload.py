@@ -19,7 +19,8 @@ import threading
 from dataclasses import dataclass
 
 from ..hdl.id import FEATURES
-from .errors import DeviceNotFound, IncompatibleBitstream, TransportError
+from .errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
+from .parser import derive_key
 from .pools import Pools, Routes, RoutingCore
 from .regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
@@ -218,6 +219,23 @@ class Offload:
         """Set the router's 40-byte Toeplitz key (write-only; all zero at reset). Set a secret random one before
         serving untrusted traffic, so clients cannot steer their hashes (``docs/router.md``)."""
         self.routes.set_hash_key(key)
+
+    def set_fingerprint_key(self, secret: bytes) -> None:
+        """Key the parser's API-key fingerprint with ``secret`` (``derive_key``: a dense irreducible modulus and a
+        seed; write-only on the device). Without it the reset key is public and sparse, so clients could aim keys at
+        one tenant-table bucket (``docs/limiter.md``). Every process that adds tenants must use the same secret.
+
+        Raises :class:`ConfigError` once this driver has added tenants: their slots hold fingerprints under the old
+        key."""
+        poly, seed = derive_key(secret)
+        with self._lock:
+            if self._tenants is not None and len(self._tenants.core.placement):
+                raise ConfigError("fingerprint key", "<secret>", "set it before adding tenants: the table holds "
+                                  "fingerprints under the current key")
+            self._run(self.core.regs.write("parser.fp_poly", poly))
+            self._run(self.core.regs.write("parser.fp_seed", seed))
+            if "limiter" in self.info().features:
+                self.tenants.set_fingerprint_key(poly, seed)
 
     # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
 

@@ -7,8 +7,9 @@ The register bank model holds the storage; this block reacts to the writes the R
 ``go`` pulses, ``table_wdata``) and drives the fields the RTL drives (parameters, status, ``table_rdata``,
 counters). Registers and their behaviour: ``hdl/router.rdl``, ``docs/router.md``.
 
-No request reaches the router in the core yet (the pipeline is connected in issue 6), so ``status.busy`` always
-reads 0 here; in the RTL it stays high for a few cycles after a swap.
+``status.busy`` always reads 0 here. In the RTL it stays high for ``SWAP_DRAIN_CYCLES`` advancing cycles after a
+swap, which end before the next bus access can read it (every access takes 5 cycles, and the router's pipeline only
+stalls while a verdict output is held not ready).
 """
 
 from __future__ import annotations

@@ -179,3 +179,16 @@ def test_stats_and_histogram_count_every_verdict():
         assert hist.count == 0                                  # cleared with the snapshot above
         assert stats["latency"]["max"] == max(v.latency_cycles for v in verdicts)
         assert stats["latency"]["sum"] == sum(v.latency_cycles for v in verdicts)
+
+
+def test_fingerprint_key_is_secret_and_set_before_tenants():
+    with wirespeed.open("model") as dev:
+        dev.set_fingerprint_key(b"gateway secret")
+        _configure(dev)
+        fp = dev.tenants.fingerprint(KEYS[0])
+        v = dev.classify(traffic.realistic(random.Random(6), api_key=KEYS[0]))
+        assert v.action == "forward" and "tenant_found" in v.flags
+        with pytest.raises(ConfigError, match="before adding tenants"):
+            dev.set_fingerprint_key(b"another")
+    with wirespeed.open("model") as plain:
+        assert plain.tenants.fingerprint(KEYS[0]) != fp

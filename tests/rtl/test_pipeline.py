@@ -13,6 +13,9 @@ as the model is configured (``Offload`` on ``"model"``).
   inline.
 - ``rss_vectors``: frames carrying the Microsoft RSS verification tuples (IPv4 and IPv6 with TCP) route with the
   published Toeplitz hashes, through the front end.
+- ``punt_reasons``: inline, a frame for every reason the core punts (each front-end reason, a header block that
+  spans segments, one over the limit, an unknown tenant under ``unknown_policy = punt``) gets that reason, on
+  ``m_verdict`` and through ``classify_frame``, and leaves ``m_axis`` unchanged.
 - ``bad_tkeep``: beats with a hole in ``tkeep``, or partial before ``tlast``, punt their packet (``bad_tkeep``)
   and pass unchanged; the packets around them are unaffected.
 - ``reset_mid_packet``: a reset in the middle of a frame; afterwards the core, reconfigured, passes traffic
@@ -53,6 +56,11 @@ def test_pipeline_rss_vectors():
 
 
 @pytest.mark.rtl
+def test_pipeline_every_punt_reason_inline():
+    _run("punt_reasons")
+
+
+@pytest.mark.rtl
 def test_pipeline_bad_tkeep():
     _run("bad_tkeep")
 
@@ -80,7 +88,8 @@ if cocotb is not None:
 
     from wirespeed.hdl.pipeline import DECISION_LATENCY_CYCLES
     from wirespeed.host import traffic
-    from wirespeed.host.frontend import FrontEndConfig, build_frame, configure_ops, random_frame
+    from wirespeed.host.frontend import (FrontEndConfig, build_frame, configure_ops, ethernet_frame, ipv4_packet,
+                                         ipv6_packet, random_frame, tcp_segment)
     from wirespeed.host.model import ModelTransport
     from wirespeed.host.offload import AsyncOffload, Offload
     from wirespeed.host.registers import arun, run
@@ -380,3 +389,45 @@ if cocotb is not None:
                 assert (v.action, v.reason) == ("forward", "ok"), (pi, v)
         stats = await tb.dev.stats()
         assert stats["errors"]["bad_tkeep"] == len(bad) and stats["reasons"]["bad_tkeep"] == len(bad)
+
+    @cocotb.test()
+    async def punt_reasons(dut):
+        rng = random.Random(param("seed"))
+        tb = TB(dut)
+        await tb.reset()
+        keys = await tb.configure(rng, True)
+        req = f"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: {keys[0]}\r\n\r\n".encode()
+        seg = tcp_segment(40000, 80, req)
+        src, dst = "192.0.2.1", "198.51.100.7"
+        cases = [
+            ("not_ip", ethernet_frame(b"\0" * 46, ethertype=0x0806)),
+            ("not_tcp", ethernet_frame(ipv4_packet(src, dst, b"\0" * 8 + req, protocol=17))),
+            ("port_not_served", build_frame(req, dport=443)),
+            ("ipv4_fragment", ethernet_frame(ipv4_packet(src, dst, seg, mf=True))),
+            ("ipv6_ext_header", ethernet_frame(ipv6_packet("2001:db8::1", "2001:db8::2", seg, next_header=0),
+                                               ethertype=0x86DD)),
+            ("bad_l3_l4_header", ethernet_frame(ipv4_packet(src, dst, seg, ihl=4))),
+            ("truncated_frame", ethernet_frame(ipv4_packet(src, dst, seg))[:14 + 20 + 10]),
+            ("no_payload", build_frame(b"")),
+            ("header_spans_segments", build_frame(req[:30])),
+            ("unknown_tenant", build_frame(req.replace(keys[0].encode(), b"sk-nobody"))),
+            ("ok", build_frame(req, v6=True, dport=8080)),
+        ]
+        await tb.dev.tenants.configure(unknown_policy="punt")
+        for name, frame in cases:
+            await tb.source.send(AxiStreamFrame(frame))
+            out = await tb.sink.recv()
+            v = Verdict.from_record(record_of(await tb.vsink.recv()))
+            assert bytes(out.tdata) == frame, name
+            assert v.reason == name and v.action == ("forward" if name == "ok" else "punt"), (name, v)
+            assert (await tb.dev.classify_frame(frame)).reason == name, name
+        # Over the header limit: inline, that is a punt too.
+        await tb.dev.write_register("parser.limits.max_header_bytes", 32)
+        frame = build_frame(req)
+        await tb.source.send(AxiStreamFrame(frame))
+        await tb.sink.recv()
+        v = Verdict.from_record(record_of(await tb.vsink.recv()))
+        assert (v.action, v.reason, v.status) == ("punt", "header_too_large", 0), v
+        # The same request in lookaside is a 431.
+        v = await tb.dev.classify(req)
+        assert (v.action, v.reason, v.status) == ("reject", "header_too_large", 431), v
