@@ -73,7 +73,14 @@ def session(dev, seed, n):
             dev.pools.set_state(0, rng.choice(range(10, 18)), rng.choice(["up", "draining", "down"]))
         elif step < 0.09:
             snapshots.append(_stats(dev))
-        if rng.random() < 0.25:
+        rare = rng.random()
+        if rare < 0.003:
+            verdicts.append(dev.classify_frame(build_frame(b"")))                   # a bare segment
+            done += 1
+        elif rare < 0.006:
+            verdicts.append(dev.classify(traffic.worst_case(rng, 8, 9000)))        # over the 8 KiB limit
+            done += 1
+        elif rng.random() < 0.25:
             payload = request(rng, known, unknown)
             frame = random_frame(rng, payload) if rng.random() < 0.5 else build_frame(
                 payload, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536),
@@ -112,7 +119,8 @@ def test_model_and_sim_give_identical_verdicts():
     # The session exercised what it claims to.
     reasons = {v.reason for v in model[0]}
     assert {"ok", "rate_limited", "no_backend", "bare_cr_lf", "cl_and_te"} <= reasons, reasons
-    assert {"not_ip", "not_tcp", "port_not_served", "ipv4_fragment", "ipv6_ext_header"} <= reasons, reasons
+    assert {"not_ip", "not_tcp", "port_not_served", "ipv4_fragment", "ipv6_ext_header", "bad_l3_l4_header",
+            "truncated_frame", "no_payload", "header_spans_segments", "header_too_large"} <= reasons, reasons
     assert {v.action for v in model[0]} == {"forward", "reject", "punt"}
 
 
