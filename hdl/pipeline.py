@@ -18,7 +18,7 @@ the last byte the parser reads (the stop byte), whatever the packet's source.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -277,8 +277,8 @@ class OffloadPipeline(wiring.Component):
         first_error = Const(0, range(len(ERROR_NAMES)))
         for i in reversed(range(len(ERROR_NAMES))):
             first_error = Mux(errors[i], i, first_error)
-        truncated = errors[ErrorFlag.truncated.bit_length() - 1]
-        too_large = errors[ErrorFlag.header_too_large.bit_length() - 1]
+        too_large = ErrorFlag.header_too_large.bit_length() - 1          # bit indices
+        truncated = ErrorFlag.truncated.bit_length() - 1
         early_action = Signal(Action)
         early_reason = Signal(Reason)
         early_status = Signal(10)
@@ -287,16 +287,14 @@ class OffloadPipeline(wiring.Component):
         with m.Elif(info.punt):
             m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(17 + info.reason.as_value())]
         with m.Elif(errors != 0):
-            with m.If(info.inline & (first_error == ErrorFlag.header_too_large.bit_length() - 1)):
+            with m.If(info.inline & (first_error == too_large)):
                 m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_TOO_LARGE)]
-            with m.Elif(info.inline & (first_error == ErrorFlag.truncated.bit_length() - 1)):
+            with m.Elif(info.inline & (first_error == truncated)):
                 m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_SPANS_SEGMENTS)]
             with m.Else():
                 m.d.comb += [early_action.eq(Action.REJECT), early_reason.eq(1 + first_error),
-                             early_status.eq(Mux(first_error == ErrorFlag.header_too_large.bit_length() - 1,
-                                                 431, 400))]
+                             early_status.eq(Mux(first_error == too_large, 431, 400))]
         early = bad | info.punt | (errors != 0)
-        del truncated, too_large
         flags = Signal(32)
         key_present = desc.key_source != KeySource.NONE
         l4_valid = info.inline & ~info.punt

@@ -18,6 +18,8 @@ from ..hdl.pipeline import DECISION_LATENCY_CYCLES, RESULT_DEPTH, SUBMIT_START_C
 from ..hdl.router_layouts import STATUS_UNAVAILABLE
 from ..hdl.verdict_layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason
 from .frontend import payload_beat_ready_cycles, process_frame
+# When, within an access, the bank samples a read and a written value takes effect (calibrated against the RTL).
+from .limiter_block import READ_SAMPLE_CYCLE, WRITE_EFFECT_CYCLE
 from .parser import Descriptor, parse
 from .register_model import BlockModel
 from .router import RouteRequest
@@ -30,9 +32,6 @@ _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _TOO_LARGE = ErrorFlag.header_too_large.bit_length() - 1
 _TRUNCATED = ErrorFlag.truncated.bit_length() - 1
 
-# Cycles, relative to the access's cycle count in CoreModel, as calibrated for the limiter block (limiter_block.py).
-WRITE_EFFECT_CYCLE = -2
-READ_SAMPLE_CYCLE = -3
 
 
 def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
