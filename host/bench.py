@@ -6,6 +6,8 @@ software paths on this machine.
                    ─▶ :func:`parser_model_rate` (the Python model)
                    ─▶ :func:`limiter_cycles` (StandaloneLimiter on Verilator), :func:`placement_time` (host placement)
                    ─▶ :func:`router_cycles` (StandaloneRouter on Verilator), :func:`maglev_build` (numpy tables)
+                   ─▶ :func:`core_cycles` (WirespeedCore on Verilator through s_axis, against the model),
+                      :func:`core_model_rate` (``"model"`` classify_many), :func:`software_baseline` (httptools)
 
 Cycle figures are properties of the RTL and do not depend on the machine; rates (per second) do.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 
 from ..hdl.packet import pack_beats
 from ..hdl.parser import StandaloneParser, parser_regmap
@@ -24,7 +27,8 @@ from .parser_registers import configure_ops
 from .registers import Registers, run
 
 __all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
-           "placement_time", "router_cycles", "maglev_build"]
+           "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles",
+           "core_model_rate", "software_baseline"]
 
 
 def percentile(values, q: float):
@@ -364,3 +368,285 @@ def maglev_build(n_list=(1000, 100, 10, 1), m: int = 65537, repeat: int = 5) -> 
     """Host Maglev table builds (numpy) for M = ``m`` and each backend count: best-of-``repeat`` time."""
     from .router import maglev_build_time
     return [maglev_build_time(m=m, n=n, repeat=repeat) for n in n_list]
+
+
+# -- the whole core, end to end -----------------------------------------------------------------------------------
+
+@dataclass
+class StreamRun:
+    """What :func:`stream_core` saw.
+
+    Attributes
+    ----------
+    accepted : list of list of int
+        Per packet, the cycle each of its beats was accepted on ``s_axis``.
+    verdict_cycles : list of int
+        Per packet, the cycle its ``m_verdict`` record was valid (every ready is high, so also taken).
+    records : list of int
+        The ``m_verdict`` records' bits (``VerdictRecord.from_bits``).
+    egress : list of bytes
+        The packets as they left ``m_axis``; ``egress_tuser``: the ``tuser`` of each one's ``tlast`` beat.
+    beats, cycles : int
+        Beats offered, and cycles from the first acceptance to the last.
+    sim_cycles, seconds : int, float
+        Cycles simulated in the run (until the last output), and its wall time.
+    """
+    accepted: list
+    verdict_cycles: list
+    records: list
+    egress: list
+    egress_tuser: list
+    beats: int
+    cycles: int
+    sim_cycles: int
+    seconds: float
+
+
+def stream_core(transport, packets, width: int, progress=None, timeout_cycles: int = 10_000) -> StreamRun:
+    """Offer ``packets`` back to back on the core's ``s_axis`` (``tvalid`` held high), with ``m_axis`` and
+    ``m_verdict`` ready held high, cycle by cycle, on a :class:`~.transport_sim.VerilatedAxiLite` of a
+    ``WirespeedCore``; collect every output until each packet has its verdict and its egress copy."""
+    dut = transport.dut
+    beats = []                        # (packet index, tdata, tkeep, tlast)
+    for k, p in enumerate(packets):
+        if not p:
+            raise ValueError(f"packet {k} is empty; an AXI-Stream packet carries at least one byte")
+        for i in range(0, len(p), width):
+            chunk = p[i:i + width]
+            beats.append((k, int.from_bytes(chunk, "little"), (1 << len(chunk)) - 1, int(i + width >= len(p))))
+    accepted = [[] for _ in packets]
+    verdict_cycles, records, egress, tusers = [], [], [], []
+    current = bytearray()
+    dut["m_axis__tready"] = 1
+    dut["m_verdict__tready"] = 1
+    n = len(packets)
+    taken = cycle = idle = 0
+    first = last = None
+    start = time.perf_counter()
+    while taken < len(beats) or len(verdict_cycles) < n or len(egress) < n:
+        offering = taken < len(beats)
+        if offering:
+            k, data, keep, tlast = beats[taken]
+            dut["s_axis__tdata"] = data
+            dut["s_axis__tkeep"] = keep
+            dut["s_axis__tlast"] = tlast
+        dut["s_axis__tvalid"] = int(offering)
+        dut.eval()
+        if offering and dut["s_axis__tready"]:
+            accepted[k].append(cycle)
+            first = cycle if first is None else first
+            last = cycle
+            taken += 1
+        if dut["m_verdict__tvalid"]:
+            verdict_cycles.append(cycle)
+            records.append(dut["m_verdict__tdata"])
+            idle = 0
+        if dut["m_axis__tvalid"]:
+            keep = dut["m_axis__tkeep"]
+            current += dut["m_axis__tdata"].to_bytes(width, "little")[:keep.bit_length()]
+            if dut["m_axis__tlast"]:
+                egress.append(bytes(current))
+                tusers.append(dut["m_axis__tuser"])
+                current = bytearray()
+        transport.tick()
+        cycle += 1
+        idle += 1
+        if progress and cycle % 4096 == 0:
+            progress(taken, len(beats))
+        if idle > timeout_cycles:
+            raise RuntimeError(f"the core stalled: {taken}/{len(beats)} beats taken, {len(verdict_cycles)}/{n} "
+                               f"verdicts after {cycle} cycles")
+    dut["s_axis__tvalid"] = 0
+    dut.eval()
+    return StreamRun(accepted, verdict_cycles, records, egress, tusers, len(beats), last - first + 1, cycle,
+                     time.perf_counter() - start)
+
+
+#: Rates for the bench's tenants: generous, except one tiny plan, so that some requests are rate limited.
+_BENCH_PLANS = (dict(requests_per_s=1_000_000, burst=1_000_000, tokens_per_s=10**9, token_burst=4 * 10**9),
+                dict(requests_per_s=1, burst=4, tokens_per_s=1000, token_burst=2000))
+
+
+def _core_setup(dev, rng: random.Random, tenants: int = 16) -> list:
+    """The bench's gateway configuration (the same calls on the RTL and the model); returns the tenants' keys."""
+    dev.set_hash_key(bytes(rng.getrandbits(8) for _ in range(40)))
+    dev.pools.set(0, list(range(20, 28)), size=509)
+    dev.pools.set(1, [7, 8, 9], size=251)
+    dev.pools.set(2, [], size=251)
+    dev.routes.default(0, key="tenant")
+    dev.routes.add("/v1/messages", 1, key="header:x-session-id")
+    dev.routes.add("/v1/embeddings", 2)
+    dev.routes.add("/v1/chat/", 0, key="l4")
+    keys = ["sk-" + "%040x" % rng.getrandbits(160) for _ in range(tenants)]
+    for i, k in enumerate(keys):
+        dev.tenants.add(k, **_BENCH_PLANS[i == 0])
+    dev.tenants.configure(cost_source="content_length")
+    dev.clock.ns_per_cycle = 0               # decisions independent of when each packet arrives
+    return keys
+
+
+def _core_packets(mix: str, keys: list, count: int, rng: random.Random, width: int) -> list:
+    if mix == "worst_case":
+        return [traffic.worst_case(rng, width, rng.randrange(256, 2048)) for _ in range(count)]
+    if mix != "realistic":
+        raise ValueError(f"mix must be realistic or worst_case, got {mix!r}")
+    out = []
+    for _ in range(count):
+        r = rng.random()
+        session = f"s{rng.randrange(9)}" if rng.random() < 0.3 else None
+        if r < 0.85:
+            p = traffic.realistic(rng, api_key=rng.choice(keys), session_id=session)
+        elif r < 0.9:
+            p = traffic.realistic(rng)                                      # unknown key: 401
+        elif r < 0.95:
+            p = traffic.mutate(rng, traffic.realistic(rng, api_key=rng.choice(keys)))
+        else:
+            p = traffic.smuggling(rng)
+        out.append(p or b"x")
+    return out
+
+
+def core_cycles(mix: str, inline: bool, count: int = 300, seed: int = 1, progress=None) -> dict:
+    """The whole core (``WirespeedCore`` on Verilator) with ``s_axis`` valid and every ready held high.
+
+    ``mix``: ``realistic`` (known tenants, one on a tiny plan, unknown keys, malformed and smuggling requests) or
+    ``worst_case``; ``inline``: the packets are Ethernet frames (``build_frame``) through the front end. Returns beats
+    per cycle, the decision latency (cycles from the beat holding the parser's stop byte to ``m_verdict`` valid), a
+    check of every record against the model (all fields but ``latency_cycles``) and of every egress packet against
+    its input, and the simulated cycles per wall second.
+    """
+    from .frontend import build_frame
+    from .model import ModelTransport
+    from .offload import Offload
+    from .transport_sim import SimTransport
+    from .verdict import Verdict, VerdictRecord
+
+    rng = random.Random(seed)
+    dev = Offload(SimTransport(), "sim")
+    model = Offload(ModelTransport(), "model")
+    try:
+        keys_seed = rng.getrandbits(64)
+        keys = _core_setup(dev, random.Random(keys_seed))
+        _core_setup(model, random.Random(keys_seed))
+        width = dev.info().width_bytes
+        dev.write_register("pipeline.ctrl.axis_inline", int(inline))
+        requests = _core_packets(mix, keys, count, rng, width)
+        packets = [build_frame(p, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536)) if inline else p
+                   for p in requests]
+        core = model.transport.model
+        outcomes = [core.classify(p, inline, 0, mmio=False) for p in packets]
+        run_ = stream_core(dev.transport, packets, width, progress=progress)
+    finally:
+        dev.close()
+        model.close()
+    latencies, mismatches, statuses = [], 0, {}
+    for k, (p, o) in enumerate(zip(packets, outcomes)):
+        got = Verdict.from_record(VerdictRecord.from_bits(run_.records[k])).as_dict()
+        want = Verdict.from_record(o.record).as_dict()
+        got["latency_cycles"] = want["latency_cycles"] = None
+        mismatches += got != want
+        key = want["status"] if want["action"] != "punt" else "punt"
+        statuses[str(key)] = statuses.get(str(key), 0) + 1
+        if inline and o.info.punt:
+            continue                              # no HTTP parse: nothing to time from
+        stop = o.descriptor.stop_index(len(p) - o.info.payload_offset if inline else len(p))
+        if inline:
+            stop = o.info.payload_offset + min(stop, len(p) - 1 - o.info.payload_offset)
+        beat = min(stop // width, len(run_.accepted[k]) - 1)
+        latencies.append(run_.verdict_cycles[k] - run_.accepted[k][beat])
+    egress_bad = sum(a != b for a, b in zip(run_.egress, packets)) + abs(len(run_.egress) - len(packets))
+    tuser_bad = sum(t != r for t, r in zip(run_.egress_tuser, run_.records))
+    return {
+        "mix": mix, "mode": "inline" if inline else "lookaside", "width_bytes": width, "packets": count,
+        "bytes": sum(map(len, packets)), "beats": run_.beats, "cycles": run_.cycles,
+        "beats_per_cycle": round(run_.beats / run_.cycles, 4),
+        "decision_latency_cycles": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+                                    "p99.99": percentile(latencies, 99.99), "max": max(latencies),
+                                    "timed": len(latencies)},
+        "verdict_mismatches": mismatches, "egress_mismatches": egress_bad, "tuser_mismatches": tuser_bad,
+        "statuses": dict(sorted(statuses.items())),
+        "sim_cycles": run_.sim_cycles, "seconds": round(run_.seconds, 3),
+        "sim_cycles_per_s": round(run_.sim_cycles / run_.seconds),
+    }
+
+
+def core_model_rate(count: int = 2000, seed: int = 1) -> dict:
+    """Requests per second through ``wirespeed.open("model").classify_many`` (the realistic mix) on this machine."""
+    from .offload import open as ws_open
+    rng = random.Random(seed)
+    with ws_open("model") as dev:
+        keys = _core_setup(dev, random.Random(rng.getrandbits(64)))
+        packets = _core_packets("realistic", keys, count, rng, 8)
+        start = time.perf_counter()
+        dev.classify_many(packets)
+        elapsed = time.perf_counter() - start
+    return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed)}
+
+
+def software_baseline(count: int = 20_000, seed: int = 1) -> dict:
+    """The same job in plain Python on this machine, for comparison: httptools parses the request head, a dict of
+    token buckets (refilled from ``time.monotonic_ns``) rate-limits the tenant, blake2b hashes the affinity key and a
+    Maglev-sized table picks the backend. Requests per second over the realistic mix (every request is parsed; the
+    bucket and hash steps run for requests that parse)."""
+    import hashlib
+
+    import httptools
+
+    rng = random.Random(seed)
+    keys = ["sk-" + "%040x" % rng.getrandbits(160) for _ in range(16)]
+    packets = _core_packets("realistic", keys, count, rng, 8)
+    rate_per_ns, burst = 1000 / 1e9, 2000.0
+    buckets = {k.encode(): [burst, time.monotonic_ns()] for k in keys}
+    table = [rng.randrange(8) for _ in range(509)]
+    outcomes = {}
+
+    class Head:
+        __slots__ = ("url", "headers", "done")
+
+        def __init__(self):
+            self.url, self.headers, self.done = b"", {}, False
+
+        def on_url(self, url):
+            self.url += url
+
+        def on_header(self, name, value):
+            self.headers[name.lower()] = value
+
+        def on_headers_complete(self):
+            self.done = True
+
+    def decide(packet: bytes) -> int:
+        head = Head()
+        try:
+            httptools.HttpRequestParser(head).feed_data(packet)
+        except httptools.HttpParserUpgrade:
+            pass
+        except httptools.HttpParserError:
+            return 400
+        if not head.done:
+            return 400
+        auth = head.headers.get(b"authorization", b"")
+        key = auth[7:] if auth[:7].lower() == b"bearer " else head.headers.get(b"x-api-key", b"")
+        bucket = buckets.get(key.strip(b" \t"))
+        if bucket is None:
+            return 401
+        now = time.monotonic_ns()
+        tokens = min(burst, bucket[0] + (now - bucket[1]) * rate_per_ns)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            return 429
+        bucket[0] = tokens - 1
+        affinity = head.headers.get(b"x-session-id", key)
+        h = int.from_bytes(hashlib.blake2b(affinity, digest_size=8).digest(), "little")
+        table[h * len(table) >> 64]
+        return 200
+
+    start = time.perf_counter()
+    for p in packets:
+        status = decide(p)
+        outcomes[status] = outcomes.get(status, 0) + 1
+    elapsed = time.perf_counter() - start
+    return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed),
+            "per_request_us": round(elapsed / count * 1e6, 2), "httptools": httptools.__version__,
+            "statuses": {str(k): v for k, v in sorted(outcomes.items())}}

@@ -1,6 +1,7 @@
 """``wirespeed``: the one command-line entry point.
 
-Subcommands: ``demo``, ``info``, ``regs``, ``verilog``, ``bench``. ``--json`` gives machine-readable output; errors
+Subcommands: ``demo`` (a gateway configured and a traffic mix replayed, :mod:`.demo`), ``info``, ``regs``,
+``verilog``, ``bench``. ``--json`` gives machine-readable output; errors
 print one line and a hint, never a traceback (set ``WIRESPEED_DEBUG=1`` for one).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
@@ -49,28 +49,33 @@ def cmd_info(args) -> dict:
     return {"uri": args.uri, **info.as_dict()}
 
 
+def _progress(quiet: bool, what: str):
+    """An updating progress line on stderr (none when ``quiet``): ``progress(done, total)``."""
+    if quiet:
+        return None
+
+    def progress(done, total):
+        print(f"\r  {what}: {done}/{total}", end="\n" if done >= total else "", file=sys.stderr, flush=True)
+    return progress
+
+
 def cmd_demo(args) -> dict:
-    rng = random.Random(args.seed)
-    with _open(args.uri, args.json) as dev:
-        info = dev.info()
-        if not args.json:
-            print(f"wirespeed core at {args.uri}, ID block read over AXI4-Lite:")
-            _print_info(info)
-        values = [rng.getrandbits(32) for _ in range(args.rounds)]
-        mismatches = 0
-        for value in values:
-            dev.write_register("id.scratch", value)
-            mismatches += dev.read_register("id.scratch") != value
-        errors = dev.read_register("id.bus_errors")
-        uptime = dev.read_register("id.uptime_cycles")
-    result = {"uri": args.uri, "info": info.as_dict(), "scratch_round_trips": len(values),
-              "scratch_mismatches": mismatches, "bus_errors": errors, "uptime_cycles": uptime}
-    if not args.json:
-        print(f"scratch register: {len(values)} random write/read round trips, {mismatches} mismatches")
-        print(f"bus errors since reset: {errors}; core uptime: {uptime} cycles")
-    if mismatches:
-        raise WirespeedError(f"{mismatches} scratch round trips read back wrong values")
-    return result
+    from . import demo
+    if args.requests < 1:
+        raise WirespeedError(f"--requests must be at least 1, got {args.requests}")
+    quiet = args.json
+    if args.uri == "sim":
+        _status("elaborating the core and loading the Verilated RTL (the first run compiles it, about a minute) ...",
+                quiet)
+    report = demo.run(args.uri, requests=args.requests, seed=args.seed, stream_packets=args.stream_packets,
+                      progress=_progress(quiet, "requests classified"))
+    if not quiet:
+        demo.print_report(report)
+    t = report["throughput"]
+    if t and (t["beats_per_cycle"] != 1.0 or t["egress_mismatches"]):
+        raise WirespeedError(f"s_axis streamed {t['beats_per_cycle']} beats/cycle with {t['egress_mismatches']} "
+                             "egress mismatches; expected 1.0 and 0")
+    return report
 
 
 def cmd_regs(args) -> dict:
@@ -105,7 +110,8 @@ def cmd_bench(args) -> dict:
     from . import bench
     quiet = args.json
     report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
-              "placement": [], "router_rtl": None, "maglev_build": []}
+              "placement": [], "router_rtl": None, "maglev_build": [], "core_rtl": [], "core_sim_cycles_per_s": None,
+              "core_model": None, "software_baseline": None}
     for uri in args.uri:
         _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
         report["register_access"][uri] = bench.register_access(uri, args.accesses)
@@ -132,6 +138,24 @@ def cmd_bench(args) -> dict:
         report["router_rtl"] = bench.router_cycles(args.router_requests)
     _status("Maglev table builds (numpy), M = 65537 ...", quiet)
     report["maglev_build"] = bench.maglev_build(tuple(args.maglev_backends))
+    if args.core_packets:
+        for inline in (False, True):
+            for mix in ("realistic", "worst_case"):
+                mode = "inline" if inline else "lookaside"
+                _status(f"whole core RTL, {mode}, {mix} mix: {args.core_packets} packets (first run compiles the "
+                        "RTL) ...", quiet)
+                report["core_rtl"].append(bench.core_cycles(mix, inline, args.core_packets,
+                                                            progress=_progress(quiet, "beats")))
+        cycles = sum(r["sim_cycles"] for r in report["core_rtl"])
+        report["core_sim_cycles_per_s"] = round(cycles / sum(r["seconds"] for r in report["core_rtl"]))
+    if args.core_model_requests:
+        _status(f'whole core model: {args.core_model_requests} requests through open("model").classify_many ...',
+                quiet)
+        report["core_model"] = bench.core_model_rate(args.core_model_requests)
+    if args.baseline_requests:
+        _status(f"software baseline (httptools, token bucket, blake2b): {args.baseline_requests} requests ...",
+                quiet)
+        report["software_baseline"] = bench.software_baseline(args.baseline_requests)
     if not quiet:
         for uri, e in report["register_access"].items():
             line = f"registers on {uri:>5}: {e['accesses_per_s']:>9,} accesses/s"
@@ -171,6 +195,28 @@ def cmd_bench(args) -> dict:
         for b in report["maglev_build"]:
             print(f"Maglev build (numpy): M = {b['m']:,}, {b['backends']:>5} backends: {b['best_ms']:.1f} ms "
                   f"(best of {b['repeat']}), median {b['median_ms']:.1f} ms")
+        if report["core_rtl"]:
+            print("whole core RTL, s_axis valid and every ready held high; decision latency in cycles from the beat "
+                  "holding the last header byte to m_verdict valid")
+            print(f"{'mode':<9} {'mix':<11} {'packets':>7} {'beats':>7} {'beats/cycle':>11} "
+                  f"{'latency p50/p99/p99.99/max':>27} {'mismatches':>10} {'egress bad':>10}")
+        for r in report["core_rtl"]:
+            lat = r["decision_latency_cycles"]
+            lat_text = f"{lat['p50']}/{lat['p99']}/{lat['p99.99']}/{lat['max']}"
+            print(f"{r['mode']:<9} {r['mix']:<11} {r['packets']:>7} {r['beats']:>7} {r['beats_per_cycle']:>11.4f} "
+                  f"{lat_text:>27} {r['verdict_mismatches']:>10} {r['egress_mismatches']:>10}")
+        if report["core_sim_cycles_per_s"]:
+            print(f"whole core on Verilator: {report['core_sim_cycles_per_s']:,} simulated cycles/s")
+        if report["core_model"]:
+            print(f"whole core model (Python, classify_many): {report['core_model']['requests_per_s']:,} requests/s")
+        b = report["software_baseline"]
+        if b:
+            print(f"software baseline (httptools {b['httptools']} + token bucket + blake2b, one core): "
+                  f"{b['requests_per_s']:,} requests/s ({b['per_request_us']} µs per request)")
+    bad = [r for r in report["core_rtl"] if r["verdict_mismatches"] or r["egress_mismatches"]
+           or r["tuser_mismatches"]]
+    if bad:
+        raise WirespeedError(f"whole-core RTL verdicts or egress packets differ from the model in {len(bad)} runs")
     bad = [r for r in report["parser_rtl"] if r["descriptor_mismatches"]]
     if bad:
         raise WirespeedError(f"RTL descriptors differ from the model in {len(bad)} runs")
@@ -192,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("demo", cmd_demo, "open a core, print its ID block and exercise its registers")
+    sp = add("demo", cmd_demo, "configure an AI API gateway on a core, replay a traffic mix, show the verdicts")
     sp.add_argument("--uri", default="sim", help="model | sim | pynq:<bitfile> | uio:/dev/uioN | pci:<bdf>[/barN]")
-    sp.add_argument("--rounds", type=int, default=64, help="scratch register round trips")
-    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--requests", type=int, default=2000, help="requests in the traffic mix")
+    sp.add_argument("--seed", type=int, default=1, help="seed of the gateway's keys and the traffic")
+    sp.add_argument("--stream-packets", type=int, default=300,
+                    help="requests streamed through s_axis for the throughput figure (sim only)")
 
     sp = add("info", cmd_info, "print the ID block of a core")
     sp.add_argument("--uri", default="sim")
@@ -224,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests through the router RTL (0: skip the router run)")
     sp.add_argument("--maglev-backends", type=int, nargs="*", default=[1000, 100, 10, 1],
                     help="backend counts for the Maglev build timing (M = 65537)")
+    sp.add_argument("--core-packets", type=int, default=300,
+                    help="packets per whole-core RTL run (4 runs: realistic and worst-case, lookaside and inline; "
+                         "0: skip them)")
+    sp.add_argument("--core-model-requests", type=int, default=2000,
+                    help='requests through wirespeed.open("model").classify_many (0: skip)')
+    sp.add_argument("--baseline-requests", type=int, default=20_000,
+                    help="requests through the software baseline (httptools + token bucket + blake2b; 0: skip)")
     return p
 
 

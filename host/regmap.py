@@ -143,10 +143,15 @@ class RegMap:
     registers: tuple[Register, ...]
     memories: tuple[Memory, ...]
     _by_name: dict = dc_field(default_factory=dict, compare=False, repr=False)
+    _by_word: dict = dc_field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         for node in (*self.registers, *self.memories):
             self._by_name[node.name] = node
+        # Word address -> (register, word index): bus models decode every access.
+        for reg in self.registers:
+            for word in range(reg.words):
+                self._by_word.setdefault(reg.address + 4 * word, (reg, word))
 
     @property
     def size(self) -> int:
@@ -166,9 +171,9 @@ class RegMap:
     def decode(self, address: int) -> tuple[Register | Memory, int] | None:
         """Which node holds the 32-bit word at byte ``address``, and the word index within it; ``None`` if unmapped."""
         address &= ~3
-        for reg in self.registers:
-            if reg.address <= address < reg.address + reg.words * 4:
-                return reg, (address - reg.address) // 4
+        hit = self._by_word.get(address)
+        if hit is not None:
+            return hit
         for mem in self.memories:
             if mem.address <= address < mem.address + mem.size:
                 return mem, (address - mem.address) // 4
