@@ -71,8 +71,10 @@ def _api_key(rng: random.Random, style: str) -> str:
 
 
 def configure(dev, rng: random.Random) -> Gateway:
-    """Set up the gateway on ``dev``: a secret Toeplitz key, pools, routes, tenants and the limiter's policy."""
+    """Set up the gateway on ``dev``: secret Toeplitz and fingerprint keys, pools, routes, tenants and the limiter's
+    policy."""
     dev.set_hash_key(rng.randbytes(40))
+    dev.set_fingerprint_key(rng.randbytes(16))          # a secret modulus for API-key fingerprints
     for pool, (_, backends, size) in POOLS.items():
         dev.pools.set(pool, backends, size=size)
     for backend in POOLS[3][1]:
