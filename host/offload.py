@@ -10,6 +10,7 @@ URIs::
     pynq:<bitfile>      a PYNQ overlay, through pynq.Overlay / pynq.MMIO
     uio:/dev/uioN       mmap of a UIO device's map 0
     pci:<bdf>[/barN]    mmap of /sys/bus/pci/devices/<bdf>/resourceN (bar0 by default)
+    uart:<dev>[@baud]   a board's UART-to-AXI4-Lite bridge (docs/uart-bridge.md), through pyserial
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .verdict import Verdict
 
 __all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
 
-SCHEMES = ("model", "sim", "pynq", "uio", "pci")
+SCHEMES = ("model", "sim", "pynq", "uio", "pci", "uart")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ def open_transport(uri: str, **options) -> Transport:
         if not rest:
             raise TransportError("pci URI needs a device: pci:<domain:bus:dev.fn>[/barN]")
         return open_pci(rest, **options)
+    if scheme == "uart":
+        from .transport_uart import open_uart
+        if not rest:
+            raise TransportError("uart URI needs a device: uart:/dev/ttyUSB0[@baud]")
+        return open_uart(rest, **options)
     raise DeviceNotFound(f"unknown URI {uri!r}; schemes: {', '.join(SCHEMES)}")
 
 
