@@ -7,7 +7,7 @@ STAMP    := $(VENV)/.wirespeed-installed
 JOBS     ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: all demo test bench venv clean regs
+.PHONY: all demo test bench venv clean regs synth
 
 all: test
 
@@ -40,6 +40,13 @@ test: $(STAMP) $(WAVES_DEPS)
 
 bench: $(STAMP)
 	$(BIN)/wirespeed bench
+
+# A board build (docs/boards.md): make synth BOARD=ecpix5 [BUILD_ARGS="--clock-mhz 50"]
+BOARD ?= ecpix5
+BUILD_ARGS ?=
+synth: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[synth]'
+	$(BIN)/wirespeed build --board $(BOARD) $(BUILD_ARGS)
 
 # Every export into build/regs, and the committed register reference into docs/ (drift-checked by the tests).
 regs: $(STAMP)

