@@ -11,7 +11,7 @@ physical function and one CMAC port (``NUM_PHYS_FUNC = NUM_CMAC_PORT = 1``)::
 
 Throughput: the parser takes at most W = 16 bytes a beat, so the receive path carries 16 B × 250 MHz = 32 Gb/s, a
 quarter of the 512-bit bus (and of a 100 GbE port). A full-rate port needs four cores fed by a flow-hash
-dispatcher; they would not share tenant buckets, so it is not done here (``docs/boards-xilinx.draft.md``).
+dispatcher; they would not share tenant buckets, so it is not done here (``docs/boards.md``).
 
 What is not done: the verdict is not enforced. Frames reach the host unchanged, the verdict record in the core's
 ``m_axis`` ``tuser`` has no place in the shell's C2H ``tuser`` and is dropped, and the ``m_verdict`` records are

@@ -1,14 +1,14 @@
 """The whole core built for the ECPIX-5 with the real tools: synthesis, place and route, timing, bitstream.
 
 Smaller tables than the board's default keep it quicker; the clock is one this configuration meets (measured, see
-``docs/boards-ecp5.draft.md``). Skipped, saying why, only when the tools are not installed (the ``synth`` extra).
+``docs/boards.md``). Skipped, saying why, only when the tools are not installed (the ``synth`` extra).
 """
 
 import pytest
 
 from wirespeed.host import build as flow
 
-#: Meets timing with margin (measured Fmax of the full core on ECPIX-5, see docs/boards-ecp5.draft.md).
+#: Meets timing with margin (measured Fmax of the full core on ECPIX-5, see docs/boards.md).
 CLOCK_HZ = 50_000_000
 
 
