@@ -15,8 +15,10 @@ from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream,
 from .host.limiter import TableFull
 from .host.offload import Offload, open
 from .host.pools import PoolInfo, Pools, Route, Routes
+from .host.telemetry import LatencyHistogram
 from .host.tenants import Clock, FeatureMissing, TableOpError, TenantInfo, Tenants
+from .host.verdict import Verdict
 
-__all__ = ["open", "Offload", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
+__all__ = ["open", "Offload", "Verdict", "LatencyHistogram", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
            "WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
            "TableFull", "FeatureMissing", "TableOpError"]
