@@ -70,6 +70,12 @@ class FrontEndConfig:
         """Register name (in ``frontend.rdl``) → value: ``port<i>`` = port in bits 15:0, enable in bit 16."""
         return {f"port{i}": port | (int(enabled) << 16) for i, (port, enabled) in enumerate(self.ports)}
 
+    @classmethod
+    def from_register_values(cls, values) -> "FrontEndConfig":
+        """The inverse of :meth:`register_values`: ``values`` maps ``port<i>`` to the register's contents."""
+        return cls(tuple((values[f"port{i}"] & 0xFFFF, bool(values[f"port{i}"] >> 16 & 1))
+                         for i in range(PORT_ENTRIES)))
+
 
 def configure_ops(regs, config: FrontEndConfig, block: str = ""):
     """Write every front-end register from ``config`` (sans-IO, like :mod:`.parser_registers`). ``block`` is the map

@@ -87,8 +87,8 @@ class CoreModel:
 
     def frontend_config(self) -> FrontEndConfig:
         """The front end's port set, as its registers hold it now."""
-        values = [self.bank.value(f"frontend.port{i}") for i in range(PORT_ENTRIES)]
-        return FrontEndConfig(tuple((v & 0xFFFF, bool(v >> 16 & 1)) for v in values))
+        return FrontEndConfig.from_register_values(
+            {f"port{i}": self.bank.value(f"frontend.port{i}") for i in range(PORT_ENTRIES)})
 
     def classify(self, packet: bytes, inline: bool, first_cycle: int, mmio: bool = True) -> Outcome:
         """Run one packet whose first beat enters the pipeline in ``first_cycle`` through every block model, and

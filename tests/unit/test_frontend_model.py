@@ -201,6 +201,9 @@ def test_register_values_match_rdl_resets():
     assert ops[0] == Write(regmap["port0"].address, 443 | 1 << 16)
     assert ops[1] == Write(regmap["port1"].address, 8443 | 1 << 16)
     assert len(ops) == PORT_ENTRIES and all(op.value == 0 for op in ops[2:])
+    # The model reads its configuration back from the registers with the inverse.
+    for config in (FrontEndConfig(), FrontEndConfig.serving(443, 8443), FrontEndConfig.serving()):
+        assert FrontEndConfig.from_register_values(config.register_values()) == config
 
 
 # -- timing ----------------------------------------------------------------------------------------------------------
