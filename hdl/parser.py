@@ -207,7 +207,13 @@ class HeaderParser(wiring.Component):
         return acc
 
     def _step(self, m, k, s, b, lane_valid, cfg):
-        """Lane ``k``: the next state ``n`` from state ``s`` and byte ``b``."""
+        """Lane ``k``: the next state ``n`` from state ``s`` and byte ``b``.
+
+        Written flat: every group of assignments sits under one ``If`` whose condition is the full path to it (a
+        named 1-bit net), in the order of the decision tree in ``docs/parser.md``, so a later group overrides an
+        earlier one exactly as a nested ``Elif`` would. Nesting ``If``/``Switch`` instead makes Yosys build one
+        multiplexer per nesting level per field: 142 k mux bits for W=8, most of the parser's area.
+        """
         n = _Record(_state_fields(), f"l{k}_")
         m.d.comb += n.eq(s)
         red, seed, limit, tables = cfg["red"], cfg["seed"], cfg["limit"], cfg["tables"]
@@ -217,16 +223,21 @@ class HeaderParser(wiring.Component):
             m.d.comb += sig.eq(expr)
             return sig
 
+        def when(cond, name, *stmts):
+            with m.If(net(cond, f"when_{name}")):
+                m.d.comb += list(stmts)
+
         b = net(b, "byte", 8)
         is_tchar = net(_is_tchar(b), "is_tchar")
         is_vchar = net((b >= 0x21) & (b <= 0x7E), "is_vchar")
         is_fvchar = net(is_vchar | b[7], "is_fvchar")         # field-vchar: vchar or obs-text
         is_ws = net((b == SP) | (b == HTAB), "is_ws")
         is_digit = net((b >= ord("0")) & (b <= ord("9")), "is_digit")
+        is_cr, is_lf, is_sp = net(b == CR, "is_cr"), net(b == LF, "is_lf"), net(b == SP, "is_sp")
         lb = net(_lower(b), "lower", 8)
 
-        def fail(flag):
-            m.d.comb += [n.errors.eq(s.errors | flag.value), n.stopped.eq(1)]
+        def failing(flag):
+            return [n.errors.eq(s.errors | flag.value), n.stopped.eq(1)]
 
         # Name matchers: builtins are constants, extras come from the committed table.
         lens = [Const(len(nm), 6) for nm in BUILTIN_NAMES] + [tables["x_len"][i] for i in range(EXTRA_SLOTS)]
@@ -246,190 +257,163 @@ class HeaderParser(wiring.Component):
         crc_tok = net(self._crc(s.run_tok_fp, b, red), "crc_tok", 64)
         crc_tok0 = net(self._crc(seed, b, red), "crc_tok0", 64)
         crc_path = net(self._crc(s.path_fp, b, red), "crc_path", 64)
+        cl_next = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
+        cl_ovf = net(s.run_cl_ovf | cl_next[64:].any(), "cl_ovf")
 
-        def track():
+        # The decision tree's internal nodes, as nets.
+        active = net(lane_valid & ~s.stopped, "active")
+        at_limit = net(active & (s.pos == limit), "at_limit")
+        consume = net(active & (s.pos != limit), "consume")
+        crlf_bad = net(consume & ((s.pending_cr & ~is_lf) | (is_lf & ~s.pending_cr)), "crlf_bad")
+        ok = net(consume & ~crlf_bad, "ok")
+        st = {name: net(ok & (s.state == code), f"st_{name}") for name, code in
+              (("method", METHOD), ("target", TARGET), ("version", VERSION), ("rl_lf", RL_LF),
+               ("line_start", LINE_START), ("name", NAME), ("value", VALUE), ("value_lf", VALUE_LF),
+               ("end_lf", END_LF))}
+
+        def track(cond, tag):
             """Update the running value tracker with byte ``b`` (a value byte: WS after the start, or field-vchar)."""
             i = s.run_len
-            prod = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
-            ovf = net(s.run_cl_ovf | prod[64:].any(), "cl_ovf")
-            ops = [
-                n.run_fp.eq(crc_run),
-                n.run_len.eq(_sat_inc(s.run_len)),
-                n.run_digits_ok.eq(s.run_digits_ok & is_digit),
-                n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) &
-                                  (_byte_at(b"chunked", i[0:3]) == lb)),
-            ]
-            m.d.comb += ops
-            with m.If(is_digit):
-                m.d.comb += [n.run_cl.eq(Mux(ovf, U64, prod[0:64])), n.run_cl_ovf.eq(ovf)]
-            with m.Switch(s.run_phase):
-                with m.Case(PH_SCHEME):
-                    with m.If(i < 6):
-                        with m.If(_byte_at(b"bearer", i[0:3]) != lb):
-                            m.d.comb += n.run_phase.eq(PH_BAD)
-                    with m.Elif(b == SP):
-                        m.d.comb += n.run_phase.eq(PH_SP)
-                    with m.Else():
-                        m.d.comb += n.run_phase.eq(PH_BAD)
-                with m.Case(PH_SP):
-                    with m.If(b == HTAB):
-                        m.d.comb += n.run_phase.eq(PH_BAD)
-                    with m.Elif(b != SP):
-                        m.d.comb += [n.run_phase.eq(PH_TOKEN), n.run_tok_fp.eq(crc_tok0),
-                                     n.run_tok_len.eq(1)]
-                with m.Case(PH_TOKEN):
-                    with m.If(is_ws):
-                        m.d.comb += n.run_phase.eq(PH_TOKEN_WS)
-                    with m.Else():
-                        m.d.comb += [n.run_tok_fp.eq(crc_tok),
-                                     n.run_tok_len.eq(_sat_inc(s.run_tok_len))]
-                with m.Case(PH_TOKEN_WS):
-                    with m.If(~is_ws):
-                        m.d.comb += n.run_phase.eq(PH_BAD)
+            when(cond, f"{tag}_track",
+                 n.run_fp.eq(crc_run),
+                 n.run_len.eq(_sat_inc(s.run_len)),
+                 n.run_digits_ok.eq(s.run_digits_ok & is_digit),
+                 n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) & (_byte_at(b"chunked", i[0:3]) == lb)))
+            when(cond & is_digit, f"{tag}_digit", n.run_cl.eq(Mux(cl_ovf, U64, cl_next[0:64])), n.run_cl_ovf.eq(cl_ovf))
+            ph = s.run_phase
+            scheme = cond & (ph == PH_SCHEME)
+            when(scheme & (i < 6) & (_byte_at(b"bearer", i[0:3]) != lb), f"{tag}_scheme_bad", n.run_phase.eq(PH_BAD))
+            when(scheme & (i >= 6) & is_sp, f"{tag}_scheme_sp", n.run_phase.eq(PH_SP))
+            when(scheme & (i >= 6) & ~is_sp, f"{tag}_scheme_end_bad", n.run_phase.eq(PH_BAD))
+            sp = cond & (ph == PH_SP)
+            when(sp & (b == HTAB), f"{tag}_sp_bad", n.run_phase.eq(PH_BAD))
+            when(sp & (b != HTAB) & ~is_sp, f"{tag}_tok_start",
+                 n.run_phase.eq(PH_TOKEN), n.run_tok_fp.eq(crc_tok0), n.run_tok_len.eq(1))
+            token = cond & (ph == PH_TOKEN)
+            when(token & is_ws, f"{tag}_tok_ws", n.run_phase.eq(PH_TOKEN_WS))
+            when(token & ~is_ws, f"{tag}_tok",
+                 n.run_tok_fp.eq(crc_tok), n.run_tok_len.eq(_sat_inc(s.run_tok_len)))
+            when(cond & (ph == PH_TOKEN_WS) & ~is_ws, f"{tag}_tok_ws_bad", n.run_phase.eq(PH_BAD))
 
-        def commit_line():
+        def commit_line(c):
             """The LF ending a field line: apply the committed value to the header it names."""
             matched = [s.match[i] for i in range(N_BUILTIN + EXTRA_SLOTS)]
-            m.d.comb += n.header_lines.eq(_sat_inc(s.header_lines))
-            with m.If(matched[HOST]):
-                with m.If(s.host_present):
-                    fail(ErrorFlag.duplicate_host)
-                with m.Else():
-                    m.d.comb += [n.host_present.eq(1), n.host_fp.eq(s.com_fp), n.host_len.eq(s.com_len)]
-            with m.If(matched[CONTENT_LENGTH]):
-                with m.If(~s.com_digits_ok | (s.com_len == 0) | (s.com_len > CL_MAX_DIGITS)):
-                    fail(ErrorFlag.bad_content_length)
-                with m.Elif(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf) |
-                                            (s.com_len != s.cl_len) | (s.com_fp != s.cl_fp))):
-                    # A repeat must be spelled the same: "5" then "05" is a mismatch, as in h11.
-                    fail(ErrorFlag.cl_mismatch)
-                with m.Else():
-                    m.d.comb += [n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf),
-                                 n.cl_len.eq(s.com_len), n.cl_fp.eq(s.com_fp)]
-            with m.If(matched[TRANSFER_ENCODING]):
-                m.d.comb += n.te_seen.eq(1)
-                with m.If(s.te_seen | ~s.com_chunk_ok | (s.com_len != 7)):
-                    fail(ErrorFlag.bad_transfer_encoding)
-                with m.Else():
-                    m.d.comb += n.chunked.eq(1)
-            with m.If(matched[AUTHORIZATION] & ~s.auth_found & (s.com_phase == PH_TOKEN)):
-                m.d.comb += [n.auth_found.eq(1), n.auth_fp.eq(s.com_tok_fp), n.auth_len.eq(s.com_tok_len)]
-            with m.If(matched[X_API_KEY] & ~s.xkey_found):
-                m.d.comb += [n.xkey_found.eq(1), n.xkey_fp.eq(s.com_fp), n.xkey_len.eq(s.com_len)]
+            when(c, "commit", n.header_lines.eq(_sat_inc(s.header_lines)))
+            host = c & matched[HOST]
+            when(host & s.host_present, "dup_host", *failing(ErrorFlag.duplicate_host))
+            when(host & ~s.host_present, "host",
+                 n.host_present.eq(1), n.host_fp.eq(s.com_fp), n.host_len.eq(s.com_len))
+            cl = c & matched[CONTENT_LENGTH]
+            cl_bad = net(~s.com_digits_ok | (s.com_len == 0) | (s.com_len > CL_MAX_DIGITS), "cl_bad")
+            # A repeat must be spelled the same: "5" then "05" is a mismatch, as in h11.
+            cl_differs = net(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf) |
+                                             (s.com_len != s.cl_len) | (s.com_fp != s.cl_fp)), "cl_differs")
+            when(cl & cl_bad, "cl_bad", *failing(ErrorFlag.bad_content_length))
+            when(cl & ~cl_bad & cl_differs, "cl_mismatch", *failing(ErrorFlag.cl_mismatch))
+            when(cl & ~cl_bad & ~cl_differs, "cl",
+                 n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf),
+                 n.cl_len.eq(s.com_len), n.cl_fp.eq(s.com_fp))
+            te = c & matched[TRANSFER_ENCODING]
+            te_bad = s.te_seen | ~s.com_chunk_ok | (s.com_len != 7)
+            when(te, "te", n.te_seen.eq(1))
+            when(te & te_bad, "te_bad", *failing(ErrorFlag.bad_transfer_encoding))
+            when(te & ~te_bad, "te_chunked", n.chunked.eq(1))
+            when(c & matched[AUTHORIZATION] & ~s.auth_found & (s.com_phase == PH_TOKEN), "auth",
+                 n.auth_found.eq(1), n.auth_fp.eq(s.com_tok_fp), n.auth_len.eq(s.com_tok_len))
+            when(c & matched[X_API_KEY] & ~s.xkey_found, "xkey",
+                 n.xkey_found.eq(1), n.xkey_fp.eq(s.com_fp), n.xkey_len.eq(s.com_len))
             for i in range(EXTRA_SLOTS):
-                with m.If(matched[N_BUILTIN + i] & ~s.extra_present[i]):
-                    m.d.comb += [n.extra_present[i].eq(1), getattr(n, f"extra_fp{i}").eq(s.com_fp)]
-                    if i == 0:
-                        # Extra slot 0's value as a number (a cost source for the limiter), read like Content-Length.
-                        numeric = s.com_digits_ok & (s.com_len != 0) & (s.com_len <= CL_MAX_DIGITS)
-                        m.d.comb += [n.x0_num.eq(numeric), n.x0_val.eq(Mux(numeric, s.com_cl, 0))]
+                stmts = [n.extra_present[i].eq(1), getattr(n, f"extra_fp{i}").eq(s.com_fp)]
+                if i == 0:
+                    # Extra slot 0's value as a number (a cost source for the limiter), read like Content-Length.
+                    numeric = s.com_digits_ok & (s.com_len != 0) & (s.com_len <= CL_MAX_DIGITS)
+                    stmts += [n.x0_num.eq(numeric), n.x0_val.eq(Mux(numeric, s.com_cl, 0))]
+                when(c & matched[N_BUILTIN + i] & ~s.extra_present[i], f"extra{i}", *stmts)
 
-        with m.If(lane_valid & ~s.stopped):
-            with m.If(s.pos == limit):
-                fail(ErrorFlag.header_too_large)      # this byte is not consumed
-            with m.Else():
-                m.d.comb += n.pos.eq(s.pos + 1)
-                with m.If(s.pending_cr & (b != LF)):
-                    fail(ErrorFlag.bare_cr_lf)
-                with m.Elif((b == LF) & ~s.pending_cr):
-                    fail(ErrorFlag.bare_cr_lf)
-                with m.Else():
-                    with m.Switch(s.state):
-                        with m.Case(METHOD):
-                            with m.If(is_tchar):
-                                m.d.comb += [n.mbuf.eq(Cat(b, s.mbuf[0:56])),
-                                             n.mlen.eq(Mux(s.mlen == 15, 15, s.mlen + 1))]
-                            with m.Elif((b == SP) & (s.mlen != 0)):
-                                method = Const(Method.OTHER.value, 4)
-                                for token, code in METHODS.items():
-                                    hit = (s.mlen == len(token)) & \
-                                        (s.mbuf[0:8 * len(token)] == int.from_bytes(token, "big"))
-                                    method = Mux(hit, code.value, method)
-                                m.d.comb += [n.method.eq(method), n.state.eq(TARGET), n.path_fp.eq(seed)]
-                            with m.Else():
-                                fail(ErrorFlag.bad_request_line)
-                        with m.Case(TARGET):
-                            with m.If(is_vchar):
-                                m.d.comb += n.target_any.eq(1)
-                                with m.If((b == QMARK) & ~s.in_query):
-                                    m.d.comb += n.in_query.eq(1)
-                                with m.Elif(~s.in_query):
-                                    m.d.comb += [n.path_fp.eq(crc_path),
-                                                 n.path_len.eq(_sat_inc(s.path_len))]
-                                    with m.If(s.path_len < PREFIX_BYTES):
-                                        with m.Switch(s.path_len[0:5]):
-                                            for j in range(PREFIX_BYTES):
-                                                with m.Case(j):
-                                                    m.d.comb += n.path_buf[8 * j:8 * j + 8].eq(b)
-                            with m.Elif((b == SP) & s.target_any):
-                                m.d.comb += n.state.eq(VERSION)
-                            with m.Else():
-                                fail(ErrorFlag.bad_request_line)
-                        with m.Case(VERSION):
-                            with m.If(b == CR):
-                                v11 = s.vbuf == int.from_bytes(b"HTTP/1.1", "big")
-                                v10 = s.vbuf == int.from_bytes(b"HTTP/1.0", "big")
-                                with m.If((s.vlen == 8) & (v11 | v10)):
-                                    m.d.comb += [n.version.eq(Mux(v11, Version.HTTP_1_1.value,
-                                                                  Version.HTTP_1_0.value)),
-                                                 n.pending_cr.eq(1), n.state.eq(RL_LF)]
-                                with m.Else():
-                                    fail(ErrorFlag.bad_request_line)
-                            with m.Elif(s.vlen == 8):
-                                fail(ErrorFlag.bad_request_line)
-                            with m.Else():
-                                m.d.comb += [n.vbuf.eq(Cat(b, s.vbuf[0:56])), n.vlen.eq(s.vlen + 1)]
-                        with m.Case(RL_LF):
-                            m.d.comb += [n.pending_cr.eq(0), n.state.eq(LINE_START)]
-                        with m.Case(LINE_START):
-                            with m.If(b == CR):
-                                m.d.comb += [n.pending_cr.eq(1), n.state.eq(END_LF)]
-                            with m.Elif(is_ws):
-                                fail(ErrorFlag.obs_fold)
-                            with m.Elif(is_tchar):
-                                m.d.comb += [n.state.eq(NAME), n.name_len.eq(1), n.match.eq(first_ok)]
-                            with m.Else():
-                                fail(ErrorFlag.bad_field_name)
-                        with m.Case(NAME):
-                            with m.If(is_tchar):
-                                m.d.comb += [n.name_len.eq(Mux(s.name_len == 63, 63, s.name_len + 1)),
-                                             n.match.eq(s.match & next_ok)]
-                            with m.Elif(b == COLON):
-                                m.d.comb += [n.state.eq(VALUE), n.started.eq(0),
-                                             n.match.eq(s.match & Cat(*(s.name_len == ln for ln in lens)))]
-                                init = {"fp": seed, "len": 0, "digits_ok": 1, "cl": 0, "cl_ovf": 0,
-                                        "chunk_ok": 1, "phase": PH_SCHEME, "tok_fp": 0, "tok_len": 0}
-                                for name, value in init.items():
-                                    m.d.comb += [getattr(n, f"run_{name}").eq(value),
-                                                 getattr(n, f"com_{name}").eq(value)]
-                            with m.Elif(is_ws):
-                                fail(ErrorFlag.ws_before_colon)
-                            with m.Else():
-                                fail(ErrorFlag.bad_field_name)
-                        with m.Case(VALUE):
-                            with m.If(b == CR):
-                                m.d.comb += [n.pending_cr.eq(1), n.state.eq(VALUE_LF)]
-                            with m.Elif(is_ws):
-                                with m.If(s.started):
-                                    track()
-                            with m.Elif(is_fvchar):
-                                m.d.comb += n.started.eq(1)
-                                track()
-                                # The committed copy follows every non-WS byte, so trailing WS never reaches it.
-                                for name in _tracker_fields():
-                                    m.d.comb += getattr(n, f"com_{name}").eq(getattr(n, f"run_{name}"))
-                            with m.Else():
-                                fail(ErrorFlag.bad_field_value)
-                        with m.Case(VALUE_LF):
-                            m.d.comb += [n.pending_cr.eq(0), n.state.eq(LINE_START)]
-                            commit_line()
-                        with m.Case(END_LF):
-                            m.d.comb += [n.pending_cr.eq(0), n.complete.eq(1), n.stopped.eq(1)]
-                            block = Const(0, len(ErrorFlag))
-                            block = block | Mux((s.version == Version.HTTP_1_1.value) & ~s.host_present,
-                                                ErrorFlag.missing_host.value, 0)
-                            block = block | Mux(s.cl_present & s.te_seen, ErrorFlag.cl_and_te.value, 0)
-                            m.d.comb += n.errors.eq(s.errors | block)
+        when(at_limit, "at_limit", *failing(ErrorFlag.header_too_large))     # this byte is not consumed
+        when(consume, "consume", n.pos.eq(s.pos + 1))
+        when(crlf_bad, "crlf_bad", *failing(ErrorFlag.bare_cr_lf))
+
+        # METHOD
+        method = Const(Method.OTHER.value, 4)
+        for token, code in METHODS.items():
+            hit = (s.mlen == len(token)) & (s.mbuf[0:8 * len(token)] == int.from_bytes(token, "big"))
+            method = Mux(hit, code.value, method)
+        when(st["method"] & is_tchar, "m_char",
+             n.mbuf.eq(Cat(b, s.mbuf[0:56])), n.mlen.eq(Mux(s.mlen == 15, 15, s.mlen + 1)))
+        when(st["method"] & ~is_tchar & is_sp & (s.mlen != 0), "m_end",
+             n.method.eq(method), n.state.eq(TARGET), n.path_fp.eq(seed))
+        when(st["method"] & ~is_tchar & ~(is_sp & (s.mlen != 0)), "m_bad", *failing(ErrorFlag.bad_request_line))
+
+        # TARGET
+        t_char = net(st["target"] & is_vchar, "t_char")
+        when(t_char, "t_any", n.target_any.eq(1))
+        when(t_char & (b == QMARK) & ~s.in_query, "t_query", n.in_query.eq(1))
+        t_path = net(t_char & ~((b == QMARK) & ~s.in_query) & ~s.in_query, "t_path")
+        when(t_path, "t_path", n.path_fp.eq(crc_path), n.path_len.eq(_sat_inc(s.path_len)))
+        with m.If(net(t_path & (s.path_len < PREFIX_BYTES), "when_t_buf")):
+            with m.Switch(s.path_len[0:5]):
+                for j in range(PREFIX_BYTES):
+                    with m.Case(j):
+                        m.d.comb += n.path_buf[8 * j:8 * j + 8].eq(b)
+        when(st["target"] & ~is_vchar & is_sp & s.target_any, "t_end", n.state.eq(VERSION))
+        when(st["target"] & ~is_vchar & ~(is_sp & s.target_any), "t_bad", *failing(ErrorFlag.bad_request_line))
+
+        # VERSION
+        v11 = s.vbuf == int.from_bytes(b"HTTP/1.1", "big")
+        v10 = s.vbuf == int.from_bytes(b"HTTP/1.0", "big")
+        v_ok = net((s.vlen == 8) & (v11 | v10), "v_ok")
+        when(st["version"] & is_cr & v_ok, "v_end",
+             n.version.eq(Mux(v11, Version.HTTP_1_1.value, Version.HTTP_1_0.value)),
+             n.pending_cr.eq(1), n.state.eq(RL_LF))
+        when(st["version"] & is_cr & ~v_ok, "v_bad", *failing(ErrorFlag.bad_request_line))
+        when(st["version"] & ~is_cr & (s.vlen == 8), "v_long", *failing(ErrorFlag.bad_request_line))
+        when(st["version"] & ~is_cr & (s.vlen != 8), "v_char",
+             n.vbuf.eq(Cat(b, s.vbuf[0:56])), n.vlen.eq(s.vlen + 1))
+
+        # RL_LF
+        when(st["rl_lf"], "rl_lf", n.pending_cr.eq(0), n.state.eq(LINE_START))
+
+        # LINE_START
+        when(st["line_start"] & is_cr, "ls_cr", n.pending_cr.eq(1), n.state.eq(END_LF))
+        when(st["line_start"] & ~is_cr & is_ws, "ls_fold", *failing(ErrorFlag.obs_fold))
+        when(st["line_start"] & ~is_cr & ~is_ws & is_tchar, "ls_name",
+             n.state.eq(NAME), n.name_len.eq(1), n.match.eq(first_ok))
+        when(st["line_start"] & ~is_cr & ~is_ws & ~is_tchar, "ls_bad", *failing(ErrorFlag.bad_field_name))
+
+        # NAME
+        when(st["name"] & is_tchar, "n_char",
+             n.name_len.eq(Mux(s.name_len == 63, 63, s.name_len + 1)), n.match.eq(s.match & next_ok))
+        init = {"fp": seed, "len": 0, "digits_ok": 1, "cl": 0, "cl_ovf": 0,
+                "chunk_ok": 1, "phase": PH_SCHEME, "tok_fp": 0, "tok_len": 0}
+        when(st["name"] & ~is_tchar & (b == COLON), "n_colon",
+             n.state.eq(VALUE), n.started.eq(0),
+             n.match.eq(s.match & Cat(*(s.name_len == ln for ln in lens))),
+             *[getattr(n, f"{kind}_{name}").eq(value) for name, value in init.items() for kind in ("run", "com")])
+        when(st["name"] & ~is_tchar & (b != COLON) & is_ws, "n_ws", *failing(ErrorFlag.ws_before_colon))
+        when(st["name"] & ~is_tchar & (b != COLON) & ~is_ws, "n_bad", *failing(ErrorFlag.bad_field_name))
+
+        # VALUE
+        when(st["value"] & is_cr, "val_cr", n.pending_cr.eq(1), n.state.eq(VALUE_LF))
+        track(net(st["value"] & ~is_cr & is_ws & s.started, "val_ws_track"), "val_ws")
+        val_char = net(st["value"] & ~is_cr & ~is_ws & is_fvchar, "val_char")
+        when(val_char, "val_started", n.started.eq(1))
+        track(val_char, "val_char")
+        # The committed copy follows every non-WS byte, so trailing WS never reaches it.
+        when(val_char, "val_commit",
+             *[getattr(n, f"com_{name}").eq(getattr(n, f"run_{name}")) for name in _tracker_fields()])
+        when(st["value"] & ~is_cr & ~is_ws & ~is_fvchar, "val_bad", *failing(ErrorFlag.bad_field_value))
+
+        # VALUE_LF
+        when(st["value_lf"], "val_lf", n.pending_cr.eq(0), n.state.eq(LINE_START))
+        commit_line(st["value_lf"])
+
+        # END_LF
+        block = Const(0, len(ErrorFlag))
+        block = block | Mux((s.version == Version.HTTP_1_1.value) & ~s.host_present, ErrorFlag.missing_host.value, 0)
+        block = block | Mux(s.cl_present & s.te_seen, ErrorFlag.cl_and_te.value, 0)
+        when(st["end_lf"], "end",
+             n.pending_cr.eq(0), n.complete.eq(1), n.stopped.eq(1), n.errors.eq(s.errors | block))
         return n
 
     # -- elaboration ----------------------------------------------------------------------------------------------
