@@ -253,10 +253,10 @@ class HeaderParser(wiring.Component):
         n_names = N_BUILTIN + EXTRA_SLOTS
         first_ok = net(Cat(*(name_char_ok(Const(0, 6), i) for i in range(n_names))), "name_first_ok", n_names)
         next_ok = net(Cat(*(name_char_ok(s.name_len, i) for i in range(n_names))), "name_next_ok", n_names)
-        crc_run = net(self._crc(s.run_fp, b, red), "crc_run", 64)
-        crc_tok = net(self._crc(s.run_tok_fp, b, red), "crc_tok", 64)
-        crc_tok0 = net(self._crc(seed, b, red), "crc_tok0", 64)
-        crc_path = net(self._crc(s.path_fp, b, red), "crc_path", 64)
+        # Two CRC steps per lane, not four: the path is hashed only in TARGET and a value only in VALUE; a token
+        # starts from the seed only in phase SP and continues only in phase TOKEN.
+        crc_run = crc_path = net(self._crc(Mux(s.state == TARGET, s.path_fp, s.run_fp), b, red), "crc_fp", 64)
+        crc_tok = crc_tok0 = net(self._crc(Mux(s.run_phase == PH_SP, seed, s.run_tok_fp), b, red), "crc_tok", 64)
         cl_next = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
         cl_ovf = net(s.run_cl_ovf | cl_next[64:].any(), "cl_ovf")
 
