@@ -15,8 +15,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# synth: the board build test (tests/synth) runs the real ECP5 flow, so `make test` installs Yosys and nextpnr too.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,pynq]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pynq,synth]'
 	@touch $@
 
 venv: $(STAMP)
@@ -45,7 +46,6 @@ bench: $(STAMP)
 BOARD ?= ecpix5
 BUILD_ARGS ?=
 synth: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[synth]'
 	$(BIN)/wirespeed build --board $(BOARD) $(BUILD_ARGS)
 
 # Every export into build/regs, and the committed register reference into docs/ (drift-checked by the tests).

@@ -395,10 +395,10 @@ class HeaderParser(wiring.Component):
 
         # VALUE
         when(st["value"] & is_cr, "val_cr", n.pending_cr.eq(1), n.state.eq(VALUE_LF))
-        track(net(st["value"] & ~is_cr & is_ws & s.started, "val_ws_track"), "val_ws")
         val_char = net(st["value"] & ~is_cr & ~is_ws & is_fvchar, "val_char")
         when(val_char, "val_started", n.started.eq(1))
-        track(val_char, "val_char")
+        # One tracker update for both kinds of value byte: a WS inside the value, or a field-vchar.
+        track(net((st["value"] & ~is_cr & is_ws & s.started) | val_char, "val_track"), "val")
         # The committed copy follows every non-WS byte, so trailing WS never reaches it.
         when(val_char, "val_commit",
              *[getattr(n, f"com_{name}").eq(getattr(n, f"run_{name}")) for name in _tracker_fields()])
