@@ -29,8 +29,8 @@ from ..hdl.uart_bridge import DEFAULT_BAUD
 from .errors import WirespeedError
 
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
-           "board_config",
-           "BuildError", "BudgetError", "TimingNotMet", "ToolMissing", "ToolFailed", "HINTS", "DEFAULT_BAUD"]
+           "board_config", "synth_script", "LUT_MAPPERS",
+           "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed", "HINTS", "DEFAULT_BAUD"]
 
 
 
@@ -40,6 +40,15 @@ class BuildError(WirespeedError):
 
 class BudgetError(BuildError, ValueError):
     """The requested configuration needs more on-chip RAM (EBR) than the device has. Raised before any tool runs."""
+
+
+class DoesNotFit(BudgetError):
+    """Synthesis finished, but the netlist needs more of a resource (LUTs, FFs, ...) than the device has; nextpnr
+    cannot place it. ``over`` maps each such resource to ``(used, available)``."""
+
+    def __init__(self, msg: str, over: dict):
+        super().__init__(msg)
+        self.over = over
 
 
 class TimingNotMet(BuildError):
@@ -62,6 +71,7 @@ class ToolFailed(BuildError):
 #: One-line hints for the CLI (``wirespeed.host.cli.HINTS``).
 HINTS = {
     "BudgetError": "lower --tenants or --maglev; the message names the EBR each needs",
+    "DoesNotFit": "a narrower --width (the parser's area grows with W; see docs/boards.md)",
     "TimingNotMet": "rebuild at the achieved Fmax (--clock-mhz) or below; report.json has the figures",
     "ToolMissing": "pip install -e '.[synth]' (YoWASP yosys and nextpnr-ecp5), or `make synth BOARD=...`",
     "ToolFailed": "see the tool's log in the build folder",
@@ -274,7 +284,7 @@ def _run_tool(phase: str, argv: list[str], cwd: Path, log: Path, progress, patte
 
 def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | None = None,
           clock_hz: int | None = None, out_dir=None, progress=None, *, baud: int = DEFAULT_BAUD, seed: int = 1,
-          synth_opts: str = "", bridge=None) -> dict:
+          synth_opts: str = "", lut_mapper: str = "abc9", bridge=None) -> dict:
     """Build the core for an ECP5 board and return the report (also written to ``<out_dir>/report.json``).
 
     Parameters
@@ -297,8 +307,11 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     seed : int
         nextpnr's placement seed.
     synth_opts : str
-        Extra ``synth_ecp5`` options, e.g. ``-noabc9`` (classic ABC instead of ABC9, which took most of the
-        synthesis time on the core).
+        Extra ``synth_ecp5`` options (e.g. ``-nowidelut``).
+    lut_mapper : str
+        ``abc9`` (``synth_ecp5``'s own LUT mapping, timing-driven) or ``abc`` (classic ``abc -lut 4:7``, as
+        ``synth_ecp5`` did before Yosys 0.47; much quicker on the core, see :data:`LUT_MAPPERS`). Yosys 0.70 has no
+        ``-noabc9`` (it accepts the option and ignores it), so ``abc`` runs ``synth_ecp5`` in two parts around it.
     bridge : callable, optional
         Substitute for the UART bridge (tests); see :class:`~wirespeed.hdl.boards.BoardTop`.
 
@@ -312,6 +325,8 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     from ..sim.toolchain import build_root
     started = time.monotonic()
     say = progress or (lambda phase, detail: None)
+    if lut_mapper not in LUT_MAPPERS:
+        raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
     params, census, profile, tradeoff = board_config(board, width, tenants, maglev, clock_hz)
     tools = find_tools()
     b = BOARDS[board]
@@ -324,7 +339,7 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     t0 = time.monotonic()
     top = BoardTop(board, params, baud, bridge=bridge)
     platform = b.platform_class()(toolchain="Trellis")
-    _emit(platform, top, out, synth_opts)
+    _emit(platform, top, out, synth_opts, lut_mapper)
     times["elaborate_s"] = round(time.monotonic() - t0, 1)
 
     t0 = time.monotonic()
@@ -338,7 +353,17 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     pnr = [*tools["nextpnr-ecp5"], device, "--package", package, "--speed", platform.speed, "--json", "top.json",
            "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "nextpnr-report.json", "--timing-allow-fail",
            "--seed", str(seed), "--log", "top.tim"]
-    _run_tool("place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
+    try:
+        _run_tool("place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
+    except ToolFailed as exc:
+        log = out / "top.tim"
+        over = {name: u for name, u in parse_utilisation(log.read_text(errors="replace") if log.exists() else "")
+                .items() if u[0] > u[1]}
+        if over:
+            raise DoesNotFit(f"{board} ({b.device}) W={width}: " + ", ".join(
+                f"{name} {used} of {avail} ({100 * used / avail:.0f} %)" for name, (used, avail) in over.items())
+                + f" after synthesis; nextpnr cannot place it (log: {log})", over) from exc
+        raise
     times["place_and_route_s"] = round(time.monotonic() - t0, 1)
     timing = parse_nextpnr_report(json.loads((out / "nextpnr-report.json").read_text()), params.clock_hz)
 
@@ -359,7 +384,7 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
                          "device": b.ebr},
         "tools": tool_versions(tools),
         "bridge": f"{top.bridge.__module__}.{top.bridge.__qualname__}",
-        "seed": seed, "synth_opts": synth_opts,
+        "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper,
         "files": {"nextpnr_report": str(out / "nextpnr-report.json"), "synthesis_log": str(out / "top.rpt"),
                   "pnr_log": str(out / "top.tim"), "bitstream": None},
         "wall_time_s": times,
@@ -379,9 +404,44 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     return report
 
 
-def _emit(platform, top, out: Path, synth_opts: str = "") -> None:
-    """Elaborate ``top`` and write Amaranth's Trellis inputs (``top.il``, ``top.ys``, ``top.lpf``) into ``out``."""
+def _emit(platform, top, out: Path, synth_opts: str = "", lut_mapper: str = "abc9") -> None:
+    """Elaborate ``top`` and write Amaranth's Trellis inputs (``top.il``, ``top.ys``, ``top.lpf``) into ``out``;
+    with ``lut_mapper="abc"``, ``top.ys`` is rewritten to map LUTs with classic ABC (:func:`synth_script`)."""
     platform.prepare(top, name="top", debug_verilog=False, synth_opts=synth_opts).extract(out)
+    if lut_mapper != "abc9":
+        (out / "top.ys").write_text(synth_script("top", synth_opts, lut_mapper))
+
+
+#: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper.
+LUT_MAPPERS = ("abc9", "abc")
+
+
+def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> str:
+    """The Yosys script for ``name.il`` → ``name.json``.
+
+    ``abc9`` is ``synth_ecp5`` whole, as Amaranth writes it. ``abc`` runs ``synth_ecp5`` up to its LUT-mapping label,
+    maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the default), then runs the
+    rest from ``map_cells``.
+    """
+    head = f"read_rtlil {name}.il\n"
+    tail = f"write_json {name}.json\n"
+    if lut_mapper == "abc9":
+        return f"{head}synth_ecp5 {synth_opts} -top {name}\n{tail}"
+    if lut_mapper == "abc":
+        return (f"{head}synth_ecp5 {synth_opts} -top {name} -run :map_luts\n"
+                "techmap -map +/lattice/latches_map.v\n"
+                "abc -dress -lut 4:7\n"
+                "clean\n"
+                f"synth_ecp5 {synth_opts} -top {name} -run map_cells:\n{tail}")
+    raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
+
+
+def parse_utilisation(log: str) -> dict[str, tuple[int, int]]:
+    """nextpnr's "Device utilisation" table (from its ``--log``): ``{"TRELLIS_COMB": (used, available), ...}``."""
+    return {m[1]: (int(m[2]), int(m[3])) for m in map(_UTIL_LINE.match, log.splitlines()) if m}
 
 
 def check_timing(report: dict, where="report.json") -> None:
@@ -413,7 +473,9 @@ def add_arguments(parser) -> None:
                         help="core clock; the build fails if timing is not met (default: the board's)")
     parser.add_argument("--out", default=None, help="build folder (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--synth-opts", default="", help="extra synth_ecp5 options, e.g. -noabc9")
+    parser.add_argument("--synth-opts", default="", help="extra synth_ecp5 options, e.g. -nowidelut")
+    parser.add_argument("--lut-mapper", default="abc9", choices=LUT_MAPPERS,
+                        help="abc9 (synth_ecp5's own) or abc (classic, much quicker on the core)")
 
 
 def _stderr_progress(phase: str, detail: str) -> None:
@@ -426,7 +488,8 @@ def run(args) -> dict:
     clock_hz = None if args.clock_mhz is None else round(args.clock_mhz * 1e6)
     report = build(args.board, width=args.width, tenants=args.tenants, maglev=args.maglev, clock_hz=clock_hz,
                    out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
-                   seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", ""))
+                   seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", ""),
+                   lut_mapper=getattr(args, "lut_mapper", "abc9"))
     if not quiet:
         print_report(report)
     return report

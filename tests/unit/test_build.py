@@ -122,6 +122,10 @@ args = sys.argv[1:]
 if args[:1] in (["-V"], ["--version"]):
     print("fake 1.0"); sys.exit(0)
 tool = pathlib.Path(sys.argv[0]).name
+if tool == "nextpnr-ecp5" and {overfull!r}:
+    log = pathlib.Path({overfull!r}).read_text()
+    pathlib.Path(args[args.index("--log") + 1]).write_text(log)
+    print(log.splitlines()[-1]); sys.exit(125)
 if tool == "nextpnr-ecp5":
     report = json.loads(pathlib.Path({report!r}).read_text())
     for f in report["fmax"].values():
@@ -137,17 +141,17 @@ print("Info: Program finished normally.")
 @pytest.fixture
 def fake_tools(tmp_path, monkeypatch):
     """yosys, nextpnr-ecp5 and ecppack stand-ins; nextpnr reports the captured Fmax against a constraint."""
-    def install(constraint_mhz):
+    def install(constraint_mhz, overfull=""):
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir(exist_ok=True)
         for name, env in (("yosys", "YOSYS"), ("nextpnr-ecp5", "NEXTPNR_ECP5"), ("ecppack", "ECPPACK")):
             tool = bin_dir / name
             tool.write_text(FAKE_TOOL.format(python=sys.executable, report=str(NEXTPNR_REPORT),
-                                             constraint=constraint_mhz))
+                                             constraint=constraint_mhz, overfull=str(overfull)))
             tool.chmod(0o755)
             monkeypatch.setenv(env, str(tool))
         # The elaboration itself is covered below; here it only has to leave the files the tools read.
-        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="": setattr(top, "_MustUse__silence", True))
+        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc9": setattr(top, "_MustUse__silence", True))
     return install
 
 
@@ -207,3 +211,27 @@ def test_the_board_top_elaborates_with_the_uart_bridge_on_the_board_pins(board, 
     assert requested == {"clk100", "rst", "uart"}
     assert (top.pll is None) == (mhz == 100)
     assert type(top.bridge).__name__ == "type" and top.bridge.__name__ == "UartAxiLiteBridge"
+
+
+def test_the_classic_abc_script_runs_synth_ecp5_in_two_parts_around_abc():
+    script = flow.synth_script("top", "-nowidelut", "abc").splitlines()
+    assert script[0] == "read_rtlil top.il" and script[-1] == "write_json top.json"
+    assert script[1] == "synth_ecp5 -nowidelut -top top -run :map_luts"
+    assert "abc -dress -lut 4:7" in script and not any("abc9" in ln for ln in script)
+    assert script[-2] == "synth_ecp5 -nowidelut -top top -run map_cells:"
+    # ABC9 is synth_ecp5 whole, as Amaranth writes it.
+    assert flow.synth_script("top").splitlines()[1].split() == ["synth_ecp5", "-top", "top"]
+    with pytest.raises(flow.BuildError, match="lut_mapper"):
+        flow.synth_script("top", "", "vpr")
+
+
+NEXTPNR_OVERFULL = Path(__file__).parent / "data" / "nextpnr-overfull.log"   # captured: W=8 core on the 85F
+
+
+def test_a_netlist_larger_than_the_device_is_named_with_its_figures(fake_tools, tmp_path):
+    assert flow.parse_utilisation(NEXTPNR_OVERFULL.read_text())["TRELLIS_COMB"] == (109494, 83640)
+    fake_tools(constraint_mhz=1.0, overfull=NEXTPNR_OVERFULL)
+    with pytest.raises(flow.DoesNotFit, match=r"TRELLIS_COMB 109494 of 83640 \(131 %\)") as exc:
+        flow.build("ecpix5", tenants=64, maglev=2, out_dir=tmp_path / "out")
+    assert exc.value.over == {"TRELLIS_COMB": (109494, 83640)}
+    assert isinstance(exc.value, flow.BudgetError) and not (tmp_path / "out" / "top.bit").exists()
