@@ -48,6 +48,8 @@ class Board:
         The FPGA (for the report).
     ebr : int
         EBR blocks of 18 Kbit in the device.
+    width : int
+        The default W (bytes per beat): the widest whose core fits the device's LUTs (measured, ``docs/boards.md``).
     tenants, maglev : int
         The default configuration: the largest that fits (``ebr_census``), with its trade-off in ``tradeoff``.
     compact_limiter : bool
@@ -61,6 +63,7 @@ class Board:
     platform: str
     device: str
     ebr: int
+    width: int
     tenants: int
     maglev: int
     compact_limiter: bool
@@ -75,7 +78,7 @@ class Board:
 
 BOARDS = {
     "ecpix5": Board(
-        name="ecpix5", platform="amaranth_boards.ecpix5:ECPIX585Platform", device="LFE5UM5G-85F-8BG554", ebr=208,
+        name="ecpix5", platform="amaranth_boards.ecpix5:ECPIX585Platform", device="LFE5UM5G-85F-8BG554", ebr=208, width=4,
         tenants=16384, maglev=2048, compact_limiter=True, clock_hz=100_000_000,
         tradeoff="16 384 tenants in the compact limiter profile (512 ns tick, bursts <= 65 535 requests / 16.7 M cost "
                  "units, no per-tenant counters) take 192 of the 208 EBR; the Maglev table is cut to 2 048 entries "
@@ -83,7 +86,7 @@ BOARDS = {
                  "the submit window takes the last 8. One pool of M = 65 537 would need 256 EBR on its own"),
     "versa-ecp5": Board(
         name="versa-ecp5", platform="amaranth_boards.versa_ecp5:VersaECP5Platform", device="LFE5UM-45F-8BG381",
-        ebr=108, tenants=4096, maglev=4096, compact_limiter=False, clock_hz=100_000_000,
+        ebr=108, width=4, tenants=4096, maglev=4096, compact_limiter=False, clock_hz=100_000_000,
         tradeoff="4 096 tenants in the default limiter profile (full ns resolution, per-tenant counters; 79 EBR) and "
                  "4 096 Maglev entries per buffer (16 EBR): the 45F has 108 EBR, about half the 85F's"),
 }

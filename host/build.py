@@ -143,7 +143,7 @@ def tool_versions(tools: dict[str, list[str]]) -> dict[str, str]:
 
 # -- configuration and budget -----------------------------------------------------------------------------------------
 
-def board_config(board: str, width: int = 8, tenants: int | None = None, maglev: int | None = None,
+def board_config(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
                  clock_hz: int | None = None):
     """The :class:`~wirespeed.hdl.id.CoreParams` for a board build, the EBR census and the trade-off made.
 
@@ -158,6 +158,8 @@ def board_config(board: str, width: int = 8, tenants: int | None = None, maglev:
     b = BOARDS[board]
     if clock_hz is None:
         clock_hz = b.clock_hz
+    if width is None:
+        width = b.width
     if not 3_125_000 <= clock_hz <= 400_000_000:
         raise BuildError(f"--clock-mhz {clock_hz / 1e6:g}: must be in 3.125..400 MHz (the ECP5 PLL's output range)")
     core_hz = board_clock_hz(board, clock_hz)
@@ -282,7 +284,7 @@ def _run_tool(phase: str, argv: list[str], cwd: Path, log: Path, progress, patte
                          + (f": {tail[0].strip()}" if tail else "") + f" (log: {log})")
 
 
-def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | None = None,
+def build(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
           clock_hz: int | None = None, out_dir=None, progress=None, *, baud: int = DEFAULT_BAUD, seed: int = 1,
           synth_opts: str = "", lut_mapper: str = "abc9", bridge=None) -> dict:
     """Build the core for an ECP5 board and return the report (also written to ``<out_dir>/report.json``).
@@ -291,8 +293,8 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     ----------
     board : str
         ``ecpix5`` or ``versa-ecp5``.
-    width : int
-        W, bytes per beat.
+    width : int, optional
+        W, bytes per beat; the board's default (:attr:`~wirespeed.hdl.boards.Board.width`) when omitted.
     tenants, maglev : int, optional
         Tenant slots and Maglev entries per buffer; the board's default configuration when omitted.
     clock_hz : int, optional
@@ -334,6 +336,7 @@ def build(board: str, width: int = 8, tenants: int | None = None, maglev: int | 
     out.mkdir(parents=True, exist_ok=True)
     times = {}
 
+    width = params.width_bytes
     say("elaborate", f"{board}: W={width}, {params.tenants} tenants ({profile}), Maglev {params.maglev_size}, "
                      f"{params.clock_hz / 1e6:g} MHz")
     t0 = time.monotonic()
@@ -466,7 +469,8 @@ def add_arguments(parser) -> None:
     """The options of ``wirespeed build`` (``--json`` comes from the CLI)."""
     from ..hdl.boards import BOARDS
     parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="target board")
-    parser.add_argument("--width", type=int, default=8, help="W, bytes per beat (4, 8 or 16)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="W, bytes per beat (4, 8 or 16; default: the board's, the widest that fits)")
     parser.add_argument("--tenants", type=int, default=None, help="tenant slots (default: the board's)")
     parser.add_argument("--maglev", type=int, default=None, help="Maglev entries per buffer (default: the board's)")
     parser.add_argument("--clock-mhz", type=float, default=None,

@@ -164,7 +164,8 @@ def test_the_flow_writes_a_report_and_a_bitstream_when_timing_is_met(fake_tools,
     assert json.loads((tmp_path / "out" / "report.json").read_text())["timing_met"]
     assert {"elaborate", "place and route", "bitstream"} <= set(phases)
     assert report["config"]["tenants"] == 64 and report["config"]["limiter_profile"] == "default"
-    assert report["line_rate_gbps"]["at_clock"] == 8 * 8 * 0.1
+    assert report["config"]["width_bytes"] == BOARDS["versa-ecp5"].width == 4      # the board's default W
+    assert report["line_rate_gbps"]["at_clock"] == 4 * 8 * 0.1
     assert set(report["wall_time_s"]) >= {"synthesis_s", "place_and_route_s", "total_s"}
 
 
