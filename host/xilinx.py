@@ -22,7 +22,7 @@ from pathlib import Path
 from ..hdl.id import CoreParams
 from .regmap import RegMap, core_regmap
 
-__all__ = ["PART", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "vlnv", "verilog_ports",
+__all__ = ["PART", "PYNQ_PARAMS", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "vlnv", "verilog_ports",
            "wrapper_ports", "wrapper_verilog", "ip_registers", "write_pynq_plan", "estimate_utilisation",
            "parse_yosys_stat", "YosysNotFound", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ", "PLAN_DIR"]
 
@@ -469,7 +469,12 @@ repository (`boards/Pynq-Z2/base/base.tcl`, the `processing_system7` block) or t
 """
 
 
-def write_pynq_plan(out_dir=None, params: CoreParams = CoreParams(), clock_mhz: float = DEFAULT_CLOCK_MHZ) -> list[Path]:
+#: The PYNQ-Z2's default core: W = 4, the widest that fits the XC7Z020 by the Yosys estimate (47 925 LUTs, 90 %;
+#: W = 8 needs 62 756, 118 %: docs/boards.md), with the default tables.
+PYNQ_PARAMS = CoreParams(width_bytes=4)
+
+
+def write_pynq_plan(out_dir=None, params: CoreParams = PYNQ_PARAMS, clock_mhz: float = DEFAULT_CLOCK_MHZ) -> list[Path]:
     """Write the Vivado build plan for the PYNQ-Z2 into ``out_dir`` (default ``build/pynq-z2``).
 
     Parameters
