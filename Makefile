@@ -15,9 +15,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# synth: the board build test (tests/synth) runs the real ECP5 flow, so `make test` installs Yosys and nextpnr too.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,pynq,synth]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pynq]'
 	@touch $@
 
 venv: $(STAMP)
@@ -45,7 +44,9 @@ bench: $(STAMP)
 # A board build (docs/boards.md): make synth BOARD=ecpix5 [BUILD_ARGS="--clock-mhz 50"]
 BOARD ?= ecpix5
 BUILD_ARGS ?=
+# Not part of `make test` yet: one ECPIX-5 place and route of the core takes longer than the CI budget (docs/boards.md).
 synth: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[synth]'
 	$(BIN)/wirespeed build --board $(BOARD) $(BUILD_ARGS)
 
 # Every export into build/regs, and the committed register reference into docs/ (drift-checked by the tests).
