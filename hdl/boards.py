@@ -78,8 +78,8 @@ class Board:
 
 BOARDS = {
     "ecpix5": Board(
-        name="ecpix5", platform="amaranth_boards.ecpix5:ECPIX585Platform", device="LFE5UM5G-85F-8BG554", ebr=208, width=4,
-        tenants=16384, maglev=2048, compact_limiter=True, clock_hz=100_000_000,
+        name="ecpix5", platform="amaranth_boards.ecpix5:ECPIX585Platform", device="LFE5UM5G-85F-8BG554", ebr=208,
+        width=4, tenants=16384, maglev=2048, compact_limiter=True, clock_hz=100_000_000,
         tradeoff="16 384 tenants in the compact limiter profile (512 ns tick, bursts <= 65 535 requests / 16.7 M cost "
                  "units, no per-tenant counters) take 192 of the 208 EBR; the Maglev table is cut to 2 048 entries "
                  "per buffer (one pool of M <= 2 039, 8 EBR: the table is stored twice for its two read ports) and "

@@ -279,7 +279,8 @@ class HeaderParser(wiring.Component):
                  n.run_len.eq(_sat_inc(s.run_len)),
                  n.run_digits_ok.eq(s.run_digits_ok & is_digit),
                  n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) & (_byte_at(b"chunked", i[0:3]) == lb)))
-            when(cond & is_digit, f"{tag}_digit", n.run_cl.eq(Mux(cl_ovf, U64, cl_next[0:64])), n.run_cl_ovf.eq(cl_ovf))
+            when(cond & is_digit, f"{tag}_digit",
+                 n.run_cl.eq(Mux(cl_ovf, U64, cl_next[0:64])), n.run_cl_ovf.eq(cl_ovf))
             ph = s.run_phase
             scheme = cond & (ph == PH_SCHEME)
             when(scheme & (i < 6) & (_byte_at(b"bearer", i[0:3]) != lb), f"{tag}_scheme_bad", n.run_phase.eq(PH_BAD))

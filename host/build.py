@@ -30,7 +30,8 @@ from .errors import WirespeedError
 
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
            "board_config", "synth_script", "LUT_MAPPERS",
-           "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed", "HINTS", "DEFAULT_BAUD"]
+           "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed",
+           "HINTS", "DEFAULT_BAUD"]
 
 
 

@@ -151,7 +151,8 @@ def fake_tools(tmp_path, monkeypatch):
             tool.chmod(0o755)
             monkeypatch.setenv(env, str(tool))
         # The elaboration itself is covered below; here it only has to leave the files the tools read.
-        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc9": setattr(top, "_MustUse__silence", True))
+        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc9":
+                            setattr(top, "_MustUse__silence", True))
     return install
 
 
