@@ -160,10 +160,15 @@ class RegisterBank(wiring.Component):
         lanes = Signal(BUS_WIDTH_BITS)
         m.d.comb += lanes.eq(Cat(*(b.replicate(8) for b in bus.w_strb)))
 
-        # 64-bit read latch: which register's high word it holds, and the word.
+        # 64-bit read latch: the bus word address of the register's high word it holds, and that word.
         latch_valid = Signal()
-        latch_tag = Signal(range(max(2, len(regmap.registers))))
+        latch_word = Signal.like(word)
         latch_data = Signal(BUS_WIDTH_BITS)
+        # Register reads go through one pruned binary mux tree over 64-bit slots (two bus words), not through the
+        # ``Switch`` below: a ``Switch`` makes an AND-OR ``$pmux`` over every register word (26 k LUT4 for the core
+        # map on ECP5; the tree is a fraction of that). ``reg_read``/``multi_low`` say what the accepted read hit.
+        reg_read = Signal()
+        multi_low = Signal()
 
         # Memories: their read data is muxed in during the ack cycle.
         mem_read_sel = Signal(range(len(regmap.memories) + 2))
@@ -211,25 +216,18 @@ class RegisterBank(wiring.Component):
 
         with m.If(accept):
             with m.Switch(word):
-                for index, reg in enumerate(regmap.registers):
-                    full = read_value(reg)
+                for reg in regmap.registers:
                     for w in range(reg.words):
                         with m.Case(reg.address // 4 + w):
                             lo, hi = BUS_WIDTH_BITS * w, BUS_WIDTH_BITS * (w + 1)
                             with m.If(bus.r_stb):
+                                m.d.comb += reg_read.eq(1)
                                 if w == 0:
-                                    m.d.sync += r_data.eq(full[lo:hi])
                                     if reg.words > 1:
-                                        m.d.sync += [latch_valid.eq(1), latch_tag.eq(index),
-                                                     latch_data.eq(full[BUS_WIDTH_BITS:])]
+                                        m.d.comb += multi_low.eq(1)
                                     for f in reg.fields:
                                         if f.rclr:
                                             m.d.comb += counter_base[(reg.name, f.name)].eq(0)
-                                else:
-                                    with m.If(latch_valid & (latch_tag == index)):
-                                        m.d.sync += r_data.eq(latch_data)
-                                    with m.Else():
-                                        m.d.sync += r_data.eq(full[lo:hi])
                             with m.Else():  # write
                                 if not reg.sw_writable:
                                     m.d.sync += resp.eq(SLVERR)
@@ -272,11 +270,50 @@ class RegisterBank(wiring.Component):
                 with m.Default():
                     m.d.sync += [resp.eq(DECERR), r_data.eq(0)]
 
+        words = {}
+        for reg in regmap.registers:
+            full = read_value(reg)
+            for w in range(reg.words):
+                words[reg.address // 4 + w] = full[BUS_WIDTH_BITS * w:BUS_WIDTH_BITS * (w + 1)]
+        slots = {}
+        for a in sorted(words):
+            slots.setdefault(a >> 1, [Const(0, BUS_WIDTH_BITS), Const(0, BUS_WIDTH_BITS)])[a & 1] = words[a]
+        slot = Signal(2 * BUS_WIDTH_BITS)
+        m.d.comb += slot.eq(_mux_tree({k: Cat(*v) for k, v in slots.items()}, word[1:], 2 * BUS_WIDTH_BITS))
+        slot_lo, slot_hi = slot[:BUS_WIDTH_BITS], slot[BUS_WIDTH_BITS:]
+        with m.If(accept & reg_read):
+            with m.If(latch_valid & (latch_word == word)):
+                m.d.sync += r_data.eq(latch_data)
+            with m.Else():
+                m.d.sync += r_data.eq(Mux(word[0], slot_hi, slot_lo))
+            with m.If(multi_low):
+                m.d.sync += [latch_valid.eq(1), latch_word.eq(word | 1), latch_data.eq(slot_hi)]
+
         for mi, mem in enumerate(regmap.memories):
             port = hw_port(self.hw, mem.path)
             with m.If(mem_read_sel == mi + 1):
                 m.d.comb += bus.r_data.eq(port.r_data)
         return m
+
+
+def _mux_tree(entries: dict, index, width: int):
+    """``entries[index]`` (0 where there is no entry) as a binary tree of 2:1 multiplexers on ``index``'s bits,
+    pruned to the subtrees that hold entries: about one LUT4 per two entry bits on ECP5."""
+    keys = sorted(entries)
+
+    def node(lo: int, bits: int, first: int, last: int):
+        # keys[first:last] are the entries in [lo, lo + 2**bits).
+        if first == last:
+            return Const(0, width)
+        if bits == 0:
+            return entries[keys[first]]
+        mid_key = lo + (1 << (bits - 1))
+        split = first
+        while split < last and keys[split] < mid_key:
+            split += 1
+        return Mux(index[bits - 1], node(mid_key, bits - 1, split, last), node(lo, bits - 1, first, split))
+
+    return node(0, len(index), 0, len(keys))
 
 
 def _mem_pattern(mem: Memory, width: int) -> str:
