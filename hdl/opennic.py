@@ -208,6 +208,13 @@ class OpenNicBox250(wiring.Component):
         ]
 
 
+def _converter_members(i_bytes: int, o_bytes: int) -> dict:
+    """The ports of a width converter: an AXI4-Stream of ``i_bytes`` in, one of ``o_bytes`` out."""
+    return {"i_data": In(8 * i_bytes), "i_keep": In(i_bytes), "i_last": In(1), "i_valid": In(1), "i_ready": Out(1),
+            "o_data": Out(8 * o_bytes), "o_keep": Out(o_bytes), "o_last": Out(1), "o_valid": Out(1),
+            "o_ready": In(1)}
+
+
 class _DownConverter(wiring.Component):
     """A wide AXI4-Stream beat (``wide`` bytes) as ``wide // narrow`` narrow beats, fewer on a packet's last beat.
 
@@ -217,10 +224,7 @@ class _DownConverter(wiring.Component):
 
     def __init__(self, wide: int, narrow: int):
         self.wide, self.narrow = wide, narrow
-        super().__init__({"i_data": In(8 * wide), "i_keep": In(wide), "i_last": In(1), "i_valid": In(1),
-                          "i_ready": Out(1),
-                          "o_data": Out(8 * narrow), "o_keep": Out(narrow), "o_last": Out(1), "o_valid": Out(1),
-                          "o_ready": In(1)})
+        super().__init__(_converter_members(wide, narrow))
 
     def elaborate(self, platform):
         m = Module()
@@ -253,10 +257,7 @@ class _UpConverter(wiring.Component):
 
     def __init__(self, narrow: int, wide: int):
         self.wide, self.narrow = wide, narrow
-        super().__init__({"i_data": In(8 * narrow), "i_keep": In(narrow), "i_last": In(1), "i_valid": In(1),
-                          "i_ready": Out(1),
-                          "o_data": Out(8 * wide), "o_keep": Out(wide), "o_last": Out(1), "o_valid": Out(1),
-                          "o_ready": In(1)})
+        super().__init__(_converter_members(narrow, wide))
 
     def elaborate(self, platform):
         m = Module()

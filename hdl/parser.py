@@ -255,8 +255,8 @@ class HeaderParser(wiring.Component):
         next_ok = net(Cat(*(name_char_ok(s.name_len, i) for i in range(n_names))), "name_next_ok", n_names)
         # Two CRC steps per lane, not four: the path is hashed only in TARGET and a value only in VALUE; a token
         # starts from the seed only in phase SP and continues only in phase TOKEN.
-        crc_run = crc_path = net(self._crc(Mux(s.state == TARGET, s.path_fp, s.run_fp), b, red), "crc_fp", 64)
-        crc_tok = crc_tok0 = net(self._crc(Mux(s.run_phase == PH_SP, seed, s.run_tok_fp), b, red), "crc_tok", 64)
+        crc_fp = net(self._crc(Mux(s.state == TARGET, s.path_fp, s.run_fp), b, red), "crc_fp", 64)
+        crc_tok = net(self._crc(Mux(s.run_phase == PH_SP, seed, s.run_tok_fp), b, red), "crc_tok", 64)
         cl_next = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
         cl_ovf = net(s.run_cl_ovf | cl_next[64:].any(), "cl_ovf")
 
@@ -271,30 +271,30 @@ class HeaderParser(wiring.Component):
                ("line_start", LINE_START), ("name", NAME), ("value", VALUE), ("value_lf", VALUE_LF),
                ("end_lf", END_LF))}
 
-        def track(cond, tag):
+        def track(cond):
             """Update the running value tracker with byte ``b`` (a value byte: WS after the start, or field-vchar)."""
             i = s.run_len
-            when(cond, f"{tag}_track",
-                 n.run_fp.eq(crc_run),
+            when(cond, "val_track",
+                 n.run_fp.eq(crc_fp),
                  n.run_len.eq(_sat_inc(s.run_len)),
                  n.run_digits_ok.eq(s.run_digits_ok & is_digit),
                  n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) & (_byte_at(b"chunked", i[0:3]) == lb)))
-            when(cond & is_digit, f"{tag}_digit",
+            when(cond & is_digit, "val_digit",
                  n.run_cl.eq(Mux(cl_ovf, U64, cl_next[0:64])), n.run_cl_ovf.eq(cl_ovf))
             ph = s.run_phase
             scheme = cond & (ph == PH_SCHEME)
-            when(scheme & (i < 6) & (_byte_at(b"bearer", i[0:3]) != lb), f"{tag}_scheme_bad", n.run_phase.eq(PH_BAD))
-            when(scheme & (i >= 6) & is_sp, f"{tag}_scheme_sp", n.run_phase.eq(PH_SP))
-            when(scheme & (i >= 6) & ~is_sp, f"{tag}_scheme_end_bad", n.run_phase.eq(PH_BAD))
+            when(scheme & (i < 6) & (_byte_at(b"bearer", i[0:3]) != lb), "val_scheme_bad", n.run_phase.eq(PH_BAD))
+            when(scheme & (i >= 6) & is_sp, "val_scheme_sp", n.run_phase.eq(PH_SP))
+            when(scheme & (i >= 6) & ~is_sp, "val_scheme_end_bad", n.run_phase.eq(PH_BAD))
             sp = cond & (ph == PH_SP)
-            when(sp & (b == HTAB), f"{tag}_sp_bad", n.run_phase.eq(PH_BAD))
-            when(sp & (b != HTAB) & ~is_sp, f"{tag}_tok_start",
-                 n.run_phase.eq(PH_TOKEN), n.run_tok_fp.eq(crc_tok0), n.run_tok_len.eq(1))
+            when(sp & (b == HTAB), "val_sp_bad", n.run_phase.eq(PH_BAD))
+            when(sp & (b != HTAB) & ~is_sp, "val_tok_start",
+                 n.run_phase.eq(PH_TOKEN), n.run_tok_fp.eq(crc_tok), n.run_tok_len.eq(1))
             token = cond & (ph == PH_TOKEN)
-            when(token & is_ws, f"{tag}_tok_ws", n.run_phase.eq(PH_TOKEN_WS))
-            when(token & ~is_ws, f"{tag}_tok",
+            when(token & is_ws, "val_tok_ws", n.run_phase.eq(PH_TOKEN_WS))
+            when(token & ~is_ws, "val_tok",
                  n.run_tok_fp.eq(crc_tok), n.run_tok_len.eq(_sat_inc(s.run_tok_len)))
-            when(cond & (ph == PH_TOKEN_WS) & ~is_ws, f"{tag}_tok_ws_bad", n.run_phase.eq(PH_BAD))
+            when(cond & (ph == PH_TOKEN_WS) & ~is_ws, "val_tok_ws_bad", n.run_phase.eq(PH_BAD))
 
         def commit_line(c):
             """The LF ending a field line: apply the committed value to the header it names."""
@@ -351,7 +351,7 @@ class HeaderParser(wiring.Component):
         when(t_char, "t_any", n.target_any.eq(1))
         when(t_char & (b == QMARK) & ~s.in_query, "t_query", n.in_query.eq(1))
         t_path = net(t_char & ~((b == QMARK) & ~s.in_query) & ~s.in_query, "t_path")
-        when(t_path, "t_path", n.path_fp.eq(crc_path), n.path_len.eq(_sat_inc(s.path_len)))
+        when(t_path, "t_path", n.path_fp.eq(crc_fp), n.path_len.eq(_sat_inc(s.path_len)))
         with m.If(net(t_path & (s.path_len < PREFIX_BYTES), "when_t_buf")):
             with m.Switch(s.path_len[0:5]):
                 for j in range(PREFIX_BYTES):
@@ -399,7 +399,7 @@ class HeaderParser(wiring.Component):
         val_char = net(st["value"] & ~is_cr & ~is_ws & is_fvchar, "val_char")
         when(val_char, "val_started", n.started.eq(1))
         # One tracker update for both kinds of value byte: a WS inside the value, or a field-vchar.
-        track(net((st["value"] & ~is_cr & is_ws & s.started) | val_char, "val_track"), "val")
+        track(net((st["value"] & ~is_cr & is_ws & s.started) | val_char, "val_track"))
         # The committed copy follows every non-WS byte, so trailing WS never reaches it.
         when(val_char, "val_commit",
              *[getattr(n, f"com_{name}").eq(getattr(n, f"run_{name}")) for name in _tracker_fields()])

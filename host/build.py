@@ -409,11 +409,10 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
 
 
 def _emit(platform, top, out: Path, synth_opts: str = "", lut_mapper: str = "abc9") -> None:
-    """Elaborate ``top`` and write Amaranth's Trellis inputs (``top.il``, ``top.ys``, ``top.lpf``) into ``out``;
-    with ``lut_mapper="abc"``, ``top.ys`` is rewritten to map LUTs with classic ABC (:func:`synth_script`)."""
-    platform.prepare(top, name="top", debug_verilog=False, synth_opts=synth_opts).extract(out)
-    if lut_mapper != "abc9":
-        (out / "top.ys").write_text(synth_script("top", synth_opts, lut_mapper))
+    """Elaborate ``top`` and write Amaranth's Trellis inputs (``top.il``, ``top.lpf``) into ``out``, with ``top.ys``
+    from :func:`synth_script` (the only Yosys script the flow runs)."""
+    platform.prepare(top, name="top", debug_verilog=False).extract(out)
+    (out / "top.ys").write_text(synth_script("top", synth_opts, lut_mapper))
 
 
 #: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper.
@@ -423,7 +422,7 @@ LUT_MAPPERS = ("abc9", "abc")
 def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> str:
     """The Yosys script for ``name.il`` → ``name.json``.
 
-    ``abc9`` is ``synth_ecp5`` whole, as Amaranth writes it. ``abc`` runs ``synth_ecp5`` up to its LUT-mapping label,
+    ``abc9`` is ``synth_ecp5`` whole, as Amaranth's Trellis template has it. ``abc`` runs ``synth_ecp5`` up to its LUT-mapping label,
     maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the default), then runs the
     rest from ``map_cells``.
     """
