@@ -75,11 +75,6 @@ def _byte_at(text: bytes, index):
     return Array(Const(c, 8) for c in text.ljust(1 << len(index), b"\0"))[index]
 
 
-def _bytes_of(value, count: int):
-    """The bytes of a register value as an indexable ``Array`` (byte 0 in bits 7:0)."""
-    return Array(value[8 * i:8 * i + 8] for i in range(count))
-
-
 def _lower(b):
     return Mux((b >= ord("A")) & (b <= ord("Z")), b | 0x20, b)
 
@@ -241,13 +236,13 @@ class HeaderParser(wiring.Component):
 
         # Name matchers: builtins are constants, extras come from the committed table.
         lens = [Const(len(nm), 6) for nm in BUILTIN_NAMES] + [tables["x_len"][i] for i in range(EXTRA_SLOTS)]
-        extra_bytes = [_bytes_of(tables["x_bytes"][i], NAME_BYTES) for i in range(EXTRA_SLOTS)]
 
         def name_char_ok(i_pos, idx):
             if idx < N_BUILTIN:
                 expect = _byte_at(BUILTIN_NAMES[idx], i_pos[0:5])
             else:
-                expect = extra_bytes[idx - N_BUILTIN][i_pos[0:5]]
+                # word_select ($shiftx, a mux tree) costs 1.5 k LUT4 less at W=4 than an Array ($pmux).
+                expect = tables["x_bytes"][idx - N_BUILTIN].word_select(i_pos[0:5], 8)
             return (i_pos < lens[idx]) & (expect == lb)
 
         n_names = N_BUILTIN + EXTRA_SLOTS
