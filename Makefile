@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,pynq]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pynq,synth]'
 	@touch $@
 
 venv: $(STAMP)
@@ -44,9 +44,7 @@ bench: $(STAMP)
 # A board build (docs/boards.md): make synth BOARD=ecpix5 [BUILD_ARGS="--clock-mhz 50"]
 BOARD ?= ecpix5
 BUILD_ARGS ?=
-# Not part of `make test` yet: one ECPIX-5 place and route of the core takes longer than the CI budget (docs/boards.md).
 synth: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[synth]'
 	$(BIN)/wirespeed build --board $(BOARD) $(BUILD_ARGS)
 
 # Every export into build/regs, and the committed register reference into docs/ (drift-checked by the tests).

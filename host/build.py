@@ -145,11 +145,13 @@ def tool_versions(tools: dict[str, list[str]]) -> dict[str, str]:
 # -- configuration and budget -----------------------------------------------------------------------------------------
 
 def board_config(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
-                 clock_hz: int | None = None):
+                 clock_hz: int | None = None, bringup: bool = False):
     """The :class:`~wirespeed.hdl.id.CoreParams` for a board build, the EBR census and the trade-off made.
 
     ``tenants``/``maglev`` default to the board's; the limiter uses its default profile when that fits and the
     compact ECP5-85 profile (``docs/limiter.md``) when only that fits. :class:`BudgetError` when neither does.
+    ``bringup`` builds the core with no pipelines (register bank and ID block behind the UART bridge), to check a
+    board's clock, reset and UART first; its clock defaults to :attr:`~wirespeed.hdl.boards.Board.bringup_clock_hz`.
     Returns ``(params, census, profile, tradeoff)``.
     """
     from ..hdl.boards import BOARDS, board_clock_hz, ebr_census, limiter_params, router_params
@@ -158,7 +160,7 @@ def board_config(board: str, width: int | None = None, tenants: int | None = Non
         raise BuildError(f"--board {board!r}: known boards are {', '.join(BOARDS)}")
     b = BOARDS[board]
     if clock_hz is None:
-        clock_hz = b.clock_hz
+        clock_hz = b.bringup_clock_hz if bringup else b.clock_hz
     if width is None:
         width = b.width
     if not 3_125_000 <= clock_hz <= 400_000_000:
@@ -172,6 +174,11 @@ def board_config(board: str, width: int | None = None, tenants: int | None = Non
         raise BuildError(f"--maglev {mg}: must be in 2..131072 (Maglev entries per table buffer)")
     if width not in (4, 8, 16):
         raise BuildError(f"--width {width}: the parser supports W = 4, 8 or 16")
+    if bringup:
+        params = CoreParams(width_bytes=width, clock_hz=core_hz, features=frozenset())
+        return (params, ebr_census(params), None,
+                "bring-up core: UART bridge, register bank and ID block only (no pipelines); it checks the board's "
+                "clock, reset and UART, and the driver's info(), before the full core")
     router = router_params(mg)
     tried = []
     profiles = ("default", "compact") if not (tenants is None and b.compact_limiter) else ("compact",)
@@ -287,7 +294,8 @@ def _run_tool(phase: str, argv: list[str], cwd: Path, log: Path, progress, patte
 
 def build(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
           clock_hz: int | None = None, out_dir=None, progress=None, *, baud: int = DEFAULT_BAUD, seed: int = 1,
-          synth_opts: str = "", lut_mapper: str = "abc9", bridge=None) -> dict:
+          synth_opts: str = "", lut_mapper: str = "abc", bridge=None, bringup: bool = False,
+          pack_only: bool = False) -> dict:
     """Build the core for an ECP5 board and return the report (also written to ``<out_dir>/report.json``).
 
     Parameters
@@ -317,6 +325,12 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
         ``-noabc9`` (it accepts the option and ignores it), so ``abc`` runs ``synth_ecp5`` in two parts around it.
     bridge : callable, optional
         Substitute for the UART bridge (tests); see :class:`~wirespeed.hdl.boards.BoardTop`.
+    bringup : bool
+        Build the bring-up core (no pipelines; see :func:`board_config`) instead of the full core.
+    pack_only : bool
+        Stop after nextpnr's packing: the report has the utilisation of the synthesised netlist against the device
+        (and :class:`DoesNotFit` when it is over), but no placement, no Fmax (``timing_met`` is ``None``) and no
+        bitstream. Minutes instead of the hour a placement of the full core takes.
 
     Raises
     ------
@@ -330,7 +344,7 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     say = progress or (lambda phase, detail: None)
     if lut_mapper not in LUT_MAPPERS:
         raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
-    params, census, profile, tradeoff = board_config(board, width, tenants, maglev, clock_hz)
+    params, census, profile, tradeoff = board_config(board, width, tenants, maglev, clock_hz, bringup)
     tools = find_tools()
     b = BOARDS[board]
     out = Path(out_dir) if out_dir is not None else build_root() / board
@@ -338,8 +352,9 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     times = {}
 
     width = params.width_bytes
-    say("elaborate", f"{board}: W={width}, {params.tenants} tenants ({profile}), Maglev {params.maglev_size}, "
-                     f"{params.clock_hz / 1e6:g} MHz")
+    say("elaborate", f"{board}: " + ("bring-up core" if bringup else
+                                     f"W={width}, {params.tenants} tenants ({profile}), Maglev {params.maglev_size}")
+        + f", {params.clock_hz / 1e6:g} MHz")
     t0 = time.monotonic()
     top = BoardTop(board, params, baud, bridge=bridge)
     platform = b.platform_class()(toolchain="Trellis")
@@ -355,21 +370,34 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     package = platform._nextpnr_package_options[platform.package].upper()
     # --timing-allow-fail: nextpnr writes its report either way, and the check below fails the build with figures.
     pnr = [*tools["nextpnr-ecp5"], device, "--package", package, "--speed", platform.speed, "--json", "top.json",
-           "--lpf", "top.lpf", "--textcfg", "top.config", "--report", "nextpnr-report.json", "--timing-allow-fail",
-           "--seed", str(seed), "--log", "top.tim"]
-    try:
-        _run_tool("place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
-    except ToolFailed as exc:
-        log = out / "top.tim"
-        over = {name: u for name, u in parse_utilisation(log.read_text(errors="replace") if log.exists() else "")
+           "--lpf", "top.lpf", "--timing-allow-fail", "--seed", str(seed), "--log", "top.tim"]
+    pnr += ["--pack-only"] if pack_only else ["--textcfg", "top.config", "--report", "nextpnr-report.json"]
+    log = out / "top.tim"
+
+    def over_device() -> dict:
+        return {name: u for name, u in parse_utilisation(log.read_text(errors="replace") if log.exists() else "")
                 .items() if u[0] > u[1]}
-        if over:
-            raise DoesNotFit(f"{board} ({b.device}) W={width}: " + ", ".join(
-                f"{name} {used} of {avail} ({100 * used / avail:.0f} %)" for name, (used, avail) in over.items())
-                + f" after synthesis; nextpnr cannot place it (log: {log})", over) from exc
+
+    def does_not_fit(over: dict) -> DoesNotFit:
+        return DoesNotFit(f"{board} ({b.device}) W={width}: " + ", ".join(
+            f"{name} {used} of {avail} ({100 * used / avail:.0f} %)" for name, (used, avail) in over.items())
+            + f" after synthesis; nextpnr cannot place it (log: {log})", over)
+
+    try:
+        _run_tool("pack" if pack_only else "place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
+    except ToolFailed as exc:
+        if over := over_device():
+            raise does_not_fit(over) from exc
         raise
-    times["place_and_route_s"] = round(time.monotonic() - t0, 1)
-    timing = parse_nextpnr_report(json.loads((out / "nextpnr-report.json").read_text()), params.clock_hz)
+    times["pack_s" if pack_only else "place_and_route_s"] = round(time.monotonic() - t0, 1)
+    if pack_only:
+        if over := over_device():
+            raise does_not_fit(over)
+        timing = {"timing_met": None, "core_fmax_mhz": None, "fmax": {},
+                  "utilization": _utilisation_from_log(parse_utilisation(log.read_text(errors="replace"))),
+                  "utilization_raw": {}}
+    else:
+        timing = parse_nextpnr_report(json.loads((out / "nextpnr-report.json").read_text()), params.clock_hz)
 
     report = {
         "board": board, "device": b.device,
@@ -381,19 +409,24 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
                                                        "clkop_div": top.pll.clkop_div,
                                                        "vco_mhz": float(top.pll.f_vco_hz) / 1e6}},
         **{k: timing[k] for k in ("timing_met", "core_fmax_mhz", "fmax", "utilization")},
+        # W · 8 · f; none for the bring-up core, which carries no packets.
         "line_rate_gbps": {"at_fmax": round(width * 8 * timing["core_fmax_mhz"] / 1e3, 2)
-                           if timing["core_fmax_mhz"] else None,
-                           "at_clock": round(width * 8 * params.clock_hz / 1e9, 2)},
+                           if timing["core_fmax_mhz"] and not bringup else None,
+                           "at_clock": None if bringup else round(width * 8 * params.clock_hz / 1e9, 2)},
         "ebr_estimate": {"total": sum(m["ebr"] for m in census.values()), "by_block": _group(census),
                          "device": b.ebr},
         "tools": tool_versions(tools),
         "bridge": f"{top.bridge.__module__}.{top.bridge.__qualname__}",
-        "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper,
-        "files": {"nextpnr_report": str(out / "nextpnr-report.json"), "synthesis_log": str(out / "top.rpt"),
-                  "pnr_log": str(out / "top.tim"), "bitstream": None},
+        "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper, "pack_only": pack_only,
+        "files": {"nextpnr_report": None if pack_only else str(out / "nextpnr-report.json"),
+                  "synthesis_log": str(out / "top.rpt"), "pnr_log": str(out / "top.tim"), "bitstream": None},
         "wall_time_s": times,
     }
     report["utilization_raw"] = timing["utilization_raw"]
+    if pack_only:
+        times["total_s"] = round(time.monotonic() - started, 1)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
 
     if timing["timing_met"]:
         t0 = time.monotonic()
@@ -447,6 +480,17 @@ def parse_utilisation(log: str) -> dict[str, tuple[int, int]]:
     return {m[1]: (int(m[2]), int(m[3])) for m in map(_UTIL_LINE.match, log.splitlines()) if m}
 
 
+def _utilisation_from_log(table: dict[str, tuple[int, int]]) -> dict:
+    """The report's ``utilization`` (LUT4, FF, EBR, DSP) from nextpnr's logged table (``parse_utilisation``)."""
+    util = {}
+    for label, bel in RESOURCES.items():
+        if bel in table:
+            used, available = table[bel]
+            util[label] = {"used": used, "available": available,
+                           "percent": round(100 * used / available, 1) if available else 0.0}
+    return util
+
+
 def check_timing(report: dict, where="report.json") -> None:
     """:class:`TimingNotMet` unless every clock in ``report["fmax"]`` meets its constraint."""
     if report["timing_met"]:
@@ -478,8 +522,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="build folder (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--synth-opts", default="", help="extra synth_ecp5 options, e.g. -nowidelut")
-    parser.add_argument("--lut-mapper", default="abc9", choices=LUT_MAPPERS,
-                        help="abc9 (synth_ecp5's own) or abc (classic, much quicker on the core)")
+    parser.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
+                        help="abc (classic ABC, the default: minutes on the core) or abc9 (synth_ecp5's own; it "
+                             "had not finished after 28 min on the W=8 core)")
+    parser.add_argument("--bringup", action="store_true",
+                        help="build the bring-up core (UART bridge, register bank, ID block; no pipelines)")
+    parser.add_argument("--pack-only", action="store_true",
+                        help="stop after packing: utilisation against the device, no placement, Fmax or bitstream")
 
 
 def _stderr_progress(phase: str, detail: str) -> None:
@@ -493,7 +542,8 @@ def run(args) -> dict:
     report = build(args.board, width=args.width, tenants=args.tenants, maglev=args.maglev, clock_hz=clock_hz,
                    out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
                    seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", ""),
-                   lut_mapper=getattr(args, "lut_mapper", "abc9"))
+                   lut_mapper=getattr(args, "lut_mapper", "abc"), bringup=getattr(args, "bringup", False),
+                   pack_only=getattr(args, "pack_only", False))
     if not quiet:
         print_report(report)
     return report
@@ -501,13 +551,17 @@ def run(args) -> dict:
 
 def print_report(r: dict) -> None:
     c = r["config"]
-    print(f"{r['board']} ({r['device']}): W={c['width_bytes']}, {c['tenants']} tenants ({c['limiter_profile']} "
-          f"profile), Maglev {c['maglev_size']}, core clock {r['clock']['core_mhz']:g} MHz")
+    core = (f"W={c['width_bytes']}, {c['tenants']} tenants ({c['limiter_profile']} profile), Maglev "
+            f"{c['maglev_size']}" if c["features"] else "bring-up core (no pipelines)")
+    print(f"{r['board']} ({r['device']}): {core}, core clock {r['clock']['core_mhz']:g} MHz")
     print(f"  trade-off: {r['tradeoff']}")
+    if r.get("pack_only"):
+        print("  packed only (--pack-only): no placement, no Fmax, no bitstream")
     for name, f in r["fmax"].items():
         print(f"  Fmax {name}: {f['achieved_mhz']} MHz (constraint {f['constraint_mhz']} MHz) "
               f"{'met' if f['met'] else 'NOT MET'}")
-    print(f"  line rate at Fmax: {r['line_rate_gbps']['at_fmax']} Gbit/s")
+    if r["line_rate_gbps"]["at_fmax"] is not None:
+        print(f"  line rate at Fmax: {r['line_rate_gbps']['at_fmax']} Gbit/s")
     for label, u in r["utilization"].items():
         print(f"  {label}: {u['used']} / {u['available']} ({u['percent']}%)")
     print(f"  wall time: {r['wall_time_s']['total_s']} s; bitstream: {r['files']['bitstream']}")

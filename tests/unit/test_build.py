@@ -126,6 +126,11 @@ if tool == "nextpnr-ecp5" and {overfull!r}:
     log = pathlib.Path({overfull!r}).read_text()
     pathlib.Path(args[args.index("--log") + 1]).write_text(log)
     print(log.splitlines()[-1]); sys.exit(125)
+if tool == "nextpnr-ecp5" and "--pack-only" in args:
+    log = pathlib.Path({packed!r}).read_text()
+    pathlib.Path(args[args.index("--log") + 1]).write_text(log)
+    assert "--report" not in args and "--textcfg" not in args
+    print(log.splitlines()[-1]); sys.exit(0)
 if tool == "nextpnr-ecp5":
     report = json.loads(pathlib.Path({report!r}).read_text())
     for f in report["fmax"].values():
@@ -147,11 +152,12 @@ def fake_tools(tmp_path, monkeypatch):
         for name, env in (("yosys", "YOSYS"), ("nextpnr-ecp5", "NEXTPNR_ECP5"), ("ecppack", "ECPPACK")):
             tool = bin_dir / name
             tool.write_text(FAKE_TOOL.format(python=sys.executable, report=str(NEXTPNR_REPORT),
-                                             constraint=constraint_mhz, overfull=str(overfull)))
+                                             constraint=constraint_mhz, overfull=str(overfull),
+                                             packed=str(NEXTPNR_PACKED)))
             tool.chmod(0o755)
             monkeypatch.setenv(env, str(tool))
         # The elaboration itself is covered below; here it only has to leave the files the tools read.
-        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc9":
+        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc":
                             setattr(top, "_MustUse__silence", True))
     return install
 
@@ -166,7 +172,7 @@ def test_the_flow_writes_a_report_and_a_bitstream_when_timing_is_met(fake_tools,
     assert {"elaborate", "place and route", "bitstream"} <= set(phases)
     assert report["config"]["tenants"] == 64 and report["config"]["limiter_profile"] == "default"
     assert report["config"]["width_bytes"] == BOARDS["versa-ecp5"].width == 4      # the board's default W
-    assert report["line_rate_gbps"]["at_clock"] == 4 * 8 * 0.1
+    assert report["line_rate_gbps"]["at_clock"] == round(4 * 8 * BOARDS["versa-ecp5"].clock_hz / 1e9, 2)
     assert set(report["wall_time_s"]) >= {"synthesis_s", "place_and_route_s", "total_s"}
 
 
@@ -194,6 +200,9 @@ def test_the_cli_options_parse_into_run_arguments():
     args = parser.parse_args(["--board", "ecpix5", "--width", "8", "--tenants", "4096", "--maglev", "1024",
                               "--clock-mhz", "90"])
     assert (args.board, args.width, args.tenants, args.maglev, args.clock_mhz) == ("ecpix5", 8, 4096, 1024, 90.0)
+    assert (args.lut_mapper, args.bringup, args.pack_only) == ("abc", False, False)
+    args = parser.parse_args(["--board", "versa-ecp5", "--bringup", "--pack-only", "--lut-mapper", "abc9"])
+    assert (args.lut_mapper, args.bringup, args.pack_only) == ("abc9", True, True)
 
 
 # -- board tops -------------------------------------------------------------------------------------------------------
@@ -228,6 +237,35 @@ def test_the_classic_abc_script_runs_synth_ecp5_in_two_parts_around_abc():
 
 
 NEXTPNR_OVERFULL = Path(__file__).parent / "data" / "nextpnr-overfull.log"   # captured: W=8 core on the 85F
+NEXTPNR_PACKED = Path(__file__).parent / "data" / "nextpnr-packed-w4.log"     # captured: W=4 core on the 85F
+
+
+def test_pack_only_reports_the_utilisation_and_builds_nothing_more(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=1.0)
+    phases = []
+    report = flow.build("ecpix5", tenants=64, maglev=2, out_dir=tmp_path / "out", pack_only=True,
+                        progress=lambda phase, detail: phases.append(phase))
+    assert report["pack_only"] and report["timing_met"] is None and report["fmax"] == {}
+    assert report["utilization"]["LUT4"] == {"used": 71941, "available": 83640, "percent": 86.0}
+    assert report["utilization"]["EBR"]["used"] == 51 and report["utilization"]["DSP"]["used"] == 74
+    assert report["files"]["bitstream"] is None and not (tmp_path / "out" / "top.bit").exists()
+    assert "pack" in phases and "place and route" not in phases and "bitstream" not in phases
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["utilization"] == report["utilization"]
+
+
+def test_pack_only_still_fails_a_netlist_larger_than_the_device(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=1.0, overfull=NEXTPNR_OVERFULL)
+    with pytest.raises(flow.DoesNotFit, match="TRELLIS_COMB 109494 of 83640"):
+        flow.build("ecpix5", tenants=64, maglev=2, out_dir=tmp_path / "out", pack_only=True)
+
+
+def test_the_bringup_build_has_no_pipelines_and_its_own_clock(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=1.0)
+    report = flow.build("ecpix5", bringup=True, out_dir=tmp_path / "out")
+    assert report["config"]["features"] == [] and report["config"]["tenants"] == 0
+    assert report["clock"]["core_mhz"] == BOARDS["ecpix5"].bringup_clock_hz / 1e6
+    assert report["tradeoff"].startswith("bring-up core") and report["timing_met"]
+    assert report["line_rate_gbps"] == {"at_fmax": None, "at_clock": None}
 
 
 def test_a_netlist_larger_than_the_device_is_named_with_its_figures(fake_tools, tmp_path):
