@@ -138,6 +138,11 @@ class RegisterBank(wiring.Component):
     def __init__(self, regmap: RegMap, addr_width: int):
         if regmap.size > (1 << addr_width):
             raise ValueError(f"regmap {regmap.name} spans {regmap.size:#x} bytes; addr_width {addr_width} is too narrow")
+        for reg in regmap.registers:
+            # Reads go through 64-bit slots (see ``elaborate``): a register must not straddle two of them.
+            if reg.words > 2 or (reg.words == 2 and reg.address % 8):
+                raise ValueError(f"register {'.'.join(reg.path)} at {reg.address:#x} is {reg.words} words: the bank "
+                                 f"takes registers of 32 bits, or of 64 bits aligned to 8 bytes")
         self.regmap = regmap
         super().__init__({"bus": In(RegisterBus(addr_width)), "hw": Out(hw_signature(regmap))})
 

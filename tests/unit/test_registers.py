@@ -511,3 +511,15 @@ def test_write_only_field_itself_can_be_written_by_field(regs, t, bank):
     run(regs.write("keyed", 0x0003_0011), t)
     run(regs.write("keyed.key", 0x77), t)
     assert bank.state["keyed"] & 0x00FF_00FF == 0x0003_0077
+
+
+def test_the_register_bank_refuses_a_64_bit_register_that_straddles_two_read_slots(tmp_path):
+    from wirespeed.hdl.regbank import RegisterBank
+    rdl = tmp_path / "odd.rdl"
+    rdl.write_text("addrmap odd { reg { field { sw = rw; hw = r; } a[31:0]; } r32 @ 0x0;\n"
+                   "reg { regwidth = 64; accesswidth = 32; field { sw = rw; hw = r; } b[63:0]; } r64 @ 0x4; };\n")
+    regmap = regmap_from_node(compile_rdl([rdl], "odd"))
+    assert regmap.registers[1].address == 4 and regmap.registers[1].words == 2
+    with pytest.raises(ValueError, match=r"r64 at 0x4 is 2 words.*aligned to 8 bytes"):
+        RegisterBank(regmap, 12)
+    RegisterBank(core_regmap(), 15)     # every register of the core's map is 32-bit, or 64-bit aligned
