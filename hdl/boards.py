@@ -55,7 +55,9 @@ class Board:
     compact_limiter : bool
         Whether the default tenant table uses :data:`ECP5_85_COMPACT_LIMITER`.
     clock_hz : int
-        The default core clock: the highest measured to meet timing with the default configuration.
+        The full core's default clock. It should be the highest measured to meet timing with the default
+        configuration; no routed build of the full core exists yet, so it is set below nextpnr's post-placement
+        estimate (``docs/boards.md``, "Measured").
     bringup_clock_hz : int
         The bring-up core's clock (``wirespeed build --bringup``), measured to meet timing.
     tradeoff : str

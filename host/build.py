@@ -257,14 +257,10 @@ def parse_nextpnr_report(report: dict, core_hz: int) -> dict:
                       "met": f["achieved"] >= f["constraint"]}
     core = [f["achieved_mhz"] for f in fmax.values() if abs(f["constraint_mhz"] - core_hz / 1e6) < 0.01]
     util_raw = report.get("utilization") or {}
-    util = {}
-    for label, bel in RESOURCES.items():
-        u = util_raw.get(bel)
-        if u is None and label == "LUT4" and "TRELLIS_SLICE" in util_raw:      # nextpnr before the 2023 ECP5 rework
-            u = {"used": 2 * util_raw["TRELLIS_SLICE"]["used"], "available": 2 * util_raw["TRELLIS_SLICE"]["available"]}
-        if u is not None:
-            util[label] = {"used": u["used"], "available": u["available"],
-                           "percent": round(100 * u["used"] / u["available"], 1) if u["available"] else 0.0}
+    table = {bel: (u["used"], u["available"]) for bel, u in util_raw.items()}
+    if "TRELLIS_COMB" not in table and "TRELLIS_SLICE" in table:      # nextpnr before the 2023 ECP5 rework
+        table["TRELLIS_COMB"] = tuple(2 * n for n in table["TRELLIS_SLICE"])
+    util = _utilisation_from_log(table)
     return {"fmax": fmax, "core_fmax_mhz": min(core) if core else None,
             "timing_met": bool(fmax) and all(f["met"] for f in fmax.values()),
             "utilization": util, "utilization_raw": util_raw}
@@ -455,9 +451,9 @@ LUT_MAPPERS = ("abc9", "abc")
 def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> str:
     """The Yosys script for ``name.il`` → ``name.json``.
 
-    ``abc9`` is ``synth_ecp5`` whole, as Amaranth's Trellis template has it. ``abc`` runs ``synth_ecp5`` up to its LUT-mapping label,
-    maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the default), then runs the
-    rest from ``map_cells``.
+    ``abc9`` is ``synth_ecp5`` whole, as Amaranth's Trellis template has it. ``abc`` runs ``synth_ecp5`` up to its
+    LUT-mapping label, maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the
+    default), then runs the rest from ``map_cells``.
     """
     head = f"read_rtlil {name}.il\n"
     tail = f"write_json {name}.json\n"
@@ -481,7 +477,8 @@ def parse_utilisation(log: str) -> dict[str, tuple[int, int]]:
 
 
 def _utilisation_from_log(table: dict[str, tuple[int, int]]) -> dict:
-    """The report's ``utilization`` (LUT4, FF, EBR, DSP) from nextpnr's logged table (``parse_utilisation``)."""
+    """The report's ``utilization`` (LUT4, FF, EBR, DSP) from ``{bel type: (used, available)}``: nextpnr's logged
+    table (:func:`parse_utilisation`) or its JSON report."""
     util = {}
     for label, bel in RESOURCES.items():
         if bel in table:

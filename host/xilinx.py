@@ -24,7 +24,8 @@ from .regmap import RegMap, core_regmap
 
 __all__ = ["PART", "PYNQ_PARAMS", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "vlnv", "verilog_ports",
            "wrapper_ports", "wrapper_verilog", "ip_registers", "write_pynq_plan", "estimate_utilisation",
-           "parse_yosys_stat", "YosysNotFound", "find_yosys", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ", "PLAN_DIR"]
+           "parse_yosys_stat", "YosysNotFound", "find_yosys", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ",
+           "PLAN_DIR"]
 
 #: The PYNQ-Z2 and Arty-Z7-20 device.
 PART = "xc7z020clg400-1"
