@@ -24,7 +24,7 @@ from .top import WirespeedCore
 from .uart_bridge import DEFAULT_BAUD, UartAxiLiteBridge
 
 __all__ = ["Board", "BOARDS", "BoardTop", "PllConfig", "ecp5_pll", "board_clock_hz", "ebr_census", "EBR_BITS",
-           "limiter_params", "router_params", "router_table_ebr",
+           "limiter_params", "router_params", "router_table_ebr", "board_lpf",
            "ECP5_85_COMPACT_LIMITER"]
 
 #: An ECP5 EBR (DP16KD) holds 18 Kbit.
@@ -221,8 +221,7 @@ class BoardTop(wiring.Component):
         m.domains.sync = cd_sync = ClockDomain("sync")
         if platform is None:            # elaboration without a board (tests): no pins, no PLL
             return m
-        osc = platform.request(platform.default_clk).i
-        rst_pin = platform.request(platform.default_rst).i
+        osc, rst_pin, uart = _request_pins(platform)
         if self.pll is None:
             m.d.comb += cd_sync.clk.eq(osc)
             not_ready = rst_pin
@@ -233,9 +232,39 @@ class BoardTop(wiring.Component):
             not_ready = rst_pin | ~locked
         m.submodules.reset_sync = ResetSynchronizer(not_ready, domain="sync")
 
-        uart = platform.request("uart", 0)
         m.d.comb += [bridge.rx.eq(uart.rx.i), uart.tx.o.eq(bridge.tx)]
         return m
+
+
+def _request_pins(platform):
+    """The board pins a board top uses: the oscillator and reset inputs, and UART 0."""
+    return platform.request(platform.default_clk).i, platform.request(platform.default_rst).i, \
+        platform.request("uart", 0)
+
+
+class _PinsOnly(wiring.Component):
+    """The board top's pins with nothing behind them (UART looped back): enough for Amaranth to write its LPF."""
+
+    def __init__(self):
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        _, _, uart = _request_pins(platform)
+        m.d.comb += uart.tx.o.eq(uart.rx.i)
+        return m
+
+
+def board_lpf(board: str) -> str:
+    """The pin and oscillator constraints of a board top (``constraints/<board>.lpf``), as Amaranth writes them
+    from the board's amaranth-boards platform. ``wirespeed build`` adds the core clock's ``FREQUENCY NET`` when an
+    EHXPLLL makes it."""
+    platform = BOARDS[board].platform_class()(toolchain="Trellis")
+    lpf = platform.prepare(_PinsOnly(), name="top").files["top.lpf"]
+    body = [ln for ln in lpf.splitlines() if ln.strip() and not ln.startswith("#")]
+    return (f"# {board} ({BOARDS[board].device}): the pins and the oscillator of wirespeed's board top.\n"
+            f"# Written by wirespeed.hdl.boards.board_lpf from {BOARDS[board].platform}; a test checks it.\n"
+            + "\n".join(body) + "\n")
 
 
 def _oscillator_hz(platform_class) -> int:

@@ -275,3 +275,20 @@ def test_a_netlist_larger_than_the_device_is_named_with_its_figures(fake_tools, 
         flow.build("ecpix5", tenants=64, maglev=2, out_dir=tmp_path / "out")
     assert exc.value.over == {"TRELLIS_COMB": (109494, 83640)}
     assert isinstance(exc.value, flow.BudgetError) and not (tmp_path / "out" / "top.bit").exists()
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_the_committed_lpf_is_what_the_build_writes(board):
+    # constraints/<board>.lpf is generated (board_lpf) and committed: it must not drift from the platform, and every
+    # line of it must be in the LPF that a real build of the board top writes (which adds the PLL clock's net).
+    from wirespeed.hdl.boards import board_lpf
+    committed = (Path(__file__).parents[2] / "constraints" / f"{board}.lpf").read_text()
+    assert committed == board_lpf(board), f"regenerate constraints/{board}.lpf with board_lpf({board!r})"
+    platform = BOARDS[board].platform_class()(toolchain="Trellis")
+    top = BoardTop(board, CoreParams(clock_hz=50_000_000, features=frozenset()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = platform.prepare(top, name="top").files["top.lpf"].splitlines()
+    body = [ln for ln in committed.splitlines() if not ln.startswith("#")]
+    assert body and set(body) <= set(built)
+    assert 'FREQUENCY NET "reset_sync.clk" 50000000.0 HZ;' in built        # the core clock, from the PLL
