@@ -292,3 +292,22 @@ def test_the_committed_lpf_is_what_the_build_writes(board):
     body = [ln for ln in committed.splitlines() if not ln.startswith("#")]
     assert body and set(body) <= set(built)
     assert 'FREQUENCY NET "reset_sync.clk" 50000000.0 HZ;' in built        # the core clock, from the PLL
+
+
+def test_the_cli_prints_a_pack_only_report_as_json(fake_tools, tmp_path, capsys):
+    from wirespeed.host import cli
+    fake_tools(constraint_mhz=1.0)
+    rc = cli.main(["build", "--board", "ecpix5", "--tenants", "64", "--maglev", "2", "--pack-only",
+                   "--out", str(tmp_path / "out"), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pack_only"] and report["timing_met"] is None
+    assert report["utilization"]["LUT4"]["percent"] == 86.0
+
+
+def test_the_cli_summary_of_a_bringup_build(fake_tools, tmp_path, capsys):
+    from wirespeed.host import cli
+    fake_tools(constraint_mhz=1.0)
+    assert cli.main(["build", "--board", "versa-ecp5", "--bringup", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "bring-up core (no pipelines), core clock 100 MHz" in out and "line rate" not in out
