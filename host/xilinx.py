@@ -594,7 +594,9 @@ def _synth_script(verilog: str, stat: str, abc9: bool, share: bool) -> str:
         lines += ["opt_expr -mux_undef -noclkinv", "abc -luts 2:2,3,6:5,10,20", "clean", "xilinx_srl -fixed -minlen 3",
                   "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6", "xilinx_dffopt",
                   "opt_lut_ins -tech xilinx", f"synth_xilinx {opts} -run finalize:"]
-    lines.append(f"tee -o {stat} stat")
+    # ``-flatten`` leaves Amaranth's hierarchy as ``$scopeinfo`` cells: names, no hardware; counted, they would
+    # read as unmapped logic.
+    lines += ["delete t:$scopeinfo", f"tee -o {stat} stat"]
     return "\n".join(lines) + "\n"
 
 
