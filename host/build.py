@@ -29,7 +29,7 @@ from ..hdl.uart_bridge import DEFAULT_BAUD
 from .errors import WirespeedError
 
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
-           "board_config", "synth_script", "LUT_MAPPERS",
+           "board_config", "synth_script", "LUT_MAPPERS", "ROUTERS",
            "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed",
            "HINTS", "DEFAULT_BAUD"]
 
@@ -290,8 +290,8 @@ def _run_tool(phase: str, argv: list[str], cwd: Path, log: Path, progress, patte
 
 def build(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
           clock_hz: int | None = None, out_dir=None, progress=None, *, baud: int = DEFAULT_BAUD, seed: int = 1,
-          synth_opts: str = "", lut_mapper: str = "abc", bridge=None, bringup: bool = False,
-          pack_only: bool = False) -> dict:
+          synth_opts: str = "", lut_mapper: str = "abc", router: str = "router1", bridge=None,
+          bringup: bool = False, pack_only: bool = False) -> dict:
     """Build the core for an ECP5 board and return the report (also written to ``<out_dir>/report.json``).
 
     Parameters
@@ -319,6 +319,9 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
         ``abc9`` (``synth_ecp5``'s own LUT mapping, timing-driven) or ``abc`` (classic ``abc -lut 4:7``, as
         ``synth_ecp5`` did before Yosys 0.47; much quicker on the core, see :data:`LUT_MAPPERS`). Yosys 0.70 has no
         ``-noabc9`` (it accepts the option and ignores it), so ``abc`` runs ``synth_ecp5`` in two parts around it.
+    router : str
+        nextpnr's router: ``router1`` (its default) or ``router2`` (made for congested designs; on the full W = 4
+        core neither converged here, ``docs/boards.md``).
     bridge : callable, optional
         Substitute for the UART bridge (tests); see :class:`~wirespeed.hdl.boards.BoardTop`.
     bringup : bool
@@ -340,6 +343,8 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     say = progress or (lambda phase, detail: None)
     if lut_mapper not in LUT_MAPPERS:
         raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
+    if router not in ROUTERS:
+        raise BuildError(f"router {router!r}: one of {', '.join(ROUTERS)}")
     params, census, profile, tradeoff = board_config(board, width, tenants, maglev, clock_hz, bringup)
     tools = find_tools()
     b = BOARDS[board]
@@ -367,7 +372,8 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     # --timing-allow-fail: nextpnr writes its report either way, and the check below fails the build with figures.
     pnr = [*tools["nextpnr-ecp5"], device, "--package", package, "--speed", platform.speed, "--json", "top.json",
            "--lpf", "top.lpf", "--timing-allow-fail", "--seed", str(seed), "--log", "top.tim"]
-    pnr += ["--pack-only"] if pack_only else ["--textcfg", "top.config", "--report", "nextpnr-report.json"]
+    pnr += ["--pack-only"] if pack_only else ["--router", router, "--textcfg", "top.config", "--report",
+                                              "nextpnr-report.json"]
     log = out / "top.tim"
 
     def over_device() -> dict:
@@ -413,7 +419,8 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
                          "device": b.ebr},
         "tools": tool_versions(tools),
         "bridge": f"{top.bridge.__module__}.{top.bridge.__qualname__}",
-        "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper, "pack_only": pack_only,
+        "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper,
+        "router": None if pack_only else router, "pack_only": pack_only,
         "files": {"nextpnr_report": None if pack_only else str(out / "nextpnr-report.json"),
                   "synthesis_log": str(out / "top.rpt"), "pnr_log": str(out / "top.tim"), "bitstream": None},
         "wall_time_s": times,
@@ -446,6 +453,8 @@ def _emit(platform, top, out: Path, synth_opts: str = "", lut_mapper: str = "abc
 
 #: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper.
 LUT_MAPPERS = ("abc9", "abc")
+#: nextpnr-ecp5's routers (``--router``).
+ROUTERS = ("router1", "router2")
 
 
 def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> str:
@@ -522,6 +531,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
                         help="abc (classic ABC, the default: minutes on the core) or abc9 (synth_ecp5's own; it "
                              "had not finished after 28 min on the W=8 core)")
+    parser.add_argument("--router", default="router1", choices=ROUTERS,
+                        help="nextpnr's router (default router1, nextpnr's own default; router2 is meant for "
+                             "congested designs)")
     parser.add_argument("--bringup", action="store_true",
                         help="build the bring-up core (UART bridge, register bank, ID block; no pipelines)")
     parser.add_argument("--pack-only", action="store_true",
@@ -539,7 +551,8 @@ def run(args) -> dict:
     report = build(args.board, width=args.width, tenants=args.tenants, maglev=args.maglev, clock_hz=clock_hz,
                    out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
                    seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", ""),
-                   lut_mapper=getattr(args, "lut_mapper", "abc"), bringup=getattr(args, "bringup", False),
+                   lut_mapper=getattr(args, "lut_mapper", "abc"), router=getattr(args, "router", "router1"),
+                   bringup=getattr(args, "bringup", False),
                    pack_only=getattr(args, "pack_only", False))
     if not quiet:
         print_report(report)

@@ -122,6 +122,7 @@ args = sys.argv[1:]
 if args[:1] in (["-V"], ["--version"]):
     print("fake 1.0"); sys.exit(0)
 tool = pathlib.Path(sys.argv[0]).name
+pathlib.Path(tool + ".argv").write_text(json.dumps(args))      # in the build folder, for the tests to read
 if tool == "nextpnr-ecp5" and {overfull!r}:
     log = pathlib.Path({overfull!r}).read_text()
     pathlib.Path(args[args.index("--log") + 1]).write_text(log)
@@ -200,9 +201,28 @@ def test_the_cli_options_parse_into_run_arguments():
     args = parser.parse_args(["--board", "ecpix5", "--width", "8", "--tenants", "4096", "--maglev", "1024",
                               "--clock-mhz", "90"])
     assert (args.board, args.width, args.tenants, args.maglev, args.clock_mhz) == ("ecpix5", 8, 4096, 1024, 90.0)
-    assert (args.lut_mapper, args.bringup, args.pack_only) == ("abc", False, False)
-    args = parser.parse_args(["--board", "versa-ecp5", "--bringup", "--pack-only", "--lut-mapper", "abc9"])
-    assert (args.lut_mapper, args.bringup, args.pack_only) == ("abc9", True, True)
+    assert (args.lut_mapper, args.router, args.bringup, args.pack_only) == ("abc", "router1", False, False)
+    args = parser.parse_args(["--board", "versa-ecp5", "--bringup", "--pack-only", "--lut-mapper", "abc9",
+                              "--router", "router2"])
+    assert (args.lut_mapper, args.router, args.bringup, args.pack_only) == ("abc9", "router2", True, True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--board", "ecpix5", "--router", "router3"])
+
+
+@pytest.mark.parametrize("router", ["router1", "router2"])
+def test_the_router_reaches_nextpnr_and_the_report(fake_tools, tmp_path, router):
+    fake_tools(constraint_mhz=1.0)
+    out = tmp_path / "out"
+    report = flow.build("versa-ecp5", tenants=64, maglev=2, out_dir=out, router=router)
+    argv = json.loads((out / "nextpnr-ecp5.argv").read_text())
+    assert argv[argv.index("--router") + 1] == router and report["router"] == router
+
+
+def test_an_unknown_router_is_named_before_any_tool_runs(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=1.0)
+    with pytest.raises(flow.BuildError, match="router 'router3': one of router1, router2"):
+        flow.build("versa-ecp5", tenants=64, maglev=2, out_dir=tmp_path / "out", router="router3")
+    assert not (tmp_path / "out" / "yosys.argv").exists()
 
 
 # -- board tops -------------------------------------------------------------------------------------------------------
@@ -250,6 +270,7 @@ def test_pack_only_reports_the_utilisation_and_builds_nothing_more(fake_tools, t
     assert report["utilization"]["EBR"]["used"] == 51 and report["utilization"]["DSP"]["used"] == 74
     assert report["files"]["bitstream"] is None and not (tmp_path / "out" / "top.bit").exists()
     assert "pack" in phases and "place and route" not in phases and "bitstream" not in phases
+    assert report["router"] is None and "--router" not in json.loads((tmp_path / "out" / "nextpnr-ecp5.argv").read_text())
     assert json.loads((tmp_path / "out" / "report.json").read_text())["utilization"] == report["utilization"]
 
 
