@@ -9,7 +9,11 @@ Structure. Each beat runs W copies of one byte step, chained lane to lane, over 
 state machine, name matchers, field-value trackers, fingerprints). The state is registered between beats, so the
 parser takes one beat per cycle whatever the content. When a packet stops (header end, first error, limit, or end of
 packet) the final state is snapshotted; the route prefix match and descriptor assembly follow in two more pipeline
-stages, and the descriptor leaves through a small FIFO. A beat at cycle *c* that holds the final LF yields its
+stages, and the descriptor leaves through a small FIFO.
+
+Numbers (Content-Length, extra slot 0) are kept in the lane chain as BCD: a digit is a 4-bit shift, with no carry
+chain, and the overflow test is a digit-by-digit comparison with 2^64 as the digits arrive. The binary value is
+made after the packet stops, in the two stages the descriptor takes anyway (:func:`_bcd_terms`, then a sum). A beat at cycle *c* that holds the final LF yields its
 descriptor at cycle *c* + 3 when ``o_desc`` is ready.
 """
 
@@ -34,6 +38,11 @@ DESC_LATENCY_CYCLES = 3
 DESC_FIFO_DEPTH = 8
 #: Content-Length values longer than this are rejected (h11 does the same); 20 digits hold any 64-bit value.
 CL_MAX_DIGITS = 20
+#: 2^64 in decimal: a value of CL_MAX_DIGITS digits overflows if its digits compare >= these (leading zeros count).
+_TWO_64 = b"18446744073709551616"
+assert len(_TWO_64) == CL_MAX_DIGITS and int(_TWO_64) == 1 << 64
+# The running comparison of a value's digits with the same number of leading digits of 2^64.
+CMP_EQ, CMP_GT, CMP_LT = range(3)
 
 CR, LF, SP, HTAB, COLON, QMARK = 0x0D, 0x0A, 0x20, 0x09, 0x3A, 0x3F
 
@@ -83,6 +92,29 @@ def _sat_inc(v):
     return Mux(v == (1 << len(v)) - 1, v, v + 1)
 
 
+def _bcd_terms(m, bcd, name):
+    """Stage one of a BCD → binary conversion: ``CL_MAX_DIGITS`` digits (digit 0 least significant) into four
+    64-bit partial sums, each of five ``digit · 10^i mod 2^64`` terms. A term is a table on the 4-bit digit (one
+    LUT4 per output bit); the sum is taken mod 2^64, which is exact for every value that does not overflow."""
+    parts = []
+    for g in range(4):
+        terms = []
+        for i in range(5 * g, 5 * g + 5):
+            digit = bcd[4 * i:4 * i + 4]
+            t = Signal(64, name=f"{name}_t{i}")
+            m.d.comb += t.eq(Array(Const((d * 10 ** i) & U64, 64) for d in range(16))[digit])
+            terms.append(t)
+        part = Signal(64, name=f"{name}_p{g}")
+        m.d.comb += part.eq((terms[0] + terms[1]) + (terms[2] + terms[3]) + terms[4])
+        parts.append(part)
+    return parts
+
+
+def _bcd_sum(parts):
+    """Stage two: the value mod 2^64 from the four registered partial sums."""
+    return ((parts[0] + parts[1]) + (parts[2] + parts[3]))[0:64]
+
+
 class _Record:
     """A bundle of named signals (one copy of the parser state), so a lane step can copy and override it."""
 
@@ -101,7 +133,7 @@ class _Record:
 
 def _tracker_fields():
     """Per field value: fingerprint, length, CL digits, "chunked" match, and the Bearer token."""
-    return {"fp": 64, "len": 16, "digits_ok": 1, "cl": 64, "cl_ovf": 1, "chunk_ok": 1,
+    return {"fp": 64, "len": 16, "digits_ok": 1, "bcd": 4 * CL_MAX_DIGITS, "cmp": 2, "chunk_ok": 1,
             "phase": 3, "tok_fp": 64, "tok_len": 16}
 
 
@@ -113,9 +145,9 @@ def _state_fields():
         "vbuf": 64, "vlen": 4, "version": 2, "header_lines": 16,
         "name_len": 6, "match": N_BUILTIN + EXTRA_SLOTS, "started": 1,
         "host_present": 1, "host_fp": 64, "host_len": 16,
-        "cl_present": 1, "cl_val": 64, "cl_ovf": 1, "cl_len": 16, "cl_fp": 64, "te_seen": 1, "chunked": 1,
+        "cl_present": 1, "cl_bcd": 4 * CL_MAX_DIGITS, "cl_ovf": 1, "cl_len": 16, "cl_fp": 64, "te_seen": 1, "chunked": 1,
         "auth_found": 1, "auth_fp": 64, "auth_len": 16, "xkey_found": 1, "xkey_fp": 64, "xkey_len": 16,
-        "extra_present": EXTRA_SLOTS, "x0_num": 1, "x0_val": 64,
+        "extra_present": EXTRA_SLOTS, "x0_num": 1, "x0_bcd": 4 * CL_MAX_DIGITS, "x0_ovf": 1,
     }
     for i in range(EXTRA_SLOTS):
         f[f"extra_fp{i}"] = 64
@@ -252,8 +284,10 @@ class HeaderParser(wiring.Component):
         # starts from the seed only in phase SP and continues only in phase TOKEN.
         crc_fp = net(self._crc(Mux(s.state == TARGET, s.path_fp, s.run_fp), b, red), "crc_fp", 64)
         crc_tok = net(self._crc(Mux(s.run_phase == PH_SP, seed, s.run_tok_fp), b, red), "crc_tok", 64)
-        cl_next = net(Cat(s.run_cl, Const(0, 4)) * 10 + b[0:4], "cl_next", 68)  # a digit's low nibble is its value
-        cl_ovf = net(s.run_cl_ovf | cl_next[64:].any(), "cl_ovf")
+        # A digit's low nibble is its value. Its index in the value is run_len (digits_ok says all were digits).
+        ref = net(_byte_at(_TWO_64, s.run_len[0:5])[0:4], "cmp_ref", 4)
+        cmp_next = net(Mux((s.run_cmp != CMP_EQ) | (s.run_len >= CL_MAX_DIGITS), s.run_cmp,
+                           Mux(b[0:4] > ref, CMP_GT, Mux(b[0:4] < ref, CMP_LT, CMP_EQ))), "cmp_next", 2)
 
         # The decision tree's internal nodes, as nets.
         active = net(lane_valid & ~s.stopped, "active")
@@ -275,7 +309,7 @@ class HeaderParser(wiring.Component):
                  n.run_digits_ok.eq(s.run_digits_ok & is_digit),
                  n.run_chunk_ok.eq(s.run_chunk_ok & (i < 7) & (_byte_at(b"chunked", i[0:3]) == lb)))
             when(cond & is_digit, "val_digit",
-                 n.run_cl.eq(Mux(cl_ovf, U64, cl_next[0:64])), n.run_cl_ovf.eq(cl_ovf))
+                 n.run_bcd.eq(Cat(b[0:4], s.run_bcd[:-4])), n.run_cmp.eq(cmp_next))
             ph = s.run_phase
             scheme = cond & (ph == PH_SCHEME)
             when(scheme & (i < 6) & (_byte_at(b"bearer", i[0:3]) != lb), "val_scheme_bad", n.run_phase.eq(PH_BAD))
@@ -301,13 +335,17 @@ class HeaderParser(wiring.Component):
                  n.host_present.eq(1), n.host_fp.eq(s.com_fp), n.host_len.eq(s.com_len))
             cl = c & matched[CONTENT_LENGTH]
             cl_bad = net(~s.com_digits_ok | (s.com_len == 0) | (s.com_len > CL_MAX_DIGITS), "cl_bad")
-            # A repeat must be spelled the same: "5" then "05" is a mismatch, as in h11.
-            cl_differs = net(s.cl_present & ((s.com_cl != s.cl_val) | (s.com_cl_ovf != s.cl_ovf) |
+            # Of a valid number (at most 20 digits, all held in com_bcd): does it reach 2^64?
+            com_ovf = net((s.com_len == CL_MAX_DIGITS) & (s.com_cmp != CMP_LT), "com_ovf")
+            # A repeat must be spelled the same: "5" then "05" is a mismatch, as in h11. The values compare as the
+            # model's saturated numbers do: two that overflow are equal (U64) whatever their digits.
+            value_differs = (s.com_bcd != s.cl_bcd) & ~(com_ovf & s.cl_ovf)
+            cl_differs = net(s.cl_present & (value_differs | (com_ovf != s.cl_ovf) |
                                              (s.com_len != s.cl_len) | (s.com_fp != s.cl_fp)), "cl_differs")
             when(cl & cl_bad, "cl_bad", *failing(ErrorFlag.bad_content_length))
             when(cl & ~cl_bad & cl_differs, "cl_mismatch", *failing(ErrorFlag.cl_mismatch))
             when(cl & ~cl_bad & ~cl_differs, "cl",
-                 n.cl_present.eq(1), n.cl_val.eq(s.com_cl), n.cl_ovf.eq(s.com_cl_ovf),
+                 n.cl_present.eq(1), n.cl_bcd.eq(s.com_bcd), n.cl_ovf.eq(com_ovf),
                  n.cl_len.eq(s.com_len), n.cl_fp.eq(s.com_fp))
             te = c & matched[TRANSFER_ENCODING]
             te_bad = s.te_seen | ~s.com_chunk_ok | (s.com_len != 7)
@@ -323,7 +361,8 @@ class HeaderParser(wiring.Component):
                 if i == 0:
                     # Extra slot 0's value as a number (a cost source for the limiter), read like Content-Length.
                     numeric = s.com_digits_ok & (s.com_len != 0) & (s.com_len <= CL_MAX_DIGITS)
-                    stmts += [n.x0_num.eq(numeric), n.x0_val.eq(Mux(numeric, s.com_cl, 0))]
+                    stmts += [n.x0_num.eq(numeric), n.x0_bcd.eq(Mux(numeric, s.com_bcd, 0)),
+                              n.x0_ovf.eq(numeric & com_ovf)]
                 when(c & matched[N_BUILTIN + i] & ~s.extra_present[i], f"extra{i}", *stmts)
 
         when(at_limit, "at_limit", *failing(ErrorFlag.header_too_large))     # this byte is not consumed
@@ -380,7 +419,7 @@ class HeaderParser(wiring.Component):
         # NAME
         when(st["name"] & is_tchar, "n_char",
              n.name_len.eq(Mux(s.name_len == 63, 63, s.name_len + 1)), n.match.eq(s.match & next_ok))
-        init = {"fp": seed, "len": 0, "digits_ok": 1, "cl": 0, "cl_ovf": 0,
+        init = {"fp": seed, "len": 0, "digits_ok": 1, "bcd": 0, "cmp": CMP_EQ,
                 "chunk_ok": 1, "phase": PH_SCHEME, "tok_fp": 0, "tok_len": 0}
         when(st["name"] & ~is_tchar & (b == COLON), "n_colon",
              n.state.eq(VALUE), n.started.eq(0),
@@ -469,6 +508,11 @@ class HeaderParser(wiring.Component):
         hits = Signal(PREFIX_ENTRIES)
         keep = _Record(_state_fields(), "keep_")
         m.d.sync += [stage_b.eq(stage_a), keep.eq(final)]
+        # The numbers' BCD → binary conversion, first half (the second is in stage C).
+        cl_parts = [Signal(64, name=f"keep_cl_p{g}") for g in range(4)]
+        x0_parts = [Signal(64, name=f"keep_x0_p{g}") for g in range(4)]
+        m.d.sync += [r.eq(v) for r, v in zip(cl_parts, _bcd_terms(m, final.cl_bcd, "cl"))]
+        m.d.sync += [r.eq(v) for r, v in zip(x0_parts, _bcd_terms(m, final.x0_bcd, "x0"))]
         for e in range(PREFIX_ENTRIES):
             pfx = tables["pfx_bytes"][e]
             same = Cat(*(final.path_buf[8 * i:8 * i + 8] == pfx[8 * i:8 * i + 8] for i in range(PREFIX_BYTES)))
@@ -497,9 +541,9 @@ class HeaderParser(wiring.Component):
             desc.key_len.eq(Mux(key_auth, keep.auth_len, Mux(keep.xkey_found, keep.xkey_len, 0))),
             desc.key_fp.eq(Mux(key_auth, keep.auth_fp, Mux(keep.xkey_found, keep.xkey_fp, 0))),
             desc.cl_present.eq(keep.cl_present), desc.cl_overflow.eq(keep.cl_ovf),
-            desc.content_length.eq(keep.cl_val), desc.chunked.eq(keep.chunked),
+            desc.content_length.eq(Mux(keep.cl_ovf, U64, _bcd_sum(cl_parts))), desc.chunked.eq(keep.chunked),
             desc.extra_present.eq(keep.extra_present),
-            desc.extra_numeric.eq(keep.x0_num), desc.extra_value.eq(keep.x0_val),
+            desc.extra_numeric.eq(keep.x0_num), desc.extra_value.eq(Mux(keep.x0_ovf, U64, _bcd_sum(x0_parts))),
             desc.header_len.eq(keep.pos), desc.header_lines.eq(keep.header_lines),
             desc.complete.eq(keep.complete), desc.errors.eq(keep.errors),
         ]
