@@ -519,16 +519,24 @@ class HeaderParser(wiring.Component):
             m.d.sync += hits[e].eq(tables["pfx_valid"][e] & (tables["pfx_len"][e] <= final.path_len) &
                                    (same | ~tables["pfx_mask"][e]).all())
 
-        # Stage C: longest match (ties: lower index) and descriptor assembly into the FIFO.
-        best_len, best_class, best_hit = Const(0, 6), regs.route_default.default_class, Const(0, 1)
-        for e in reversed(range(PREFIX_ENTRIES)):
-            # Each step is a named signal: reusing the previous step's expressions would duplicate them.
-            ln = tables["pfx_len"][e]
-            better = hits[e] & (~best_hit | (ln >= best_len))
-            nl, nc, nh = Signal(6, name=f"best{e}_len"), Signal(4, name=f"best{e}_class"), Signal(name=f"best{e}_hit")
-            m.d.comb += [nl.eq(Mux(better, ln, best_len)), nc.eq(Mux(better, tables["pfx_class"][e], best_class)),
-                         nh.eq(best_hit | hits[e])]
-            best_len, best_class, best_hit = nl, nc, nh
+        # Stage C: longest match (ties: lower index) and descriptor assembly into the FIFO. Entry e wins if it hits
+        # and beats every other hitting entry: the pairwise order depends only on the table, so the decision is two
+        # levels of AND and a one-hot select, not a 16-step chain of compares (the parser's worst path when it was).
+        lens = tables["pfx_len"]
+        wins = []
+        for e in range(PREFIX_ENTRIES):
+            beats = [~hits[f] | ((lens[e] > lens[f]) if f < e else (lens[e] >= lens[f]))
+                     for f in range(PREFIX_ENTRIES) if f != e]
+            win = Signal(name=f"pfx{e}_wins")
+            m.d.comb += win.eq(hits[e] & Cat(*beats).all())
+            wins.append(win)
+        best_hit = Signal()
+        best_class = Signal(4)
+        won_class = Const(0, 4)
+        for e in range(PREFIX_ENTRIES):         # one winner at most: an OR of masked classes, not a priority chain
+            won_class = won_class | (tables["pfx_class"][e] & wins[e].replicate(4))
+        m.d.comb += [best_hit.eq(hits.any()),
+                     best_class.eq(Mux(best_hit, won_class, regs.route_default.default_class))]
         desc = Signal(Descriptor)
         key_auth = keep.auth_found
         m.d.comb += [

@@ -33,7 +33,8 @@ def _run(width, test, **parameters):
 @pytest.mark.parametrize("width", [4, 8, 16])
 @pytest.mark.parametrize("backpressure", [False, True], ids=["full-rate", "backpressure"])
 def test_parser_vs_model(width, backpressure):
-    _run(width, "scoreboard_mix", backpressure=backpressure, packets=1500)
+    # Three batches: the fixed configuration, a random one (duplicate prefixes, extra slot 0 numeric ...), fixed.
+    _run(width, "scoreboard_mix", backpressure=backpressure, packets=1500, batch=500)
 
 
 @pytest.mark.rtl
@@ -122,7 +123,7 @@ def test_parser_numbers(width, tmp_path):
 @pytest.mark.slow
 def test_parser_volume():
     """At least 100 000 requests through the RTL (W=16, random backpressure), zero mismatches."""
-    _run(16, "scoreboard_mix", backpressure=True, packets=int(os.environ.get("PARSER_VOLUME", 100_000)))
+    _run(16, "scoreboard_mix", backpressure=True, packets=int(os.environ.get("PARSER_VOLUME", 100_000)), batch=2000)
 
 
 # -- testbench (runs inside the simulator) ---------------------------------------------------------------------------
@@ -152,6 +153,10 @@ if cocotb is not None:
         for path, cls in [(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3), (b"/v1/models", 4),
                           (b"/", 5), (b"/v1/chat", 6), (b"", 7)]:
             if rng.random() < 0.8:
+                prefixes[rng.randrange(16)] = (path, cls)
+        # The same prefix twice with different classes: equal lengths both hit, and the lower index must win.
+        for path, cls in [(b"/v1/", 9), (b"/v1/chat/completions", 10), (b"", 11), (b"/", 12)]:
+            if rng.random() < 0.5:
                 prefixes[rng.randrange(16)] = (path, cls)
         extras = [rng.choice([None, b"x-session-id", b"x-model", b"anthropic-version", b"content-type",
                               b"host", b"user-agent", b"x-request-id"]) for _ in range(4)]
@@ -274,7 +279,7 @@ if cocotb is not None:
         batch = 0
         complete, errors = 0, [0] * len(ErrorFlag)
         while done < total:
-            n = min(total - done, 2000)
+            n = min(total - done, param("batch"))
             tb.config = random_config(rng) if batch % 2 else ParserConfig(
                 poly=derive_key(b"wirespeed")[0], seed=derive_key(b"wirespeed")[1],
                 prefixes=[(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3)],
