@@ -202,16 +202,24 @@ class HeaderParser(wiring.Component):
         t["x_len"] = [Signal(6, name=f"extra{i}_len") for i in range(EXTRA_SLOTS)]
         stage_pfx = Cat(*(getattr(regs, f"prefix_data_{i}").value for i in range(PREFIX_BYTES // 4)))
         stage_x = Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)))
+        # The entries' order by length, kept beside them: longer[(f, e)] (f < e) is pfx_len[e] > pfx_len[f]. A commit
+        # compares its new length with the 15 others (16 comparators), so the match needs none (it would need 120).
+        new_len = Signal(6)
+        m.d.comb += new_len.eq(Mux(regs.prefix_ctrl.len > PREFIX_BYTES, PREFIX_BYTES, regs.prefix_ctrl.len))
+        t["longer"] = {(f, e): Signal(name=f"pfx{e}_longer_than{f}")
+                       for e in range(PREFIX_ENTRIES) for f in range(e)}
         with m.If(regs.prefix_commit.go):
             with m.Switch(regs.prefix_commit.index):
                 for e in range(PREFIX_ENTRIES):
                     with m.Case(e):
+                        m.d.sync += [t["longer"][(f, e)].eq(new_len > t["pfx_len"][f]) for f in range(e)]
+                        m.d.sync += [t["longer"][(e, f)].eq(t["pfx_len"][f] > new_len)
+                                     for f in range(e + 1, PREFIX_ENTRIES)]
                         m.d.sync += [t["pfx_bytes"][e].eq(stage_pfx),
                                      t["pfx_mask"][e].eq(
                                          Array(Const((1 << i) - 1, PREFIX_BYTES) for i in range(64))[
                                              regs.prefix_ctrl.len]),
-                                     t["pfx_len"][e].eq(Mux(regs.prefix_ctrl.len > PREFIX_BYTES, PREFIX_BYTES,
-                                                            regs.prefix_ctrl.len)),
+                                     t["pfx_len"][e].eq(new_len),
                                      t["pfx_class"][e].eq(regs.prefix_ctrl.route_class),
                                      t["pfx_valid"][e].eq(regs.prefix_ctrl.valid)]
         with m.If(regs.extra_commit.go):
@@ -520,12 +528,13 @@ class HeaderParser(wiring.Component):
                                    (same | ~tables["pfx_mask"][e]).all())
 
         # Stage C: longest match (ties: lower index) and descriptor assembly into the FIFO. Entry e wins if it hits
-        # and beats every other hitting entry: the pairwise order depends only on the table, so the decision is two
-        # levels of AND and a one-hot select, not a 16-step chain of compares (the parser's worst path when it was).
-        lens = tables["pfx_len"]
+        # and beats every other hitting entry: the pairwise order is kept with the table (``longer``), so the decision
+        # is two levels of AND and a one-hot select, not a 16-step chain of compares (the parser's worst path when it
+        # was).
+        longer = tables["longer"]
         wins = []
         for e in range(PREFIX_ENTRIES):
-            beats = [~hits[f] | ((lens[e] > lens[f]) if f < e else (lens[e] >= lens[f]))
+            beats = [~hits[f] | (longer[(f, e)] if f < e else ~longer[(e, f)])
                      for f in range(PREFIX_ENTRIES) if f != e]
             win = Signal(name=f"pfx{e}_wins")
             m.d.comb += win.eq(hits[e] & Cat(*beats).all())
