@@ -8,13 +8,14 @@ Behaviour is specified in ``docs/parser.md``; :mod:`wirespeed.host.parser` is th
 Structure. Each beat runs W copies of one byte step, chained lane to lane, over the parser state (request-line
 state machine, name matchers, field-value trackers, fingerprints). The state is registered between beats, so the
 parser takes one beat per cycle whatever the content. When a packet stops (header end, first error, limit, or end of
-packet) the final state is snapshotted; the route prefix match and descriptor assembly follow in two more pipeline
-stages, and the descriptor leaves through a small FIFO.
+packet) the final state is in the snapshot register (loaded every cycle, so the stop decision drives no enables);
+the route prefix match and descriptor assembly follow in two more pipeline stages, and the descriptor leaves through
+a small FIFO. A beat at cycle *c* that holds the final LF yields its descriptor at cycle *c* + 3 when ``o_desc`` is
+ready.
 
 Numbers (Content-Length, extra slot 0) are kept in the lane chain as BCD: a digit is a 4-bit shift, with no carry
 chain, and the overflow test is a digit-by-digit comparison with 2^64 as the digits arrive. The binary value is
-made after the packet stops, in the two stages the descriptor takes anyway (:func:`_bcd_terms`, then a sum). A beat at cycle *c* that holds the final LF yields its
-descriptor at cycle *c* + 3 when ``o_desc`` is ready.
+made after the packet stops, in the two stages the descriptor takes anyway (:func:`_bcd_terms`, then a sum).
 """
 
 from __future__ import annotations
@@ -500,17 +501,20 @@ class HeaderParser(wiring.Component):
 
         emit = Signal()
         m.d.comb += emit.eq(take & ((end.stopped & ~state.stopped) | (beat.last & ~end.stopped)))
-        final = _Record(_state_fields(), "final_")
         with m.If(take):
             with m.If(beat.last):
                 m.d.sync += [sig.eq(0) for sig in state.signals()]  # the next packet starts afresh
             with m.Else():
                 m.d.sync += state.eq(end)
         m.d.sync += stage_a.eq(emit)
-        with m.If(emit):
-            m.d.sync += final.eq(end)
-            with m.If(~end.stopped):
-                m.d.sync += final.errors.eq(end.errors | ErrorFlag.truncated.value)
+        # Stage A: the snapshot. It loads the chain's output every cycle, so in the cycle after ``emit`` it holds the
+        # stopping beat's state; ``emit`` (the end of the lane chain) then drives one flip-flop, not 1 725 enables.
+        snap = _Record(_state_fields(), "snap_")
+        m.d.sync += snap.eq(end)
+        final = _Record(_state_fields(), "final_")
+        m.d.comb += final.eq(snap)
+        with m.If(~snap.stopped):               # the packet ended before its header did
+            m.d.comb += final.errors.eq(snap.errors | ErrorFlag.truncated.value)
 
         # Stage B: which prefix entries match the path.
         hits = Signal(PREFIX_ENTRIES)

@@ -29,7 +29,7 @@ from ..hdl.uart_bridge import DEFAULT_BAUD
 from .errors import WirespeedError
 
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
-           "board_config", "synth_script", "LUT_MAPPERS", "ROUTERS",
+           "board_config", "synth_script", "LUT_MAPPERS", "ROUTERS", "DEFAULT_SYNTH_OPTS",
            "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed",
            "HINTS", "DEFAULT_BAUD"]
 
@@ -290,7 +290,7 @@ def _run_tool(phase: str, argv: list[str], cwd: Path, log: Path, progress, patte
 
 def build(board: str, width: int | None = None, tenants: int | None = None, maglev: int | None = None,
           clock_hz: int | None = None, out_dir=None, progress=None, *, baud: int = DEFAULT_BAUD, seed: int = 1,
-          synth_opts: str = "", lut_mapper: str = "abc", router: str = "router1", bridge=None,
+          synth_opts: str = None, lut_mapper: str = "abc", router: str = "router1", bridge=None,
           bringup: bool = False, pack_only: bool = False) -> dict:
     """Build the core for an ECP5 board and return the report (also written to ``<out_dir>/report.json``).
 
@@ -314,7 +314,8 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     seed : int
         nextpnr's placement seed.
     synth_opts : str
-        Extra ``synth_ecp5`` options (e.g. ``-nowidelut``).
+        Extra ``synth_ecp5`` options; :data:`DEFAULT_SYNTH_OPTS` (``-nowidelut``) when not given, ``""`` for
+        Yosys' own default (wide LUTs through PFUMX/L6MUX).
     lut_mapper : str
         ``abc9`` (``synth_ecp5``'s own LUT mapping, timing-driven) or ``abc`` (classic ``abc -lut 4:7``, as
         ``synth_ecp5`` did before Yosys 0.47; much quicker on the core, see :data:`LUT_MAPPERS`). Yosys 0.70 has no
@@ -359,6 +360,8 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
     t0 = time.monotonic()
     top = BoardTop(board, params, baud, bridge=bridge)
     platform = b.platform_class()(toolchain="Trellis")
+    if synth_opts is None:
+        synth_opts = DEFAULT_SYNTH_OPTS
     _emit(platform, top, out, synth_opts, lut_mapper)
     times["elaborate_s"] = round(time.monotonic() - t0, 1)
 
@@ -451,6 +454,11 @@ def _emit(platform, top, out: Path, synth_opts: str = "", lut_mapper: str = "abc
     (out / "top.ys").write_text(synth_script("top", synth_opts, lut_mapper))
 
 
+#: ``synth_ecp5`` options a build uses unless told otherwise. ``-nowidelut`` (4-input LUTs only) gave 20-30 % fewer
+#: LUT4 on the parser and 8 % fewer on the full W = 4 core than ``-lut 4:7``, whose result also swung by 8 k LUT4
+#: on small netlist changes (``docs/boards.md``, "The parser on its own").
+DEFAULT_SYNTH_OPTS = "-nowidelut"
+
 #: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper.
 LUT_MAPPERS = ("abc9", "abc")
 #: nextpnr-ecp5's routers (``--router``).
@@ -462,7 +470,8 @@ def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> s
 
     ``abc9`` is ``synth_ecp5`` whole, as Amaranth's Trellis template has it. ``abc`` runs ``synth_ecp5`` up to its
     LUT-mapping label, maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the
-    default), then runs the rest from ``map_cells``.
+    default), then runs the rest from ``map_cells``. With ``-nowidelut`` in ``synth_opts`` it maps to 4-input LUTs
+    only (``abc -dress -lut 4``), as that script did: no PFUMX/L6MUX wide functions.
     """
     head = f"read_rtlil {name}.il\n"
     tail = f"write_json {name}.json\n"
@@ -471,7 +480,7 @@ def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> s
     if lut_mapper == "abc":
         return (f"{head}synth_ecp5 {synth_opts} -top {name} -run :map_luts\n"
                 "techmap -map +/lattice/latches_map.v\n"
-                "abc -dress -lut 4:7\n"
+                f"abc -dress -lut {'4' if '-nowidelut' in synth_opts.split() else '4:7'}\n"
                 "clean\n"
                 f"synth_ecp5 {synth_opts} -top {name} -run map_cells:\n{tail}")
     raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
@@ -527,7 +536,9 @@ def add_arguments(parser) -> None:
                         help="core clock; the build fails if timing is not met (default: the board's)")
     parser.add_argument("--out", default=None, help="build folder (default: build/<board>)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    parser.add_argument("--synth-opts", default="", help="extra synth_ecp5 options, e.g. -nowidelut")
+    parser.add_argument("--synth-opts", default=None,
+                        help=f"synth_ecp5 options (default: {DEFAULT_SYNTH_OPTS}, 4-input LUTs only; "
+                             "--synth-opts='' maps wide functions to PFUMX/L6MUX as Yosys does by default)")
     parser.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
                         help="abc (classic ABC, the default: minutes on the core) or abc9 (synth_ecp5's own; it "
                              "had not finished after 28 min on the W=8 core)")
@@ -550,7 +561,7 @@ def run(args) -> dict:
     clock_hz = None if args.clock_mhz is None else round(args.clock_mhz * 1e6)
     report = build(args.board, width=args.width, tenants=args.tenants, maglev=args.maglev, clock_hz=clock_hz,
                    out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
-                   seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", ""),
+                   seed=getattr(args, "seed", 1), synth_opts=getattr(args, "synth_opts", None),
                    lut_mapper=getattr(args, "lut_mapper", "abc"), router=getattr(args, "router", "router1"),
                    bringup=getattr(args, "bringup", False),
                    pack_only=getattr(args, "pack_only", False))

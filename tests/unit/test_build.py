@@ -158,8 +158,10 @@ def fake_tools(tmp_path, monkeypatch):
             tool.chmod(0o755)
             monkeypatch.setenv(env, str(tool))
         # The elaboration itself is covered below; here it only has to leave the files the tools read.
-        monkeypatch.setattr(flow, "_emit", lambda platform, top, out, synth_opts="", lut_mapper="abc":
-                            setattr(top, "_MustUse__silence", True))
+        def emit(platform, top, out, synth_opts="", lut_mapper="abc"):
+            top._MustUse__silence = True
+            (out / "top.ys").write_text(flow.synth_script("top", synth_opts, lut_mapper))   # as _emit does
+        monkeypatch.setattr(flow, "_emit", emit)
     return install
 
 
@@ -202,6 +204,8 @@ def test_the_cli_options_parse_into_run_arguments():
                               "--clock-mhz", "90"])
     assert (args.board, args.width, args.tenants, args.maglev, args.clock_mhz) == ("ecpix5", 8, 4096, 1024, 90.0)
     assert (args.lut_mapper, args.router, args.bringup, args.pack_only) == ("abc", "router1", False, False)
+    assert args.synth_opts is None              # build() then uses DEFAULT_SYNTH_OPTS
+    assert parser.parse_args(["--board", "ecpix5", "--synth-opts="]).synth_opts == ""
     args = parser.parse_args(["--board", "versa-ecp5", "--bringup", "--pack-only", "--lut-mapper", "abc9",
                               "--router", "router2"])
     assert (args.lut_mapper, args.router, args.bringup, args.pack_only) == ("abc9", "router2", True, True)
@@ -216,6 +220,18 @@ def test_the_router_reaches_nextpnr_and_the_report(fake_tools, tmp_path, router)
     report = flow.build("versa-ecp5", tenants=64, maglev=2, out_dir=out, router=router)
     argv = json.loads((out / "nextpnr-ecp5.argv").read_text())
     assert argv[argv.index("--router") + 1] == router and report["router"] == router
+
+
+@pytest.mark.parametrize("synth_opts, abc_line", [(None, "abc -dress -lut 4"), ("", "abc -dress -lut 4:7"),
+                                                  ("-nowidelut", "abc -dress -lut 4")])
+def test_builds_map_to_4_input_luts_unless_told_otherwise(fake_tools, tmp_path, synth_opts, abc_line):
+    fake_tools(constraint_mhz=1.0)
+    out = tmp_path / "out"
+    kwargs = {} if synth_opts is None else {"synth_opts": synth_opts}
+    report = flow.build("versa-ecp5", tenants=64, maglev=2, out_dir=out, **kwargs)
+    assert abc_line in (out / "top.ys").read_text().splitlines()
+    assert report["synth_opts"] == (flow.DEFAULT_SYNTH_OPTS if synth_opts is None else synth_opts)
+    assert flow.DEFAULT_SYNTH_OPTS == "-nowidelut"
 
 
 def test_an_unknown_router_is_named_before_any_tool_runs(fake_tools, tmp_path):
@@ -248,8 +264,10 @@ def test_the_classic_abc_script_runs_synth_ecp5_in_two_parts_around_abc():
     script = flow.synth_script("top", "-nowidelut", "abc").splitlines()
     assert script[0] == "read_rtlil top.il" and script[-1] == "write_json top.json"
     assert script[1] == "synth_ecp5 -nowidelut -top top -run :map_luts"
-    assert "abc -dress -lut 4:7" in script and not any("abc9" in ln for ln in script)
+    # -nowidelut reaches the classic mapper too: 4-input LUTs only.
+    assert "abc -dress -lut 4" in script and not any("abc9" in ln for ln in script)
     assert script[-2] == "synth_ecp5 -nowidelut -top top -run map_cells:"
+    assert "abc -dress -lut 4:7" in flow.synth_script("top", "", "abc").splitlines()
     # ABC9 is synth_ecp5 whole, as Amaranth writes it.
     assert flow.synth_script("top").splitlines()[1].split() == ["synth_ecp5", "-top", "top"]
     with pytest.raises(flow.BuildError, match="lut_mapper"):
