@@ -6,9 +6,9 @@ Two builds, sized for the CI budget (``docs/boards.md``, "Measured"):
 - the **full core** (W = 4, small tables: the tables are EBR, the logic is what takes the time) through synthesis and
   nextpnr's packing, which must fit the LFE5UM5G-85F.
 
-The full core's own place and route is not here: at 86-92 % of the 85F's LUTs its placement took 32-34 min on this
-machine and its routing did not converge (``docs/boards.md``), so no test can assert its timing within the CI budget
-yet. Skipped, saying why, only when the tools are missing.
+The full core's own place and route is not here: at 86-92 % of the 85F's LUTs (before 4-input LUTs became the
+default; 82.8 % since) its placement took 32-34 min on this machine and its routing did not converge
+(``docs/boards.md``), so no test can assert its timing within the CI budget yet. Skipped, saying why, only when the tools are missing.
 """
 
 import pytest
