@@ -29,6 +29,13 @@ def _run(width, test, **parameters):
                parameters={"width": width, "seed": SEED, **parameters})
 
 
+def _run_file(width, test, packets, tmp_path):
+    """Run ``test`` on ``packets``, handed to the simulator in a file (``packets_file``)."""
+    path = tmp_path / "packets.json"
+    path.write_text(json.dumps([p.hex() for p in packets]))
+    _run(width, test, packets_file=str(path))
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("width", [4, 8, 16])
 @pytest.mark.parametrize("backpressure", [False, True], ids=["full-rate", "backpressure"])
@@ -60,9 +67,7 @@ def test_parser_hypothesis_requests(width, tmp_path):
         packets.append(packet)
 
     collect()
-    path = tmp_path / "packets.json"
-    path.write_text(json.dumps([p.hex() for p in packets]))
-    _run(width, "scoreboard_file", packets_file=str(path))
+    _run_file(width, "scoreboard_file", packets, tmp_path)
 
 
 def number_requests(rng: random.Random, n: int) -> list[bytes]:
@@ -114,9 +119,7 @@ def number_requests(rng: random.Random, n: int) -> list[bytes]:
 def test_parser_numbers(width, tmp_path):
     """Content-Length and extra-slot numbers around 2^64 and 20 digits (kept as BCD in the RTL, converted after the
     packet stops), against the model under backpressure."""
-    path = tmp_path / "packets.json"
-    path.write_text(json.dumps([p.hex() for p in number_requests(random.Random(SEED + width), 3000)]))
-    _run(width, "scoreboard_numbers", packets_file=str(path))
+    _run_file(width, "scoreboard_numbers", number_requests(random.Random(SEED + width), 3000), tmp_path)
 
 
 @pytest.mark.rtl
@@ -175,6 +178,15 @@ if cocotb is not None:
             self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
             self.regs = Registers(parser_regmap())
             self.transport = CocotbTransport(self.axil)
+
+        async def start_file(self, key: bytes, **config):
+            """Reset, configure with the key derived from ``key`` and ``config``; the packets of ``packets_file``."""
+            await self.reset()
+            poly, seed = derive_key(key)
+            self.config = ParserConfig(poly=poly, seed=seed, **config)
+            await self.configure(self.config)
+            with open(param("packets_file")) as f:
+                return [bytes.fromhex(h) for h in json.load(f)]
 
         async def reset(self):
             self.dut.i_stream__valid.value = 0
@@ -325,12 +337,7 @@ if cocotb is not None:
     async def scoreboard_numbers(dut):
         """Packets from a file (number edge cases), X-Cost in extra slot 0: every descriptor equals the model's."""
         tb = TB(dut)
-        await tb.reset()
-        with open(param("packets_file")) as f:
-            packets = [bytes.fromhex(h) for h in json.load(f)]
-        poly, seed = derive_key(b"numbers")
-        tb.config = ParserConfig(poly=poly, seed=seed, extras=[b"x-cost", None, None, None])
-        await tb.configure(tb.config)
+        packets = await tb.start_file(b"numbers", extras=[b"x-cost", None, None, None])
         expected = await tb.run(packets, valid_p=0.8, ready_p=0.8, desc_ready_p=0.7)
         # The file exercises what it is meant to (else the test proves nothing).
         u64 = (1 << 64) - 1
@@ -345,13 +352,8 @@ if cocotb is not None:
     async def scoreboard_file(dut):
         """Packets from a file (hypothesis-drawn valid requests): all must parse complete and error-free."""
         tb = TB(dut)
-        await tb.reset()
-        with open(param("packets_file")) as f:
-            packets = [bytes.fromhex(h) for h in json.load(f)]
-        poly, seed = derive_key(b"hypothesis")
-        tb.config = ParserConfig(poly=poly, seed=seed, extras=HYPOTHESIS_EXTRAS,
-                                 prefixes=[(b"/", 1), (b"/a", 2), (b"/v1/", 3)])
-        await tb.configure(tb.config)
+        packets = await tb.start_file(b"hypothesis", extras=HYPOTHESIS_EXTRAS,
+                                      prefixes=[(b"/", 1), (b"/a", 2), (b"/v1/", 3)])
         expected = await tb.run(packets, valid_p=0.7, ready_p=0.8, desc_ready_p=0.7)
         bad = [p for p, d in zip(packets, expected) if d.errors or not d.complete]
         assert not bad, f"valid requests the model rejects: {bad[:3]!r}"
