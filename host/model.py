@@ -17,7 +17,7 @@ from .errors import BusError, TransportError
 from .frontend import FrontEndConfig
 from .limiter_block import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
 from .parser_block import ParserBlock
-from .pipeline import Outcome, PipelineBlock, classify_packet, limiter_now_cycle
+from .pipeline import STREAM_START_CYCLE, Outcome, PipelineBlock, classify_packet, limiter_now_cycle, stream_batch_cycles
 from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
 from .router_block import RouterBlock
@@ -104,6 +104,20 @@ class CoreModel:
                               cycle=first_cycle + outcome.latency_cycles)
         return outcome
 
+    def classify_stream(self, packets, inline: bool) -> list[Outcome]:
+        """Packets sent back to back through ``s_axis`` right after the last access, every ready high (the
+        ``"sim"`` transport's batch path): each first beat enters as the previous packet's last beat leaves, and the
+        batch takes :func:`~.pipeline.stream_batch_cycles` cycles."""
+        w = self.params.width_bytes
+        cycle = start = self.cycles + STREAM_START_CYCLE
+        outcomes = []
+        for p in packets:
+            outcomes.append(self.classify(p, inline, cycle, mmio=False))
+            cycle += max(1, -(-len(p) // w))
+        self.cycles += stream_batch_cycles(cycle - start)
+        self.bank.set_hw("id.uptime_cycles.cycles", self.cycles)
+        return outcomes
+
     def _tick(self) -> None:
         self.cycles += AXIL_ACCESS_CYCLES
         self.bank.set_hw("id.uptime_cycles.cycles", self.cycles)
@@ -153,6 +167,13 @@ class ModelTransport(Transport):
         resp = self.model.write(address, value)
         if resp != OKAY:
             raise BusError("write", address, RESP_NAMES[resp])
+
+    def classify_stream(self, packets, inline: bool = False):
+        """Verdict records for ``packets`` through ``s_axis`` back to back, as :meth:`SimTransport.classify_stream`
+        does on the RTL (same cycles, same records)."""
+        if self._closed:
+            raise TransportError("model transport is closed")
+        return [o.record for o in self.model.classify_stream(packets, inline)]
 
     def _check(self, address, value=None):
         if self._closed:

@@ -257,16 +257,37 @@ class Offload:
             self._submit = self._run(SubmitCore.attach(self.core.regs))
         return self._submit
 
+    def _classify(self, items) -> list[Verdict]:
+        """``(bytes, inline)`` items in order. A transport with a packet stream (``classify_stream``: ``"sim"``,
+        ``"model"``) takes each run of requests or frames as one batch through ``s_axis``; any other goes through
+        the MMIO submit window. Both check and cut the items the same way first."""
+        with self._lock:
+            core = self._submit_core()
+            stream = getattr(self.transport, "classify_stream", None)
+            if stream is None:
+                records = self._run(core.classify(items))
+            else:
+                prepared = self._run(core.prepare(items))
+                records = []
+                i = 0
+                while i < len(prepared):
+                    inline = prepared[i][1]
+                    j = i
+                    while j < len(prepared) and prepared[j][1] == inline:
+                        j += 1
+                    self._run(self.core.regs.write("pipeline.ctrl.axis_inline", int(inline)))
+                    records += stream([data for data, _ in prepared[i:j]], inline)
+                    i = j
+        return [Verdict.from_record(r) for r in records]
+
     def classify_many(self, requests) -> list[Verdict]:
         """Verdicts for HTTP/1.1 requests (``bytes``: the request line, headers and any body), in order.
 
-        Requests are submitted in batches (as many as the submit window and result FIFO hold), so the core's
-        pipeline overlaps them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose
-        header block does not fit the window, before anything is written."""
-        with self._lock:
-            core = self._submit_core()
-            records = self._run(core.classify([(r, False) for r in requests]))
-        return [Verdict.from_record(r) for r in records]
+        Requests are submitted in batches (on ``"sim"`` and ``"model"`` all at once through the packet stream; on
+        a board's MMIO window as many as the submit window and result FIFO hold), so the core's pipeline overlaps
+        them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose header block does
+        not fit the window, before anything is written."""
+        return self._classify([(r, False) for r in requests])
 
     def classify(self, request: bytes) -> Verdict:
         """The verdict for one HTTP/1.1 request (lookaside)."""
@@ -277,8 +298,7 @@ class Offload:
         the TCP payload is parsed and the 4-tuple is available to the router; anything else is punted."""
         with self._lock:
             self._need("frontend")
-            records = self._run(self._submit_core().classify([(frame, True)]))
-        return Verdict.from_record(records[0])
+            return self._classify([(frame, True)])[0]
 
     def stats(self, clear: bool = False) -> dict:
         """The telemetry counters from one consistent snapshot: events per action, reason and pipeline error

@@ -243,6 +243,18 @@ class PipelineBlock(BlockModel):
             self._set(f"result[{i}].value", word)
 
 
+#: A stream batch (``classify_stream``) lasts its beats plus this many cycles: the last packet's verdict comes at most
+#: DECISION_LATENCY_CYCLES (+1 inline) after its last beat, and its egress copy leaves right behind it.
+STREAM_TAIL_CYCLES = DECISION_LATENCY_CYCLES + 8
+#: The model cycle of a stream batch's first beat, counted from the end of the access before it.
+STREAM_START_CYCLE = 0
+
+
+def stream_batch_cycles(beats: int) -> int:
+    """Cycles a stream batch of ``beats`` beats takes, on ``"sim"`` and in the model alike."""
+    return beats + STREAM_TAIL_CYCLES
+
+
 def limiter_now_cycle(first_cycle: int, latency_cycles: int) -> int:
     """The cycle the limiter accepts (and samples its clock for) a request whose packet entered at
     ``first_cycle``: the verdict register and the limiter's pipeline before the verdict."""

@@ -1,168 +1,185 @@
-"""The ``"sim"`` transport: the Verilated RTL of the whole core in this process, driven over its AXI4-Lite port.
+"""The ``"sim"`` transport: the Verilated RTL of the whole core in this process, run by the compiled harness.
 
-``wirespeed.open("sim")`` ─▶ :class:`SimTransport` ─▶ :class:`~wirespeed.sim.pyverilator_shim.VerilatedModel` ─▶
-``WirespeedCore`` (``s_axil``)
+``wirespeed.open("sim")`` ─▶ :class:`SimTransport` ─▶ :class:`~wirespeed.sim.harness.Harness` (C++ per-cycle loop)
+─▶ ``WirespeedCore`` (``s_axil`` for registers; ``s_axis`` → ``m_verdict``/``m_axis`` for batches)
 
-Every access is a real AXI4-Lite transaction, clocked cycle by cycle; nothing falls back to the model. The first open
-of a configuration compiles it (tens of seconds); later opens reuse ``build/sim/``.
+Every register access is a real AXI4-Lite transaction (5 cycles, as the model counts them); nothing falls back to the
+model. :meth:`SimTransport.classify_stream` sends a whole batch of packets through ``s_axis`` back to back, like the
+AXI DMA path on a board, and reads one record per packet from ``m_verdict``. The Verilog is elaborated once per
+source tree and parameter set (``build/verilog/``) and compiled once per Verilog text (``build/harness/``), so a
+cached open takes well under a second.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..hdl.id import CoreParams
-from ..hdl.top import WirespeedCore
-from ..sim.runner import to_verilog, waves_enabled
+from ..sim.elaborate import cached_verilog
+from ..sim.harness import Batch, Harness, HarnessStall, pack_bytes_beats
+from ..sim.runner import waves_enabled
 from .errors import BusError, TransportError
+from .pipeline import stream_batch_cycles
 from .register_model import OKAY, RESP_NAMES
 from .transport import Transport, check_access
+from .verdict import RECORD_WORDS, VerdictRecord
 
-__all__ = ["SimTransport", "VerilatedAxiLite", "TOP_NAME"]
+__all__ = ["SimTransport", "HarnessAxiLite", "TOP_NAME", "core_verilog"]
 
 TOP_NAME = "wirespeed_core"
 
 
-class VerilatedAxiLite(Transport):
-    """Register access over the AXI4-Lite pins of any Verilated design, clocked cycle by cycle from Python.
+def core_verilog(params: CoreParams) -> str:
+    """The core's Verilog for ``params``, elaborated only when the ``hdl/`` sources or the parameters changed."""
+    def make():
+        from ..hdl.top import WirespeedCore
+        return WirespeedCore(params)
+    return cached_verilog(TOP_NAME, make, params)
+
+
+class HarnessAxiLite(Transport):
+    """Register access over the AXI4-Lite port of any design run by a :class:`~wirespeed.sim.harness.Harness`.
 
     Parameters
     ----------
-    dut : wirespeed.sim.pyverilator_shim.VerilatedModel
-        The design, with ``clk``, ``rst`` and AXI4-Lite target ports named ``<prefix><signal>``.
-    prefix : str
-        Port name prefix of the AXI4-Lite interface (Amaranth names ``s_axil`` members ``s_axil__awaddr`` ...).
+    harness : Harness
+        The design, with an ``s_axil`` AXI4-Lite target.
     timeout_cycles : int
-        An AXI handshake that takes longer raises :class:`TransportError` instead of hanging.
+        An access with no handshake for this long raises :class:`TransportError` (naming the phase) instead of
+        hanging.
 
     Attributes
     ----------
     cycles : int
-        Clock cycles simulated since the transport opened.
+        Clock cycles simulated since the harness was created (reset included).
     """
 
     scheme = "sim"
 
-    def __init__(self, dut, prefix: str = "s_axil__", timeout_cycles: int = 1000):
-        self.dut = dut
-        self.prefix = prefix
+    def __init__(self, harness: Harness, timeout_cycles: int = 1000):
+        self.harness = harness
         self.timeout_cycles = timeout_cycles
-        self.cycles = 0
         self._closed = False
-        self.reset()
+        self._size = 1 << harness.addr_bits
 
-    # -- clocking -------------------------------------------------------------------------------------------------
+    @property
+    def cycles(self) -> int:
+        return self.harness.cycle
 
-    def _set(self, name: str, value: int) -> None:
-        self.dut[self.prefix + name] = value
-
-    def _get(self, name: str) -> int:
-        return self.dut[self.prefix + name]
-
-    def tick(self, n: int = 1) -> None:
-        """Advance ``n`` clock cycles. Inputs set before a tick are sampled at its rising edge."""
-        dut = self.dut
-        for _ in range(n):
-            dut["clk"] = 1
-            dut.eval()
-            dut["clk"] = 0
-            dut.eval()
-        self.cycles += n
-
-    def reset(self, cycles: int = 2) -> None:
-        for name in ("awvalid", "wvalid", "bready", "arvalid", "rready"):
-            self._set(name, 0)
-        self.dut["clk"] = 0
-        self.dut["rst"] = 1
-        self.dut.eval()
-        self.tick(cycles)
-        self.dut["rst"] = 0
-        self.dut.eval()
-
-    # -- AXI4-Lite ------------------------------------------------------------------------------------------------
-
-    def _check(self, address, value=None):
+    def _access(self, write: bool, address: int, value: int = 0) -> int:
         if self._closed:
-            raise TransportError("sim transport is closed")
-        check_access(address, 1 << self.dut.widths[self.prefix + "awaddr"], value)
-
-    def _wait(self, what: str, address: int, done) -> None:
-        for _ in range(self.timeout_cycles):
-            if done():
-                return
-            self.tick()
-        raise TransportError(f"AXI4-Lite {what} at 0x{address:08x} got no handshake in {self.timeout_cycles} cycles")
-
-    def read32(self, address: int) -> int:
-        self._check(address)
-        self._set("araddr", address)
-        self._set("arvalid", 1)
-        self._set("rready", 1)
-        self.dut.eval()
-        self._wait("AR", address, lambda: self._get("arready"))
-        self.tick()
-        self._set("arvalid", 0)
-        self.dut.eval()
-        self._wait("R", address, lambda: self._get("rvalid"))
-        data, resp = self._get("rdata"), self._get("rresp")
-        self.tick()
-        self._set("rready", 0)
-        self.dut.eval()
+            raise TransportError(f"{self.scheme} transport is closed")
+        check_access(address, self._size, value if write else None)
+        try:
+            data, resp = self.harness.access(write, address, value, stall_cycles=self.timeout_cycles)
+        except HarnessStall as exc:
+            raise TransportError(f"AXI4-Lite {'write' if write else 'read'} at 0x{address:08x}: {exc}") from None
         if resp != OKAY:
-            raise BusError("read", address, RESP_NAMES[resp])
+            raise BusError("write" if write else "read", address, RESP_NAMES[resp])
         return data
 
+    def read32(self, address: int) -> int:
+        return self._access(False, address)
+
     def write32(self, address: int, value: int) -> None:
-        self._check(address, value)
-        self._set("awaddr", address)
-        self._set("wdata", value)
-        self._set("wstrb", 0xF)
-        self._set("awvalid", 1)
-        self._set("wvalid", 1)
-        self._set("bready", 1)
-        self.dut.eval()
-        pending = {"awvalid": "awready", "wvalid": "wready"}
-        for _ in range(self.timeout_cycles):
-            accepted = [v for v, r in pending.items() if self._get(r)]
-            if len(accepted) == len(pending):
-                break
-            self.tick()
-            for v in accepted:
-                self._set(v, 0)
-                del pending[v]
-            self.dut.eval()
-        else:
-            raise TransportError(f"AXI4-Lite AW/W at 0x{address:08x} got no handshake in {self.timeout_cycles} cycles")
-        self.tick()
-        for v in pending:
-            self._set(v, 0)
-        self.dut.eval()
-        self._wait("B", address, lambda: self._get("bvalid"))
-        resp = self._get("bresp")
-        self.tick()
-        self._set("bready", 0)
-        self.dut.eval()
-        if resp != OKAY:
-            raise BusError("write", address, RESP_NAMES[resp])
+        self._access(True, address, value)
+
+    def write_block(self, address: int, values) -> None:
+        """Consecutive writes in one harness batch (the same bus transactions as one write at a time)."""
+        values = list(values)
+        if self._closed:
+            raise TransportError(f"{self.scheme} transport is closed")
+        for i, v in enumerate(values):
+            check_access(address + 4 * i, self._size, v)
+        if not values:
+            return
+        result = self.harness.run(Batch(ops=[(True, address + 4 * i, v) for i, v in enumerate(values)],
+                                        stall_cycles=self.timeout_cycles))
+        for i, resp in enumerate(result.resps):
+            if resp != OKAY:
+                raise BusError("write", address + 4 * i, RESP_NAMES[resp])
+
+    def read_block(self, address: int, count: int) -> list[int]:
+        if self._closed:
+            raise TransportError(f"{self.scheme} transport is closed")
+        for i in range(count):
+            check_access(address + 4 * i, self._size)
+        if not count:
+            return []
+        result = self.harness.run(Batch(ops=[(False, address + 4 * i, 0) for i in range(count)],
+                                        stall_cycles=self.timeout_cycles))
+        for i, resp in enumerate(result.resps):
+            if resp != OKAY:
+                raise BusError("read", address + 4 * i, RESP_NAMES[resp])
+        return result.reads
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.dut.close()
+            self.harness.close()
 
 
-class SimTransport(VerilatedAxiLite):
-    """The whole wirespeed core, Verilated, behind its AXI4-Lite port.
+class SimTransport(HarnessAxiLite):
+    """The whole wirespeed core, Verilated, behind its AXI4-Lite port and its packet streams.
 
     Parameters
     ----------
     params : CoreParams
         Elaboration parameters of the simulated core.
     waves : bool or None
-        Write ``dump.fst`` in the build directory; defaults to the ``WAVES`` environment variable.
+        Write ``dump.fst`` in the harness's build directory; defaults to the ``WAVES`` environment variable.
     """
 
     def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000):
-        from ..sim.pyverilator_shim import VerilatedModel
         self.params = params
-        dut = VerilatedModel(to_verilog(WirespeedCore(params), TOP_NAME), TOP_NAME,
-                             waves=waves_enabled() if waves is None else waves)
-        super().__init__(dut, timeout_cycles=timeout_cycles)
+        harness = Harness(core_verilog(params), TOP_NAME, waves=waves_enabled() if waves is None else waves)
+        super().__init__(harness, timeout_cycles=timeout_cycles)
+        self.width = params.width_bytes
+
+    def axis_beats(self, packets) -> np.ndarray:
+        """``packets`` as ``s_axis`` beats (tdata, tkeep, tlast words) for :meth:`Harness.run`."""
+        w = self.width
+        data, (n_valid, last, _) = pack_bytes_beats(packets, w, None)
+        s = self.harness.by_name["s_axis"]
+        beats = np.zeros((len(data), s.words), np.uint32)
+        d_off, _ = s.field("tdata")
+        k_off, _ = s.field("tkeep")
+        l_off, _ = s.field("tlast")
+        beats[:, d_off:d_off + w // 4] = data
+        beats[:, k_off] = ((np.uint64(1) << n_valid.astype(np.uint64)) - np.uint64(1)).astype(np.uint32)
+        beats[:, l_off] = last
+        return beats
+
+    def classify_stream(self, packets: list[bytes], inline: bool = False) -> list[VerdictRecord]:
+        """Verdict records for ``packets``, sent back to back through ``s_axis`` (``ctrl.axis_inline`` must already
+        say whether they are frames) with every ready high, as the AXI DMA path does on a board. An empty packet is
+        one beat with no `tkeep` bit set, as the MMIO window sends it.
+
+        The batch lasts exactly :func:`~.pipeline.stream_batch_cycles` cycles, so the model can follow it cycle for
+        cycle; a core that takes longer, or back-pressures ``s_axis``, raises :class:`TransportError`."""
+        if self._closed:
+            raise TransportError("sim transport is closed")
+        if not packets:
+            return []
+        beats = self.axis_beats(packets)
+        n = len(packets)
+        cycles = stream_batch_cycles(len(beats))
+        try:
+            result = self.harness.run(Batch(beats={"s_axis": beats}, expect={"m_verdict": n, "m_axis": n},
+                                            capacity={"m_verdict": n + 64, "m_axis": len(beats) + 64},
+                                            min_cycles=cycles, stall_cycles=self.timeout_cycles))
+        except HarnessStall as exc:
+            raise TransportError(f"stream batch of {n} packets: {exc}") from None
+        if result.cycles != cycles:
+            raise TransportError(f"stream batch of {n} packets took {result.cycles} cycles, more than the "
+                                 f"{cycles} the pipeline's latency allows")
+        accepted = result.accepted["s_axis"]
+        first = result.start_cycle
+        if not np.array_equal(accepted, np.arange(first, first + len(beats), dtype=np.uint64)):
+            gap = int(np.argmax(accepted != np.arange(first, first + len(beats), dtype=np.uint64)))
+            raise TransportError(f"s_axis was back-pressured at beat {gap} of {len(beats)}: the stream batch "
+                                 f"expects one beat per cycle")
+        recs = result.beats["m_verdict"]
+        if len(recs) != n:
+            raise TransportError(f"{len(recs)} verdict records for {n} packets")
+        return [VerdictRecord.from_words(row[:RECORD_WORDS].tolist()) for row in recs]
