@@ -102,3 +102,111 @@ def test_closed_transport_refuses():
     dev.close()
     with pytest.raises(TransportError):
         dev.info()
+
+
+# -- the stream batch path and the compiled harness ------------------------------------------------------------------
+
+def _timed_session(dev, rng):
+    """A tenant on a plan whose tokens refill every few hundred cycles, with the clock at 0.3-3 µs per cycle: whether
+    a request is admitted, and its exact retry_after, depend on the cycle its limiter decision happens in."""
+    from wirespeed.host import traffic
+    dev.clock.ns_per_cycle = 997
+    dev.pools.set(0, [1, 2, 3], size=251)
+    dev.routes.default(0, key="tenant")
+    key = "sk-" + "t" * 40
+    dev.tenants.add(key, requests_per_s=5_000, burst=2, tokens_per_s=10**9, token_burst=10**9)
+    verdicts = []
+    for _ in range(6):
+        # A rate change between batches: a decision's time then depends on where the batch sits relative to this
+        # access, not only on the distance between decisions.
+        dev.clock.ns_per_cycle = rng.randrange(300, 3000)
+        batch = [traffic.realistic(rng, api_key=key) for _ in range(rng.randrange(20, 80))]
+        verdicts += dev.classify_many(batch)
+    return verdicts
+
+
+def test_stream_batch_follows_the_model_cycle_for_cycle():
+    """The batch path's timing (first beat right after the last access, one beat per cycle, a fixed tail) is what
+    the model assumes: with the limiter clock at 0.3-3 µs per cycle, changed between batches, one cycle of
+    difference changes decisions and retry_afters (checked by moving the model's start by one cycle)."""
+    results = {}
+    for uri in ("model", "sim"):
+        with wirespeed.open(uri) as dev:
+            results[uri] = _timed_session(dev, random.Random(SEED))
+    model, sim = results["model"], results["sim"]
+    assert model == sim
+    statuses = [v.status for v in model]
+    assert 0.2 < statuses.count(429) / len(statuses) < 0.8, statuses      # decided at the refill boundary
+    assert len({v.retry_after_s for v in model if v.retry_after_s}) > 10
+
+
+def test_stream_batch_is_one_beat_per_cycle_and_timed(sim):
+    from wirespeed.host import traffic
+    from wirespeed.host.pipeline import stream_batch_cycles
+    rng = random.Random(SEED)
+    packets = [traffic.realistic(rng) for _ in range(50)]
+    t = sim.transport
+    sim.write_register("pipeline.ctrl.axis_inline", 0)
+    c0 = t.cycles
+    records = t.classify_stream(packets)
+    beats = sum(-(-len(p) // t.width) for p in packets)
+    assert t.cycles - c0 == stream_batch_cycles(beats)
+    assert len(records) == len(packets)
+
+
+def test_open_sim_does_not_elaborate_when_cached(monkeypatch):
+    """The second open of the same configuration reads the cached Verilog: no Amaranth elaboration."""
+    import wirespeed.sim.runner as runner
+    with wirespeed.open("sim"):
+        pass
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("elaborated although the Verilog is cached")
+    monkeypatch.setattr(runner, "to_verilog", refuse)
+    with wirespeed.open("sim") as dev:
+        assert dev.info().width_bytes == 8
+
+
+def test_a_stalled_stream_is_named():
+    """m_verdict held not ready: the batch stops after stall_cycles and names the port; nothing hangs."""
+    from wirespeed.host import traffic
+    from wirespeed.sim.harness import Batch, HarnessStall
+    with wirespeed.open("sim") as dev:
+        t = dev.transport
+        packets = [traffic.realistic(random.Random(SEED)) for _ in range(40)]
+        with pytest.raises(HarnessStall) as e:
+            t.harness.run(Batch(beats={"s_axis": t.axis_beats(packets)}, expect={"m_verdict": 40, "m_axis": 40},
+                                ready={"m_verdict": b"\0"}, stall_cycles=500))
+        assert "s_axis" in str(e.value) and e.value.port == "s_axis"      # the input backs up first
+        assert isinstance(e.value, TransportError)
+        with pytest.raises(HarnessStall) as e:
+            t.harness.run(Batch(expect={"m_verdict": 1000}, stall_cycles=200))     # more than are in flight
+        assert e.value.port == "m_verdict" and "of 1000 packets" in str(e.value)
+
+
+def test_a_batch_too_large_is_refused_before_it_starts():
+    import numpy as np
+    from wirespeed.host.errors import ConfigError
+    from wirespeed.sim import harness as h
+    with wirespeed.open("sim") as dev:
+        hs = dev.transport.harness
+        c0 = hs.cycle
+        with pytest.raises(h.BatchTooLarge) as e:
+            hs.run(h.Batch(expect={"m_verdict": 10}, capacity={"m_verdict": 5}))
+        assert isinstance(e.value, ConfigError) and e.value.field == "expect['m_verdict']"
+        with pytest.raises(h.BatchTooLarge) as e:
+            hs.run(h.Batch(beats={"s_axis": np.zeros((h.MAX_BEATS + 1, 4), np.uint32)}))
+        assert str(h.MAX_BEATS) in str(e.value)
+        with pytest.raises(h.BatchTooLarge):
+            hs.run(h.Batch(beats={"m_axis": np.zeros((1, 4), np.uint32)}))    # an output is not an input
+        assert hs.cycle == c0, "nothing ran"
+
+
+def test_a_harness_build_failure_names_the_error_and_the_command(tmp_path, monkeypatch):
+    from wirespeed.sim.harness import Harness, HarnessBuildError
+    monkeypatch.setenv("WIRESPEED_BUILD", str(tmp_path))
+    verilog = "module broken(input clk, input rst, output y);\n  assign y = undefined_signal +;\nendmodule\n"
+    with pytest.raises(HarnessBuildError) as e:
+        Harness(verilog, "broken")
+    text = str(e.value)
+    assert "Error" in text and "reproduce: cd " in text and "verilator" in text
