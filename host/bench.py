@@ -18,16 +18,17 @@ import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..hdl.packet import pack_beats
 from ..hdl.parser import StandaloneParser, parser_regmap
-from ..sim.runner import to_verilog
 from . import traffic
 from .parser import ParserConfig, derive_key, parse
 from .parser_registers import configure_ops
 from .registers import Registers, run
 
 __all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
-           "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles",
+           "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles", "sim_open_time", "sim_classify_rate", "block_harness",
            "core_model_rate", "software_baseline"]
 
 
@@ -54,54 +55,49 @@ def _packets(mix: str, width: int, count: int, seed: int):
     raise ValueError(f"mix must be realistic or worst_case, got {mix!r}")
 
 
+def block_harness(top: str, make_component, params, last_fields=None):
+    """A standalone block's :class:`~wirespeed.sim.harness.Harness` and a register transport on it (Verilog and
+    build cached, see ``sim/``)."""
+    from ..sim.elaborate import cached_verilog
+    from ..sim.harness import Harness
+    from .transport_sim import HarnessAxiLite
+    harness = Harness(cached_verilog(top, make_component, params), top, last_fields=last_fields)
+    return harness, HarnessAxiLite(harness)
+
+
 def parser_cycles(width: int, mix: str, count: int = 200, seed: int = 1, progress=None) -> dict:
-    """Stream ``count`` packets through the Verilated parser with ``valid`` and every ``ready`` held high.
+    """Stream ``count`` packets through the Verilated parser (compiled harness) with ``valid`` and every ``ready``
+    held high.
 
     Returns beats per cycle (beats accepted / cycles from the first to the last beat), the descriptor latency in
     cycles after the beat holding the stop byte (p50/p99/p99.99/max), and a descriptor check against the model.
     """
-    from ..sim.pyverilator_shim import VerilatedModel
-    from .transport_sim import VerilatedAxiLite
+    from ..sim.harness import Batch, ints_from_words, words_from_ints
 
     top = f"parser_bench_w{width}"
-    dut = VerilatedModel(to_verilog(StandaloneParser(width), top), top)
-    bus = VerilatedAxiLite(dut)
-    config = bench_config()
-    run(configure_ops(Registers(parser_regmap()), config), bus)
-    bus.tick(2)
+    harness, bus = block_harness(top, lambda: StandaloneParser(width), width)
+    try:
+        config = bench_config()
+        run(configure_ops(Registers(parser_regmap()), config), bus)
+        bus.tick(2)
 
-    packets = _packets(mix, width, count, seed)
-    expected = [parse(p, config) for p in packets]
-    beats = []
-    stop_beat_index = []         # global beat index of each packet's stop byte
-    for p, d in zip(packets, expected):
-        stop_beat_index.append(len(beats) + d.stop_index(len(p)) // width)
-        beats += pack_beats(p, width)
-
-    dut["o_stream__ready"] = 1
-    dut["o_desc__ready"] = 1
-    accepted_at = []
-    latencies, mismatches, descs = [], 0, 0
-    cycle = 0
-    while len(accepted_at) < len(beats) or descs < len(packets):
-        offering = len(accepted_at) < len(beats)
-        if offering:
-            dut["i_stream__payload"] = beats[len(accepted_at)]
-        dut["i_stream__valid"] = int(offering)
-        dut.eval()
-        if offering and dut["i_stream__ready"]:
-            accepted_at.append(cycle)
-        if dut["o_desc__valid"]:
-            latencies.append(cycle - accepted_at[stop_beat_index[descs]])
-            mismatches += dut["o_desc__payload"] != expected[descs].to_bits()
-            descs += 1
-        bus.tick()
-        cycle += 1
-        if progress and cycle % 4096 == 0:
-            progress(len(accepted_at), len(beats))
-        if cycle > 4 * len(beats) + 1000:
-            raise RuntimeError("parser stalled in the bench")
-    dut["i_stream__valid"] = 0
+        packets = _packets(mix, width, count, seed)
+        expected = [parse(p, config) for p in packets]
+        beats = []
+        stop_beat_index = []         # global beat index of each packet's stop byte
+        for p, d in zip(packets, expected):
+            stop_beat_index.append(len(beats) + d.stop_index(len(p)) // width)
+            beats += pack_beats(p, width)
+        stream = harness.by_name["i_stream"]
+        result = harness.run(Batch(beats={"i_stream": words_from_ints(beats, stream.words)},
+                                   expect={"o_desc": len(packets)}))
+    finally:
+        bus.close()
+    accepted_at = result.accepted["i_stream"].tolist()
+    descs = ints_from_words(result.beats["o_desc"])
+    desc_cycles = result.beat_cycles["o_desc"].tolist()
+    latencies = [c - accepted_at[stop_beat_index[k]] for k, c in enumerate(desc_cycles)]
+    mismatches = sum(d != e.to_bits() for d, e in zip(descs, expected)) + abs(len(descs) - len(expected))
     span = accepted_at[-1] - accepted_at[0] + 1
     return {
         "width_bytes": width, "mix": mix, "packets": len(packets), "beats": len(beats), "cycles": span,
@@ -183,31 +179,17 @@ def _limiter_setup(bus, params, model, tenants: int, rng):
     return keys, now
 
 
-def _stream(dut, bus, out: str, bits: list, expected: list, vmask: int, what: str) -> tuple:
-    """Offer ``bits`` on ``i_req`` with ``valid`` and ``<out>.ready`` held high, and compare each verdict (the payload
-    under ``vmask``) with ``expected[k].to_bits()``. Returns (cycles from first to last acceptance, latency of each
-    verdict in cycles after its acceptance, mismatches)."""
-    count = len(bits)
-    dut[f"{out}__ready"] = 1
-    accepted_at, latencies = [], []
-    mismatches = got = cycle = 0
-    while got < count:
-        offering = len(accepted_at) < count
-        if offering:
-            dut["i_req__payload"] = bits[len(accepted_at)]
-        dut["i_req__valid"] = int(offering)
-        dut.eval()
-        if offering and dut["i_req__ready"]:
-            accepted_at.append(cycle)
-        if dut[f"{out}__valid"]:
-            mismatches += (dut[f"{out}__payload"] & vmask) != expected[got].to_bits()
-            latencies.append(cycle - accepted_at[got])
-            got += 1
-        bus.tick()
-        cycle += 1
-        if cycle > 2 * count + 1000:
-            raise RuntimeError(f"{what} stalled in the bench")
-    dut["i_req__valid"] = 0
+def _stream(harness, out: str, bits: list, expected: list, vmask: int) -> tuple:
+    """Offer ``bits`` on ``i_req`` with ``valid`` and ``<out>.ready`` held high (compiled harness), and compare each
+    verdict (the payload under ``vmask``) with ``expected[k].to_bits()``. Returns (cycles from first to last
+    acceptance, latency of each verdict in cycles after its acceptance, mismatches)."""
+    from ..sim.harness import Batch, ints_from_words, words_from_ints
+    stream = harness.by_name["i_req"]
+    result = harness.run(Batch(beats={"i_req": words_from_ints(bits, stream.words)}, expect={out: len(bits)}))
+    accepted_at = result.accepted["i_req"].tolist()
+    got = ints_from_words(result.beats[out])
+    latencies = [int(c) - accepted_at[k] for k, c in enumerate(result.beat_cycles[out].tolist())]
+    mismatches = sum((g & vmask) != e.to_bits() for g, e in zip(got, expected)) + abs(len(got) - len(expected))
     return accepted_at[-1] - accepted_at[0] + 1, latencies, mismatches
 
 
@@ -226,14 +208,10 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
     from ..hdl.limiter_layouts import LimiterParams
     from ..hdl.limiter_layouts import LimitVerdict as VerdictLayout
     from ..hdl.parser_layouts import KeySource
-    from ..sim.pyverilator_shim import VerilatedModel
     from .limiter import LimiterConfig, LimiterModel
-    from .transport_sim import VerilatedAxiLite
 
     params = params or LimiterParams()
-    top = "limiter_bench"
-    dut = VerilatedModel(to_verilog(StandaloneLimiter(params), top), top)
-    bus = VerilatedAxiLite(dut)
+    harness, bus = block_harness("limiter_bench", lambda: StandaloneLimiter(params), params)
     rng = random.Random(seed)
     model = LimiterModel(params, LimiterConfig(cost_source=1))
     keys, now = _limiter_setup(bus, params, model, tenants, rng)
@@ -257,7 +235,10 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
 
     vmask = (1 << VerdictLayout.as_shape().size) - 1
     verdicts = [v for _, v in requests]
-    span, latencies, mismatches = _stream(dut, bus, "o_verdict", [b for b, _ in requests], verdicts, vmask, "limiter")
+    try:
+        span, latencies, mismatches = _stream(harness, "o_verdict", [b for b, _ in requests], verdicts, vmask)
+    finally:
+        bus.close()
     outcomes = {}
     for v in verdicts:
         outcomes[v.status] = outcomes.get(v.status, 0) + 1
@@ -298,16 +279,12 @@ def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
     from ..hdl.router import StandaloneRouter, router_regmap
     from ..hdl.router_layouts import RouteRequest, RouterParams
     from ..hdl.router_layouts import RouteVerdict as VerdictLayout
-    from ..sim.pyverilator_shim import VerilatedModel
     from .router import RouterModel, maglev_table, pack_words
-    from .transport_sim import VerilatedAxiLite
 
     import numpy as np
 
     params = params or RouterParams(table_entries=2048, pools=4)
-    top = "router_bench"
-    dut = VerilatedModel(to_verilog(StandaloneRouter(params), top), top)
-    bus = VerilatedAxiLite(dut)
+    harness, bus = block_harness("router_bench", lambda: StandaloneRouter(params), params)
     regs = Registers(router_regmap())
     rng = random.Random(seed)
     model = RouterModel(params)
@@ -356,7 +333,10 @@ def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
     from types import SimpleNamespace
     vmask = (1 << VerdictLayout.as_shape().size) - 1
     expected = [model.route(SimpleNamespace(**fields)) for _, fields in requests]     # in acceptance order
-    span, latencies, mismatches = _stream(dut, bus, "o_route", [b for b, _ in requests], expected, vmask, "router")
+    try:
+        span, latencies, mismatches = _stream(harness, "o_route", [b for b, _ in requests], expected, vmask)
+    finally:
+        bus.close()
     return {"table_entries": params.table_entries, "id_bits": params.id_bits, "requests": count, "cycles": span,
             "requests_per_cycle": round(count / span, 4),
             "latency_cycles": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
@@ -404,62 +384,47 @@ class StreamRun:
 
 def stream_core(transport, packets, width: int, progress=None, timeout_cycles: int = 10_000) -> StreamRun:
     """Offer ``packets`` back to back on the core's ``s_axis`` (``tvalid`` held high), with ``m_axis`` and
-    ``m_verdict`` ready held high, cycle by cycle, on a :class:`~.transport_sim.VerilatedAxiLite` of a
-    ``WirespeedCore``; collect every output until each packet has its verdict and its egress copy."""
-    dut = transport.dut
-    beats = []                        # (packet index, tdata, tkeep, tlast)
+    ``m_verdict`` ready held high, on a :class:`~.transport_sim.SimTransport` (one compiled-harness batch); collect
+    every output until each packet has its verdict and its egress copy."""
+    from ..sim.harness import Batch, ints_from_words
     for k, p in enumerate(packets):
         if not p:
             raise ValueError(f"packet {k} is empty; an AXI-Stream packet carries at least one byte")
-        for i in range(0, len(p), width):
-            chunk = p[i:i + width]
-            beats.append((k, int.from_bytes(chunk, "little"), (1 << len(chunk)) - 1, int(i + width >= len(p))))
-    accepted = [[] for _ in packets]
-    verdict_cycles, records, egress, tusers = [], [], [], []
-    current = bytearray()
-    dut["m_axis__tready"] = 1
-    dut["m_verdict__tready"] = 1
+    harness = transport.harness
+    beats = transport.axis_beats(packets)
     n = len(packets)
-    taken = cycle = idle = 0
-    first = last = None
     start = time.perf_counter()
-    while taken < len(beats) or len(verdict_cycles) < n or len(egress) < n:
-        offering = taken < len(beats)
-        if offering:
-            k, data, keep, tlast = beats[taken]
-            dut["s_axis__tdata"] = data
-            dut["s_axis__tkeep"] = keep
-            dut["s_axis__tlast"] = tlast
-        dut["s_axis__tvalid"] = int(offering)
-        dut.eval()
-        if offering and dut["s_axis__tready"]:
-            accepted[k].append(cycle)
-            first = cycle if first is None else first
-            last = cycle
-            taken += 1
-        if dut["m_verdict__tvalid"]:
-            verdict_cycles.append(cycle)
-            records.append(dut["m_verdict__tdata"])
-            idle = 0
-        if dut["m_axis__tvalid"]:
-            keep = dut["m_axis__tkeep"]
-            current += dut["m_axis__tdata"].to_bytes(width, "little")[:keep.bit_length()]
-            if dut["m_axis__tlast"]:
-                egress.append(bytes(current))
-                tusers.append(dut["m_axis__tuser"])
-                current = bytearray()
-        transport.tick()
-        cycle += 1
-        idle += 1
-        if progress and cycle % 4096 == 0:
-            progress(taken, len(beats))
-        if idle > timeout_cycles:
-            raise RuntimeError(f"the core stalled: {taken}/{len(beats)} beats taken, {len(verdict_cycles)}/{n} "
-                               f"verdicts after {cycle} cycles")
-    dut["s_axis__tvalid"] = 0
-    dut.eval()
-    return StreamRun(accepted, verdict_cycles, records, egress, tusers, len(beats), last - first + 1, cycle,
-                     time.perf_counter() - start)
+    result = harness.run(Batch(beats={"s_axis": beats}, expect={"m_verdict": n, "m_axis": n},
+                               stall_cycles=timeout_cycles))
+    seconds = time.perf_counter() - start
+    if progress:
+        progress(len(beats), len(beats))
+    accepted_all = result.accepted["s_axis"].tolist()
+    per_packet = [max(1, -(-len(p) // width)) for p in packets]
+    accepted, k = [], 0
+    for nb in per_packet:
+        accepted.append(accepted_all[k:k + nb])
+        k += nb
+    m = harness.by_name["m_verdict"]
+    d_off, d_bits = m.field("tdata")
+    records = [v & ((1 << d_bits) - 1) for v in ints_from_words(result.beats["m_verdict"][:, d_off:])]
+    out = harness.by_name["m_axis"]
+    ob = result.beats["m_axis"]
+    t_off, _ = out.field("tdata")
+    k_off, _ = out.field("tkeep")
+    l_off, _ = out.field("tlast")
+    u_off, u_bits = out.field("tuser")
+    egress, tusers, current = [], [], bytearray()
+    data_bytes = np.ascontiguousarray(ob[:, t_off:t_off + width // 4]).view(np.uint8).reshape(-1, width)
+    for i in range(len(ob)):
+        current += data_bytes[i, :int(ob[i, k_off]).bit_length()].tobytes()
+        if ob[i, l_off] & 1:
+            egress.append(bytes(current))
+            tusers.append(ints_from_words(ob[i:i + 1, u_off:])[0] & ((1 << u_bits) - 1))
+            current = bytearray()
+    first, last = accepted_all[0], accepted_all[-1]
+    return StreamRun(accepted, result.beat_cycles["m_verdict"].tolist(), records, egress, tusers, len(beats),
+                     last - first + 1, result.cycles, seconds)
 
 
 #: Rates for the bench's tenants: generous, except one tiny plan, so that some requests are rate limited.
@@ -568,6 +533,39 @@ def core_cycles(mix: str, inline: bool, count: int = 300, seed: int = 1, progres
         "sim_cycles": run_.sim_cycles, "seconds": round(run_.seconds, 3),
         "sim_cycles_per_s": round(run_.sim_cycles / run_.seconds),
     }
+
+
+def sim_open_time(repeat: int = 3) -> dict:
+    """Seconds for ``wirespeed.open("sim")`` plus ``close()`` with the Verilog and the harness already cached (the
+    first open, which may elaborate and compile, is not timed)."""
+    from .offload import open as ws_open
+    with ws_open("sim"):
+        pass
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with ws_open("sim"):
+            pass
+        times.append(time.perf_counter() - start)
+    return {"repeat": repeat, "best_s": round(min(times), 3), "max_s": round(max(times), 3)}
+
+
+def sim_classify_rate(count: int = 1000, seed: int = 1) -> dict:
+    """Requests per second through ``wirespeed.open("sim").classify_many`` (the realistic mix, one call), and the
+    number of verdicts that differ from ``open("model")`` on the same calls."""
+    from .offload import open as ws_open
+    rng = random.Random(seed)
+    keys_seed = rng.getrandbits(64)
+    with ws_open("sim") as dev, ws_open("model") as model:
+        keys = _core_setup(dev, random.Random(keys_seed))
+        _core_setup(model, random.Random(keys_seed))
+        packets = _core_packets("realistic", keys, count, rng, 8)
+        start = time.perf_counter()
+        verdicts = dev.classify_many(packets)
+        elapsed = time.perf_counter() - start
+        want = model.classify_many(packets)
+    return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed),
+            "verdict_mismatches": sum(a != b for a, b in zip(verdicts, want)) + abs(len(verdicts) - len(want))}
 
 
 def core_model_rate(count: int = 2000, seed: int = 1) -> dict:

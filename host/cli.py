@@ -111,7 +111,7 @@ def cmd_bench(args) -> dict:
     quiet = args.json
     report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
               "placement": [], "router_rtl": None, "maglev_build": [], "core_rtl": [], "core_sim_cycles_per_s": None,
-              "core_model": None, "software_baseline": None}
+              "sim_open": None, "sim_classify_many": None, "core_model": None, "software_baseline": None}
     for uri in args.uri:
         _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
         report["register_access"][uri] = bench.register_access(uri, args.accesses)
@@ -148,6 +148,11 @@ def cmd_bench(args) -> dict:
                                                             progress=_progress(quiet, "beats")))
         cycles = sum(r["sim_cycles"] for r in report["core_rtl"])
         report["core_sim_cycles_per_s"] = round(cycles / sum(r["seconds"] for r in report["core_rtl"]))
+    if args.sim_requests:
+        _status('open("sim") with the build cached ...', quiet)
+        report["sim_open"] = bench.sim_open_time()
+        _status(f'{args.sim_requests} requests through open("sim").classify_many (compiled harness) ...', quiet)
+        report["sim_classify_many"] = bench.sim_classify_rate(args.sim_requests)
     if args.core_model_requests:
         _status(f'whole core model: {args.core_model_requests} requests through open("model").classify_many ...',
                 quiet)
@@ -207,6 +212,12 @@ def cmd_bench(args) -> dict:
                   f"{lat_text:>27} {r['verdict_mismatches']:>10} {r['egress_mismatches']:>10}")
         if report["core_sim_cycles_per_s"]:
             print(f"whole core on Verilator: {report['core_sim_cycles_per_s']:,} simulated cycles/s")
+        if report["sim_open"]:
+            print(f'open("sim"), build cached: {report["sim_open"]["best_s"]} s (best of {report["sim_open"]["repeat"]})')
+        r = report["sim_classify_many"]
+        if r:
+            print(f'open("sim").classify_many: {r["requests_per_s"]:,} requests/s ({r["requests"]} realistic '
+                  f'requests, {r["verdict_mismatches"]} differ from the model)')
         if report["core_model"]:
             print(f"whole core model (Python, classify_many): {report['core_model']['requests_per_s']:,} requests/s")
         b = report["software_baseline"]
@@ -218,6 +229,8 @@ def cmd_bench(args) -> dict:
     if bad:
         raise WirespeedError(f"whole-core RTL verdicts or egress packets differ from the model in {len(bad)} runs")
     bad = [r for r in report["parser_rtl"] if r["descriptor_mismatches"]]
+    if report["sim_classify_many"] and report["sim_classify_many"]["verdict_mismatches"]:
+        raise WirespeedError('open("sim").classify_many verdicts differ from open("model")')
     if bad:
         raise WirespeedError(f"RTL descriptors differ from the model in {len(bad)} runs")
     if report["router_rtl"] and report["router_rtl"]["verdict_mismatches"]:
@@ -281,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests through the router RTL (0: skip the router run)")
     sp.add_argument("--maglev-backends", type=int, nargs="*", default=[1000, 100, 10, 1],
                     help="backend counts for the Maglev build timing (M = 65537)")
-    sp.add_argument("--core-packets", type=int, default=300,
+    sp.add_argument("--core-packets", type=int, default=2000,
                     help="packets per whole-core RTL run (4 runs: realistic and worst-case, lookaside and inline; "
                          "0: skip them)")
+    sp.add_argument("--sim-requests", type=int, default=1000,
+                    help='requests through wirespeed.open("sim").classify_many, and the cached open time (0: skip)')
     sp.add_argument("--core-model-requests", type=int, default=2000,
                     help='requests through wirespeed.open("model").classify_many (0: skip)')
     sp.add_argument("--baseline-requests", type=int, default=20_000,

@@ -78,6 +78,12 @@ class HarnessAxiLite(Transport):
             raise BusError("write" if write else "read", address, RESP_NAMES[resp])
         return data
 
+    def tick(self, cycles: int = 1) -> None:
+        """Let ``cycles`` clock cycles pass with the bus and every stream idle."""
+        if self._closed:
+            raise TransportError(f"{self.scheme} transport is closed")
+        self.harness.run(Batch(min_cycles=cycles))
+
     def read32(self, address: int) -> int:
         return self._access(False, address)
 

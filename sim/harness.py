@@ -34,7 +34,7 @@ from .toolchain import build_dir, use_verilator
 
 __all__ = ["Harness", "Batch", "Result", "StreamPort", "PortInfo", "parse_ports", "build_harness",
            "HarnessBuildError", "BatchTooLarge", "HarnessStall", "pause_pattern", "ALWAYS",
-           "pack_bytes_beats", "MAX_BEATS", "MAX_OPS", "DEFAULT_STALL_CYCLES"]
+           "pack_bytes_beats", "words_from_ints", "ints_from_words", "MAX_BEATS", "MAX_OPS", "DEFAULT_STALL_CYCLES"]
 
 HARNESS_CPP = Path(__file__).with_name("harness.cpp")
 #: Per-batch limits: input beats per stream, output beats per stream, AXI4-Lite operations.
@@ -239,8 +239,9 @@ def ports_header(top: str, ports: list[PortInfo], streams: list[StreamPort], axi
 
 # -- build ----------------------------------------------------------------------------------------------------------
 
-#: C++ optimisation for the Verilated model and the harness (Verilator's default is -Os).
+#: C++ optimisation for the Verilated model and the harness (Verilator's default is -Os), and Verilator's own flags.
 OPT = "-O2"
+VERILATOR_ARGS: tuple = ()
 
 
 def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list[PortInfo], axil: str | None,
@@ -251,7 +252,7 @@ def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list
     root = use_verilator()
     header = ports_header(top, ports, streams, axil, trace)
     source = HARNESS_CPP.read_text()
-    key = "\n".join([verilog, source, header, OPT])
+    key = "\n".join([verilog, source, header, OPT, *VERILATOR_ARGS])
     bdir = build_dir("harness", top, key)
     lib = bdir / f"libV{top}.so"
     with open(bdir / ".lock", "w") as lock:
@@ -266,6 +267,7 @@ def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list
                "--top-module", top, "-Mdir", "obj", "-o", lib.name,
                "-CFLAGS", f"-fPIC {OPT} -std=c++20 -I{bdir}", "-LDFLAGS", "-shared",
                "-MAKEFLAGS", f"OPT_FAST={OPT} OPT_SLOW=-O1 OPT_GLOBAL={OPT}"]
+        cmd += list(VERILATOR_ARGS)
         if trace:
             cmd += ["--trace-fst", "--trace-structs"]
         cmd += [f"{top}.v", "harness.cpp"]
@@ -609,6 +611,19 @@ class Harness:
             raise TransportError(f"{self.top}: output {name} overflowed its buffer of "
                                  f"{outs[port - n_in].capacity} beats")
         raise TransportError(f"{self.top}: batch reached max_cycles = {run.cycles} before draining")
+
+
+def words_from_ints(values, words: int) -> np.ndarray:
+    """Integers (beat payloads) as a ``uint32`` array of shape ``(len(values), words)``, low word first."""
+    raw = b"".join(v.to_bytes(4 * words, "little") for v in values)
+    return np.frombuffer(raw, np.uint32).reshape(-1, words).copy() if values else np.zeros((0, words), np.uint32)
+
+
+def ints_from_words(array: np.ndarray) -> list[int]:
+    """The inverse of :func:`words_from_ints`: one integer per row."""
+    raw = np.ascontiguousarray(array, np.uint32).tobytes()
+    size = 4 * array.shape[1] if array.ndim == 2 else 4
+    return [int.from_bytes(raw[i:i + size], "little") for i in range(0, len(raw), size)]
 
 
 def pack_bytes_beats(packets, width: int, tail) -> tuple[np.ndarray, np.ndarray]:
