@@ -17,7 +17,6 @@ from wirespeed.host.errors import ConfigError, TransportError
 from wirespeed.host.frontend import build_frame
 from wirespeed.host.submit import MAX_POLLS, bytes_to_send
 from wirespeed.host.tenants import FeatureMissing
-from wirespeed.host.transport import Transport
 from wirespeed.host.verdict import Verdict
 
 KEYS = [f"sk-test-{i:03d}" for i in range(8)]
@@ -98,28 +97,13 @@ def test_errors_are_named_and_raised_before_any_write():
             dev.classify(b"GET / HTTP/1.1\r\n\r\n")
 
 
-class HidingResults(Transport):
-    """Reports no verdict ever (a stalled pipeline)."""
-
-    scheme = "hiding"
-
-    def __init__(self, inner, status_address):
-        self.inner, self.status_address = inner, status_address
-
-    def read32(self, address):
-        value = self.inner.read32(address)
-        return value & ~0xFFFF if address == self.status_address else value
-
-    def write32(self, address, value):
-        self.inner.write32(address, value)
-
-
-def test_a_missing_verdict_raises_instead_of_hanging():
+def test_a_missing_verdict_raises_instead_of_hanging(record_bus):
     from wirespeed.host.model import ModelTransport
     from wirespeed.host.offload import Offload
     inner = ModelTransport()
     status = inner.model.regmap["pipeline.status"].address
-    dev = Offload(HidingResults(inner, status), "hiding")
+    # The status register never counts a result: a stalled pipeline.
+    dev = Offload(record_bus(inner, clear_bits={status: 0xFFFF}), "hiding")
     with pytest.raises(TransportError, match=f"no verdict after {MAX_POLLS}"):
         dev.classify(b"GET / HTTP/1.1\r\n\r\n")
 

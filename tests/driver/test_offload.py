@@ -3,7 +3,6 @@
 import struct
 import sys
 import threading
-import time
 
 import pytest
 
@@ -103,43 +102,31 @@ def test_write_register_checks_range_before_access():
 
 # -- incompatible cores ----------------------------------------------------------------------------------------------
 
-class PatchedModel(ModelTransport):
-    """A model whose reads of one address are replaced."""
-
-    def __init__(self, address, value):
-        super().__init__()
-        self.patch_address, self.patch_value = address, value
-
-    def read32(self, address):
-        data = super().read32(address)
-        return self.patch_value if address == self.patch_address else data
-
-
 def _assert_closed(t):
     with pytest.raises(TransportError):
         t.read32(REGMAP["id.scratch"].address)
 
 
 @pytest.mark.parametrize("magic", [0, 0xFFFF_FFFF, MAGIC ^ 1, MAGIC >> 8])
-def test_wrong_magic(magic):
-    t = PatchedModel(REGMAP["id.magic"].address, magic)
+def test_wrong_magic(magic, record_bus):
+    t = record_bus(ModelTransport(), stuck={REGMAP["id.magic"].address: magic})
     with pytest.raises(IncompatibleBitstream, match="magic"):
         Offload(t, "model")
     _assert_closed(t)
 
 
 @pytest.mark.parametrize("major", [0, MAJOR + 1, 0xFFFF])
-def test_wrong_major(major):
+def test_wrong_major(major, record_bus):
     version = REGMAP["id.version"]
-    t = PatchedModel(version.address, major << version.field("major").lsb)
+    t = record_bus(ModelTransport(), stuck={version.address: major << version.field("major").lsb})
     with pytest.raises(IncompatibleBitstream, match="major"):
         Offload(t, "model")
     _assert_closed(t)
 
 
-def test_newer_minor_is_accepted():
+def test_newer_minor_is_accepted(record_bus):
     version = REGMAP["id.version"]
-    t = PatchedModel(version.address, MAJOR << version.field("major").lsb | 7)
+    t = record_bus(ModelTransport(), stuck={version.address: MAJOR << version.field("major").lsb | 7})
     with Offload(t, "model") as dev:
         assert dev.info().version == (MAJOR, 7)
 
@@ -289,44 +276,9 @@ def test_uio_stand_in_with_wrong_magic_is_refused(tmp_path, monkeypatch):
         wirespeed.open(f"uio:{dev_path}")
 
 
-class OneAtATime(ModelTransport):
-    """A model transport that records whether two threads were ever inside it at once (and gives them the chance)."""
-
-    def __init__(self):
-        super().__init__()
-        self.inside = 0
-        self.overlaps = 0
-        self._count_lock = threading.Lock()
-
-    def _enter(self):
-        with self._count_lock:
-            self.inside += 1
-            if self.inside > 1:
-                self.overlaps += 1
-
-    def _leave(self):
-        with self._count_lock:
-            self.inside -= 1
-
-    def read32(self, address):
-        self._enter()
-        try:
-            time.sleep(0)  # let another thread in, if the driver allows it
-            return super().read32(address)
-        finally:
-            self._leave()
-
-    def write32(self, address, value):
-        self._enter()
-        try:
-            time.sleep(0)  # let another thread in, if the driver allows it
-            super().write32(address, value)
-        finally:
-            self._leave()
-
-
-def test_offload_serialises_transport_access():
-    t = OneAtATime()
+def test_offload_serialises_transport_access(record_bus):
+    # Every access sleeps inside the transport, giving another thread the chance to enter if the driver allows it.
+    t = record_bus(ModelTransport(), yield_inside=True)
     dev = Offload(t, "model")
     errors = []
 

@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+from support.transport import RecordingTransport
 
 import wirespeed
 from wirespeed.hdl.id import CoreParams
@@ -25,7 +26,6 @@ from wirespeed.host.registers import Registers, Write
 from wirespeed.host.router import (ClassEntry, RouteRequest, is_prime, maglev_quotas, maglev_table, pack_words,
                                    toeplitz)
 from wirespeed.host.tenants import FeatureMissing, TableOpError
-from wirespeed.host.transport import Transport
 
 SEED = 20251202
 REGMAP = core_regmap()
@@ -35,56 +35,8 @@ KEY = bytes(random.Random(SEED).getrandbits(8) for _ in range(40))
 BUSY = REGMAP["router.status"].field("busy").mask
 
 
-class RecordingTransport(Transport):
-    """Passes accesses through and records them as ``(op, register name, value)``.
-
-    ``busy_reads``: the first that many reads of ``router.status`` after each swap report busy (as the RTL does while
-    requests that sampled the old buffer drain). ``fail_after``: raise TransportError on that write (0-based).
-    """
-
-    scheme = "recording"
-
-    def __init__(self, inner, busy_reads=0, fail_after=None):
-        self.inner = inner
-        self.log = []
-        self.busy_reads = busy_reads
-        self.fail_after = fail_after
-        self._busy_left = 0
-
-    @property
-    def writes(self):
-        return [(name, value) for op, name, value in self.log if op == "w"]
-
-    def read32(self, address):
-        value = self.inner.read32(address)
-        if address == ADDR["router.status"] and self._busy_left:
-            self._busy_left -= 1
-            value |= BUSY
-        self.log.append(("r", NAME.get(address, hex(address)), value))
-        return value
-
-    def write32(self, address, value):
-        if self.fail_after is not None and len(self.writes) >= self.fail_after:
-            raise TransportError("link down (test)")
-        self.log.append(("w", NAME.get(address, hex(address)), value))
-        if address == ADDR["router.swap"]:
-            self._busy_left = self.busy_reads
-        self.inner.write32(address, value)
-
-    def close(self):
-        self.inner.close()
-
-
-def record(dev, **options) -> RecordingTransport:
-    dev.transport = RecordingTransport(dev.transport, **options)
-    return dev.transport
-
-
 def unwrap(dev):
-    transport = dev.transport
-    while isinstance(transport, RecordingTransport):
-        transport = transport.inner
-    return transport
+    return RecordingTransport.innermost(dev.transport)
 
 
 def open_model(router: RouterParams | None = None, features=None):
@@ -191,7 +143,7 @@ def test_default_pool_size_is_the_largest_prime_that_lets_every_pool_fit():
         assert dev.pools.set(1, [1, 2]).size == 7
 
 
-def test_set_state_takes_backends_out_and_up_restores_the_identical_table():
+def test_set_state_takes_backends_out_and_up_restores_the_identical_table(record_bus):
     rng = random.Random(SEED + 1)
     with open_model() as dev:
         p = dev.pools
@@ -202,22 +154,22 @@ def test_set_state_takes_backends_out_and_up_restores_the_identical_table():
             assert np.array_equal(info.table, maglev_table(509, [1, 2, 4]))
             assert np.array_equal(active_table(dev, 0), info.table)
             assert 3 not in {v.backend for v in routed_backends(dev, rng)}, f"seed={SEED + 1}"
-        bus = record(dev)
+        bus = record_bus(dev)
         info = p.set_state(0, 3, "up")
         assert np.array_equal(info.table, full) and np.array_equal(active_table(dev, 0), full)
         assert info.states == dict.fromkeys((1, 2, 3, 4), "up")
         assert {v.backend for v in routed_backends(dev, rng)} == {1, 2, 3, 4}, f"seed={SEED + 1}"
         # The shadow already held the all-up table (two versions back): only the swap is written.
-        assert [n for n, _ in bus.writes] == ["router.swap"]
+        assert [n for n, _ in bus.named_writes] == ["router.swap"]
         # States stick across set(): a backend still listed keeps it, a new one is up.
         p.set_state(0, 2, "draining")
         info = p.set(0, [1, 2, 5])
         assert info.states == {1: "up", 2: "draining", 5: "up"}
         assert np.array_equal(info.table, maglev_table(509, [1, 5]))
         # Idempotent: the same state again writes nothing.
-        bus.log.clear()
+        bus.clear()
         p.set_state(0, 2, "draining")
-        assert bus.writes == []
+        assert bus.named_writes == []
 
 
 def test_a_pool_with_no_up_backend_answers_503():
@@ -254,7 +206,7 @@ def test_weights_apportion_the_table():
         assert info.size == 4099 and np.array_equal(active_table(dev, 0), maglev_table(4099, [4, 9, 2]))
 
 
-def test_pools_are_packed_into_the_shared_table_in_index_order():
+def test_pools_are_packed_into_the_shared_table_in_index_order(record_bus):
     rng = random.Random(SEED + 3)
     with open_model(RouterParams(table_entries=2048, pools=4)) as dev:
         m = model_of(dev)
@@ -279,10 +231,10 @@ def test_pools_are_packed_into_the_shared_table_in_index_order():
         # The entries beyond the last pool stay 0.
         assert not m.read_entries(1620, 2048 - 1620).any()
         # Growing pool 0 beyond what is left: TableFull, and nothing changes.
-        bus = record(dev)
+        bus = record_bus(dev)
         with pytest.raises(TableFull) as e:
             dev.pools.set(0, [1], size=937)
-        assert e.value.table == "table" and bus.writes == []
+        assert e.value.table == "table" and bus.named_writes == []
         assert dev.pools.get(0).size == 503
 
 
@@ -305,16 +257,16 @@ def test_eight_bit_ids_and_unaligned_partitions():
 
 # -- the update protocol ----------------------------------------------------------------------------------------------
 
-def test_an_identical_set_writes_nothing():
+def test_an_identical_set_writes_nothing(record_bus):
     with open_model() as dev:
         dev.pools.set(0, [1, 2, 3], [2, 1, 1])
-        bus = record(dev)
+        bus = record_bus(dev)
         dev.pools.set(0, [3, 1, 2], [1, 2, 1])                  # the same set, another order
         dev.pools.set(0, [1, 2, 3], [2, 1, 1], size=509)
-        assert bus.writes == []
+        assert bus.named_writes == []
 
 
-def test_updates_write_only_the_words_that_differ_from_the_shadow():
+def test_updates_write_only_the_words_that_differ_from_the_shadow(record_bus):
     with open_model(RouterParams(table_entries=16384, pools=1)) as dev:
         backends = list(range(100))
         size = 16381
@@ -324,17 +276,17 @@ def test_updates_write_only_the_words_that_differ_from_the_shadow():
             changed = list(backends)
             changed[step] = 200 + step                          # one backend replaced
             before = shadow_words(dev)
-            bus = record(dev)
+            bus = record_bus(dev)
             dev.pools.set(0, changed, size=size)
             after = active_words(dev)
-            written = table_words_written(bus.log)
+            written = table_words_written(bus.named())
             assert written == sorted(written) and len(set(written)) == len(written)
             # Exactly the words where the new image differs from what the shadow held.
             assert written == list(np.flatnonzero(before != after))
             # Two versions apart, two of the 100 backends differ: Maglev moves about 6% of the entries, and each
             # moved entry changes one word of two ids; far from a full rewrite.
             assert 0 < len(written) < 0.2 * model_of(dev).params.words
-            addr_writes = [n for n, _ in bus.writes].count("router.table_addr")
+            addr_writes = [n for n, _ in bus.named_writes].count("router.table_addr")
             runs = len(np.split(np.array(written), np.flatnonzero(np.diff(written) != 1) + 1))
             assert addr_writes == runs
             assert np.array_equal(active_table(dev, 0), maglev_table(size, changed))
@@ -342,15 +294,17 @@ def test_updates_write_only_the_words_that_differ_from_the_shadow():
             backends = changed
 
 
-def test_update_order_is_shadow_writes_then_swap_then_busy_poll():
+def test_update_order_is_shadow_writes_then_swap_then_busy_poll(record_bus):
     with open_model() as dev:
         m = model_of(dev)
         dev.pools.set(0, [1, 2])
         active = m.active
-        bus = record(dev, busy_reads=3)
+        bus = record_bus(dev)
+        # Each swap: router.status reads busy 3 times (the RTL while requests that sampled the old buffer drain).
+        bus.set_bits_after_write(ADDR["router.swap"], ADDR["router.status"], BUSY, reads=3)
         dev.pools.set(1, [5, 6], size=31)
         dev.routes.add("/x", 1, key="l4")
-        log = bus.log
+        log = bus.named()
         swaps = [i for i, (op, name, _) in enumerate(log) if op == "w" and name == "router.swap"]
         assert len(swaps) == 2 and m.active == active and m.swaps == 3     # two swaps: back to the same buffer
         start = 0
@@ -381,10 +335,10 @@ def test_update_order_is_shadow_writes_then_swap_then_busy_poll():
         assert m.class_entry(1) == ClassEntry(1, KeySelect.L4.value, 0)
 
 
-def test_a_swap_that_stays_busy_is_a_transport_error():
+def test_a_swap_that_stays_busy_is_a_transport_error(record_bus):
     with open_model() as dev:
         dev.pools.set(0, [1])
-        record(dev, busy_reads=SWAP_POLLS + 5)
+        record_bus(dev).set_bits_after_write(ADDR["router.swap"], ADDR["router.status"], BUSY, reads=SWAP_POLLS + 5)
         with pytest.raises(TransportError, match="busy"):
             dev.pools.set(0, [1, 2])
         # The device recovers: the driver learns the active buffer again and rewrites what it cannot vouch for.
@@ -393,19 +347,19 @@ def test_a_swap_that_stays_busy_is_a_transport_error():
         assert np.array_equal(active_table(dev, 0), maglev_table(509, [1, 3]))
 
 
-def test_a_failed_write_is_repaired_by_the_next_update():
+def test_a_failed_write_is_repaired_by_the_next_update(record_bus):
     with open_model() as dev:
         dev.pools.set(0, [1, 2, 3])
         dev.pools.set(0, [1, 2])
-        record(dev, fail_after=40)
+        record_bus(dev, fail_after_writes=40)
         with pytest.raises(TransportError):
             dev.pools.set(0, [4, 5, 6])
         assert dev.pools.get(0).backends == (1, 2)              # the driver's state is the last one that took
         dev.transport = unwrap(dev)
-        bus = record(dev)
+        bus = record_bus(dev)
         dev.pools.set(0, [4, 5, 6])
         # The half-written shadow is rewritten whole.
-        assert len(table_words_written(bus.log)) == model_of(dev).params.words
+        assert len(table_words_written(bus.named())) == model_of(dev).params.words
         assert np.array_equal(active_table(dev, 0), maglev_table(509, [4, 5, 6]))
 
 
@@ -461,17 +415,17 @@ BAD_CALLS = {
 
 
 @pytest.mark.parametrize("case", BAD_CALLS)
-def test_bad_input_raises_a_named_error_and_writes_nothing(case):
+def test_bad_input_raises_a_named_error_and_writes_nothing(case, record_bus):
     call, error, name = BAD_CALLS[case]
     with open_model() as dev:
         _configured(dev)
         before = (dev.pools.get(0), dev.routes.list())
-        bus = record(dev)
+        bus = record_bus(dev)
         with pytest.raises(error) as e:
             call(dev)
         assert isinstance(e.value, WirespeedError)
         assert (e.value.field if error is ConfigError else e.value.table) == name
-        assert bus.writes == []
+        assert bus.named_writes == []
         assert (dev.pools.get(0), dev.routes.list()) == before
 
 
@@ -482,40 +436,40 @@ def test_too_many_backends_names_the_limit():
         assert e.value.field == "backends" and "11" in e.value.limit
 
 
-def test_route_tables_full():
+def test_route_tables_full(record_bus):
     with open_model() as dev:
         for pool in range(16):
             dev.pools.set(pool, [pool], size=7)
         # 15 classes, one per (pool, key).
         classes = [dev.routes.add(f"/c{pool}", pool) for pool in range(CLASSES - 1)]
         assert classes == list(range(1, CLASSES))
-        bus = record(dev)
+        bus = record_bus(dev)
         with pytest.raises(TableFull) as e:
             dev.routes.add("/c15", 15)
-        assert e.value.table == "routes" and bus.writes == []
+        assert e.value.table == "routes" and bus.named_writes == []
         # A 16th prefix that shares a class still fits; a 17th prefix does not.
         assert dev.routes.add("/again", 3) == classes[3]
         assert len(dev.routes.list()) == PREFIX_ENTRIES
-        bus.log.clear()
+        bus.clear()
         with pytest.raises(TableFull) as e:
             dev.routes.add("/more", 3)
-        assert e.value.table == "routes" and bus.writes == []
+        assert e.value.table == "routes" and bus.named_writes == []
         # Removing frees both.
         dev.routes.remove("/again")
         dev.routes.remove("/c0")
         assert dev.routes.add("/c15", 15) == classes[0]
 
 
-def test_header_slots_full():
+def test_header_slots_full(record_bus):
     with open_model() as dev:
         dev.pools.set(0, [1])
         for i in range(EXTRA_SLOTS):
             dev.routes.add(f"/h{i}", 0, key=f"header:x-h{i}")
         assert [model_of(dev).class_entry(c).header_slot for c in range(1, 5)] == [0, 1, 2, 3]
-        bus = record(dev)
+        bus = record_bus(dev)
         with pytest.raises(TableFull) as e:
             dev.routes.add("/h4", 0, key="header:x-h4")
-        assert e.value.table == "headers" and bus.writes == []
+        assert e.value.table == "headers" and bus.named_writes == []
         # A name already in a slot is shared, whatever its case.
         assert dev.routes.add("/h5", 0, key="header:X-H2") == 3
         dev.routes.remove("/h0")
@@ -550,21 +504,21 @@ def parser_writes(config: ParserConfig):
     return prefixes, extras
 
 
-def test_routes_write_the_parser_entries_as_parser_registers_does():
+def test_routes_write_the_parser_entries_as_parser_registers_does(record_bus):
     with open_model() as dev:
         dev.pools.set(0, [1, 2])
         dev.pools.set(1, [3])
-        bus = record(dev)
+        bus = record_bus(dev)
         c1 = dev.routes.add("/v1/chat", 0, key="header:X-Session-Id")
         c2 = dev.routes.add(b"/v1/embed", 1)
         assert (c1, c2) == (1, 2)
         config = ParserConfig(prefixes=[(b"/v1/chat", c1), (b"/v1/embed", c2)], extras=[b"x-session-id"])
         prefixes, extras = parser_writes(config)
-        parser = [(n, v) for n, v in bus.writes if n.startswith("parser.")]
+        parser = [(n, v) for n, v in bus.named_writes if n.startswith("parser.")]
         assert parser == extras[0] + prefixes[0] + prefixes[1]
-        bus.log.clear()
+        bus.clear()
         dev.routes.remove("/v1/chat")
-        assert bus.writes == parser_writes(ParserConfig())[0][0]      # entry 0 as an unused entry
+        assert bus.named_writes == parser_writes(ParserConfig())[0][0]      # entry 0 as an unused entry
         assert [r.prefix for r in dev.routes.list()] == [b"/v1/embed"]
         # The freed entry and class are reused.
         assert dev.routes.add("/v2", 1, key="l4") == 1
@@ -603,20 +557,20 @@ def test_routes_send_requests_to_their_pool_with_their_key():
         assert dev.routes.default_route == Route(b"", 0, 1, "l4", -1)
 
 
-def test_routes_share_classes_and_adding_again_is_idempotent_or_repoints():
+def test_routes_share_classes_and_adding_again_is_idempotent_or_repoints(record_bus):
     with open_model() as dev:
         m = model_of(dev)
         dev.pools.set(0, [1])
         dev.pools.set(1, [2])
         a = dev.routes.add("/a", 0)
         assert dev.routes.add("/b", 0) == a                     # same pool and key: one class
-        bus = record(dev)
+        bus = record_bus(dev)
         assert dev.routes.add("/a", 0, key="TENANT") == a       # the same route again: nothing written
-        assert bus.writes == []
+        assert bus.named_writes == []
         # Re-pointing a shared route takes a new class; the prefix entry follows after the class is active.
         c = dev.routes.add("/a", 1)
         assert c != a and m.class_entry(c) == ClassEntry(1, 0, 0)
-        names = [n for n, _ in bus.writes]
+        names = [n for n, _ in bus.named_writes]
         assert names.index("router.swap") < names.index("parser.prefix_commit")
         routes = {r.prefix: r for r in dev.routes.list()}
         assert (routes[b"/a"].route_class, routes[b"/a"].pool, routes[b"/a"].entry) == (c, 1, 0)
@@ -699,37 +653,23 @@ def test_no_router_is_feature_missing():
             assert e.value.feature == "router"
 
 
-def test_routes_without_a_parser_is_feature_missing():
+def test_routes_without_a_parser_is_feature_missing(record_bus):
     with open_model(features={"router"}) as dev:
         dev.pools.set(0, [1])
-        bus = record(dev)
+        bus = record_bus(dev)
         for call in (lambda: dev.routes.add("/x", 0), lambda: dev.routes.remove("/x")):
             with pytest.raises(FeatureMissing) as e:
                 call()
             assert e.value.feature == "parser"
-        assert bus.writes == []
+        assert bus.named_writes == []
         assert dev.routes.default(0, key="l4") == 0            # class 0 needs no parser
         assert model_of(dev).class_entry(0) == ClassEntry(0, KeySelect.L4.value, 0)
-        assert "parser.route_default" not in {n for n, _ in bus.writes}
+        assert "parser.route_default" not in {n for n, _ in bus.named_writes}
 
 
-def test_inconsistent_id_block_is_incompatible():
+def test_inconsistent_id_block_is_incompatible(record_bus):
     with wirespeed.open("model") as dev:
-        inner = dev.transport
-
-        class Lying(Transport):
-            scheme = "lying"
-
-            def read32(self, address):
-                return 4096 if address == ADDR["id.params_maglev"] else inner.read32(address)
-
-            def write32(self, address, value):
-                inner.write32(address, value)
-
-            def close(self):
-                inner.close()
-
-        dev.transport = Lying()
+        record_bus(dev, stuck={ADDR["id.params_maglev"]: 4096})      # an ID block that lies about the table
         with pytest.raises(IncompatibleBitstream):
             dev.pools
 

@@ -10,6 +10,7 @@ import threading
 from fractions import Fraction
 
 import pytest
+from support.transport import RecordingTransport
 
 import wirespeed
 from wirespeed.hdl.id import CoreParams
@@ -23,44 +24,12 @@ from wirespeed.host.model import AXIL_ACCESS_CYCLES
 from wirespeed.host.parser import Descriptor, fingerprint
 from wirespeed.host.regmap import core_regmap
 from wirespeed.host.tenants import FeatureMissing, TableOpError, TenantInfo
-from wirespeed.host.transport import Transport
 
 SEED = 20251128
 REGMAP = core_regmap()
 RATES = dict(requests_per_s=10, burst=20, tokens_per_s=1000, token_burst=5000)
 U64 = (1 << 64) - 1
 ONE = 1 << 32                       # 1.0 in 32.32
-
-
-class CountingTransport(Transport):
-    """Passes accesses through and records them, so a test can assert what a call wrote."""
-
-    scheme = "counting"
-
-    def __init__(self, inner, fake_reads=None):
-        self.inner = inner
-        self.writes = []
-        self.reads = []
-        #: address -> value to answer instead of the device (a stuck status register).
-        self.fake_reads = fake_reads or {}
-
-    def read32(self, address):
-        self.reads.append(address)
-        if address in self.fake_reads:
-            return self.fake_reads[address]
-        return self.inner.read32(address)
-
-    def write32(self, address, value):
-        self.writes.append((address, value))
-        self.inner.write32(address, value)
-
-    def close(self):
-        self.inner.close()
-
-
-def counting(dev, fake_reads=None) -> CountingTransport:
-    dev.transport = CountingTransport(dev.transport, fake_reads)
-    return dev.transport
 
 
 def open_model(**limiter):
@@ -72,10 +41,7 @@ def open_model(**limiter):
 
 
 def core_model(dev):
-    transport = dev.transport
-    while isinstance(transport, CountingTransport):
-        transport = transport.inner
-    return transport.model
+    return RecordingTransport.innermost(dev.transport).model
 
 
 def block(dev):
@@ -201,11 +167,11 @@ def test_debit_and_refund_change_cost_tokens_exactly():
         assert dev.read_register("limiter.cmd_status.waiting") == 0
 
 
-def test_debit_writes_key_amount_then_one_push():
+def test_debit_writes_key_amount_then_one_push(record_bus):
     with open_model() as dev:
         t = dev.tenants
         t.add("k", **RATES)
-        bus = counting(dev)
+        bus = record_bus(dev)
         t.refund("k", 5)
         push = REGMAP["limiter.cmd_push"]
         assert [a for a, _ in bus.writes] == [REGMAP["limiter.cmd_fp"].address, REGMAP["limiter.cmd_fp"].address + 4,
@@ -213,26 +179,26 @@ def test_debit_writes_key_amount_then_one_push():
         assert bus.writes[-1][1] == 1 << 31 | 1                    # refund and go in one write
 
 
-def test_command_fifo_full_is_bounded(monkeypatch):
+def test_command_fifo_full_is_bounded(monkeypatch, record_bus):
     monkeypatch.setattr(tenants_module, "CMD_POLLS", 10)
     with open_model() as dev:
         dev.tenants.add("k", **RATES)
         depth = dev.tenants.params.cmd_fifo_depth
-        bus = counting(dev, {REGMAP["limiter.cmd_status"].address: depth})
+        bus = record_bus(dev, stuck={REGMAP["limiter.cmd_status"].address: depth})
         with pytest.raises(TransportError, match="stalled"):
             dev.tenants.debit("k", 1)
         assert bus.writes == [] and len(bus.reads) == 10
-        bus.fake_reads[REGMAP["limiter.cmd_status"].address] = depth - 1
+        bus.stuck[REGMAP["limiter.cmd_status"].address] = depth - 1
         dev.tenants.debit("k", 1)
         assert dev.tenants.get("k").cost_tokens == 4999
 
 
-def test_table_op_stuck_busy_is_bounded(monkeypatch):
+def test_table_op_stuck_busy_is_bounded(monkeypatch, record_bus):
     monkeypatch.setattr(tenants_module, "TABLE_OP_POLLS", 7)
     with open_model() as dev:
         dev.tenants.add("k", **RATES)
         busy = REGMAP["limiter.tbl_status"].field("busy")
-        counting(dev, {REGMAP["limiter.tbl_status"].address: 1 << busy.lsb})
+        record_bus(dev, stuck={REGMAP["limiter.tbl_status"].address: 1 << busy.lsb})
         with pytest.raises(TransportError, match="pipeline is stalled"):
             dev.tenants.get("k")
 
@@ -250,11 +216,11 @@ def test_device_changed_behind_the_driver_raises_table_op_error():
 
 # -- plans ------------------------------------------------------------------------------------------------------------
 
-def test_plans_are_shared_refcounted_and_freed():
+def test_plans_are_shared_refcounted_and_freed(record_bus):
     with open_model() as dev:
         t, model = dev.tenants, block(dev).model
         t.add("a", **RATES)
-        bus = counting(dev)
+        bus = record_bus(dev)
         t.add("b", **RATES)
         commit = REGMAP["limiter.plan_commit"].address
         assert commit not in [a for a, _ in bus.writes]            # an equal plan is shared, not written again
@@ -272,18 +238,18 @@ def test_plans_are_shared_refcounted_and_freed():
         assert model.plan_regs(0)["req_cap"] == 23 * unit_of(dev)
         # A freed entry that still holds the wanted rates is taken without a rewrite.
         t.remove("d")
-        bus.writes.clear()
+        bus.clear()
         t.add("f", **{**RATES, "burst": 22})
         assert t.get("f").plan == 2 and commit not in [a for a, _ in bus.writes]
 
 
-def test_65th_distinct_plan_is_table_full_and_writes_nothing():
+def test_65th_distinct_plan_is_table_full_and_writes_nothing(record_bus):
     with open_model() as dev:
         t = dev.tenants
         plans = t.params.plans
         for i in range(plans):
             t.add(f"k{i}", **{**RATES, "token_burst": 1000 + i})
-        bus = counting(dev)
+        bus = record_bus(dev)
         with pytest.raises(TableFull) as e:
             t.add("one-too-many", **{**RATES, "token_burst": 999})
         assert e.value.table == "plans"
@@ -297,7 +263,7 @@ def test_65th_distinct_plan_is_table_full_and_writes_nothing():
         t.update("k5", token_burst=999)
         assert t.get("k5").token_burst == 999 and t.get("k5").cost_tokens == 999
         # An update to a new plan while k0's entry is shared needs a free entry: none.
-        bus.writes.clear()
+        bus.clear()
         with pytest.raises(TableFull) as e:
             t.update("k0", token_burst=998)
         assert e.value.table == "plans" and bus.writes == []
@@ -310,7 +276,7 @@ def test_65th_distinct_plan_is_table_full_and_writes_nothing():
 
 # -- placement --------------------------------------------------------------------------------------------------------
 
-def test_fill_until_table_full_keeps_every_key_findable():
+def test_fill_until_table_full_keeps_every_key_findable(record_bus):
     rng = random.Random(SEED)
     with open_model() as dev:
         t, model = dev.tenants, block(dev).model
@@ -319,7 +285,7 @@ def test_fill_until_table_full_keeps_every_key_findable():
             fp = rng.getrandbits(64)
             if fp in t:
                 continue
-            bus = counting(dev)
+            bus = record_bus(dev)
             try:
                 t.add(fp, **RATES)
             except TableFull as e:
@@ -337,11 +303,11 @@ def test_fill_until_table_full_keeps_every_key_findable():
             assert t.get(fp).slot == slot, f"seed={SEED}: 0x{fp:016x}"
 
 
-def test_relocations_keep_every_key_findable_and_the_default_follows():
+def test_relocations_keep_every_key_findable_and_the_default_follows(record_bus):
     rng = random.Random(SEED + 1)
     with open_model(capacity=64) as dev:
         t, model = dev.tenants, block(dev).model
-        bus = counting(dev)
+        bus = record_bus(dev)
         first = rng.getrandbits(64)
         t.add(first, **RATES)
         t.set_default(first)
@@ -373,11 +339,11 @@ def test_relocations_keep_every_key_findable_and_the_default_follows():
     ("burst", 0), ("burst", 1 << 20), ("tokens_per_s", -5), ("tokens_per_s", 1 << 32), ("token_burst", 0),
     ("token_burst", 1 << 32), ("burst", True),
 ])
-def test_bad_rates_and_bursts_name_the_keyword_and_write_nothing(keyword, value):
+def test_bad_rates_and_bursts_name_the_keyword_and_write_nothing(keyword, value, record_bus):
     with open_model() as dev:
         t = dev.tenants
         t.add("present", **RATES)
-        bus = counting(dev)
+        bus = record_bus(dev)
         with pytest.raises(ConfigError) as e:
             t.add("new", **{**RATES, keyword: value})
         assert e.value.field == keyword and e.value.value == value
@@ -388,11 +354,11 @@ def test_bad_rates_and_bursts_name_the_keyword_and_write_nothing(keyword, value)
         assert t.get("present").burst == RATES["burst"]
 
 
-def test_bursts_over_the_device_widths():
+def test_bursts_over_the_device_widths(record_bus):
     with open_model(req_burst_bits=10, cost_burst_bits=16) as dev:
         t = dev.tenants
         t.add("ok", requests_per_s=1000, burst=1023, tokens_per_s=100_000, token_burst=65535)
-        bus = counting(dev)
+        bus = record_bus(dev)
         for keyword, value in (("burst", 1024), ("token_burst", 65536)):
             with pytest.raises(ConfigError) as e:
                 t.add("new", **{**RATES, keyword: value})
@@ -408,10 +374,10 @@ def test_bucket_that_cannot_refill_in_time_is_refused():
 
 
 @pytest.mark.parametrize("tokens", [-1, 1 << 32, 1.0, None, True])
-def test_token_amounts_out_of_range(tokens):
+def test_token_amounts_out_of_range(tokens, record_bus):
     with open_model() as dev:
         dev.tenants.add("k", **RATES)
-        bus = counting(dev)
+        bus = record_bus(dev)
         for call in (dev.tenants.debit, dev.tenants.refund):
             with pytest.raises(ConfigError) as e:
                 call("k", tokens)
@@ -420,10 +386,10 @@ def test_token_amounts_out_of_range(tokens):
 
 
 @pytest.mark.parametrize("key", [1.5, None, -1, 1 << 64, True, ["k"], object()])
-def test_bad_api_key_types(key):
+def test_bad_api_key_types(key, record_bus):
     with open_model() as dev:
         t = dev.tenants
-        bus = counting(dev)
+        bus = record_bus(dev)
         for call in (lambda: t.add(key, **RATES), lambda: t.get(key), lambda: t.remove(key),
                      lambda: t.update(key, burst=2), lambda: t.debit(key, 1), lambda: t.refund(key, 1),
                      lambda: t.set_default(key), lambda: key in t):
@@ -433,11 +399,11 @@ def test_bad_api_key_types(key):
         assert bus.writes == []
 
 
-def test_duplicate_and_absent_keys():
+def test_duplicate_and_absent_keys(record_bus):
     with open_model() as dev:
         t = dev.tenants
         slot = t.add("k", **RATES)
-        bus = counting(dev)
+        bus = record_bus(dev)
         with pytest.raises(ConfigError, match=f"slot {slot}") as e:
             t.add("k", **{**RATES, "burst": 3})
         assert e.value.field == "api_key"
@@ -459,9 +425,9 @@ def test_no_limiter_is_feature_missing():
             assert isinstance(e.value, WirespeedError) and e.value.feature == "limiter"
 
 
-def test_inconsistent_id_block_is_incompatible():
+def test_inconsistent_id_block_is_incompatible(record_bus):
     with open_model() as dev:
-        counting(dev, {REGMAP["id.params_tenants"].address: 1000})
+        record_bus(dev, stuck={REGMAP["id.params_tenants"].address: 1000})
         with pytest.raises(IncompatibleBitstream):
             dev.tenants
 
@@ -495,13 +461,13 @@ def test_set_default_and_unknown_policy_default():
         assert t.default is None and dev.read_register("limiter.default_slot.valid") == 0
 
 
-def test_configure_accepts_members_names_and_writes_only_what_is_given():
+def test_configure_accepts_members_names_and_writes_only_what_is_given(record_bus):
     with open_model() as dev:
         t, model = dev.tenants, block(dev).model
         t.configure(cost_source=CostSource.CONTENT_LENGTH, cost_scale=0x8000)
         assert model.config.cost_source is CostSource.CONTENT_LENGTH and model.config.cost_scale == 0x8000
         assert model.config.unknown_policy is UnknownPolicy.REJECT
-        bus = counting(dev)
+        bus = record_bus(dev)
         t.configure(unknown_policy="PUNT")
         ctrl = REGMAP["limiter.ctrl"].address
         assert {a for a, _ in bus.writes} == {ctrl}
@@ -514,7 +480,7 @@ def test_configure_accepts_members_names_and_writes_only_what_is_given():
         t.configure(cost_source="extra")
         assert model.config.cost_source is CostSource.EXTRA
         t.configure(cost_source=CostSource.CONTENT_LENGTH)
-        bus.writes.clear()
+        bus.clear()
         for kwargs, field in (({"unknown_policy": "bogus"}, "unknown_policy"), ({"cost_source": 3}, "cost_source"),
                               ({"unknown_policy": "punt", "cost_fixed": -1}, "cost_fixed"),
                               ({"cost_scale": 1 << 32}, "cost_scale"), ({"cost_fixed": 2.0}, "cost_fixed")):
@@ -565,7 +531,7 @@ def test_clock_runs_at_the_reset_rate():
         assert clock.now() - now == 2 * AXIL_ACCESS_CYCLES * 5      # two accesses of 5 cycles per now()
 
 
-def test_clock_step_forward_and_backward_exactly():
+def test_clock_step_forward_and_backward_exactly(record_bus):
     with open_model() as dev:
         clock = dev.clock
         clock.ns_per_cycle = 0
@@ -579,7 +545,7 @@ def test_clock_step_forward_and_backward_exactly():
         assert clock.now() == U64
         clock.step(1)
         assert clock.now() == 0
-        bus = counting(dev)
+        bus = record_bus(dev)
         for bad in (1 << 63, -(1 << 63), 1.0, "1", True):
             with pytest.raises(ConfigError) as e:
                 clock.step(bad)
@@ -624,7 +590,7 @@ def test_clock_fractional_rate_is_exact_32_32():
         assert pulse < sample and now == acc >> 32
 
 
-def test_clock_ns_per_cycle_range():
+def test_clock_ns_per_cycle_range(record_bus):
     with open_model() as dev:
         clock = dev.clock
         clock.ns_per_cycle = 0.5
@@ -633,7 +599,7 @@ def test_clock_ns_per_cycle_range():
         assert clock.ns_per_cycle == 2**32 - 1
         clock.ns_per_cycle = 7
         assert dev.read_register("limiter.clock_ns_per_cycle") == 7 << 32
-        bus = counting(dev)
+        bus = record_bus(dev)
         for bad in (-1, 2**32, float("nan"), float("inf"), "5", True, None):
             with pytest.raises(ConfigError) as e:
                 clock.ns_per_cycle = bad

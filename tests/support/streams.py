@@ -6,8 +6,10 @@ test ─▶ :class:`StreamSource` ─▶ DUT ``i_*`` / ``s_axis`` ... DUT ``o_*`
 
 Sources and sinks do not run coroutines of their own: the :class:`~support.testbench.TB` they belong to calls
 ``_drive`` just after each rising edge and ``_sample`` at each falling edge (after the combinational logic settled),
-for every endpoint in one loop. Handshakes are therefore judged exactly as the DUT sees them, every endpoint of a
-cycle carries the same ``cycle`` number, and a test costs two triggers per cycle however many streams it has.
+for every endpoint in one loop. Pins change only in ``_drive``: a change at the falling edge would reach the DUT
+before the rising edge that completes the handshake. Handshakes are therefore judged exactly as the DUT sees them,
+every endpoint of a cycle carries the same ``cycle`` number, and a test costs two triggers per cycle however many
+streams it has.
 
 Payloads go through :class:`~support.layouts.LayoutCodec`: a source takes mappings, ``LayoutRecord`` objects or
 ints; a sink hands back ``LayoutRecord`` objects or :class:`~support.layouts.Fields`. Packet helpers
@@ -28,7 +30,7 @@ from .layouts import LayoutCodec, as_layout
 __all__ = ["AxisBeat", "Beat", "Packet", "StreamSource", "StreamSink", "random_pauses", "phased_pauses"]
 
 
-# -- pause generators --------------------------------------------------------------------------------------------------
+# -- pause generators -------------------------------------------------------------------------------------------------
 
 def random_pauses(rng, p: float) -> Iterator[bool]:
     """Pause each cycle with probability ``p`` (``rng``: a seeded ``random.Random``). ``p = 1 − valid_p`` idles a
@@ -53,7 +55,7 @@ def phased_pauses(rng) -> Iterator[bool]:
             yield rng.random() < p
 
 
-# -- beats ---------------------------------------------------------------------------------------------------------------
+# -- beats ------------------------------------------------------------------------------------------------------------
 
 class AxisBeat(NamedTuple):
     """One AXI4-Stream transfer. ``tkeep`` ``None``: every byte (or the port has no ``tkeep``)."""
@@ -109,7 +111,7 @@ class Packet(NamedTuple):
         return self.beats[-1].cycle
 
 
-# -- endpoints ------------------------------------------------------------------------------------------------------------
+# -- endpoints --------------------------------------------------------------------------------------------------------
 
 def _signal(dut, name):
     try:
@@ -158,6 +160,12 @@ class _Endpoint:
         """Pause in each cycle the generator yields true (one value per cycle); ``None``: never pause."""
         self.pause = None if generator is None else iter(generator)
 
+    def status(self) -> str:
+        """One line for an error message: handshakes so far, what waits, the pins now."""
+        waiting = f"{self.pending} to send" if isinstance(self, StreamSource) else f"{len(self)} unread"
+        return (f"{self.name}: {self.count} beats, {waiting}, valid={self._valid.value} "
+                f"ready={self._ready.value}")
+
     def _is_last(self, bits: int, value) -> bool:
         if self.axis:
             return bool(value.tlast)
@@ -201,7 +209,7 @@ class StreamSource(_Endpoint):
         self._payload_now = None
         self._valid.value = 0
 
-    # -- the test's side --
+    # -- the test's side ----------------------------------------------------------------------------------------------
 
     def send(self, item) -> None:
         """Queue one beat: for an Amaranth stream anything the codec packs; for AXI4-Stream an :class:`AxisBeat`."""
@@ -262,7 +270,7 @@ class StreamSource(_Endpoint):
         self._valid_now = 0
         self._valid.value = 0
 
-    # -- the TB's cycle loop --
+    # -- the TB's cycle loop ------------------------------------------------------------------------------------------
 
     def _drive(self):
         paused = self.pause is not None and next(self.pause)
@@ -311,9 +319,7 @@ class StreamSource(_Endpoint):
             self.accepted.append(beat)
         self.count += 1
         self.packets += self._is_last(bits, item)
-        self._current = self._offered = None
-        if not self._queue:
-            self._set_valid(0)                      # nothing follows: do not offer the taken beat again
+        self._current = self._offered = None      # valid drops at the next _drive if nothing follows
         return True
 
     def _on_reset(self):
@@ -348,7 +354,7 @@ class StreamSink(_Endpoint):
         self._ready.value = 0
         self._decode = None if axis else self.codec.unpack
 
-    # -- the test's side --
+    # -- the test's side ----------------------------------------------------------------------------------------------
 
     def __len__(self):
         return len(self._beats)
@@ -406,7 +412,7 @@ class StreamSink(_Endpoint):
                                 f"{beat.cycle})")
         return (beat.bits >> data_at & ((1 << data_width) - 1)).to_bytes(w, "little")[:n]
 
-    # -- the TB's cycle loop --
+    # -- the TB's cycle loop ------------------------------------------------------------------------------------------
 
     def _drive(self):
         ready = 0 if self.pause is not None and next(self.pause) else 1

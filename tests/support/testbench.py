@@ -96,7 +96,7 @@ class TB:
         self._restart = False
         self._progress_cycle = 0
 
-    # -- reset -----------------------------------------------------------------------------------------------------------
+    # -- reset --------------------------------------------------------------------------------------------------------
 
     async def reset(self, cycles: int = 3, settle: int = 2) -> None:
         """Hold ``rst`` for ``cycles`` rising edges (sources drop what they hold), release it, wait ``settle``
@@ -118,7 +118,7 @@ class TB:
 
     # -- registers, through the driver's sans-IO ops ------------------------------------------------------------------
 
-    async def run(self, ops):
+    async def run_ops(self, ops):
         """Execute a driver operation generator (``configure_ops(...)``, ``regs.read(...)``) on the DUT."""
         return await arun(ops, self.transport)
 
@@ -128,7 +128,7 @@ class TB:
     async def write(self, name: str, value: int) -> None:
         await arun(self.regs.write(name, value), self.transport)
 
-    # -- the cycle loop -------------------------------------------------------------------------------------------------
+    # -- the cycle loop -----------------------------------------------------------------------------------------------
 
     def _attach(self, endpoint) -> None:
         self._endpoints.append(endpoint)
@@ -184,6 +184,8 @@ class TB:
                            f"seed {self.seed})")
             else:
                 continue
+            if w.error:
+                w.error += "; streams: " + ", ".join(e.status() for e in self._endpoints)
             self._waiters.remove(w)
             w.event.set()
 

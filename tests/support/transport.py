@@ -19,6 +19,18 @@ from wirespeed.host.transport import Transport
 __all__ = ["Access", "RecordingTransport"]
 
 
+_NAMES: dict[int, tuple[RegMap, dict[int, str]]] = {}
+
+
+def _register_names(regmap: RegMap) -> dict[int, str]:
+    """Address → register name for every word of every register (built once per map)."""
+    entry = _NAMES.get(id(regmap))
+    if entry is None:
+        names = {reg.address + 4 * w: reg.name for reg in regmap.registers for w in range(reg.words)}
+        entry = _NAMES[id(regmap)] = (regmap, names)        # the map is kept, so its id stays unique
+    return entry[1]
+
+
 class Access(NamedTuple):
     """One recorded access: ``op`` is ``"r"`` or ``"w"``; ``value`` what was read (after any fault) or written;
     ``name`` the register holding ``address`` (any of its words), else the address in hex."""
@@ -66,8 +78,7 @@ class RecordingTransport(Transport):
         self._lock = threading.Lock()
         self._set_after_write: dict[int, tuple[int, int, int]] = {}   # trigger address -> (read address, bits, n)
         self._set_left: dict[int, tuple[int, int]] = {}                # read address -> (bits, reads left)
-        regmap = regmap or core_regmap()
-        self._names = {reg.address + 4 * w: reg.name for reg in regmap.registers for w in range(reg.words)}
+        self._names = _register_names(regmap or core_regmap())
 
     def set_bits_after_write(self, write_address: int, read_address: int, bits: int, reads: int) -> None:
         """After each write to ``write_address``, the next ``reads`` reads of ``read_address`` also have ``bits``
