@@ -440,20 +440,19 @@ class Harness:
         self._outs1 = (_Out * max(1, len(self.outputs)))()
         self._zero = np.zeros((1, 1), np.uint32)
         self._zero_cycles = np.zeros(1, np.uint64)
-        for k in range(len(self.inputs)):
+        self._always = ctypes.create_string_buffer(ALWAYS, 1)
+        for k in range(len(self.inputs)):           # no beats: the streams stay idle during an access
             self._ins1[k].beats = self._zero.ctypes.data
-            self._ins1[k].pattern = ctypes.cast(ctypes.c_char_p(ALWAYS), ctypes.c_void_p).value
+            self._ins1[k].pattern = ctypes.addressof(self._always)
             self._ins1[k].pattern_len = 1
             self._ins1[k].accept_cycle = self._zero_cycles.ctypes.data
-        self._always = ctypes.create_string_buffer(ALWAYS, 1)
-        for k in range(len(self.outputs)):
+        self._never = ctypes.create_string_buffer(b"\0", 1)
+        for k in range(len(self.outputs)):          # ready held low: an output waits, nothing is lost
             self._outs1[k].beats = self._zero.ctypes.data
-            self._outs1[k].pattern = ctypes.addressof(self._always)
+            self._outs1[k].pattern = ctypes.addressof(self._never)
             self._outs1[k].pattern_len = 1
             self._outs1[k].cycle = self._zero_cycles.ctypes.data
             self._outs1[k].last_word = -1
-        for k in range(len(self.inputs)):
-            self._ins1[k].pattern = ctypes.addressof(self._always)
         self._run1 = _Run(ins=ctypes.addressof(self._ins1), outs=ctypes.addressof(self._outs1),
                           ops=ctypes.addressof(self._op1), n_ops=1, stall_cycles=DEFAULT_STALL_CYCLES,
                           max_cycles=1 << 62)
@@ -483,7 +482,9 @@ class Harness:
     # -- single register accesses ---------------------------------------------------------------------------------
 
     def access(self, write: bool, address: int, data: int = 0, stall_cycles: int = 1000) -> tuple[int, int]:
-        """One AXI4-Lite access; returns ``(data, resp)``. Raises :class:`HarnessStall` when it gets no handshake."""
+        """One AXI4-Lite access; returns ``(data, resp)``. The streams are idle meanwhile (no input offered, every
+        output held not ready, so a pending output beat waits for the next batch). Raises :class:`HarnessStall`
+        when the access gets no handshake."""
         if self._h is None:
             raise TransportError("the harness is closed")
         op = self._op1[0]
