@@ -64,13 +64,6 @@ def test_limiter_clock():
     _run("default", "clock")
 
 
-@pytest.mark.rtl
-@pytest.mark.slow
-def test_limiter_volume():
-    """At least 1 000 000 decisions through the RTL with everything interleaved, zero mismatches."""
-    _run("default", "scoreboard", requests=int(os.environ.get("LIMITER_VOLUME", 1_000_000)))
-
-
 # -- testbench (runs inside the simulator) ---------------------------------------------------------------------------
 
 try:

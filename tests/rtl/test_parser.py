@@ -122,13 +122,6 @@ def test_parser_numbers(width, tmp_path):
     _run_file(width, "scoreboard_numbers", number_requests(random.Random(SEED + width), 3000), tmp_path)
 
 
-@pytest.mark.rtl
-@pytest.mark.slow
-def test_parser_volume():
-    """At least 100 000 requests through the RTL (W=16, random backpressure), zero mismatches."""
-    _run(16, "scoreboard_mix", backpressure=True, packets=int(os.environ.get("PARSER_VOLUME", 100_000)), batch=2000)
-
-
 # -- testbench (runs inside the simulator) ---------------------------------------------------------------------------
 
 try:
