@@ -16,7 +16,6 @@ import os
 import random
 
 import pytest
-from wirespeed.hdl.packet import pack_beats
 from wirespeed.hdl.parser import StandaloneParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
@@ -130,18 +129,17 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None:
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from support import testbench
+    from support.streams import StreamSink, StreamSource, random_pauses
 
+    from wirespeed.hdl.packet import ByteBeat
     from wirespeed.hdl.parser import DESC_LATENCY_CYCLES
     from wirespeed.hdl.parser_layouts import ErrorFlag
     from wirespeed.host import traffic
     from wirespeed.host.parser import Descriptor as ModelDescriptor
     from wirespeed.host.parser import ParserConfig, derive_key, parse
     from wirespeed.host.parser_registers import configure_ops
-    from wirespeed.host.registers import Registers, arun
-    from wirespeed.host.transport_cocotb import CocotbTransport
+    from wirespeed.host.registers import arun
 
     def random_config(rng: random.Random) -> ParserConfig:
         poly, seed = derive_key(rng.randbytes(16))
@@ -161,16 +159,14 @@ if cocotb is not None:
         return ParserConfig(max_header_bytes=rng.choice([8192, 8192, 1024, 300]), default_class=rng.randrange(16),
                             poly=poly, seed=seed, prefixes=prefixes, extras=extras)
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
+            super().__init__(dut, regmap=parser_regmap(), seed_env="PARSER_SEED")
             self.width = param("width")
-            self.rng = random.Random(param("seed"))
-            dut._log.info("seed %d (PARSER_SEED to override), W=%d", param("seed"), self.width)
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.regs = Registers(parser_regmap())
-            self.transport = CocotbTransport(self.axil)
+            dut._log.info("W=%d", self.width)
+            self.source = StreamSource(self, "i_stream", ByteBeat(self.width))
+            self.out = StreamSink(self, "o_stream", ByteBeat(self.width))
+            self.desc = StreamSink(self, "o_desc", record=ModelDescriptor)
 
         async def start_file(self, key: bytes, **config):
             """Reset, configure with the key derived from ``key`` and ``config``; the packets of ``packets_file``."""
@@ -181,95 +177,64 @@ if cocotb is not None:
             with open(param("packets_file")) as f:
                 return [bytes.fromhex(h) for h in json.load(f)]
 
-        async def reset(self):
-            self.dut.i_stream__valid.value = 0
-            self.dut.o_stream__ready.value = 0
-            self.dut.o_desc__ready.value = 0
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
-
         async def configure(self, config: ParserConfig):
-            await arun(configure_ops(self.regs, config), self.transport)
-            await ClockCycles(self.dut.clk, 2)   # key residues settle one cycle after fp_poly changes
+            await self.run_ops(configure_ops(self.regs, config))
+            await self.wait_cycles(2)   # key residues settle one cycle after fp_poly changes
 
         async def run(self, packets, valid_p=1.0, ready_p=1.0, desc_ready_p=1.0, check_timing=False):
             """Stream ``packets`` with the given probabilities of valid/ready per cycle; scoreboard everything."""
-            dut, w, rng = self.dut, self.width, self.rng
-            queue = [(pi, b) for pi, p in enumerate(packets) for b in pack_beats(p, w)]
+            w, rng = self.width, self.rng
+            src, out, desc = self.source, self.out, self.desc
             expected = [parse(p, self.config) for p in packets]
             # Which beat (of its packet) holds the stop byte, for the latency check.
             stop_beat = [d.stop_index(len(p)) // w for p, d in zip(packets, expected)]
-            out_bytes = [bytearray() for _ in packets]
-            out_pkt = 0
-            got = []
-            cycle = 0
-            stop_cycle = {}
-            beat_in_packet = 0
-            accepted_beats = 0
-            qi = 0
-            n_valid_bit = 8 * w
-            last_bit = 8 * w + (w).bit_length()
-            dut.i_stream__valid.value = 0
-            while len(got) < len(packets) or qi < len(queue):
-                # Drive this cycle's inputs (after the previous rising edge).
-                offer = qi < len(queue) and rng.random() < valid_p
-                if offer:
-                    dut.i_stream__payload.value = queue[qi][1]
-                dut.i_stream__valid.value = int(offer)
-                dut.o_stream__ready.value = int(rng.random() < ready_p)
-                dut.o_desc__ready.value = int(rng.random() < desc_ready_p)
-                await FallingEdge(dut.clk)
-                # Sample handshakes (stable between edges).
-                if offer and dut.i_stream__ready.value:
-                    pi, beat = queue[qi]
-                    assert dut.o_stream__valid.value, "o_stream must carry the beat accepted"
-                    out = int(dut.o_stream__payload.value)
-                    assert out == beat, f"pass-through beat differs (packet {pi})"
-                    n = (out >> n_valid_bit) & ((1 << (w).bit_length()) - 1)
-                    last = (out >> last_bit) & 1
-                    assert pi == out_pkt, f"beat of packet {pi} while packet {out_pkt} is open"
-                    out_bytes[pi] += (out & ((1 << 8 * w) - 1)).to_bytes(w, "little")[:n if last else w]
-                    if beat_in_packet == stop_beat[pi]:
-                        stop_cycle[pi] = cycle
-                    beat_in_packet += 1
-                    accepted_beats += 1
-                    if last:
-                        assert bytes(out_bytes[pi]) == packets[pi], f"packet {pi} bytes differ"
-                        out_pkt += 1
-                        beat_in_packet = 0
-                    qi += 1
-                elif offer:
-                    assert not (dut.o_stream__valid.value and dut.o_stream__ready.value), "beat lost"
-                if dut.o_desc__valid.value and dut.o_desc__ready.value:
-                    k = len(got)
-                    assert k < len(packets), "more descriptors than packets"
-                    bits = int(dut.o_desc__payload.value)
-                    want = expected[k]
-                    if bits != want.to_bits():
-                        have = ModelDescriptor.from_bits(bits)
-                        diffs = {f: (getattr(have, f), getattr(want, f)) for f in want.__dataclass_fields__
-                                 if getattr(have, f) != getattr(want, f)}
-                        previous = packets[k - 1] if k else getattr(self, "previous", b"")
-                        raise AssertionError(f"packet {k} (seed {param('seed')}): RTL != model {diffs}\n"
-                                             f"packet={packets[k][:300]!r}\nprevious packet={previous[-200:]!r}")
-                    if check_timing:
-                        assert k in stop_cycle, f"descriptor {k} before its stop beat was accepted"
-                        latency = cycle - stop_cycle[k]
-                        assert latency == DESC_LATENCY_CYCLES, f"packet {k}: descriptor after {latency} cycles"
-                    got.append(bits)
-                await RisingEdge(dut.clk)
-                cycle += 1
-                assert cycle < 50 * (len(queue) + 100), "parser stalled"
-            dut.i_stream__valid.value = 0      # nothing more is offered once the queue is empty
-            assert out_pkt == len(packets) and qi == len(queue)
+            src.accepted.clear()
+            src.set_pause_generator(random_pauses(rng, 1 - valid_p))
+            out.set_pause_generator(random_pauses(rng, 1 - ready_p))
+            desc.set_pause_generator(random_pauses(rng, 1 - desc_ready_p))
+            first_beat, n_beats = [], 0         # each packet's first beat, as an index into the accepted beats
+            for p in packets:
+                first_beat.append(n_beats)
+                n_beats += src.send_packet(p)
+            await self.wait_until(lambda: len(desc) >= len(packets) and src.idle,
+                                  timeout_cycles=50 * (n_beats + 100), what="parser stalled")
             # No descriptor beyond one per packet may follow.
-            dut.o_desc__ready.value = 1
-            for _ in range(DESC_LATENCY_CYCLES + 2):
-                await FallingEdge(dut.clk)
-                assert not dut.o_desc__valid.value, "a descriptor with no packet"
-            self.cycles, self.beats_in = cycle, accepted_beats
+            desc.set_pause_generator(None)
+            await self.wait_cycles(DESC_LATENCY_CYCLES + 2)
+            descs = desc.drain()
+            assert len(descs) == len(packets), f"{len(descs) - len(packets)} descriptors with no packet"
+            accepted = src.accepted
+            assert len(accepted) == n_beats
+            # Every beat taken leaves o_stream unchanged, in the cycle it was taken.
+            assert len(out) == n_beats, f"{n_beats} beats taken, {len(out)} passed through: beat lost"
+            i = 0
+            for pi, p in enumerate(packets):
+                got = await out.recv_packet()
+                for beat in got.beats:
+                    taken = accepted[i]
+                    assert beat.cycle == taken.cycle, \
+                        f"o_stream must carry the beat accepted (packet {pi}, cycle {taken.cycle})"
+                    assert beat.bits == taken.bits, f"pass-through beat differs (packet {pi})"
+                    i += 1
+                assert i == (first_beat[pi + 1] if pi + 1 < len(packets) else n_beats), \
+                    f"o_stream packet {pi} ends at beat {i}, its input packet does not"
+                assert got.data == p, f"packet {pi} bytes differ"
+            for k, d in enumerate(descs):
+                want = expected[k]
+                if d.bits != want.to_bits():
+                    have = d.value
+                    diffs = {f: (getattr(have, f), getattr(want, f)) for f in want.__dataclass_fields__
+                             if getattr(have, f) != getattr(want, f)}
+                    previous = packets[k - 1] if k else getattr(self, "previous", b"")
+                    raise AssertionError(f"packet {k} (seed {self.seed}): RTL != model {diffs}\n"
+                                         f"packet={packets[k][:300]!r}\nprevious packet={previous[-200:]!r}")
+                if check_timing:
+                    stop_cycle = accepted[first_beat[k] + stop_beat[k]].cycle
+                    assert stop_cycle <= d.cycle, f"descriptor {k} before its stop beat was accepted"
+                    latency = d.cycle - stop_cycle
+                    assert latency == DESC_LATENCY_CYCLES, f"packet {k}: descriptor after {latency} cycles"
+            if packets:
+                self.cycles, self.beats_in = descs[-1].cycle - accepted[0].offered + 1, len(accepted)
             self.previous = packets[-1] if packets else b""
             return expected
 
