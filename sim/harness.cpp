@@ -64,6 +64,7 @@ struct Run {
     uint64_t min_cycles;     // keep clocking until at least this many cycles have run, even when drained
     uint64_t stall_cycles;   // no handshake anywhere for this long, before drained: stop with STALL
     uint64_t max_cycles;     // hard bound on the batch
+    uint64_t pattern_offset; // cycle c of the batch uses pattern[(pattern_offset + c) % pattern_len]
     uint64_t start_cycle;    // out: the design cycle the batch began on
     uint64_t cycles;         // out
     uint64_t ops_done;       // out
@@ -202,7 +203,7 @@ int h_run(void* p, Run* r) {
         // -- 1. drive -------------------------------------------------------------------------------------------
         for (int i = 0; i < N_IN; i++) {
             InStream& s = r->ins[i];
-            if (!presenting[i] && next[i] < s.n && s.pattern[c % s.pattern_len]) {
+            if (!presenting[i] && next[i] < s.n && s.pattern[(r->pattern_offset + c) % s.pattern_len]) {
                 in_set_beat(i, top, s.beats + next[i] * IN_WORDS[i]);
                 presenting[i] = 1;
             }
@@ -210,7 +211,7 @@ int h_run(void* p, Run* r) {
         }
         for (int o = 0; o < N_OUT; o++) {
             OutStream& s = r->outs[o];
-            out_set_ready(o, top, s.pattern[c % s.pattern_len] != 0);
+            out_set_ready(o, top, s.pattern[(r->pattern_offset + c) % s.pattern_len] != 0);
         }
 #if HAS_AXIL
         if (ax == AX_IDLE && op < r->n_ops) {
@@ -245,7 +246,7 @@ int h_run(void* p, Run* r) {
         }
         for (int o = 0; o < N_OUT; o++) {
             OutStream& s = r->outs[o];
-            if (s.pattern[c % s.pattern_len] && out_valid(o, top)) {
+            if (s.pattern[(r->pattern_offset + c) % s.pattern_len] && out_valid(o, top)) {
                 if (s.got_beats >= s.capacity) { r->status = 2; r->port = N_IN + o; goto done; }
                 out_get_beat(o, top, words);
                 memcpy(s.beats + s.got_beats * OUT_WORDS[o], words, OUT_WORDS[o] * 4);

@@ -310,7 +310,8 @@ class _Op(ctypes.Structure):
 class _Run(ctypes.Structure):
     _fields_ = [("ins", ctypes.c_void_p), ("outs", ctypes.c_void_p), ("ops", ctypes.c_void_p),
                 ("n_ops", ctypes.c_uint64), ("min_cycles", ctypes.c_uint64), ("stall_cycles", ctypes.c_uint64),
-                ("max_cycles", ctypes.c_uint64), ("start_cycle", ctypes.c_uint64), ("cycles", ctypes.c_uint64),
+                ("max_cycles", ctypes.c_uint64), ("pattern_offset", ctypes.c_uint64),
+                ("start_cycle", ctypes.c_uint64), ("cycles", ctypes.c_uint64),
                 ("ops_done", ctypes.c_uint64), ("status", ctypes.c_int32), ("port", ctypes.c_int32),
                 ("axil_phase", ctypes.c_int32), ("pad", ctypes.c_int32)]
 
@@ -323,7 +324,7 @@ assert _OP_DTYPE.itemsize == ctypes.sizeof(_Op)
 
 def pause_pattern(seed: int, probability: float, length: int = 4099) -> bytes:
     """A seeded valid/ready pattern: each cycle is 0 with ``probability`` (0: always 1). Cycle ``c`` of a batch uses
-    ``pattern[c % len(pattern)]``; the cocotb path reproduces it from the same bytes."""
+    ``pattern[(Batch.pattern_offset + c) % len(pattern)]``; the cocotb path reproduces it from the same bytes."""
     if not probability:
         return ALWAYS
     rng = random.Random(seed)
@@ -350,6 +351,9 @@ class Batch:
         Clock at least this many cycles, drained or not (deterministic batch lengths).
     stall_cycles : int
         No handshake anywhere for this long before draining raises :class:`HarnessStall`.
+    pattern_offset : int
+        Cycle ``c`` of the batch uses ``pattern[(pattern_offset + c) % len(pattern)]``: a run split into batches
+        continues its patterns instead of restarting them (pass the cycles already run).
     """
     beats: dict = field(default_factory=dict)
     valid: dict = field(default_factory=dict)
@@ -360,6 +364,7 @@ class Batch:
     min_cycles: int = 0
     stall_cycles: int = DEFAULT_STALL_CYCLES
     max_cycles: int = 1 << 62
+    pattern_offset: int = 0
 
 
 @dataclass
@@ -573,7 +578,8 @@ class Harness:
             w, a, d = zip(*batch.ops)
             ops["write"], ops["addr"], ops["data"] = w, a, d
         run = _Run(ins=ctypes.addressof(ins), outs=ctypes.addressof(outs), ops=ops.ctypes.data, n_ops=len(ops),
-                   min_cycles=batch.min_cycles, stall_cycles=batch.stall_cycles, max_cycles=batch.max_cycles)
+                   min_cycles=batch.min_cycles, stall_cycles=batch.stall_cycles, max_cycles=batch.max_cycles,
+                   pattern_offset=batch.pattern_offset)
         status = self._lib.h_run(self._h, ctypes.byref(run))
         beats, cycles, packets = {}, {}, {}
         for k, s in enumerate(self.outputs):

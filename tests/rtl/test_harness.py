@@ -124,3 +124,17 @@ def test_min_cycles_and_the_cycle_count(fifo):
     r = fifo.run(Batch(min_cycles=37))
     assert r.cycles == 37 and r.start_cycle == c0 and fifo.cycle == c0 + 37
     assert ALWAYS == b"\x01"
+
+
+def test_pattern_offset_continues_a_pattern(fifo):
+    """``pattern_offset=k`` runs exactly as the pattern rotated by k (a run split into batches continues it)."""
+    values = _beats(random.Random(SEED), 400)
+    valid, ready = pause_pattern(SEED + 5, 0.5, 97), pause_pattern(SEED + 6, 0.5, 89)
+    runs = []
+    for offset, v, r in ((0, valid[13:] + valid[:13], ready[13:] + ready[:13]), (13, valid, ready),
+                         (14, valid, ready)):
+        res = fifo.run(Batch(beats={"i_stream": words_from_ints(values, 4)}, valid={"i_stream": v},
+                             ready={"o_stream": r}, expect={"o_stream": 80}, pattern_offset=offset))
+        runs.append([c - res.start_cycle for c in res.beat_cycles["o_stream"].tolist()])
+    assert runs[0] == runs[1]
+    assert runs[1] != runs[2]

@@ -149,13 +149,11 @@ class LimiterBench:
             n = min(len(self.requests) - self.offered, int(cycles * self.rate * 2 * self.rng.random() + 0.5))
         beats = self.beats[self.offered:self.offered + n]
         valid = ready = ALWAYS
-        if active:
-            # A batch's cycle c uses pattern[c % len]: rotated, the round's patterns run on from batch to batch.
-            valid, ready = (pattern[self.traffic_cycles % len(pattern):] + pattern[:self.traffic_cycles % len(pattern)]
-                            for pattern in (self.valid_pattern, self.ready_pattern))
+        if active:       # the round's patterns run on from batch to batch (pattern_offset)
+            valid, ready = self.valid_pattern, self.ready_pattern
         result = self.harness.run(Batch(
             beats={"i_req": beats}, valid={"i_req": valid}, ready={"o_verdict": ready, "o_probe": ALWAYS}, ops=ops,
-            min_cycles=min_cycles, stall_cycles=20_000,
+            min_cycles=min_cycles, stall_cycles=20_000, pattern_offset=self.traffic_cycles if active else 0,
             capacity={"o_probe": n + len(ops) + 64, "o_verdict": len(self.expected) + n + 64}))
         self.batches += 1
         for (write, address, _), resp in zip(ops, result.resps):
