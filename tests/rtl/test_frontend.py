@@ -48,16 +48,13 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None:
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from support import testbench
+    from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.frontend import FRONTEND_LATENCY_CYCLES
-    from wirespeed.hdl.packet import pack_beats
+    from wirespeed.hdl.frontend import FRONTEND_LATENCY_CYCLES, FrontendInput
+    from wirespeed.hdl.packet import ByteBeat
     from wirespeed.host.frontend import (FrontEndConfig, FrontEndInfo, configure_ops, payload_beat_due,
                                          process_frame, random_config, random_frame)
-    from wirespeed.host.registers import Registers, arun
-    from wirespeed.host.transport_cocotb import CocotbTransport
 
     def random_packet(rng: random.Random) -> tuple[bytes, bool]:
         """Mostly frames; a fifth lookaside packets (any bytes, the empty packet included)."""
@@ -65,119 +62,92 @@ if cocotb is not None:
             return rng.randbytes(rng.choice([0, 1, rng.randrange(1, 40), rng.randrange(1, 600)])), False
         return random_frame(rng), True
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
+            super().__init__(dut, regmap=frontend_regmap(), seed_env="FRONTEND_SEED")
             self.width = param("width")
-            self.rng = random.Random(param("seed"))
-            dut._log.info("seed %d (FRONTEND_SEED to override), W=%d", param("seed"), self.width)
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.regs = Registers(frontend_regmap())
-            self.transport = CocotbTransport(self.axil)
+            dut._log.info("W=%d", self.width)
+            self.source = StreamSource(self, "i_stream", FrontendInput(self.width))
+            self.payload = StreamSink(self, "o_payload", ByteBeat(self.width))
+            self.info = StreamSink(self, "o_info", record=FrontEndInfo)
             self.config = FrontEndConfig()
             self.extra = self.skewed = 0         # timing corner cases seen (tail beats, beats behind a tail)
-            w = self.width
-            self.beat_bits = 8 * w + w.bit_length() + 1
-            self.data_mask = (1 << 8 * w) - 1
-            self.nv_at, self.nv_mask, self.last_at = 8 * w, (1 << w.bit_length()) - 1, 8 * w + w.bit_length()
+            self.on_cycle(self.info_before_payload)
 
-        async def reset(self):
-            self.dut.i_stream__valid.value = 0
-            self.dut.o_payload__ready.value = 0
-            self.dut.o_info__ready.value = 0
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
+        def info_before_payload(self, cycle):
+            """Every cycle: a payload beat is valid only once its packet's info was taken or is valid."""
+            dut, pay = self.dut, self.payload
+            if dut.o_payload__valid.value:
+                # Packets whose payload ended before this cycle.
+                k = pay.packets - (pay.handshake is not None and bool(pay.handshake.value.last))
+                assert self.info.count > k or dut.o_info__valid.value, f"packet {k}: payload before its info"
 
         async def configure(self, config: FrontEndConfig):
-            await arun(configure_ops(self.regs, config), self.transport)
+            await self.run_ops(configure_ops(self.regs, config))
             self.config = config
 
         async def run(self, packets, valid_p=1.0, ready_p=1.0, info_ready_p=1.0, check_timing=False):
             """Stream ``packets`` ((bytes, inline) pairs) with the given per-cycle probabilities; scoreboard all."""
-            dut, w, rng = self.dut, self.width, self.rng
-            queue = []
-            for pi, (p, inline) in enumerate(packets):
-                for bi, b in enumerate(pack_beats(p, w)):
-                    queue.append((pi, bi, b | (int(inline) << self.beat_bits)))
+            w, rng = self.width, self.rng
+            src, pay, info = self.source, self.payload, self.info
             expected = [process_frame(p, inline, self.config) for p, inline in packets]
             due = [payload_beat_due(p, inline, self.config, w) for p, inline in packets]
-            accept_cycle = {}                   # (packet, input beat) -> cycle
-            infos, pay_pkt, pay_beat = 0, 0, 0
-            pay_bytes = bytearray()
+            src.accepted.clear()
+            src.set_pause_generator(random_pauses(rng, 1 - valid_p))
+            pay.set_pause_generator(random_pauses(rng, 1 - ready_p))
+            info.set_pause_generator(random_pauses(rng, 1 - info_ready_p))
+            first_beat, n_beats = [], 0          # each packet's first input beat, an index into src.accepted
+            for p, inline in packets:
+                first_beat.append(n_beats)
+                n_beats += src.send_packet(p, inline=int(inline))
+            n, infos0, packets0 = len(packets), info.count, pay.packets
+            await self.wait_until(lambda: info.count - infos0 >= n and pay.packets - packets0 >= n and src.idle,
+                                  timeout_cycles=50 * (n_beats + 100), what="front end stalled")
+            pay.set_pause_generator(None)
+            info.set_pause_generator(None)
+            await self.wait_cycles(FRONTEND_LATENCY_CYCLES + 3)
+            assert info.count - infos0 == n, f"{info.count - infos0 - n} infos with no packet"
+            assert pay.packets - packets0 == n, f"{pay.packets - packets0 - n} payload packets with no packet"
+            accepted = src.accepted
+            assert len(accepted) == n_beats
+            if check_timing:
+                for a in accepted:
+                    assert a.cycle == a.offered, f"stalled at cycle {a.offered} with both outputs ready"
+            infos = info.drain()
+            for k, got in enumerate(infos):
+                want = expected[k][0]
+                if got.bits != want.to_bits():
+                    have = got.value
+                    diffs = {f: (getattr(have, f), getattr(want, f)) for f in want.__dataclass_fields__
+                             if getattr(have, f) != getattr(want, f)}
+                    raise AssertionError(f"packet {k} (seed {self.seed}, W={w}): info RTL != model (RTL, "
+                                         f"model) {diffs}\ninline={packets[k][1]} packet={packets[k][0].hex()}")
             last_emit = -10
-            qi, cycle, accepted = 0, 0, 0
-            while pay_pkt < len(packets) or infos < len(packets) or qi < len(queue):
-                offer = qi < len(queue) and rng.random() < valid_p
-                if offer:
-                    dut.i_stream__payload.value = queue[qi][2]
-                dut.i_stream__valid.value = int(offer)
-                dut.o_payload__ready.value = int(rng.random() < ready_p)
-                dut.o_info__ready.value = int(rng.random() < info_ready_p)
-                await FallingEdge(dut.clk)
-                if check_timing and offer:
-                    assert dut.i_stream__ready.value, f"stalled at cycle {cycle} with both outputs ready"
-                if offer and dut.i_stream__ready.value:
-                    accept_cycle[queue[qi][:2]] = cycle
-                    accepted += 1
-                    qi += 1
-                if dut.o_info__valid.value and dut.o_info__ready.value:
-                    k = infos
-                    assert k < len(packets), "more infos than packets"
-                    bits = int(dut.o_info__payload.value)
-                    want = expected[k][0]
-                    if bits != want.to_bits():
-                        have = FrontEndInfo.from_bits(bits)
-                        diffs = {f: (getattr(have, f), getattr(want, f)) for f in want.__dataclass_fields__
-                                 if getattr(have, f) != getattr(want, f)}
-                        raise AssertionError(f"packet {k} (seed {param('seed')}, W={w}): info RTL != model (RTL, "
-                                             f"model) {diffs}\ninline={packets[k][1]} packet={packets[k][0].hex()}")
-                    infos += 1
-                if dut.o_payload__valid.value:
-                    k = pay_pkt
-                    assert k < len(packets), "a payload beat with no packet"
-                    assert infos > k or dut.o_info__valid.value, f"packet {k}: payload before its info"
-                    if dut.o_payload__ready.value:
-                        out = int(dut.o_payload__payload.value)
-                        n = (out >> self.nv_at) & self.nv_mask
-                        last = (out >> self.last_at) & 1
-                        assert last or n == w, f"packet {k}: a partial beat that is not the last"
-                        if check_timing:
-                            beats = due[k]
-                            assert pay_beat < len(beats), f"packet {k}: more payload beats than the model's"
-                            src, extra = beats[pay_beat]
-                            want = max(accept_cycle[(k, src)] + FRONTEND_LATENCY_CYCLES + extra, last_emit + 1)
-                            self.extra += extra
-                            self.skewed += want > accept_cycle[(k, src)] + FRONTEND_LATENCY_CYCLES + extra
-                            assert cycle == want, (f"packet {k} payload beat {pay_beat}: at cycle {cycle}, model "
-                                                   f"says {want} (due {beats}, seed {param('seed')})")
-                            last_emit = cycle
-                        pay_bytes += (out & self.data_mask).to_bytes(w, "little")[:n]
-                        pay_beat += 1
-                        if last:
-                            if bytes(pay_bytes) != expected[k][1]:
-                                raise AssertionError(
-                                    f"packet {k} (seed {param('seed')}, W={w}): payload RTL != model\n"
-                                    f"RTL   {bytes(pay_bytes).hex()}\nmodel {expected[k][1].hex()}\n"
-                                    f"inline={packets[k][1]} packet={packets[k][0].hex()}")
-                            if check_timing:
-                                assert pay_beat == len(due[k]), f"packet {k}: {pay_beat} beats, model {due[k]}"
-                            pay_pkt += 1
-                            pay_beat = 0
-                            pay_bytes = bytearray()
-                await RisingEdge(dut.clk)
-                cycle += 1
-                assert cycle < 50 * (len(queue) + 100), "front end stalled"
-            dut.i_stream__valid.value = 0
-            dut.o_payload__ready.value = 1
-            dut.o_info__ready.value = 1
-            for _ in range(FRONTEND_LATENCY_CYCLES + 3):
-                await FallingEdge(dut.clk)
-                assert not dut.o_info__valid.value, "an info with no packet"
-                assert not dut.o_payload__valid.value, "a payload beat with no packet"
-            self.cycles, self.beats_in = cycle, accepted
+            for k in range(n):
+                got = await pay.recv_packet()
+                if check_timing:
+                    beats = due[k]
+                    assert len(got.beats) <= len(beats), f"packet {k}: more payload beats than the model's"
+                    for pay_beat, beat in enumerate(got.beats):
+                        src_beat, extra = beats[pay_beat]
+                        taken = accepted[first_beat[k] + src_beat].cycle
+                        want = max(taken + FRONTEND_LATENCY_CYCLES + extra, last_emit + 1)
+                        self.extra += extra
+                        self.skewed += want > taken + FRONTEND_LATENCY_CYCLES + extra
+                        assert beat.cycle == want, (f"packet {k} payload beat {pay_beat}: at cycle {beat.cycle}, "
+                                                    f"model says {want} (due {beats}, seed {self.seed})")
+                        last_emit = beat.cycle
+                if got.data != expected[k][1]:
+                    raise AssertionError(
+                        f"packet {k} (seed {self.seed}, W={w}): payload RTL != model\n"
+                        f"RTL   {got.data.hex()}\nmodel {expected[k][1].hex()}\n"
+                        f"inline={packets[k][1]} packet={packets[k][0].hex()}")
+                if check_timing:
+                    assert len(got.beats) == len(due[k]), f"packet {k}: {len(got.beats)} beats, model {due[k]}"
+            assert pay.empty(), "a payload beat with no packet"
+            if packets:
+                self.cycles = max(got.last_cycle, infos[-1].cycle, accepted[-1].cycle) - accepted[0].offered + 1
+                self.beats_in = len(accepted)
             return expected
 
     @cocotb.test()
