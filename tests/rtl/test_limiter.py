@@ -16,7 +16,6 @@ checks, bit for bit:
 """
 
 import os
-import random
 
 import pytest
 from wirespeed.hdl.limiter import StandaloneLimiter
@@ -72,48 +71,36 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None:
+    import random
+    from collections import deque
     from types import SimpleNamespace
 
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from support import testbench
+    from support.layouts import LayoutCodec, unpack
+    from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.limiter import LIMIT_LATENCY_CYCLES, LimitRequest, OpKind, Trace, limiter_regmap
+    from wirespeed.hdl.limiter import LIMIT_LATENCY_CYCLES, OpKind, RateLimiter, Trace, limiter_regmap
     from wirespeed.hdl.limiter_layouts import CostSource, TableOp, UnknownPolicy
     from wirespeed.hdl.parser_layouts import KeySource
     from wirespeed.host.limiter import (LimiterConfig, LimiterModel, LimitVerdict, Plan, TableFull,
                                         TenantPlacement)
-    from wirespeed.host.registers import Registers, arun
-    from wirespeed.host.transport_cocotb import CocotbTransport
 
     U64 = (1 << 64) - 1
+    TRACE = LayoutCodec(Trace)
+    #: The order of make_requests' tuples: LimitRequest fields.
+    REQUEST_FIELDS = ("key_fp", "key_present", "content_length", "cl_present", "extra_numeric", "extra_value")
 
-    def _fields(layout):
-        return {name: (f.offset, f.width) for name, f in layout}
-
-    REQ_F = _fields(LimitRequest)
-    TRACE_F = _fields(Trace)
-
-    def _get(value, fields, name):
-        off, width = fields[name]
-        return (value >> off) & ((1 << width) - 1)
-
-    def pack_request(key_fp, key_present, cl, cl_present, x_numeric, x_value, seq):
-        v = (key_present << REQ_F["key_present"][0]) | (key_fp << REQ_F["key_fp"][0])
-        v |= (cl_present << REQ_F["cl_present"][0]) | (cl << REQ_F["content_length"][0])
-        v |= (x_numeric << REQ_F["extra_numeric"][0]) | (x_value << REQ_F["extra_value"][0])
-        return v | (seq << LimitRequest.size)
-
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
+            super().__init__(dut, regmap=limiter_regmap(), seed_env="LIMITER_SEED")
             self.params = LimiterParams(**param("params"))
-            self.rng = random.Random(param("seed"))
-            dut._log.info("seed %d (LIMITER_SEED to override), %s", param("seed"), self.params)
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.regs = Registers(limiter_regmap())
-            self.transport = CocotbTransport(self.axil)
+            dut._log.info("%s", self.params)
+            layouts = RateLimiter(self.params, META)
+            self.req = StreamSource(self, "i_req", layouts.in_layout)
+            # The monitor checks each verdict in its cycle: nothing to queue.
+            self.verdict_out = StreamSink(self, "o_verdict", layouts.out_layout, record={"verdict": LimitVerdict},
+                                          queue=False)
             self.model = LimiterModel(self.params)
             self.placement = TenantPlacement(self.params.capacity)
             self.tenants = {}                      # fp -> plan index
@@ -121,30 +108,21 @@ if cocotb is not None:
             self.table_expect = None               # the table op the host is about to start
             self.table_result = None
             self.cmd_queue = []                    # commands pushed, not yet seen in S0
-            self.cycle = 0
             self.events = {"decide": 0, "table": 0, "cmd": 0}
-            self.expected = []                     # (seq, verdict, accept cycle) in order
+            self.expected = deque()                # (seq, verdict, accept cycle) in order
             self.latencies = []
             self.outcomes = {}                     # (status, tenant|default) -> count
             self.verdicts = 0
+            self.monitoring = False
 
         async def reset(self):
-            self.dut.i_req__valid.value = 0
-            self.dut.o_verdict__ready.value = 0
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
+            await super().reset()
             await RisingEdge(self.dut.clk)
-            cocotb.start_soon(self.monitor())
+            if not self.monitoring:
+                self.on_cycle(self.monitor)
+                self.monitoring = True
 
         # -- host side (AXI4-Lite), running concurrently with the traffic --
-
-        async def read(self, name):
-            return await arun(self.regs.read(name), self.transport)
-
-        async def write(self, name, value):
-            await arun(self.regs.write(name, value), self.transport)
 
         async def write_plan(self, index, plan: Plan):
             regs = plan.registers(self.params)
@@ -296,51 +274,37 @@ if cocotb is not None:
 
         # -- the scoreboard: a monitor that runs every cycle from reset on --
 
-        def unpack_request(self, bits):
-            g = lambda name: _get(bits, REQ_F, name)
-            return (g("key_fp"), g("key_present"), g("content_length"), g("cl_present"), g("extra_numeric"),
-                    g("extra_value"), bits >> LimitRequest.size)
-
-        async def monitor(self):
+        def monitor(self, cycle):
             """Each cycle: apply what entered S0 to the model, and check every verdict that leaves."""
-            from wirespeed.hdl.limiter_layouts import LimitVerdict as Layout
-            dut = self.dut
-            vsize = Layout.as_shape().size
-            while True:
-                await FallingEdge(dut.clk)
-                trace = int(dut.probe.value)
-                kind = _get(trace, TRACE_F, "kind")
-                took = bool(dut.i_req__valid.value) and bool(dut.i_req__ready.value)
-                assert took == (kind == OpKind.DECIDE), f"cycle {self.cycle}: accepted={took} but S0 kind {kind}"
-                if kind != OpKind.NOP:
-                    self.apply_trace(trace, self.unpack_request(int(dut.i_req__payload.value)) if took else None)
-                if dut.o_verdict__valid.value and dut.o_verdict__ready.value:
-                    bits = int(dut.o_verdict__payload.value)
-                    verdict, seq = bits & ((1 << vsize) - 1), bits >> vsize
-                    assert self.expected, f"cycle {self.cycle}: a verdict with no request"
-                    want_seq, want, accepted_at = self.expected.pop(0)
-                    assert seq == want_seq, f"verdict for request {seq} where {want_seq} was due"
-                    if verdict != want.to_bits():
-                        raise AssertionError(f"request {seq}: RTL {LimitVerdict.from_bits(verdict)} != model {want}"
-                                             f" (seed {param('seed')})")
-                    self.latencies.append(self.cycle - accepted_at)
-                    self.verdicts += 1
-                self.cycle += 1
+            trace = TRACE.unpack(int(self.dut.probe.value))
+            took = self.req.handshake
+            assert (took is not None) == (trace.kind == OpKind.DECIDE), \
+                f"cycle {cycle}: accepted={took is not None} but S0 kind {trace.kind}"
+            if trace.kind != OpKind.NOP:
+                self.apply_trace(trace, None if took is None else self.req.codec.unpack(took.bits), cycle)
+            out = self.verdict_out.handshake
+            if out is not None:
+                got = out.value
+                assert self.expected, f"cycle {cycle}: a verdict with no request"
+                want_seq, want, accepted_at = self.expected.popleft()
+                assert got.meta == want_seq, f"verdict for request {got.meta} where {want_seq} was due"
+                if got.verdict != want:
+                    raise AssertionError(f"request {got.meta}: RTL {got.verdict} != model {want} (seed {self.seed})")
+                self.latencies.append(cycle - accepted_at)
+                self.verdicts += 1
 
-        def apply_trace(self, trace, offered):
-            kind = _get(trace, TRACE_F, "kind")
-            now = _get(trace, TRACE_F, "now")
+        def apply_trace(self, trace, offered, cycle):
+            kind, now = trace.kind, trace.now
             if kind == OpKind.DECIDE:
-                policy = _get(trace, TRACE_F, "policy")
-                source = _get(trace, TRACE_F, "cost_source")
                 self.model.config = LimiterConfig(
-                    unknown_policy=UnknownPolicy.REJECT if policy == 3 else UnknownPolicy(policy),
-                    cost_source=CostSource.FIXED if source == 3 else CostSource(source),
-                    cost_fixed=_get(trace, TRACE_F, "cost_fixed"), cost_scale=_get(trace, TRACE_F, "cost_scale"))
-                fp, present, cl, cl_present, x_numeric, x_value, seq = offered
-                desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE,
-                                       key_fp=fp, cl_present=bool(cl_present), content_length=cl,
-                                       extra_numeric=bool(x_numeric), extra_value=x_value)
+                    unknown_policy=UnknownPolicy.REJECT if trace.policy == 3 else UnknownPolicy(trace.policy),
+                    cost_source=CostSource.FIXED if trace.cost_source == 3 else CostSource(trace.cost_source),
+                    cost_fixed=trace.cost_fixed, cost_scale=trace.cost_scale)
+                r, seq = offered.req, offered.meta
+                desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if r.key_present else KeySource.NONE,
+                                       key_fp=r.key_fp, cl_present=bool(r.cl_present),
+                                       content_length=r.content_length, extra_numeric=bool(r.extra_numeric),
+                                       extra_value=r.extra_value)
                 self.events["decide"] += 1
                 sources = {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric}
                 if sources.get(self.model.config.cost_source):
@@ -350,7 +314,7 @@ if cocotb is not None:
                 outcome = (verdict.status, "default" if verdict.status in (200, 429) and not verdict.tenant_found
                            else "tenant")
                 self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-                self.expected.append((seq, verdict, self.cycle))
+                self.expected.append((seq, verdict, cycle))
             elif kind == OpKind.CMD:
                 assert self.cmd_queue, "a command entered S0 that was never pushed"
                 fp, amount, refund = self.cmd_queue.pop(0)
@@ -366,38 +330,24 @@ if cocotb is not None:
         async def traffic(self, requests, valid_p, ready_p):
             """Offer ``requests`` (tuples: fp, present, cl, cl_present, x_numeric, x_value) with random valid and
             ready, until every verdict is out. Returns the cycles of the first and last acceptance."""
-            dut, rng = self.dut, self.rng
-            first = last = None
-            qi = 0
+            src, sink = self.req, self.verdict_out
+            src.accepted.clear()
+            # Pauses from their own generators: the host activity drawn from self.rng meanwhile does not depend on
+            # how many cycles the traffic takes.
+            src.set_pause_generator(random_pauses(random.Random(self.rng.getrandbits(64)), 1 - valid_p))
+            sink.set_pause_generator(random_pauses(random.Random(self.rng.getrandbits(64)), 1 - ready_p))
+            for qi, r in enumerate(requests):
+                src.send({"req": dict(zip(REQUEST_FIELDS, r)), "meta": qi & 0xFFFF})
             target = self.verdicts + len(requests)
-            idle = 0
-            while self.verdicts < target:
-                offer = qi < len(requests) and rng.random() < valid_p
-                if offer:
-                    dut.i_req__payload.value = pack_request(*requests[qi], qi & 0xFFFF)
-                dut.i_req__valid.value = int(offer)
-                dut.o_verdict__ready.value = int(rng.random() < ready_p)
-                await FallingEdge(dut.clk)
-                if offer and dut.i_req__ready.value:
-                    first = self.cycle if first is None else first
-                    last = self.cycle
-                    qi += 1
-                    idle = 0
-                else:
-                    idle += 1
-                    assert idle < 5000, f"no progress for 5000 cycles ({qi}/{len(requests)} accepted)"
-                await RisingEdge(dut.clk)
-            dut.i_req__valid.value = 0
-            dut.o_verdict__ready.value = 1
-            return first, last
+            await self.wait_until(lambda: self.verdicts >= target, stall_cycles=5000,
+                                  what=f"verdicts for {len(requests)} requests")
+            src.set_pause_generator(None)
+            sink.set_pause_generator(None)
+            return src.accepted[0].cycle, src.accepted[-1].cycle
 
         async def idle_until(self, done, limit=200_000):
-            self.dut.o_verdict__ready.value = 1
-            for _ in range(limit):
-                if done():
-                    return
-                await RisingEdge(self.dut.clk)
-            raise AssertionError("host activity did not finish")
+            self.verdict_out.set_pause_generator(None)
+            await self.wait_until(done, timeout_cycles=limit, what="host activity finished")
 
         def make_requests(self, n):
             rng = self.rng
@@ -547,7 +497,7 @@ if cocotb is not None:
         await FallingEdge(dut.clk)
         seen = []
         for _ in range(50):
-            seen.append(_get(int(dut.probe.value), TRACE_F, "now"))
+            seen.append(unpack(Trace, int(dut.probe.value)).now)
             await FallingEdge(dut.clk)
         # now is the integer part of a 96-bit accumulator: each step adds floor or ceil of the rate.
         for a, b in zip(seen, seen[1:]):
