@@ -13,7 +13,6 @@ pools, classes and tables all go through the real registers while requests strea
 """
 
 import os
-import random
 
 import pytest
 from wirespeed.hdl.router import StandaloneRouter
@@ -65,72 +64,46 @@ except ImportError:
 
 if cocotb is not None:
     import ipaddress
-    from types import SimpleNamespace
+    import random
+    from collections import deque
 
     import numpy as np
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from cocotb.triggers import ClockCycles, RisingEdge
+    from support import testbench
+    from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.router import ROUTE_LATENCY_CYCLES, router_regmap
-    from wirespeed.hdl.router_layouts import RouteRequest
-    from wirespeed.hdl.router_layouts import RouteVerdict as VerdictLayout
-    from wirespeed.host.registers import Registers, arun
-    from wirespeed.host.router import (MS_RSS_KEY, RSS_VECTORS, RouterModel, RouteVerdict, is_prime, maglev_table,
-                                       pack_words)
-    from wirespeed.host.transport_cocotb import CocotbTransport
-
-    REQ_F = {name: (f.offset, f.width) for name, f in RouteRequest}
-    VSIZE = VerdictLayout.as_shape().size
-
-    def pack_request(r, seq):
-        v = 0
-        for name in ("route_class", "key_present", "key_fp", "extra_present", "l4_valid", "l4_v6", "l4_ports",
-                     "l4_src", "l4_dst", "l4_sport", "l4_dport"):
-            v |= getattr(r, name) << REQ_F[name][0]
-        off = REQ_F["extra_fp"][0]
-        for i, fp in enumerate(r.extra_fp):
-            v |= fp << (off + 64 * i)
-        return v | (seq << RouteRequest.size)
+    from wirespeed.hdl.router import ROUTE_LATENCY_CYCLES, Router, router_regmap
+    from wirespeed.host.router import (MS_RSS_KEY, RSS_VECTORS, RouteRequest, RouterModel, RouteVerdict, is_prime,
+                                       maglev_table, pack_words)
 
     def primes_below(n):
         return [k for k in range(2, n + 1) if is_prime(k)]
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
+            super().__init__(dut, regmap=router_regmap(), seed_env="ROUTER_SEED")
             self.params = RouterParams(**param("params"))
-            self.rng = random.Random(param("seed"))
-            dut._log.info("seed %d (ROUTER_SEED to override), %s", param("seed"), self.params)
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.regs = Registers(router_regmap())
-            self.transport = CocotbTransport(self.axil)
+            dut._log.info("%s", self.params)
+            layouts = Router(self.params, META)
+            self.req = StreamSource(self, "i_req", layouts.in_layout, record={"req": RouteRequest})
+            # The monitor checks each verdict in its cycle: nothing to queue.
+            self.route_out = StreamSink(self, "o_route", layouts.out_layout, record={"verdict": RouteVerdict},
+                                        queue=False)
             self.model = RouterModel(self.params)
-            self.expected = []
+            self.expected = deque()
             self.verdicts = 0
             self.latencies = []
-            self.cycle = 0
             self.swaps_seen = 0
             self.swaps_requested = 0
             self.by_buffer = [0, 0]
-            self.pending = {}
+            self.monitoring = False
 
         async def reset(self):
-            self.dut.i_req__valid.value = 0
-            self.dut.o_route__ready.value = 1
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
+            await super().reset()
             await RisingEdge(self.dut.clk)
-            cocotb.start_soon(self.monitor())
-
-        async def write(self, name, value):
-            await arun(self.regs.write(name, value), self.transport)
-
-        async def read(self, name):
-            return await arun(self.regs.read(name), self.transport)
+            if not self.monitoring:
+                self.on_cycle(self.monitor)
+                self.monitoring = True
 
         # -- host side --
 
@@ -236,62 +209,52 @@ if cocotb is not None:
         def random_request(self):
             rng = self.rng
             v6 = rng.random() < 0.5
-            return SimpleNamespace(
+            return RouteRequest(
                 route_class=rng.randrange(16), key_present=int(rng.random() < 0.9), key_fp=rng.getrandbits(64),
                 extra_present=rng.randrange(16), extra_fp=tuple(rng.getrandbits(64) for _ in range(4)),
                 l4_valid=int(rng.random() < 0.9), l4_v6=int(v6), l4_ports=int(rng.random() < 0.7),
                 l4_src=rng.getrandbits(128 if v6 else 32), l4_dst=rng.getrandbits(128 if v6 else 32),
                 l4_sport=rng.getrandbits(16), l4_dport=rng.getrandbits(16))
 
-        async def monitor(self):
+        def monitor(self, cycle):
             dut = self.dut
-            while True:
-                await FallingEdge(dut.clk)
-                active = int(dut.active.value)
-                if active != self.model.active:
-                    self.model.swap()                     # the RTL flipped (at the last edge): so does the model
-                    self.swaps_seen += 1
-                    assert self.swaps_seen <= self.swaps_requested, "the buffer flipped with no swap"
-                if dut.i_req__valid.value and dut.i_req__ready.value:
-                    self.by_buffer[active] += 1
-                    r, seq = self.pending[int(dut.i_req__payload.value) >> RouteRequest.size]
-                    self.expected.append((seq, self.model.route(r), self.cycle))
-                if dut.o_route__valid.value and dut.o_route__ready.value:
-                    bits = int(dut.o_route__payload.value)
-                    verdict, seq = bits & ((1 << VSIZE) - 1), bits >> VSIZE
-                    assert self.expected, "a verdict with no request"
-                    want_seq, want, accepted = self.expected.pop(0)
-                    assert seq == want_seq, f"verdict for request {seq} where {want_seq} was due"
-                    if verdict != want.to_bits():
-                        raise AssertionError(f"request {seq}: RTL {RouteVerdict.from_bits(verdict)} != model {want}"
-                                             f" (seed {param('seed')})")
-                    self.latencies.append(self.cycle - accepted)
-                    self.verdicts += 1
-                self.cycle += 1
+            active = int(dut.active.value)
+            if active != self.model.active:
+                self.model.swap()                     # the RTL flipped (at the last edge): so does the model
+                self.swaps_seen += 1
+                assert self.swaps_seen <= self.swaps_requested, "the buffer flipped with no swap"
+            took = self.req.handshake
+            if took is not None:
+                self.by_buffer[active] += 1
+                # The request as the DUT's pins carried it, unpacked through the layout.
+                offered = self.req.codec.unpack(took.bits)
+                self.expected.append((offered.meta, self.model.route(offered.req), cycle))
+            out = self.route_out.handshake
+            if out is not None:
+                got = out.value
+                assert self.expected, "a verdict with no request"
+                want_seq, want, accepted = self.expected.popleft()
+                assert got.meta == want_seq, f"verdict for request {got.meta} where {want_seq} was due"
+                if got.verdict != want:
+                    raise AssertionError(f"request {got.meta}: RTL {got.verdict} != model {want} (seed {self.seed})")
+                self.latencies.append(cycle - accepted)
+                self.verdicts += 1
 
         async def traffic(self, requests, valid_p, ready_p):
-            dut, rng = self.dut, self.rng
-            self.pending = {}
+            src, sink = self.req, self.route_out
+            src.accepted.clear()
+            # Pauses from their own generators: the host's reconfigurations drawn from self.rng meanwhile do not
+            # depend on how many cycles the traffic takes.
+            src.set_pause_generator(random_pauses(random.Random(self.rng.getrandbits(64)), 1 - valid_p))
+            sink.set_pause_generator(random_pauses(random.Random(self.rng.getrandbits(64)), 1 - ready_p))
+            for qi, r in enumerate(requests):
+                src.send({"req": r, "meta": qi & 0xFFFF})
             target = self.verdicts + len(requests)
-            qi = 0
-            first = last = None
-            while self.verdicts < target:
-                offer = qi < len(requests) and rng.random() < valid_p
-                if offer:
-                    seq = qi & 0xFFFF
-                    self.pending[seq] = (requests[qi], seq)
-                    dut.i_req__payload.value = pack_request(requests[qi], seq)
-                dut.i_req__valid.value = int(offer)
-                dut.o_route__ready.value = int(rng.random() < ready_p)
-                await FallingEdge(dut.clk)
-                if offer and dut.i_req__ready.value:
-                    first = self.cycle if first is None else first
-                    last = self.cycle
-                    qi += 1
-                await RisingEdge(dut.clk)
-            dut.i_req__valid.value = 0
-            dut.o_route__ready.value = 1
-            return first, last
+            await self.wait_until(lambda: self.verdicts >= target, stall_cycles=5000,
+                                  what=f"verdicts for {len(requests)} requests")
+            src.set_pause_generator(None)
+            sink.set_pause_generator(None)
+            return src.accepted[0].cycle, src.accepted[-1].cycle
 
     async def _with_host(tb, coro, host):
         done = False
@@ -354,7 +317,7 @@ if cocotb is not None:
         for vec in RSS_VECTORS:
             src, dst = ipaddress.ip_address(vec["src"]), ipaddress.ip_address(vec["dst"])
             for ports, key in ((0, "ip_only"), (1, "with_ports")):
-                reqs.append(SimpleNamespace(
+                reqs.append(RouteRequest(
                     route_class=0, key_present=0, key_fp=0, extra_present=0, extra_fp=(0,) * 4, l4_valid=1,
                     l4_v6=int(src.version == 6), l4_ports=ports, l4_src=int(src), l4_dst=int(dst),
                     l4_sport=vec["sport"], l4_dport=vec["dport"]))
