@@ -16,7 +16,6 @@ both. It also checks:
 """
 
 import os
-import random
 
 import pytest
 from wirespeed.hdl.telemetry import StandaloneTelemetry
@@ -50,37 +49,28 @@ except ImportError:
 if cocotb is not None:
     from dataclasses import replace
 
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from cocotb.triggers import ClockCycles
+    from support import testbench
 
     from wirespeed.hdl.telemetry import telemetry_regmap
     from wirespeed.hdl.verdict_layouts import HIST_BUCKETS, LATENCY_MAX
     from wirespeed.host.register_model import RegisterBankModel
-    from wirespeed.host.registers import Registers, arun
+    from wirespeed.host.registers import arun
     from wirespeed.host.regmap import RegMap
     from wirespeed.host.telemetry import (CTRL_PULSE_CYCLE, TelemetryBlock, TelemetryModel, bucket_bounds,
                                           read_latency_histogram, read_stats)
-    from wirespeed.host.transport_cocotb import CocotbTransport
 
     def prefixed(regmap: RegMap, block: str) -> RegMap:
         """The standalone map with every path under ``block``, as the core's map places it."""
         return RegMap(regmap.name, tuple(replace(r, path=(block, *r.path)) for r in regmap.registers), ())
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
-            self.rng = random.Random(param("seed"))
-            dut._log.info("seed %d (TELEMETRY_SEED to override)", param("seed"))
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.regmap = telemetry_regmap()
-            self.regs = Registers(self.regmap)
-            self.transport = CocotbTransport(self.axil)
+            super().__init__(dut, regmap=telemetry_regmap(), seed_env="TELEMETRY_SEED")
+            self.regmap = self.regs.regmap
             self.model = TelemetryModel()
             self.bank = RegisterBankModel(prefixed(self.regmap, "telemetry"))
             self.block = TelemetryBlock(self.bank)
-            self.cycle = 0                   # equals the DUT's cycle counter
             self.events = 0
             self.source = iter(())           # this cycle's event, or None: see traffic()
             self.pulses = []                 # (cycle, snapshot, clear)
@@ -88,64 +78,55 @@ if cocotb is not None:
             self.snapshots = self.clears = 0
             # Pulses with an event in the cycle before (in the snapshot) or the same cycle (not in it).
             self.boundary = {"snapshot_after_event": 0, "snapshot_with_event": 0, "clear_with_event": 0}
+            ctrl = self.regmap["ctrl"]
+            self.snap_bit, self.clear_bit = ctrl.field("snapshot").lsb, ctrl.field("clear").lsb
+            self.previous = None
+            self.started = False
 
         async def reset(self):
+            self.dut.i_event__valid.value = 0
+            await super().reset()
+
+        def on_reset_released(self):
+            if not self.started:             # its first call is cycle 0, which TB.cycle equals the DUT's counter
+                self.on_cycle(self.cycle_step)
+                self.started = True
+
+        # -- every cycle: observe this cycle's pulses, then drive this cycle's event --
+
+        def cycle_step(self, n):
             dut = self.dut
-            dut.i_event__valid.value = 0
-            dut.rst.value = 1
-            await ClockCycles(dut.clk, 3)
-            dut.rst.value = 0
-            cocotb.start_soon(self.clock_loop())  # its first falling edge is cycle 0
-            await ClockCycles(dut.clk, 2)
-
-        async def read(self, name):
-            return await arun(self.regs.read(name), self.transport)
-
-        async def write(self, name, value):
-            await arun(self.regs.write(name, value), self.transport)
-
-        # -- the cycle loop: observe this cycle's pulses, then drive this cycle's event --
-
-        async def clock_loop(self):
-            dut = self.dut
-            ctrl = self.regmap["ctrl"]
-            snap_bit, clear_bit = ctrl.field("snapshot").lsb, ctrl.field("clear").lsb
-            previous = None
-            while True:
-                await FallingEdge(dut.clk)
-                n = self.cycle
-                snapshot, clear = int(dut.o_snapshot.value), int(dut.o_clear.value)
-                if snapshot or clear:
-                    # The contract: a pulse in cycle P covers the events of cycles before P.
-                    self.pulses.append((n, snapshot, clear))
-                    if snapshot:
-                        self.model.snapshot(n)
-                        self.snapshots += 1
-                    if clear:
-                        self.model.clear()
-                        self.clears += 1
-                    self.bank.write(ctrl.address, snapshot << snap_bit | clear << clear_bit)
-                    self.block.after_write("telemetry.ctrl", n - CTRL_PULSE_CYCLE)
-                if dut.s_axil__bvalid.value and dut.s_axil__bready.value:
-                    self.b_cycles.append(n)
-                event = next(self.source, None)
+            snapshot, clear = int(dut.o_snapshot.value), int(dut.o_clear.value)
+            if snapshot or clear:
+                # The contract: a pulse in cycle P covers the events of cycles before P.
+                self.pulses.append((n, snapshot, clear))
                 if snapshot:
-                    self.boundary["snapshot_after_event"] += previous is not None
-                    self.boundary["snapshot_with_event"] += event is not None
+                    self.model.snapshot(n)
+                    self.snapshots += 1
                 if clear:
-                    self.boundary["clear_with_event"] += event is not None
-                previous = event
-                dut.i_event__valid.value = int(event is not None)
-                if event is not None:
-                    action, reason, flags, latency = event
-                    dut.i_event__action.value = action
-                    dut.i_event__reason.value = reason
-                    dut.i_event__flags.value = flags
-                    dut.i_event__latency_cycles.value = latency
-                    self.model.record(*event)
-                    self.block.record(*event, cycle=n)
-                    self.events += 1
-                self.cycle += 1
+                    self.model.clear()
+                    self.clears += 1
+                self.bank.write(self.regmap["ctrl"].address, snapshot << self.snap_bit | clear << self.clear_bit)
+                self.block.after_write("telemetry.ctrl", n - CTRL_PULSE_CYCLE)
+            if dut.s_axil__bvalid.value and dut.s_axil__bready.value:
+                self.b_cycles.append(n)
+            event = next(self.source, None)
+            if snapshot:
+                self.boundary["snapshot_after_event"] += self.previous is not None
+                self.boundary["snapshot_with_event"] += event is not None
+            if clear:
+                self.boundary["clear_with_event"] += event is not None
+            self.previous = event
+            dut.i_event__valid.value = int(event is not None)
+            if event is not None:
+                action, reason, flags, latency = event
+                dut.i_event__action.value = action
+                dut.i_event__reason.value = reason
+                dut.i_event__flags.value = flags
+                dut.i_event__latency_cycles.value = latency
+                self.model.record(*event)
+                self.block.record(*event, cycle=n)
+                self.events += 1
 
         # -- traffic --
 
@@ -191,7 +172,7 @@ if cocotb is not None:
             assert self.block.model.snap == self.model.snap
             for name, value in want.items():
                 got = await self.read(name)
-                assert got == value, f"{name}: RTL {got} != model {value} (seed {param('seed')})"
+                assert got == value, f"{name}: RTL {got} != model {value} (seed {self.seed})"
                 assert self.bank.value(f"telemetry.{name.rpartition('.')[0]}") == value, name
 
         def check_pulse_timing(self):
