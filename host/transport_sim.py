@@ -145,7 +145,7 @@ class SimTransport(HarnessAxiLite):
     def axis_beats(self, packets) -> np.ndarray:
         """``packets`` as ``s_axis`` beats (tdata, tkeep, tlast words) for :meth:`Harness.run`."""
         w = self.width
-        data, (n_valid, last, _) = pack_bytes_beats(packets, w, None)
+        data, (n_valid, last, _) = pack_bytes_beats(packets, w)
         s = self.harness.by_name["s_axis"]
         beats = np.zeros((len(data), s.words), np.uint32)
         d_off, _ = s.field("tdata")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import os
 import random
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..host.errors import ConfigError, TransportError
+from ..host.errors import ConfigError, TransportError, WirespeedError
 from .toolchain import build_dir, use_verilator
 
 __all__ = ["Harness", "Batch", "Result", "StreamPort", "PortInfo", "parse_ports", "build_harness",
@@ -45,13 +44,12 @@ DEFAULT_STALL_CYCLES = 10_000
 #: A pattern that is always 1 (valid held high / ready held high).
 ALWAYS = b"\x01"
 
-_STATUS = {0: "drained", 1: "stall", 2: "output overflow", 3: "max cycles"}
 _AXIL_PHASES = {0: "idle", 1: "AR", 2: "R", 3: "AW/W", 4: "B"}
 _AXIL_SIGNALS = ("awaddr", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp", "bvalid", "bready",
                  "araddr", "arvalid", "arready", "rdata", "rresp", "rvalid", "rready")
 
 
-class HarnessBuildError(RuntimeError):
+class HarnessBuildError(WirespeedError, RuntimeError):
     """Verilator or the C++ compiler failed; the message holds the first error and the command to rerun."""
 
 
@@ -633,12 +631,12 @@ def ints_from_words(array: np.ndarray) -> list[int]:
     return [int.from_bytes(raw[i:i + size], "little") for i in range(0, len(raw), size)]
 
 
-def pack_bytes_beats(packets, width: int, tail) -> tuple[np.ndarray, np.ndarray]:
+def pack_bytes_beats(packets, width: int) -> tuple[np.ndarray, tuple]:
     """Byte packets as beats of ``width`` bytes: returns ``(data_words, (n_valid, last, packet_index))``.
 
     ``data_words`` has shape ``(beats, width // 4)`` (lane 0 in the low byte of word 0); the second element holds,
     per beat, the number of valid bytes, the packet-end flag and the packet's index. An empty packet is one beat with
-    no valid bytes. ``tail`` is unused (kept for symmetry with callers that pass the stream)."""
+    no valid bytes."""
     sizes = np.fromiter((len(p) for p in packets), np.int64, len(packets))
     nbeats = np.maximum(1, (sizes + width - 1) // width)
     padded = b"".join(bytes(p) + b"\0" * (int(nb) * width - len(p)) for p, nb in zip(packets, nbeats))

@@ -81,7 +81,7 @@ def _beat_bits(width: int) -> tuple[int, int]:
 
 def byte_beats(packets, width: int, words: int) -> np.ndarray:
     """``packets`` as ``i_stream`` beats: ``uint32`` rows of ``words`` words, laid out as :func:`ByteBeat`."""
-    data, (n_valid, last, _) = pack_bytes_beats(packets, width, None)
+    data, (n_valid, last, _) = pack_bytes_beats(packets, width)
     beats = np.zeros((len(data), words), np.uint32)
     beats[:, :width // 4] = data
     for bit, values in zip(_beat_bits(width), (n_valid, last)):
