@@ -211,7 +211,7 @@ def cmd_bench(args) -> dict:
             print(f"{r['mode']:<9} {r['mix']:<11} {r['packets']:>7} {r['beats']:>7} {r['beats_per_cycle']:>11.4f} "
                   f"{lat_text:>27} {r['verdict_mismatches']:>10} {r['egress_mismatches']:>10}")
         if report["core_sim_cycles_per_s"]:
-            print(f"whole core on Verilator: {report['core_sim_cycles_per_s']:,} simulated cycles/s")
+            print(f"whole core on Verilator (compiled harness): {report['core_sim_cycles_per_s']:,} simulated cycles/s")
         if report["sim_open"]:
             print(f'open("sim"), build cached: {report["sim_open"]["best_s"]} s (best of {report["sim_open"]["repeat"]})')
         r = report["sim_classify_many"]
