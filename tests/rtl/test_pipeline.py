@@ -78,13 +78,9 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None:
-    import ipaddress
-    import itertools
-
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
-    from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink,
-                               AxiStreamSource)
+    from cocotb.triggers import ClockCycles
+    from support import testbench
+    from support.streams import AxisBeat, StreamSink, StreamSource, random_pauses
 
     from wirespeed.hdl.pipeline import DECISION_LATENCY_CYCLES
     from wirespeed.host import traffic
@@ -94,29 +90,17 @@ if cocotb is not None:
     from wirespeed.host.offload import AsyncOffload, Offload
     from wirespeed.host.registers import arun, run
     from wirespeed.host.router import MS_RSS_KEY, RSS_VECTORS
-    from wirespeed.host.transport_cocotb import CocotbTransport
     from wirespeed.host.verdict import Verdict, VerdictRecord
 
     W = 8
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.transport = CocotbTransport(self.axil)
-            self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis", bus_separator="__"), dut.clk,
-                                          dut.rst)
-            self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis", bus_separator="__"), dut.clk, dut.rst)
-            self.vsink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_verdict", bus_separator="__"), dut.clk,
-                                       dut.rst)
+            super().__init__(dut, seed_env="PIPELINE_SEED")
+            self.source = StreamSource(self, "s_axis", axis=True)
+            self.sink = StreamSink(self, "m_axis", axis=True)
+            self.vsink = StreamSink(self, "m_verdict", axis=True)
             self.model = Offload(ModelTransport(CoreParams()), "model")
-
-        async def reset(self):
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
 
         async def configure(self, rng, inline: bool, ports=(80, 8080)):
             """The same configuration on the RTL (AsyncOffload) and the model (Offload); returns known keys."""
@@ -172,11 +156,14 @@ if cocotb is not None:
         got["latency_cycles"] = want["latency_cycles"] = None
         assert got == want, f"{what} (seed {param('seed')}):\n rtl   {got}\n model {want}"
 
-    def record_of(frame) -> VerdictRecord:
-        return VerdictRecord.from_bits(int.from_bytes(bytes(frame.tdata), "little"))
+    def record_of(packet) -> VerdictRecord:
+        """The record of one ``m_verdict`` transfer (``tdata``, through the layout's record)."""
+        return VerdictRecord.from_bits(int.from_bytes(packet.data, "little"))
 
     def pause(rng, p):
-        return itertools.cycle([rng.random() < p for _ in range(1009)])
+        """Pauses with probability ``p`` from their own generator, so the traffic drawn from ``rng`` afterwards does
+        not depend on how many cycles pass."""
+        return random_pauses(random.Random(rng.getrandbits(64)), p)
 
     @cocotb.test()
     async def axis_backpressure(dut):
@@ -190,20 +177,20 @@ if cocotb is not None:
         tb.sink.set_pause_generator(pause(rng, 0.4))
         tb.vsink.set_pause_generator(pause(rng, 0.5))
         for p in pkts:
-            await tb.source.send(AxiStreamFrame(p))
+            tb.source.send_packet(p)
         # The MMIO submit window meanwhile: the arbiter interleaves whole packets from both inputs.
         mmio_reqs = [traffic.realistic(rng, api_key=rng.choice(keys)) for _ in range(30)]
         mmio = await tb.dev.classify_many(mmio_reqs)
         for i, (req, got) in enumerate(zip(mmio_reqs, mmio)):
             assert_same_verdict(got, tb.model.transport.model.classify(req, False, 0).record, f"MMIO request {i}")
         for i, p in enumerate(pkts):
-            out = await tb.sink.recv()
-            verdict = await tb.vsink.recv()
-            assert bytes(out.tdata) == p, f"packet {i} changed on m_axis"
-            tuser = out.tuser if isinstance(out.tuser, list) else [out.tuser] * len(out.tdata)
+            out = await tb.sink.recv_packet()
+            verdict = await tb.vsink.recv_packet()
+            assert out.data == p, f"packet {i} changed on m_axis"
+            tuser = [beat.value.tuser for beat in out.beats]
             rec = record_of(verdict)
             assert VerdictRecord.from_bits(tuser[-1]) == rec, f"packet {i}: tuser and m_verdict differ"
-            assert all(u == 0 for u in tuser[:-W]), f"packet {i}: tuser set before the last beat"
+            assert all(u == 0 for u in tuser[:-1]), f"packet {i}: tuser set before the last beat"
             assert_same_verdict(rec, tb.expect(p, inline), f"packet {i} {p[:80]!r}")
         await ClockCycles(dut.clk, 50)
         assert tb.sink.empty() and tb.vsink.empty(), "extra output"
@@ -218,55 +205,21 @@ if cocotb is not None:
         for inline in (False, True):
             keys = await tb.configure(rng, inline)
             pkts = packets(rng, keys, param("packets"), inline)
-            tb.sink.pause = False
-            tb.vsink.pause = False
-            # Drive s_axis by hand: valid held high, one beat per cycle, back to back.
-            s = dut
-            beats = []
-            for pi, p in enumerate(pkts):
-                chunks = [p[i:i + W] for i in range(0, len(p), W)]
-                for ci, c in enumerate(chunks):
-                    beats.append((pi, ci, c, ci == len(chunks) - 1))
-            accepted = {}
-            verdict_cycles = []
-            cycle = 0
-            done = asyncio_done = False
-
-            async def watch():
-                c = 0
-                while True:
-                    await RisingEdge(dut.clk)
-                    c += 1
-                    if dut.m_verdict__tvalid.value and dut.m_verdict__tready.value:
-                        verdict_cycles.append(c)
-            watcher = cocotb.start_soon(watch())
-            stalls = 0
-            await FallingEdge(dut.clk)
-            i = 0
-            c = 0
-            while i < len(beats):
-                pi, ci, chunk, last = beats[i]
-                s.s_axis__tvalid.value = 1
-                s.s_axis__tdata.value = int.from_bytes(chunk.ljust(W, b"\0"), "little")
-                s.s_axis__tkeep.value = (1 << len(chunk)) - 1
-                s.s_axis__tlast.value = int(last)
-                await RisingEdge(dut.clk)
-                c += 1
-                if s.s_axis__tready.value:
-                    accepted[(pi, ci)] = c
-                    i += 1
-                else:
-                    stalls += 1
-                await FallingEdge(dut.clk)
-            s.s_axis__tvalid.value = 0
-            while len(verdict_cycles) < len(pkts):
-                await RisingEdge(dut.clk)
-            watcher.kill()
+            # Valid held high, one beat per cycle, back to back; every output always ready.
+            source = tb.source
+            source.accepted.clear()
+            first_beat, n_beats = [], 0             # each packet's first beat, an index into source.accepted
+            for p in pkts:
+                first_beat.append(n_beats)
+                n_beats += source.send_packet(p)
+            await tb.wait_until(lambda: len(tb.vsink) >= len(pkts) and source.idle,
+                                what=f"verdicts for {len(pkts)} packets (inline={inline})")
+            stalls = sum(beat.cycle - beat.offered for beat in source.accepted)
             assert stalls == 0, f"s_axis stalled {stalls} times with every output ready (inline={inline})"
-            # Drain the egress copy and records.
+            verdict_cycles = [(await tb.vsink.recv_packet()).last_cycle for _ in pkts]
+            # Drain the egress copy.
             for _ in pkts:
-                await tb.sink.recv()
-                await tb.vsink.recv()
+                await tb.sink.recv_packet()
             worst = 0
             for pi, p in enumerate(pkts):
                 core = tb.model.transport.model
@@ -281,7 +234,7 @@ if cocotb is not None:
                 else:
                     stop_byte = payload_stop
                 stop_beat = min(stop_byte // W, -(-len(p) // W) - 1)
-                delay = verdict_cycles[pi] - accepted[(pi, stop_beat)]
+                delay = verdict_cycles[pi] - source.accepted[first_beat[pi] + stop_beat].cycle
                 worst = max(worst, delay)
                 if not inline:
                     assert delay == DECISION_LATENCY_CYCLES, (pi, delay, p)
@@ -305,9 +258,9 @@ if cocotb is not None:
         for v in RSS_VECTORS:
             frame = build_frame(request, v6=v["family"] == 6, src=v["src"], dst=v["dst"], sport=v["sport"],
                                 dport=v["dport"])
-            await tb.source.send(AxiStreamFrame(frame))
-            rec = record_of(await tb.vsink.recv())
-            await tb.sink.recv()
+            tb.source.send_packet(frame)
+            rec = record_of(await tb.vsink.recv_packet())
+            await tb.sink.recv_packet()
             verdict = Verdict.from_record(rec)
             assert "l4_valid" in verdict.flags, verdict
             assert verdict.hash == v["with_ports"], (v, hex(verdict.hash))
@@ -321,15 +274,11 @@ if cocotb is not None:
         await tb.reset()
         keys = await tb.configure(rng, True)
         frame = build_frame(traffic.realistic(rng, api_key=keys[0]))
-        # Half a frame, then reset with valid still high.
-        await FallingEdge(dut.clk)
-        for i in range(0, len(frame) // 2, W):
-            dut.s_axis__tvalid.value = 1
-            dut.s_axis__tdata.value = int.from_bytes(frame[i:i + W], "little")
-            dut.s_axis__tkeep.value = (1 << W) - 1
-            dut.s_axis__tlast.value = 0
-            await FallingEdge(dut.clk)
-        dut.s_axis__tvalid.value = 0
+        # Half a frame (no tlast), then reset.
+        half = [AxisBeat(int.from_bytes(frame[i:i + W], "little"), (1 << W) - 1, False)
+                for i in range(0, len(frame) // 2, W)]
+        tb.source.send_many(half)
+        await ClockCycles(dut.clk, len(half))
         await tb.reset()
         await ClockCycles(dut.clk, 20)
         assert tb.vsink.empty(), "a verdict for the interrupted frame"
@@ -338,11 +287,11 @@ if cocotb is not None:
         keys = await tb.configure(rng, True)
         pkts = packets(rng, keys, param("packets"), True)
         for p in pkts:
-            await tb.source.send(AxiStreamFrame(p))
+            tb.source.send_packet(p)
         for i, p in enumerate(pkts):
-            out = await tb.sink.recv()
-            rec = record_of(await tb.vsink.recv())
-            assert bytes(out.tdata) == p, f"packet {i} after the reset"
+            out = await tb.sink.recv_packet()
+            rec = record_of(await tb.vsink.recv_packet())
+            assert out.data == p, f"packet {i} after the reset"
             assert_same_verdict(rec, tb.expect(p, True), f"packet {i} after the reset")
 
     @cocotb.test()
@@ -357,7 +306,6 @@ if cocotb is not None:
         # (the header ends in that beat, so the flag is there before the verdict).
         bad = {1: (1, 0b11110111), 3: (2, 0b00001111), 5: (-1, 0b101)}
         sent = []
-        await FallingEdge(dut.clk)
         for pi, p in enumerate(reqs):
             chunks = [p[i:i + W] for i in range(0, len(p), W)]
             kept = b""
@@ -366,20 +314,12 @@ if cocotb is not None:
                 if pi in bad and ci == bad[pi][0] % len(chunks):
                     keep = bad[pi][1] & ((1 << len(c)) - 1)
                 kept += bytes(b for k, b in enumerate(c) if keep >> k & 1)
-                dut.s_axis__tvalid.value = 1
-                dut.s_axis__tdata.value = int.from_bytes(c.ljust(W, b"\0"), "little")
-                dut.s_axis__tkeep.value = keep
-                dut.s_axis__tlast.value = int(ci == len(chunks) - 1)
-                await RisingEdge(dut.clk)
-                while not dut.s_axis__tready.value:
-                    await RisingEdge(dut.clk)
-                await FallingEdge(dut.clk)
+                tb.source.send(AxisBeat(int.from_bytes(c.ljust(W, b"\0"), "little"), keep, ci == len(chunks) - 1))
             sent.append(kept)
-        dut.s_axis__tvalid.value = 0
         for pi, kept in enumerate(sent):
-            out = await tb.sink.recv()
-            v = Verdict.from_record(record_of(await tb.vsink.recv()))
-            assert bytes(out.tdata) == kept, f"packet {pi} changed on m_axis"
+            out = await tb.sink.recv_packet()
+            v = Verdict.from_record(record_of(await tb.vsink.recv_packet()))
+            assert out.data == kept, f"packet {pi} changed on m_axis"
             if pi in bad:
                 assert (v.action, v.reason) == ("punt", "bad_tkeep") and "bad_tkeep" in v.flags, (pi, v)
             else:
@@ -412,18 +352,18 @@ if cocotb is not None:
         ]
         await tb.dev.tenants.configure(unknown_policy="punt")
         for name, frame in cases:
-            await tb.source.send(AxiStreamFrame(frame))
-            out = await tb.sink.recv()
-            v = Verdict.from_record(record_of(await tb.vsink.recv()))
-            assert bytes(out.tdata) == frame, name
+            tb.source.send_packet(frame)
+            out = await tb.sink.recv_packet()
+            v = Verdict.from_record(record_of(await tb.vsink.recv_packet()))
+            assert out.data == frame, name
             assert v.reason == name and v.action == ("forward" if name == "ok" else "punt"), (name, v)
             assert (await tb.dev.classify_frame(frame)).reason == name, name
         # Over the header limit: inline, that is a punt too.
         await tb.dev.write_register("parser.limits.max_header_bytes", 32)
         frame = build_frame(req)
-        await tb.source.send(AxiStreamFrame(frame))
-        await tb.sink.recv()
-        v = Verdict.from_record(record_of(await tb.vsink.recv()))
+        tb.source.send_packet(frame)
+        await tb.sink.recv_packet()
+        v = Verdict.from_record(record_of(await tb.vsink.recv_packet()))
         assert (v.action, v.reason, v.status) == ("punt", "header_too_large", 0), v
         # The same request in lookaside is a 431.
         v = await tb.dev.classify(req)
