@@ -32,28 +32,13 @@ except ImportError:  # collected by pytest without cocotb's simulator context: n
     cocotb = None
 
 if cocotb is not None:
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from support.testbench import TB
 
     from wirespeed.host.errors import BusError
     from wirespeed.host.model import CoreModel
     from wirespeed.host.offload import AsyncOffload
     from wirespeed.host.registers import Registers, arun
-    from wirespeed.host.transport_cocotb import CocotbTransport
-
-    class TB:
-        def __init__(self, dut):
-            self.dut = dut
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
-            self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-            self.transport = CocotbTransport(self.axil)
-
-        async def reset(self):
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
 
     def core_params() -> CoreParams:
         """The CoreParams test_core_id passed (as JSON)."""
