@@ -194,11 +194,13 @@ if cocotb is not None:
     import random
     from collections import Counter, deque
 
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
-    from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+    from cocotb.triggers import ClockCycles, RisingEdge, Timer
+    from cocotbext.axi import AxiLiteBus
     from cocotbext.axi.axil_channels import (AxiLiteARSource, AxiLiteAWSource, AxiLiteBSink, AxiLiteRSink,
                                              AxiLiteWSource)
+
+    from support import testbench
+    from support.streams import phased_pauses
 
     from wirespeed.host.regmap import Memory as MemNode
     from wirespeed.host.register_model import (DECERR, OKAY, RESP_NAMES, SLVERR, RegisterBankModel,
@@ -252,28 +254,29 @@ if cocotb is not None:
 
         # -- per-cycle sampling -------------------------------------------------------------------------------------
 
-        async def run(self):
-            dut, fe = self.dut, FallingEdge(self.dut.clk)
-            while self.running:
-                await fe
-                if _u(dut.rst):
-                    self._axi_prev, self.pending_ack, self.exp_pulse, self.in_reset = None, None, {}, True
-                    continue
-                if self.in_reset:
-                    self.in_reset = False
-                    self._model_reset()
-                self.cycles += 1
-                self._check_outputs()
-                self._check_axi_stability()
-                r_stb, w_stb, ack = _u(self.mon["r_stb"]), _u(self.mon["w_stb"]), _u(self.mon["ack"])
-                assert not (r_stb and w_stb), "r_stb and w_stb both high"
-                if self.pending_ack is not None:
-                    self._check_ack(ack)
-                else:
-                    assert not ack, f"cycle {self.cycles}: ack without a request accepted last cycle"
-                    if r_stb or w_stb:
-                        self._access(bool(w_stb))
-                self._increments()
+        def on_cycle(self, cycle):
+            """The TB's cycle loop calls this at every falling edge (until ``running`` is cleared)."""
+            if not self.running:
+                return
+            dut = self.dut
+            if _u(dut.rst):
+                self._axi_prev, self.pending_ack, self.exp_pulse, self.in_reset = None, None, {}, True
+                return
+            if self.in_reset:
+                self.in_reset = False
+                self._model_reset()
+            self.cycles += 1
+            self._check_outputs()
+            self._check_axi_stability()
+            r_stb, w_stb, ack = _u(self.mon["r_stb"]), _u(self.mon["w_stb"]), _u(self.mon["ack"])
+            assert not (r_stb and w_stb), "r_stb and w_stb both high"
+            if self.pending_ack is not None:
+                self._check_ack(ack)
+            else:
+                assert not ack, f"cycle {self.cycles}: ack without a request accepted last cycle"
+                if r_stb or w_stb:
+                    self._access(bool(w_stb))
+            self._increments()
 
         def _check_outputs(self):
             model = self.model
@@ -405,23 +408,19 @@ if cocotb is not None:
             n_err = sum(1 for *_, r in self.reads if r != OKAY) + sum(1 for *_, r in self.writes if r != OKAY)
             assert self.errors_seen == n_err, (self.errors_seen, n_err)
 
-    class TB:
+    class TB(testbench.TB):
         """Clock, reset, model + scoreboard, and either an AxiLiteMaster or raw AXI4-Lite channel endpoints."""
 
         def __init__(self, dut, raw: bool = False):
-            self.dut = dut
+            super().__init__(dut, regmap=kinds_regmap(), axil=None if raw else "s_axil", seed_env="REGBANK_SEED")
             self.log = logging.getLogger("cocotb.tb")
             self.log.setLevel(logging.INFO)
-            self.seed = param("seed", cocotb.RANDOM_SEED)
-            self.log.info("seed = %d (rerun: REGBANK_SEED=%d)", self.seed, self.seed)
-            self.rng = random.Random(self.seed)
             self.regmap = kinds_regmap()
             self.model = RegisterBankModel(self.regmap)
             for mem in self.regmap.memories:
                 self.model.mem[mem.name] = mem_init(mem)
             self.sb = Scoreboard(dut, self.model, self.log)
-            self._sb_task = None
-            cocotb.start_soon(Clock(dut.clk, 4, unit="ns").start())
+            self._sb_started = False
             self.raw = raw
             # cocotbext-axi logs every transaction and reset edge at INFO: keep the log readable at 20 000 transfers.
             logging.getLogger(f"cocotb.{dut._name}.s_axil").setLevel(logging.WARNING)
@@ -434,10 +433,6 @@ if cocotb is not None:
                 self.r = AxiLiteRSink(bus.read.r, dut.clk, dut.rst)
                 for ch in (self.aw, self.w, self.b, self.ar, self.r):
                     ch.log.setLevel(logging.WARNING)
-            else:
-                self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
-                self.axil.write_if.log.setLevel(logging.WARNING)
-                self.axil.read_if.log.setLevel(logging.WARNING)
             ports = field_ports(self.regmap)
             self.hwv_pins = [(getattr(dut, n), f.width) for role, n, _, f in ports if role == "hwv"]
             self.incr_pins = {f"{r.name}.{f.name}": getattr(dut, n) for role, n, r, f in ports if role == "incr"}
@@ -448,32 +443,19 @@ if cocotb is not None:
             for mem in self.regmap.memories:
                 getattr(dut, f"peek_{_flat(mem.path)}_addr").value = 0
 
-        async def reset(self):
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            if self._sb_task is None:
-                self._sb_task = cocotb.start_soon(self.sb.run())
-            await ClockCycles(self.dut.clk, 2)
+        def on_reset_released(self):
+            if not self._sb_started:            # the scoreboard sees every cycle from the first one out of reset
+                self.on_cycle(self.sb.on_cycle)
+                self._sb_started = True
 
         # -- stimulus helpers ---------------------------------------------------------------------------------------
 
-        def pause_gen(self, rng: random.Random):
-            """Random AXI pauses: phases of free flow, light or heavy random stalls, and long solid stalls."""
-            while True:
-                mode = rng.choice(["free", "light", "heavy", "stall"])
-                if mode == "stall":
-                    yield from [True] * rng.randint(5, 25)
-                    continue
-                p = {"free": 0.0, "light": 0.25, "heavy": 0.75}[mode]
-                for _ in range(rng.randint(10, 80)):
-                    yield rng.random() < p
-
         def set_backpressure(self):
+            """Random AXI pauses on every channel: phases of free flow, light or heavy stalls, long solid stalls."""
             a = self.axil
             for ch in (a.write_if.aw_channel, a.write_if.w_channel, a.write_if.b_channel,
                        a.read_if.ar_channel, a.read_if.r_channel):
-                ch.set_pause_generator(self.pause_gen(random.Random(self.rng.getrandbits(64))))
+                ch.set_pause_generator(phased_pauses(random.Random(self.rng.getrandbits(64))))
 
         async def drive_hw(self, stop):
             """Randomly change hw_value inputs and counter increments, just after rising edges."""
