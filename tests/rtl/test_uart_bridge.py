@@ -134,8 +134,8 @@ except ImportError:
     cocotb = None
 
 if cocotb is not None:
-    from cocotb.clock import Clock
-    from cocotb.triggers import ClockCycles, FallingEdge, Timer
+    from cocotb.triggers import FallingEdge, Timer
+    from support import testbench
 
     from wirespeed.hdl.uart_bridge import (OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT, STATUS_BAD_OP,
                                            STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
@@ -146,22 +146,16 @@ if cocotb is not None:
     DIV = clocks_per_bit(BANK_CLK_HZ, BANK_BAUD)
     BIT_NS = DIV * CLK_NS
 
-    class TB:
+    class TB(testbench.TB):
         def __init__(self, dut):
-            self.dut = dut
-            self.rng = random.Random(param("seed"))
+            super().__init__(dut, axil=None, clock_ns=CLK_NS, seed_env="UART_SEED")
             self.received = []
             self.skew = 0.0             # the host's bit time is off by this fraction
-            dut._log.info("seed %d", param("seed"))
-            cocotb.start_soon(Clock(dut.clk, CLK_NS, unit="ns").start())
 
         async def reset(self):
             self.dut.rx.value = 1
             self.dut.stall.value = 0
-            self.dut.rst.value = 1
-            await ClockCycles(self.dut.clk, 3)
-            self.dut.rst.value = 0
-            await ClockCycles(self.dut.clk, 2)
+            await super().reset()
             cocotb.start_soon(self.receiver())
 
         # -- the host's UART --
