@@ -22,7 +22,7 @@ from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
 from .router_block import RouterBlock
 from .telemetry import TelemetryBlock
-from .transport import Transport, check_access
+from .transport import Transport, check_access, check_submit
 
 __all__ = ["CoreModel", "ModelTransport", "AXIL_ACCESS_CYCLES"]
 
@@ -147,13 +147,19 @@ class CoreModel:
 
 
 class ModelTransport(Transport):
-    """Register access to a :class:`CoreModel`; error responses raise :class:`BusError` as on ``"sim"``."""
+    """Register access to a :class:`CoreModel`; error responses raise :class:`BusError` as on ``"sim"``.
+
+    ``submit``: ``"stream"`` (default, as ``"sim"`` does) sends ``classify*`` batches through ``s_axis``;
+    ``"mmio"`` makes the driver use the MMIO submit window, as on a board without DMA (``"uart:"``, ``"uio:"`` ...).
+    """
 
     scheme = "model"
 
-    def __init__(self, params: CoreParams = CoreParams(), model: CoreModel | None = None):
+    def __init__(self, params: CoreParams = CoreParams(), model: CoreModel | None = None, submit: str = "stream"):
         self.model = model or CoreModel(params)
         self._closed = False
+        if check_submit(submit) == "mmio":
+            self.classify_stream = None
 
     def read32(self, address: int) -> int:
         self._check(address)

@@ -13,7 +13,17 @@ from typing import Iterable, Sequence
 
 from .errors import TransportError
 
-__all__ = ["Transport", "AsyncTransport", "check_access"]
+__all__ = ["Transport", "AsyncTransport", "check_access", "SUBMIT_PATHS", "check_submit"]
+
+#: How a transport that could do both submits requests: through the packet stream, or the MMIO window.
+SUBMIT_PATHS = ("stream", "mmio")
+
+
+def check_submit(submit: str) -> str:
+    if submit not in SUBMIT_PATHS:
+        from .errors import ConfigError
+        raise ConfigError("submit", submit, f"must be one of {', '.join(SUBMIT_PATHS)}")
+    return submit
 
 
 def check_access(address: int, size: int | None, value: int | None = None) -> None:
@@ -35,6 +45,10 @@ class Transport(abc.ABC):
 
     #: The URI scheme, for messages.
     scheme: str = "?"
+    #: ``classify_stream(packets, inline) -> [VerdictRecord]`` on transports that can send a batch of packets
+    #: through the core's packet stream (``"sim"``, ``"model"``); ``None`` where requests go through the MMIO submit
+    #: window (every board transport today). ``Offload.classify*`` picks the path from it.
+    classify_stream = None
 
     @abc.abstractmethod
     def read32(self, address: int) -> int:

@@ -21,7 +21,7 @@ from ..sim.runner import waves_enabled
 from .errors import BusError, TransportError
 from .pipeline import stream_batch_cycles
 from .register_model import OKAY, RESP_NAMES
-from .transport import Transport, check_access
+from .transport import Transport, check_access, check_submit
 from .verdict import RECORD_WORDS, VerdictRecord
 
 __all__ = ["SimTransport", "HarnessAxiLite", "TOP_NAME", "core_verilog"]
@@ -134,10 +134,16 @@ class SimTransport(HarnessAxiLite):
         Elaboration parameters of the simulated core.
     waves : bool or None
         Write ``dump.fst`` in the harness's build directory; defaults to the ``WAVES`` environment variable.
+    submit : str
+        ``"stream"`` (default): ``classify*`` batches go through ``s_axis`` (:meth:`classify_stream`); ``"mmio"``:
+        through the MMIO submit window, as on a board without DMA.
     """
 
-    def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000):
+    def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000,
+                 submit: str = "stream"):
         self.params = params
+        if check_submit(submit) == "mmio":
+            self.classify_stream = None
         harness = Harness(core_verilog(params), TOP_NAME, waves=waves_enabled() if waves is None else waves)
         super().__init__(harness, timeout_cycles=timeout_cycles)
         self.width = params.width_bytes

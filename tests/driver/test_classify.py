@@ -38,7 +38,7 @@ def test_classify_forwards_a_known_tenant_and_names_every_field():
         assert isinstance(v, Verdict)
         assert (v.action, v.status, v.reason) == ("forward", 200, "ok")
         assert v.tenant is not None and v.pool == 0 and v.backend in (1, 2, 3, 4) and v.retry_after_s is None
-        assert {"key_present", "tenant_found", "complete", "mmio"} <= v.flags
+        assert {"key_present", "tenant_found", "complete"} <= v.flags and "mmio" not in v.flags     # the stream
         assert 0 < v.latency_cycles < 1000 and 0 <= v.hash < 2**32
         assert dev.classify(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").status == 401      # no key, policy reject
         bad = dev.classify(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -108,8 +108,23 @@ def test_a_missing_verdict_raises_instead_of_hanging(record_bus):
         dev.classify(b"GET / HTTP/1.1\r\n\r\n")
 
 
+def test_the_mmio_window_gives_the_same_verdicts_but_its_flag():
+    rng = random.Random(5)
+    reqs = [traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(50)] + list(traffic.mix(rng, 50))
+    with wirespeed.open("model") as a, wirespeed.open("model", submit="mmio") as b:
+        _configure(a)
+        _configure(b)
+        stream, mmio = a.classify_many(reqs), b.classify_many(reqs)
+    assert all("mmio" in v.flags for v in mmio) and not any("mmio" in v.flags for v in stream)
+    strip = [(v.action, v.status, v.reason, v.tenant, v.pool, v.backend, v.hash, v.flags - {"mmio"}) for v in stream]
+    assert strip == [(v.action, v.status, v.reason, v.tenant, v.pool, v.backend, v.hash, v.flags - {"mmio"})
+                     for v in mmio]
+    with pytest.raises(ConfigError, match="submit"):
+        wirespeed.open("model", submit="dma")
+
+
 def test_results_left_by_another_driver_are_reported():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", submit="mmio") as dev:
         dev.write_register("pipeline.submit_data", int.from_bytes(b"GET ", "little"))
         dev.write_register("pipeline.doorbell", 4)
         with pytest.raises(TransportError, match="already wait"):

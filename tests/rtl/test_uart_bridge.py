@@ -458,7 +458,7 @@ def uart_core():
     dut = VerilatedModel(to_verilog(BridgeCoreHarness(), top), top, waves=waves_enabled())
     port = VerilatedSerialPort(dut, clocks_per_bit(CORE_CLK_HZ, CORE_BAUD))
     with Offload(UartTransport(port, owns_port=True, name="sim"), "uart:sim") as dev, \
-            wirespeed.open("model") as model:
+            wirespeed.open("model", submit="mmio") as model:
         yield dev, model, port
 
 
