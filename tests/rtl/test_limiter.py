@@ -77,6 +77,7 @@ if cocotb is not None:
 
     from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
     from support import testbench
+    from support.configs import limiter_requests
     from support.layouts import LayoutCodec, unpack
     from support.streams import StreamSink, StreamSource, random_pauses
 
@@ -350,25 +351,7 @@ if cocotb is not None:
             await self.wait_until(done, timeout_cycles=limit, what="host activity finished")
 
         def make_requests(self, n):
-            rng = self.rng
-            hot = self.keys[:3]
-            out = []
-            for _ in range(n):
-                r = rng.random()
-                if r < 0.35 and hot:
-                    fp, present = rng.choice(hot), 1
-                elif r < 0.85 and self.keys:
-                    fp, present = rng.choice(self.keys), 1
-                elif r < 0.95:
-                    fp, present = rng.getrandbits(64), 1
-                else:
-                    fp, present = rng.getrandbits(64), 0
-                cl_present = int(rng.random() < 0.5)
-                cl = rng.choice([0, 10, 1000, 70_000, rng.getrandbits(64)]) if cl_present else rng.getrandbits(8)
-                x_numeric = int(rng.random() < 0.5)
-                x_value = rng.choice([0, 1, 4096, 100_000, rng.getrandbits(64)]) if x_numeric else rng.getrandbits(4)
-                out.append((fp, present, cl, cl_present, x_numeric, x_value))
-            return out
+            return limiter_requests(self.rng, self.keys, n)
 
         async def check_counters(self):
             for name in ("allow", "reject_429", "reject_401", "punt", "cmd_applied", "cmd_unknown", "table_ops"):

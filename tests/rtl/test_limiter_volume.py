@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from support.configs import limiter_requests
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Out
@@ -424,25 +425,7 @@ class LimiterBench:
     # -- traffic ------------------------------------------------------------------------------------------------
 
     def make_requests(self, n):
-        rng = self.rng
-        hot = self.keys[:3]
-        out = []
-        for _ in range(n):
-            r = rng.random()
-            if r < 0.35 and hot:
-                fp, present = rng.choice(hot), 1
-            elif r < 0.85 and self.keys:
-                fp, present = rng.choice(self.keys), 1
-            elif r < 0.95:
-                fp, present = rng.getrandbits(64), 1
-            else:
-                fp, present = rng.getrandbits(64), 0
-            cl_present = int(rng.random() < 0.5)
-            cl = rng.choice([0, 10, 1000, 70_000, rng.getrandbits(64)]) if cl_present else rng.getrandbits(8)
-            x_numeric = int(rng.random() < 0.5)
-            x_value = rng.choice([0, 1, 4096, 100_000, rng.getrandbits(64)]) if x_numeric else rng.getrandbits(4)
-            out.append((fp, present, cl, cl_present, x_numeric, x_value))
-        return out
+        return limiter_requests(self.rng, self.keys, n)
 
     def round(self, requests, valid_p, ready_p):
         """Offer ``requests`` with random valid and ready while the host keeps the table, clock and policy busy,

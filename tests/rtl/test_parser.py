@@ -130,6 +130,7 @@ except ImportError:
 
 if cocotb is not None:
     from support import testbench
+    from support.configs import random_parser_config
     from support.streams import StreamSink, StreamSource, random_pauses
 
     from wirespeed.hdl.packet import ByteBeat
@@ -141,23 +142,7 @@ if cocotb is not None:
     from wirespeed.host.parser_registers import configure_ops
     from wirespeed.host.registers import arun
 
-    def random_config(rng: random.Random) -> ParserConfig:
-        poly, seed = derive_key(rng.randbytes(16))
-        prefixes = [None] * 16
-        for path, cls in [(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3), (b"/v1/models", 4),
-                          (b"/", 5), (b"/v1/chat", 6), (b"", 7)]:
-            if rng.random() < 0.8:
-                prefixes[rng.randrange(16)] = (path, cls)
-        # The same prefix twice with different classes: equal lengths both hit, and the lower index must win.
-        for path, cls in [(b"/v1/", 9), (b"/v1/chat/completions", 10), (b"", 11), (b"/", 12)]:
-            if rng.random() < 0.5:
-                prefixes[rng.randrange(16)] = (path, cls)
-        extras = [rng.choice([None, b"x-session-id", b"x-model", b"anthropic-version", b"content-type",
-                              b"host", b"user-agent", b"x-request-id"]) for _ in range(4)]
-        if rng.random() < 0.5:
-            extras[0] = b"content-length"       # numeric values: slot 0's extra_numeric / extra_value
-        return ParserConfig(max_header_bytes=rng.choice([8192, 8192, 1024, 300]), default_class=rng.randrange(16),
-                            poly=poly, seed=seed, prefixes=prefixes, extras=extras)
+
 
     class TB(testbench.TB):
         def __init__(self, dut):
@@ -250,7 +235,7 @@ if cocotb is not None:
         complete, errors = 0, [0] * len(ErrorFlag)
         while done < total:
             n = min(total - done, param("batch"))
-            tb.config = random_config(rng) if batch % 2 else ParserConfig(
+            tb.config = random_parser_config(rng) if batch % 2 else ParserConfig(
                 poly=derive_key(b"wirespeed")[0], seed=derive_key(b"wirespeed")[1],
                 prefixes=[(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3)],
                 extras=[b"x-session-id", b"x-model", b"anthropic-version", None])

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from support.configs import random_parser_config
 from wirespeed.hdl.packet import ByteBeat
 from wirespeed.hdl.parser import DESC_LATENCY_CYCLES, StandaloneParser, parser_regmap
 from wirespeed.hdl.parser_layouts import ErrorFlag
@@ -50,24 +51,7 @@ FIXED_CONFIG = ParserConfig(poly=_KEY[0], seed=_KEY[1],
                             extras=[b"x-session-id", b"x-model", b"anthropic-version", None])
 
 
-def random_config(rng: random.Random) -> ParserConfig:
-    """A random configuration: random key, prefixes (some the same path twice with different classes: equal lengths
-    both hit, and the lower index must win), extra names, Content-Length in slot 0 half the time, small limits."""
-    poly, seed = derive_key(rng.randbytes(16))
-    prefixes = [None] * 16
-    for path, cls in [(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3), (b"/v1/models", 4),
-                      (b"/", 5), (b"/v1/chat", 6), (b"", 7)]:
-        if rng.random() < 0.8:
-            prefixes[rng.randrange(16)] = (path, cls)
-    for path, cls in [(b"/v1/", 9), (b"/v1/chat/completions", 10), (b"", 11), (b"/", 12)]:
-        if rng.random() < 0.5:
-            prefixes[rng.randrange(16)] = (path, cls)
-    extras = [rng.choice([None, b"x-session-id", b"x-model", b"anthropic-version", b"content-type",
-                          b"host", b"user-agent", b"x-request-id"]) for _ in range(4)]
-    if rng.random() < 0.5:
-        extras[0] = b"content-length"       # numeric values: slot 0's extra_numeric / extra_value
-    return ParserConfig(max_header_bytes=rng.choice([8192, 8192, 1024, 300]), default_class=rng.randrange(16),
-                        poly=poly, seed=seed, prefixes=prefixes, extras=extras)
+
 
 
 # -- beats ------------------------------------------------------------------------------------------------------------
@@ -139,7 +123,7 @@ class Segment:
 
     def __init__(self, index: int, rng: random.Random, n: int, in_words: int, desc_words: int):
         self.index = index
-        self.config = random_config(rng) if index % 2 else FIXED_CONFIG
+        self.config = random_parser_config(rng) if index % 2 else FIXED_CONFIG
         self.packets = list(traffic.mix(rng, n))
         self.expected = [parse(p, self.config) for p in self.packets]
         self.beats = byte_beats(self.packets, WIDTH, in_words)
