@@ -77,7 +77,7 @@ if cocotb is not None:
 
     from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
     from support import testbench
-    from support.configs import limiter_requests
+    from support.configs import limiter_requests, random_plan
     from support.layouts import LayoutCodec, unpack
     from support.streams import StreamSink, StreamSource, random_pauses
 
@@ -172,17 +172,7 @@ if cocotb is not None:
             await self.write("cmd_push", int(refund) | (1 << 31))
 
         def random_plan(self):
-            rng, p = self.rng, self.params
-            while True:
-                req_rate = rng.choice([1, 3, 10, 1000, 50_000, rng.randrange(1, 1 << 24)])
-                cost_rate = rng.choice([1, 7, 1000, 100_000, rng.randrange(1, 1 << 32)])
-                req_burst = rng.randrange(1, min(p.req_burst_max, 64) + 1)
-                cost_burst = rng.randrange(1, min(p.cost_burst_max, 1 << 20) + 1)
-                plan = Plan(req_rate, req_burst, cost_rate, cost_burst)
-                try:
-                    return plan.validate(p)
-                except Exception:
-                    continue
+            return random_plan(self.rng, self.params)
 
         async def add_tenant(self, fp):
             index = self.rng.choice(list(self.plan_of))

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from support.configs import limiter_requests
+from support.configs import limiter_requests, random_plan
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Out
@@ -321,17 +321,7 @@ class LimiterBench:
         yield from self.write("cmd_push", int(refund) | (1 << 31))
 
     def random_plan(self):
-        rng, p = self.rng, self.params
-        while True:
-            req_rate = rng.choice([1, 3, 10, 1000, 50_000, rng.randrange(1, 1 << 24)])
-            cost_rate = rng.choice([1, 7, 1000, 100_000, rng.randrange(1, 1 << 32)])
-            req_burst = rng.randrange(1, min(p.req_burst_max, 64) + 1)
-            cost_burst = rng.randrange(1, min(p.cost_burst_max, 1 << 20) + 1)
-            plan = Plan(req_rate, req_burst, cost_rate, cost_burst)
-            try:
-                return plan.validate(p)
-            except Exception:
-                continue
+        return random_plan(self.rng, self.params)
 
     def add_tenant(self, fp):
         index = self.rng.choice(list(self.plan_of))

@@ -7,7 +7,7 @@ import random
 
 from wirespeed.host.parser import ParserConfig, derive_key
 
-__all__ = ["random_parser_config", "limiter_requests"]
+__all__ = ["random_parser_config", "limiter_requests", "random_plan"]
 
 
 def random_parser_config(rng: random.Random) -> ParserConfig:
@@ -53,3 +53,19 @@ def limiter_requests(rng: random.Random, keys: list, n: int) -> list[tuple]:
         x_value = rng.choice([0, 1, 4096, 100_000, rng.getrandbits(64)]) if x_numeric else rng.getrandbits(4)
         out.append((fp, present, cl, cl_present, x_numeric, x_value))
     return out
+
+
+def random_plan(rng: random.Random, params):
+    """A random limiter plan that ``params`` can hold (rates from 1/s to the maxima, small and large bursts)."""
+    from wirespeed.host.limiter import Plan
+    p = params
+    while True:
+        req_rate = rng.choice([1, 3, 10, 1000, 50_000, rng.randrange(1, 1 << 24)])
+        cost_rate = rng.choice([1, 7, 1000, 100_000, rng.randrange(1, 1 << 32)])
+        req_burst = rng.randrange(1, min(p.req_burst_max, 64) + 1)
+        cost_burst = rng.randrange(1, min(p.cost_burst_max, 1 << 20) + 1)
+        plan = Plan(req_rate, req_burst, cost_rate, cost_burst)
+        try:
+            return plan.validate(p)
+        except Exception:
+            continue
