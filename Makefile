@@ -3,7 +3,8 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.wirespeed-installed
-# pytest-xdist workers; the Verilator builds dominate and use one core each.
+# pytest-xdist workers; the Verilator builds dominate and use one core each. worksteal: a worker that runs out of
+# tests takes queued ones from the other (with plain "load", one worker sat idle for the last part of the run).
 JOBS     ?= 2
 PYTEST_ARGS ?=
 
@@ -36,7 +37,7 @@ demo: $(STAMP) $(WAVES_DEPS)
 	$(BIN)/wirespeed demo
 
 test: $(STAMP) $(WAVES_DEPS)
-	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/wirespeed bench
