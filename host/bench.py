@@ -74,7 +74,7 @@ def parser_cycles(width: int, mix: str, count: int = 200, seed: int = 1, progres
     """
     from ..sim.harness import Batch, ints_from_words, words_from_ints
 
-    top = f"parser_bench_w{width}"
+    top = f"parser_w{width}"            # the same build as the parser volume test's
     harness, bus = block_harness(top, lambda: StandaloneParser(width), width)
     try:
         config = bench_config()

@@ -43,7 +43,7 @@ def _harness_run(config, packets, patterns):
     from wirespeed.host.parser_registers import configure_ops
     from wirespeed.host.registers import Registers, run
     from wirespeed.sim.harness import Batch, ints_from_words, words_from_ints
-    top = f"parser_cmp_w{WIDTH}"
+    top = f"parser_w{WIDTH}"                       # shares the build with the bench's W = 8 parser
     last_bit = 8 * WIDTH + WIDTH.bit_length()
     harness, bus = block_harness(top, lambda: StandaloneParser(WIDTH), WIDTH,
                                  last_fields={"o_stream": ("payload", last_bit)})
@@ -71,7 +71,7 @@ def test_harness_matches_cocotb(tmp_path):
     config, packets, patterns = _traffic(SEED)
     ours = _harness_run(config, packets, patterns)
     out = tmp_path / "cocotb.json"
-    run_cocotb(StandaloneParser(WIDTH), toplevel=f"parser_cmp_w{WIDTH}", test_file=__file__, testcase="same_batch",
+    run_cocotb(StandaloneParser(WIDTH), toplevel=f"parser_harness_w{WIDTH}", test_file=__file__, testcase="same_batch",
                parameters={"seed": SEED, "out": str(out)})
     theirs = json.loads(out.read_text())
     theirs = {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in theirs.items()}
