@@ -28,7 +28,8 @@ from .parser_registers import configure_ops
 from .registers import Registers, run
 
 __all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
-           "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles", "sim_open_time", "sim_classify_rate", "block_harness",
+           "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles",
+           "sim_open_time", "sim_classify_rate", "block_harness",
            "core_model_rate", "software_baseline"]
 
 

@@ -17,7 +17,8 @@ from .errors import BusError, TransportError
 from .frontend import FrontEndConfig
 from .limiter_block import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
 from .parser_block import ParserBlock
-from .pipeline import STREAM_START_CYCLE, Outcome, PipelineBlock, classify_packet, limiter_now_cycle, stream_batch_cycles
+from .pipeline import (STREAM_START_CYCLE, Outcome, PipelineBlock, classify_packet, limiter_now_cycle,
+                       stream_batch_cycles)
 from .register_model import OKAY, RESP_NAMES, RegisterBankModel
 from .regmap import core_regmap
 from .router_block import RouterBlock
