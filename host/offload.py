@@ -7,13 +7,13 @@ URIs::
 
     model               bit-exact Python model of the core (no RTL, no Verilator)
     sim                 the Verilated RTL in-process (compiled harness); first use compiles it (cached in build/)
-
-``model`` and ``sim`` take ``submit="stream"`` (default: classify batches through the packet stream, like a board's
-DMA) or ``submit="mmio"`` (through the MMIO submit window, as the board transports do).
     pynq:<bitfile>      a PYNQ overlay, through pynq.Overlay / pynq.MMIO
     uio:/dev/uioN       mmap of a UIO device's map 0
     pci:<bdf>[/barN]    mmap of /sys/bus/pci/devices/<bdf>/resourceN (bar0 by default)
     uart:<dev>[@baud]   a board's UART-to-AXI4-Lite bridge (docs/uart-bridge.md), through pyserial
+
+``model`` and ``sim`` take ``submit="stream"`` (default: classify batches through the packet stream, like a board's
+DMA) or ``submit="mmio"`` (through the MMIO submit window, as the board transports do).
 """
 
 from __future__ import annotations
