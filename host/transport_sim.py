@@ -7,7 +7,7 @@ Every register access is a real AXI4-Lite transaction (5 cycles, as the model co
 model. :meth:`SimTransport.classify_stream` sends a whole batch of packets through ``s_axis`` back to back, like the
 AXI DMA path on a board, and reads one record per packet from ``m_verdict``. The Verilog is elaborated once per
 source tree and parameter set (``build/verilog/``) and compiled once per Verilog text (``build/harness/``), so a
-cached open takes well under a second.
+cached open takes about a second in a fresh process, imports included.
 """
 
 from __future__ import annotations
