@@ -282,8 +282,6 @@ def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
     from ..hdl.router_layouts import RouteVerdict as VerdictLayout
     from .router import RouterModel, maglev_table, pack_words
 
-    import numpy as np
-
     params = params or RouterParams(table_entries=2048, pools=4)
     harness, bus = block_harness("router_bench", lambda: StandaloneRouter(params), params)
     regs = Registers(router_regmap())

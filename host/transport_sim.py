@@ -90,34 +90,26 @@ class HarnessAxiLite(Transport):
     def write32(self, address: int, value: int) -> None:
         self._access(True, address, value)
 
-    def write_block(self, address: int, values) -> None:
-        """Consecutive writes in one harness batch (the same bus transactions as one write at a time)."""
-        values = list(values)
+    def _block(self, write: bool, address: int, values: list) -> list[int]:
+        """Consecutive accesses in one harness batch (the same bus transactions as one at a time); the read data."""
         if self._closed:
             raise TransportError(f"{self.scheme} transport is closed")
         for i, v in enumerate(values):
-            check_access(address + 4 * i, self._size, v)
+            check_access(address + 4 * i, self._size, v if write else None)
         if not values:
-            return
-        result = self.harness.run(Batch(ops=[(True, address + 4 * i, v) for i, v in enumerate(values)],
+            return []
+        result = self.harness.run(Batch(ops=[(write, address + 4 * i, v) for i, v in enumerate(values)],
                                         stall_cycles=self.timeout_cycles))
         for i, resp in enumerate(result.resps):
             if resp != OKAY:
-                raise BusError("write", address + 4 * i, RESP_NAMES[resp])
+                raise BusError("write" if write else "read", address + 4 * i, RESP_NAMES[resp])
+        return result.reads
+
+    def write_block(self, address: int, values) -> None:
+        self._block(True, address, list(values))
 
     def read_block(self, address: int, count: int) -> list[int]:
-        if self._closed:
-            raise TransportError(f"{self.scheme} transport is closed")
-        for i in range(count):
-            check_access(address + 4 * i, self._size)
-        if not count:
-            return []
-        result = self.harness.run(Batch(ops=[(False, address + 4 * i, 0) for i in range(count)],
-                                        stall_cycles=self.timeout_cycles))
-        for i, resp in enumerate(result.resps):
-            if resp != OKAY:
-                raise BusError("read", address + 4 * i, RESP_NAMES[resp])
-        return result.reads
+        return self._block(False, address, [0] * count)
 
     def close(self) -> None:
         if not self._closed:
