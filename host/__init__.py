@@ -1,1 +1,6 @@
-"""Host side of wirespeed: register map, transports, the ``Offload`` driver, software models and the CLI."""
+"""Host side of wirespeed.
+
+``driver/`` (the ``Offload`` API), ``transports/``, ``models/`` (bit-exact models), ``tools/`` (the CLI and its
+commands), and small libraries beside them: errors, layout records, key derivation, RSS/Toeplitz, Maglev and tenant
+placement.
+"""

@@ -1,7 +1,7 @@
 """Named exceptions of the host driver. Every failure a user can cause or meet has one."""
 
 __all__ = ["WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
-           "check_int"]
+           "TableFull", "FeatureMissing", "TableOpError", "check_int"]
 
 
 class WirespeedError(Exception):
@@ -44,3 +44,27 @@ class BusError(WirespeedError):
     def __init__(self, op: str, address: int, resp: str):
         self.op, self.address, self.resp = op, address, resp
         super().__init__(f"{op} at 0x{address:08x} answered {resp}")
+
+
+class TableFull(WirespeedError):
+    """A hardware table has no room left: ``table`` is ``"tenants"`` or ``"plans"``."""
+
+    def __init__(self, table: str, detail: str = ""):
+        self.table = table
+        super().__init__(f"{table} table is full" + (f": {detail}" if detail else ""))
+
+
+class FeatureMissing(WirespeedError):
+    """The core was built without a pipeline the call needs (``feature`` names it, as in ``id.features``)."""
+
+    def __init__(self, feature: str):
+        self.feature = feature
+        super().__init__(f"the core has no {feature} (id.features.{feature} = 0); "
+                         f"use a bitstream built with the {feature!r} feature")
+
+
+class TableOpError(WirespeedError):
+    """The limiter refused a table op, or a slot does not hold what the driver put there.
+
+    Either is a driver bug or a device the driver does not own alone (another process, a reload without reset).
+    """

@@ -19,7 +19,7 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from support.transport import RecordingTransport  # noqa: E402  (needs the path above)
-from wirespeed.host.transport import Transport  # noqa: E402
+from wirespeed.host.transports.base import Transport  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

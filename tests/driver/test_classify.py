@@ -11,13 +11,13 @@ import threading
 import pytest
 
 import wirespeed
-from wirespeed.hdl.id import CoreParams
-from wirespeed.host import traffic
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.host.tools import traffic
 from wirespeed.host.errors import ConfigError, TransportError
-from wirespeed.host.frontend import build_frame
-from wirespeed.host.submit import MAX_POLLS, bytes_to_send
-from wirespeed.host.tenants import FeatureMissing
-from wirespeed.host.verdict import Verdict
+from wirespeed.host.models.frontend import build_frame
+from wirespeed.host.driver.submit import MAX_POLLS, bytes_to_send
+from wirespeed.host.errors import FeatureMissing
+from wirespeed.host.driver.verdict import Verdict
 
 KEYS = [f"sk-test-{i:03d}" for i in range(8)]
 
@@ -98,8 +98,8 @@ def test_errors_are_named_and_raised_before_any_write():
 
 
 def test_a_missing_verdict_raises_instead_of_hanging(record_bus):
-    from wirespeed.host.model import ModelTransport
-    from wirespeed.host.offload import Offload
+    from wirespeed.host.transports.model import ModelTransport
+    from wirespeed.host.driver.offload import Offload
     inner = ModelTransport()
     status = inner.model.regmap["pipeline.status"].address
     # The status register never counts a result: a stalled pipeline.

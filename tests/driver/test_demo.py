@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from wirespeed.host import demo
-from wirespeed.host.cli import main
+from wirespeed.host.tools import demo
+from wirespeed.host.tools.cli import main
 
 SEED = 1
 

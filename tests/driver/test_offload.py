@@ -7,13 +7,14 @@ import threading
 import pytest
 
 import wirespeed
-from wirespeed.hdl.id import FEATURES, CoreParams, build_hash
+from wirespeed.hdl.id.id_block import FEATURES, CoreParams, build_hash
 from wirespeed.host.errors import (BusError, ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError,
                                    WirespeedError)
-from wirespeed.host.model import AXIL_ACCESS_CYCLES, CoreModel, ModelTransport
-from wirespeed.host.offload import DeviceInfo, Offload, OffloadCore, open_transport
-from wirespeed.host.regmap import core_regmap
-from wirespeed.host.transport_mmap import SYSFS_ENV
+from wirespeed.host.models.device import AXIL_ACCESS_CYCLES, CoreModel
+from wirespeed.host.transports.model import ModelTransport
+from wirespeed.host.driver.offload import DeviceInfo, Offload, OffloadCore, open_transport
+from wirespeed.hdl.bus.regmap import core_regmap
+from wirespeed.host.transports.mmap import SYSFS_ENV
 
 REGMAP = core_regmap()
 MAGIC = REGMAP["id.magic"].field("value").reset

@@ -1,7 +1,7 @@
 """Offload.pools and Offload.routes over the "model" URI: the driver against the router's register-level model.
 
 Checks the driver's results and errors and, through ``CoreModel.router`` (the block's
-:class:`~wirespeed.host.router.RouterModel`), that the active buffer holds what the driver believes and routes
+:class:`~wirespeed.host.models.router.RouterModel`), that the active buffer holds what the driver believes and routes
 requests to the backends configured. A recording transport checks what each call writes, and in which order.
 """
 
@@ -13,19 +13,20 @@ import pytest
 from support.transport import RecordingTransport
 
 import wirespeed
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.parser_layouts import EXTRA_SLOTS, PREFIX_ENTRIES
-from wirespeed.hdl.router_layouts import CLASSES, KeySelect, RouterParams
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.parser.layouts import EXTRA_SLOTS, PREFIX_ENTRIES
+from wirespeed.hdl.router.layouts import CLASSES, KeySelect, RouterParams
 from wirespeed.host.errors import ConfigError, IncompatibleBitstream, TransportError, WirespeedError
-from wirespeed.host.limiter import TableFull
-from wirespeed.host.parser import ParserConfig
-from wirespeed.host.parser_registers import configure_ops
-from wirespeed.host.pools import DEFAULT_POOL_SIZE, STATES, SWAP_POLLS, PoolInfo, Route, default_pool_size
-from wirespeed.host.regmap import core_regmap
-from wirespeed.host.registers import Registers, Write
-from wirespeed.host.router import (ClassEntry, RouteRequest, is_prime, maglev_quotas, maglev_table, pack_words,
-                                   toeplitz)
-from wirespeed.host.tenants import FeatureMissing, TableOpError
+from wirespeed.host.errors import TableFull
+from wirespeed.host.models.parser import ParserConfig
+from wirespeed.host.driver.parser_config import configure_ops
+from wirespeed.host.driver.pools import DEFAULT_POOL_SIZE, STATES, SWAP_POLLS, PoolInfo, Route, default_pool_size
+from wirespeed.hdl.bus.regmap import core_regmap
+from wirespeed.host.driver.registers import Registers, Write
+from wirespeed.host.models.router import ClassEntry, RouteRequest
+from wirespeed.host.maglev import is_prime, maglev_quotas, maglev_table, pack_words
+from wirespeed.host.rss import toeplitz
+from wirespeed.host.errors import FeatureMissing, TableOpError
 
 SEED = 20251202
 REGMAP = core_regmap()

@@ -14,13 +14,13 @@ from pynq.overlay import _assign_drivers  # noqa: E402
 from pynq.pl_server.device import Device  # noqa: E402
 from pynq.registers import RegisterMap  # noqa: E402
 
-from wirespeed.hdl.id import CoreParams  # noqa: E402
-from wirespeed.host import transport_pynq  # noqa: E402
+from wirespeed.hdl.id.id_block import CoreParams  # noqa: E402
+from wirespeed.host.transports import pynq as transport_pynq  # noqa: E402
 from wirespeed.host.errors import IncompatibleBitstream  # noqa: E402
-from wirespeed.host.model import CoreModel  # noqa: E402
-from wirespeed.host.offload import Offload  # noqa: E402
-from wirespeed.host.pynq_driver import VERDICT_BYTES, VLNV, WirespeedDriver  # noqa: E402
-from wirespeed.host.xilinx import BASE_ADDRESS, ip_registers, vlnv  # noqa: E402
+from wirespeed.host.models.device import CoreModel  # noqa: E402
+from wirespeed.host.driver.offload import Offload  # noqa: E402
+from wirespeed.host.driver.pynq_driver import VERDICT_BYTES, VLNV, WirespeedDriver  # noqa: E402
+from wirespeed.host.tools.xilinx import BASE_ADDRESS, ip_registers, vlnv  # noqa: E402
 
 WINDOW = 0x8000
 REQUEST = b"GET /v1/chat HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer k\r\n\r\n"
@@ -73,7 +73,7 @@ def test_vlnv_is_the_packaged_one_and_the_transports():
 def test_pynq_binds_the_driver_by_vlnv(device):
     ip = {"ip": {"wirespeed_core_0": description(device)}, "hierarchies": {}}
     _assign_drivers(ip, False, device)
-    import wirespeed.host.pynq_driver as mod
+    import wirespeed.host.driver.pynq_driver as mod
     assert ip["ip"]["wirespeed_core_0"]["driver"] is mod.WirespeedDriver
 
 
@@ -173,7 +173,7 @@ def test_module_imports_and_refuses_without_pynq(monkeypatch):
     import importlib
     import sys
 
-    import wirespeed.host.pynq_driver as mod
+    import wirespeed.host.driver.pynq_driver as mod
     monkeypatch.setitem(sys.modules, "pynq", None)
     try:
         fresh = importlib.reload(mod)

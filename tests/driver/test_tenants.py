@@ -1,7 +1,7 @@
 """Offload.tenants and Offload.clock over the "model" URI: the driver against the limiter's register-level model.
 
 Checks the driver's results (slots, tokens, errors) and, through ``CoreModel.limiter`` (the block's
-:class:`~wirespeed.host.limiter.LimiterModel`), that the device holds what the driver believes it holds.
+:class:`~wirespeed.host.models.limiter.LimiterModel`), that the device holds what the driver believes it holds.
 """
 
 import json
@@ -13,17 +13,19 @@ import pytest
 from support.transport import RecordingTransport
 
 import wirespeed
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.limiter_layouts import CostSource, Decision, LimiterParams, TableOp, UnknownPolicy
-from wirespeed.hdl.parser_layouts import KeySource
-from wirespeed.host import tenants as tenants_module
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.limiter.layouts import CostSource, Decision, LimiterParams, TableOp, UnknownPolicy
+from wirespeed.hdl.parser.layouts import KeySource
+from wirespeed.host.driver import tenants as tenants_module
 from wirespeed.host.errors import ConfigError, IncompatibleBitstream, TransportError, WirespeedError
-from wirespeed.host.limiter import TableFull
-from wirespeed.host.limiter_block import READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE
-from wirespeed.host.model import AXIL_ACCESS_CYCLES
-from wirespeed.host.parser import Descriptor, fingerprint
-from wirespeed.host.regmap import core_regmap
-from wirespeed.host.tenants import FeatureMissing, TableOpError, TenantInfo
+from wirespeed.host.errors import TableFull
+from wirespeed.host.models.limiter import READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE
+from wirespeed.host.models.device import AXIL_ACCESS_CYCLES
+from wirespeed.host.models.parser import Descriptor
+from wirespeed.host.keys import fingerprint
+from wirespeed.hdl.bus.regmap import core_regmap
+from wirespeed.host.errors import FeatureMissing, TableOpError
+from wirespeed.host.driver.tenants import TenantInfo
 
 SEED = 20251128
 REGMAP = core_regmap()

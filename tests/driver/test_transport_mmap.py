@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wirespeed.host.errors import DeviceNotFound, TransportError
-from wirespeed.host.transport_mmap import SYSFS_ENV, MmapTransport, open_pci, open_uio
+from wirespeed.host.transports.mmap import SYSFS_ENV, MmapTransport, open_pci, open_uio
 
 WINDOW = 0x1000
 

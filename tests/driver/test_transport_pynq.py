@@ -12,7 +12,7 @@ pynq = pytest.importorskip("pynq")
 from pynq.pl_server.device import Device  # noqa: E402
 
 from wirespeed.host.errors import DeviceNotFound, TransportError  # noqa: E402
-from wirespeed.host.transport_pynq import VLNV, PynqTransport, find_core, mmio_transport  # noqa: E402
+from wirespeed.host.transports.pynq import VLNV, PynqTransport, find_core, mmio_transport  # noqa: E402
 
 BASE = 0x4000_0000
 WINDOW = 0x1000

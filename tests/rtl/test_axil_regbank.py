@@ -1,16 +1,16 @@
 """AXI4-Lite target + register bank regression on Verilator, scored against the bit-exact bus model.
 
-The design under test is :class:`RegBankHarness`: :class:`~wirespeed.hdl.axil.AXI4LiteTarget` in front of a
-:class:`~wirespeed.hdl.regbank.RegisterBank` built from ``regbank_kinds.rdl`` (every field kind, 32- and 64-bit
+The design under test is :class:`RegBankHarness`: :class:`~wirespeed.hdl.bus.axil.AXI4LiteTarget` in front of a
+:class:`~wirespeed.hdl.bus.regbank.RegisterBank` built from ``regbank_kinds.rdl`` (every field kind, 32- and 64-bit
 registers, list- and pattern-decoded memories, a read-only and a write-only memory, holes, space beyond the map).
 Every ``hw`` port of the bank is a top-level pin, the memories are real :class:`amaranth.lib.memory.Memory` RAMs,
-and a copy of the internal :class:`~wirespeed.hdl.regbank.RegisterBus` is brought out for the scoreboard.
+and a copy of the internal :class:`~wirespeed.hdl.bus.regbank.RegisterBus` is brought out for the scoreboard.
 
 Scoreboard (:class:`Scoreboard`, shared by every cocotb test): once per cycle, at the falling edge, it
 
 1. checks every storage/counter ``hw`` output, pulse and swmod strobe against the model (state as of last cycle);
 2. on an accepted bus access (strobe high, ack low) sets the model's hw inputs to the sampled pins, applies the
-   access to :class:`~wirespeed.host.register_model.RegisterBankModel` and records the expected (addr, data, resp);
+   access to :class:`~wirespeed.host.models.register_bank.RegisterBankModel` and records the expected (addr, data, resp);
 3. applies the counter increments sampled this cycle (on top of a write / read-clear, as the RTL does);
 4. checks the bank's ack/data/resp one cycle after each accept, the target's ``error`` strobe, and AXI
    valid/payload stability on B and R.
@@ -35,9 +35,9 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from wirespeed.hdl.axil import AXI4LiteSignature, AXI4LiteTarget
-from wirespeed.hdl.regbank import RegisterBank, hw_name, hw_port
-from wirespeed.host.regmap import FieldKind, RegMap, compile_rdl, regmap_from_node
+from wirespeed.hdl.bus.axil import AXI4LiteSignature, AXI4LiteTarget
+from wirespeed.hdl.bus.regbank import RegisterBank, hw_name, hw_port
+from wirespeed.hdl.bus.regmap import FieldKind, RegMap, compile_rdl, regmap_from_node
 from wirespeed.sim.runner import param, run_cocotb
 
 RDL = Path(__file__).with_name("regbank_kinds.rdl")
@@ -202,9 +202,9 @@ if cocotb is not None:
     from support import testbench
     from support.streams import phased_pauses
 
-    from wirespeed.host.regmap import Memory as MemNode
-    from wirespeed.host.register_model import (DECERR, OKAY, RESP_NAMES, SLVERR, RegisterBankModel,
-                                               strobe_mask)
+    from wirespeed.hdl.bus.regmap import Memory as MemNode
+    from wirespeed.hdl.bus.regmap import DECERR, OKAY, RESP_NAMES, SLVERR
+    from wirespeed.host.models.register_bank import RegisterBankModel, strobe_mask
 
     CONTIGUOUS_STRB = [((1 << n) - 1) << off for off in range(4) for n in range(1, 5 - off)]
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from wirespeed.hdl.parser import DESC_LATENCY_CYCLES
-from wirespeed.host.cli import main
+from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES
+from wirespeed.host.tools.cli import main
 
 pytestmark = pytest.mark.rtl
 
@@ -28,7 +28,7 @@ def test_bench_parser_rtl_json(capsys):
 
 def test_bench_limiter_rtl_json(capsys):
     """One decision per cycle at every hot-tenant share, each verdict LIMIT_LATENCY_CYCLES after its request."""
-    from wirespeed.hdl.limiter import LIMIT_LATENCY_CYCLES
+    from wirespeed.hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES
     assert main(["bench", "--uri", "model", "--accesses", "10", "--width", "--model-requests", "10",
                  "--limiter-requests", "600", "--placement-capacity", "1024", "--router-requests", "0",
                  "--maglev-backends", "--core-packets", "0", "--core-model-requests", "0", "--baseline-requests", "0",
@@ -47,7 +47,7 @@ def test_bench_limiter_rtl_json(capsys):
 
 def test_bench_router_rtl_json(capsys):
     """One request per cycle, each verdict ROUTE_LATENCY_CYCLES after its request, all equal to the model."""
-    from wirespeed.hdl.router import ROUTE_LATENCY_CYCLES
+    from wirespeed.hdl.router.hash_router import ROUTE_LATENCY_CYCLES
     assert main(["bench", "--uri", "model", "--accesses", "10", "--width", "--model-requests", "10",
                  "--limiter-requests", "0", "--placement-capacity", "64", "--router-requests", "800",
                  "--maglev-backends", "1000", "--core-packets", "0", "--core-model-requests", "0",
@@ -65,7 +65,7 @@ def test_bench_core_rtl_json(capsys):
     """The whole core: one beat per cycle in every mix and mode, each verdict at most 16 cycles after the beat holding
     the last header byte (DECISION_LATENCY_CYCLES exactly, lookaside), every record and egress packet as the model
     says."""
-    from wirespeed.hdl.pipeline import DECISION_LATENCY_CYCLES
+    from wirespeed.hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES
     assert main(["bench", "--uri", "model", "--accesses", "10", "--width", "--model-requests", "10",
                  "--limiter-requests", "0", "--placement-capacity", "64", "--router-requests", "0",
                  "--maglev-backends", "--core-packets", "60", "--core-model-requests", "50",
@@ -88,7 +88,7 @@ def test_bench_core_rtl_json(capsys):
 
 def test_demo_sim_matches_model():
     """``wirespeed demo`` on the RTL: every verdict table equals the model's, and s_axis takes one beat per cycle."""
-    from wirespeed.host import demo
+    from wirespeed.host.tools import demo
     sim = demo.run("sim", requests=300, seed=5, stream_packets=100)
     model = demo.run("model", requests=300, seed=5)
     for key in ("tenants", "reasons", "session_affinity", "telemetry", "latency_histogram", "frames"):

@@ -3,10 +3,10 @@ and compared with the bit-exact model."""
 
 import pytest
 
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.limiter_layouts import LimiterParams
-from wirespeed.hdl.router_layouts import RouterParams
-from wirespeed.hdl.top import WirespeedCore
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.limiter.layouts import LimiterParams
+from wirespeed.hdl.router.layouts import RouterParams
+from wirespeed.hdl.core.top import WirespeedCore
 from wirespeed.sim.runner import param, run_cocotb
 
 PARAM_SETS = [
@@ -36,9 +36,9 @@ if cocotb is not None:
     from support.testbench import TB
 
     from wirespeed.host.errors import BusError
-    from wirespeed.host.model import CoreModel
-    from wirespeed.host.offload import AsyncOffload
-    from wirespeed.host.registers import Registers, arun
+    from wirespeed.host.models.device import CoreModel
+    from wirespeed.host.driver.offload import AsyncOffload
+    from wirespeed.host.driver.registers import Registers, arun
 
     def core_params() -> CoreParams:
         """The CoreParams test_core_id passed (as JSON)."""
@@ -54,9 +54,9 @@ if cocotb is not None:
         await tb.reset()
         dev = await AsyncOffload.open(tb.transport)
         model = CoreModel(params)
-        from wirespeed.host.model import ModelTransport
-        from wirespeed.host.offload import Offload
-        from wirespeed.host.registers import run
+        from wirespeed.host.transports.model import ModelTransport
+        from wirespeed.host.driver.offload import Offload
+        from wirespeed.host.driver.registers import run
         expected = Offload(ModelTransport(model=model)).info()
         got = await dev.info()
         assert got == expected, (got, expected)
@@ -86,8 +86,8 @@ if cocotb is not None:
     async def async_driver_matches_model(dut):
         """AsyncOffload's tenants, clock, pools and routes on the RTL give what Offload gives on the model."""
         params = core_params()
-        from wirespeed.host.model import ModelTransport
-        from wirespeed.host.offload import Offload
+        from wirespeed.host.transports.model import ModelTransport
+        from wirespeed.host.driver.offload import Offload
         tb = TB(dut)
         await tb.reset()
         dev = await AsyncOffload.open(tb.transport)

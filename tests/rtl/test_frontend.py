@@ -1,4 +1,4 @@
-"""L4FrontEnd RTL on Verilator against the bit-exact model (wirespeed.host.frontend).
+"""L4FrontEnd RTL on Verilator against the bit-exact model (wirespeed.host.models.frontend).
 
 DUT: ``StandaloneFrontEnd`` (AXI4-Lite target + the front end's generated register bank + L4FrontEnd), so the served
 ports go through the real registers. The testbench streams random frames (every punt reason and every legal variant,
@@ -16,7 +16,7 @@ import os
 import random
 
 import pytest
-from wirespeed.hdl.frontend import StandaloneFrontEnd, frontend_regmap
+from wirespeed.hdl.frontend.l4_frontend import StandaloneFrontEnd, frontend_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("FRONTEND_SEED", "20261201"))
@@ -51,9 +51,9 @@ if cocotb is not None:
     from support import testbench
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.frontend import FRONTEND_LATENCY_CYCLES, FrontendInput
-    from wirespeed.hdl.packet import ByteBeat
-    from wirespeed.host.frontend import (FrontEndConfig, FrontEndInfo, configure_ops, payload_beat_due,
+    from wirespeed.hdl.frontend.l4_frontend import FRONTEND_LATENCY_CYCLES, FrontendInput
+    from wirespeed.hdl.bus.packet import ByteBeat
+    from wirespeed.host.models.frontend import (FrontEndConfig, FrontEndInfo, configure_ops, payload_beat_due,
                                          process_frame, random_config, random_frame)
 
     def random_packet(rng: random.Random) -> tuple[bytes, bool]:

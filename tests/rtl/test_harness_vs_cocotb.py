@@ -15,8 +15,8 @@ import random
 
 import pytest
 
-from wirespeed.hdl.packet import ByteBeat, pack_beats
-from wirespeed.hdl.parser import StandaloneParser, parser_regmap
+from wirespeed.hdl.bus.packet import ByteBeat, pack_beats
+from wirespeed.hdl.parser.header_parser import StandaloneParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("HARNESS_SEED", "20261205"))
@@ -25,8 +25,9 @@ PACKETS = 400
 
 
 def _traffic(seed):
-    from wirespeed.host import traffic
-    from wirespeed.host.parser import ParserConfig, derive_key
+    from wirespeed.host.tools import traffic
+    from wirespeed.host.models.parser import ParserConfig
+    from wirespeed.host.keys import derive_key
     from wirespeed.sim.harness import pause_pattern
     rng = random.Random(seed)
     poly, key_seed = derive_key(b"harness vs cocotb")
@@ -39,9 +40,9 @@ def _traffic(seed):
 
 
 def _harness_run(config, packets, patterns):
-    from wirespeed.host.bench import block_harness
-    from wirespeed.host.parser_registers import configure_ops
-    from wirespeed.host.registers import Registers, run
+    from wirespeed.host.tools.bench import block_harness
+    from wirespeed.host.driver.parser_config import configure_ops
+    from wirespeed.host.driver.registers import Registers, run
     from wirespeed.sim.harness import Batch, ints_from_words, words_from_ints
     top = f"parser_w{WIDTH}"                       # shares the build with the bench's W = 8 parser
     last_bit = 8 * WIDTH + WIDTH.bit_length()
@@ -95,8 +96,8 @@ if cocotb is not None:
     from support import testbench
     from support.streams import StreamSink, StreamSource
 
-    from wirespeed.host.parser import Descriptor
-    from wirespeed.host.parser_registers import configure_ops
+    from wirespeed.host.models.parser import Descriptor
+    from wirespeed.host.driver.parser_config import configure_ops
 
     def _pauses(pattern: bytes, first: list, tb):
         """Pause generator equivalent to the harness's pattern: cycle c of the batch pauses when pattern[c] is 0.

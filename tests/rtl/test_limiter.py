@@ -1,4 +1,4 @@
-"""RateLimiter RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.limiter).
+"""RateLimiter RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.limiter).
 
 DUT: ``StandaloneLimiter`` (AXI4-Lite target + the limiter's generated register bank + RateLimiter), so plans,
 tenants, commands, policy and the clock all go through the real registers, while requests stream in.
@@ -18,8 +18,8 @@ checks, bit for bit:
 import os
 
 import pytest
-from wirespeed.hdl.limiter import StandaloneLimiter
-from wirespeed.hdl.limiter_layouts import LimiterParams
+from wirespeed.hdl.limiter.rate_limiter import StandaloneLimiter
+from wirespeed.hdl.limiter.layouts import LimiterParams
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("LIMITER_SEED", "20261125"))
@@ -81,11 +81,12 @@ if cocotb is not None:
     from support.layouts import LayoutCodec, unpack
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.limiter import LIMIT_LATENCY_CYCLES, OpKind, RateLimiter, Trace, limiter_regmap
-    from wirespeed.hdl.limiter_layouts import CostSource, TableOp, UnknownPolicy
-    from wirespeed.hdl.parser_layouts import KeySource
-    from wirespeed.host.limiter import (LimiterConfig, LimiterModel, LimitVerdict, Plan, TableFull,
-                                        TenantPlacement)
+    from wirespeed.hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES, OpKind, RateLimiter, Trace, limiter_regmap
+    from wirespeed.hdl.limiter.layouts import CostSource, TableOp, UnknownPolicy
+    from wirespeed.hdl.parser.layouts import KeySource
+    from wirespeed.host.models.limiter import LimiterConfig, LimiterModel, LimitVerdict, Plan
+    from wirespeed.host.errors import TableFull
+    from wirespeed.host.placement import TenantPlacement
 
     U64 = (1 << 64) - 1
     TRACE = LayoutCodec(Trace)

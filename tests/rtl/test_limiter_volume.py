@@ -32,14 +32,16 @@ from support.configs import limiter_requests, random_plan
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Out
-from wirespeed.hdl.limiter import (LIMIT_LATENCY_CYCLES, LimitRequest, OpKind, StandaloneLimiter, Trace,
+from wirespeed.hdl.limiter.rate_limiter import (LIMIT_LATENCY_CYCLES, LimitRequest, OpKind, StandaloneLimiter, Trace,
                                    limiter_regmap)
-from wirespeed.hdl.limiter_layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
-from wirespeed.hdl.limiter_layouts import LimitVerdict as VerdictLayout
-from wirespeed.hdl.parser_layouts import KeySource
-from wirespeed.host.limiter import LimiterConfig, LimiterModel, LimitVerdict, Plan, TableFull, TenantPlacement
-from wirespeed.host.register_model import OKAY, RESP_NAMES
-from wirespeed.host.registers import Read, ReadBlock, Registers, Write, WriteBlock
+from wirespeed.hdl.limiter.layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
+from wirespeed.hdl.limiter.layouts import LimitVerdict as VerdictLayout
+from wirespeed.hdl.parser.layouts import KeySource
+from wirespeed.host.models.limiter import LimiterConfig, LimiterModel, LimitVerdict, Plan
+from wirespeed.host.errors import TableFull
+from wirespeed.host.placement import TenantPlacement
+from wirespeed.hdl.bus.regmap import OKAY, RESP_NAMES
+from wirespeed.host.driver.registers import Read, ReadBlock, Registers, Write, WriteBlock
 from wirespeed.sim.elaborate import cached_verilog
 from wirespeed.sim.harness import ALWAYS, Batch, Harness, ints_from_words, pause_pattern, words_from_ints
 

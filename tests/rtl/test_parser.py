@@ -1,4 +1,4 @@
-"""HeaderParser RTL on Verilator against the bit-exact model (wirespeed.host.parser).
+"""HeaderParser RTL on Verilator against the bit-exact model (wirespeed.host.models.parser).
 
 DUT: ``StandaloneParser`` (AXI4-Lite target + the parser's generated register bank + HeaderParser), so every
 configuration (key, prefix table, extra names, limit) goes through the real registers. The testbench drives the packet stream with
@@ -16,7 +16,7 @@ import os
 import random
 
 import pytest
-from wirespeed.hdl.parser import StandaloneParser, parser_regmap
+from wirespeed.hdl.parser.header_parser import StandaloneParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("PARSER_SEED", "20261125"))
@@ -55,8 +55,7 @@ def test_parser_hypothesis_requests(width, tmp_path):
     """Valid requests drawn by hypothesis (derandomized), through the RTL under backpressure."""
     from hypothesis import HealthCheck, given, settings
 
-    from wirespeed.host import traffic
-
+    from wirespeed.host.tools import traffic
     packets = []
 
     @settings(derandomize=True, max_examples=400, deadline=None, database=None,
@@ -133,14 +132,15 @@ if cocotb is not None:
     from support.configs import random_parser_config
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.packet import ByteBeat
-    from wirespeed.hdl.parser import DESC_LATENCY_CYCLES
-    from wirespeed.hdl.parser_layouts import ErrorFlag
-    from wirespeed.host import traffic
-    from wirespeed.host.parser import Descriptor as ModelDescriptor
-    from wirespeed.host.parser import ParserConfig, derive_key, parse
-    from wirespeed.host.parser_registers import configure_ops
-    from wirespeed.host.registers import arun
+    from wirespeed.hdl.bus.packet import ByteBeat
+    from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES
+    from wirespeed.hdl.parser.layouts import ErrorFlag
+    from wirespeed.host.tools import traffic
+    from wirespeed.host.models.parser import Descriptor as ModelDescriptor
+    from wirespeed.host.models.parser import ParserConfig, parse
+    from wirespeed.host.keys import derive_key
+    from wirespeed.host.driver.parser_config import configure_ops
+    from wirespeed.host.driver.registers import arun
 
 
 

@@ -25,14 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from support.configs import random_parser_config
-from wirespeed.hdl.packet import ByteBeat
-from wirespeed.hdl.parser import DESC_LATENCY_CYCLES, StandaloneParser, parser_regmap
-from wirespeed.hdl.parser_layouts import ErrorFlag
-from wirespeed.host import traffic
-from wirespeed.host.parser import Descriptor, ParserConfig, derive_key, parse
-from wirespeed.host.parser_registers import configure_ops
-from wirespeed.host.registers import Registers, run
-from wirespeed.host.transport_sim import HarnessAxiLite
+from wirespeed.hdl.bus.packet import ByteBeat
+from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES, StandaloneParser, parser_regmap
+from wirespeed.hdl.parser.layouts import ErrorFlag
+from wirespeed.host.tools import traffic
+from wirespeed.host.models.parser import Descriptor, ParserConfig, parse
+from wirespeed.host.keys import derive_key
+from wirespeed.host.driver.parser_config import configure_ops
+from wirespeed.host.driver.registers import Registers, run
+from wirespeed.host.transports.sim import HarnessAxiLite
 from wirespeed.sim.elaborate import cached_verilog
 from wirespeed.sim.harness import ALWAYS, Batch, Harness, pack_bytes_beats, pause_pattern, words_from_ints
 

@@ -27,8 +27,8 @@ import random
 
 import pytest
 
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.top import WirespeedCore
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.core.top import WirespeedCore
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("PIPELINE_SEED", "20261125"))
@@ -82,15 +82,15 @@ if cocotb is not None:
     from support import testbench
     from support.streams import AxisBeat, StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.pipeline import DECISION_LATENCY_CYCLES
-    from wirespeed.host import traffic
-    from wirespeed.host.frontend import (FrontEndConfig, build_frame, configure_ops, ethernet_frame, ipv4_packet,
+    from wirespeed.hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES
+    from wirespeed.host.tools import traffic
+    from wirespeed.host.models.frontend import (FrontEndConfig, build_frame, configure_ops, ethernet_frame, ipv4_packet,
                                          ipv6_packet, random_frame, tcp_segment)
-    from wirespeed.host.model import ModelTransport
-    from wirespeed.host.offload import AsyncOffload, Offload
-    from wirespeed.host.registers import arun, run
-    from wirespeed.host.router import MS_RSS_KEY, RSS_VECTORS
-    from wirespeed.host.verdict import Verdict, VerdictRecord
+    from wirespeed.host.transports.model import ModelTransport
+    from wirespeed.host.driver.offload import AsyncOffload, Offload
+    from wirespeed.host.driver.registers import arun, run
+    from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS
+    from wirespeed.host.driver.verdict import Verdict, VerdictRecord
 
     W = 8
 

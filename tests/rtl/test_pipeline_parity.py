@@ -14,9 +14,9 @@ import random
 import pytest
 
 import wirespeed
-from wirespeed.host import traffic
-from wirespeed.hdl.verdict_layouts import FLAG_NAMES
-from wirespeed.host.frontend import build_frame, random_frame
+from wirespeed.host.tools import traffic
+from wirespeed.hdl.pipeline.layouts import FLAG_NAMES
+from wirespeed.host.models.frontend import build_frame, random_frame
 
 SEED = int(os.environ.get("PARITY_SEED", "20261125"))
 REQUESTS = int(os.environ.get("PARITY_REQUESTS", "100000"))

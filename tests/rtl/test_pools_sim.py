@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import wirespeed
-from wirespeed.host.router import maglev_table, pack_words, unpack_words
+from wirespeed.host.maglev import maglev_table, pack_words, unpack_words
 
 SEED = int(os.environ.get("POOLS_SEED", "20261125"))
 
@@ -87,10 +87,10 @@ def test_pool_session_sim_equals_model():
 @pytest.mark.rtl
 def test_one_pool_of_65537_entries_on_the_rtl():
     """The ECP5-85 target: one pool of M = 65 537 with 1 000 backends, written into the RTL's table and read back."""
-    from wirespeed.hdl.id import CoreParams
-    from wirespeed.host.model import ModelTransport
-    from wirespeed.host.offload import Offload
-    from wirespeed.host.transport_sim import SimTransport
+    from wirespeed.hdl.id.id_block import CoreParams
+    from wirespeed.host.transports.model import ModelTransport
+    from wirespeed.host.driver.offload import Offload
+    from wirespeed.host.transports.sim import SimTransport
 
     params = CoreParams(maglev_size=65538, features=frozenset({"router"}))
     backends = list(range(1000, 2000))

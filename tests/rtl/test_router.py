@@ -1,4 +1,4 @@
-"""Router RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.router).
+"""Router RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.router).
 
 DUT: ``StandaloneRouter`` (AXI4-Lite target + the router's generated register bank + Router): the Toeplitz key,
 pools, classes and tables all go through the real registers while requests stream in.
@@ -15,8 +15,8 @@ pools, classes and tables all go through the real registers while requests strea
 import os
 
 import pytest
-from wirespeed.hdl.router import StandaloneRouter
-from wirespeed.hdl.router_layouts import RouterParams
+from wirespeed.hdl.router.hash_router import StandaloneRouter
+from wirespeed.hdl.router.layouts import RouterParams
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("ROUTER_SEED", "20261125"))
@@ -72,9 +72,10 @@ if cocotb is not None:
     from support import testbench
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.router import ROUTE_LATENCY_CYCLES, Router, router_regmap
-    from wirespeed.host.router import (MS_RSS_KEY, RSS_VECTORS, RouteRequest, RouterModel, RouteVerdict, is_prime,
-                                       maglev_table, pack_words)
+    from wirespeed.hdl.router.hash_router import ROUTE_LATENCY_CYCLES, Router, router_regmap
+    from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS
+    from wirespeed.host.models.router import RouteRequest, RouterModel, RouteVerdict
+    from wirespeed.host.maglev import is_prime, maglev_table, pack_words
 
     def primes_below(n):
         return [k for k in range(2, n + 1) if is_prime(k)]

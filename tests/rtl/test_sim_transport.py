@@ -5,11 +5,12 @@ import random
 import pytest
 
 import wirespeed
-from wirespeed.hdl.id import CoreParams
+from wirespeed.hdl.id.id_block import CoreParams
 from wirespeed.host.errors import BusError, TransportError
-from wirespeed.host.model import AXIL_ACCESS_CYCLES, ModelTransport
-from wirespeed.host.offload import Offload
-from wirespeed.host.transport_sim import SimTransport
+from wirespeed.host.models.device import AXIL_ACCESS_CYCLES
+from wirespeed.host.transports.model import ModelTransport
+from wirespeed.host.driver.offload import Offload
+from wirespeed.host.transports.sim import SimTransport
 
 pytestmark = pytest.mark.rtl
 
@@ -109,7 +110,7 @@ def test_closed_transport_refuses():
 def _timed_session(dev, rng):
     """A tenant on a plan whose tokens refill every few hundred cycles, with the clock at 0.3-3 µs per cycle: whether
     a request is admitted, and its exact retry_after, depend on the cycle its limiter decision happens in."""
-    from wirespeed.host import traffic
+    from wirespeed.host.tools import traffic
     dev.clock.ns_per_cycle = 997
     dev.pools.set(0, [1, 2, 3], size=251)
     dev.routes.default(0, key="tenant")
@@ -141,8 +142,8 @@ def test_stream_batch_follows_the_model_cycle_for_cycle():
 
 
 def test_stream_batch_is_one_beat_per_cycle_and_timed(sim):
-    from wirespeed.host import traffic
-    from wirespeed.host.pipeline import stream_batch_cycles
+    from wirespeed.host.tools import traffic
+    from wirespeed.host.models.pipeline import stream_batch_cycles
     rng = random.Random(SEED)
     packets = [traffic.realistic(rng) for _ in range(50)]
     t = sim.transport
@@ -169,7 +170,7 @@ def test_open_sim_does_not_elaborate_when_cached(monkeypatch):
 
 def test_a_stalled_stream_is_named():
     """m_verdict held not ready: the batch stops after stall_cycles and names the port; nothing hangs."""
-    from wirespeed.host import traffic
+    from wirespeed.host.tools import traffic
     from wirespeed.sim.harness import Batch, HarnessStall
     with wirespeed.open("sim") as dev:
         t = dev.transport

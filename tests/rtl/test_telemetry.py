@@ -1,4 +1,4 @@
-"""Telemetry RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.telemetry).
+"""Telemetry RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.telemetry).
 
 DUT: ``StandaloneTelemetry`` (AXI4-Lite target + the block's generated register bank + Telemetry). Seeded random
 events stream in (bursts of back-to-back events, random gaps, latencies over every bucket including saturation)
@@ -18,7 +18,7 @@ both. It also checks:
 import os
 
 import pytest
-from wirespeed.hdl.telemetry import StandaloneTelemetry
+from wirespeed.hdl.telemetry.counters import StandaloneTelemetry
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("TELEMETRY_SEED", "20261125"))
@@ -52,13 +52,13 @@ if cocotb is not None:
     from cocotb.triggers import ClockCycles
     from support import testbench
 
-    from wirespeed.hdl.telemetry import telemetry_regmap
-    from wirespeed.hdl.verdict_layouts import HIST_BUCKETS, LATENCY_MAX
-    from wirespeed.host.register_model import RegisterBankModel
-    from wirespeed.host.registers import arun
-    from wirespeed.host.regmap import RegMap
-    from wirespeed.host.telemetry import (CTRL_PULSE_CYCLE, TelemetryBlock, TelemetryModel, bucket_bounds,
-                                          read_latency_histogram, read_stats)
+    from wirespeed.hdl.telemetry.counters import telemetry_regmap
+    from wirespeed.hdl.pipeline.layouts import HIST_BUCKETS, LATENCY_MAX
+    from wirespeed.host.models.register_bank import RegisterBankModel
+    from wirespeed.host.driver.registers import arun
+    from wirespeed.hdl.bus.regmap import RegMap
+    from wirespeed.host.models.telemetry import CTRL_PULSE_CYCLE, TelemetryBlock, TelemetryModel, bucket_bounds
+    from wirespeed.host.driver.stats import read_latency_histogram, read_stats
 
     def prefixed(regmap: RegMap, block: str) -> RegMap:
         """The standalone map with every path under ``block``, as the core's map places it."""

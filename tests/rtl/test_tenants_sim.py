@@ -1,7 +1,7 @@
 """``Offload.tenants`` and ``Offload.clock`` on the Verilated core ("sim") against the model ("model").
 
 The same random sequence of driver calls runs on both; every value returned must be identical, including clock
-readings and each tenant's ``last_ns``. This pins the register-level model's cycle offsets (host/limiter_block.py)
+readings and each tenant's ``last_ns``. This pins the register-level model's cycle offsets (host/models/limiter.py)
 to the RTL: the sim transport takes exactly ``AXIL_ACCESS_CYCLES`` per access, as the model assumes.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 import wirespeed
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.limiter import TableFull
+from wirespeed.host.errors import TableFull
 
 SEED = int(os.environ.get("TENANTS_SEED", "20261125"))
 

@@ -22,10 +22,10 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from wirespeed.hdl.axil import AXI4LiteTarget
-from wirespeed.hdl.regbank import RegisterBank
-from wirespeed.hdl.uart_bridge import UartAxiLiteBridge, clocks_per_bit
-from wirespeed.host.regmap import core_regmap
+from wirespeed.hdl.bus.axil import AXI4LiteTarget
+from wirespeed.hdl.bus.regbank import RegisterBank
+from wirespeed.hdl.platform.uart_bridge import UartAxiLiteBridge, clocks_per_bit
+from wirespeed.hdl.bus.regmap import core_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("UART_SEED", "20261125"))
@@ -77,8 +77,8 @@ class BridgeCoreHarness(wiring.Component):
         super().__init__({"rx": In(1, init=1), "tx": Out(1)})
 
     def elaborate(self, platform):
-        from wirespeed.hdl.id import CoreParams
-        from wirespeed.hdl.top import WirespeedCore
+        from wirespeed.hdl.id.id_block import CoreParams
+        from wirespeed.hdl.core.top import WirespeedCore
         m = Module()
         m.submodules.core = core = WirespeedCore(CoreParams())
         m.submodules.bridge = bridge = UartAxiLiteBridge(CORE_CLK_HZ, CORE_BAUD, core.addr_width,
@@ -107,7 +107,7 @@ def test_bad_parameters_are_named(kwargs, words):
 
 
 def test_default_elaborates_for_the_core_clock():
-    from wirespeed.hdl.id import CoreParams
+    from wirespeed.hdl.id.id_block import CoreParams
     from wirespeed.sim.runner import to_verilog
     hz = CoreParams().clock_hz
     assert "module bridge" in to_verilog(UartAxiLiteBridge(hz, addr_width=15), "bridge")
@@ -137,10 +137,11 @@ if cocotb is not None:
     from cocotb.triggers import FallingEdge, Timer
     from support import testbench
 
-    from wirespeed.hdl.uart_bridge import (OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT, STATUS_BAD_OP,
+    from wirespeed.hdl.platform.uart_bridge import (OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT, STATUS_BAD_OP,
                                            STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
-    from wirespeed.host.register_model import DECERR, OKAY, SLVERR, RegisterBankModel
-    from wirespeed.host.transport_uart import encode_request
+    from wirespeed.hdl.bus.regmap import DECERR, OKAY, SLVERR
+    from wirespeed.host.models.register_bank import RegisterBankModel
+    from wirespeed.host.transports.uart import encode_request
 
     CLK_NS = 1e9 / BANK_CLK_HZ
     DIV = clocks_per_bit(BANK_CLK_HZ, BANK_BAUD)
@@ -366,7 +367,7 @@ if cocotb is not None:
 
 class VerilatedSerialPort:
     """A serial port whose far end is a Verilated design's ``rx``/``tx`` pins: what pyserial's ``Serial`` is to
-    :class:`~wirespeed.host.transport_uart.UartTransport`.
+    :class:`~wirespeed.host.transports.uart.UartTransport`.
 
     ``write`` shifts each byte onto ``rx`` at ``divisor`` clocks per bit (8N1, no gaps) and returns when its last stop
     bit is over; ``read(n)`` runs the clock until ``n`` bytes have come out of ``tx`` or ``timeout_bits`` bit times
@@ -449,8 +450,8 @@ class VerilatedSerialPort:
 def uart_core():
     """An Offload on the Verilated core through the bridge, and the model beside it."""
     import wirespeed
-    from wirespeed.host.offload import Offload
-    from wirespeed.host.transport_uart import UartTransport
+    from wirespeed.host.driver.offload import Offload
+    from wirespeed.host.transports.uart import UartTransport
     from wirespeed.sim.pyverilator_shim import VerilatedModel
     from wirespeed.sim.runner import to_verilog, waves_enabled
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from wirespeed.host.parser import ParserConfig, derive_key
+from wirespeed.host.models.parser import ParserConfig
+from wirespeed.host.keys import derive_key
 
 __all__ = ["random_parser_config", "limiter_requests", "random_plan"]
 
@@ -57,7 +58,7 @@ def limiter_requests(rng: random.Random, keys: list, n: int) -> list[tuple]:
 
 def random_plan(rng: random.Random, params):
     """A random limiter plan that ``params`` can hold (rates from 1/s to the maxima, small and large bursts)."""
-    from wirespeed.host.limiter import Plan
+    from wirespeed.host.models.limiter import Plan
     p = params
     while True:
         req_rate = rng.choice([1, 3, 10, 1000, 50_000, rng.randrange(1, 1 << 24)])

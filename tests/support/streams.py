@@ -13,7 +13,7 @@ streams it has.
 
 Payloads go through :class:`~support.layouts.LayoutCodec`: a source takes mappings, ``LayoutRecord`` objects or
 ints; a sink hands back ``LayoutRecord`` objects or :class:`~support.layouts.Fields`. Packet helpers
-(:meth:`StreamSource.send_packet`, :meth:`StreamSink.recv_packet`) know the :func:`~wirespeed.hdl.packet.ByteBeat`
+(:meth:`StreamSource.send_packet`, :meth:`StreamSink.recv_packet`) know the :func:`~wirespeed.hdl.bus.packet.ByteBeat`
 convention (``data``/``n_valid``/``last``, found in the payload or one struct field down) and AXI4-Stream's
 ``tkeep``/``tlast``.
 """

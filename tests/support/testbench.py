@@ -23,8 +23,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, FallingEdge, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from wirespeed.host.registers import Registers, arun
-from wirespeed.host.transport_cocotb import CocotbTransport
+from wirespeed.host.driver.registers import Registers, arun
+from wirespeed.host.transports.cocotb import CocotbTransport
 from wirespeed.sim.runner import param
 
 __all__ = ["TB"]
@@ -48,7 +48,7 @@ class TB:
     ----------
     dut :
         cocotb's handle of the toplevel.
-    regmap : wirespeed.host.regmap.RegMap, optional
+    regmap : wirespeed.hdl.bus.regmap.RegMap, optional
         The map behind ``s_axil``, for :meth:`read`/:meth:`write` by name.
     axil : str or None
         Prefix of the AXI4-Lite port (``"s_axil"``); ``None`` for a DUT without one, or a test that drives the
@@ -66,8 +66,8 @@ class TB:
     cycle : int
         The current cycle (updated at each falling edge while the cycle loop runs).
     axil, transport, regs :
-        ``AxiLiteMaster``, the :class:`~wirespeed.host.transport_cocotb.CocotbTransport` over it, and
-        :class:`~wirespeed.host.registers.Registers` of ``regmap``.
+        ``AxiLiteMaster``, the :class:`~wirespeed.host.transports.cocotb.CocotbTransport` over it, and
+        :class:`~wirespeed.host.driver.registers.Registers` of ``regmap``.
     """
 
     def __init__(self, dut, *, regmap=None, axil: str | None = "s_axil", clock_ns: float = 4, seed: int | None = None,

@@ -1,4 +1,4 @@
-"""One recording, fault-injecting :class:`~wirespeed.host.transport.Transport` for driver tests.
+"""One recording, fault-injecting :class:`~wirespeed.host.transports.base.Transport` for driver tests.
 
 ``Offload`` ─▶ :class:`RecordingTransport` (records; answers stuck or altered reads; fails writes; counts threads
 inside it) ─▶ the real transport (usually ``ModelTransport``)
@@ -13,8 +13,8 @@ import time
 from typing import NamedTuple
 
 from wirespeed.host.errors import TransportError
-from wirespeed.host.regmap import RegMap, core_regmap
-from wirespeed.host.transport import Transport
+from wirespeed.hdl.bus.regmap import RegMap, core_regmap
+from wirespeed.host.transports.base import Transport
 
 __all__ = ["Access", "RecordingTransport"]
 

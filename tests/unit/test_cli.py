@@ -1,12 +1,12 @@
-"""The `wirespeed` command line (wirespeed.host.cli.main) on the model: JSON output, exit codes, error format."""
+"""The `wirespeed` command line (wirespeed.host.tools.cli.main) on the model: JSON output, exit codes, error format."""
 
 import json
 
 import pytest
 
-from wirespeed.hdl.id import CoreParams, build_hash
-from wirespeed.host.cli import main
-from wirespeed.host.regmap import core_regmap
+from wirespeed.hdl.id.id_block import CoreParams, build_hash
+from wirespeed.host.tools.cli import main
+from wirespeed.hdl.bus.regmap import core_regmap
 
 MAGIC = core_regmap()["id.magic"].field("value").reset
 

@@ -1,4 +1,4 @@
-"""The front end's model (wirespeed.host.frontend): hand-computed expectations for every punt reason and precedence
+"""The front end's model (wirespeed.host.models.frontend): hand-computed expectations for every punt reason and precedence
 case, the frame builders against an independent decode (struct + ipaddress; dpkt is not a dependency), payload
 trimming, the L4 tuple, the beat timing, the record packing and the register values."""
 
@@ -8,14 +8,14 @@ import struct
 
 import pytest
 
-from wirespeed.hdl.frontend import frontend_regmap
-from wirespeed.hdl.frontend_layouts import PORT_ENTRIES, PuntReason
+from wirespeed.hdl.frontend.l4_frontend import frontend_regmap
+from wirespeed.hdl.frontend.layouts import PORT_ENTRIES, PuntReason
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.frontend import (FrontEndConfig, FrontEndInfo, build_frame, configure_ops, ethernet_frame,
+from wirespeed.host.models.frontend import (FrontEndConfig, FrontEndInfo, build_frame, configure_ops, ethernet_frame,
                                      ipv4_checksum, ipv4_packet, ipv6_packet, payload_beat_due,
                                      payload_beat_ready_cycles, process_frame, random_config, random_frame,
                                      tcp_segment)
-from wirespeed.host.registers import Registers, Write
+from wirespeed.host.driver.registers import Registers, Write
 
 SEED = 20261201
 R = PuntReason

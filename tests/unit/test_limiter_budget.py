@@ -7,9 +7,9 @@ tenants in its 208 EBR blocks of 18 Kbit. Synthesis (issue 7) reports the EBRs a
 import pytest
 from amaranth.lib.memory import Memory
 
-from wirespeed.hdl.limiter import RateLimiter
+from wirespeed.hdl.limiter.rate_limiter import RateLimiter
 
-from wirespeed.hdl.limiter_layouts import LimiterParams
+from wirespeed.hdl.limiter.layouts import LimiterParams
 
 ECP5_85_EBR = 208
 EBR_BITS = 18 * 1024

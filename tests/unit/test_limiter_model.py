@@ -1,4 +1,4 @@
-"""The limiter's model (wirespeed.host.limiter.LimiterModel) against docs/limiter.md, rule by rule.
+"""The limiter's model (wirespeed.host.models.limiter.LimiterModel) against docs/limiter.md, rule by rule.
 
 The centre is a differential test: an ideal token bucket written here in rational arithmetic (whole tokens,
 ``min(burst, tokens + Δt·rate/10⁹)``, no clamp, no fixed point) must make the same decision as the model on every
@@ -16,15 +16,16 @@ from amaranth.lib import data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirespeed.hdl.limiter_layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, DT_MAX_NS, NANO, PLANS,
+from wirespeed.hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, DT_MAX_NS, NANO, PLANS,
                                            REQ_BURST_MAX, REQ_RATE_MAX, CostSource, Decision, LimiterParams, TableOp,
                                            UnknownPolicy)
-from wirespeed.hdl.limiter_layouts import LimitVerdict as LimitVerdictLayout
-from wirespeed.hdl.parser_layouts import KeySource
+from wirespeed.hdl.limiter.layouts import LimitVerdict as LimitVerdictLayout
+from wirespeed.hdl.parser.layouts import KeySource
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.limiter import (U64, LimiterConfig, LimiterModel, LimitVerdict, Plan, TableFull, TableResult,
-                                    TenantPlacement, TenantState, wait_ticks)
-from wirespeed.host.parser import Descriptor
+from wirespeed.host.models.limiter import (U64, LimiterConfig, LimiterModel, LimitVerdict, Plan, TableResult, TenantState, wait_ticks)
+from wirespeed.host.errors import TableFull
+from wirespeed.host.placement import TenantPlacement
+from wirespeed.host.models.parser import Descriptor
 
 SEED = 20251127
 SEEDED = settings(derandomize=True, deadline=None, max_examples=300)

@@ -1,4 +1,4 @@
-"""The host's tenant placement (wirespeed.host.limiter.TenantPlacement) against docs/limiter.md, "Tenant table".
+"""The host's tenant placement (wirespeed.host.models.limiter.TenantPlacement) against docs/limiter.md, "Tenant table".
 
 Every relocation an insert returns is replayed, copy then invalidate, on a shadow of the hardware's tag array that is
 searched the way the hardware searches it (both candidate buckets, all 8 ways), so a key that the driver's moves
@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from wirespeed.hdl.limiter_layouts import WAYS, LimiterParams, TableOp
+from wirespeed.hdl.limiter.layouts import WAYS, LimiterParams, TableOp
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.limiter import MAX_MOVES, LimiterModel, Plan, TableFull, TenantPlacement
+from wirespeed.host.placement import MAX_MOVES, TenantPlacement
+from wirespeed.host.models.limiter import LimiterModel, Plan
+from wirespeed.host.errors import TableFull
 
 SEED = 20251126
 

@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wirespeed.hdl.parser_layouts import METHODS, KeySource, Method, Version
-from wirespeed.host import traffic
-from wirespeed.host.parser import U64, ParserConfig, derive_key, fingerprint, parse
+from wirespeed.hdl.parser.layouts import METHODS, KeySource, Method, Version
+from wirespeed.host.tools import traffic
+from wirespeed.host.models.parser import U64, ParserConfig, parse
+from wirespeed.host.keys import derive_key, fingerprint
 
 SEED = 20251125
 DOC = Path(__file__).resolve().parents[2] / "docs" / "parser-differences.md"

@@ -1,4 +1,4 @@
-"""The header parser's model (wirespeed.host.parser) against docs/parser.md, rule by rule.
+"""The header parser's model (wirespeed.host.models.parser) against docs/parser.md, rule by rule.
 
 Besides one focused test per rule and per ErrorFlag, a transcription of the specification that steps one byte at a
 time (:func:`reference_parse`, slow and literal) checks the fast model on generated and seeded traffic.
@@ -11,13 +11,13 @@ from amaranth.lib import data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirespeed.hdl.parser_layouts import (ERROR_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET,
+from wirespeed.hdl.parser.layouts import (ERROR_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET,
                                           LEN_MAX, METHODS, ErrorFlag, KeySource, Method, Version)
-from wirespeed.hdl.parser_layouts import Descriptor as DescriptorLayout
-from wirespeed.host import traffic
+from wirespeed.hdl.parser.layouts import Descriptor as DescriptorLayout
+from wirespeed.host.tools import traffic
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.parser import (U64, Descriptor, ParserConfig, ParserModel, derive_key, fingerprint,
-                                   is_irreducible, parse)
+from wirespeed.host.models.parser import U64, Descriptor, ParserConfig, ParserModel, parse
+from wirespeed.host.keys import derive_key, fingerprint, is_irreducible
 
 SEEDED = settings(derandomize=True, deadline=None, max_examples=300)
 CFG = ParserConfig()

@@ -1,4 +1,4 @@
-"""Sans-IO register access (wirespeed.host.registers) over the bus model (RegisterBankModel) and the core model."""
+"""Sans-IO register access (wirespeed.host.driver.registers) over the bus model (RegisterBankModel) and the core model."""
 
 import asyncio
 
@@ -7,11 +7,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wirespeed.host.errors import BusError, ConfigError
-from wirespeed.host.model import AXIL_ACCESS_CYCLES, ModelTransport
-from wirespeed.host.register_model import DECERR, OKAY, RESP_NAMES, SLVERR, RegisterBankModel
-from wirespeed.host.registers import Read, ReadBlock, RegisterFile, Registers, Write, WriteBlock, arun, run
-from wirespeed.host.regmap import FieldKind, compile_rdl, core_regmap, regmap_from_node
-from wirespeed.host.transport import AsyncTransport, Transport
+from wirespeed.host.models.device import AXIL_ACCESS_CYCLES
+from wirespeed.host.transports.model import ModelTransport
+from wirespeed.hdl.bus.regmap import DECERR, OKAY, RESP_NAMES, SLVERR
+from wirespeed.host.models.register_bank import RegisterBankModel
+from wirespeed.host.driver.registers import Read, ReadBlock, RegisterFile, Registers, Write, WriteBlock, arun, run
+from wirespeed.hdl.bus.regmap import FieldKind, compile_rdl, core_regmap, regmap_from_node
+from wirespeed.host.transports.base import AsyncTransport, Transport
 
 TEST_RDL = """
 addrmap regs_test {
@@ -514,7 +516,7 @@ def test_write_only_field_itself_can_be_written_by_field(regs, t, bank):
 
 
 def test_the_register_bank_refuses_a_64_bit_register_that_straddles_two_read_slots(tmp_path):
-    from wirespeed.hdl.regbank import RegisterBank
+    from wirespeed.hdl.bus.regbank import RegisterBank
     rdl = tmp_path / "odd.rdl"
     rdl.write_text("addrmap odd { reg { field { sw = rw; hw = r; } a[31:0]; } r32 @ 0x0;\n"
                    "reg { regwidth = 64; accesswidth = 32; field { sw = rw; hw = r; } b[63:0]; } r64 @ 0x4; };\n")

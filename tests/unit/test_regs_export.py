@@ -1,4 +1,4 @@
-"""PeakRDL register-map exports (wirespeed.host.export): drift of docs/registers.md, and each format's output."""
+"""PeakRDL register-map exports (wirespeed.host.tools.export): drift of docs/registers.md, and each format's output."""
 
 import shutil
 import subprocess
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wirespeed.host.export import (BLOCKS, DOCS_REGISTERS, FORMATS, OUTPUTS, VLNV, docs_path, export,
+from wirespeed.host.tools.export import (BLOCKS, DOCS_REGISTERS, FORMATS, OUTPUTS, VLNV, docs_path, export,
                                    render_markdown)
-from wirespeed.host.regmap import core_regmap
+from wirespeed.hdl.bus.regmap import core_regmap
 
 IPXACT_NS = {"ipxact": "http://www.accellera.org/XMLSchema/IPXACT/1685-2014"}
 MAGIC = 0x57535044

@@ -1,4 +1,4 @@
-"""The router's model (wirespeed.host.router): the Toeplitz hash against Microsoft's RSS verification suite, the Maglev
+"""The router's model (wirespeed.host.models.router): the Toeplitz hash against Microsoft's RSS verification suite, the Maglev
 builder against a plain-loop reference of its definition and the paper's properties, and RouterModel rule by rule."""
 
 import ipaddress
@@ -12,13 +12,13 @@ from amaranth.lib import data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirespeed.hdl.router_layouts import CLASSES, RouterParams
-from wirespeed.hdl.router_layouts import RouteRequest as RouteRequestLayout
-from wirespeed.hdl.router_layouts import RouteVerdict as RouteVerdictLayout
+from wirespeed.hdl.router.layouts import CLASSES, RouterParams
+from wirespeed.hdl.router.layouts import RouteRequest as RouteRequestLayout
+from wirespeed.hdl.router.layouts import RouteVerdict as RouteVerdictLayout
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.router import (MS_RSS_KEY, RSS_VECTORS, U64, ClassEntry, PoolDescriptor, RouteRequest,
-                                   RouterModel, RouteVerdict, is_prime, maglev_build_time, maglev_quotas,
-                                   maglev_table, pack_words, rss_input, toeplitz, unpack_words)
+from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS, rss_input, toeplitz
+from wirespeed.host.models.router import U64, ClassEntry, PoolDescriptor, RouteRequest, RouterModel, RouteVerdict
+from wirespeed.host.maglev import is_prime, maglev_build_time, maglev_quotas, maglev_table, pack_words, unpack_words
 
 SEED = 20251125
 SEEDED = settings(derandomize=True, deadline=None, max_examples=60)

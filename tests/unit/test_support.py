@@ -7,15 +7,15 @@ import threading
 import pytest
 from support.layouts import Fields, LayoutCodec, unpack
 
-from wirespeed.hdl.limiter import LimitRequest, RateLimiter, Trace
-from wirespeed.hdl.limiter_layouts import LimiterParams
-from wirespeed.hdl.packet import WIDTHS, ByteBeat, pack_beats
+from wirespeed.hdl.limiter.rate_limiter import LimitRequest, RateLimiter, Trace
+from wirespeed.hdl.limiter.layouts import LimiterParams
+from wirespeed.hdl.bus.packet import WIDTHS, ByteBeat, pack_beats
 from wirespeed.host.errors import TransportError
-from wirespeed.host.limiter import LimitVerdict
-from wirespeed.host.model import ModelTransport
-from wirespeed.host.parser import Descriptor
-from wirespeed.host.regmap import core_regmap
-from wirespeed.host.router import RouteRequest
+from wirespeed.host.models.limiter import LimitVerdict
+from wirespeed.host.transports.model import ModelTransport
+from wirespeed.host.models.parser import Descriptor
+from wirespeed.hdl.bus.regmap import core_regmap
+from wirespeed.host.models.router import RouteRequest
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -48,8 +48,8 @@ def test_records_and_nested_structs_round_trip():
     c_out = LayoutCodec(lim.out_layout, {"verdict": LimitVerdict})
     assert c_out.unpack(c_out.pack({"verdict": v, "meta": 2})).verdict == v
     r = RouteRequest(route_class=3, key_present=True, key_fp=11, extra_fp=(5, 6, 7, 8), l4_src=1 << 100)
-    from wirespeed.hdl.router import Router
-    from wirespeed.hdl.router_layouts import RouterParams
+    from wirespeed.hdl.router.hash_router import Router
+    from wirespeed.hdl.router.layouts import RouterParams
     c_route = LayoutCodec(Router(RouterParams(), 16).in_layout, {"req": RouteRequest})
     assert c_route.unpack(c_route.pack({"req": r, "meta": 1})).req == r
     assert unpack(Trace, 1 | 5 << 2).now == 5

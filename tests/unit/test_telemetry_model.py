@@ -1,4 +1,4 @@
-"""The telemetry model (wirespeed.host.telemetry): histogram buckets, counts against a plain recount, snapshot and
+"""The telemetry model (wirespeed.host.models.telemetry): histogram buckets, counts against a plain recount, snapshot and
 clear semantics, the register-level TelemetryBlock (cycle contract) and the driver's readers over it."""
 
 import math
@@ -9,17 +9,16 @@ from fractions import Fraction
 
 import pytest
 
-from wirespeed.hdl.telemetry import telemetry_regmap
-from wirespeed.hdl.verdict_layouts import (ACTION_NAMES, ERROR_FLAG_COUNT, FLAG_NAMES, HIST_BUCKETS, LATENCY_MAX,
+from wirespeed.hdl.telemetry.counters import telemetry_regmap
+from wirespeed.hdl.pipeline.layouts import (ACTION_NAMES, ERROR_FLAG_COUNT, FLAG_NAMES, HIST_BUCKETS, LATENCY_MAX,
                                            REASON_NAMES, Action, Reason)
 from wirespeed.host.errors import IncompatibleBitstream
-from wirespeed.host.register_model import RegisterBankModel
-from wirespeed.host.registers import Registers, run
-from wirespeed.host.regmap import RegMap
-from wirespeed.host.telemetry import (ACTIONS, CTRL_PULSE_CYCLE, ERROR_FLAGS, REASONS, LatencyHistogram,
-                                      TelemetryBlock, TelemetryModel, TelemetrySnapshot, bucket_bounds,
-                                      histogram_bucket, read_latency_histogram, read_snapshot, read_stats)
-from wirespeed.host.transport import Transport
+from wirespeed.host.models.register_bank import RegisterBankModel
+from wirespeed.host.driver.registers import Registers, run
+from wirespeed.hdl.bus.regmap import RegMap
+from wirespeed.host.models.telemetry import (ACTIONS, CTRL_PULSE_CYCLE, ERROR_FLAGS, REASONS, TelemetryBlock, TelemetryModel, TelemetrySnapshot, bucket_bounds, histogram_bucket)
+from wirespeed.host.driver.stats import LatencyHistogram, read_latency_histogram, read_snapshot, read_stats
+from wirespeed.host.transports.base import Transport
 
 SEED = 20261125
 #: Cycles per access, as CoreModel counts them (its AXIL_ACCESS_CYCLES); the block only needs the pulse to fall

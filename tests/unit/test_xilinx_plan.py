@@ -1,4 +1,4 @@
-"""The Xilinx plan (wirespeed.host.xilinx) and the OpenNIC plugin (wirespeed.hdl.opennic), checked without Vivado.
+"""The Xilinx plan (wirespeed.host.tools.xilinx) and the OpenNIC plugin (wirespeed.hdl.platform.opennic), checked without Vivado.
 
 The PYNQ-Z2 plan is generated once (a small core, for speed) and checked for consistency: files, TCL references,
 wrapper ports against the core's Verilog, VLNV against the driver, XDC period against the clock. The OpenNIC plugin
@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from amaranth.sim import Simulator
 
-from wirespeed.hdl.id import CoreParams
-from wirespeed.hdl.limiter_layouts import LimiterParams
-from wirespeed.hdl.opennic import (BUS_BYTES, PLUGIN_MODULE, OpenNicBox250, _DownConverter, _UpConverter,
+from wirespeed.hdl.id.id_block import CoreParams
+from wirespeed.hdl.limiter.layouts import LimiterParams
+from wirespeed.hdl.platform.opennic import (BUS_BYTES, PLUGIN_MODULE, OpenNicBox250, _DownConverter, _UpConverter,
                                    opennic_params, opennic_verilog)
-from wirespeed.hdl.router_layouts import RouterParams
-from wirespeed.host import xilinx
-from wirespeed.host.regmap import core_regmap
+from wirespeed.hdl.router.layouts import RouterParams
+from wirespeed.host.tools import xilinx
+from wirespeed.hdl.bus.regmap import core_regmap
 
 REPO = Path(__file__).resolve().parents[2]
 CLOCK_MHZ = 125.0
@@ -69,8 +69,8 @@ def test_tcl_references_files_that_exist(plan):
 
 
 def test_vlnv_matches_the_driver_and_the_rdl(plan):
-    from wirespeed.host import transport_pynq
-    from wirespeed.host.pynq_driver import VLNV
+    from wirespeed.host.transports import pynq as transport_pynq
+    from wirespeed.host.driver.pynq_driver import VLNV
     version = core_regmap()["id.version"]
     ident = f"wirespeed.dev:offload:wirespeed_core:{version.field('major').reset}.{version.field('minor').reset}"
     assert xilinx.vlnv() == ident == VLNV
@@ -341,7 +341,7 @@ def test_width_converters_round_trip(narrow):
 
 
 def test_the_xc7z020_estimate_script_maps_luts_with_classic_abc_by_label():
-    from wirespeed.host.xilinx import CORE_TOP, _synth_script
+    from wirespeed.host.tools.xilinx import CORE_TOP, _synth_script
     lines = _synth_script("core.v", "stat.txt", abc9=False, share=False).splitlines()
     assert lines[0] == "read_verilog core.v" and lines[-1] == "tee -o stat.txt stat"
     assert f"synth_xilinx -family xc7 -flatten -top {CORE_TOP} -run map_memory:map_luts" in lines

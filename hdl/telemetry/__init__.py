@@ -1,0 +1,2 @@
+"""Verdict counters and the latency histogram: :class:`~.counters.Telemetry` and ``telemetry.rdl``.
+"""

@@ -1,0 +1,443 @@
+"""``wirespeed.open(uri)`` and the :class:`Offload` handle: the driver's public face.
+
+gateway code ─▶ :func:`open` ─▶ :class:`Offload` ─▶ sans-IO :class:`OffloadCore` (intents → register operations)
+                                               ─▶ a :class:`~.transport.Transport` chosen by the URI
+
+URIs::
+
+    model               bit-exact Python model of the core (no RTL, no Verilator)
+    sim                 the Verilated RTL in-process (compiled harness); first use compiles it (cached in build/)
+    pynq:<bitfile>      a PYNQ overlay, through pynq.Overlay / pynq.MMIO
+    uio:/dev/uioN       mmap of a UIO device's map 0
+    pci:<bdf>[/barN]    mmap of /sys/bus/pci/devices/<bdf>/resourceN (bar0 by default)
+    uart:<dev>[@baud]   a board's UART-to-AXI4-Lite bridge (docs/uart-bridge.md), through pyserial
+
+``model`` and ``sim`` take ``submit="stream"`` (default: classify batches through the packet stream, like a board's
+DMA) or ``submit="mmio"`` (through the MMIO submit window, as the board transports do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+
+from ...hdl.id.id_block import FEATURES
+from ..errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
+from ..keys import derive_key
+from .pools import Pools, Routes, RoutingCore
+from ...hdl.bus.regmap import RegMap, core_regmap
+from .registers import Registers, arun, run
+from .submit import SubmitCore
+from .stats import LatencyHistogram, read_latency_histogram, read_stats
+from .tenants import Clock, ClockCore, Tenants, TenantsCore, read_limiter_params
+from ..errors import FeatureMissing
+from ..transports.base import AsyncTransport, Transport
+from .verdict import Verdict
+
+__all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
+
+SCHEMES = ("model", "sim", "pynq", "uio", "pci", "uart")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The decoded ID block."""
+    magic: int
+    version: tuple[int, int]
+    build_hash: int
+    features: frozenset
+    width_bytes: int
+    tenants: int
+    maglev_size: int
+    clock_hz: int
+
+    def as_dict(self) -> dict:
+        return {"magic": f"0x{self.magic:08x}", "version": f"{self.version[0]}.{self.version[1]}",
+                "build_hash": f"0x{self.build_hash:08x}", "features": sorted(self.features),
+                "width_bytes": self.width_bytes, "tenants": self.tenants, "maglev_size": self.maglev_size,
+                "clock_hz": self.clock_hz}
+
+
+class OffloadCore:
+    """The driver's logic, free of I/O: each method is a generator of bus operations (see :mod:`.registers`).
+
+    The expected magic and the supported major version come from the reset values in ``id.rdl``.
+    """
+
+    def __init__(self, regmap: RegMap | None = None):
+        self.regmap = regmap or core_regmap()
+        self.regs = Registers(self.regmap)
+        self.magic = self.regmap["id.magic"].field("value").reset
+        self.major = self.regmap["id.version"].field("major").reset
+
+    def check_id(self):
+        """Raise :class:`IncompatibleBitstream` unless the core's magic and major version are ours."""
+        magic = yield from self.regs.read("id.magic")
+        if magic != self.magic:
+            raise IncompatibleBitstream(
+                f"ID magic is 0x{magic:08x}, expected 0x{self.magic:08x}: this is not a wirespeed core "
+                f"(wrong base address, or the bitstream is not loaded)")
+        major = yield from self.regs.read("id.version.major")
+        if major != self.major:
+            raise IncompatibleBitstream(
+                f"core register map major version {major} is not supported by this driver (supports {self.major}); "
+                f"install the wirespeed release that built the bitstream")
+
+    def info(self):
+        r = self.regs
+        version = yield from r.read("id.version")
+        features = yield from r.read("id.features")
+        fields = self.regmap["id.features"]
+        return DeviceInfo(
+            magic=(yield from r.read("id.magic")),
+            version=(version >> 16, version & 0xFFFF),
+            build_hash=(yield from r.read("id.build_hash")),
+            features=frozenset(n for n in FEATURES if features >> fields.field(n).lsb & 1),
+            width_bytes=(yield from r.read("id.params_stream.width_bytes")),
+            tenants=(yield from r.read("id.params_tenants")),
+            maglev_size=(yield from r.read("id.params_maglev")),
+            clock_hz=(yield from r.read("id.params_clock")),
+        )
+
+
+def open_transport(uri: str, **options) -> Transport:
+    """Make the transport a URI names (see the module docstring). ``options`` go to the transport."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "model":
+        from ..transports.model import ModelTransport
+        return ModelTransport(**options)
+    if scheme == "sim":
+        from ..transports.sim import SimTransport
+        return SimTransport(**options)
+    if scheme == "pynq":
+        from ..transports.pynq import PynqTransport
+        if not rest:
+            raise TransportError("pynq URI needs a bitfile: pynq:<path/to/design.bit>")
+        return PynqTransport(rest, **options)
+    if scheme == "uio":
+        from ..transports.mmap import open_uio
+        if not rest:
+            raise TransportError("uio URI needs a device: uio:/dev/uioN")
+        return open_uio(rest, **options)
+    if scheme == "pci":
+        from ..transports.mmap import open_pci
+        if not rest:
+            raise TransportError("pci URI needs a device: pci:<domain:bus:dev.fn>[/barN]")
+        return open_pci(rest, **options)
+    if scheme == "uart":
+        from ..transports.uart import open_uart
+        if not rest:
+            raise TransportError("uart URI needs a device: uart:/dev/ttyUSB0[@baud]")
+        return open_uart(rest, **options)
+    raise DeviceNotFound(f"unknown URI {uri!r}; schemes: {', '.join(SCHEMES)}")
+
+
+class Offload:
+    """A handle on one wirespeed core. Use as a context manager; every method is thread-safe.
+
+    Opening reads the ID block and raises :class:`IncompatibleBitstream` if the core is not one this driver knows.
+
+    Attributes
+    ----------
+    tenants : Tenants
+        The limiter's tenant table (:class:`~.tenants.Tenants`).
+    clock : Clock
+        The limiter's nanosecond clock (:class:`~.tenants.Clock`).
+    pools : Pools
+        The router's backend pools (:class:`~.pools.Pools`).
+    routes : Routes
+        The route classes: path prefix → pool and hash key (:class:`~.pools.Routes`).
+
+    ``tenants`` and ``clock`` raise :class:`~.tenants.FeatureMissing` on a core without a limiter, ``pools`` and
+    ``routes`` on a core without a router.
+    """
+
+    def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None):
+        self.uri = uri
+        self.transport = transport
+        self.core = core or OffloadCore()
+        self._lock = threading.RLock()
+        self._limiter_params = None
+        self._tenants = None
+        self._clock = None
+        self._routing = None
+        self._pools = None
+        self._routes = None
+        self._features = None
+        self._submit = None
+        try:
+            self._run(self.core.check_id())
+        except BaseException:
+            transport.close()
+            raise
+
+    def _run(self, ops):
+        with self._lock:
+            return run(ops, self.transport)
+
+    def info(self) -> DeviceInfo:
+        """The decoded ID block."""
+        return self._run(self.core.info())
+
+    def _limiter(self):
+        # Read once: the parameters are fixed by the bitstream.
+        if self._limiter_params is None:
+            self._limiter_params = self._run(read_limiter_params(self.core.regs))
+        return self._limiter_params
+
+    @property
+    def tenants(self) -> Tenants:
+        """The tenant table: add, update, remove, get, debit, refund (:class:`~.tenants.Tenants`)."""
+        with self._lock:
+            if self._tenants is None:
+                self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter()))
+            return self._tenants
+
+    @property
+    def clock(self) -> Clock:
+        """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
+        with self._lock:
+            if self._clock is None:
+                self._limiter()
+                self._clock = Clock(self, ClockCore(self.core.regs))
+            return self._clock
+
+    def _routing_core(self) -> RoutingCore:
+        # One core behind both faces: routes and pools share the router's buffers.
+        if self._routing is None:
+            self._routing = self._run(RoutingCore.attach(self.core.regs))
+        return self._routing
+
+    @property
+    def pools(self) -> Pools:
+        """The router's backend pools: set, set_state, get, table (:class:`~.pools.Pools`)."""
+        with self._lock:
+            if self._pools is None:
+                self._pools = Pools(self, self._routing_core())
+            return self._pools
+
+    @property
+    def routes(self) -> Routes:
+        """The route classes: add, remove, default, list (:class:`~.pools.Routes`)."""
+        with self._lock:
+            if self._routes is None:
+                self._routes = Routes(self, self._routing_core())
+            return self._routes
+
+    def set_hash_key(self, key: bytes) -> None:
+        """Set the router's 40-byte Toeplitz key (write-only; all zero at reset). Set a secret random one before
+        serving untrusted traffic, so clients cannot steer their hashes (``docs/router.md``)."""
+        self.routes.set_hash_key(key)
+
+    def set_fingerprint_key(self, secret: bytes) -> None:
+        """Key the parser's API-key fingerprint with ``secret`` (``derive_key``: a dense irreducible modulus and a
+        seed; write-only on the device). Without it the reset key is public and sparse, so clients could aim keys at
+        one tenant-table bucket (``docs/limiter.md``). Every process that adds tenants must use the same secret.
+
+        Raises :class:`ConfigError` once this driver has added tenants: their slots hold fingerprints under the old
+        key."""
+        poly, seed = derive_key(secret)
+        with self._lock:
+            if self._tenants is not None and len(self._tenants.core.placement):
+                raise ConfigError("fingerprint key", "<secret>", "set it before adding tenants: the table holds "
+                                  "fingerprints under the current key")
+            self._run(self.core.regs.write("parser.fp_poly", poly))
+            self._run(self.core.regs.write("parser.fp_seed", seed))
+            if "limiter" in self.info().features:
+                self.tenants.set_fingerprint_key(poly, seed)
+
+    # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
+
+    def _need(self, feature: str) -> None:
+        if self._features is None:
+            self._features = self.info().features
+        if feature not in self._features:
+            raise FeatureMissing(feature)
+
+    def _submit_core(self) -> SubmitCore:
+        if self._submit is None:
+            self._need("submit")
+            self._submit = self._run(SubmitCore.attach(self.core.regs))
+        return self._submit
+
+    def _classify(self, items) -> list[Verdict]:
+        """``(bytes, inline)`` items in order. A transport with a packet stream (``classify_stream``: ``"sim"``,
+        ``"model"``) takes each run of requests or frames as one batch through ``s_axis``; any other goes through
+        the MMIO submit window. Both check and cut the items the same way first."""
+        with self._lock:
+            core = self._submit_core()
+            stream = getattr(self.transport, "classify_stream", None)
+            if stream is None:
+                records = self._run(core.classify(items))
+            else:
+                prepared = self._run(core.prepare(items))
+                records = []
+                i = 0
+                while i < len(prepared):
+                    inline = prepared[i][1]
+                    j = i
+                    while j < len(prepared) and prepared[j][1] == inline:
+                        j += 1
+                    self._run(self.core.regs.write("pipeline.ctrl.axis_inline", int(inline)))
+                    records += stream([data for data, _ in prepared[i:j]], inline)
+                    i = j
+        return [Verdict.from_record(r) for r in records]
+
+    def classify_many(self, requests) -> list[Verdict]:
+        """Verdicts for HTTP/1.1 requests (``bytes``: the request line, headers and any body), in order.
+
+        Requests are submitted in batches (on ``"sim"`` and ``"model"`` all at once through the packet stream; on
+        a board's MMIO window as many as the submit window and result FIFO hold), so the core's pipeline overlaps
+        them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose header block does
+        not fit the window, before anything is written."""
+        return self._classify([(r, False) for r in requests])
+
+    def classify(self, request: bytes) -> Verdict:
+        """The verdict for one HTTP/1.1 request (lookaside)."""
+        return self.classify_many([request])[0]
+
+    def classify_frame(self, frame: bytes) -> Verdict:
+        """The verdict for one Ethernet frame, through the L2–L4 front end as in inline mode (``docs/frontend.md``):
+        the TCP payload is parsed and the 4-tuple is available to the router; anything else is punted."""
+        with self._lock:
+            self._need("frontend")
+            return self._classify([(frame, True)])[0]
+
+    def stats(self, clear: bool = False) -> dict:
+        """The telemetry counters from one consistent snapshot: events per action, reason and pipeline error
+        flag, and the latency histogram (``docs/pipeline.md``, "Telemetry"). ``clear`` zeroes the live counters in
+        the same write (nothing lost between the snapshot and the clear)."""
+        return self._run(read_stats(self.core.regs, clear=clear))
+
+    def latency_histogram(self) -> LatencyHistogram:
+        """The hardware latency histogram (log2 buckets of cycles, first beat to verdict) from a new snapshot."""
+        return self._run(read_latency_histogram(self.core.regs))
+
+    def read_register(self, name: str) -> int:
+        """Read a register or field by its map name (``"id.scratch"``, ``"id.version.major"``)."""
+        return self._run(self.core.regs.read(name))
+
+    def write_register(self, name: str, value: int) -> None:
+        """Write a register or field by its map name; out-of-range values raise :class:`ConfigError`."""
+        self._run(self.core.regs.write(name, value))
+
+    def close(self) -> None:
+        with self._lock:
+            self.transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<wirespeed.Offload {self.uri}>"
+
+
+class AsyncOffload:
+    """The same driver over an :class:`AsyncTransport`, for cocotb testbenches: ``await AsyncOffload.open(t)``.
+
+    ``tenants``, ``clock``, ``pools`` and ``routes`` are the same objects as on :class:`Offload`; their methods that
+    touch the device return awaitables here (``await dev.tenants.add(...)``, ``await dev.clock.now()``; set the
+    clock rate with ``await dev.clock.set_ns_per_cycle(x)``). Calls are serialised by an asyncio lock.
+    """
+
+    def __init__(self, transport: AsyncTransport, core: OffloadCore | None = None):
+        self.transport = transport
+        self.core = core or OffloadCore()
+        self._lock = threading.RLock()          # guards driver state, never held across an await
+        self._alock = asyncio.Lock()
+        self._limiter_params = None
+        self._routing = None
+        self._submit = None
+        self._tenants = self._clock = self._pools = self._routes = None
+
+    @classmethod
+    async def open(cls, transport: AsyncTransport) -> "AsyncOffload":
+        """Check the ID block and read the parameters of the pipelines the core has."""
+        self = cls(transport)
+        await arun(self.core.check_id(), transport)
+        features = (await self.info()).features
+        if "limiter" in features:
+            self._limiter_params = await arun(read_limiter_params(self.core.regs), transport)
+        if "router" in features:
+            self._routing = await arun(RoutingCore.attach(self.core.regs), transport)
+        if "submit" in features:
+            self._submit = await arun(SubmitCore.attach(self.core.regs), transport)
+        return self
+
+    def _run(self, ops):
+        return self._arun(ops)
+
+    async def _arun(self, ops):
+        async with self._alock:
+            return await arun(ops, self.transport)
+
+    async def info(self) -> DeviceInfo:
+        return await arun(self.core.info(), self.transport)
+
+    async def read_register(self, name: str) -> int:
+        return await arun(self.core.regs.read(name), self.transport)
+
+    async def write_register(self, name: str, value: int) -> None:
+        await arun(self.core.regs.write(name, value), self.transport)
+
+    async def classify_many(self, requests) -> list[Verdict]:
+        if self._submit is None:
+            raise FeatureMissing("submit")
+        records = await self._arun(self._submit.classify([(r, False) for r in requests]))
+        return [Verdict.from_record(r) for r in records]
+
+    async def classify(self, request: bytes) -> Verdict:
+        return (await self.classify_many([request]))[0]
+
+    async def classify_frame(self, frame: bytes) -> Verdict:
+        if self._submit is None:
+            raise FeatureMissing("submit")
+        records = await self._arun(self._submit.classify([(frame, True)]))
+        return Verdict.from_record(records[0])
+
+    async def stats(self, clear: bool = False) -> dict:
+        return await self._arun(read_stats(self.core.regs, clear=clear))
+
+    async def latency_histogram(self) -> LatencyHistogram:
+        return await self._arun(read_latency_histogram(self.core.regs))
+
+    @property
+    def tenants(self) -> Tenants:
+        if self._limiter_params is None:
+            raise FeatureMissing("limiter")
+        if self._tenants is None:
+            self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter_params))
+        return self._tenants
+
+    @property
+    def clock(self) -> Clock:
+        if self._limiter_params is None:
+            raise FeatureMissing("limiter")
+        if self._clock is None:
+            self._clock = Clock(self, ClockCore(self.core.regs))
+        return self._clock
+
+    @property
+    def pools(self) -> Pools:
+        if self._routing is None:
+            raise FeatureMissing("router")
+        if self._pools is None:
+            self._pools = Pools(self, self._routing)
+        return self._pools
+
+    @property
+    def routes(self) -> Routes:
+        if self._routing is None:
+            raise FeatureMissing("router")
+        if self._routes is None:
+            self._routes = Routes(self, self._routing)
+        return self._routes
+
+
+def open(uri: str = "model", **options) -> Offload:
+    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs."""
+    return Offload(open_transport(uri, **options), uri)

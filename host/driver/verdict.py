@@ -1,0 +1,105 @@
+"""The verdict as gateway code sees it: :class:`Verdict`, decoded from the core's :class:`VerdictRecord`.
+
+core (result FIFO / verdict stream / ``tuser``) ─▶ :class:`VerdictRecord` (bits, field for field) ─▶ :class:`Verdict`
+
+Field meanings and the rules that produce them: ``docs/pipeline.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...hdl.pipeline.layouts import ACTION_NAMES, FLAG_NAMES, REASON_NAMES, Action, Reason
+from ...hdl.pipeline.layouts import VerdictRecord as VerdictRecordLayout
+from ..records import LayoutRecord
+
+__all__ = ["Verdict", "VerdictRecord", "RECORD_WORDS"]
+
+#: 32-bit words of one record in the result FIFO window (``pipeline.result[0..]``).
+RECORD_WORDS = -(-VerdictRecordLayout.as_shape().size // 32)
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord(LayoutRecord, layout=VerdictRecordLayout):
+    """Mirrors :class:`wirespeed.hdl.pipeline.layouts.VerdictRecord` field for field."""
+    action: Action = Action.FORWARD
+    status: int = 0
+    reason: Reason = Reason.OK
+    tenant_valid: bool = False
+    tenant: int = 0
+    pool_valid: bool = False
+    pool: int = 0
+    backend_valid: bool = False
+    backend: int = 0
+    retry_valid: bool = False
+    retry_after_ns: int = 0
+    flags: int = 0
+    hash: int = 0
+    latency_cycles: int = 0
+
+    def to_words(self) -> list[int]:
+        bits = self.to_bits()
+        return [(bits >> (32 * i)) & 0xFFFFFFFF for i in range(RECORD_WORDS)]
+
+    @classmethod
+    def from_words(cls, words) -> "VerdictRecord":
+        return cls.from_bits(sum(w << (32 * i) for i, w in enumerate(words)))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The core's answer for one request or frame.
+
+    Attributes
+    ----------
+    action : str
+        ``"forward"``, ``"reject"`` or ``"punt"``.
+    status : int
+        HTTP status: 200 forwarded; 400, 401, 429, 431 or 503 rejected; 0 punted.
+    reason : str
+        A stable snake_case name (``"ok"``, ``"rate_limited"``, ``"bare_cr_lf"``, ``"not_tcp"`` …; ``docs/pipeline.md``).
+    tenant : int or None
+        The tenant slot whose buckets decided (the default tenant's for an unknown key under the default policy).
+    pool : int or None
+        The pool the route class chose, when the request got as far as routing.
+    backend : int or None
+        The backend index within the pool, when forwarded.
+    retry_after_s : float or None
+        When rate limited: seconds until the request would be allowed.
+    flags : frozenset of str
+        Parser error flags and facts about the request (``docs/pipeline.md``, "Flags").
+    hash : int
+        The 32-bit Toeplitz hash the router computed.
+    latency_cycles : int
+        Core cycles from the packet's first beat to its verdict.
+    """
+    action: str
+    status: int
+    reason: str
+    tenant: int | None
+    pool: int | None
+    backend: int | None
+    retry_after_s: float | None
+    flags: frozenset
+    hash: int
+    latency_cycles: int
+
+    @classmethod
+    def from_record(cls, rec: VerdictRecord) -> "Verdict":
+        return cls(
+            action=ACTION_NAMES[rec.action.value],
+            status=rec.status,
+            reason=REASON_NAMES[rec.reason.value],
+            tenant=rec.tenant if rec.tenant_valid else None,
+            pool=rec.pool if rec.pool_valid else None,
+            backend=rec.backend if rec.backend_valid else None,
+            retry_after_s=rec.retry_after_ns / 1e9 if rec.retry_valid else None,
+            flags=frozenset(name for i, name in enumerate(FLAG_NAMES) if rec.flags >> i & 1),
+            hash=rec.hash,
+            latency_cycles=rec.latency_cycles,
+        )
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "status": self.status, "reason": self.reason, "tenant": self.tenant,
+                "pool": self.pool, "backend": self.backend, "retry_after_s": self.retry_after_s,
+                "flags": sorted(self.flags), "hash": self.hash, "latency_cycles": self.latency_cycles}

@@ -1,0 +1,262 @@
+"""Bit-exact model of the offload pipeline: one packet in, one :class:`~.verdict.VerdictRecord` out.
+
+packet ─▶ :func:`~.frontend.process_frame` ─▶ :func:`~.parser.parse` ─▶ :func:`combine` (limiter, router) ─▶ record
+
+:func:`combine` is the verdict stage of :mod:`wirespeed.hdl.pipeline.offload_pipeline` written in Python; :class:`PipelineBlock` is
+the register-level model of ``pipeline.rdl`` (submit window, doorbell, result FIFO) behind the ``"model"`` URI, with
+the same cycle timing as the RTL. Rules: ``docs/pipeline.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES
+from ...hdl.limiter.layouts import Decision
+from ...hdl.parser.layouts import ErrorFlag, KeySource
+from ...hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES, RESULT_DEPTH, SUBMIT_START_CYCLES
+from ...hdl.router.layouts import STATUS_UNAVAILABLE
+from ...hdl.pipeline.layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason
+from .frontend import payload_beat_ready_cycles, process_frame
+# When, within an access, the bank samples a read and a written value takes effect (calibrated against the RTL).
+from .limiter import READ_SAMPLE_CYCLE, WRITE_EFFECT_CYCLE
+from .parser import Descriptor, parse
+from .register_bank import BlockModel
+from .router import RouteRequest
+from ..driver.verdict import RECORD_WORDS, VerdictRecord
+
+__all__ = ["combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
+           "PipelineBlock", "limiter_now_cycle"]
+
+_FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
+_TOO_LARGE = ErrorFlag.header_too_large.bit_length() - 1
+_TRUNCATED = ErrorFlag.truncated.bit_length() - 1
+
+
+
+def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
+    """``(action, reason, status)`` decided before the limiter, or None when the request goes on to it."""
+    if bad_tkeep:
+        return Action.PUNT, Reason.BAD_TKEEP, 0
+    if info.punt:
+        return Action.PUNT, Reason(17 + info.reason.value), 0
+    errors = int(desc.errors)
+    if errors:
+        first = (errors & -errors).bit_length() - 1
+        if info.inline and first == _TOO_LARGE:
+            return Action.PUNT, Reason.HEADER_TOO_LARGE, 0
+        if info.inline and first == _TRUNCATED:
+            return Action.PUNT, Reason.HEADER_SPANS_SEGMENTS, 0
+        return Action.REJECT, Reason(1 + first), 431 if first == _TOO_LARGE else 400
+    return None
+
+
+def route_request(desc: Descriptor, info) -> RouteRequest:
+    l4_valid = bool(info.inline and not info.punt)
+    return RouteRequest(route_class=desc.route_class, key_present=desc.key_source is not KeySource.NONE,
+                        key_fp=desc.key_fp, extra_present=desc.extra_present, extra_fp=desc.extra_fp,
+                        l4_valid=l4_valid, l4_v6=info.l4_v6, l4_ports=True, l4_src=info.l4_src, l4_dst=info.l4_dst,
+                        l4_sport=info.l4_sport, l4_dport=info.l4_dport)
+
+
+def request_flags(desc: Descriptor, info, bad_tkeep: bool, mmio: bool) -> int:
+    """The flags the join knows (all but ``tenant_found``)."""
+    flags = int(desc.errors)
+    for name, on in (("bad_tkeep", bad_tkeep), ("inline", info.inline), ("l4_valid", info.inline and not info.punt),
+                     ("route_match", desc.route_match), ("key_present", desc.key_source is not KeySource.NONE),
+                     ("cl_present", desc.cl_present), ("chunked", desc.chunked), ("complete", desc.complete),
+                     ("mmio", mmio)):
+        if on:
+            flags |= _FLAG[name]
+    return flags
+
+
+def combine(early, flags: int, lim, route, latency_cycles: int) -> VerdictRecord:
+    """The verdict stage: ``early`` from :func:`early_verdict`; ``lim`` the limiter's verdict (None when it did not
+    run); ``route`` the router's verdict (it always runs)."""
+    ran = early is None
+    lim_reject = ran and lim.decision is Decision.REJECT
+    lim_punt = ran and lim.decision is Decision.PUNT
+    no_backend = route.status == STATUS_UNAVAILABLE
+    rate_limited = lim_reject and lim.status == 429
+    if not ran:
+        action, reason, status = early
+    elif lim_reject:
+        action, status = Action.REJECT, lim.status
+        reason = Reason.RATE_LIMITED if rate_limited else Reason.UNKNOWN_TENANT
+    elif lim_punt:
+        action, reason, status = Action.PUNT, Reason.UNKNOWN_TENANT, 0
+    elif no_backend:
+        action, reason, status = Action.REJECT, Reason.NO_BACKEND, STATUS_UNAVAILABLE
+    else:
+        action, reason, status = Action.FORWARD, Reason.OK, 200
+    forward = ran and not (lim_reject or lim_punt or no_backend)
+    tenant_valid = ran and not lim_punt and not (lim_reject and not rate_limited)
+    pool_valid = ran and not lim_reject and not lim_punt
+    if ran and lim.tenant_found:
+        flags |= _FLAG["tenant_found"]
+    return VerdictRecord(
+        action=action, status=status, reason=reason,
+        tenant_valid=tenant_valid, tenant=lim.tenant if tenant_valid else 0,
+        pool_valid=pool_valid, pool=route.pool if pool_valid else 0,
+        backend_valid=forward, backend=route.backend if forward else 0,
+        retry_valid=rate_limited, retry_after_ns=lim.retry_after_ns if rate_limited else 0,
+        flags=flags, hash=route.hash, latency_cycles=min(latency_cycles, LATENCY_MAX))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one packet does in the pipeline: its record, and when (cycles after its first beat, no stall)."""
+    record: VerdictRecord
+    descriptor: Descriptor
+    info: object
+    latency_cycles: int
+    limiter_ran: bool
+
+
+def classify_packet(packet: bytes, inline: bool, width: int, parser_config, frontend_config, limiter, router,
+                    now_at, mmio: bool = True, bad_tkeep: bool = False) -> Outcome:
+    """Run one packet through the model pipeline.
+
+    Parameters
+    ----------
+    limiter : LimiterModel
+        Decides (and updates its buckets) when the request reaches it.
+    router : RouterModel
+        Routes every packet (it has no state a request changes, only counters).
+    now_at : callable
+        ``now_at(latency_cycles)``: the limiter clock (ns) in the cycle the limiter accepts a request whose verdict
+        comes ``latency_cycles`` after the packet's first beat.
+    """
+    info, payload = process_frame(packet, inline, frontend_config)
+    desc = parse(payload, parser_config)
+    stop_beat = desc.stop_index(len(payload)) // width if payload else 0
+    ready = payload_beat_ready_cycles(packet, inline, frontend_config, width)
+    latency = ready[min(stop_beat, len(ready) - 1)] + DECISION_LATENCY_CYCLES
+    early = early_verdict(desc, info, bad_tkeep)
+    flags = request_flags(desc, info, bad_tkeep, mmio)
+    lim = limiter.decide(desc, now_at(latency)) if early is None else None
+    route = router.route(route_request(desc, info))
+    return Outcome(combine(early, flags, lim, route, latency), desc, info, latency, early is None)
+
+
+class PipelineBlock(BlockModel):
+    """``pipeline.*`` registers as the RTL drives them: the submit window, the doorbell and the result FIFO.
+
+    A doorbell runs the packet through :func:`classify_packet` at once, timing each event as the RTL does: the first
+    beat enters :data:`SUBMIT_START_CYCLES` after the doorbell's pulse; the limiter samples its clock
+    ``LIMIT_LATENCY_CYCLES + 1`` cycles before the verdict; the verdict enters the result FIFO (and telemetry) in its
+    cycle, and ``status.results`` counts it from the next one.
+
+    Parameters
+    ----------
+    core : CoreModel
+        The core model, for the other blocks (parser, limiter, router, telemetry) and the front end's registers.
+    """
+
+    PREFIX = "pipeline."
+
+    def __init__(self, core, submit_bytes: int):
+        super().__init__(core.bank)
+        self.core = core
+        self.width = core.params.width_bytes
+        self.submit_bytes = submit_bytes
+        self.depth_beats = submit_bytes // self.width
+        self._gather = bytearray(self.width)          # the RTL's gather register (stale bytes stay)
+        self._gwords = 0
+        self._packet = bytearray()                    # full beats pushed for the open packet
+        self._queued_beats = []                       # cycle each doorbelled beat leaves the FIFO
+        self._results: list[tuple[int, VerdictRecord]] = []   # (cycle counted in status.results, record)
+        self._stream_free = 0                         # first cycle the MMIO source is free again
+        #: Every outcome, in order (for tests and the bench).
+        self.outcomes: list[Outcome] = []
+        self._set("submit_capacity.bytes", submit_bytes)
+        self._set("result_capacity.entries", RESULT_DEPTH)
+        self._publish(0)
+
+    # -- bus events --
+
+    def before_read(self, reg: str, cycle: int) -> None:
+        self._publish(cycle + READ_SAMPLE_CYCLE)
+
+    def after_write(self, reg: str, cycle: int) -> None:
+        name = reg[len(self.PREFIX):]
+        at = cycle + WRITE_EFFECT_CYCLE
+        if name == "submit_data":
+            self._word(self._value("submit_data"), at)
+        elif name == "doorbell":
+            self._doorbell(self._field("doorbell", "len"), bool(self._field("doorbell", "inline")), at)
+        elif name == "result_pop":
+            if self._fired("result_pop.go"):
+                visible = [r for r in self._results if r[0] <= at]
+                if visible:
+                    self._results.remove(visible[0])
+
+    # -- behaviour --
+
+    def _level(self, cycle: int) -> int:
+        return len(self._packet) // self.width + sum(1 for c in self._queued_beats if c >= cycle)
+
+    def _push_ok(self, at: int) -> bool:
+        if self._level(at) >= self.depth_beats:
+            self.bank.incr("pipeline.overflows.count")
+            return False
+        return True
+
+    def _word(self, word: int, at: int) -> None:
+        w = self.width
+        if self._gwords == w // 4:
+            if self._push_ok(at):
+                self._packet += self._gather
+            self._gather[0:4] = word.to_bytes(4, "little")
+            self._gwords = 1
+        else:
+            self._gather[4 * self._gwords:4 * self._gwords + 4] = word.to_bytes(4, "little")
+            self._gwords += 1
+
+    def _doorbell(self, length: int, inline: bool, at: int) -> None:
+        w = self.width
+        full = len(self._packet)
+        n_valid = 0 if length < full else min(length - full, w)
+        packet = bytes(self._packet) + bytes(self._gather[:n_valid])
+        beats = full // w + 1
+        self._packet = bytearray()
+        self._gwords = 0
+        if not self._push_ok(at):
+            return
+        self.bank.incr("pipeline.submitted.count")
+        first = max(at + SUBMIT_START_CYCLES, self._stream_free)
+        self._stream_free = first + beats
+        self._queued_beats += [first + i for i in range(beats)]
+        self._queued_beats = [c for c in self._queued_beats if c >= at]
+        outcome = self.core.classify(packet, inline, first)
+        self.outcomes.append(outcome)
+        self._results.append((first + outcome.latency_cycles + 1, outcome.record))
+
+    def _publish(self, cycle: int) -> None:
+        visible = [rec for c, rec in self._results if c <= cycle]
+        free = self.depth_beats - self._level(cycle)
+        self._set("status.results", len(visible))
+        self._set("status.free_beats", min(free, 0xFFFF))
+        words = visible[0].to_words() if visible else [0] * RECORD_WORDS
+        for i, word in enumerate(words):
+            self._set(f"result[{i}].value", word)
+
+
+#: A stream batch (``classify_stream``) lasts its beats plus this many cycles: the last packet's verdict comes at most
+#: DECISION_LATENCY_CYCLES (+1 inline) after its last beat, and its egress copy leaves right behind it.
+STREAM_TAIL_CYCLES = DECISION_LATENCY_CYCLES + 8
+#: The model cycle of a stream batch's first beat, counted from the end of the access before it.
+STREAM_START_CYCLE = 0
+
+
+def stream_batch_cycles(beats: int) -> int:
+    """Cycles a stream batch of ``beats`` beats takes, on ``"sim"`` and in the model alike."""
+    return beats + STREAM_TAIL_CYCLES
+
+
+def limiter_now_cycle(first_cycle: int, latency_cycles: int) -> int:
+    """The cycle the limiter accepts (and samples its clock for) a request whose packet entered at
+    ``first_cycle``: the verdict register and the limiter's pipeline before the verdict."""
+    return first_cycle + latency_cycles - 1 - LIMIT_LATENCY_CYCLES
+

@@ -1,0 +1,2 @@
+"""The ``wirespeed`` command and its subcommands: demo, bench, build flows, Xilinx plan, exports, traffic.
+"""
