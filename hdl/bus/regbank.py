@@ -179,45 +179,8 @@ class RegisterBank(wiring.Component):
         mem_read_sel = Signal(range(len(regmap.memories) + 2))
         m.d.sync += mem_read_sel.eq(0)
 
-        # Default per-cycle outputs of pulses and swmod strobes.
-        for reg in regmap.registers:
-            for f in reg.fields:
-                if f.kind is FieldKind.PULSE:
-                    m.d.sync += hw_port(self.hw, reg.path + (f.name,)).eq(0)
-                if f.swmod:
-                    m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(0)
-
-        # Counters count every cycle their incr is high; bus writes (and read-clear) act on the pre-increment value.
-        counter_base = {}
-        for reg in regmap.registers:
-            for f in reg.fields:
-                if f.kind is FieldKind.COUNTER:
-                    port = hw_port(self.hw, reg.path)
-                    value = getattr(port, f.name)
-                    base = Signal(f.width, name=f"{'_'.join(reg.path)}_{f.name}_base")
-                    m.d.comb += base.eq(value)
-                    m.d.sync += value.eq(base + getattr(port, f"{f.name}_incr"))
-                    counter_base[(reg.name, f.name)] = base
-
-        def field_signal(reg, f):
-            port = hw_port(self.hw, reg.path)
-            return getattr(port, f.name)
-
-        def read_value(reg: Register):
-            bits = Const(0, reg.width)
-            parts = []
-            for f in reg.fields:
-                if not f.sw_readable:
-                    continue
-                if f.kind is FieldKind.CONST:
-                    src = Const(f.reset, f.width)
-                else:
-                    src = field_signal(reg, f)
-                parts.append((f.lsb, src))
-            value = Signal(reg.width, name=f"{'_'.join(reg.path)}_rd")
-            for lsb, src in parts:
-                m.d.comb += value[lsb:lsb + len(src)].eq(src)
-            return value
+        self._strobe_defaults(m)
+        counter_base = self._counters(m)
 
         with m.If(accept):
             with m.Switch(word):
@@ -236,26 +199,7 @@ class RegisterBank(wiring.Component):
                             with m.Else():  # write
                                 if not reg.sw_writable:
                                     m.d.sync += resp.eq(SLVERR)
-                                for f in reg.fields:
-                                    if not f.sw_writable:
-                                        continue
-                                    # The part of the field inside this bus word.
-                                    f_lo, f_hi = max(f.lsb, lo), min(f.msb + 1, hi)
-                                    if f_lo >= f_hi:
-                                        continue
-                                    sl = slice(f_lo - f.lsb, f_hi - f.lsb)
-                                    wd = bus.w_data[f_lo - lo:f_hi - lo]
-                                    ln = lanes[f_lo - lo:f_hi - lo]
-                                    sig = field_signal(reg, f)
-                                    if f.kind is FieldKind.PULSE:
-                                        m.d.sync += sig[sl].eq(wd & ln)
-                                    elif f.kind is FieldKind.COUNTER:
-                                        base = counter_base[(reg.name, f.name)]
-                                        m.d.comb += base[sl].eq((sig[sl] & ~ln) | (wd & ln))
-                                    else:
-                                        m.d.sync += sig[sl].eq((sig[sl] & ~ln) | (wd & ln))
-                                    if f.swmod:
-                                        m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(ln.any())
+                                self._write_word(m, reg, lo, hi, lanes, counter_base)
                 for mi, mem in enumerate(regmap.memories):
                     port = hw_port(self.hw, mem.path)
                     m.d.comb += [port.addr.eq(word - mem.address // 4), port.w_data.eq(bus.w_data)]
@@ -275,16 +219,7 @@ class RegisterBank(wiring.Component):
                 with m.Default():
                     m.d.sync += [resp.eq(DECERR), r_data.eq(0)]
 
-        words = {}
-        for reg in regmap.registers:
-            full = read_value(reg)
-            for w in range(reg.words):
-                words[reg.address // 4 + w] = full[BUS_WIDTH_BITS * w:BUS_WIDTH_BITS * (w + 1)]
-        slots = {}
-        for a in sorted(words):
-            slots.setdefault(a >> 1, [Const(0, BUS_WIDTH_BITS), Const(0, BUS_WIDTH_BITS)])[a & 1] = words[a]
-        slot = Signal(2 * BUS_WIDTH_BITS)
-        m.d.comb += slot.eq(_mux_tree({k: Cat(*v) for k, v in slots.items()}, word[1:], 2 * BUS_WIDTH_BITS))
+        slot = self._read_slot(m, word)
         slot_lo, slot_hi = slot[:BUS_WIDTH_BITS], slot[BUS_WIDTH_BITS:]
         with m.If(accept & reg_read):
             with m.If(latch_valid & (latch_word == word)):
@@ -299,6 +234,80 @@ class RegisterBank(wiring.Component):
             with m.If(mem_read_sel == mi + 1):
                 m.d.comb += bus.r_data.eq(port.r_data)
         return m
+
+    def _field_signal(self, reg: Register, f):
+        return getattr(hw_port(self.hw, reg.path), f.name)
+
+    def _strobe_defaults(self, m):
+        """Pulses and swmod strobes are 0 in every cycle a write does not set them."""
+        for reg in self.regmap.registers:
+            for f in reg.fields:
+                if f.kind is FieldKind.PULSE:
+                    m.d.sync += hw_port(self.hw, reg.path + (f.name,)).eq(0)
+                if f.swmod:
+                    m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(0)
+
+    def _counters(self, m) -> dict:
+        """Counters count every cycle their incr is high; bus writes (and read-clear) act on the pre-increment value,
+        the ``base`` signal returned for each ``(register, field)``."""
+        counter_base = {}
+        for reg in self.regmap.registers:
+            for f in reg.fields:
+                if f.kind is FieldKind.COUNTER:
+                    port = hw_port(self.hw, reg.path)
+                    value = getattr(port, f.name)
+                    base = Signal(f.width, name=f"{'_'.join(reg.path)}_{f.name}_base")
+                    m.d.comb += base.eq(value)
+                    m.d.sync += value.eq(base + getattr(port, f"{f.name}_incr"))
+                    counter_base[(reg.name, f.name)] = base
+        return counter_base
+
+    def _write_word(self, m, reg: Register, lo: int, hi: int, lanes, counter_base: dict):
+        """A bus write to the register word holding bits ``lo..hi-1``: each writable field's part in it, by lane."""
+        for f in reg.fields:
+            if not f.sw_writable:
+                continue
+            # The part of the field inside this bus word.
+            f_lo, f_hi = max(f.lsb, lo), min(f.msb + 1, hi)
+            if f_lo >= f_hi:
+                continue
+            sl = slice(f_lo - f.lsb, f_hi - f.lsb)
+            wd = self.bus.w_data[f_lo - lo:f_hi - lo]
+            ln = lanes[f_lo - lo:f_hi - lo]
+            sig = self._field_signal(reg, f)
+            if f.kind is FieldKind.PULSE:
+                m.d.sync += sig[sl].eq(wd & ln)
+            elif f.kind is FieldKind.COUNTER:
+                base = counter_base[(reg.name, f.name)]
+                m.d.comb += base[sl].eq((sig[sl] & ~ln) | (wd & ln))
+            else:
+                m.d.sync += sig[sl].eq((sig[sl] & ~ln) | (wd & ln))
+            if f.swmod:
+                m.d.sync += hw_port(self.hw, reg.path + (f"{f.name}_swmod",)).eq(ln.any())
+
+    def _read_value(self, m, reg: Register):
+        """The register's readable fields at their bit positions (constants for ``const`` fields, 0 elsewhere)."""
+        value = Signal(reg.width, name=f"{'_'.join(reg.path)}_rd")
+        for f in reg.fields:
+            if not f.sw_readable:
+                continue
+            src = Const(f.reset, f.width) if f.kind is FieldKind.CONST else self._field_signal(reg, f)
+            m.d.comb += value[f.lsb:f.lsb + len(src)].eq(src)
+        return value
+
+    def _read_slot(self, m, word):
+        """The 64-bit slot (two bus words) ``word`` falls in, through the pruned mux tree over every register."""
+        words = {}
+        for reg in self.regmap.registers:
+            full = self._read_value(m, reg)
+            for w in range(reg.words):
+                words[reg.address // 4 + w] = full[BUS_WIDTH_BITS * w:BUS_WIDTH_BITS * (w + 1)]
+        slots = {}
+        for a in sorted(words):
+            slots.setdefault(a >> 1, [Const(0, BUS_WIDTH_BITS), Const(0, BUS_WIDTH_BITS)])[a & 1] = words[a]
+        slot = Signal(2 * BUS_WIDTH_BITS)
+        m.d.comb += slot.eq(_mux_tree({k: Cat(*v) for k, v in slots.items()}, word[1:], 2 * BUS_WIDTH_BITS))
+        return slot
 
 
 def _mux_tree(entries: dict, index, width: int):

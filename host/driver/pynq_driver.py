@@ -23,12 +23,13 @@ from ..errors import DeviceNotFound, TransportError
 from .offload import Offload
 from .submit import bytes_to_send
 from ..transports.pynq import PynqTransport
-from .verdict import Verdict, VerdictRecord
-from ..tools.xilinx import VERDICT_TDATA_BITS, vlnv
+from .verdict import Verdict
+from ..models.pipeline import VerdictRecord
+from ..xilinx_ip import VERDICT_TDATA_BITS, vlnv
 
 __all__ = ["WirespeedDriver", "VLNV", "HAVE_PYNQ"]
 
-#: The VLNV the IP is packaged under (``wirespeed.host.tools.xilinx.vlnv``: the register map's major.minor).
+#: The VLNV the IP is packaged under (``wirespeed.host.xilinx_ip.vlnv``: the register map's major.minor).
 VLNV = vlnv()
 
 try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError, TransportError
 from .registers import Registers, Write
-from .verdict import RECORD_WORDS, VerdictRecord
+from ..models.pipeline import RECORD_WORDS, VerdictRecord
 
 __all__ = ["SubmitCore", "bytes_to_send", "MAX_POLLS"]
 

@@ -1,4 +1,5 @@
-"""The verdict as gateway code sees it: :class:`Verdict`, decoded from the core's :class:`VerdictRecord`.
+"""The verdict as gateway code sees it: :class:`Verdict`, decoded from the core's
+:class:`~wirespeed.host.models.pipeline.VerdictRecord`.
 
 core (result FIFO / verdict stream / ``tuser``) ─▶ :class:`VerdictRecord` (bits, field for field) ─▶ :class:`Verdict`
 
@@ -9,42 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...hdl.pipeline.layouts import ACTION_NAMES, FLAG_NAMES, REASON_NAMES, Action, Reason
-from ...hdl.pipeline.layouts import VerdictRecord as VerdictRecordLayout
-from ..records import LayoutRecord
+from ...hdl.pipeline.layouts import ACTION_NAMES, FLAG_NAMES, REASON_NAMES
+from ..models.pipeline import VerdictRecord
 
-__all__ = ["Verdict", "VerdictRecord", "RECORD_WORDS"]
-
-#: 32-bit words of one record in the result FIFO window (``pipeline.result[0..]``).
-RECORD_WORDS = -(-VerdictRecordLayout.as_shape().size // 32)
-
-
-@dataclass(frozen=True, slots=True)
-class VerdictRecord(LayoutRecord, layout=VerdictRecordLayout):
-    """Mirrors :class:`wirespeed.hdl.pipeline.layouts.VerdictRecord` field for field."""
-    action: Action = Action.FORWARD
-    status: int = 0
-    reason: Reason = Reason.OK
-    tenant_valid: bool = False
-    tenant: int = 0
-    pool_valid: bool = False
-    pool: int = 0
-    backend_valid: bool = False
-    backend: int = 0
-    retry_valid: bool = False
-    retry_after_ns: int = 0
-    flags: int = 0
-    hash: int = 0
-    latency_cycles: int = 0
-
-    def to_words(self) -> list[int]:
-        bits = self.to_bits()
-        return [(bits >> (32 * i)) & 0xFFFFFFFF for i in range(RECORD_WORDS)]
-
-    @classmethod
-    def from_words(cls, words) -> "VerdictRecord":
-        return cls.from_bits(sum(w << (32 * i) for i, w in enumerate(words)))
-
+__all__ = ["Verdict"]
 
 @dataclass(frozen=True, slots=True)
 class Verdict:

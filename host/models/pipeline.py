@@ -17,16 +17,47 @@ from ...hdl.parser.layouts import ErrorFlag, KeySource
 from ...hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES, RESULT_DEPTH, SUBMIT_START_CYCLES
 from ...hdl.router.layouts import STATUS_UNAVAILABLE
 from ...hdl.pipeline.layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason
+from ...hdl.pipeline.layouts import VerdictRecord as VerdictRecordLayout
 from .frontend import payload_beat_ready_cycles, process_frame
 # When, within an access, the bank samples a read and a written value takes effect (calibrated against the RTL).
 from .limiter import READ_SAMPLE_CYCLE, WRITE_EFFECT_CYCLE
 from .parser import Descriptor, parse
+from ..records import LayoutRecord
 from .register_bank import BlockModel
 from .router import RouteRequest
-from ..driver.verdict import RECORD_WORDS, VerdictRecord
 
-__all__ = ["combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
+__all__ = ["VerdictRecord", "RECORD_WORDS", "combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
            "PipelineBlock", "limiter_now_cycle"]
+
+#: 32-bit words of one record in the result FIFO window (``pipeline.result[0..]``).
+RECORD_WORDS = -(-VerdictRecordLayout.as_shape().size // 32)
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord(LayoutRecord, layout=VerdictRecordLayout):
+    """Mirrors :class:`wirespeed.hdl.pipeline.layouts.VerdictRecord` field for field."""
+    action: Action = Action.FORWARD
+    status: int = 0
+    reason: Reason = Reason.OK
+    tenant_valid: bool = False
+    tenant: int = 0
+    pool_valid: bool = False
+    pool: int = 0
+    backend_valid: bool = False
+    backend: int = 0
+    retry_valid: bool = False
+    retry_after_ns: int = 0
+    flags: int = 0
+    hash: int = 0
+    latency_cycles: int = 0
+
+    def to_words(self) -> list[int]:
+        bits = self.to_bits()
+        return [(bits >> (32 * i)) & 0xFFFFFFFF for i in range(RECORD_WORDS)]
+
+    @classmethod
+    def from_words(cls, words) -> "VerdictRecord":
+        return cls.from_bits(sum(w << (32 * i) for i, w in enumerate(words)))
 
 _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _TOO_LARGE = ErrorFlag.header_too_large.bit_length() - 1

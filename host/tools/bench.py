@@ -487,7 +487,8 @@ def core_cycles(mix: str, inline: bool, count: int = 300, seed: int = 1, progres
     from ..transports.model import ModelTransport
     from ..driver.offload import Offload
     from ..transports.sim import SimTransport
-    from ..driver.verdict import Verdict, VerdictRecord
+    from ..driver.verdict import Verdict
+    from ..models.pipeline import VerdictRecord
 
     rng = random.Random(seed)
     dev = Offload(SimTransport(), "sim")

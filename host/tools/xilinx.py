@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ...hdl.id.id_block import CoreParams
 from ...hdl.bus.regmap import RegMap, core_regmap
+from ..xilinx_ip import VERDICT_TDATA_BITS, vlnv
 
-__all__ = ["PART", "PYNQ_PARAMS", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "vlnv", "verilog_ports",
+__all__ = ["PART", "PYNQ_PARAMS", "BOARD_PART", "BASE_ADDRESS", "XC7Z020", "IP_TOP", "CORE_TOP", "verilog_ports",
            "wrapper_ports", "wrapper_verilog", "ip_registers", "write_pynq_plan", "estimate_utilisation",
            "parse_yosys_stat", "YosysNotFound", "find_yosys", "params_at_clock", "pynq_xdc", "DEFAULT_CLOCK_MHZ",
            "PLAN_DIR"]
@@ -44,15 +45,6 @@ IP_TOP = "wirespeed_ip"
 PLAN_DIR = Path("build") / "pynq-z2"
 #: FCLK_CLK0 by default: PYNQ's own default PL clock.
 DEFAULT_CLOCK_MHZ = 100.0
-
-_VENDOR, _LIBRARY, _NAME = "wirespeed.dev", "offload", "wirespeed_core"
-
-
-def vlnv(regmap: RegMap | None = None) -> str:
-    """The IP's VLNV; the version is the register map's ``major.minor`` (reset values of ``id.version``)."""
-    regmap = regmap or core_regmap()
-    version = regmap["id.version"]
-    return f"{_VENDOR}:{_LIBRARY}:{_NAME}:{version.field('major').reset}.{version.field('minor').reset}"
 
 
 def params_at_clock(params: CoreParams, clock_hz: int) -> CoreParams:
@@ -90,8 +82,6 @@ def verilog_ports(text: str, module: str) -> dict[str, tuple[str, int]]:
 # Core (Amaranth) interface prefix -> the wrapper's (Xilinx) interface name. Vivado's IP packager infers AXI
 # interfaces from ``<bus>_<signal>`` names; the attributes below make it explicit.
 _BUSES = {"s_axil": "s_axi_ctrl", "s_axis": "s_axis", "m_axis": "m_axis", "m_verdict": "m_axis_verdict"}
-#: The verdict record is padded to a width the AXI DMA's S2MM stream accepts (8..1024 bits, a power of two).
-VERDICT_TDATA_BITS = 256
 
 
 def wrapper_ports(core_ports: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int, str]]:

@@ -22,7 +22,7 @@ from ..errors import BusError, TransportError
 from ..models.pipeline import stream_batch_cycles
 from ...hdl.bus.regmap import OKAY, RESP_NAMES
 from .base import Transport, check_access, check_submit
-from ..driver.verdict import RECORD_WORDS, VerdictRecord
+from ..models.pipeline import RECORD_WORDS, VerdictRecord
 
 __all__ = ["SimTransport", "HarnessAxiLite", "TOP_NAME", "core_verilog"]
 

@@ -20,7 +20,8 @@ from wirespeed.host.errors import IncompatibleBitstream  # noqa: E402
 from wirespeed.host.models.device import CoreModel  # noqa: E402
 from wirespeed.host.driver.offload import Offload  # noqa: E402
 from wirespeed.host.driver.pynq_driver import VERDICT_BYTES, VLNV, WirespeedDriver  # noqa: E402
-from wirespeed.host.tools.xilinx import BASE_ADDRESS, ip_registers, vlnv  # noqa: E402
+from wirespeed.host.tools.xilinx import BASE_ADDRESS, ip_registers
+from wirespeed.host.xilinx_ip import vlnv
 
 WINDOW = 0x8000
 REQUEST = b"GET /v1/chat HTTP/1.1\r\nHost: api.example\r\nAuthorization: Bearer k\r\n\r\n"

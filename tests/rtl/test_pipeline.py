@@ -90,7 +90,8 @@ if cocotb is not None:
     from wirespeed.host.driver.offload import AsyncOffload, Offload
     from wirespeed.host.driver.registers import arun, run
     from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS
-    from wirespeed.host.driver.verdict import Verdict, VerdictRecord
+    from wirespeed.host.driver.verdict import Verdict
+    from wirespeed.host.models.pipeline import VerdictRecord
 
     W = 8
 
