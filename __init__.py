@@ -10,8 +10,8 @@ Subpackages: :mod:`wirespeed.hdl` (Amaranth gateware, one folder per block), :mo
 ``transports/``, ``models/``, ``tools/``), :mod:`wirespeed.sim` (Verilator, the compiled harness, cocotb wiring).
 """
 
-from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream, ConfigError,
-                          TransportError, BusError, TableFull, FeatureMissing, TableOpError)
+from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream, ConfigError, TransportError, BusError,
+                          TableFull, FeatureMissing, TableOpError)
 from .host.driver.offload import Offload, open
 from .host.driver.pools import PoolInfo, Pools, Route, Routes
 from .host.driver.stats import LatencyHistogram

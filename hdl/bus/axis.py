@@ -1,6 +1,7 @@
 """AXI4-Stream at the core's boundary: ``tdata``/``tkeep``/``tlast``/``tuser`` with ``tvalid``/``tready``.
 
-Inside, packets travel as ``amaranth.lib.stream`` beats of :func:`~.packet.ByteBeat`; :mod:`.pipeline` converts at the
+Inside, packets travel as ``amaranth.lib.stream`` beats of :func:`~.packet.ByteBeat`;
+:mod:`~wirespeed.hdl.pipeline.offload_pipeline` converts at the
 edge, and flags a non-contiguous ``tkeep`` instead of guessing what it meant.
 """
 

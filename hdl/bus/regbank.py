@@ -3,7 +3,7 @@
 AXI4-Lite (:mod:`.axil`) ─▶ :class:`RegisterBus` ─▶ :class:`RegisterBank` ─▶ ``hw`` ports of every block
 
 The bank's ``hw`` interface mirrors the map's hierarchy: field ``value`` of register ``scratch`` in block ``id`` is
-``bank.hw.id.scratch.value``. What a field becomes depends on its kind (see :class:`~wirespeed.hdl.bus.regmap.FieldKind`):
+``bank.hw.id.scratch.value``. What a field becomes depends on its kind (see :class:`~.regmap.FieldKind`):
 
 =========== =========================================================================
 kind        ``hw`` members
@@ -16,7 +16,8 @@ counter     ``<field>`` (Out, the count), ``<field>_incr`` (In, +1 per cycle hig
 memory      ``addr``, ``r_en``, ``r_data`` (In, one cycle after ``r_en``), ``w_en`` (per byte), ``w_data``
 =========== =========================================================================
 
-The bus semantics are those of :class:`wirespeed.host.models.register_bank.RegisterBankModel`, which tests compare against.
+The bus semantics are those of the host's register bank model (``host/models/register_bank.py``), which tests
+compare against.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The wirespeed core: AXI4-Lite register access and the offload pipeline, at one bus beat per clock.
 
-AXI4-Lite ─▶ :class:`~.axil.AXI4LiteTarget` ─▶ :class:`~.regbank.RegisterBank` (from ``core.rdl``) ─▶ blocks
-s_axis ─▶ :class:`~.pipeline.OffloadPipeline` ─▶ m_axis (packets, verdict in tuser), m_verdict (records)
+AXI4-Lite ─▶ ``bus.axil.AXI4LiteTarget`` ─▶ ``bus.regbank.RegisterBank`` (from ``core.rdl``) ─▶ blocks
+s_axis ─▶ ``pipeline.offload_pipeline.OffloadPipeline`` ─▶ m_axis (packets, verdict in tuser), m_verdict (records)
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class WirespeedCore(wiring.Component):
         Host register access (see ``docs/registers.md``).
     s_axis, m_axis, m_verdict :
         With the whole pipeline (feature ``submit``): packets in, packets out with their verdict in ``tuser`` of the
-        ``tlast`` beat, and one verdict record per packet (:class:`~.pipeline.OffloadPipeline`).
+        ``tlast`` beat, and one verdict record per packet
+        (:class:`~wirespeed.hdl.pipeline.offload_pipeline.OffloadPipeline`).
     """
 
     def __init__(self, params: CoreParams = CoreParams()):

@@ -1,4 +1,4 @@
-"""Layouts of the L2–L4 front end (inline mode), shared by the gateware (:mod:`.frontend`) and its model
+"""Layouts of the L2–L4 front end (inline mode), shared by the gateware (:mod:`.l4_frontend`) and its model
 (:mod:`wirespeed.host.models.frontend`). The behaviour they encode is specified in ``docs/frontend.md``.
 
 (No ``from __future__ import annotations``: ``data.Struct`` reads its field shapes from the annotations.)

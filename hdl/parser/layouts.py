@@ -1,4 +1,4 @@
-"""Layouts and enums of the HTTP/1.1 header parser, shared by the gateware (:mod:`.parser`) and its model
+"""Layouts and enums of the HTTP/1.1 header parser, shared by the gateware (:mod:`.header_parser`) and its model
 (:mod:`wirespeed.host.models.parser`). The behaviour they encode is specified in ``docs/parser.md``.
 
 (No ``from __future__ import annotations`` here: ``data.Struct`` reads its field shapes from the annotations.)

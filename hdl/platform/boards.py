@@ -1,6 +1,6 @@
 """Board tops for ECP5 boards with no CPU: the whole core behind a UART-to-AXI4-Lite bridge.
 
-board UART ─▶ :class:`~.uart_bridge.UartAxiLiteBridge` ─▶ ``s_axil`` of :class:`~.top.WirespeedCore`
+board UART ─▶ :class:`~.uart_bridge.UartAxiLiteBridge` ─▶ ``s_axil`` of :class:`~wirespeed.hdl.core.top.WirespeedCore`
 board oscillator ─▶ EHXPLLL (when the core clock differs) ─▶ ``sync``
 
 Also here: what each board's FPGA holds (:data:`BOARDS`), the PLL divider search, and the on-chip memory census that

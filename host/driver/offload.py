@@ -1,7 +1,7 @@
 """``wirespeed.open(uri)`` and the :class:`Offload` handle: the driver's public face.
 
 gateway code ─▶ :func:`open` ─▶ :class:`Offload` ─▶ sans-IO :class:`OffloadCore` (intents → register operations)
-                                               ─▶ a :class:`~.transport.Transport` chosen by the URI
+                                               ─▶ a :class:`~wirespeed.host.transports.base.Transport` chosen by the URI
 
 URIs::
 

@@ -1,4 +1,5 @@
-"""Driver side of the header parser: a :class:`~.parser.ParserConfig` compiled into register writes (sans-IO).
+"""Driver side of the header parser: a :class:`~wirespeed.host.models.parser.ParserConfig` compiled into register
+writes (sans-IO).
 
 ``ParserConfig`` ─▶ :func:`configure_ops` ─▶ Write operations on ``parser.rdl`` ─▶ any transport
 

@@ -9,8 +9,9 @@ of the router's two buffers holds (table words, pool descriptors, class entries)
 way: compute the whole buffer image wanted, write to the shadow buffer only the words, descriptors and classes that
 differ from what that buffer holds, swap, and wait until the old buffer is out of use. Requests therefore see the
 old configuration or the new one, never a mix. Every check is made before the first register write, so a call
-that raises :class:`~.errors.ConfigError` or :class:`~.limiter.TableFull` leaves the device and the driver as they
-were. Registers and their behaviour: ``hdl/router/router.rdl``, ``hdl/parser/parser.rdl``, ``docs/router.md``.
+that raises :class:`~wirespeed.host.errors.ConfigError` or :class:`~wirespeed.host.errors.TableFull` leaves the device
+and the driver as they were. Registers and their behaviour: ``hdl/router/router.rdl``, ``hdl/parser/parser.rdl``,
+``docs/router.md``.
 """
 
 from __future__ import annotations
@@ -537,7 +538,7 @@ class RoutingCore:
             self._extra_refs[route.header_slot] -= 1
 
     def _write_extra(self, slot: int, name: bytes):
-        """Extra header slot ``slot`` := ``name``, as :func:`~.parser_registers.configure_ops` writes it."""
+        """Extra header slot ``slot`` := ``name``, as :func:`~.parser_config.configure_ops` writes it."""
         r, m = self.regs, self.regmap
         for i, word in enumerate(pack_bytes(name, NAME_BYTES)):
             yield from r.write(f"parser.extra_data[{i}]", word)
@@ -545,7 +546,7 @@ class RoutingCore:
         yield from r.write("parser.extra_commit", _pack(m, "parser.extra_commit", index=slot, go=1))
 
     def _write_prefix(self, entry: int, prefix: bytes, route_class: int, valid: bool):
-        """Prefix table entry ``entry``, as :func:`~.parser_registers.configure_ops` writes it (an unused entry is
+        """Prefix table entry ``entry``, as :func:`~.parser_config.configure_ops` writes it (an unused entry is
         an empty prefix with class 0 and valid 0)."""
         r, m = self.regs, self.regmap
         for i, word in enumerate(pack_bytes(prefix, PREFIX_BYTES)):

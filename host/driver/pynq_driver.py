@@ -1,7 +1,7 @@
 """PYNQ driver for the wirespeed core: ``overlay.wirespeed_core_0`` is a :class:`WirespeedDriver`.
 
-``pynq.Overlay`` ─▶ ``ip_dict`` entry with our VLNV ─▶ :class:`WirespeedDriver` (``pynq.DefaultIP``, bound by ``bindto``)
-─▶ :class:`~.transport_pynq.PynqTransport` on the IP's register window ─▶ :class:`~.offload.Offload`
+``pynq.Overlay`` ─▶ ``ip_dict`` entry with our VLNV ─▶ :class:`WirespeedDriver` (``pynq.DefaultIP``, ``bindto``)
+─▶ :class:`~wirespeed.host.transports.pynq.PynqTransport` on the IP's register window ─▶ :class:`~.offload.Offload`
 
 Import this module before loading the overlay; pynq binds drivers by VLNV when it builds the overlay's attributes::
 

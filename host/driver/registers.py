@@ -2,7 +2,8 @@
 
 The driver's logic is written once, as generators that ``yield`` :class:`Read`/:class:`Write` operations and
 ``return`` a result (as h11 keeps HTTP logic free of sockets). :func:`run` executes one against a synchronous
-:class:`~.transport.Transport`, :func:`arun` against an :class:`~.transport.AsyncTransport` inside a cocotb testbench.
+:class:`~wirespeed.host.transports.base.Transport`, :func:`arun` against an
+:class:`~wirespeed.host.transports.base.AsyncTransport` inside a cocotb testbench.
 
 >>> regs = Registers(core_regmap())
 >>> run(regs.read("id.version.major"), transport)

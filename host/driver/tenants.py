@@ -4,10 +4,10 @@ gateway code ─▶ :class:`Tenants` / :class:`Clock` (hold the Offload's lock, 
              ─▶ sans-IO :class:`TenantsCore` / :class:`ClockCore` (intents → limiter register operations)
 
 :class:`TenantsCore` keeps the driver's side of the limiter: where each key lives (a
-:class:`~.limiter.TenantPlacement`), which plan table entry holds which rates (shared by equal rates, counted,
-rewritten only when free) and the default tenant. Every check is made before the first register write, so a call
-that raises :class:`~.errors.ConfigError` or :class:`~.limiter.TableFull` leaves the device and the driver as they
-were. Registers and their behaviour: ``hdl/limiter/limiter.rdl``, ``docs/limiter.md``.
+:class:`~wirespeed.host.placement.TenantPlacement`), which plan table entry holds which rates (shared by equal rates,
+counted, rewritten only when free) and the default tenant. Every check is made before the first register write, so a
+call that raises :class:`~wirespeed.host.errors.ConfigError` or :class:`~wirespeed.host.errors.TableFull` leaves the
+device and the driver as they were. Registers and their behaviour: ``hdl/limiter/limiter.rdl``, ``docs/limiter.md``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from fractions import Fraction
 
 from ...hdl.limiter.layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
 from ...hdl.parser.layouts import FP_POLY_RESET, FP_SEED_RESET
-from ..errors import (ConfigError, FeatureMissing, IncompatibleBitstream, TableOpError, TransportError,
-                      check_int)
+from ..errors import ConfigError, FeatureMissing, IncompatibleBitstream, TableOpError, TransportError, check_int
 from ..models.limiter import LimiterConfig, Plan
 from ..errors import TableFull
 from ..placement import TenantPlacement
@@ -41,7 +40,7 @@ _U64 = (1 << 64) - 1
 _STEP_MAX = 1 << 63
 _NS_PER_CYCLE_ONE = 1 << 32
 
-#: Public keyword → :class:`~.limiter.Plan` field, for error messages in the caller's terms.
+#: Public keyword → :class:`~wirespeed.host.models.limiter.Plan` field, for error messages in the caller's terms.
 _RATE_KEYWORDS = {"req_rate": "requests_per_s", "req_burst": "burst", "cost_rate": "tokens_per_s",
                   "cost_burst": "token_burst"}
 
@@ -226,7 +225,8 @@ class TenantsCore:
         return fp
 
     def plan(self, requests_per_s, burst, tokens_per_s, token_burst) -> Plan:
-        """A validated :class:`~.limiter.Plan`; :class:`ConfigError` names the keyword that is out of range."""
+        """A validated :class:`~wirespeed.host.models.limiter.Plan`; :class:`ConfigError` names the keyword that is out
+        of range."""
         try:
             plan = Plan(requests_per_s, burst, tokens_per_s, token_burst)
             plan.validate(self.params)

@@ -26,7 +26,8 @@ class Verdict:
     status : int
         HTTP status: 200 forwarded; 400, 401, 429, 431 or 503 rejected; 0 punted.
     reason : str
-        A stable snake_case name (``"ok"``, ``"rate_limited"``, ``"bare_cr_lf"``, ``"not_tcp"`` …; ``docs/pipeline.md``).
+        A stable snake_case name (``"ok"``, ``"rate_limited"``, ``"bare_cr_lf"``, ``"not_tcp"`` …;
+        ``docs/pipeline.md``).
     tenant : int or None
         The tenant slot whose buckets decided (the default tenant's for an unknown key under the default policy).
     pool : int or None

@@ -1,4 +1,5 @@
-"""Bit-exact model of the L2–L4 front end (``hdl/frontend/l4_frontend.py``): the inline (bump-in-the-wire) entry of the pipeline.
+"""Bit-exact model of the L2–L4 front end (``hdl/frontend/l4_frontend.py``): the inline (bump-in-the-wire) entry of
+the pipeline.
 
 Ethernet frame (or a lookaside request) ─▶ :func:`process_frame` ─▶ one :class:`FrontEndInfo` + the TCP payload ─▶
 :func:`wirespeed.host.models.parser.parse`
@@ -78,7 +79,8 @@ class FrontEndConfig:
 
 
 def configure_ops(regs, config: FrontEndConfig, block: str = ""):
-    """Write every front-end register from ``config`` (sans-IO, like :mod:`.parser_registers`). ``block`` is the map
+    """Write every front-end register from ``config`` (sans-IO, like :mod:`~wirespeed.host.driver.parser_config`).
+    ``block`` is the map
     prefix: ``""`` for a standalone front-end map, ``"frontend."`` inside the core."""
     for name, value in config.register_values().items():
         yield from regs.write(f"{block}{name}", value)

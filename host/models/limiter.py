@@ -16,15 +16,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, NANO, PLANS, REQ_BURST_MAX,
-                                   REQ_RATE_MAX, WAYS, CostSource, Decision, LimiterParams, TableOp, UnknownPolicy)
+from ...hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, NANO, PLANS, REQ_BURST_MAX, REQ_RATE_MAX,
+                                    WAYS, CostSource, Decision, LimiterParams, TableOp, UnknownPolicy)
 from ...hdl.limiter.layouts import LimitVerdict as LimitVerdictLayout
 from ...hdl.parser.layouts import KeySource
 from ..errors import ConfigError, check_int
 from ..records import LayoutRecord
 from .register_bank import BlockModel, RegisterBankModel
 
-__all__ = ["Plan", "LimiterConfig", "LimitVerdict", "TenantState", "TableResult", "LimiterModel", "wait_ticks", "U64", "LimiterBlock", "ClockModel", "WRITE_EFFECT_CYCLE", "STEP_PULSE_CYCLE", "READ_SAMPLE_CYCLE", "OP_NOW_CYCLE", "COUNTERS"]
+__all__ = ["Plan", "LimiterConfig", "LimitVerdict", "TenantState", "TableResult", "LimiterModel", "wait_ticks", "U64",
+           "LimiterBlock", "ClockModel", "WRITE_EFFECT_CYCLE", "STEP_PULSE_CYCLE", "READ_SAMPLE_CYCLE", "OP_NOW_CYCLE",
+           "COUNTERS"]
 
 U64 = (1 << 64) - 1
 #: ``inv_*`` registers are 64 bits; ⌈2⁶⁴/1⌉ does not fit and is clamped here (see :attr:`Plan.inv_req_rate`).

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 
 from ...hdl.parser.layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
-                                  NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
+                                   NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
 from ...hdl.parser.layouts import Descriptor as DescriptorLayout
 from ..errors import ConfigError, check_int
 from ..keys import U64, fingerprint

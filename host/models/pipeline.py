@@ -1,10 +1,10 @@
-"""Bit-exact model of the offload pipeline: one packet in, one :class:`~.verdict.VerdictRecord` out.
+"""Bit-exact model of the offload pipeline: one packet in, one :class:`VerdictRecord` out.
 
 packet ─▶ :func:`~.frontend.process_frame` ─▶ :func:`~.parser.parse` ─▶ :func:`combine` (limiter, router) ─▶ record
 
-:func:`combine` is the verdict stage of :mod:`wirespeed.hdl.pipeline.offload_pipeline` written in Python; :class:`PipelineBlock` is
-the register-level model of ``pipeline.rdl`` (submit window, doorbell, result FIFO) behind the ``"model"`` URI, with
-the same cycle timing as the RTL. Rules: ``docs/pipeline.md``.
+:func:`combine` is the verdict stage of :mod:`wirespeed.hdl.pipeline.offload_pipeline` written in Python;
+:class:`PipelineBlock` is the register-level model of ``pipeline.rdl`` (submit window, doorbell, result FIFO) behind the
+``"model"`` URI, with the same cycle timing as the RTL. Rules: ``docs/pipeline.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ..records import LayoutRecord
 from .register_bank import BlockModel
 from .router import RouteRequest
 
-__all__ = ["VerdictRecord", "RECORD_WORDS", "combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
+__all__ = ["VerdictRecord", "RECORD_WORDS",
+           "combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
            "PipelineBlock", "limiter_now_cycle"]
 
 #: 32-bit words of one record in the result FIFO window (``pipeline.result[0..]``).

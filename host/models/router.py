@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...hdl.router.layouts import (CLASSES, STATUS_OK, STATUS_UNAVAILABLE, TOEPLITZ_KEY_BYTES, KeySelect,
-                                  RouterParams)
+from ...hdl.router.layouts import CLASSES, STATUS_OK, STATUS_UNAVAILABLE, TOEPLITZ_KEY_BYTES, KeySelect, RouterParams
 from ...hdl.router.layouts import RouteRequest as RouteRequestLayout
 from ...hdl.router.layouts import RouteVerdict as RouteVerdictLayout
 from ..errors import ConfigError, check_int
@@ -25,7 +24,8 @@ from ..records import LayoutRecord
 from ..rss import ip_address, rss_input, toeplitz
 from .register_bank import BlockModel, RegisterBankModel
 
-__all__ = ["route_hash_input", "RouteRequest", "RouteVerdict", "PoolDescriptor", "ClassEntry", "RouterModel", "U64", "RouterBlock", "COUNTERS"]
+__all__ = ["route_hash_input", "RouteRequest", "RouteVerdict", "PoolDescriptor", "ClassEntry", "RouterModel", "U64",
+           "RouterBlock", "COUNTERS"]
 
 U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1

@@ -1,7 +1,7 @@
 """Bit-exact model of the telemetry counters, and their register-level block model.
 
 verdicts ─▶ :class:`TelemetryModel` (the counters of :class:`~wirespeed.hdl.telemetry.counters.Telemetry`)
-:class:`~.model.CoreModel` (bus access) ─▶ :class:`TelemetryBlock` ─▶ :class:`TelemetryModel`
+:class:`~.device.CoreModel` (bus access) ─▶ :class:`TelemetryBlock` ─▶ :class:`TelemetryModel`
 
 Registers: ``hdl/telemetry/telemetry.rdl``. The driver's readers are in :mod:`wirespeed.host.driver.stats`.
 """
@@ -11,17 +11,16 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
-from ...hdl.pipeline.layouts import (ACTION_NAMES, ERROR_FLAG_COUNT, FLAG_NAMES, HIST_BUCKETS, LATENCY_MAX,
-                                   REASON_NAMES)
+from ...hdl.pipeline.layouts import ACTION_NAMES, ERROR_FLAG_COUNT, FLAG_NAMES, HIST_BUCKETS, LATENCY_MAX, REASON_NAMES
 from .register_bank import BlockModel, RegisterBankModel
 
 __all__ = ["TelemetryModel", "TelemetrySnapshot", "TelemetryBlock", "histogram_bucket", "bucket_bounds",
            "CTRL_PULSE_CYCLE", "ACTIONS", "REASONS", "ERROR_FLAGS"]
 
-#: The cycle of a ``ctrl`` write's pulse (*P* of the RTL's contract, see :mod:`wirespeed.hdl.telemetry.counters`) relative to
-#: the access's cycle count (:attr:`~.model.CoreModel.cycles` once the access is counted). The bank fires single
-#: pulses in the cycle after it accepts the write, as for ``limiter.clock_ctrl.step``
-#: (:data:`~.limiter_block.STEP_PULSE_CYCLE`, calibrated against the RTL).
+#: The cycle of a ``ctrl`` write's pulse (*P* of the RTL's contract, see :mod:`wirespeed.hdl.telemetry.counters`)
+#: relative to the access's cycle count (:attr:`~.device.CoreModel.cycles` once the access is counted). The bank
+#: fires single pulses in the cycle after it accepts the write, as for ``limiter.clock_ctrl.step``
+#: (:data:`~.limiter.STEP_PULSE_CYCLE`, calibrated against the RTL).
 CTRL_PULSE_CYCLE = -2
 
 #: Counter names in register order: ``action_count[i]`` is ``ACTIONS[i]``, and so on.
@@ -168,7 +167,7 @@ class TelemetryBlock(BlockModel):
     """The telemetry registers as the RTL drives them, around a :class:`TelemetryModel`.
 
     Cycle contract. ``record(..., cycle)`` takes the event's cycle *E*: the core cycle, in
-    :attr:`~.model.CoreModel.cycles`' time base, in which the RTL's ``i_event.valid`` is high for it. A ``ctrl``
+    :attr:`~.device.CoreModel.cycles`' time base, in which the RTL's ``i_event.valid`` is high for it. A ``ctrl``
     write counted at access cycle *c* (``CoreModel.cycles`` after the access) pulses in *P* = *c* +
     :data:`CTRL_PULSE_CYCLE`. A snapshot in *P* holds exactly the events with *E* < *P* and reads *P* as
     ``snapshot_cycle``; a clear in *P* discards exactly the events with *E* < *P*.

@@ -151,7 +151,8 @@ def board_config(board: str, width: int | None = None, tenants: int | None = Non
     ``tenants``/``maglev`` default to the board's; the limiter uses its default profile when that fits and the
     compact ECP5-85 profile (``docs/limiter.md``) when only that fits. :class:`BudgetError` when neither does.
     ``bringup`` builds the core with no pipelines (register bank and ID block behind the UART bridge), to check a
-    board's clock, reset and UART first; its clock defaults to :attr:`~wirespeed.hdl.platform.boards.Board.bringup_clock_hz`.
+    board's clock, reset and UART first; its clock defaults to
+    :attr:`~wirespeed.hdl.platform.boards.Board.bringup_clock_hz`.
     Returns ``(params, census, profile, tradeoff)``.
     """
     from ...hdl.platform.boards import BOARDS, board_clock_hz, ebr_census, limiter_params, router_params

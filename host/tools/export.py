@@ -51,7 +51,7 @@ OUTPUTS = {
     "html": "html",
 }
 
-#: Pipelines whose own register map (used by their standalone wrappers, e.g. ``StandaloneParser``) gets a Markdown
+#: Pipelines whose own register map (used by their standalone wrappers, ``hdl.bus.standalone``) gets a Markdown
 #: reference of its own, ``registers-<block>.md``, until the block joins the core map: (.rdl file, top addrmap).
 BLOCKS = {"parser": ("parser/parser.rdl", "wirespeed_parser")}
 

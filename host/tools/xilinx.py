@@ -199,8 +199,8 @@ def _tcl_str(text: str) -> str:
 
 
 def _register_tcl(regmap: RegMap) -> str:
-    lines = ["# Registers, generated from hdl/*.rdl (wirespeed.host.tools.xilinx.ip_registers). Vivado copies them into",
-             "# the .hwh, where pynq's DefaultIP.register_map finds them.",
+    lines = ["# Registers, generated from hdl/*/*.rdl (wirespeed.host.tools.xilinx.ip_registers). Vivado copies them",
+             "# into the .hwh, where pynq's DefaultIP.register_map finds them.",
              "proc ws_reg {ab name offset size access desc} {",
              "  set r [ipx::add_register $name $ab]",
              "  set_property address_offset $offset $r",

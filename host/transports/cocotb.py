@@ -1,6 +1,6 @@
 """Async transport over cocotbext-axi's ``AxiLiteMaster``: the driver's own code, running inside a testbench.
 
-cocotb test ─▶ :class:`~.offload.AsyncOffload` ─▶ :class:`CocotbTransport` ─▶ AxiLiteMaster ─▶ DUT ``s_axil``
+cocotb test ─▶ ``AsyncOffload`` (``host/driver/offload.py``) ─▶ :class:`CocotbTransport` ─▶ AxiLiteMaster ─▶ ``s_axil``
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Memory-mapped transports: the core's AXI4-Lite window seen through a mapped file.
 
-``Offload`` ─▶ :class:`MmapTransport` ─▶ ``mmap`` of ``/dev/uioN`` (``uio:``) or ``<sysfs>/bus/pci/devices/<bdf>/resourceN``
+``Offload`` ─▶ :class:`MmapTransport` ─▶ ``mmap`` of ``/dev/uioN`` (``uio:``) or
+``<sysfs>/bus/pci/devices/<bdf>/resourceN``
 (``pci:``) ─▶ CPU loads and stores ─▶ the interconnect ─▶ the core's register bank.
 
 Every register access is one aligned 32-bit load or store; nothing here ever touches the window a byte at a time.

@@ -159,8 +159,9 @@ class SimTransport(HarnessAxiLite):
         say whether they are frames) with every ready high, as the AXI DMA path does on a board. An empty packet is
         one beat with no `tkeep` bit set, as the MMIO window sends it.
 
-        The batch lasts exactly :func:`~.pipeline.stream_batch_cycles` cycles, so the model can follow it cycle for
-        cycle; a core that takes longer, or back-pressures ``s_axis``, raises :class:`TransportError`."""
+        The batch lasts exactly :func:`~wirespeed.host.models.pipeline.stream_batch_cycles` cycles, so the model can
+        follow it cycle for cycle; a core that takes longer, or back-pressures ``s_axis``, raises
+        :class:`TransportError`."""
         if self._closed:
             raise TransportError("sim transport is closed")
         if not packets:

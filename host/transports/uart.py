@@ -1,5 +1,5 @@
-"""The ``"uart:"`` transport: register access through a :class:`~wirespeed.hdl.platform.uart_bridge.UartAxiLiteBridge` on a
-board with no CPU, over its USB-UART.
+"""The ``"uart:"`` transport: register access through a :class:`~wirespeed.hdl.platform.uart_bridge.UartAxiLiteBridge`
+on a board with no CPU, over its USB-UART.
 
 ``Offload`` ─▶ :class:`UartTransport` ─▶ ``port.write``/``port.read`` (pyserial ``Serial``, or any object with those)
 ─▶ USB-UART ─▶ ``UartAxiLiteBridge`` ─▶ AXI4-Lite ─▶ the core's register bank
@@ -15,8 +15,9 @@ import errno
 import os
 from typing import Iterable, Sequence
 
-from ...hdl.platform.uart_bridge import (DEFAULT_BAUD, LINE_ERRORS, OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT,
-                               STATUS_BAD_OP, STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OKAY, STATUS_OVERRUN)
+from ...hdl.platform.uart_bridge import (DEFAULT_BAUD, LINE_ERRORS, OP_READ, OP_WRITE, RX_FIFO_BYTES,
+                                         STATUS_AXI_TIMEOUT, STATUS_BAD_OP, STATUS_FRAMING, STATUS_INCOMPLETE,
+                                         STATUS_OKAY, STATUS_OVERRUN)
 from ..errors import BusError, DeviceNotFound, TransportError
 from ...hdl.bus.regmap import RESP_NAMES
 from .base import Transport, check_access

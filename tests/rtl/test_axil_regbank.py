@@ -10,7 +10,8 @@ Scoreboard (:class:`Scoreboard`, shared by every cocotb test): once per cycle, a
 
 1. checks every storage/counter ``hw`` output, pulse and swmod strobe against the model (state as of last cycle);
 2. on an accepted bus access (strobe high, ack low) sets the model's hw inputs to the sampled pins, applies the
-   access to :class:`~wirespeed.host.models.register_bank.RegisterBankModel` and records the expected (addr, data, resp);
+   access to :class:`~wirespeed.host.models.register_bank.RegisterBankModel` and records the expected (addr, data,
+   resp);
 3. applies the counter increments sampled this cycle (on top of a write / read-clear, as the RTL does);
 4. checks the bank's ack/data/resp one cycle after each accept, the target's ``error`` strobe, and AXI
    valid/payload stability on B and R.
@@ -196,8 +197,7 @@ if cocotb is not None:
 
     from cocotb.triggers import ClockCycles, RisingEdge, Timer
     from cocotbext.axi import AxiLiteBus
-    from cocotbext.axi.axil_channels import (AxiLiteARSource, AxiLiteAWSource, AxiLiteBSink, AxiLiteRSink,
-                                             AxiLiteWSource)
+    from cocotbext.axi.axil_channels import AxiLiteARSource, AxiLiteAWSource, AxiLiteBSink, AxiLiteRSink, AxiLiteWSource
 
     from support import testbench
     from support.streams import phased_pauses

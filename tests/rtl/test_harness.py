@@ -17,8 +17,8 @@ from amaranth.lib.wiring import In, Out
 
 from wirespeed.host.errors import ConfigError, TransportError
 from wirespeed.sim.elaborate import cached_verilog
-from wirespeed.sim.harness import (ALWAYS, Batch, BatchTooLarge, Harness, HarnessStall, ints_from_words,
-                                   pause_pattern, words_from_ints)
+from wirespeed.sim.harness import (ALWAYS, Batch, BatchTooLarge, Harness, HarnessStall, ints_from_words, pause_pattern,
+                                   words_from_ints)
 
 pytestmark = pytest.mark.rtl
 SEED = 20261205

@@ -4,8 +4,8 @@ The same seeded session runs on both devices: tenants (known, unknown, an abusiv
 pools (one empty, so 503s occur) and routes (tenant, session-header and L4 affinity), then ≥ 100 000 requests and
 Ethernet frames (valid, malformed, smuggling attempts, every front-end punt reason), with clock steps and
 configuration changes in between. Every ``Verdict`` (all fields, ``latency_cycles`` and ``retry_after_s`` included),
-every ``stats()`` snapshot (but its ``cycle``) and the latency histogram must be equal. The sim side is the Verilated RTL for every
-access (``wirespeed.open("sim")`` never falls back to the model).
+every ``stats()`` snapshot (but its ``cycle``) and the latency histogram must be equal. The sim side is the Verilated
+RTL for every access (``wirespeed.open("sim")`` never falls back to the model).
 """
 
 import os

@@ -138,7 +138,7 @@ if cocotb is not None:
     from support import testbench
 
     from wirespeed.hdl.platform.uart_bridge import (OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT, STATUS_BAD_OP,
-                                           STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
+                                                    STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
     from wirespeed.hdl.bus.regmap import DECERR, OKAY, SLVERR
     from wirespeed.host.models.register_bank import RegisterBankModel
     from wirespeed.host.transports.uart import encode_request

@@ -1,4 +1,5 @@
-"""ECPIX-5 builds with the real tools: YoWASP Yosys and nextpnr-ecp5, which ``make test`` installs (the ``synth`` extra).
+"""ECPIX-5 builds with the real tools: YoWASP Yosys and nextpnr-ecp5, which ``make test`` installs (the ``synth``
+extra).
 
 Two builds, sized for the CI budget (``docs/boards.md``, "Measured"):
 - the **bring-up core** (UART bridge, register bank, ID block) through the whole flow: synthesis, place and route,
@@ -8,7 +9,8 @@ Two builds, sized for the CI budget (``docs/boards.md``, "Measured"):
 
 The full core's own place and route is not here: at 86-92 % of the 85F's LUTs (before 4-input LUTs became the
 default; 82.8 % since) its placement took 32-34 min on this machine and its routing did not converge
-(``docs/boards.md``), so no test can assert its timing within the CI budget yet. Skipped, saying why, only when the tools are missing.
+(``docs/boards.md``), so no test can assert its timing within the CI budget yet. Skipped, saying why, only when the
+tools are missing.
 """
 
 import pytest

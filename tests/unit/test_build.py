@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from amaranth import Fragment
 
-from wirespeed.hdl.platform.boards import BOARDS, BoardTop, board_clock_hz, ebr_census, ecp5_pll, limiter_params, router_params
+from wirespeed.hdl.platform.boards import (BOARDS, BoardTop, board_clock_hz, ebr_census, ecp5_pll, limiter_params,
+                                           router_params)
 from wirespeed.hdl.id.id_block import CoreParams
 from wirespeed.host.tools import build as flow
 DATA = Path(__file__).parent / "data"

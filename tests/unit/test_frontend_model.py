@@ -1,5 +1,6 @@
-"""The front end's model (wirespeed.host.models.frontend): hand-computed expectations for every punt reason and precedence
-case, the frame builders against an independent decode (struct + ipaddress; dpkt is not a dependency), payload
+"""The front end's model (wirespeed.host.models.frontend): hand-computed expectations for every punt reason and
+precedence case, the frame builders against an independent decode (struct + ipaddress; dpkt is not a dependency),
+payload
 trimming, the L4 tuple, the beat timing, the record packing and the register values."""
 
 import ipaddress
@@ -12,9 +13,9 @@ from wirespeed.hdl.frontend.l4_frontend import frontend_regmap
 from wirespeed.hdl.frontend.layouts import PORT_ENTRIES, PuntReason
 from wirespeed.host.errors import ConfigError
 from wirespeed.host.models.frontend import (FrontEndConfig, FrontEndInfo, build_frame, configure_ops, ethernet_frame,
-                                     ipv4_checksum, ipv4_packet, ipv6_packet, payload_beat_due,
-                                     payload_beat_ready_cycles, process_frame, random_config, random_frame,
-                                     tcp_segment)
+                                            ipv4_checksum, ipv4_packet, ipv6_packet, payload_beat_due,
+                                            payload_beat_ready_cycles, process_frame, random_config, random_frame,
+                                            tcp_segment)
 from wirespeed.host.driver.registers import Registers, Write
 
 SEED = 20261201
@@ -101,7 +102,8 @@ def test_bypass_passes_everything():
         assert process_frame(packet, False) == (FrontEndInfo(), packet)
 
 
-# -- punt reasons --------------------------------------------------------------------------------------------------------
+# -- punt reasons
+# --------------------------------------------------------------------------------------------------------
 
 def v4(seg, **kw):
     return ethernet_frame(ipv4_packet("10.0.0.1", "10.0.0.2", seg, **kw))

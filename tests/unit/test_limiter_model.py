@@ -22,7 +22,8 @@ from wirespeed.hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_M
 from wirespeed.hdl.limiter.layouts import LimitVerdict as LimitVerdictLayout
 from wirespeed.hdl.parser.layouts import KeySource
 from wirespeed.host.errors import ConfigError
-from wirespeed.host.models.limiter import (U64, LimiterConfig, LimiterModel, LimitVerdict, Plan, TableResult, TenantState, wait_ticks)
+from wirespeed.host.models.limiter import (U64, LimiterConfig, LimiterModel, LimitVerdict, Plan, TableResult,
+                                           TenantState, wait_ticks)
 from wirespeed.host.errors import TableFull
 from wirespeed.host.placement import TenantPlacement
 from wirespeed.host.models.parser import Descriptor

@@ -1,4 +1,4 @@
-"""The host's tenant placement (wirespeed.host.models.limiter.TenantPlacement) against docs/limiter.md, "Tenant table".
+"""The host's tenant placement (wirespeed.host.placement.TenantPlacement) against docs/limiter.md, "Tenant table".
 
 Every relocation an insert returns is replayed, copy then invalidate, on a shadow of the hardware's tag array that is
 searched the way the hardware searches it (both candidate buckets, all 8 ways), so a key that the driver's moves

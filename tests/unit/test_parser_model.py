@@ -11,8 +11,8 @@ from amaranth.lib import data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wirespeed.hdl.parser.layouts import (ERROR_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET,
-                                          LEN_MAX, METHODS, ErrorFlag, KeySource, Method, Version)
+from wirespeed.hdl.parser.layouts import (ERROR_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
+                                          ErrorFlag, KeySource, Method, Version)
 from wirespeed.hdl.parser.layouts import Descriptor as DescriptorLayout
 from wirespeed.host.tools import traffic
 from wirespeed.host.errors import ConfigError

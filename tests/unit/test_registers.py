@@ -1,4 +1,5 @@
-"""Sans-IO register access (wirespeed.host.driver.registers) over the bus model (RegisterBankModel) and the core model."""
+"""Sans-IO register access (wirespeed.host.driver.registers) over the bus model (RegisterBankModel) and the core
+model."""
 
 import asyncio
 

@@ -1,9 +1,10 @@
-"""RegMap from SystemRDL (wirespeed.hdl.bus.regmap): the core map's layout, address decode, and field-kind derivation."""
+"""RegMap from SystemRDL (wirespeed.hdl.bus.regmap): the core map's layout, address decode, and field-kind
+derivation."""
 
 import pytest
 
 from wirespeed.hdl.bus.regmap import (BUS_WIDTH_BITS, FieldKind, Memory, RegMap, RegMapError, Register, compile_rdl,
-                                   core_regmap, regmap_from_node)
+                                      core_regmap, regmap_from_node)
 
 
 @pytest.fixture(scope="module")

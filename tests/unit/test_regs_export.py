@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from wirespeed.host.tools.export import (BLOCKS, DOCS_REGISTERS, FORMATS, OUTPUTS, VLNV, docs_path, export,
-                                   render_markdown)
+                                         render_markdown)
 from wirespeed.hdl.bus.regmap import core_regmap
 
 IPXACT_NS = {"ipxact": "http://www.accellera.org/XMLSchema/IPXACT/1685-2014"}

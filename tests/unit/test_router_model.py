@@ -1,5 +1,6 @@
-"""The router's model (wirespeed.host.models.router): the Toeplitz hash against Microsoft's RSS verification suite, the Maglev
-builder against a plain-loop reference of its definition and the paper's properties, and RouterModel rule by rule."""
+"""The router's model (wirespeed.host.models.router): the Toeplitz hash against Microsoft's RSS verification suite, the
+Maglev builder against a plain-loop reference of its definition and the paper's properties, and RouterModel rule by
+rule."""
 
 import ipaddress
 import math

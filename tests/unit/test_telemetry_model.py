@@ -1,5 +1,5 @@
-"""The telemetry model (wirespeed.host.models.telemetry): histogram buckets, counts against a plain recount, snapshot and
-clear semantics, the register-level TelemetryBlock (cycle contract) and the driver's readers over it."""
+"""The telemetry model (wirespeed.host.models.telemetry): histogram buckets, counts against a plain recount, snapshot
+and clear semantics, the register-level TelemetryBlock (cycle contract) and the driver's readers over it."""
 
 import math
 import random
@@ -11,12 +11,13 @@ import pytest
 
 from wirespeed.hdl.telemetry.counters import telemetry_regmap
 from wirespeed.hdl.pipeline.layouts import (ACTION_NAMES, ERROR_FLAG_COUNT, FLAG_NAMES, HIST_BUCKETS, LATENCY_MAX,
-                                           REASON_NAMES, Action, Reason)
+                                            REASON_NAMES, Action, Reason)
 from wirespeed.host.errors import IncompatibleBitstream
 from wirespeed.host.models.register_bank import RegisterBankModel
 from wirespeed.host.driver.registers import Registers, run
 from wirespeed.hdl.bus.regmap import RegMap
-from wirespeed.host.models.telemetry import (ACTIONS, CTRL_PULSE_CYCLE, ERROR_FLAGS, REASONS, TelemetryBlock, TelemetryModel, TelemetrySnapshot, bucket_bounds, histogram_bucket)
+from wirespeed.host.models.telemetry import (ACTIONS, CTRL_PULSE_CYCLE, ERROR_FLAGS, REASONS, TelemetryBlock,
+                                             TelemetryModel, TelemetrySnapshot, bucket_bounds, histogram_bucket)
 from wirespeed.host.driver.stats import LatencyHistogram, read_latency_histogram, read_snapshot, read_stats
 from wirespeed.host.transports.base import Transport
 

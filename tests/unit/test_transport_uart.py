@@ -12,7 +12,7 @@ import pytest
 
 import wirespeed
 from wirespeed.hdl.platform.uart_bridge import (DEFAULT_BAUD, OP_READ, OP_WRITE, RX_FIFO_BYTES, STATUS_AXI_TIMEOUT,
-                                       STATUS_BAD_OP, STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
+                                                STATUS_BAD_OP, STATUS_FRAMING, STATUS_INCOMPLETE, STATUS_OVERRUN)
 from wirespeed.host.errors import BusError, DeviceNotFound, TransportError
 from wirespeed.host.transports.model import ModelTransport
 from wirespeed.host.driver.offload import Offload
@@ -20,7 +20,7 @@ from wirespeed.hdl.bus.regmap import DECERR, OKAY
 from wirespeed.host.models.register_bank import RegisterBankModel
 from wirespeed.hdl.bus.regmap import core_regmap
 from wirespeed.host.transports.uart import (PYSERIAL_REQUIREMENT, UartTransport, encode_request, open_uart,
-                                           parse_uart_spec)
+                                            parse_uart_spec)
 
 SEED = 20261125
 

@@ -1,4 +1,5 @@
-"""The Xilinx plan (wirespeed.host.tools.xilinx) and the OpenNIC plugin (wirespeed.hdl.platform.opennic), checked without Vivado.
+"""The Xilinx plan (wirespeed.host.tools.xilinx) and the OpenNIC plugin (wirespeed.hdl.platform.opennic), checked
+without Vivado.
 
 The PYNQ-Z2 plan is generated once (a small core, for speed) and checked for consistency: files, TCL references,
 wrapper ports against the core's Verilog, VLNV against the driver, XDC period against the clock. The OpenNIC plugin
@@ -16,7 +17,7 @@ from amaranth.sim import Simulator
 from wirespeed.hdl.id.id_block import CoreParams
 from wirespeed.hdl.limiter.layouts import LimiterParams
 from wirespeed.hdl.platform.opennic import (BUS_BYTES, PLUGIN_MODULE, OpenNicBox250, _DownConverter, _UpConverter,
-                                   opennic_params, opennic_verilog)
+                                            opennic_params, opennic_verilog)
 from wirespeed.hdl.router.layouts import RouterParams
 from wirespeed.host.tools import xilinx
 from wirespeed.hdl.bus.regmap import core_regmap
