@@ -4,6 +4,7 @@ telemetry block and the host (:mod:`wirespeed.host.driver.verdict`). The rules a
 (No ``from __future__ import annotations``: ``data.Struct`` reads its field shapes from the annotations.)
 """
 
+from amaranth.hdl import Cat, Const, Shape, Value, ValueCastable
 from amaranth.lib import data
 from amaranth.lib import enum as amaranth_enum
 
@@ -40,7 +41,7 @@ class Reason(amaranth_enum.Enum, shape=6):
     UNKNOWN_TENANT = 15        # 401, or punt under unknown_policy = punt
     RATE_LIMITED = 16          # 429
     NO_BACKEND = 17            # 503
-    # The front end's punt reasons, PuntReason 1..8 at 17 + value.
+    # The front end's punt reasons, PuntReason 1..8 (see reason_for_punt).
     NOT_IP = 18
     NOT_TCP = 19
     PORT_NOT_SERVED = 20
@@ -53,9 +54,39 @@ class Reason(amaranth_enum.Enum, shape=6):
     BAD_TKEEP = 27              # AXI-Stream beat with non-contiguous tkeep (or tkeep 0 before tlast)
 
 
-# Parser error reasons are 1 + the ErrorFlag bit index.
-assert [r.name.lower() for r in Reason][1:1 + len(ERROR_NAMES)] == list(ERROR_NAMES)
-assert all(Reason(17 + p.value).name == p.name for p in PuntReason if p is not PuntReason.NONE)
+#: Parser error bit ``i`` (``ErrorFlag`` order) is reason ``PARSER_ERROR_BASE + i``.
+PARSER_ERROR_BASE = Reason.BAD_REQUEST_LINE.value
+#: Front-end punt reason ``p`` is reason ``PUNT_REASON_BASE + p``.
+PUNT_REASON_BASE = Reason.NOT_IP.value - PuntReason.NOT_IP.value
+
+
+def _reason(number):
+    """``number`` as a :class:`Reason`: an ``int`` gives the member, a value (in the gateware) a ``Reason`` view of it
+    zero-extended to the enum's width."""
+    if not isinstance(number, (Value, ValueCastable)):
+        return Reason(number)
+    number, width = Value.cast(number), Shape.cast(Reason).width
+    assert len(number) <= width and not number.shape().signed
+    return Reason(Cat(number, Const(0, width - len(number))))
+
+
+def reason_for_parser_error(bit_index):
+    """The reason for the parser's error bit ``bit_index`` (``ErrorFlag`` order): an ``int`` gives a
+    :class:`Reason`, a value (in the gateware) a ``Reason`` view."""
+    return _reason(PARSER_ERROR_BASE + bit_index)
+
+
+def reason_for_punt(punt):
+    """The reason for the front end's punt reason ``punt``: a :class:`PuntReason` gives a :class:`Reason`, a
+    ``PuntReason`` view (in the gateware) a ``Reason`` view."""
+    if isinstance(punt, (Value, ValueCastable)):
+        return _reason(PUNT_REASON_BASE + Value.cast(punt))
+    return _reason(PUNT_REASON_BASE + PuntReason(punt).value)
+
+
+# The two blocks of reasons follow the parser's and the front end's enums name for name.
+assert [reason_for_parser_error(i).name.lower() for i in range(len(ERROR_NAMES))] == list(ERROR_NAMES)
+assert all(reason_for_punt(p).name == p.name for p in PuntReason if p is not PuntReason.NONE)
 
 REASON_NAMES = {r.value: r.name.lower() for r in Reason}
 ACTION_NAMES = {a.value: a.name.lower() for a in Action}
@@ -72,14 +103,6 @@ assert len(FLAG_NAMES) <= 32
 HIST_BUCKETS = 16
 #: ``latency_cycles`` saturates here.
 LATENCY_MAX = (1 << 16) - 1
-
-
-def reason_for_parser_error(bit_index: int) -> Reason:
-    return Reason(1 + bit_index)
-
-
-def reason_for_punt(punt: PuntReason) -> Reason:
-    return Reason(17 + punt.value)
 
 
 class VerdictRecord(data.Struct):

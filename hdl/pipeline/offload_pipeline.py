@@ -18,7 +18,7 @@ the last byte the parser reads (the stop byte), whatever the packet's source.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -37,7 +37,7 @@ from ..bus.regbank import hw_signature
 from ..router.hash_router import ROUTE_LATENCY_CYCLES, Router
 from ..router.layouts import RouteRequest, STATUS_UNAVAILABLE
 from ..telemetry.counters import Telemetry
-from .layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason, VerdictRecord
+from .layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason, VerdictRecord, reason_for_parser_error, reason_for_punt
 
 __all__ = ["OffloadPipeline", "pipeline_regmap", "DECISION_LATENCY_CYCLES", "SUBMIT_START_CYCLES",
            "RESULT_DEPTH", "EGRESS_DEPTH"]
@@ -77,6 +77,123 @@ _Meta = data.StructLayout({
     "source_mmio": 1,
     "first_cycle": CYCLE_BITS,
 })
+
+# A packet's tag, queued by the arbiter at its first beat for the join.
+_PacketTag = data.StructLayout({
+    "mmio": 1,                 # the packet came from the MMIO submit window
+    "seq": SEQ_BITS,           # its sequence number (indexes the bad_tkeep bits)
+    "first_cycle": CYCLE_BITS,
+})
+
+# A doorbell write: the request's length in bytes and whether it is an Ethernet frame.
+_Doorbell = data.StructLayout({"len": 16, "inline": 1})
+
+
+def _SubmitBeat(width: int) -> data.StructLayout:
+    """A beat from the MMIO submit window, with its packet's ``inline`` bit."""
+    return data.StructLayout({"beat": ByteBeat(width), "inline": 1})
+
+
+def _AxisBeat(width: int) -> data.StructLayout:
+    """An AXI-S beat as the egress holds it."""
+    return data.StructLayout({"tdata": 8 * width, "tkeep": width, "tlast": 1})
+
+
+class _SubmitWindow(wiring.Component):
+    """The MMIO submit window: 32-bit words gathered into beats of ``width`` bytes; the doorbell ends a packet (its
+    last beat holds ``len`` minus the bytes already pushed, clamped to 0..W) and queues its ``inline`` bit.
+
+    ``i_word`` and ``i_doorbell`` never wait: a beat or doorbell that does not fit is dropped and pulses
+    ``overflow``. ``o_stream`` gives a queued packet's beats, each with the packet's ``inline`` bit.
+    """
+
+    def __init__(self, width: int, submit_bytes: int):
+        self.width, self.depth_beats = width, submit_bytes // width
+        super().__init__({
+            "i_word": In(stream.Signature(32, always_ready=True)),
+            "i_doorbell": In(stream.Signature(_Doorbell, always_ready=True)),
+            "o_stream": Out(stream.Signature(_SubmitBeat(width))),
+            "submitted": Out(1),       # a doorbell queued its packet
+            "overflow": Out(1),
+            "free_beats": Out(16),     # saturating
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        w, depth_beats = self.width, self.depth_beats
+        beat_layout = ByteBeat(w)
+        m.submodules.beats = beats = SyncFIFOBuffered(width=beat_layout.size, depth=depth_beats)
+        m.submodules.packets = pkts = SyncFIFOBuffered(width=1, depth=16)
+        beats_w, pkts_w = beats.w_stream, pkts.w_stream
+        word, bell = self.i_word, self.i_doorbell
+        words_per_beat = w // 4
+        gather = Signal(8 * w)
+        gwords = Signal(range(words_per_beat + 1))
+        pkt_beats = Signal(16)
+        push = Signal(beat_layout)
+        m.d.comb += beats_w.payload.eq(push)
+        with m.If(word.valid):
+            with m.If(gwords == words_per_beat):
+                # The held beat is not the packet's last: push it whole.
+                m.d.comb += [push.data.as_value().eq(gather), push.n_valid.eq(w), push.last.eq(0),
+                             beats_w.valid.eq(1)]
+                m.d.sync += [gather.eq(word.payload), gwords.eq(1), pkt_beats.eq(pkt_beats + 1)]
+            with m.Else():
+                m.d.sync += [gather.word_select(gwords, 32).eq(word.payload), gwords.eq(gwords + 1)]
+        with m.If(bell.valid):
+            rest = Signal(range(1 << 17))
+            m.d.comb += rest.eq(bell.payload.len - pkt_beats * w)
+            m.d.comb += [push.data.as_value().eq(gather), push.last.eq(1),
+                         push.n_valid.eq(Mux(bell.payload.len < pkt_beats * w, 0, Mux(rest > w, w, rest))),
+                         beats_w.valid.eq(1), pkts_w.payload.eq(bell.payload.inline), pkts_w.valid.eq(1)]
+            m.d.sync += [gwords.eq(0), pkt_beats.eq(0)]
+        free = Signal(range(depth_beats + 1))
+        m.d.comb += [
+            self.submitted.eq(bell.valid & pkts_w.ready),
+            self.overflow.eq((beats_w.valid & ~beats_w.ready) | (pkts_w.valid & ~pkts_w.ready)),
+            free.eq(depth_beats - beats.level),
+            self.free_beats.eq(Mux(free > 0xFFFF, 0xFFFF, free)),
+        ]
+
+        # A beat goes out once its packet's doorbell is queued; the packet's last beat pops the doorbell.
+        beats_r, pkts_r, o = beats.r_stream, pkts.r_stream, self.o_stream
+        m.d.comb += [
+            o.payload.beat.eq(beats_r.payload), o.payload.inline.eq(pkts_r.payload),
+            o.valid.eq(pkts_r.valid & beats_r.valid),
+            beats_r.ready.eq(o.ready),
+            pkts_r.ready.eq(o.ready & o.payload.beat.last),
+        ]
+        return m
+
+
+class _Egress(wiring.Component):
+    """The AXI-S packets' copies wait here for their verdicts: every beat leaves ``m_axis`` unchanged, and a packet's
+    ``tlast`` beat leaves once its verdict is in, with the verdict in ``tuser`` (0 on other beats)."""
+
+    def __init__(self, width: int, record_bits: int):
+        self.width, self.record_bits = width, record_bits
+        super().__init__({
+            "i_beat": In(stream.Signature(_AxisBeat(width))),
+            "i_verdict": In(stream.Signature(VerdictRecord)),
+            "m_axis": Out(AXIStreamSignature(width, record_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.beats = beats = SyncFIFOBuffered(width=_AxisBeat(self.width).size, depth=EGRESS_DEPTH)
+        m.submodules.verdicts = verdicts = SyncFIFOBuffered(width=self.record_bits, depth=EGRESS_VERDICTS)
+        wiring.connect(m, wiring.flipped(self.i_beat), beats.w_stream)
+        wiring.connect(m, wiring.flipped(self.i_verdict), verdicts.w_stream)
+        beats_r, verdicts_r, o = beats.r_stream, verdicts.r_stream, self.m_axis
+        beat = _AxisBeat(self.width)(beats_r.payload)
+        m.d.comb += [
+            o.tdata.eq(beat.tdata), o.tkeep.eq(beat.tkeep), o.tlast.eq(beat.tlast),
+            o.tuser.eq(Mux(beat.tlast, verdicts_r.payload, 0)),
+            o.tvalid.eq(beats_r.valid & (~beat.tlast | verdicts_r.valid)),
+            beats_r.ready.eq(o.tvalid & o.tready),
+            verdicts_r.ready.eq(o.tvalid & o.tready & beat.tlast),
+        ]
+        return m
 
 
 class OffloadPipeline(wiring.Component):
@@ -121,69 +238,64 @@ class OffloadPipeline(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        w, regs = self.width, self.regs
-        beat_layout = ByteBeat(w)
-        m.submodules.frontend = fe = self.frontend
-        m.submodules.parser = parser = self.parser
-        m.submodules.limiter = limiter = self.limiter
-        m.submodules.router = router = self.router
-        m.submodules.telemetry = telemetry = self.telemetry
+        m.submodules.frontend = self.frontend
+        m.submodules.parser = self.parser
+        m.submodules.limiter = self.limiter
+        m.submodules.router = self.router
+        m.submodules.telemetry = self.telemetry
+        m.submodules.egress = egress = _Egress(self.width, self.record_bits)
+        wiring.connect(m, egress.m_axis, wiring.flipped(self.m_axis))
 
         cycle = Signal(CYCLE_BITS)
         m.d.sync += cycle.eq(cycle + 1)
 
-        # -- MMIO submit window: 32-bit words gathered into beats; the doorbell ends a packet -------------------------
-        depth_beats = self.submit_bytes // w
-        m.submodules.submit_beats = beats = SyncFIFOBuffered(width=beat_layout.size, depth=depth_beats)
-        m.submodules.submit_pkts = pkts = SyncFIFOBuffered(width=1, depth=16)
-        words_per_beat = w // 4
-        gather = Signal(8 * w)
-        gwords = Signal(range(words_per_beat + 1))
-        pkt_beats = Signal(16)
-        push = Signal(beat_layout)
-        m.d.comb += beats.w_data.eq(push)
-        with m.If(regs.submit_data.value_swmod):
-            with m.If(gwords == words_per_beat):
-                # The held beat is not the packet's last: push it whole.
-                m.d.comb += [push.data.as_value().eq(gather), push.n_valid.eq(w), push.last.eq(0),
-                             beats.w_en.eq(1)]
-                m.d.sync += [gather.eq(regs.submit_data.value), gwords.eq(1), pkt_beats.eq(pkt_beats + 1)]
-            with m.Else():
-                m.d.sync += [gather.word_select(gwords, 32).eq(regs.submit_data.value), gwords.eq(gwords + 1)]
-        with m.If(regs.doorbell.len_swmod):
-            rest = Signal(range(1 << 17))
-            m.d.comb += rest.eq(regs.doorbell.len - pkt_beats * w)
-            m.d.comb += [push.data.as_value().eq(gather), push.last.eq(1),
-                         push.n_valid.eq(Mux(regs.doorbell.len < pkt_beats * w, 0, Mux(rest > w, w, rest))),
-                         beats.w_en.eq(1), pkts.w_data.eq(regs.doorbell.inline), pkts.w_en.eq(1)]
-            m.d.sync += [gwords.eq(0), pkt_beats.eq(0)]
-        overflow = (beats.w_en & ~beats.w_rdy) | (pkts.w_en & ~pkts.w_rdy)
-        m.d.comb += [regs.submitted.count_incr.eq(regs.doorbell.len_swmod & pkts.w_rdy),
-                     regs.overflows.count_incr.eq(overflow),
-                     regs.submit_capacity.bytes.eq(self.submit_bytes)]
-        free = Signal(range(depth_beats + 1))
-        m.d.comb += free.eq(depth_beats - beats.level)
-        m.d.comb += regs.status.free_beats.eq(Mux(free > 0xFFFF, 0xFFFF, free))
+        mmio = self._submit_window(m)
+        tags, bad_by_seq = self._ingress(m, mmio, egress.i_beat, cycle)
+        info = self._frontend_to_parser(m)
+        self._join(m, info, tags, bad_by_seq)
+        results = self._result_window(m)
+        self._verdict(m, cycle, results, egress.i_verdict)
+        return m
 
-        mmio_beat = Signal(beat_layout)
-        m.d.comb += mmio_beat.eq(beats.r_data)
-        mmio_valid = pkts.r_rdy & beats.r_rdy
+    def _submit_window(self, m):
+        """The MMIO submit window (:class:`_SubmitWindow`) on its registers; returns its stream of beats."""
+        regs = self.regs
+        m.submodules.submit = submit = _SubmitWindow(self.width, self.submit_bytes)
+        m.d.comb += [
+            submit.i_word.valid.eq(regs.submit_data.value_swmod),
+            submit.i_word.payload.eq(regs.submit_data.value),
+            submit.i_doorbell.valid.eq(regs.doorbell.len_swmod),
+            submit.i_doorbell.payload.len.eq(regs.doorbell.len),
+            submit.i_doorbell.payload.inline.eq(regs.doorbell.inline),
+            regs.submitted.count_incr.eq(submit.submitted),
+            regs.overflows.count_incr.eq(submit.overflow),
+            regs.submit_capacity.bytes.eq(self.submit_bytes),
+            regs.status.free_beats.eq(submit.free_beats),
+        ]
+        return submit.o_stream
 
-        # -- AXI-S input: tkeep to n_valid ----------------------------------------------------------------------------
-        s = self.s_axis
-        all_ones = (1 << w) - 1
+    def _axis_beat(self, m):
+        """The AXI-S input as a beat (``tkeep`` to ``n_valid``); returns the beat and whether its ``tkeep`` is bad
+        (not ``0…01…1``, or not all ones before ``tlast``)."""
+        w, s = self.width, self.s_axis
         low_ones = Const(0, range(w + 1))
         for k in range(1, w + 1):
             low_ones = Mux(s.tkeep[:k] == (1 << k) - 1, k, low_ones)
         contiguous = Signal()
         m.d.comb += contiguous.eq(((s.tkeep + 1) & s.tkeep) == 0)
         axis_bad = Signal()
-        m.d.comb += axis_bad.eq(~contiguous | (~s.tlast & (s.tkeep != all_ones)))
-        axis_beat = Signal(beat_layout)
+        m.d.comb += axis_bad.eq(~contiguous | (~s.tlast & (s.tkeep != (1 << w) - 1)))
+        axis_beat = Signal(ByteBeat(w))
         m.d.comb += [axis_beat.data.as_value().eq(s.tdata), axis_beat.last.eq(s.tlast),
                      axis_beat.n_valid.eq(Mux(s.tlast, low_ones, w))]
+        return axis_beat, axis_bad
 
-        # -- arbiter: whole packets, round robin ----------------------------------------------------------------------
+    def _ingress(self, m, mmio, egress_beat, cycle):
+        """The arbiter: whole packets from the MMIO window and AXI-S, round robin, into the front end. An AXI-S beat
+        is also copied to the egress; a packet's first beat queues its :data:`_PacketTag` for the join, and its
+        bad_tkeep bit is kept by sequence number. Returns the tag FIFO's read stream and the bad_tkeep bits."""
+        s, fe, regs = self.s_axis, self.frontend, self.regs
+        axis_beat, axis_bad = self._axis_beat(m)
         in_pkt = Signal()
         sel_reg = Signal()             # 1: MMIO
         prefer_mmio = Signal()
@@ -191,32 +303,35 @@ class OffloadPipeline(wiring.Component):
         with m.If(in_pkt):
             m.d.comb += sel.eq(sel_reg)
         with m.Else():
-            m.d.comb += sel.eq(Mux(mmio_valid & s.tvalid, prefer_mmio, mmio_valid))
-        a_valid = Mux(sel, mmio_valid, s.tvalid)
-        a_beat = Signal(beat_layout)
-        m.d.comb += a_beat.eq(Mux(sel, mmio_beat, axis_beat))
-        a_inline = Mux(sel, pkts.r_data[0], regs.ctrl.axis_inline)
+            m.d.comb += sel.eq(Mux(mmio.valid & s.tvalid, prefer_mmio, mmio.valid))
+        a_valid = Mux(sel, mmio.valid, s.tvalid)
+        a_beat = Signal(ByteBeat(self.width))
+        m.d.comb += a_beat.eq(Mux(sel, mmio.payload.beat, axis_beat))
+        a_inline = Mux(sel, mmio.payload.inline, regs.ctrl.axis_inline)
         a_bad = ~sel & axis_bad
 
-        # -- per-packet bookkeeping: sequence number, bad_tkeep, first-beat cycle --------------------------------------
-        m.submodules.meta_fifo = meta_fifo = SyncFIFOBuffered(width=1 + SEQ_BITS + CYCLE_BITS, depth=INFLIGHT_PACKETS)
-        m.submodules.egress = egress = SyncFIFOBuffered(width=8 * w + w + 1, depth=EGRESS_DEPTH)
+        # Per-packet bookkeeping: sequence number, bad_tkeep, first-beat cycle.
+        m.submodules.tag_fifo = tag_fifo = SyncFIFOBuffered(width=_PacketTag.size, depth=INFLIGHT_PACKETS)
+        tags_w = tag_fifo.w_stream
         seq = Signal(SEQ_BITS)
         bad_by_seq = Signal(1 << SEQ_BITS)
         first = ~in_pkt
+        room = (sel | egress_beat.ready) & (~first | tags_w.ready)
         accept = Signal()
-        m.d.comb += accept.eq(a_valid & fe.i_stream.ready & (sel | egress.w_rdy) & (~first | meta_fifo.w_rdy))
+        tag = Signal(_PacketTag)
         m.d.comb += [
-            fe.i_stream.valid.eq(a_valid & (sel | egress.w_rdy) & (~first | meta_fifo.w_rdy)),
+            accept.eq(a_valid & fe.i_stream.ready & room),
+            fe.i_stream.valid.eq(a_valid & room),
             fe.i_stream.payload.beat.eq(a_beat),
             fe.i_stream.payload.inline.eq(a_inline),
-            egress.w_data.eq(Cat(s.tdata, s.tkeep, s.tlast)),
-            egress.w_en.eq(accept & ~sel),
-            meta_fifo.w_data.eq(Cat(sel, seq, cycle)),
-            meta_fifo.w_en.eq(accept & first),
+            egress_beat.payload.tdata.eq(s.tdata), egress_beat.payload.tkeep.eq(s.tkeep),
+            egress_beat.payload.tlast.eq(s.tlast),
+            egress_beat.valid.eq(accept & ~sel),
+            tag.mmio.eq(sel), tag.seq.eq(seq), tag.first_cycle.eq(cycle),
+            tags_w.payload.eq(tag),
+            tags_w.valid.eq(accept & first),
             s.tready.eq(accept & ~sel),
-            beats.r_en.eq(accept & sel),
-            pkts.r_en.eq(accept & sel & mmio_beat.last),
+            mmio.ready.eq(accept & sel),
         ]
         with m.If(accept):
             with m.If(first):
@@ -227,22 +342,28 @@ class OffloadPipeline(wiring.Component):
                 m.d.sync += [in_pkt.eq(0), seq.eq(seq + 1), prefer_mmio.eq(~sel)]
             with m.Else():
                 m.d.sync += [in_pkt.eq(1), sel_reg.eq(sel)]
+        return tag_fifo.r_stream, bad_by_seq
 
-        # -- front end ─▶ parser; the front end's info waits in a FIFO for the descriptor ---------------------------
+    def _frontend_to_parser(self, m):
+        """Front end ─▶ parser; the front end's info waits in a FIFO for the descriptor. Returns the FIFO's read
+        stream."""
+        fe, parser = self.frontend, self.parser
         m.submodules.info_fifo = info_fifo = SyncFIFOBuffered(width=FrontEndInfo.as_shape().size,
                                                               depth=INFLIGHT_PACKETS)
         wiring.connect(m, fe.o_payload, parser.i_stream)
-        m.d.comb += [parser.o_stream.ready.eq(1),             # the parser's pass-through copy is not needed here
-                     info_fifo.w_data.eq(fe.o_info.payload), info_fifo.w_en.eq(fe.o_info.valid),
-                     fe.o_info.ready.eq(info_fifo.w_rdy)]
+        wiring.connect(m, fe.o_info, info_fifo.w_stream)
+        m.d.comb += parser.o_stream.ready.eq(1)              # the parser's pass-through copy is not needed here
+        return info_fifo.r_stream
 
-        # -- join: descriptor + info + packet meta ─▶ limiter and router requests (registered) ---------------------
+    def _join(self, m, info_r, tags_r, bad_by_seq):
+        """The join: descriptor + info + packet tag ─▶ limiter and router requests (registered), the early verdict
+        and the flags travelling beside the router's request in :data:`_Meta`. The limiter only gets packets with no
+        early verdict; the join takes the next packet once both requests it needs are taken."""
+        parser, limiter, router = self.parser, self.limiter, self.router
         desc = Signal(Descriptor)
         info = Signal(FrontEndInfo)
-        m.d.comb += [desc.eq(parser.o_desc.payload), info.eq(info_fifo.r_data)]
-        pkt_mmio = meta_fifo.r_data[0]
-        pkt_seq = meta_fifo.r_data[1:1 + SEQ_BITS]
-        pkt_first = meta_fifo.r_data[1 + SEQ_BITS:]
+        m.d.comb += [desc.eq(parser.o_desc.payload), info.eq(info_r.payload)]
+        tag = _PacketTag(tags_r.payload)
         j_valid = Signal()
         j_need_lim = Signal()
         j_lim = Signal(LimitRequest)
@@ -254,8 +375,8 @@ class OffloadPipeline(wiring.Component):
         rt_take = router.i_req.valid & router.i_req.ready
         j_advance = j_valid & (~j_need_lim | j_lim_done | lim_take) & (j_rt_done | rt_take)
         j_ready = ~j_valid | j_advance
-        join = parser.o_desc.valid & info_fifo.r_rdy & meta_fifo.r_rdy & j_ready
-        m.d.comb += [parser.o_desc.ready.eq(join), info_fifo.r_en.eq(join), meta_fifo.r_en.eq(join)]
+        join = parser.o_desc.valid & info_r.valid & tags_r.valid & j_ready
+        m.d.comb += [parser.o_desc.ready.eq(join), info_r.ready.eq(join), tags_r.ready.eq(join)]
         m.d.comb += [
             limiter.i_req.valid.eq(j_valid & j_need_lim & ~j_lim_done),
             limiter.i_req.payload.req.eq(j_lim),
@@ -271,38 +392,16 @@ class OffloadPipeline(wiring.Component):
             with m.If(rt_take):
                 m.d.sync += j_rt_done.eq(1)
 
-        bad = bad_by_seq.bit_select(pkt_seq, 1)
-        errors = desc.errors
-        # The lowest error bit names the reason (ErrorFlag order = Reason order).
-        first_error = Const(0, range(len(ERROR_NAMES)))
-        for i in reversed(range(len(ERROR_NAMES))):
-            first_error = Mux(errors[i], i, first_error)
-        too_large = ErrorFlag.header_too_large.bit_length() - 1          # bit indices
-        truncated = ErrorFlag.truncated.bit_length() - 1
-        early_action = Signal(Action)
-        early_reason = Signal(Reason)
-        early_status = Signal(10)
-        with m.If(bad):
-            m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.BAD_TKEEP)]
-        with m.Elif(info.punt):
-            m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(17 + info.reason.as_value())]
-        with m.Elif(errors != 0):
-            with m.If(info.inline & (first_error == too_large)):
-                m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_TOO_LARGE)]
-            with m.Elif(info.inline & (first_error == truncated)):
-                m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_SPANS_SEGMENTS)]
-            with m.Else():
-                m.d.comb += [early_action.eq(Action.REJECT), early_reason.eq(1 + first_error),
-                             early_status.eq(Mux(first_error == too_large, 431, 400))]
-        early = bad | info.punt | (errors != 0)
+        bad = bad_by_seq.bit_select(tag.seq, 1)
+        early, early_action, early_reason, early_status = self._early_verdict(m, desc, info, bad)
         flags = Signal(32)
         key_present = desc.key_source != KeySource.NONE
         l4_valid = info.inline & ~info.punt
-        m.d.comb += flags.eq(errors | (bad << _FLAG["bad_tkeep"]) | (info.inline << _FLAG["inline"])
+        m.d.comb += flags.eq(desc.errors | (bad << _FLAG["bad_tkeep"]) | (info.inline << _FLAG["inline"])
                              | (l4_valid << _FLAG["l4_valid"]) | (desc.route_match << _FLAG["route_match"])
                              | (key_present << _FLAG["key_present"]) | (desc.cl_present << _FLAG["cl_present"])
                              | (desc.chunked << _FLAG["chunked"]) | (desc.complete << _FLAG["complete"])
-                             | (pkt_mmio << _FLAG["mmio"]))
+                             | (tag.mmio << _FLAG["mmio"]))
         with m.If(join):
             m.d.sync += [
                 j_valid.eq(1),
@@ -318,29 +417,94 @@ class OffloadPipeline(wiring.Component):
                 j_route.l4_sport.eq(info.l4_sport), j_route.l4_dport.eq(info.l4_dport),
                 j_meta.need_lim.eq(~early), j_meta.early_action.eq(early_action),
                 j_meta.early_reason.eq(early_reason), j_meta.early_status.eq(early_status),
-                j_meta.flags.eq(flags), j_meta.source_mmio.eq(pkt_mmio), j_meta.first_cycle.eq(pkt_first),
+                j_meta.flags.eq(flags), j_meta.source_mmio.eq(tag.mmio), j_meta.first_cycle.eq(tag.first_cycle),
             ]
 
-        # -- verdict: router (+ limiter when it ran) ─▶ the record (registered) ------------------------------------
+    def _early_verdict(self, m, desc, info, bad):
+        """The verdict a packet gets before the limiter: bad_tkeep, else the front end's punt, else the parser's
+        lowest error bit (inline, a header too large or truncated punts; any other error rejects). Returns whether
+        there is one, and its action, reason and status."""
+        errors = desc.errors
+        # The lowest error bit names the reason.
+        first_error = Const(0, range(len(ERROR_NAMES)))
+        for i in reversed(range(len(ERROR_NAMES))):
+            first_error = Mux(errors[i], i, first_error)
+        too_large = ErrorFlag.header_too_large.bit_length() - 1          # bit indices
+        truncated = ErrorFlag.truncated.bit_length() - 1
+        early_action = Signal(Action)
+        early_reason = Signal(Reason)
+        early_status = Signal(10)
+        with m.If(bad):
+            m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.BAD_TKEEP)]
+        with m.Elif(info.punt):
+            m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(reason_for_punt(info.reason))]
+        with m.Elif(errors != 0):
+            with m.If(info.inline & (first_error == too_large)):
+                m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_TOO_LARGE)]
+            with m.Elif(info.inline & (first_error == truncated)):
+                m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.HEADER_SPANS_SEGMENTS)]
+            with m.Else():
+                m.d.comb += [early_action.eq(Action.REJECT), early_reason.eq(reason_for_parser_error(first_error)),
+                             early_status.eq(Mux(first_error == too_large, 431, 400))]
+        early = bad | info.punt | (errors != 0)
+        return early, early_action, early_reason, early_status
+
+    def _result_window(self, m):
+        """The result FIFO: records of MMIO-submitted packets, the head shown in ``result[0..6]`` (zero when empty)
+        until ``result_pop``. Returns the FIFO's write stream."""
+        regs = self.regs
+        m.submodules.results = results = SyncFIFOBuffered(width=self.record_bits, depth=RESULT_DEPTH)
+        results_r = results.r_stream
+        head = Signal(self.record_bits)
+        m.d.comb += head.eq(Mux(results_r.valid, results_r.payload, 0))
+        for i in range(7):
+            word = head.word_select(i, 32) if 32 * (i + 1) <= self.record_bits else head[32 * i:]
+            m.d.comb += getattr(regs, f"result_{i}").value.eq(word)
+        m.d.comb += [results_r.ready.eq(regs.result_pop.go), regs.status.results.eq(results.level),
+                     regs.result_capacity.entries.eq(RESULT_DEPTH)]
+        return results.w_stream
+
+    def _verdict(self, m, cycle, results_w, egress_verdict):
+        """The verdict stage: the router's answer (with the limiter's when it ran) ─▶ the record (registered), then
+        to the result FIFO (MMIO packets) or to ``m_verdict`` and the egress together (AXI-S packets); telemetry
+        counts every record."""
+        router, limiter, telemetry = self.router, self.limiter, self.telemetry
         rt = router.o_route.payload
-        lim = limiter.o_verdict.payload.verdict
         meta = Signal(_Meta)
         m.d.comb += meta.eq(rt.meta)
         v_valid = Signal()
         v_rec = Signal(VerdictRecord)
         v_mmio = Signal()
-        m.submodules.results = results = SyncFIFOBuffered(width=self.record_bits, depth=RESULT_DEPTH)
-        m.submodules.egress_verdicts = e_verdicts = SyncFIFOBuffered(width=self.record_bits, depth=EGRESS_VERDICTS)
-        v_advance = v_valid & Mux(v_mmio, results.w_rdy, self.m_verdict.ready & e_verdicts.w_rdy)
+        v_advance = v_valid & Mux(v_mmio, results_w.ready, self.m_verdict.ready & egress_verdict.ready)
         v_ready = ~v_valid | v_advance
         v_in = router.o_route.valid & (~meta.need_lim | limiter.o_verdict.valid) & v_ready
         m.d.comb += [router.o_route.ready.eq(v_in), limiter.o_verdict.ready.eq(v_in & meta.need_lim)]
+        rec = self._verdict_record(m, meta, rt.verdict, limiter.o_verdict.payload.verdict, cycle)
+        with m.If(v_in):
+            m.d.sync += [v_valid.eq(1), v_rec.eq(rec), v_mmio.eq(meta.source_mmio)]
+        with m.Elif(v_advance):
+            m.d.sync += v_valid.eq(0)
 
+        m.d.comb += [
+            results_w.payload.eq(v_rec), results_w.valid.eq(v_advance & v_mmio),
+            egress_verdict.payload.eq(v_rec), egress_verdict.valid.eq(v_advance & ~v_mmio),
+            self.m_verdict.valid.eq(v_valid & ~v_mmio & egress_verdict.ready),
+            self.m_verdict.payload.eq(v_rec),
+            telemetry.i_event.valid.eq(v_advance),
+            telemetry.i_event.action.eq(v_rec.action),
+            telemetry.i_event.reason.eq(v_rec.reason),
+            telemetry.i_event.flags.eq(v_rec.flags),
+            telemetry.i_event.latency_cycles.eq(v_rec.latency_cycles),
+        ]
+
+    def _verdict_record(self, m, meta, route, lim, cycle):
+        """The record (combinational) from the request's :data:`_Meta`, the router's verdict ``route`` and the
+        limiter's ``lim`` (when it ran, else the early verdict); the rules of ``docs/pipeline.md``."""
         rec = Signal(VerdictRecord)
         ran = meta.need_lim
         lim_reject = ran & (lim.decision == Decision.REJECT)
         lim_punt = ran & (lim.decision == Decision.PUNT)
-        no_backend = rt.verdict.status == STATUS_UNAVAILABLE
+        no_backend = route.status == STATUS_UNAVAILABLE
         with m.If(~ran):
             m.d.comb += [rec.action.eq(meta.early_action), rec.reason.eq(meta.early_reason),
                          rec.status.eq(meta.early_status)]
@@ -367,47 +531,13 @@ class OffloadPipeline(wiring.Component):
             rec.tenant_valid.eq(tenant_valid),
             rec.tenant.eq(Mux(tenant_valid, lim.tenant, 0)),
             rec.pool_valid.eq(pool_valid),
-            rec.pool.eq(Mux(pool_valid, rt.verdict.pool, 0)),
+            rec.pool.eq(Mux(pool_valid, route.pool, 0)),
             rec.backend_valid.eq(forward),
-            rec.backend.eq(Mux(forward, rt.verdict.backend, 0)),
+            rec.backend.eq(Mux(forward, route.backend, 0)),
             rec.retry_valid.eq(lim_reject & (lim.status == 429)),
             rec.retry_after_ns.eq(Mux(lim_reject & (lim.status == 429), lim.retry_after_ns, 0)),
             rec.flags.eq(meta.flags | ((ran & lim.tenant_found) << _FLAG["tenant_found"])),
-            rec.hash.eq(rt.verdict.hash),
+            rec.hash.eq(route.hash),
             rec.latency_cycles.eq(Mux(latency > LATENCY_MAX, LATENCY_MAX, latency)),
         ]
-        with m.If(v_in):
-            m.d.sync += [v_valid.eq(1), v_rec.eq(rec), v_mmio.eq(meta.source_mmio)]
-        with m.Elif(v_advance):
-            m.d.sync += v_valid.eq(0)
-
-        # -- outputs: the result FIFO (MMIO), the record stream and the egress tuser (AXI-S), telemetry -------------
-        m.d.comb += [
-            results.w_data.eq(v_rec), results.w_en.eq(v_advance & v_mmio),
-            e_verdicts.w_data.eq(v_rec), e_verdicts.w_en.eq(v_advance & ~v_mmio),
-            self.m_verdict.valid.eq(v_valid & ~v_mmio & e_verdicts.w_rdy),
-            self.m_verdict.payload.eq(v_rec),
-            telemetry.i_event.valid.eq(v_advance),
-            telemetry.i_event.action.eq(v_rec.action),
-            telemetry.i_event.reason.eq(v_rec.reason),
-            telemetry.i_event.flags.eq(v_rec.flags),
-            telemetry.i_event.latency_cycles.eq(v_rec.latency_cycles),
-        ]
-        head = Signal(self.record_bits)
-        m.d.comb += head.eq(Mux(results.r_rdy, results.r_data, 0))
-        for i in range(7):
-            m.d.comb += getattr(regs, f"result_{i}").value.eq(head.word_select(i, 32) if 32 * (i + 1) <= self.record_bits
-                                                               else head[32 * i:])
-        m.d.comb += [results.r_en.eq(regs.result_pop.go), regs.status.results.eq(results.level),
-                     regs.result_capacity.entries.eq(RESULT_DEPTH)]
-
-        o = self.m_axis
-        e_last = egress.r_data[8 * w + w]
-        m.d.comb += [
-            o.tdata.eq(egress.r_data[:8 * w]), o.tkeep.eq(egress.r_data[8 * w:8 * w + w]), o.tlast.eq(e_last),
-            o.tuser.eq(Mux(e_last, e_verdicts.r_data, 0)),
-            o.tvalid.eq(egress.r_rdy & (~e_last | e_verdicts.r_rdy)),
-            egress.r_en.eq(o.tvalid & o.tready),
-            e_verdicts.r_en.eq(o.tvalid & o.tready & e_last),
-        ]
-        return m
+        return rec
