@@ -16,7 +16,8 @@ from ...hdl.limiter.layouts import Decision
 from ...hdl.parser.layouts import ErrorFlag, KeySource
 from ...hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES, RESULT_DEPTH, SUBMIT_START_CYCLES
 from ...hdl.router.layouts import STATUS_UNAVAILABLE
-from ...hdl.pipeline.layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason
+from ...hdl.pipeline.layouts import (FLAG_NAMES, LATENCY_MAX, Action, Reason, reason_for_parser_error,
+                                    reason_for_punt)
 from ...hdl.pipeline.layouts import VerdictRecord as VerdictRecordLayout
 from .frontend import payload_beat_ready_cycles, process_frame
 # When, within an access, the bank samples a read and a written value takes effect (calibrated against the RTL).
@@ -71,7 +72,7 @@ def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
     if bad_tkeep:
         return Action.PUNT, Reason.BAD_TKEEP, 0
     if info.punt:
-        return Action.PUNT, Reason(17 + info.reason.value), 0
+        return Action.PUNT, reason_for_punt(info.reason), 0
     errors = int(desc.errors)
     if errors:
         first = (errors & -errors).bit_length() - 1
@@ -79,7 +80,7 @@ def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
             return Action.PUNT, Reason.HEADER_TOO_LARGE, 0
         if info.inline and first == _TRUNCATED:
             return Action.PUNT, Reason.HEADER_SPANS_SEGMENTS, 0
-        return Action.REJECT, Reason(1 + first), 431 if first == _TOO_LARGE else 400
+        return Action.REJECT, reason_for_parser_error(first), 431 if first == _TOO_LARGE else 400
     return None
 
 
