@@ -2,8 +2,9 @@
 
 ``cached_verilog("wirespeed_core", lambda: WirespeedCore(params), params)`` returns the Verilog text. On a hit it
 reads ``build/verilog/<top>-<hash>.v`` and does no Amaranth elaboration (the whole core takes ~20 s to elaborate).
-The hash covers every file under ``hdl/`` (``.py`` and ``.rdl``), every ``host`` module the gateware imports
-(followed transitively), the Amaranth version, the top name and ``repr(params)``; editing any of them misses.
+The hash covers every file under ``hdl/`` (``.py`` and ``.rdl``), any other module of the package the gateware
+imports (followed transitively; none today, since ``hdl`` imports neither ``host`` nor ``sim``), the Amaranth version,
+the top name and ``repr(params)``; editing any of them misses.
 """
 
 from __future__ import annotations
