@@ -30,12 +30,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..bus.regmap import HDL_DIR, compile_rdl, regmap_from_node
-from ..bus.axil import AXI4LiteSignature, AXI4LiteTarget
 from .layouts import (COST_MAX, HALVES, WAYS, CostSource, Decision, LimiterParams, LimitVerdict, TableOp,
                               UnknownPolicy)
-from ..bus.regbank import RegisterBank, hw_signature
+from ..bus.regbank import hw_signature
 
-__all__ = ["RateLimiter", "StandaloneLimiter", "LimitRequest", "limiter_regmap", "limiter_resets", "OpKind",
+__all__ = ["RateLimiter", "LimitRequest", "limiter_regmap", "limiter_resets", "OpKind",
            "LIMIT_LATENCY_CYCLES", "TABLE_OP_BUBBLES", "Trace"]
 
 #: Cycles from a request's acceptance (``i_req.valid & i_req.ready``) to its ``o_verdict.valid``.
@@ -600,40 +599,3 @@ class RateLimiter(wiring.Component):
             ]
         return m
 
-
-class StandaloneLimiter(wiring.Component):
-    """The limiter with its own AXI4-Lite register bank (``limiter.rdl`` at offset 0), for tests and the bench.
-
-    Attributes
-    ----------
-    s_axil : In(AXI4LiteSignature)
-    i_req, o_verdict, probe :
-        As :class:`RateLimiter`.
-    """
-
-    def __init__(self, params: LimiterParams = LimiterParams(), meta_width: int = 0):
-        self.params = params
-        self.meta_width = meta_width
-        self.regmap = limiter_regmap().with_resets(limiter_resets(params))
-        self.addr_width = max(12, (self.regmap.size - 1).bit_length())
-        inner = RateLimiter(params, meta_width)
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(self.addr_width)),
-            "i_req": In(stream.Signature(inner.in_layout)),
-            "o_verdict": Out(stream.Signature(inner.out_layout)),
-            "probe": Out(Trace),
-        })
-        self._inner = inner
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.bank = bank = RegisterBank(self.regmap, self.addr_width)
-        m.submodules.limiter = lim = self._inner
-        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
-        wiring.connect(m, axil.bus, bank.bus)
-        wiring.connect(m, bank.hw, lim.regs)
-        wiring.connect(m, wiring.flipped(self.i_req), lim.i_req)
-        wiring.connect(m, lim.o_verdict, wiring.flipped(self.o_verdict))
-        m.d.comb += self.probe.eq(lim.probe)
-        return m

@@ -29,10 +29,9 @@ from ..bus.regmap import HDL_DIR, compile_rdl, regmap_from_node
 from ..bus.packet import ByteBeat, check_width
 from .layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, METHODS, NAME_BYTES, PREFIX_BYTES,
                              PREFIX_ENTRIES, Descriptor, ErrorFlag, KeySource, Method, Version)
-from ..bus.axil import AXI4LiteSignature, AXI4LiteTarget
-from ..bus.regbank import RegisterBank, hw_signature
+from ..bus.regbank import hw_signature
 
-__all__ = ["HeaderParser", "StandaloneParser", "parser_regmap", "DESC_FIFO_DEPTH", "DESC_LATENCY_CYCLES"]
+__all__ = ["HeaderParser", "parser_regmap", "DESC_FIFO_DEPTH", "DESC_LATENCY_CYCLES"]
 
 #: Cycles from the beat holding the stop byte (e.g. the final LF) to ``o_desc.valid``.
 DESC_LATENCY_CYCLES = 3
@@ -580,39 +579,3 @@ class HeaderParser(wiring.Component):
             m.d.comb += getattr(regs, f"error_count_{i}").count_incr.eq(stage_b & keep.errors[i])
         return m
 
-
-class StandaloneParser(wiring.Component):
-    """The parser with its own AXI4-Lite register bank (``parser.rdl`` at offset 0), for tests, the bench and for
-    using the parser on its own.
-
-    Attributes
-    ----------
-    s_axil : In(AXI4LiteSignature)
-        The parser's registers.
-    i_stream, o_stream, o_desc :
-        As :class:`HeaderParser`.
-    """
-
-    def __init__(self, width: int = 8):
-        self.width = check_width(width)
-        self.regmap = parser_regmap()
-        self.addr_width = max(12, (self.regmap.size - 1).bit_length())
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(self.addr_width)),
-            "i_stream": In(stream.Signature(ByteBeat(width))),
-            "o_stream": Out(stream.Signature(ByteBeat(width))),
-            "o_desc": Out(stream.Signature(Descriptor)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.bank = bank = RegisterBank(self.regmap, self.addr_width)
-        m.submodules.parser = parser = HeaderParser(self.width)
-        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
-        wiring.connect(m, axil.bus, bank.bus)
-        wiring.connect(m, bank.hw, parser.regs)
-        wiring.connect(m, wiring.flipped(self.i_stream), parser.i_stream)
-        wiring.connect(m, parser.o_stream, wiring.flipped(self.o_stream))
-        wiring.connect(m, parser.o_desc, wiring.flipped(self.o_desc))
-        return m

@@ -61,6 +61,8 @@ def clocks_per_bit(clk_hz: int, baud: int) -> int:
 
 #: What the receiver hands on per character.
 RxByte = data.StructLayout({"data": 8, "framing_error": 1})
+#: An RX FIFO entry: a character, or a line error (``error`` set, ``byte`` its status code).
+_RX_ENTRY = data.StructLayout({"byte": 8, "error": 1})
 
 
 class UartRx(wiring.Component):
@@ -243,23 +245,24 @@ class UartAxiLiteBridge(wiring.Component):
         m.submodules.tx = tx = UartTx(div)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
 
-        # -- RX FIFO: characters and line errors, in arrival order ------------------------------------------------
-        # Entry: data[0:8], error[8]. An error entry's data is its status code.
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_BYTES)
+        # -- RX FIFO: characters and line errors (:data:`_RX_ENTRY`), in arrival order ---------------------------
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=_RX_ENTRY.size, depth=RX_FIFO_BYTES)
+        rx_w, rx_r = rx_fifo.w_stream, rx_fifo.r_stream
+        w_entry = data.View(_RX_ENTRY, rx_w.payload)
         overrun = Signal()
         rxp = rx.o_stream.payload
-        with m.If(overrun & rx_fifo.w_rdy):
+        with m.If(overrun & rx_w.ready):
             # A character arriving in this very cycle belongs to the same overrun.
-            m.d.comb += [rx_fifo.w_en.eq(1), rx_fifo.w_data.eq(Cat(Const(STATUS_OVERRUN, 8), Const(1, 1)))]
+            m.d.comb += [rx_w.valid.eq(1), w_entry.byte.eq(STATUS_OVERRUN), w_entry.error.eq(1)]
             m.d.sync += overrun.eq(0)
         with m.Elif(rx.o_stream.valid):
-            with m.If(rx_fifo.w_rdy):
-                m.d.comb += [rx_fifo.w_en.eq(1),
-                             rx_fifo.w_data.eq(Cat(Mux(rxp.framing_error, STATUS_FRAMING, rxp.data),
-                                                   rxp.framing_error))]
+            with m.If(rx_w.ready):
+                m.d.comb += [rx_w.valid.eq(1), w_entry.byte.eq(Mux(rxp.framing_error, STATUS_FRAMING, rxp.data)),
+                             w_entry.error.eq(rxp.framing_error)]
             with m.Else():
                 m.d.sync += overrun.eq(1)
-        byte, is_error = rx_fifo.r_data[:8], rx_fifo.r_data[8]
+        entry = data.View(_RX_ENTRY, rx_r.payload)
+        byte, is_error = entry.byte, entry.error
 
         # -- request parser and AXI4-Lite manager -----------------------------------------------------------------
         is_write = Signal()
@@ -288,8 +291,8 @@ class UartAxiLiteBridge(wiring.Component):
 
         with m.FSM():
             with m.State("OP"):
-                m.d.comb += rx_fifo.r_en.eq(1)
-                with m.If(rx_fifo.r_rdy):
+                m.d.comb += rx_r.ready.eq(1)
+                with m.If(rx_r.valid):
                     with m.If(is_error):
                         m.d.sync += respond(byte)
                         m.next = "RESPOND"
@@ -301,8 +304,8 @@ class UartAxiLiteBridge(wiring.Component):
                         m.d.sync += respond(STATUS_BAD_OP)
                         m.next = "RESPOND"
             with m.State("ARGS"):
-                m.d.comb += rx_fifo.r_en.eq(1)
-                with m.If(rx_fifo.r_rdy):
+                m.d.comb += rx_r.ready.eq(1)
+                with m.If(rx_r.valid):
                     m.d.sync += idle.eq(0)
                     with m.If(is_error):
                         m.d.sync += respond(byte)

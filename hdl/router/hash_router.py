@@ -22,19 +22,20 @@ read the RAM, so the host never overwrites a table still in use.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..bus.regmap import HDL_DIR, compile_rdl, regmap_from_node
-from ..bus.axil import AXI4LiteSignature, AXI4LiteTarget
 from ..parser.layouts import EXTRA_SLOTS
-from ..bus.regbank import RegisterBank, hw_signature
+from ..bus.regbank import hw_signature
 from .layouts import (CLASSES, HASH_INPUT_BYTES, STATUS_OK, STATUS_UNAVAILABLE, TOEPLITZ_KEY_BYTES, KeySelect,
                              RouteRequest, RouterParams, RouteVerdict)
 
-__all__ = ["Router", "StandaloneRouter", "router_regmap", "ROUTE_LATENCY_CYCLES", "SWAP_DRAIN_CYCLES"]
+__all__ = ["Router", "router_regmap", "ROUTE_LATENCY_CYCLES", "SWAP_DRAIN_CYCLES"]
 
 #: Cycles from a request's acceptance to its ``o_route.valid``.
 ROUTE_LATENCY_CYCLES = 4
@@ -45,6 +46,13 @@ SWAP_DRAIN_CYCLES = 3
 def router_regmap():
     """The router's register map on its own (addresses from 0), for a standalone bank."""
     return regmap_from_node(compile_rdl([HDL_DIR / "router/router.rdl"], "wirespeed_router"))
+
+
+#: A pool descriptor (one per pool per buffer): its first table entry, its size M, and whether it serves.
+_POOL_DESC = data.StructLayout({"base": 18, "m": 17, "enabled": 1})
+#: A class entry (one per route class per buffer): its pool, its hash key (:class:`~.layouts.KeySelect`) and the
+#: extra header slot that key reads.
+_CLASS_ENTRY = data.StructLayout({"pool": 4, "key_sel": 2, "header_slot": 2})
 
 
 def _be_bytes(value, nbytes: int) -> list:
@@ -89,30 +97,31 @@ class Router(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p, regs = self.params, self.regs
-        words = p.words
-        ipw = p.ids_per_word
-        lane_bits = (ipw - 1).bit_length()
-        n_pools = p.pools
-
-        # -- the table RAM: buffer 0 at words 0.., buffer 1 at words `words`.. -----------------------------------------
-        m.submodules.table = table = Memory(shape=unsigned(32), depth=2 * words, init=[])
+        m.submodules.table = table = Memory(shape=unsigned(32), depth=2 * self.params.words, init=[])
         look = table.read_port(domain="sync")
         host_rd = table.read_port(domain="sync")
         host_wr = table.write_port()
-
-        out = self.o_route
         advance = Signal()
-        m.d.comb += [advance.eq(~out.valid | out.ready), look.en.eq(advance)]
+        m.d.comb += [advance.eq(~self.o_route.valid | self.o_route.ready), look.en.eq(advance)]
+        bufs = self._buffers(m)
+        self._swap(m, advance, bufs.active)
+        self._host_access(m, bufs.shadow, host_rd, host_wr)
+        s1 = self._select(m, advance, bufs)
+        s2 = self._hash(m, advance, s1)
+        s3 = self._index(m, advance, s2, look)
+        self._verdict(m, advance, s3, look)
+        return m
 
-        # -- double-buffered pool descriptors and class entries ---------------------------------------------------
+    def _buffers(self, m):
+        """The double-buffered pool descriptors and class entries: ``pool_commit`` and ``class_commit`` write the
+        staged entry into the shadow buffer."""
+        p, regs = self.params, self.regs
+        n_pools = p.pools
         active = Signal()
         shadow = Signal()
         m.d.comb += [shadow.eq(~active), self.active.eq(active)]
-        desc = data.StructLayout({"base": 18, "m": 17, "enabled": 1})
-        cls = data.StructLayout({"pool": 4, "key_sel": 2, "header_slot": 2})
-        descs = [[Signal(desc, name=f"pool{b}_{i}") for i in range(n_pools)] for b in range(2)]
-        classes = [[Signal(cls, name=f"class{b}_{i}") for i in range(CLASSES)] for b in range(2)]
+        descs = [[Signal(_POOL_DESC, name=f"pool{b}_{i}") for i in range(n_pools)] for b in range(2)]
+        classes = [[Signal(_CLASS_ENTRY, name=f"class{b}_{i}") for i in range(CLASSES)] for b in range(2)]
 
         stage_ok = (regs.pool_size.m != 0) & (regs.pool_base.value + regs.pool_size.m <= p.table_entries)
         with m.If(regs.pool_commit.go):
@@ -128,8 +137,12 @@ class Router(wiring.Component):
                         m.d.sync += [classes[b][i].pool.eq(regs.class_stage.pool),
                                      classes[b][i].key_sel.eq(regs.class_stage.key_sel),
                                      classes[b][i].header_slot.eq(regs.class_stage.header_slot)]
+        return SimpleNamespace(active=active, shadow=shadow, descs=descs, classes=classes)
 
-        # -- swap --------------------------------------------------------------------------------------------------
+    def _swap(self, m, advance, active):
+        """``swap`` flips the active buffer; ``status.busy`` until the requests that sampled the old one have read
+        the table (:data:`SWAP_DRAIN_CYCLES` advancing cycles)."""
+        regs = self.regs
         drain = Signal(range(SWAP_DRAIN_CYCLES + 1))
         with m.If(regs.swap.go):
             m.d.sync += [active.eq(~active), drain.eq(SWAP_DRAIN_CYCLES)]
@@ -138,7 +151,11 @@ class Router(wiring.Component):
         m.d.comb += [regs.status.active.eq(active), regs.status.busy.eq(drain != 0),
                      regs.swaps.count_incr.eq(regs.swap.go)]
 
-        # -- host access to the shadow table -----------------------------------------------------------------------
+    def _host_access(self, m, shadow, host_rd, host_wr):
+        """The host's window on the shadow table (``table_addr`` auto-increments on each ``table_wdata`` write), and
+        the read-only size registers."""
+        p, regs = self.params, self.regs
+        words = p.words
         addr = regs.table_addr.value
         in_range = addr < words
         m.d.comb += [
@@ -148,17 +165,20 @@ class Router(wiring.Component):
             host_rd.addr.eq(Mux(shadow, words, 0) + addr), host_rd.en.eq(1),
             regs.table_rdata.value.eq(Mux(in_range, host_rd.data, 0)),
             regs.params.table_entries.eq(p.table_entries), regs.params.id_bits.eq(p.id_bits),
-            regs.sizes.pools.eq(n_pools), regs.sizes.classes.eq(CLASSES),
+            regs.sizes.pools.eq(p.pools), regs.sizes.classes.eq(CLASSES),
         ]
 
-        # ================================================================================================ S0 select
+    def _select(self, m, advance, bufs):
+        """S0: the route class picks, from the active buffer, its pool and its hash key; the S1 registers."""
+        n_pools = self.params.pools
+        active, descs, classes = bufs.active, bufs.descs, bufs.classes
         req = self.i_req.payload.req
         m.d.comb += self.i_req.ready.eq(advance)
         accept = Signal()
         m.d.comb += accept.eq(self.i_req.valid & advance)
-        cl = Signal(cls)
+        cl = Signal(_CLASS_ENTRY)
         m.d.comb += cl.eq(Mux(active, Array(classes[1])[req.route_class], Array(classes[0])[req.route_class]))
-        pool_desc = Signal(desc)
+        pool_desc = Signal(_POOL_DESC)
         pool_ok = Signal()
         if n_pools < 16:
             m.d.comb += pool_ok.eq(cl.pool < n_pools)
@@ -166,8 +186,25 @@ class Router(wiring.Component):
             m.d.comb += pool_ok.eq(1)
         pool_idx = cl.pool[0:max(1, (n_pools - 1).bit_length())]
         m.d.comb += pool_desc.eq(Mux(active, Array(descs[1])[pool_idx], Array(descs[0])[pool_idx]))
+        sel = self._hash_input(m, req, cl)
 
-        # The hash input, 36 bytes in network order, zero padded.
+        s1_valid = Signal()
+        s1_input = Signal(HASH_INPUT_BYTES * 8)                 # byte 0 in the top 8 bits
+        s1_pool = Signal(4)
+        s1_desc = Signal(_POOL_DESC)
+        s1_ok = Signal()
+        s1_buf = Signal()
+        s1_meta = Signal(self.meta_width)
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(accept), s1_input.eq(sel), s1_pool.eq(cl.pool), s1_desc.eq(pool_desc),
+                         s1_ok.eq(pool_ok & pool_desc.enabled), s1_buf.eq(active),
+                         s1_meta.eq(self.i_req.payload.meta)]
+        return SimpleNamespace(valid=s1_valid, input=s1_input, pool=s1_pool, desc=s1_desc, ok=s1_ok, buf=s1_buf,
+                               meta=s1_meta)
+
+    def _hash_input(self, m, req, cl):
+        """The Toeplitz input the class's ``key_sel`` picks: 36 bytes in network order (byte 0 in the top 8 bits),
+        zero padded, and all zero when the key is absent."""
         tenant = _be_bytes(req.key_fp, 8) + [Const(0, 8)] * (HASH_INPUT_BYTES - 8)
         header_fp = Signal(64)
         header_present = Signal()
@@ -187,20 +224,12 @@ class Router(wiring.Component):
                 m.d.comb += sel.eq(Mux(req.l4_valid, Cat(*reversed(l4)), 0))
             with m.Default():                                   # TENANT, and 3
                 m.d.comb += sel.eq(Mux(req.key_present, Cat(*reversed(tenant)), 0))
+        return sel
 
-        s1_valid = Signal()
-        s1_input = Signal(HASH_INPUT_BYTES * 8)                 # byte 0 in the top 8 bits
-        s1_pool = Signal(4)
-        s1_desc = Signal(desc)
-        s1_ok = Signal()
-        s1_buf = Signal()
-        s1_meta = Signal(self.meta_width)
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(accept), s1_input.eq(sel), s1_pool.eq(cl.pool), s1_desc.eq(pool_desc),
-                         s1_ok.eq(pool_ok & pool_desc.enabled), s1_buf.eq(active),
-                         s1_meta.eq(self.i_req.payload.meta)]
-
-        # ================================================================================================ S1 hash
+    def _hash(self, m, advance, s1):
+        """S1: Toeplitz over the 288 input bits with the 320-bit key, an AND-XOR network (the key is a register);
+        the S2 registers."""
+        regs = self.regs
         # The key as one vector with K[j] (bit j of the key, MSB of byte 0 first) at kvec[319 - j]: the 32-bit
         # window K[i..i+31] (K[i] its MSB) is then the slice kvec[288 - i : 320 - i].
         n_key = TOEPLITZ_KEY_BYTES * 8
@@ -210,7 +239,7 @@ class Router(wiring.Component):
         terms = []                                               # d[i] = MSB-first bit i of the input
         for i in range(n_in):
             t = Signal(32, name=f"tpz_term{i}")
-            m.d.comb += t.eq(Mux(s1_input[n_in - 1 - i], kvec[n_key - 32 - i:n_key - i], 0))
+            m.d.comb += t.eq(Mux(s1.input[n_in - 1 - i], kvec[n_key - 32 - i:n_key - i], 0))
             terms.append(t)
         level = 0
         while len(terms) > 1:                                    # balanced XOR tree, named nodes
@@ -227,23 +256,29 @@ class Router(wiring.Component):
         s2_valid = Signal()
         s2_hash = Signal(32)
         s2_pool = Signal(4)
-        s2_desc = Signal(desc)
+        s2_desc = Signal(_POOL_DESC)
         s2_ok = Signal()
         s2_buf = Signal()
         s2_meta = Signal(self.meta_width)
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_hash.eq(hash_), s2_pool.eq(s1_pool), s2_desc.eq(s1_desc),
-                         s2_ok.eq(s1_ok), s2_buf.eq(s1_buf), s2_meta.eq(s1_meta)]
+            m.d.sync += [s2_valid.eq(s1.valid), s2_hash.eq(hash_), s2_pool.eq(s1.pool), s2_desc.eq(s1.desc),
+                         s2_ok.eq(s1.ok), s2_buf.eq(s1.buf), s2_meta.eq(s1.meta)]
+        return SimpleNamespace(valid=s2_valid, hash=s2_hash, pool=s2_pool, desc=s2_desc, ok=s2_ok, buf=s2_buf,
+                               meta=s2_meta)
 
-        # ================================================================================================ S2 index
+    def _index(self, m, advance, s2, look):
+        """S2: ``(hash · M) >> 32`` plus the pool's base is the table entry; its word's RAM read is issued. The S3
+        registers."""
+        words = self.params.words
+        lane_bits = (self.params.ids_per_word - 1).bit_length()
         index = Signal(17)
-        m.d.comb += index.eq((s2_hash * s2_desc.m) >> 32)
+        m.d.comb += index.eq((s2.hash * s2.desc.m) >> 32)
         entry = Signal(18)
-        m.d.comb += entry.eq(s2_desc.base + index)
+        m.d.comb += entry.eq(s2.desc.base + index)
         word = Signal(range(max(2, words)))
         lane = Signal(max(1, lane_bits))
         m.d.comb += [word.eq(entry >> lane_bits), lane.eq(entry[0:lane_bits] if lane_bits else 0),
-                     look.addr.eq(Mux(s2_buf, words, 0) + word)]
+                     look.addr.eq(Mux(s2.buf, words, 0) + word)]
 
         s3_valid = Signal()
         s3_hash = Signal(32)
@@ -252,49 +287,22 @@ class Router(wiring.Component):
         s3_lane = Signal(max(1, lane_bits))
         s3_meta = Signal(self.meta_width)
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(s2_valid), s3_hash.eq(s2_hash), s3_pool.eq(s2_pool), s3_ok.eq(s2_ok),
-                         s3_lane.eq(lane), s3_meta.eq(s2_meta)]
+            m.d.sync += [s3_valid.eq(s2.valid), s3_hash.eq(s2.hash), s3_pool.eq(s2.pool), s3_ok.eq(s2.ok),
+                         s3_lane.eq(lane), s3_meta.eq(s2.meta)]
+        return SimpleNamespace(valid=s3_valid, hash=s3_hash, pool=s3_pool, ok=s3_ok, lane=s3_lane, meta=s3_meta)
 
-        # ================================================================================================ S3 select
-        ids = [look.data[p.id_bits * j:p.id_bits * (j + 1)] for j in range(ipw)]
+    def _verdict(self, m, advance, s3, look):
+        """S3: the backend id picked from the RAM word; the verdict registered, and the counters."""
+        p, regs, out = self.params, self.regs, self.o_route
+        ids = [look.data[p.id_bits * j:p.id_bits * (j + 1)] for j in range(p.ids_per_word)]
         backend = Signal(16)
-        m.d.comb += backend.eq(Array(ids)[s3_lane])
+        m.d.comb += backend.eq(Array(ids)[s3.lane])
         v = out.payload.verdict
         with m.If(advance):
             m.d.sync += [
-                out.valid.eq(s3_valid), out.payload.meta.eq(s3_meta),
-                v.status.eq(Mux(s3_ok, STATUS_OK, STATUS_UNAVAILABLE)), v.pool.eq(s3_pool),
-                v.backend.eq(Mux(s3_ok, backend, 0)), v.hash.eq(s3_hash),
+                out.valid.eq(s3.valid), out.payload.meta.eq(s3.meta),
+                v.status.eq(Mux(s3.ok, STATUS_OK, STATUS_UNAVAILABLE)), v.pool.eq(s3.pool),
+                v.backend.eq(Mux(s3.ok, backend, 0)), v.hash.eq(s3.hash),
             ]
-        m.d.comb += [regs.routed.count_incr.eq(advance & s3_valid & s3_ok),
-                     regs.unavailable.count_incr.eq(advance & s3_valid & ~s3_ok)]
-        return m
-
-
-class StandaloneRouter(wiring.Component):
-    """The router with its own AXI4-Lite register bank (``router.rdl`` at offset 0), for tests and the bench."""
-
-    def __init__(self, params: RouterParams = RouterParams(), meta_width: int = 0):
-        self.params = params
-        self.regmap = router_regmap()
-        self.addr_width = max(12, (self.regmap.size - 1).bit_length())
-        self._inner = inner = Router(params, meta_width)
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(self.addr_width)),
-            "i_req": In(stream.Signature(inner.in_layout)),
-            "o_route": Out(stream.Signature(inner.out_layout)),
-            "active": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.bank = bank = RegisterBank(self.regmap, self.addr_width)
-        m.submodules.router = router = self._inner
-        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
-        wiring.connect(m, axil.bus, bank.bus)
-        wiring.connect(m, bank.hw, router.regs)
-        wiring.connect(m, wiring.flipped(self.i_req), router.i_req)
-        wiring.connect(m, router.o_route, wiring.flipped(self.o_route))
-        m.d.comb += self.active.eq(router.active)
-        return m
+        m.d.comb += [regs.routed.count_incr.eq(advance & s3.valid & s3.ok),
+                     regs.unavailable.count_incr.eq(advance & s3.valid & ~s3.ok)]

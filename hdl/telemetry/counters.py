@@ -40,11 +40,10 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus.regmap import HDL_DIR, compile_rdl, regmap_from_node
-from ..bus.axil import AXI4LiteSignature, AXI4LiteTarget
-from ..bus.regbank import RegisterBank, hw_signature
+from ..bus.regbank import hw_signature
 from ..pipeline.layouts import ERROR_FLAG_COUNT, HIST_BUCKETS, LATENCY_MAX, Action, Reason
 
-__all__ = ["Telemetry", "StandaloneTelemetry", "TelemetryEvent", "telemetry_regmap", "COUNTER_BITS",
+__all__ = ["Telemetry", "TelemetryEvent", "telemetry_regmap", "COUNTER_BITS",
            "LATENCY_BITS"]
 
 #: Width of every counter, the latency sum and the cycle counter.
@@ -176,38 +175,3 @@ class Telemetry(wiring.Component):
         m.d.comb += regs.snapshot_cycle.cycles.eq(snap_cycle)
         return m
 
-
-class StandaloneTelemetry(wiring.Component):
-    """The telemetry block with its own AXI4-Lite register bank (``telemetry.rdl`` at offset 0), for tests.
-
-    Attributes
-    ----------
-    s_axil : In(AXI4LiteSignature)
-        The block's registers.
-    i_event : In(TelemetryEvent)
-        As :class:`Telemetry`.
-    o_snapshot, o_clear : Out(1)
-        The ``ctrl`` pulses as the block sees them (cycle *P* of the timing contract), for testbenches.
-    """
-
-    def __init__(self):
-        self.regmap = telemetry_regmap()
-        self.addr_width = max(12, (self.regmap.size - 1).bit_length())
-        super().__init__({
-            "s_axil": In(AXI4LiteSignature(self.addr_width)),
-            "i_event": In(TelemetryEvent()),
-            "o_snapshot": Out(1),
-            "o_clear": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.axil = axil = AXI4LiteTarget(self.addr_width)
-        m.submodules.bank = bank = RegisterBank(self.regmap, self.addr_width)
-        m.submodules.telemetry = telemetry = Telemetry()
-        wiring.connect(m, wiring.flipped(self.s_axil), axil.axil)
-        wiring.connect(m, axil.bus, bank.bus)
-        wiring.connect(m, bank.hw, telemetry.regs)
-        wiring.connect(m, wiring.flipped(self.i_event), telemetry.i_event)
-        m.d.comb += [self.o_snapshot.eq(bank.hw.ctrl.snapshot), self.o_clear.eq(bank.hw.ctrl.clear)]
-        return m

@@ -1,11 +1,11 @@
 """Measurements behind ``wirespeed bench`` (and ``make bench``): cycle counts from the Verilated RTL, and rates of the
 software paths on this machine.
 
-``wirespeed bench`` ─▶ :func:`parser_cycles` (StandaloneParser on Verilator, valid and ready held high)
+``wirespeed bench`` ─▶ :func:`parser_cycles` (the parser on Verilator, valid and ready held high)
                    ─▶ :func:`register_access` (model and sim transports)
                    ─▶ :func:`parser_model_rate` (the Python model)
-                   ─▶ :func:`limiter_cycles` (StandaloneLimiter on Verilator), :func:`placement_time` (host placement)
-                   ─▶ :func:`router_cycles` (StandaloneRouter on Verilator), :func:`maglev_build` (numpy tables)
+                   ─▶ :func:`limiter_cycles` (the limiter on Verilator), :func:`placement_time` (host placement)
+                   ─▶ :func:`router_cycles` (the router on Verilator), :func:`maglev_build` (numpy tables)
                    ─▶ :func:`core_cycles` (WirespeedCore on Verilator through s_axis, against the model),
                       :func:`core_model_rate` (``"model"`` classify_many), :func:`software_baseline` (httptools)
 
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...hdl.bus.packet import pack_beats
-from ...hdl.parser.header_parser import StandaloneParser, parser_regmap
+from ...hdl.bus.standalone import Standalone
+from ...hdl.parser.header_parser import HeaderParser, parser_regmap
 from . import traffic
 from ..models.parser import ParserConfig, parse
 from ..keys import derive_key
@@ -77,7 +78,7 @@ def parser_cycles(width: int, mix: str, count: int = 200, seed: int = 1, progres
     from ...sim.harness import Batch, ints_from_words, words_from_ints
 
     top = f"parser_w{width}"            # the same build as the parser volume test's
-    harness, bus = block_harness(top, lambda: StandaloneParser(width), width)
+    harness, bus = block_harness(top, lambda: Standalone(HeaderParser(width), parser_regmap()), width)
     try:
         config = bench_config()
         run(configure_ops(Registers(parser_regmap()), config), bus)
@@ -207,14 +208,15 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
     """
     from types import SimpleNamespace
 
-    from ...hdl.limiter.rate_limiter import LimitRequest, StandaloneLimiter
+    from ...hdl.limiter.rate_limiter import LimitRequest, RateLimiter, limiter_regmap, limiter_resets
     from ...hdl.limiter.layouts import LimiterParams
     from ...hdl.limiter.layouts import LimitVerdict as VerdictLayout
     from ...hdl.parser.layouts import KeySource
     from ..models.limiter import LimiterConfig, LimiterModel
 
     params = params or LimiterParams()
-    harness, bus = block_harness("limiter_bench", lambda: StandaloneLimiter(params), params)
+    harness, bus = block_harness("limiter_bench", lambda: Standalone(
+        RateLimiter(params), limiter_regmap().with_resets(limiter_resets(params))), params)
     rng = random.Random(seed)
     model = LimiterModel(params, LimiterConfig(cost_source=1))
     keys, now = _limiter_setup(bus, params, model, tenants, rng)
@@ -280,14 +282,14 @@ def router_cycles(count: int = 20_000, seed: int = 1, params=None) -> dict:
     """Requests through the Verilated router with ``valid`` and ``ready`` held high: 4 pools (one empty, so some
     verdicts are 503), classes hashing the API key, an extra header or the L4 tuple (IPv4 and IPv6). Returns
     requests per cycle, the latency from acceptance to verdict, and a check of every verdict against the model."""
-    from ...hdl.router.hash_router import StandaloneRouter, router_regmap
+    from ...hdl.router.hash_router import Router, router_regmap
     from ...hdl.router.layouts import RouteRequest, RouterParams
     from ...hdl.router.layouts import RouteVerdict as VerdictLayout
     from ..models.router import RouterModel
     from ..maglev import maglev_table, pack_words
 
     params = params or RouterParams(table_entries=2048, pools=4)
-    harness, bus = block_harness("router_bench", lambda: StandaloneRouter(params), params)
+    harness, bus = block_harness("router_bench", lambda: Standalone(Router(params), router_regmap()), params)
     regs = Registers(router_regmap())
     rng = random.Random(seed)
     model = RouterModel(params)

@@ -1,9 +1,9 @@
 """L4FrontEnd RTL on Verilator against the bit-exact model (wirespeed.host.models.frontend).
 
-DUT: ``StandaloneFrontEnd`` (AXI4-Lite target + the front end's generated register bank + L4FrontEnd), so the served
-ports go through the real registers. The testbench streams random frames (every punt reason and every legal variant,
-from ``random_frame``) mixed with lookaside packets, with random valid gaps and random ready on both outputs, and
-scoreboards:
+DUT: ``Standalone(L4FrontEnd)`` (AXI4-Lite target + the front end's generated register bank + L4FrontEnd), so the
+served ports go through the real registers. The testbench streams random frames (every punt reason and every legal
+variant, from ``random_frame``) mixed with lookaside packets, with random valid gaps and random ready on both outputs,
+and scoreboards:
 
 - every info, bit for bit, against ``process_frame()`` with the same configuration;
 - every payload packet (bytes and boundaries) against the model's payload;
@@ -16,15 +16,16 @@ import os
 import random
 
 import pytest
-from wirespeed.hdl.frontend.l4_frontend import StandaloneFrontEnd, frontend_regmap
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.frontend.l4_frontend import L4FrontEnd, frontend_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("FRONTEND_SEED", "20261201"))
 
 
 def _run(width, test, **parameters):
-    run_cocotb(StandaloneFrontEnd(width), toplevel=f"frontend_harness_w{width}", test_file=__file__, testcase=test,
-               parameters={"width": width, "seed": SEED, **parameters})
+    run_cocotb(Standalone(L4FrontEnd(width), frontend_regmap()), toplevel=f"frontend_harness_w{width}",
+               test_file=__file__, testcase=test, parameters={"width": width, "seed": SEED, **parameters})
 
 
 @pytest.mark.rtl

@@ -1,6 +1,6 @@
 """The compiled harness (sim/harness.cpp) against the cocotb path, on the same seeded traffic.
 
-The DUT is ``StandaloneParser`` (W = 8): one input stream, two output streams, an AXI4-Lite port. Both paths
+The DUT is ``Standalone(HeaderParser)`` (W = 8): one input stream, two output streams, an AXI4-Lite port. Both paths
 configure it through its registers with the driver's ops, wait two cycles, then run the same batch: the same beats,
 the same valid pattern on ``i_stream`` and ready patterns on ``o_stream`` and ``o_desc`` (cycle ``c`` of the batch
 uses ``pattern[c % len]``; a beat once offered is held until taken). Every output beat, every descriptor and every
@@ -16,7 +16,8 @@ import random
 import pytest
 
 from wirespeed.hdl.bus.packet import ByteBeat, pack_beats
-from wirespeed.hdl.parser.header_parser import StandaloneParser, parser_regmap
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.parser.header_parser import HeaderParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("HARNESS_SEED", "20261205"))
@@ -46,7 +47,7 @@ def _harness_run(config, packets, patterns):
     from wirespeed.sim.harness import Batch, ints_from_words, words_from_ints
     top = f"parser_w{WIDTH}"                       # shares the build with the bench's W = 8 parser
     last_bit = 8 * WIDTH + WIDTH.bit_length()
-    harness, bus = block_harness(top, lambda: StandaloneParser(WIDTH), WIDTH,
+    harness, bus = block_harness(top, lambda: Standalone(HeaderParser(WIDTH), parser_regmap()), WIDTH,
                                  last_fields={"o_stream": ("payload", last_bit)})
     try:
         run(configure_ops(Registers(parser_regmap()), config), bus)
@@ -72,8 +73,8 @@ def test_harness_matches_cocotb(tmp_path):
     config, packets, patterns = _traffic(SEED)
     ours = _harness_run(config, packets, patterns)
     out = tmp_path / "cocotb.json"
-    run_cocotb(StandaloneParser(WIDTH), toplevel=f"parser_harness_w{WIDTH}", test_file=__file__, testcase="same_batch",
-               parameters={"seed": SEED, "out": str(out)})
+    run_cocotb(Standalone(HeaderParser(WIDTH), parser_regmap()), toplevel=f"parser_harness_w{WIDTH}",
+               test_file=__file__, testcase="same_batch", parameters={"seed": SEED, "out": str(out)})
     theirs = json.loads(out.read_text())
     theirs = {k: [tuple(x) if isinstance(x, list) else x for x in v] for k, v in theirs.items()}
     assert len(ours["o_desc"]) == len(packets)

@@ -1,6 +1,6 @@
 """RateLimiter RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.limiter).
 
-DUT: ``StandaloneLimiter`` (AXI4-Lite target + the limiter's generated register bank + RateLimiter), so plans,
+DUT: ``Standalone(RateLimiter)`` (AXI4-Lite target + the limiter's generated register bank + RateLimiter), so plans,
 tenants, commands, policy and the clock all go through the real registers, while requests stream in.
 
 The testbench watches the pipeline's S0 (``probe``): every cycle it learns which op entered (request, debit/refund
@@ -18,7 +18,8 @@ checks, bit for bit:
 import os
 
 import pytest
-from wirespeed.hdl.limiter.rate_limiter import StandaloneLimiter
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.limiter.rate_limiter import RateLimiter, limiter_regmap, limiter_resets
 from wirespeed.hdl.limiter.layouts import LimiterParams
 from wirespeed.sim.runner import param, run_cocotb
 
@@ -35,7 +36,8 @@ META = 16
 
 def _run(name, test, **parameters):
     p = PARAMS[name]
-    run_cocotb(StandaloneLimiter(p, META), toplevel=f"limiter_{name.replace('-', '_')}", test_file=__file__,
+    dut = Standalone(RateLimiter(p, META), limiter_regmap().with_resets(limiter_resets(p)))
+    run_cocotb(dut, toplevel=f"limiter_{name.replace('-', '_')}", test_file=__file__,
                testcase=test, parameters={"params": p.__dict__, "seed": SEED, **parameters})
 
 
@@ -81,7 +83,7 @@ if cocotb is not None:
     from support.layouts import LayoutCodec, unpack
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES, OpKind, RateLimiter, Trace, limiter_regmap
+    from wirespeed.hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES, OpKind, Trace
     from wirespeed.hdl.limiter.layouts import CostSource, TableOp, UnknownPolicy
     from wirespeed.hdl.parser.layouts import KeySource
     from wirespeed.host.models.limiter import LimiterConfig, LimiterModel, LimitVerdict, Plan

@@ -1,6 +1,6 @@
 """RateLimiter volume: 10⁶ decisions through the RTL on the compiled harness, with the host busy all the while.
 
-make_requests ─▶ ``i_req`` ─▶ ``StandaloneLimiter`` (Verilated, ``sim/harness.cpp``) ─▶ ``o_verdict``
+make_requests ─▶ ``i_req`` ─▶ ``Standalone(RateLimiter)`` (Verilated, ``sim/harness.cpp``) ─▶ ``o_verdict``
 host actions ─▶ ``s_axil`` (table ops, debits/refunds, clock steps and rates, policy)      ─▶ ``o_probe``: S0
 the S0 ops, in cycle order ─▶ ``LimiterModel`` ─▶ expected verdicts, table results ─▶ compared here
 
@@ -32,8 +32,9 @@ from support.configs import limiter_requests, random_plan
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import Out
-from wirespeed.hdl.limiter.rate_limiter import (LIMIT_LATENCY_CYCLES, LimitRequest, OpKind, StandaloneLimiter, Trace,
-                                   limiter_regmap)
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.limiter.rate_limiter import (LIMIT_LATENCY_CYCLES, LimitRequest, OpKind, RateLimiter, Trace,
+                                   limiter_regmap, limiter_resets)
 from wirespeed.hdl.limiter.layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
 from wirespeed.hdl.limiter.layouts import LimitVerdict as VerdictLayout
 from wirespeed.hdl.parser.layouts import KeySource
@@ -56,11 +57,12 @@ ACCESS_CYCLES = 5
 
 
 class ProbedLimiter(wiring.Component):
-    """:class:`StandaloneLimiter` with its ``probe`` as a stream, valid in the cycles an op enters S0, so that the
-    harness records every op with its cycle (``o_probe`` is a monitor: its ``ready`` is ignored)."""
+    """The limiter (:class:`Standalone`) with its ``probe`` as a stream, valid in the cycles an op enters S0, so that
+    the harness records every op with its cycle (``o_probe`` is a monitor: its ``ready`` is ignored)."""
 
     def __init__(self, params: LimiterParams, meta_width: int):
-        self._inner = StandaloneLimiter(params, meta_width)
+        regmap = limiter_regmap().with_resets(limiter_resets(params))
+        self._inner = Standalone(RateLimiter(params, meta_width), regmap)
         members = self._inner.signature.members
         super().__init__({"s_axil": members["s_axil"], "i_req": members["i_req"],
                           "o_verdict": members["o_verdict"], "o_probe": Out(stream.Signature(Trace))})

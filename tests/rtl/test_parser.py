@@ -1,6 +1,6 @@
 """HeaderParser RTL on Verilator against the bit-exact model (wirespeed.host.models.parser).
 
-DUT: ``StandaloneParser`` (AXI4-Lite target + the parser's generated register bank + HeaderParser), so every
+DUT: ``Standalone(HeaderParser)`` (AXI4-Lite target + the parser's generated register bank + HeaderParser), so every
 configuration (key, prefix table, extra names, limit) goes through the real registers. The testbench drives the packet stream with
 random valid gaps, takes the outputs with random ready, and scoreboards:
 
@@ -16,7 +16,8 @@ import os
 import random
 
 import pytest
-from wirespeed.hdl.parser.header_parser import StandaloneParser, parser_regmap
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.parser.header_parser import HeaderParser, parser_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("PARSER_SEED", "20261125"))
@@ -24,8 +25,8 @@ HYPOTHESIS_EXTRAS = [b"x-session-id", b"x-model"]
 
 
 def _run(width, test, **parameters):
-    run_cocotb(StandaloneParser(width), toplevel=f"parser_harness_w{width}", test_file=__file__, testcase=test,
-               parameters={"width": width, "seed": SEED, **parameters})
+    run_cocotb(Standalone(HeaderParser(width), parser_regmap()), toplevel=f"parser_harness_w{width}",
+               test_file=__file__, testcase=test, parameters={"width": width, "seed": SEED, **parameters})
 
 
 def _run_file(width, test, packets, tmp_path):

@@ -1,6 +1,6 @@
 """HeaderParser volume: 10⁶ requests through the RTL (W=16) on the compiled harness, against the bit-exact model.
 
-traffic.mix ─▶ ``i_stream`` ─▶ ``StandaloneParser`` (Verilated, ``sim/harness.cpp``) ─▶ ``o_stream``, ``o_desc``
+traffic.mix ─▶ ``i_stream`` ─▶ the parser (``Standalone``, Verilated, ``sim/harness.cpp``) ─▶ ``o_stream``, ``o_desc``
                   ``s_axil`` ─▶ (``configure_ops`` over :class:`HarnessAxiLite`)
 host.parser.parse ─▶ expected descriptors ─▶ compared with ``o_desc`` here, in numpy
 
@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from support.configs import random_parser_config
 from wirespeed.hdl.bus.packet import ByteBeat
-from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES, StandaloneParser, parser_regmap
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES, HeaderParser, parser_regmap
 from wirespeed.hdl.parser.layouts import ErrorFlag
 from wirespeed.host.tools import traffic
 from wirespeed.host.models.parser import Descriptor, ParserConfig, parse
@@ -86,11 +87,11 @@ def beat_fields(beats: np.ndarray, width: int):
 # -- the harness side (runs in the worker thread) ---------------------------------------------------------------------
 
 class ParserRig:
-    """StandaloneParser on the harness, with its registers over :class:`HarnessAxiLite`."""
+    """The parser (:class:`Standalone`) on the harness, with its registers over :class:`HarnessAxiLite`."""
 
     def __init__(self, width: int):
         top = f"parser_w{width}"
-        verilog = cached_verilog(top, lambda: StandaloneParser(width), {"width": width})
+        verilog = cached_verilog(top, lambda: Standalone(HeaderParser(width), parser_regmap()), {"width": width})
         _, last_at = _beat_bits(width)
         self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3)
         self.axil = HarnessAxiLite(self.harness)

@@ -1,6 +1,6 @@
 """Router RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.router).
 
-DUT: ``StandaloneRouter`` (AXI4-Lite target + the router's generated register bank + Router): the Toeplitz key,
+DUT: ``Standalone(Router)`` (AXI4-Lite target + the router's generated register bank + Router): the Toeplitz key,
 pools, classes and tables all go through the real registers while requests stream in.
 
 - Every verdict (status, pool, backend, hash) is compared with ``RouterModel.route`` on the buffer the request
@@ -15,7 +15,8 @@ pools, classes and tables all go through the real registers while requests strea
 import os
 
 import pytest
-from wirespeed.hdl.router.hash_router import StandaloneRouter
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.router.hash_router import Router, router_regmap
 from wirespeed.hdl.router.layouts import RouterParams
 from wirespeed.sim.runner import param, run_cocotb
 
@@ -29,8 +30,8 @@ PARAMS = {
 
 def _run(name, test, **parameters):
     p = PARAMS[name]
-    run_cocotb(StandaloneRouter(p, META), toplevel=f"router_{name}", test_file=__file__, testcase=test,
-               parameters={"params": p.__dict__, "seed": SEED, **parameters})
+    run_cocotb(Standalone(Router(p, META), router_regmap()), toplevel=f"router_{name}", test_file=__file__,
+               testcase=test, parameters={"params": p.__dict__, "seed": SEED, **parameters})
 
 
 @pytest.mark.rtl
@@ -72,7 +73,7 @@ if cocotb is not None:
     from support import testbench
     from support.streams import StreamSink, StreamSource, random_pauses
 
-    from wirespeed.hdl.router.hash_router import ROUTE_LATENCY_CYCLES, Router, router_regmap
+    from wirespeed.hdl.router.hash_router import ROUTE_LATENCY_CYCLES
     from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS
     from wirespeed.host.models.router import RouteRequest, RouterModel, RouteVerdict
     from wirespeed.host.maglev import is_prime, maglev_table, pack_words

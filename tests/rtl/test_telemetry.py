@@ -1,6 +1,6 @@
 """Telemetry RTL on Verilator, scoreboarded against the bit-exact model (wirespeed.host.models.telemetry).
 
-DUT: ``StandaloneTelemetry`` (AXI4-Lite target + the block's generated register bank + Telemetry). Seeded random
+DUT: ``Standalone(Telemetry)`` (AXI4-Lite target + the block's generated register bank + Telemetry). Seeded random
 events stream in (bursts of back-to-back events, random gaps, latencies over every bucket including saturation)
 while the host takes snapshots, clears, and snapshot-and-clears at random moments and reads every register.
 
@@ -18,14 +18,18 @@ both. It also checks:
 import os
 
 import pytest
-from wirespeed.hdl.telemetry.counters import StandaloneTelemetry
+from wirespeed.hdl.bus.standalone import Standalone
+from wirespeed.hdl.telemetry.counters import Telemetry, telemetry_regmap
 from wirespeed.sim.runner import param, run_cocotb
 
 SEED = int(os.environ.get("TELEMETRY_SEED", "20261125"))
 
 
 def _run(test, **parameters):
-    run_cocotb(StandaloneTelemetry(), toplevel="telemetry", test_file=__file__, testcase=test,
+    # o_snapshot, o_clear: the ctrl pulses as the block sees them (cycle P of the timing contract).
+    dut = Standalone(Telemetry(), telemetry_regmap(), taps={"o_snapshot": ("ctrl", "snapshot"),
+                                                            "o_clear": ("ctrl", "clear")})
+    run_cocotb(dut, toplevel="telemetry", test_file=__file__, testcase=test,
                parameters={"seed": SEED, **parameters})
 
 
@@ -52,7 +56,6 @@ if cocotb is not None:
     from cocotb.triggers import ClockCycles
     from support import testbench
 
-    from wirespeed.hdl.telemetry.counters import telemetry_regmap
     from wirespeed.hdl.pipeline.layouts import HIST_BUCKETS, LATENCY_MAX
     from wirespeed.host.models.register_bank import RegisterBankModel
     from wirespeed.host.driver.registers import arun
