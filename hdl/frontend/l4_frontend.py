@@ -1,9 +1,9 @@
 """L2–L4 front end of the inline (bump-in-the-wire) mode: the first block of the pipeline.
 
 Ethernet frames from the MAC (W bytes per beat) ─▶ :class:`L4FrontEnd` ─┬─▶ the TCP payload, realigned (``o_payload``)
-                                                                        └─▶ one :class:`~.frontend_layouts.FrontEndInfo`
+                                                                        └─▶ one :class:`~.layouts.FrontEndInfo`
                                                                             per packet (``o_info``)
-then ``o_payload`` ─▶ :class:`~.parser.HeaderParser`. Lookaside packets (``inline = 0``) pass through whole.
+then ``o_payload`` ─▶ ``HeaderParser`` (``hdl/parser/``). Lookaside packets (``inline = 0``) pass through whole.
 
 Behaviour is specified in ``docs/frontend.md``; :mod:`wirespeed.host.models.frontend` is the bit-exact model.
 
@@ -57,7 +57,8 @@ assert PEND not in {r.value for r in PuntReason}
 
 
 def FrontendInput(width: int) -> data.StructLayout:
-    """``i_stream`` payload: a :func:`~.packet.ByteBeat` and ``inline`` (sampled on a packet's first beat)."""
+    """``i_stream`` payload: a :func:`~wirespeed.hdl.bus.packet.ByteBeat` and ``inline`` (sampled on a packet's first
+    beat)."""
     return data.StructLayout({"beat": ByteBeat(width), "inline": 1})
 
 

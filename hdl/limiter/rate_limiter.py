@@ -1,6 +1,6 @@
 """Tenant table and token-bucket rate limiter: one decision per cycle.
 
-parser descriptor (as a :data:`LimitRequest`) ─▶ :class:`RateLimiter` ─▶ one :class:`~.limiter_layouts.LimitVerdict`
+parser descriptor (as a :data:`LimitRequest`) ─▶ :class:`RateLimiter` ─▶ one :class:`~.layouts.LimitVerdict`
 per request, :data:`LIMIT_LATENCY_CYCLES` cycles after it is accepted
 
 Behaviour is specified in ``docs/limiter.md``; :mod:`wirespeed.host.models.limiter` is the bit-exact model.

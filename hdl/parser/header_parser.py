@@ -1,7 +1,7 @@
 """HTTP/1.1 request header parser: the front of the offload pipeline.
 
 packet bytes (W per beat) ─▶ :class:`HeaderParser` ─┬─▶ the same bytes, unchanged (``o_stream``)
-                                                     └─▶ one :class:`~.parser_layouts.Descriptor` per packet (``o_desc``)
+                                                     └─▶ one :class:`~.layouts.Descriptor` per packet (``o_desc``)
 
 Behaviour is specified in ``docs/parser.md``; :mod:`wirespeed.host.models.parser` is the bit-exact model.
 
@@ -569,9 +569,10 @@ class HeaderParser(wiring.Component):
         ]
         for i in range(EXTRA_SLOTS):
             m.d.comb += desc.extra_fp[i].eq(getattr(keep, f"extra_fp{i}"))
-        m.d.comb += [fifo.w_en.eq(stage_b), fifo.w_data.eq(desc.as_value()),
-                     self.o_desc.valid.eq(fifo.r_rdy), self.o_desc.payload.eq(fifo.r_data),
-                     fifo.r_en.eq(self.o_desc.ready)]
+        # Admission keeps room for every descriptor in flight, so the FIFO's write side is never refused.
+        m.d.comb += [fifo.w_stream.valid.eq(stage_b), fifo.w_stream.payload.eq(desc.as_value()),
+                     self.o_desc.valid.eq(fifo.r_stream.valid), self.o_desc.payload.eq(fifo.r_stream.payload),
+                     fifo.r_stream.ready.eq(self.o_desc.ready)]
 
         # Counters.
         m.d.comb += [regs.requests.count_incr.eq(stage_b), regs.complete.count_incr.eq(stage_b & keep.complete)]

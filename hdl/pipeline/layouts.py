@@ -1,4 +1,4 @@
-"""The verdict: what the offload core answers for every packet, shared by the gateware (:mod:`.pipeline`), the
+"""The verdict: what the offload core answers for every packet, shared by the gateware (:mod:`.offload_pipeline`), the
 telemetry block and the host (:mod:`wirespeed.host.driver.verdict`). The rules are specified in ``docs/pipeline.md``.
 
 (No ``from __future__ import annotations``: ``data.Struct`` reads its field shapes from the annotations.)

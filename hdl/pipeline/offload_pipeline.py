@@ -11,7 +11,7 @@
                                                                                                           └─▶ Telemetry
 
 The rules that turn a descriptor, the front end's info, the limiter's and the router's answers into a
-:class:`~.verdict_layouts.VerdictRecord` are in ``docs/pipeline.md``; :mod:`wirespeed.host.models.pipeline` is the
+:class:`~.layouts.VerdictRecord` are in ``docs/pipeline.md``; :mod:`wirespeed.host.models.pipeline` is the
 bit-exact model. Timing (no stall): the verdict is valid :data:`DECISION_LATENCY_CYCLES` cycles after the beat holding
 the last byte the parser reads (the stop byte), whatever the packet's source.
 """

@@ -1,6 +1,6 @@
 """Hash router: keyed Toeplitz hash and weighted Maglev tables, one request per cycle.
 
-request (:data:`~.router_layouts.RouteRequest`) ─▶ :class:`Router` ─▶ one :class:`~.router_layouts.RouteVerdict`
+request (:data:`~wirespeed.host.models.router.RouteRequest`) ─▶ :class:`Router` ─▶ one :class:`~.layouts.RouteVerdict`
 per request (backend, pool, hash), :data:`ROUTE_LATENCY_CYCLES` cycles after it is accepted
 
 Behaviour is specified in ``docs/router.md``; :mod:`wirespeed.host.models.router` is the bit-exact model.

@@ -2,11 +2,12 @@
 
 verdict (one :class:`TelemetryEvent` per packet) ─▶ :class:`Telemetry` ─▶ snapshot registers ─▶ AXI4-Lite (host)
 
-:mod:`wirespeed.host.models.telemetry` is the bit-exact model and the driver's reader; registers: ``telemetry.rdl``.
+:mod:`wirespeed.host.models.telemetry` is the bit-exact model, :mod:`wirespeed.host.driver.stats` the driver's reader;
+registers: ``telemetry.rdl``.
 
-Counters (64 bits, wrapping): events; per :class:`~.verdict_layouts.Action`; per
-:class:`~.verdict_layouts.Reason`; per pipeline error flag (flag bits ``0 .. ERROR_FLAG_COUNT-1``, each counted when
-set); a log2 histogram of ``latency_cycles`` (:data:`~.verdict_layouts.HIST_BUCKETS` buckets); the latency sum. Also
+Counters (64 bits, wrapping): events; per ``Action``; per ``Reason`` (``hdl/pipeline/layouts.py``); per pipeline error
+flag (flag bits ``0 .. ERROR_FLAG_COUNT-1``, each counted when set); a log2 histogram of ``latency_cycles``
+(``HIST_BUCKETS`` buckets); the latency sum. Also
 the latency maximum (16 bits) and a free-running 64-bit cycle counter (0 in the first cycle after reset, never
 cleared). An event with an action or reason outside the enums counts in ``events`` (and the latency and error
 counters) only.
@@ -48,7 +49,7 @@ __all__ = ["Telemetry", "TelemetryEvent", "telemetry_regmap", "COUNTER_BITS",
 
 #: Width of every counter, the latency sum and the cycle counter.
 COUNTER_BITS = 64
-#: Width of ``latency_cycles`` (it saturates at :data:`~.verdict_layouts.LATENCY_MAX`).
+#: Width of ``latency_cycles`` (it saturates at ``LATENCY_MAX``).
 LATENCY_BITS = LATENCY_MAX.bit_length()
 
 #: Array registers and the count each must have.
@@ -59,7 +60,7 @@ _ARRAYS = {"action_count": len(Action), "reason_count": len(Reason), "error_coun
 def telemetry_regmap():
     """The telemetry block's register map on its own (addresses from 0), for a standalone bank.
 
-    Raises ``ValueError`` if an array in ``telemetry.rdl`` does not match :mod:`.verdict_layouts` (a new reason
+    Raises ``ValueError`` if an array in ``telemetry.rdl`` does not match ``hdl/pipeline/layouts.py`` (a new reason
     needs a new ``reason_count`` entry there).
     """
     regmap = regmap_from_node(compile_rdl([HDL_DIR / "telemetry/telemetry.rdl"], "wirespeed_telemetry"))
@@ -82,7 +83,7 @@ class TelemetryEvent(wiring.Signature):
     flags : Out(32)
         The verdict's flags; bit *i* is ``FLAG_NAMES[i]``.
     latency_cycles : Out(16)
-        First beat accepted → verdict valid, saturating at :data:`~.verdict_layouts.LATENCY_MAX`.
+        First beat accepted → verdict valid, saturating at ``LATENCY_MAX``.
     """
 
     def __init__(self):

@@ -257,7 +257,7 @@ def limiter_cycles(count: int = 20_000, hot_fraction: float = 0.5, tenants: int 
 
 
 def placement_time(capacity: int = 16384, keys: int | None = None, seed: int = 1) -> dict:
-    """Host placement (:class:`~wirespeed.host.models.limiter.TenantPlacement`) of random keys: time and load factor.
+    """Host placement (:class:`~wirespeed.host.placement.TenantPlacement`) of random keys: time and load factor.
 
     With ``keys`` None, fills the table until ``TableFull`` (the load factor the placement reaches).
     """
@@ -389,8 +389,8 @@ class StreamRun:
 
 def stream_core(transport, packets, width: int, progress=None, timeout_cycles: int = 10_000) -> StreamRun:
     """Offer ``packets`` back to back on the core's ``s_axis`` (``tvalid`` held high), with ``m_axis`` and
-    ``m_verdict`` ready held high, on a :class:`~.transport_sim.SimTransport` (one compiled-harness batch); collect
-    every output until each packet has its verdict and its egress copy."""
+    ``m_verdict`` ready held high, on a :class:`~wirespeed.host.transports.sim.SimTransport` (one compiled-harness
+    batch); collect every output until each packet has its verdict and its egress copy."""
     from ...sim.harness import Batch, ints_from_words
     for k, p in enumerate(packets):
         if not p:

@@ -1,8 +1,8 @@
 """HeaderParser RTL on Verilator against the bit-exact model (wirespeed.host.models.parser).
 
 DUT: ``Standalone(HeaderParser)`` (AXI4-Lite target + the parser's generated register bank + HeaderParser), so every
-configuration (key, prefix table, extra names, limit) goes through the real registers. The testbench drives the packet stream with
-random valid gaps, takes the outputs with random ready, and scoreboards:
+configuration (key, prefix table, extra names, limit) goes through the real registers. The testbench drives the packet
+stream with random valid gaps, takes the outputs with random ready, and scoreboards:
 
 - every descriptor, bit for bit, against ``parse()`` with the same configuration;
 - every pass-through byte and packet boundary against the input;

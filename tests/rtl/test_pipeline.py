@@ -85,7 +85,7 @@ if cocotb is not None:
     from wirespeed.hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES
     from wirespeed.host.tools import traffic
     from wirespeed.host.models.frontend import (FrontEndConfig, build_frame, configure_ops, ethernet_frame, ipv4_packet,
-                                         ipv6_packet, random_frame, tcp_segment)
+                                                ipv6_packet, random_frame, tcp_segment)
     from wirespeed.host.transports.model import ModelTransport
     from wirespeed.host.driver.offload import AsyncOffload, Offload
     from wirespeed.host.driver.registers import arun, run
