@@ -58,8 +58,8 @@ BLOCKS = {"parser": ("parser/parser.rdl", "wirespeed_parser")}
 #: IP-XACT component identifier: (vendor, library, name, version).
 VLNV = ("wirespeed.dev", "offload", CORE_TOP, "1.0")
 
-#: The repository root in a source checkout (editable install): ``wirespeed.host``'s parent folder.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The repository root in a source checkout (editable install): two folders above ``host/tools/``.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The committed Markdown register reference. Absent in a wheel install; the drift test runs from the repository.
 DOCS_REGISTERS = _REPO_ROOT / "docs" / OUTPUTS["markdown"]
 
