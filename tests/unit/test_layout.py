@@ -5,7 +5,8 @@
   tools, and the driver does not import the tools.
 - No function under ``hdl/`` is over 150 lines (the parser's and limiter's, which their timing rebuilds replace,
   excepted).
-- Every package folder is listed in ``pyproject.toml``, so a wheel install has every module.
+- Every package folder is listed in ``pyproject.toml``, and the package data names every ``.rdl`` and the
+  harness's C++ source, so a wheel install has every file it runs.
 """
 
 from __future__ import annotations
@@ -119,4 +120,5 @@ def test_every_package_folder_is_in_pyproject():
     assert listed - on_disk == {"wirespeed"}
     rdl_dirs = {p.parent for p in (ROOT / "hdl").rglob("*.rdl")}
     assert all((d / "__init__.py").exists() for d in rdl_dirs), "an .rdl outside a package is not installed"
-    assert config["package-data"] == {"*": ["*.rdl"]}
+    assert config["package-data"] == {"*": ["*.rdl"], "wirespeed.sim": ["*.cpp"]}
+    assert [p.name for p in (ROOT / "sim").glob("*.cpp")] == ["harness.cpp"], "a new C++ source needs package-data"
