@@ -31,7 +31,7 @@ from ..errors import WirespeedError
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
            "board_config", "synth_script", "LUT_MAPPERS", "ROUTERS", "DEFAULT_SYNTH_OPTS",
            "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed",
-           "HINTS", "DEFAULT_BAUD"]
+           "HINTS", "DEFAULT_BAUD", "build_block", "make_block", "critical_path", "BLOCK_CONFIGS", "BLOCK_DEVICES"]
 
 
 
@@ -516,6 +516,143 @@ def check_timing(report: dict, where="report.json") -> None:
     raise TimingNotMet(f"{report['board']} at {report['clock']['core_mhz']:g} MHz: {worst} (report: {where})", report)
 
 
+# -- one block out of context ---------------------------------------------------------------------------------------
+
+#: ECP5 devices ``wirespeed build --block`` places for: nextpnr's device option, package and speed grade.
+BLOCK_DEVICES = {
+    "LFE5UM5G-85F": ("--um5g-85k", "CABGA554", "8"),     # ECPIX-5
+    "LFE5UM-45F": ("--um-45k", "CABGA381", "8"),         # Versa-ECP5
+}
+#: What ``wirespeed build --block NAME`` builds, and the sizes it builds them at (the report's ``config``).
+BLOCK_CONFIGS = {
+    "parser": "HeaderParser(W)",
+    "frontend": "L4FrontEnd(W)",
+    "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
+    "router": "Router(RouterParams(table_entries=1024, pools=16))",
+    "telemetry": "Telemetry()",
+    "regbank": "RegisterBank(the core's register map)",
+    "core": "WirespeedCore(CoreParams(width_bytes=W, clock_hz=the requested clock))",
+}
+_CRITICAL = re.compile(r"^Info:\s+([\d.]+) ns logic, ([\d.]+) ns routing")
+
+
+def make_block(name: str, width: int, clock_hz: int):
+    """The component ``wirespeed build --block name`` builds (:data:`BLOCK_CONFIGS`)."""
+    if name == "parser":
+        from ...hdl.parser.header_parser import HeaderParser
+        return HeaderParser(width)
+    if name == "frontend":
+        from ...hdl.frontend.l4_frontend import L4FrontEnd
+        return L4FrontEnd(width)
+    if name == "limiter":
+        from ...hdl.limiter.layouts import LimiterParams
+        from ...hdl.limiter.rate_limiter import RateLimiter
+        return RateLimiter(LimiterParams(capacity=1024, clock_hz=clock_hz))
+    if name == "router":
+        from ...hdl.router.hash_router import Router
+        from ...hdl.router.layouts import RouterParams
+        return Router(RouterParams(table_entries=1024, pools=16))
+    if name == "telemetry":
+        from ...hdl.telemetry.counters import Telemetry
+        return Telemetry()
+    if name == "regbank":
+        from ...hdl.bus.regbank import RegisterBank
+        from ...hdl.bus.regmap import core_regmap
+        from ...hdl.bus.standalone import standalone_addr_width
+        return RegisterBank(core_regmap(), standalone_addr_width(core_regmap()))
+    if name == "core":
+        import dataclasses
+        from ...hdl.core.top import WirespeedCore
+        from ...hdl.id.id_block import CoreParams
+        params = CoreParams(width_bytes=width)
+        limiter = dataclasses.replace(params.limiter, clock_hz=clock_hz) if params.limiter else None
+        return WirespeedCore(dataclasses.replace(params, clock_hz=clock_hz, limiter=limiter))
+    raise BuildError(f"block {name!r}: one of {', '.join(BLOCK_CONFIGS)}")
+
+
+def critical_path(log: str) -> dict | None:
+    """The worst path's split from nextpnr's log (its last ``N ns logic, M ns routing`` line), or None."""
+    found = [m for m in map(_CRITICAL.match, log.splitlines()) if m]
+    if not found:
+        return None
+    logic, routing = float(found[-1][1]), float(found[-1][2])
+    return {"logic_ns": logic, "routing_ns": routing, "total_ns": round(logic + routing, 3)}
+
+
+def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str = "LFE5UM5G-85F", seed: int = 1,
+                out_dir=None, progress=None, *, synth_opts: str = None, lut_mapper: str = "abc") -> dict:
+    """Synthesise one block alone with a register on every port, place and route it out of context, and return the
+    report (also in ``<out_dir>/report.json``): ``core_fmax_mhz``, ``timing_met`` and ``utilization`` as the board
+    build has them, plus the block, its configuration and the worst path's logic/routing split.
+
+    Raises
+    ------
+    BuildError
+        A bad argument, a missing or failing tool, or :class:`TimingNotMet` when the block misses ``clock_mhz``
+        (the report is written first).
+    """
+    from amaranth.back import rtlil
+    from ...hdl.bus.registered import RegisteredPorts
+    from ...sim.toolchain import build_root
+    started = time.monotonic()
+    say = progress or (lambda phase, detail: None)
+    if name not in BLOCK_CONFIGS:
+        raise BuildError(f"block {name!r}: one of {', '.join(BLOCK_CONFIGS)}")
+    if width not in (4, 8, 16):
+        raise BuildError(f"width {width!r}: 4, 8 or 16")
+    if device not in BLOCK_DEVICES:
+        raise BuildError(f"device {device!r}: one of {', '.join(BLOCK_DEVICES)}")
+    if not (isinstance(clock_mhz, (int, float)) and 1 <= clock_mhz <= 500):
+        raise BuildError(f"clock_mhz {clock_mhz!r}: 1..500")
+    if lut_mapper not in LUT_MAPPERS:
+        raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
+    synth_opts = DEFAULT_SYNTH_OPTS if synth_opts is None else synth_opts
+    tools = find_tools()
+    out = Path(out_dir) if out_dir is not None else build_root() / "block" / f"{name}-w{width}"
+    out.mkdir(parents=True, exist_ok=True)
+    times = {}
+
+    say("elaborate", f"{name}: {BLOCK_CONFIGS[name]}, W={width}, {clock_mhz:g} MHz, registered ports")
+    t0 = time.monotonic()
+    top = RegisteredPorts(make_block(name, width, round(clock_mhz * 1e6)))
+    (out / "top.il").write_text(rtlil.convert(top, name="top"))
+    (out / "top.ys").write_text(synth_script("top", synth_opts, lut_mapper))
+    (out / "top.lpf").write_text(f'FREQUENCY PORT "clk" {clock_mhz:g} MHZ;\n')
+    times["elaborate_s"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    _run_tool("synthesis", [*tools["yosys"], "-l", "top.rpt", "top.ys"], out, out / "yosys.log", say, _YOSYS_PHASE)
+    times["synthesis_s"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    dev, package, speed = BLOCK_DEVICES[device]
+    pnr = [*tools["nextpnr-ecp5"], dev, "--package", package, "--speed", speed, "--json", "top.json",
+           "--lpf", "top.lpf", "--lpf-allow-unconstrained", "--out-of-context", "--timing-allow-fail",
+           "--seed", str(seed), "--report", "nextpnr-report.json", "--log", "top.tim"]
+    _run_tool("place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
+    times["place_and_route_s"] = round(time.monotonic() - t0, 1)
+    timing = parse_nextpnr_report(json.loads((out / "nextpnr-report.json").read_text()), round(clock_mhz * 1e6))
+    log = out / "top.tim"
+    times["total_s"] = round(time.monotonic() - started, 1)
+    report = {
+        "block": name, "width": width, "device": device, "config": BLOCK_CONFIGS[name],
+        "clock": {"requested_mhz": clock_mhz},
+        **{k: timing[k] for k in ("timing_met", "core_fmax_mhz", "fmax", "utilization")},
+        "critical_path": critical_path(log.read_text(errors="replace") if log.exists() else ""),
+        "tools": tool_versions(tools), "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper,
+        "files": {"nextpnr_report": str(out / "nextpnr-report.json"), "synthesis_log": str(out / "top.rpt"),
+                  "pnr_log": str(log)},
+        "wall_time_s": times, "utilization_raw": timing["utilization_raw"],
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not report["timing_met"]:
+        worst = ", ".join(f"{n}: {f['achieved_mhz']} MHz < {f['constraint_mhz']} MHz"
+                          for n, f in report["fmax"].items() if not f["met"]) or "no clock was constrained"
+        raise TimingNotMet(f"block {name} (W={width}) at {clock_mhz:g} MHz: {worst} (report: {out / 'report.json'})",
+                           report)
+    return report
+
+
 def _config(params, profile: str) -> dict:
     d = asdict(params)
     d["features"] = sorted(params.features)
@@ -528,7 +665,11 @@ def _config(params, profile: str) -> dict:
 def add_arguments(parser) -> None:
     """The options of ``wirespeed build`` (``--json`` comes from the CLI)."""
     from ...hdl.platform.boards import BOARDS
-    parser.add_argument("--board", required=True, choices=sorted(BOARDS), help="target board")
+    parser.add_argument("--board", choices=sorted(BOARDS), help="target board (or --block)")
+    parser.add_argument("--block", choices=list(BLOCK_CONFIGS),
+                        help="build one block alone, registered ports, out of context (instead of --board)")
+    parser.add_argument("--device", default="LFE5UM5G-85F", choices=sorted(BLOCK_DEVICES),
+                        help="with --block: the ECP5 device to place for (default: the ECPIX-5's)")
     parser.add_argument("--width", type=int, default=None,
                         help="W, bytes per beat (4, 8 or 16; default: the board's, the widest that fits)")
     parser.add_argument("--tenants", type=int, default=None, help="tenant slots (default: the board's)")
@@ -559,6 +700,20 @@ def _stderr_progress(phase: str, detail: str) -> None:
 def run(args) -> dict:
     """``wirespeed build``: returns the report; prints a summary unless ``args.json``."""
     quiet = getattr(args, "json", False)
+    if getattr(args, "block", None):
+        if getattr(args, "board", None):
+            raise BuildError("give --board or --block, not both")
+        report = build_block(args.block, width=args.width or 8,
+                             clock_mhz=200.0 if args.clock_mhz is None else args.clock_mhz,
+                             device=getattr(args, "device", "LFE5UM5G-85F"), seed=getattr(args, "seed", 1),
+                             out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
+                             synth_opts=getattr(args, "synth_opts", None),
+                             lut_mapper=getattr(args, "lut_mapper", "abc"))
+        if not quiet:
+            print_block_report(report)
+        return report
+    if not getattr(args, "board", None):
+        raise BuildError("--board or --block is required")
     clock_hz = None if args.clock_mhz is None else round(args.clock_mhz * 1e6)
     report = build(args.board, width=args.width, tenants=args.tenants, maglev=args.maglev, clock_hz=clock_hz,
                    out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
@@ -569,6 +724,18 @@ def run(args) -> dict:
     if not quiet:
         print_report(report)
     return report
+
+
+def print_block_report(r: dict) -> None:
+    print(f"block {r['block']} (W={r['width']}, {r['config']}) on {r['device']}, out of context, "
+          f"{r['clock']['requested_mhz']:g} MHz asked")
+    print(f"  Fmax: {r['core_fmax_mhz']} MHz, timing {'met' if r['timing_met'] else 'NOT MET'}")
+    if r["critical_path"]:
+        c = r["critical_path"]
+        print(f"  worst path: {c['total_ns']} ns ({c['logic_ns']} logic, {c['routing_ns']} routing)")
+    for label, u in r["utilization"].items():
+        print(f"  {label}: {u['used']} / {u['available']} ({u['percent']}%)")
+    print(f"  wall time: {r['wall_time_s']['total_s']} s")
 
 
 def print_report(r: dict) -> None:

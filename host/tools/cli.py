@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="build/verilog/wirespeed_core.v", help="output file, or - for stdout")
 
     from .build import add_arguments as build_arguments
-    sp = add("build", cmd_build, "synthesise, place and route the core for a board; fails if timing is not met")
+    sp = add("build", cmd_build, "synthesise, place and route the core for a board, or one block out of context "
+             "(--block); fails if timing is not met")
     build_arguments(sp)
 
     sp = add("bench", cmd_bench, "measure the RTL's cycle counts and the software paths' rates")

@@ -350,3 +350,76 @@ def test_the_cli_summary_of_a_bringup_build(fake_tools, tmp_path, capsys):
     assert cli.main(["build", "--board", "versa-ecp5", "--bringup", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "bring-up core (no pipelines), core clock 100 MHz" in out and "line rate" not in out
+
+
+# -- wirespeed build --block ------------------------------------------------------------------------------------------
+
+def test_a_block_builds_out_of_context_with_registered_ports(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=100.0)
+    phases = []
+    report = flow.build_block("telemetry", width=4, clock_mhz=100.0, out_dir=tmp_path / "blk", seed=7,
+                              progress=lambda phase, detail: phases.append(phase))
+    assert report["timing_met"] and report["core_fmax_mhz"] == 120.5
+    assert report["block"] == "telemetry" and report["config"] == flow.BLOCK_CONFIGS["telemetry"]
+    assert set(report["utilization"]) == {"LUT4", "FF", "EBR", "DSP"}
+    assert json.loads((tmp_path / "blk" / "report.json").read_text())["core_fmax_mhz"] == 120.5
+    argv = json.loads((tmp_path / "blk" / "nextpnr-ecp5.argv").read_text())
+    assert "--out-of-context" in argv and argv[argv.index("--seed") + 1] == "7" and "--um5g-85k" in argv
+    assert (tmp_path / "blk" / "top.lpf").read_text() == 'FREQUENCY PORT "clk" 100 MHZ;\n'
+    il = (tmp_path / "blk" / "top.il").read_text()
+    assert "reg_i_event__valid" in il                       # the input's register stage
+    assert {"elaborate", "place and route"} <= set(phases)
+
+
+def test_a_block_that_misses_its_clock_raises_with_the_report_written(fake_tools, tmp_path):
+    fake_tools(constraint_mhz=400.0)
+    with pytest.raises(flow.TimingNotMet, match="block telemetry .* 120.5 MHz < 400"):
+        flow.build_block("telemetry", width=4, clock_mhz=400.0, out_dir=tmp_path / "blk")
+    assert not json.loads((tmp_path / "blk" / "report.json").read_text())["timing_met"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"name": "dsp"}, "block 'dsp': one of parser"),
+    ({"name": "parser", "width": 5}, "width 5: 4, 8 or 16"),
+    ({"name": "parser", "device": "LFE5U-12F"}, "device 'LFE5U-12F'"),
+    ({"name": "parser", "clock_mhz": 0}, "clock_mhz 0: 1..500"),
+])
+def test_a_bad_block_build_argument_is_named_before_any_tool_runs(kwargs, message):
+    with pytest.raises(flow.BuildError, match=message):
+        flow.build_block(**kwargs)
+
+
+def test_every_block_elaborates_behind_registered_ports():
+    from amaranth.back import rtlil
+    from wirespeed.hdl.bus.registered import RegisteredPorts
+    for name in ("telemetry", "router"):
+        block = flow.make_block(name, 4, 100_000_000)
+        top = RegisteredPorts(block)
+        ports = {"__".join(map(str, path)): member.flow for path, member, _ in block.signature.flatten(block)}
+        assert {n: m.flow for n, m in top.signature.members.items()} == ports
+        assert "module \\top" in rtlil.convert(top, name="top")
+
+
+def test_the_critical_path_split_is_read_from_the_log():
+    log = "Info: Critical path report for clock 'clk':\nInfo:  1.0  1.0  Source a\nInfo: 4.2 ns logic, 34.0 ns routing\n"
+    assert flow.critical_path(log) == {"logic_ns": 4.2, "routing_ns": 34.0, "total_ns": 38.2}
+    assert flow.critical_path("") is None
+
+
+def test_the_cli_builds_a_block_instead_of_a_board(fake_tools, tmp_path, capsys):
+    from wirespeed.host.tools import cli
+    fake_tools(constraint_mhz=100.0)
+    args = cli.build_parser().parse_args(["build", "--block", "telemetry", "--width", "4", "--clock-mhz", "100",
+                                          "--out", str(tmp_path / "blk"), "--json"])
+    assert flow.run(args)["block"] == "telemetry"
+    args = cli.build_parser().parse_args(["build", "--block", "telemetry", "--width", "4", "--clock-mhz", "100",
+                                          "--out", str(tmp_path / "blk")])
+    flow.run(args)
+    printed = capsys.readouterr().out
+    assert "Fmax: 120.5 MHz, timing met" in printed and "LUT4:" in printed
+    args = cli.build_parser().parse_args(["build", "--block", "telemetry", "--board", "ecpix5"])
+    with pytest.raises(flow.BuildError, match="not both"):
+        flow.run(args)
+    args = cli.build_parser().parse_args(["build", "--json"])
+    with pytest.raises(flow.BuildError, match="--board or --block is required"):
+        flow.run(args)
