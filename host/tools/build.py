@@ -507,13 +507,15 @@ def _utilisation_from_log(table: dict[str, tuple[int, int]]) -> dict:
     return util
 
 
-def check_timing(report: dict, where="report.json") -> None:
-    """:class:`TimingNotMet` unless every clock in ``report["fmax"]`` meets its constraint."""
+def check_timing(report: dict, where="report.json", what: str | None = None) -> None:
+    """:class:`TimingNotMet` unless every clock in ``report["fmax"]`` meets its constraint; ``what`` names the build
+    in the message (default: the board and its core clock)."""
     if report["timing_met"]:
         return
     worst = ", ".join(f"{name}: {f['achieved_mhz']} MHz < {f['constraint_mhz']} MHz"
                       for name, f in report["fmax"].items() if not f["met"]) or "no clock was constrained"
-    raise TimingNotMet(f"{report['board']} at {report['clock']['core_mhz']:g} MHz: {worst} (report: {where})", report)
+    what = what or f"{report['board']} at {report['clock']['core_mhz']:g} MHz"
+    raise TimingNotMet(f"{what}: {worst} (report: {where})", report)
 
 
 # -- one block out of context ---------------------------------------------------------------------------------------
@@ -645,11 +647,7 @@ def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str
         "wall_time_s": times, "utilization_raw": timing["utilization_raw"],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if not report["timing_met"]:
-        worst = ", ".join(f"{n}: {f['achieved_mhz']} MHz < {f['constraint_mhz']} MHz"
-                          for n, f in report["fmax"].items() if not f["met"]) or "no clock was constrained"
-        raise TimingNotMet(f"block {name} (W={width}) at {clock_mhz:g} MHz: {worst} (report: {out / 'report.json'})",
-                           report)
+    check_timing(report, out / "report.json", f"block {name} (W={width}) at {clock_mhz:g} MHz")
     return report
 
 
