@@ -528,6 +528,7 @@ BLOCK_DEVICES = {
 #: What ``wirespeed build --block NAME`` builds, and the sizes it builds them at (the report's ``config``).
 BLOCK_CONFIGS = {
     "parser": "HeaderParser(W)",
+    "tokenizer": "Tokenizer(W), the parser's state machine",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -543,6 +544,9 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "parser":
         from ...hdl.parser.header_parser import HeaderParser
         return HeaderParser(width)
+    if name == "tokenizer":
+        from ...hdl.parser.tokenizer import Tokenizer
+        return Tokenizer(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)

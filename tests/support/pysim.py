@@ -1,0 +1,49 @@
+"""Drive a one-in, one-out stream component in Amaranth's own simulator, for the small sub-components' unit tests.
+
+payload ints ─▶ ``i_stream`` ─▶ DUT ─▶ ``o_stream`` ─▶ [(accept cycle of the input, output cycle, payload int)]
+
+The parser's sub-components are small, so Amaranth's Python simulator runs them fast enough for a few thousand
+beats and needs no compiler. Whole blocks go through the compiled harness (``wirespeed.sim``).
+"""
+
+from __future__ import annotations
+
+from amaranth.sim import Simulator
+
+__all__ = ["run_stream"]
+
+
+def run_stream(dut, payloads, in_pause, out_pause, *, drain: int = 64):
+    """Send ``payloads`` through ``dut.i_stream``; take ``dut.o_stream`` with ``out_pause`` backpressure.
+
+    ``in_pause`` and ``out_pause`` are iterators of bools (True: hold ``valid`` / ``ready`` low this cycle).
+    Returns ``(accepted, outputs)``: the cycle each input beat was accepted, and ``(cycle, payload)`` for each output
+    beat, as ints. Stops ``drain`` cycles after the last input was accepted and no output is left to take.
+    """
+    payloads = list(payloads)
+    accepted, outputs = [], []
+
+    async def bench(ctx):
+        i, cycle, idle = 0, 0, 0
+        while idle < drain:
+            offer = i < len(payloads) and not next(in_pause)
+            ctx.set(dut.i_stream.valid, offer)
+            if offer:
+                ctx.set(dut.i_stream.payload.as_value(), payloads[i])
+            take = not next(out_pause)
+            ctx.set(dut.o_stream.ready, take)
+            _, _, in_ready, out_valid, out_payload = await ctx.tick().sample(
+                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload.as_value())
+            if offer and in_ready:
+                accepted.append(cycle)
+                i += 1
+            if take and out_valid:
+                outputs.append((cycle, int(out_payload)))
+            cycle += 1
+            idle = idle + 1 if i == len(payloads) else 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return accepted, outputs
