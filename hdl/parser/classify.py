@@ -8,10 +8,12 @@ bit is a function of the 8 byte bits only: two LUT4 levels on ECP5, computed in 
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Mux
+from amaranth import Cat, Const, Mux, Signal
 from amaranth.lib import data
 
-__all__ = ["ByteClass", "classify", "TCHARS", "class_of"]
+from .layouts import METHODS, Method
+
+__all__ = ["ByteClass", "classify", "TCHARS", "class_of", "LaneFeatures", "SpellWindow", "VERSIONS"]
 
 #: RFC 9110 ``tchar``.
 TCHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -50,3 +52,62 @@ def classify(b) -> data.Const | object:
         "qmark": b == QMARK, "lower": Mux(upper, b | 0x20, b),
     }
     return Cat(*(fields[name] for name in ByteClass.members))
+
+
+#: The two versions the request line may name, in ``Version`` order after NONE.
+VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
+_SPELL = sorted(set(b"".join(VERSIONS) + b"".join(METHODS)))     # the characters those words and the methods use
+_WINDOW = max(8, max(map(len, METHODS)))
+
+
+def LaneFeatures(width: int) -> data.StructLayout:
+    """What a lane's byte and the bytes before it are, whatever the state: its classes; whether the 8 bytes before it
+    spell ``HTTP/1.0`` / ``HTTP/1.1`` (``v10``/``v11``); and ``method``, the :class:`Method` whose token is exactly the
+    packet's bytes before the lane (NONE when they are not one)."""
+    return data.StructLayout({
+        "cls": data.ArrayLayout(ByteClass, width),
+        "v10": width,
+        "v11": width,
+        "method": data.ArrayLayout(Method, width),
+    })
+
+
+class SpellWindow:
+    """Computes :func:`LaneFeatures` in two registered steps that run beside the tokenizer's prefix tree.
+
+    Step one (:meth:`first_step`) turns each byte into its classes and one bit per character of :data:`VERSIONS` and
+    the method tokens. Step two (:meth:`second_step`) ANDs those bits along each word, over the lanes of this beat and a
+    window of the previous beats' (kept here, cleared at each packet's start), so no byte is compared twice.
+    """
+
+    def __init__(self, width: int):
+        self.width = width
+
+    def first_step(self, beat):
+        """Per lane: ``(classes, character hits)``, combinational from the beat."""
+        return [(classify(beat.data[k]), Cat(*(beat.data[k] == c for c in _SPELL))) for k in range(self.width)]
+
+    def second_step(self, m, advance, first, beat_no, hits, cls):
+        """:func:`LaneFeatures` from step one's registered ``hits`` and ``cls`` (lists per lane), the beat's index in
+        its packet (``beat_no``, saturating) and ``first``; ``advance`` moves the window on."""
+        W = self.width
+        hist = [Signal(len(_SPELL), name=f"spell_hist{j}") for j in range(_WINDOW)]
+        window = [Mux(first, 0, h) for h in hist] + list(hits)
+        with m.If(advance):
+            m.d.sync += [h.eq(v) for h, v in zip(hist, window[W:])]
+
+        def spelled(j, word):
+            return Cat(*(window[j - len(word) + i][_SPELL.index(c)] for i, c in enumerate(word))).all()
+
+        feat = Signal(LaneFeatures(W))
+        for k in range(W):
+            j = _WINDOW + k
+            m.d.comb += [feat.cls[k].eq(cls[k]), feat.v10[k].eq(spelled(j, VERSIONS[0])),
+                         feat.v11[k].eq(spelled(j, VERSIONS[1]))]
+            method = Const(0, 4)
+            for token, code in METHODS.items():
+                n = len(token)
+                at_n = (beat_no == n // W) & (k == n % W) if n // W < 3 else Const(0)
+                method = method | Mux(at_n & spelled(j, token), code.value, 0)
+            m.d.comb += feat.method[k].eq(method)
+        return feat

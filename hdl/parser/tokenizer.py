@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Array, Cat, Const, Module, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus.packet import ByteBeat, check_width
-from .classify import COLON, CR, SP
+from .classify import COLON, CR, SP, ByteClass, LaneFeatures, SpellWindow, _SPELL
 
 __all__ = ["Tok", "next_state", "Tokenizer", "TokenBeat", "TOKENIZER_LATENCY", "STATE_BITS"]
 
@@ -109,6 +109,7 @@ def TokenBeat(width: int) -> data.StructLayout:
         "beat": ByteBeat(width),
         "first": 1,                                     # the packet's first beat
         "state": data.ArrayLayout(STATE_BITS, width),
+        "feat": LaneFeatures(width),                    # each lane's classes and the words before it
     })
 
 
@@ -152,10 +153,15 @@ class Tokenizer(wiring.Component):
         m.d.comb += [ce.eq(~self.o_stream.valid | self.o_stream.ready), self.i_stream.ready.eq(ce)]
 
         first = Signal(init=1)                          # the next beat taken starts a packet
-        with m.If(self.i_stream.valid & ce):
-            m.d.sync += first.eq(self.i_stream.payload.last)
+        beat_no = Signal(2)                             # the beat's index in its packet, saturating at 3
+        take = Signal()
+        m.d.comb += take.eq(self.i_stream.valid & ce)
+        with m.If(take):
+            m.d.sync += [first.eq(self.i_stream.payload.last),
+                         beat_no.eq(Mux(self.i_stream.payload.last, 0, Mux(beat_no == 3, 3, beat_no + 1)))]
 
         # Stage 1: each lane's class, and lane pairs' maps composed straight from their two classes (one LUT4 each).
+        # Beside them, the first step of the lane features (classes and character hits).
         beat = self.i_stream.payload
         codes = []
         for k in range(W):
@@ -173,40 +179,57 @@ class Tokenizer(wiring.Component):
             else:
                 m.d.comb += mk.eq(pair[Cat(codes[k - 1], codes[k])])
             level.append(mk)
-        stage = self._register(m, ce, self.i_stream.valid, beat, first, level, "p1")
+        spell = SpellWindow(W)
+        step1 = spell.first_step(beat)
+        cls1 = [Signal(ByteClass, name=f"p1_cls{k}") for k in range(W)]
+        hits1 = [Signal(len(_SPELL), name=f"p1_hits{k}") for k in range(W)]
+        beat_no1 = Signal(2)
+        with m.If(ce):
+            m.d.sync += [r.eq(c) for r, (c, _) in zip(cls1, step1)]
+            m.d.sync += [r.eq(h) for r, (_, h) in zip(hits1, step1)]
+            m.d.sync += beat_no1.eq(beat_no)
+        side = Signal(TokenBeat(W), name="p0_side")
+        m.d.comb += [side.beat.eq(beat), side.first.eq(first)]
+        stage = self._register(m, ce, self.i_stream.valid, side, level, "p1")
 
-        # Tree levels: in each group of g lanes, the upper half is prefixed by the lower half's last prefix.
+        # Tree levels: in each group of g lanes, the upper half is prefixed by the lower half's last prefix. The first
+        # level also finishes the lane features.
         g = 4
         while g <= W:
-            valid, beat_r, first_r, maps = stage
+            valid, side_r, maps = stage
             nxt = []
             for k in range(W):
                 lo = k - k % g + g // 2 - 1
                 nxt.append(_compose(m, maps[lo], maps[k], f"l{g}_map{k}") if k % g >= g // 2 else maps[k])
-            stage = self._register(m, ce, valid, beat_r, first_r, nxt, f"p{g}")
+            if g == 4:
+                side_f = Signal(TokenBeat(W), name="p1_side_f")
+                feat = spell.second_step(m, ce & valid, side_r.first, beat_no1, hits1, cls1)
+                m.d.comb += [side_f.eq(side_r), side_f.feat.eq(feat)]
+                side_r = side_f
+            stage = self._register(m, ce, valid, side_r, nxt, f"p{g}")
             g *= 2
 
         # The loop: the state before this beat, and every lane resolved from it.
-        valid, beat_r, first_r, maps = stage
+        valid, side_r, maps = stage
         cur = Signal(STATE_BITS, init=Tok.METHOD, name="state")
         out = self.o_stream.payload
         with m.If(ce):
             m.d.sync += self.o_stream.valid.eq(valid)
-            m.d.sync += [out.beat.eq(beat_r), out.first.eq(first_r), out.state[0].eq(cur)]
+            m.d.sync += [out.eq(side_r), out.state[0].eq(cur)]
             m.d.sync += [out.state[k].eq(_entry(maps[k - 1], cur)) for k in range(1, W)]
             with m.If(valid):
                 m.d.sync += cur.eq(_entry(maps[W - 1], cur))
-                with m.If(beat_r.last):
+                with m.If(side_r.beat.last):
                     m.d.sync += cur.eq(Tok.METHOD)
         return m
 
-    def _register(self, m, ce, valid, beat, first, maps, name):
-        """One pipeline stage: the beat, its ``first`` bit and the lanes' maps, moved on ``ce``."""
+    def _register(self, m, ce, valid, side, maps, name):
+        """One pipeline stage: the beat and what rides with it (``side``, a :func:`TokenBeat`), and the lanes' maps,
+        moved on ``ce``."""
         v = Signal(name=f"{name}_valid")
-        b = Signal(ByteBeat(self.width), name=f"{name}_beat")
-        f = Signal(name=f"{name}_first")
+        side_r = Signal(TokenBeat(self.width), name=f"{name}_side")
         regs = [Signal(MAP_BITS, name=f"{name}_r{k}") for k in range(len(maps))]
         with m.If(ce):
-            m.d.sync += [v.eq(valid), b.eq(beat), f.eq(first)]
+            m.d.sync += [v.eq(valid), side_r.eq(side)]
             m.d.sync += [r.eq(x) for r, x in zip(regs, maps)]
-        return v, b, f, regs
+        return v, side_r, regs

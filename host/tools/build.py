@@ -529,6 +529,7 @@ BLOCK_DEVICES = {
 BLOCK_CONFIGS = {
     "parser": "HeaderParser(W)",
     "tokenizer": "Tokenizer(W), the parser's state machine",
+    "events": "Events(W), the parser's grammar checks, stop and request line",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -547,6 +548,9 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "tokenizer":
         from ...hdl.parser.tokenizer import Tokenizer
         return Tokenizer(width)
+    if name == "events":
+        from ...hdl.parser.events import Events
+        return Events(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)

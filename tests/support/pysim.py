@@ -8,9 +8,10 @@ beats and needs no compiler. Whole blocks go through the compiled harness (``wir
 
 from __future__ import annotations
 
+from amaranth import Elaboratable
 from amaranth.sim import Simulator
 
-__all__ = ["run_stream"]
+__all__ = ["run_stream", "Chain"]
 
 
 def run_stream(dut, payloads, in_pause, out_pause, *, drain: int = 64):
@@ -47,3 +48,26 @@ def run_stream(dut, payloads, in_pause, out_pause, *, drain: int = 64):
     sim.add_testbench(bench)
     sim.run()
     return accepted, outputs
+
+
+class Chain(Elaboratable):
+    """Stream components in series (each one's ``o_stream`` into the next one's ``i_stream``), as one DUT with the
+    first one's ``i_stream`` and the last one's ``o_stream``. Extra ports stay on the parts; drive them with
+    ``sets`` (a list of ``(signal, value)`` held for the whole run)."""
+
+    def __init__(self, *parts, sets=()):
+        self.parts = parts
+        self.sets = list(sets)
+        self.i_stream = parts[0].i_stream
+        self.o_stream = parts[-1].o_stream
+
+    def elaborate(self, platform):
+        from amaranth import Module
+        from amaranth.lib import wiring
+        m = Module()
+        for n, part in enumerate(self.parts):
+            m.submodules[f"part{n}"] = part
+        for a, b in zip(self.parts, self.parts[1:]):
+            wiring.connect(m, a.o_stream, b.i_stream)
+        m.d.comb += [signal.eq(value) for signal, value in self.sets]
+        return m
