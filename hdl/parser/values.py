@@ -1,0 +1,398 @@
+"""The header parser's field-value trackers: what each field value is, at the CR that ends it, W bytes per cycle.
+
+beat ─▶ lane flags ─▶ segmented prefix scan ─▶ line-state loop (2:1 muxes) ─▶ position differences ─┐
+     └▶ 20-byte windows (≥ 2^64, digit run, "chunked") ─▶ last-non-WS scan ─▶ hold register ───────┴▶ records
+
+A value's *trimmed* form drops its leading and trailing WS (SP, HTAB). At the lane of its CR a :data:`ValueRecord`
+gives ``len``, ``digits_ok``, the last 20 digits as BCD, ``overflow`` (20 digits, ≥ 2^64), ``chunked`` and ``bearer``
+(with ``token_len``); lane masks mark the value's bytes from its first non-WS byte (``val_byte``), its non-WS bytes
+(``val_keep``) and the same from its second word (``tok_byte``, ``tok_keep``: a Bearer token) for the fingerprints.
+
+Why this shape: the parser it replaces stepped W bytes through one chain per cycle (26 MHz). Here every question is
+about positions, answered per lane in parallel; only the line's state at the beat boundary is fed back.
+
+- **Line scan.** From per-lane flags (value byte, non-WS, *word start*: a non-WS byte after one that is not), a
+  Sklansky scan (one registered level per stage) gives each lane, since the last non-value byte: the number of
+  word starts (0..3+), the first and last start, the last non-WS byte (lane indices), a non-digit non-WS byte, and
+  whether the last non-SP byte before the last start ends a word "bearer" (any case, preceded by WS or the colon).
+- **Loop.** :data:`LineState` (start count, three positions, three flags) is the only feedback: each field is a
+  2:1 or 3:1 mux between the carried value and the beat's. Positions are beat index · W + lane (a concatenation),
+  17 bits, so lengths (differences, one stage later) are exact below 2^17 bytes and saturate at 65 535.
+  ``len`` = last non-WS − first non-WS + 1; ``digits_ok`` = no non-digit and at most one word; ``bearer`` = two
+  words, the first "bearer" and only SPs after it; ``token_len`` = last non-WS − second word's start + 1.
+- **Windows.** What depends on the value's last bytes needs no line state: at every lane, the last 20 nibbles
+  masked to the digit run ending there (the BCD: a digits-only trimmed value follows WS or the colon), whether
+  they compare ≥ 2^64's digits (lexicographic: the first differing digit decides; a tree, two levels a stage) and
+  whether the last seven bytes are "chunked". A last-non-WS scan (two levels a stage) hands each lane the window
+  of the last non-WS byte before it; a hold register carries that window across beats (trailing WS may span
+  beats). ``overflow`` is the compare with ``len`` = 20, ``chunked`` the match with ``len`` = 7.
+
+Latency, :func:`value_latency`: flags (1), scan inputs (1), line scan (log2 W), loop and merge (1), lengths (1),
+records (1); the window path runs beside it and ends in the same stage. One beat per cycle whatever the content.
+Records are exact at every value-ending CR before the packet's first error (where the tokenizer's states are). Each
+packet starts afresh: its first byte is never a value byte, and ``first`` also clears what the line state carries.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..bus.packet import check_width
+from .classify import ByteClass, classify
+from .layouts import LEN_MAX
+from .tokenizer import Tok, TokenBeat
+
+__all__ = ["ValueRecord", "ValueBeat", "ValueTracker", "LineState", "value_latency", "VALUE_LATENCY",
+           "VALUE_DIGITS", "TWO_64", "POS_BITS", "MASKS"]
+
+#: Digits held as BCD: enough for any 64-bit number, and the Content-Length limit.
+VALUE_DIGITS = 20
+BCD_BITS = 4 * VALUE_DIGITS
+#: 2^64 in decimal: a value of 20 digits overflows if its digits compare >= these.
+TWO_64 = b"18446744073709551616"
+assert len(TWO_64) == VALUE_DIGITS and int(TWO_64) == 1 << 64
+#: Byte positions in a packet are kept modulo 2^POS_BITS, so lengths are exact (then saturated) below 2^17 bytes.
+POS_BITS = 17
+LEN_BITS = 16
+# Letters matched case-insensitively for "chunked" and "bearer", one flag each per byte.
+_LETTERS = "abcdehknru"
+_WINDOW = 6                                   # bytes of letter history: "chunked" ends 6 bytes after its 'c'
+#: The lane masks of :func:`ValueBeat`.
+MASKS = ("val_byte", "val_keep", "tok_byte", "tok_keep")
+
+#: What one lane reports; valid where ``end`` is set (the lane holds the CR that ends a value).
+ValueRecord = data.StructLayout({
+    "end": 1,
+    "len": LEN_BITS,                          # trimmed length, saturated at 65535
+    "digits_ok": 1,                           # every byte a digit (true for an empty value)
+    "bcd": BCD_BITS,                          # the last 20 digits, digit 0 in bits 0..3 (exact when digits_ok)
+    "overflow": 1,                            # digits_ok, len == 20 and the value >= 2^64
+    "chunked": 1,                             # "chunked", any case
+    "bearer": 1,                              # [Bb][Ee][Aa][Rr][Ee][Rr] +[^ \t]+
+    "token_len": LEN_BITS,                    # the token's length when bearer, else 0
+})
+
+
+def ValueBeat(width: int) -> data.StructLayout:
+    """The tokenizer's beat passed through (``tok``), a :data:`ValueRecord` per lane (``rec``), and four lane masks:
+    ``val_byte`` (value bytes from the first non-WS one on), ``val_keep`` (non-WS value bytes), ``tok_byte`` and
+    ``tok_keep`` (the same from the value's second word on: a Bearer token)."""
+    check_width(width)
+    return data.StructLayout({
+        "tok": TokenBeat(width),
+        "rec": data.ArrayLayout(ValueRecord, width),
+        **{key: width for key in MASKS},
+    })
+
+
+def _levels(width: int) -> int:
+    return width.bit_length() - 1
+
+
+def value_latency(width: int) -> int:
+    """Cycles from a beat's acceptance to its records on ``o_stream`` (with ``o_stream`` ready): 7/8/9 for 4/8/16."""
+    return 5 + _levels(check_width(width))
+
+
+VALUE_LATENCY = {w: value_latency(w) for w in (4, 8, 16)}
+
+
+def _node_layout(width: int) -> data.StructLayout:
+    """A lane range's summary in the line scan. After the range's last non-value byte (``hr``: there is one), or over
+    the whole range: word starts (``cnt``, saturated at 3), the first (``fs``) and last (``ls``) start, the last
+    non-WS byte (``ln``), a non-digit non-WS byte (``nd``); and over the whole range, the last non-SP byte
+    (``ns``) with its ``bearer`` flag. ``ls_found``/``ls_nsb``: the non-SP byte before ``ls``, if in the range."""
+    idx = _levels(width)
+    return data.StructLayout({
+        "hr": 1, "cnt": 2, "fs_v": 1, "fs": idx, "ls_v": 1, "ls": idx, "ls_found": 1, "ls_nsb": 1,
+        "ln_v": 1, "ln": idx, "nd": 1, "ns_found": 1, "ns_bkb": 1,
+    })
+
+
+#: The line's state before a lane (and, in the loop, before a beat). Positions: ``fb`` the byte before the first
+#: word, ``l`` the last non-WS byte, ``sb`` the byte before the last word. ``s_nsb``: the last non-SP byte before the
+#: last word ends "bearer" as a word of its own. ``nsb``: the same for the last non-SP byte so far (not per line).
+LineState = data.StructLayout({
+    "starts": 2, "fb": POS_BITS, "l": POS_BITS, "sb": POS_BITS, "s_nsb": 1, "nd": 1, "nsb": 1,
+})
+
+#: The window at a lane: its BCD (zero above its digit run), ">= 2^64", "chunked"; ``any``: a non-WS byte in range.
+_Window = data.StructLayout({"any": 1, "bcd": BCD_BITS, "ge": 1, "ck7": 1})
+
+
+def _register(m, ce, name, values):
+    """One pipeline stage: each value (or list of values) into registers of its shape, moved on ``ce``."""
+    regs = {}
+    for key, v in values.items():
+        many = isinstance(v, list)
+        new = [Signal(x.shape(), name=f"{name}_{key}{k if many else ''}") for k, x in enumerate(v if many else [v])]
+        with m.If(ce):
+            m.d.sync += [r.eq(x) for r, x in zip(new, v if many else [v])]
+        regs[key] = new if many else new[0]
+    return regs
+
+
+def _history(m, ce, valid, lanes, depth, name):
+    """The ``depth`` bytes' values before the beat at a stage (oldest first), shifted in as each beat moves on."""
+    hist = [Signal(lanes[0].shape(), name=f"{name}{i}") for i in range(depth)]
+    with m.If(ce & valid):
+        m.d.sync += [h.eq(x) for h, x in zip(hist, (hist + list(lanes))[-depth:])]
+    return hist
+
+
+def _comb(m, layout, name, **fields):
+    out = Signal(layout, name=name)
+    m.d.comb += [getattr(out, k).eq(v) for k, v in fields.items()]
+    return out
+
+
+def _line_op(m, lo, hi, name):
+    """The summary of range ``lo`` followed by range ``hi``."""
+    total = lo.cnt + hi.cnt
+    return _comb(
+        m, lo.shape(), name,
+        hr=lo.hr | hi.hr,
+        cnt=Mux(hi.hr, hi.cnt, Mux(total > 3, 3, total)),
+        fs_v=Mux(hi.hr, hi.fs_v, lo.fs_v | hi.fs_v),
+        fs=Mux(hi.hr | ~lo.fs_v, hi.fs, lo.fs),
+        ls_v=hi.ls_v | (~hi.hr & lo.ls_v),
+        ls=Mux(hi.ls_v, hi.ls, lo.ls),
+        ls_found=Mux(hi.ls_v, hi.ls_found | lo.ns_found, lo.ls_found),
+        ls_nsb=Mux(hi.ls_v, Mux(hi.ls_found, hi.ls_nsb, lo.ns_bkb), lo.ls_nsb),
+        ln_v=hi.ln_v | (~hi.hr & lo.ln_v),
+        ln=Mux(hi.ln_v, hi.ln, lo.ln),
+        nd=hi.nd | (~hi.hr & lo.nd),
+        ns_found=lo.ns_found | hi.ns_found,
+        ns_bkb=Mux(hi.ns_found, hi.ns_bkb, lo.ns_bkb),
+    )
+
+
+def _window_op(m, lo, hi, name):
+    """The window at the last non-WS byte of ``lo`` followed by ``hi``."""
+    out = Signal(_Window, name=name)
+    m.d.comb += [out.as_value().eq(Mux(hi.any, hi.as_value(), lo.as_value())), out.any.eq(lo.any | hi.any)]
+    return out
+
+
+def _sklansky_level(m, n, items, op, name):
+    """Level ``n`` of a Sklansky scan: in each group of 2^(n+1) lanes, the upper half is prefixed by the lower
+    half's last prefix."""
+    g = 2 << n
+    return [op(m, items[k - k % g + g // 2 - 1], items[k], f"{name}{k}") if k % g >= g // 2 else items[k]
+            for k in range(len(items))]
+
+
+def _lex_level(pairs):
+    """One level of a lexicographic compare: (gt, eq) of adjacent digit groups, most significant first."""
+    out = [(hg | (he & lg), he & le) for (hg, he), (lg, le) in zip(pairs[0::2], pairs[1::2])]
+    return out + pairs[len(pairs) & ~1:]
+
+
+def _before(idx, g, g_m1):
+    """The position of the byte before lane ``idx`` of the beat with index ``g`` (``g_m1`` = g − 1)."""
+    return Cat((idx - 1)[:len(idx)], Mux(idx == 0, g_m1, g))
+
+
+class ValueTracker(wiring.Component):
+    """Per-lane records of the field values ending in each beat, at one beat per cycle.
+
+    Parameters
+    ----------
+    width : int
+        W, bytes per beat: 4, 8 or 16.
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(TokenBeat(W)))
+        The tokenizer's beats.
+    o_stream : Out(stream.Signature(ValueBeat(W)))
+        The same beats, :func:`value_latency` cycles later, with a :data:`ValueRecord` at each value-ending CR
+        (``rec[k].end``) and the lane masks. Exact for the lines before the packet's first error; what follows an
+        error is don't-care, and each packet (``first``) starts afresh.
+    """
+
+    def __init__(self, width: int = 8):
+        self.width = check_width(width)
+        self._idx = _levels(width)
+        super().__init__({
+            "i_stream": In(stream.Signature(TokenBeat(width))),
+            "o_stream": Out(stream.Signature(ValueBeat(width))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # One enable for the whole pipeline: it moves when its output can.
+        ce = Signal()
+        m.d.comb += [ce.eq(~self.o_stream.valid | self.o_stream.ready), self.i_stream.ready.eq(ce)]
+        st = {1: self._classes(m, ce)}
+        st[2] = self._leaves(m, ce, st[1])
+        self._line_scan(m, ce, st)
+        self._line_merge(m, ce, st)
+        windows = self._windows(m, ce, st)
+        self._records(m, ce, st, windows)
+        return m
+
+    def _classes(self, m, ce):
+        """Stage 1: each lane's classes, the beat's index in its packet."""
+        W, p = self.width, self.i_stream.payload
+        g_bits = POS_BITS - self._idx
+        last_g = Signal(g_bits)                     # the index of the last beat taken
+        g, g_m1 = Signal(g_bits), Signal(g_bits)
+        m.d.comb += [g.eq(Mux(p.first, 0, last_g + 1)), g_m1.eq(Mux(p.first, (1 << g_bits) - 1, last_g))]
+        with m.If(self.i_stream.valid & ce):
+            m.d.sync += last_g.eq(g)
+        lanes = {key: [] for key in ("v", "nws", "pre", "nd", "nsp", "dig", "end", "let")}
+        for k in range(W):
+            b = p.beat.data[k]
+            cls = ByteClass(classify(b))
+            in_value = (p.state[k] == Tok.VALUE) & (k < p.beat.n_valid)
+            v = in_value & ~cls.cr
+            for key, x in (("v", v), ("nws", v & ~cls.ws), ("pre", ~v | cls.ws), ("nd", v & ~cls.ws & ~cls.digit),
+                           ("nsp", ~cls.sp), ("dig", cls.digit), ("end", in_value & cls.cr),
+                           ("let", Cat(*((b & 0xDF) == ord(c.upper()) for c in _LETTERS)))):
+                lanes[key].append(x)
+        return _register(m, ce, "s1", {"valid": self.i_stream.valid, "tok": p, "g": g, "g_m1": g_m1, **lanes})
+
+    def _leaves(self, m, ce, s1):
+        """Stage 2: word starts, "bearer" ending a word, "chunked" ending at each lane."""
+        W = self.width
+        nws = _history(m, ce, s1["valid"], s1["nws"], 1, "h1_nws") + s1["nws"]
+        pre = _history(m, ce, s1["valid"], s1["pre"], _WINDOW, "h1_pre") + s1["pre"]
+        let = _history(m, ce, s1["valid"], s1["let"], _WINDOW, "h1_let") + s1["let"]
+
+        def word(text, k):                          # ``text`` ends at lane k (any case)
+            return Cat(*(let[_WINDOW + k - len(text) + 1 + i][_LETTERS.index(c)] for i, c in enumerate(text))).all()
+
+        out = {key: s1[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "nd", "nsp", "dig", "end")}
+        out["st"] = [s1["nws"][k] & ~nws[k] for k in range(W)]
+        out["bkb"] = [word("bearer", k) & pre[_WINDOW + k - 6] for k in range(W)]
+        out["ck7"] = [word("chunked", k) for k in range(W)]
+        return _register(m, ce, "s2", out)
+
+    def _line_scan(self, m, ce, st):
+        """Stages 3 .. 2 + log2 W: each lane's summary of lanes 0..k (inclusive)."""
+        W, s2 = self.width, st[2]
+        layout = _node_layout(W)
+        nodes = [_comb(m, layout, f"leaf{k}", hr=~s2["v"][k], cnt=s2["st"][k], fs_v=s2["st"][k], fs=k,
+                       ls_v=s2["st"][k], ls=k, ln_v=s2["nws"][k], ln=k, nd=s2["nd"][k], ns_found=s2["nsp"][k],
+                       ns_bkb=s2["bkb"][k]) for k in range(W)]
+        along = {key: s2[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "st", "end")}
+        for n in range(self._idx):
+            nodes = _sklansky_level(m, n, nodes, _line_op, f"l{n}_")
+            st[3 + n] = _register(m, ce, f"l{n}", {**along, "node": nodes})
+            along = {key: st[3 + n][key] for key in along}
+            nodes = st[3 + n]["node"]
+
+    def _line_merge(self, m, ce, st):
+        """The loop (the line state across beats) and each lane's state before it; then lengths and flags."""
+        W, n = self.width, 2 + self._idx
+        r = st[n]
+        first = r["tok"].first
+        ident = Signal(_node_layout(W), name="ident")          # all zero: the empty range
+        state = Signal(LineState, name="line")                 # before the beat in ``r``
+        before = [ident] + r["node"][:-1]
+        lanes = [self._merge(m, state, e, first, r["g"], r["g_m1"], f"merge{k}") for k, e in enumerate(before)]
+        with m.If(ce & r["valid"]):
+            m.d.sync += state.eq(self._merge(m, state, r["node"][-1], first, r["g"], r["g_m1"], "merge_beat"))
+        m1 = st[n + 1] = _register(m, ce, "m1", {**{k: r[k] for k in ("valid", "tok", "v", "nws", "st", "end")},
+                                                  "line": lanes})
+        out = {k: m1[k] for k in ("valid", "tok", "end")}
+        out.update((key, []) for key in ("len_raw", "tl_raw", "seen", "digits_ok", "bearer", *MASKS))
+        for k, ln in enumerate(m1["line"]):
+            v, nws, start = m1["v"][k], m1["nws"][k], m1["st"][k]
+            tok_byte = v & ((ln.starts + start) >= 2)
+            for key, x in (("len_raw", (ln.l - ln.fb)[:POS_BITS]), ("tl_raw", (ln.l - ln.sb)[:POS_BITS]),
+                           ("seen", ln.starts != 0), ("digits_ok", ~ln.nd & (ln.starts <= 1)),
+                           ("bearer", (ln.starts == 2) & ln.s_nsb), ("val_byte", v & ((ln.starts != 0) | start)),
+                           ("val_keep", nws), ("tok_byte", tok_byte), ("tok_keep", tok_byte & nws)):
+                out[key].append(x)
+        st[n + 2] = _register(m, ce, "m2", out)
+
+    def _merge(self, m, state, e, first, g, g_m1, name):
+        """The line state after ``state`` followed by the range summarised by ``e`` (in the beat with index g)."""
+        cont = ~e.hr & ~first                                   # the line goes on from ``state``
+        total = state.starts + e.cnt
+        return _comb(
+            m, LineState, name,
+            starts=Mux(cont, Mux(total > 3, 3, total), e.cnt),
+            fb=Mux(cont & (state.starts != 0), state.fb, _before(e.fs, g, g_m1)),
+            l=Mux(e.ln_v, Cat(e.ln, g), state.l),
+            sb=Mux(e.ls_v, _before(e.ls, g, g_m1), state.sb),
+            s_nsb=Mux(e.ls_v, Mux(e.ls_found, e.ls_nsb, state.nsb), state.s_nsb),
+            nd=e.nd | (cont & state.nd),
+            nsb=Mux(e.ns_found, e.ns_bkb, state.nsb),
+        )
+
+    def _windows(self, m, ce, st):
+        """The window path, scheduled so that its scan ends in the stage of the lengths (M2).
+
+        Its scan's selects are single registered bits, so it takes two levels per stage. Its leaves need, for every
+        lane: ">= 2^64" (three stages: each digit of the 20-byte window against 2^64's and a first compare level,
+        then two levels, then the last two), the digit-run mask (one stage) and "chunked" (from stage 2).
+        """
+        W, levels = self.width, self._idx
+        leaf = 4 + levels - (levels + 1) // 2                       # 5, 5, 6 for W = 4, 8, 16
+        s0 = st[leaf - 3]
+        nib = [s0["tok"].beat.data[k][0:4] for k in range(W)]
+        seq = _history(m, ce, s0["valid"], nib, VALUE_DIGITS - 1, "hg_nib") + nib
+        cmp = []
+        for k in range(W):
+            window = [seq[VALUE_DIGITS - 1 + k - i] for i in reversed(range(VALUE_DIGITS))]   # most significant first
+            cmp.append(_lex_level([(d > int(c), d == int(c)) for d, c in zip(window, TWO_64.decode())]))
+        for n in (1, 2):
+            cmp = _register(m, ce, f"g{n}", {"cmp": [Cat(*(x for pair in c for x in pair)) for c in cmp]})["cmp"]
+            cmp = [_lex_level(_lex_level([(c[2 * i], c[2 * i + 1]) for i in range(len(c) // 2)])) for c in cmp]
+        ge = [gt | eq for ((gt, eq),) in cmp]
+
+        late = {"dig": st[2]["dig"], "ck7": st[2]["ck7"]}
+        for n in range(3, leaf):
+            late = _register(m, ce, f"d{n}", late)
+        dig = _history(m, ce, st[leaf - 1]["valid"], late["dig"], VALUE_DIGITS - 1, "hd_dig") + late["dig"]
+        masks = [Cat(*(Cat(*dig[VALUE_DIGITS - 1 + k - i:VALUE_DIGITS + k]).all() for i in range(VALUE_DIGITS)))
+                 for k in range(W)]
+        late = _register(m, ce, f"d{leaf}", {"ge": ge, "mask": masks, "ck7": late["ck7"]})
+
+        sl = st[leaf]
+        nib = [sl["tok"].beat.data[k][0:4] for k in range(W)]
+        seq = _history(m, ce, sl["valid"], nib, VALUE_DIGITS - 1, "hw_nib") + nib
+        items = []
+        for k in range(W):
+            bcd = Cat(*(seq[VALUE_DIGITS - 1 + k - i] & late["mask"][k][i].replicate(4) for i in range(VALUE_DIGITS)))
+            items.append(_comb(m, _Window, f"win{k}", any=sl["nws"][k], bcd=bcd, ge=late["ge"][k],
+                               ck7=late["ck7"][k]))
+        for n in range(levels):
+            items = _sklansky_level(m, n, items, _window_op, f"w{n}_")
+            if n % 2 or n == levels - 1:
+                items = _register(m, ce, f"w{n}", {"w": items})["w"]
+        return items
+
+    def _records(self, m, ce, st, windows):
+        """The output stage: lengths saturated, windows taken at the last non-WS byte, records and masks."""
+        W, m2 = self.width, st[4 + self._idx]
+        held = Signal(_Window, name="held")                     # the window at the last non-WS byte before the beat
+        with m.If(ce & m2["valid"] & windows[-1].any):
+            m.d.sync += held.eq(windows[-1])
+        o = self.o_stream.payload
+        at = []
+        for k in range(W):
+            at.append(Signal(_Window, name=f"at{k}"))
+            m.d.comb += at[k].eq(Mux(windows[k - 1].any, windows[k - 1], held) if k else held)
+        with m.If(ce):
+            m.d.sync += [self.o_stream.valid.eq(m2["valid"]), o.tok.eq(m2["tok"])]
+            for k, win in enumerate(at):
+                seen, len_raw, tl_raw = m2["seen"][k], m2["len_raw"][k], m2["tl_raw"][k]
+                digits_ok, bearer = m2["digits_ok"][k], m2["bearer"][k]
+                rec = o.rec[k]
+                m.d.sync += [
+                    rec.end.eq(m2["end"][k]),
+                    rec.len.eq(Mux(seen, Mux(len_raw[LEN_BITS:].any(), LEN_MAX, len_raw[:LEN_BITS]), 0)),
+                    rec.digits_ok.eq(digits_ok),
+                    rec.bcd.eq(win.bcd & seen.replicate(BCD_BITS)),
+                    rec.overflow.eq(digits_ok & seen & (len_raw == VALUE_DIGITS) & win.ge),
+                    rec.chunked.eq(seen & (len_raw == len("chunked")) & win.ck7),
+                    rec.bearer.eq(bearer),
+                    rec.token_len.eq(Mux(bearer, Mux(tl_raw[LEN_BITS:].any(), LEN_MAX, tl_raw[:LEN_BITS]), 0)),
+                ]
+                m.d.sync += [getattr(o, key)[k].eq(m2[key][k]) for key in MASKS]
