@@ -530,6 +530,7 @@ BLOCK_CONFIGS = {
     "parser": "HeaderParser(W)",
     "tokenizer": "Tokenizer(W), the parser's state machine",
     "events": "Events(W), the parser's grammar checks, stop and request line",
+    "fingerprint": "FingerprintEngine(W), W/4 closes per beat",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -551,6 +552,9 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "events":
         from ...hdl.parser.events import Events
         return Events(width)
+    if name == "fingerprint":
+        from ...hdl.parser.fingerprint import FingerprintEngine
+        return FingerprintEngine(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)

@@ -1,0 +1,482 @@
+"""The keyed fingerprint of byte fields, W bytes per cycle, with fields starting and ending in any lane.
+
+data + field marks ─▶ segments per beat ─▶ one-multiply loop (LUT RAM) ─▶ per-close finish (EBR tables) ─▶ fp per close
+
+The fingerprint (``docs/parser.md``, "Fingerprints") is an MSB-first CRC with a secret degree-64 modulus P and seed S:
+processing W bytes from state s gives ``s·x^(8W) + D·x^64 mod P``, where D is the beat's bytes as a polynomial. So a
+field that runs through whole beats needs one multiplication by x^(8W) per beat, and nothing else depends on the
+state. Writing ``t = s + D`` (for W ≤ 8, D aligned to the top of 64 bits), the loop is
+
+    t' = M(t) + X,   M(t) = t·x^(8W) mod P,   X precomputed from the next beat's bytes (and the seed term below)
+
+M is a 64×64 matrix over GF(2) that depends on P. It is held as 16 nibble tables in LUT RAM (each entry the XOR of
+the residues x^(64+i) mod P that the nibble's bits select), so the loop is a LUT-RAM read, a 16-input XOR and a 2:1
+mux. Everything else is off the loop:
+
+- A field that *opens* at lane a in a beat and runs past its end enters the loop as ``t = C[a] + D`` with the constant
+  C[a] = S·x^(-8a), so its a missing lanes need no shift. A field that opens and closes in one beat is finished from
+  zero over its own bytes, plus its seed's share S·x^(8n) for its n bytes, a constant K[n] (n ≤ W).
+- A field *closes* at a marked lane (its terminator). Its fingerprint is the state after its last *kept* byte (so a
+  value's trailing whitespace is taken but not kept): ``F(u, e) = u·x^(8e) mod P`` of that beat's ``u`` (the state
+  at the beat's start plus the kept bytes, top-aligned) and ``e`` (lanes up to the last kept byte). F is a shift
+  plus the reduction of the 8e bits shifted out: W byte tables in EBR, each entry the XOR of 8 residues.
+- A field whose last kept byte was in an earlier beat (trailing whitespace across a beat boundary) closes from a
+  snapshot of ``u`` and ``e`` taken at that beat.
+- Up to ``slots`` fields close per beat (a value's CR is at least 4 bytes from the next one's: W/4 per beat).
+
+The tables are functions of P and S. They hold the reset key's contents at reset; after a key change (``update``)
+the engine recomputes them (residues by repeated multiplication by x, then each table entry as an XOR of residues), holding
+``i_stream.ready`` low for :func:`refill_cycles` cycles. No beat is lost or parsed with half a key.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import FP_POLY_RESET, FP_SEED_RESET
+
+__all__ = ["FingerprintEngine", "FieldBeat", "FpSlot", "fp_latency", "refill_cycles", "residues"]
+
+U64 = (1 << 64) - 1
+
+
+# -- the key's tables, in Python (for reset contents and the tests) ---------------------------------------------------
+
+def residues(poly: int, count: int) -> list[int]:
+    """``x^(64+i) mod P`` for i < count (P = x^64 + poly)."""
+    out, r = [], poly & U64
+    for _ in range(count):
+        out.append(r)
+        r = ((r << 1) & U64) ^ (poly if r >> 63 else 0)
+    return out
+
+
+def _combos(res: list[int]) -> list[int]:
+    """Entry x = the XOR of ``res[j]`` for the set bits j of x."""
+    out = [0] * (1 << len(res))
+    for x in range(1, len(out)):
+        low = (x & -x).bit_length() - 1
+        out[x] = out[x & (x - 1)] ^ res[low]
+    return out
+
+
+def _inverse_powers(poly: int, seed: int, count: int) -> list[int]:
+    """C[a] = S·x^(-8a) mod P for a < count (x is invertible: P has a constant term)."""
+    out, k = [], seed & U64
+    for _ in range(count):
+        out.append(k)
+        for _ in range(8):
+            k = (k >> 1) ^ ((poly >> 1) | (1 << 63)) if k & 1 else k >> 1
+    return out
+
+
+def _powers(poly: int, seed: int, count: int) -> list[int]:
+    """K[n] = S·x^(8n) mod P for n < count."""
+    out, k = [], seed & U64
+    for _ in range(count):
+        out.append(k)
+        for _ in range(8):
+            k = ((k << 1) & U64) ^ (poly if k >> 63 else 0)
+    return out
+
+
+# -- layouts ----------------------------------------------------------------------------------------------------------
+
+def FieldBeat(width: int) -> data.StructLayout:
+    """A beat of bytes with its field marks, one bit per lane.
+
+    ``take``: the byte belongs to the open field. ``keep``: it may end the field (the fingerprint covers the field up
+    to its last kept byte before the close). ``open``: the field's first byte (also taken and kept). ``close``: this
+    lane terminates the open field (it is not part of it); a close with no field open gives the empty field's value,
+    S. A field's lanes are contiguous from its open to its close; fields do not nest.
+    """
+    return data.StructLayout({"data": data.ArrayLayout(8, width), "take": width, "keep": width, "open": width,
+                              "close": width})
+
+
+def FpSlot(width: int) -> data.StructLayout:
+    return data.StructLayout({"valid": 1, "lane": range(width), "fp": 64})
+
+
+def fp_latency(width: int) -> int:
+    """Cycles from a beat's acceptance to its closes' fingerprints on ``o_stream``."""
+    return 8
+
+
+def refill_cycles(width: int) -> int:
+    """Most cycles ``i_stream.ready`` stays low after ``update``: the beats in flight leave, then each of the W byte
+    tables takes 8 cycles of residues and 256 of entries."""
+    return fp_latency(width) + width * (8 + 256) + 2
+
+
+# -- the engine -------------------------------------------------------------------------------------------------------
+
+class FingerprintEngine(wiring.Component):
+    """Fingerprints of marked fields, at one beat per cycle.
+
+    Parameters
+    ----------
+    width : int
+        W, bytes per beat: 4 or 8.
+    slots : int
+        Closes per beat it can finish (default W/4, at least 1).
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(FieldBeat(W)))
+    o_stream : Out(stream.Signature(ArrayLayout(FpSlot(W), slots)))
+        Per beat, the fingerprints of the fields that close in it, in lane order, :func:`fp_latency` cycles later.
+    poly, seed : In(64)
+        The key; pulse ``update`` after changing it.
+    busy : Out(1)
+        The tables are being recomputed (``i_stream.ready`` is low). After ``update``, beats in flight leave first,
+        with the old key; then the tables are refilled; then beats are taken again, with the new key. Change the key
+        only between fields (the parser does so between packets).
+    """
+
+    def __init__(self, width: int = 8, slots: int | None = None):
+        if width not in (4, 8):
+            raise ValueError(f"fingerprint engine width W must be 4 or 8 bytes, got {width!r}")
+        self.width = width
+        self.slots = slots or max(1, width // 4)
+        super().__init__({
+            "i_stream": In(stream.Signature(FieldBeat(width))),
+            "o_stream": Out(stream.Signature(data.ArrayLayout(FpSlot(width), self.slots))),
+            "poly": In(64, init=FP_POLY_RESET),
+            "seed": In(64, init=FP_SEED_RESET),
+            "update": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W, NS = self.width, self.slots
+        DB = 8 * W                                          # data bits per beat
+        res0 = residues(FP_POLY_RESET, 64)
+
+        # A key change waits for the beats in flight to leave (they were fingerprinted with the old tables), then
+        # refills the tables while no beat is taken.
+        ce = Signal()
+        pending = Signal()
+        m.d.comb += [ce.eq(~self.o_stream.valid | self.o_stream.ready),
+                     self.i_stream.ready.eq(ce & ~pending & ~self.busy)]
+        take_in = Signal()
+        m.d.comb += take_in.eq(self.i_stream.valid & self.i_stream.ready)
+        with m.If(self.update):
+            m.d.sync += pending.eq(1)
+
+        # The key's tables: C[a] in registers, the loop's nibble tables in LUT RAM, the finish's byte tables in EBR.
+        cinv = [Signal(64, name=f"c{a}", init=v)
+                for a, v in enumerate(_inverse_powers(FP_POLY_RESET, FP_SEED_RESET, W))]
+        # Loop matrix M(t) = t·x^(8W): nibble q (bits 4q..4q+3 of t) reduces through residues 4q+i+8W-64 when that
+        # index is >= 0; lower nibbles just shift.
+        nib_mems = []
+        for q in range((64 - DB) // 4, 16):
+            base = 4 * q + DB - 64
+            mem = Memory(shape=64, depth=16, init=_combos(res0[base:base + 4]))
+            m.submodules[f"nib{q}"] = mem
+            nib_mems.append((q, base, mem))
+        byte_mems = []
+        for s in range(NS):
+            row = []
+            for b in range(W):
+                mem = Memory(shape=64, depth=256, init=_combos(res0[8 * b:8 * b + 8]))
+                m.submodules[f"tab{s}_{b}"] = mem
+                row.append(mem)
+            byte_mems.append(row)
+
+        valids = []
+        a1, a1_slots = self._segments(m, ce, take_in, valids)
+        a2, a2_slots = self._bases(m, ce, a1, a1_slots, cinv, valids)
+        b, b_slots = self._loop(m, ce, a2, a2_slots, nib_mems, valids)
+        self._finish(m, ce, b, b_slots, byte_mems, valids)
+
+        start = Signal()
+        m.d.comb += start.eq(pending & ~Cat(*valids, self.o_stream.valid).any())
+        with m.If(start):
+            m.d.sync += pending.eq(0)
+        self._refill(m, start, cinv, nib_mems, byte_mems)
+        return m
+
+    def _stage(self, m, ce, fields, valids, name):
+        """Registers named ``name_<field>`` for one pipeline stage (moved on ``ce`` by the caller)."""
+        regs = {f: Signal(shape, name=f"{name}_{f}") for f, shape in fields.items()}
+        valids.append(regs["valid"])
+        return regs
+
+    def _segments(self, m, ce, take_in, valids):
+        """Stage A1: each closing field's lanes (closes are peeled off in lane order, so slot i's lanes lie between
+        close i-1 and close i), its top-aligned bytes, and the one-hot lane of its C[a]; the same for the field left
+        open at the beat's end."""
+        W, NS = self.width, self.slots
+        DB = 8 * W
+        beat = self.i_stream.payload
+        carry_open = Signal()                               # a field is open at the beat boundary
+        lanes = range(W)
+        close, opn, keep, take = beat.close, beat.open, beat.keep, beat.take
+
+        def before(mask):                                   # lanes with a set bit of ``mask`` below them
+            return Cat(*(mask[:k].any() if k else Const(0) for k in lanes))
+
+        def at_or_after(mask):                              # lanes with a set bit of ``mask`` at or above them
+            return Cat(*(mask[k:].any() for k in lanes))
+
+        def highest_plus_one(mask):
+            e = Const(0, range(W + 1))
+            for k in lanes:
+                e = Mux(mask[k], k + 1, e)
+            return e
+
+        def lowest(mask):
+            a = Const(0, range(W))
+            for k in reversed(lanes):
+                a = Mux(mask[k], k, a)
+            return a
+
+        def top(mask):
+            """The beat's bytes in the lanes of ``mask``, lane 0 in the top byte of 64 bits."""
+            return Cat(*(Mux(mask[W - 1 - i], beat.data[W - 1 - i], 0) for i in lanes)) << (64 - DB)
+
+        slots = Signal(data.ArrayLayout(_SlotA1(W), NS))
+        rest = close
+        prev_before = Const((1 << W) - 1, W)                # lanes after the previous close (all, for slot 0)
+        for i in range(NS):
+            first = Signal(W, name=f"close{i}")
+            m.d.comb += first.eq(rest & ~before(rest))
+            seg = Signal(W, name=f"seg{i}")
+            m.d.comb += seg.eq(prev_before & ~before(first) & ~first)
+            kept = keep & seg
+            opened = (opn & seg).any()
+            cont = carry_open & ~opened if i == 0 else Const(0)
+            sa = slots[i]
+            m.d.comb += [sa.valid.eq(first.any() & take_in), sa.lane.eq(lowest(first)), sa.cont.eq(cont),
+                         sa.use_com.eq(cont & ~kept.any()), sa.e.eq(Mux(cont | opened, highest_plus_one(kept), 0)),
+                         sa.bytes.eq(top(take & seg & at_or_after(kept))),
+                         # C[a] for a field opening at a; C[0] = S for a close with no field (the empty field).
+                         sa.c_lane.eq(Mux(cont, 0, Mux(opened, opn & seg, 1)))]
+            prev_before = before(first)
+            rest = rest & ~first
+        tail = Signal(W)
+        m.d.comb += tail.eq(~at_or_after(close))
+        tail_opened = (opn & tail).any()
+        tail_cont = carry_open & ~close.any()
+        kept_t = keep & tail
+        with m.If(take_in):
+            m.d.sync += carry_open.eq(tail_opened | tail_cont)
+        a1 = self._stage(m, ce, {"valid": 1, "open": 1, "keep": 1, "c_lane": W, "e": range(W + 1), "bytes": 64,
+                                 "com_bytes": 64, "full": 64}, valids, "a1")
+        a1_slots = Signal.like(slots, name="a1_slots")
+        with m.If(ce):
+            m.d.sync += [
+                a1["valid"].eq(take_in), a1_slots.eq(slots), a1["open"].eq(tail_opened), a1["keep"].eq(kept_t.any()),
+                a1["c_lane"].eq(opn & tail), a1["e"].eq(highest_plus_one(kept_t)),
+                a1["bytes"].eq(top(take & tail)),             # an opening field's lanes run to the beat's end
+                a1["com_bytes"].eq(top(take & tail & at_or_after(kept_t))), a1["full"].eq(top(Const(-1, W))),
+            ]
+        return a1, a1_slots
+
+    def _bases(self, m, ce, a1, a1_slots, cinv, valids):
+        """Stage A2: the seed's share C[a] added (an AND-OR over the one-hot lane, two LUT levels): each closing
+        field's base, the loop's input ``y`` and the base of the open field's snapshot."""
+        W, NS = self.width, self.slots
+
+        def pick_c(onehot):
+            acc = Const(0, 64)
+            for k in range(W):
+                acc = acc | Mux(onehot[k], cinv[k], 0)
+            return acc
+
+        a2 = self._stage(m, ce, {"valid": 1, "open": 1, "keep": 1, "e": range(W + 1), "y": 64, "com_base": 64},
+                         valids, "a2")
+        slots = Signal(data.ArrayLayout(_SlotA2(W), NS), name="a2_slots")
+        c_tail = Signal(64)
+        m.d.comb += c_tail.eq(pick_c(a1["c_lane"]))
+        with m.If(ce):
+            m.d.sync += [a2[n].eq(a1[n]) for n in ("valid", "open", "keep", "e")]
+            m.d.sync += [a2["y"].eq(Mux(a1["open"], a1["bytes"] ^ c_tail, a1["full"])),
+                         a2["com_base"].eq(a1["com_bytes"] ^ Mux(a1["open"], c_tail, 0))]
+            for i in range(NS):
+                sa, sb = a1_slots[i], slots[i]
+                m.d.sync += [sb.valid.eq(sa.valid), sb.lane.eq(sa.lane), sb.cont.eq(sa.cont),
+                             sb.use_com.eq(sa.use_com), sb.e.eq(sa.e), sb.base.eq(sa.bytes ^ pick_c(sa.c_lane))]
+        return a2, slots
+
+    def _loop(self, m, ce, a2, a2_slots, nib_mems, valids):
+        """Stage B, the loop: t' = M(t) + y for a field that runs through the beat (y: the beat's bytes), or y alone
+        for one that opens in it (y: C[a] + its bytes). M(t) is also the state at the beat's start, for the closes."""
+        DB = 8 * self.width
+        t = Signal(64)
+        mt = Signal(64)
+        acc = [Cat(Const(0, DB), t[0:64 - DB])] if DB < 64 else []
+        for q, base, mem in nib_mems:
+            rd = mem.read_port(domain="comb")
+            m.d.comb += rd.addr.eq(t[4 * q:4 * q + 4])
+            acc.append(rd.data)
+        # The XOR of the 16 table outputs as a two-level tree of 4-input XORs (kept, so the mapper does not deepen it).
+        groups = []
+        for g in range(0, len(acc), 4):
+            x = Signal(64, name=f"mt_part{g // 4}", attrs={"keep": 1})
+            part = acc[g]
+            for v in acc[g + 1:g + 4]:
+                part = part ^ v
+            m.d.comb += x.eq(part)
+            groups.append(x)
+        part = groups[0]
+        for x in groups[1:]:
+            part = part ^ x
+        m.d.comb += mt.eq(part)
+        # With no field open after the beat, t is not used; the enable is the flip-flops'.
+        with m.If(ce & a2["valid"]):
+            m.d.sync += t.eq(Mux(a2["open"], 0, mt) ^ a2["y"])
+        b = self._stage(m, ce, {"valid": 1, "s": 64, "open": 1, "keep": 1, "e": range(self.width + 1),
+                                "com_base": 64}, valids, "b")
+        slots = Signal.like(a2_slots, name="b_slots")
+        with m.If(ce):
+            m.d.sync += [b[n].eq(a2[n]) for n in ("valid", "open", "keep", "e", "com_base")]
+            m.d.sync += [b["s"].eq(mt), slots.eq(a2_slots)]
+        return b, slots
+
+    def _finish(self, m, ce, b, b_slots, byte_mems, valids):
+        """Stages C to the output: each close's u (the state at the beat's start, for the field that runs into the
+        beat, plus its base; or the snapshot of a field whose last kept byte was in an earlier beat), rotated by its
+        e bytes, reduced through the byte tables, XORed."""
+        W, NS = self.width, self.slots
+        DB = 8 * W
+        com_u = Signal(64)
+        com_e = Signal(range(W + 1))
+        c = self._stage(m, ce, {"valid": 1}, valids, "c")
+        cs = [Signal(_SlotC(W), name=f"c_slot{i}") for i in range(NS)]
+        with m.If(ce):
+            m.d.sync += c["valid"].eq(b["valid"])
+            for i in range(NS):
+                sb = b_slots[i]
+                u = Mux(sb.cont, b["s"], 0) ^ sb.base
+                m.d.sync += [cs[i].valid.eq(sb.valid), cs[i].lane.eq(sb.lane),
+                             cs[i].u.eq(Mux(sb.use_com, com_u, u)), cs[i].e.eq(Mux(sb.use_com, com_e, sb.e))]
+            with m.If(b["valid"] & b["keep"]):
+                m.d.sync += [com_u.eq(Mux(b["open"], 0, b["s"]) ^ b["com_base"]), com_e.eq(b["e"])]
+
+        # Stage D: u rotated left by e bytes. Its low 8e bits are the ones shifted out of u·x^(8e) (bit t is reduced
+        # by residue t); the rest is u·x^(8e) mod x^64. A byte rotate costs half a shifter into 64 + 8W bits.
+        d = self._stage(m, ce, {"valid": 1}, valids, "d")
+        ds = [Signal(_SlotD(W), name=f"d_slot{i}") for i in range(NS)]
+        with m.If(ce):
+            m.d.sync += d["valid"].eq(c["valid"])
+            for i in range(NS):
+                u = cs[i].u
+                rot = Signal(64, name=f"rot{i}")
+                m.d.comb += rot.eq(Array(Cat(u[64 - 8 * e:64], u[0:64 - 8 * e]) if e else u
+                                         for e in range(W + 1))[cs[i].e])
+                out_mask = Signal(64, name=f"out_mask{i}")
+                m.d.comb += out_mask.eq(Array(Const((1 << (8 * e)) - 1, 64) for e in range(W + 1))[cs[i].e])
+                m.d.sync += [ds[i].valid.eq(cs[i].valid), ds[i].lane.eq(cs[i].lane),
+                             ds[i].low.eq(rot & ~out_mask), ds[i].out.eq((rot & out_mask)[0:DB])]
+
+        # Stage E: the byte tables (registered EBR reads); stage F: their outputs into flip-flops as they are (an
+        # EBR's output is slow and far from its users); then their XOR into the output register.
+        e = self._stage(m, ce, {"valid": 1}, valids, "e")
+        f = self._stage(m, ce, {"valid": 1}, valids, "f")
+        es = [Signal(_SlotE(W), name=f"e_slot{i}") for i in range(NS)]
+        fs = [Signal(_SlotE(W), name=f"f_slot{i}") for i in range(NS)]
+        f_reads = [[Signal(64, name=f"f_read{i}_{b}") for b in range(W)] for i in range(NS)]
+        out = self.o_stream.payload
+        reads = []
+        for i in range(NS):
+            row = []
+            for b, mem in enumerate(byte_mems[i]):
+                rd = mem.read_port()                        # (its ``en`` resets to 1: drive it outside any If)
+                m.d.comb += [rd.addr.eq(ds[i].out[8 * b:8 * b + 8]), rd.en.eq(ce)]
+                row.append(rd.data)
+            reads.append(row)
+        with m.If(ce):
+            m.d.sync += [e["valid"].eq(d["valid"]), f["valid"].eq(e["valid"]), self.o_stream.valid.eq(f["valid"])]
+            for i in range(NS):
+                m.d.sync += [es[i].valid.eq(ds[i].valid), es[i].lane.eq(ds[i].lane), es[i].low.eq(ds[i].low),
+                             fs[i].eq(es[i])]
+                m.d.sync += [r.eq(v) for r, v in zip(f_reads[i], reads[i])]
+                fp = fs[i].low
+                for r in f_reads[i]:
+                    fp = fp ^ r
+                m.d.sync += [out[i].valid.eq(fs[i].valid), out[i].lane.eq(fs[i].lane), out[i].fp.eq(fp)]
+
+    def _refill(self, m, start, cinv, nib_mems, byte_mems):
+        """After the beats in flight have left: residues by repeated multiplication by x, each byte table's 256
+        entries (an 8-input XOR per bit), the loop's nibble tables from the same entries, and C[a] by divisions by x."""
+        W = self.width
+        DB = 8 * W
+        poly, seed = self.poly, self.seed
+        busy = self.busy
+        res = [Signal(64, name=f"refill_r{j}") for j in range(8)]      # the current byte's 8 residues
+        nxt = Signal(64)                                                 # the next residue
+        step = Signal(range(W + 1))                                      # which byte table
+        loading = Signal()                                               # 8 cycles of residues, then 256 entries
+        count = Signal(8)
+        kcount = Signal(range(8 * W + 1))
+        creg = Signal(64)
+
+        with m.If(~busy):
+            with m.If(start):
+                m.d.sync += [busy.eq(1), loading.eq(1), step.eq(0), count.eq(0), nxt.eq(poly), kcount.eq(0),
+                             creg.eq(seed), cinv[0].eq(seed)]
+        with m.Else():
+            # C[a]: one division by x per cycle, stored every 8.
+            with m.If(kcount < 8 * W):
+                over_x = Cat((creg ^ Mux(creg[0], poly, 0))[1:64], creg[0])
+                m.d.sync += [creg.eq(over_x), kcount.eq(kcount + 1)]
+                with m.Switch(kcount):
+                    for n in range(1, W):
+                        with m.Case(8 * n - 1):
+                            m.d.sync += cinv[n].eq(over_x)
+            m.d.sync += count.eq(count + 1)
+            with m.If(loading):
+                # Load this byte's 8 residues.
+                m.d.sync += [res[7].eq(nxt)] + [res[j].eq(res[j + 1]) for j in range(7)]
+                m.d.sync += nxt.eq(Cat(Const(0, 1), nxt[0:63]) ^ Mux(nxt[63], poly, 0))
+                with m.If(count == 7):
+                    m.d.sync += [loading.eq(0), count.eq(0)]
+            with m.Else():
+                # Entry x: the XOR of the residues its bits select, to byte table ``step`` of every slot, and to the
+                # loop's nibble tables whose residues are this byte's (entries with only the low / high nibble set).
+                entry = Signal(64)
+                m.d.comb += entry.eq(Cat(*(Cat(*(count[j] & res[j][bit] for j in range(8))).xor()
+                                           for bit in range(64))))
+                for row in byte_mems:
+                    for b, mem in enumerate(row):
+                        wp = mem.write_port()
+                        m.d.comb += [wp.addr.eq(count), wp.data.eq(entry), wp.en.eq(step == b)]
+                for q, base, mem in nib_mems:
+                    wp = mem.write_port()
+                    m.d.comb += wp.data.eq(entry)
+                    if base % 8 == 4:
+                        m.d.comb += [wp.addr.eq(count[4:8]), wp.en.eq((step == base // 8) & (count[0:4] == 0))]
+                    else:
+                        m.d.comb += [wp.addr.eq(count[0:4]), wp.en.eq((step == base // 8) & (count[4:8] == 0))]
+                with m.If(count == 255):
+                    m.d.sync += [loading.eq(1), step.eq(step + 1)]
+                    with m.If(step == W - 1):
+                        m.d.sync += busy.eq(0)
+
+
+def _SlotA1(width):
+    return data.StructLayout({"valid": 1, "lane": range(width), "cont": 1, "use_com": 1, "c_lane": width,
+                              "e": range(width + 1), "bytes": 64})
+
+
+def _SlotA2(width):
+    return data.StructLayout({"valid": 1, "lane": range(width), "cont": 1, "use_com": 1, "e": range(width + 1),
+                              "base": 64})
+
+
+def _SlotC(width):
+    return data.StructLayout({"valid": 1, "lane": range(width), "u": 64, "e": range(width + 1)})
+
+
+def _SlotD(width):
+    return data.StructLayout({"valid": 1, "lane": range(width), "low": 64, "out": 8 * width})
+
+
+def _SlotE(width):
+    return data.StructLayout({"valid": 1, "lane": range(width), "low": 64})

@@ -1,0 +1,144 @@
+"""The parser's fingerprint engine (hdl/parser/fingerprint.py) against the keyed fingerprint (wirespeed.host.keys).
+
+Random marked fields (any start lane, any length, trailing bytes that are taken but not kept, empty fields, fields
+spanning many beats, the closest closes the parser can produce), W = 4 and 8, at full rate with the exact latency and
+under random valid/ready backpressure; a key change in mid-stream, through ``update``.
+"""
+
+import random
+
+import pytest
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from support.pysim import run_stream
+from support.streams import random_pauses
+from wirespeed.hdl.parser.fingerprint import (FieldBeat, FingerprintEngine, FpSlot, _combos, _inverse_powers,
+                                              _powers, fp_latency, refill_cycles, residues)
+from wirespeed.host.keys import derive_key, fingerprint
+
+SEED = 20261206
+
+
+def _fields(rng, width, n, spacing=4):
+    """A lane stream of ``n`` fields: a list of (byte, take, keep, open, close) per lane, and the kept bytes of each
+    field in close order."""
+    lanes, fields = [], []
+    for _ in range(n):
+        length = rng.choice([0, 0, 1, 2, 3, rng.randrange(4, 12), rng.randrange(12, 60), rng.randrange(60, 300)])
+        trailing = rng.choice([0, 0, 0, 1, 3, rng.randrange(5, 20)]) if length else 0
+        gap = max(rng.choice([0, 0, 1, 2, rng.randrange(3, 30)]), spacing - 1 - length - trailing)
+        lanes += [(rng.randrange(256), 0, 0, 0, 0) for _ in range(gap)]
+        body = [rng.randrange(256) for _ in range(length)]
+        keep = [1] + [int(rng.random() < 0.8) for _ in range(length - 1)]
+        if length:
+            keep[-1] = 1
+        for i, b in enumerate(body):
+            lanes.append((b, 1, keep[i], int(i == 0), 0))
+        lanes += [(rng.randrange(256), 1, 0, 0, 0) for _ in range(trailing)]
+        lanes.append((rng.randrange(256), 0, 0, 0, 1))
+        fields.append(bytes(body))
+    return lanes, fields
+
+
+def _beats(lanes, width):
+    layout = FieldBeat(width)
+    lanes = lanes + [(0, 0, 0, 0, 0)] * (-len(lanes) % width)
+    beats = []
+    for i in range(0, len(lanes), width):
+        chunk = lanes[i:i + width]
+        beats.append(layout.const({
+            "data": [c[0] for c in chunk],
+            **{name: sum(c[j] << k for k, c in enumerate(chunk)) for j, name in enumerate(
+                ("take", "keep", "open", "close"), start=1)}}).as_value().value)
+    return beats
+
+
+def _collect(width, slots, outputs):
+    layout = data.ArrayLayout(FpSlot(width), slots)
+    fps = []
+    for _, value in outputs:
+        view = data.Const(layout, value)
+        fps += [int(view[i].fp) for i in range(slots) if int(view[i].valid)]
+    return fps
+
+
+def test_tables_are_the_keys_residues():
+    poly, seed = derive_key(b"tables")
+    res = residues(poly, 64)
+    assert res[0] == poly
+    assert _combos(res[0:8])[0b101] == res[0] ^ res[2]
+    k = _powers(poly, seed, 9)
+    assert k[1] == fingerprint(b"\0", poly, seed)        # one zero byte multiplies the state by x^8
+    c = _inverse_powers(poly, seed, 8)
+    assert fingerprint(b"\0" * 3, poly, c[3]) == seed
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_fingerprints_at_full_rate(width):
+    rng = random.Random(SEED + width)
+    lanes, fields = _fields(rng, width, 150)
+    dut = FingerprintEngine(width)
+    beats = _beats(lanes, width)
+    accepted, outputs = run_stream(dut, beats, random_pauses(rng, 0), random_pauses(rng, 0))
+    assert accepted == list(range(len(beats)))
+    assert [c for c, _ in outputs] == [a + fp_latency(width) for a in accepted]
+    assert _collect(width, dut.slots, outputs) == [fingerprint(f) for f in fields]
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_fingerprints_under_backpressure(width):
+    rng = random.Random(SEED * 5 + width)
+    lanes, fields = _fields(rng, width, 150)
+    dut = FingerprintEngine(width)
+    _, outputs = run_stream(dut, _beats(lanes, width), random_pauses(rng, 0.3), random_pauses(rng, 0.4))
+    assert _collect(width, dut.slots, outputs) == [fingerprint(f) for f in fields]
+
+
+@pytest.mark.parametrize("width", [8])
+def test_key_change_refills_the_tables(width):
+    rng = random.Random(SEED * 9)
+    poly, seed = derive_key(b"a secret key")
+    before, f1 = _fields(rng, width, 20)
+    after, f2 = _fields(rng, width, 40)
+    b1, b2 = _beats(before, width), _beats(after, width)
+    dut = FingerprintEngine(width)
+    layout = data.ArrayLayout(FpSlot(width), dut.slots)
+    fps, stalled = [], []
+
+    async def bench(ctx):
+        async def send(beats):
+            for beat in beats:
+                ctx.set(dut.i_stream.valid, 1)
+                ctx.set(dut.i_stream.payload.as_value(), beat)
+                while True:
+                    _, _, ready, valid, out = await ctx.tick().sample(
+                        dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload.as_value())
+                    if valid:
+                        view = data.Const(layout, int(out))
+                        fps.extend(int(view[i].fp) for i in range(dut.slots) if int(view[i].valid))
+                    if ready:
+                        break
+                    stalled.append(1)
+            ctx.set(dut.i_stream.valid, 0)
+
+        ctx.set(dut.o_stream.ready, 1)
+        await send(b1)
+        ctx.set(dut.poly, poly)
+        ctx.set(dut.seed, seed)
+        ctx.set(dut.update, 1)
+        await ctx.tick()
+        ctx.set(dut.update, 0)
+        await send(b2)
+        for _ in range(fp_latency(width) + 2):
+            _, _, valid, out = await ctx.tick().sample(dut.o_stream.valid, dut.o_stream.payload.as_value())
+            if valid:
+                view = data.Const(layout, int(out))
+                fps.extend(int(view[i].fp) for i in range(dut.slots) if int(view[i].valid))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert fps == [fingerprint(f) for f in f1] + [fingerprint(f, poly, seed) for f in f2]
+    assert width * (8 + 256) <= len(stalled) <= refill_cycles(width)
