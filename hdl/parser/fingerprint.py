@@ -103,7 +103,7 @@ def FpSlot(width: int) -> data.StructLayout:
 
 def fp_latency(width: int) -> int:
     """Cycles from a beat's acceptance to its closes' fingerprints on ``o_stream``."""
-    return 8
+    return 9
 
 
 def refill_cycles(width: int) -> int:
@@ -194,8 +194,11 @@ class FingerprintEngine(wiring.Component):
         b, b_slots = self._loop(m, ce, a2, a2_slots, nib_mems, valids)
         self._finish(m, ce, b, b_slots, byte_mems, valids)
 
+        # The pipeline is empty (a registered flag: the input is closed while ``pending``, so it cannot fill again).
+        idle = Signal()
+        m.d.sync += idle.eq(~Cat(*valids, self.o_stream.valid, take_in).any())
         start = Signal()
-        m.d.comb += start.eq(pending & ~Cat(*valids, self.o_stream.valid).any())
+        m.d.comb += start.eq(pending & idle)
         with m.If(start):
             m.d.sync += pending.eq(0)
         self._refill(m, start, cinv, nib_mems, byte_mems)
@@ -208,9 +211,9 @@ class FingerprintEngine(wiring.Component):
         return regs
 
     def _segments(self, m, ce, take_in, valids):
-        """Stage A1: each closing field's lanes (closes are peeled off in lane order, so slot i's lanes lie between
-        close i-1 and close i), its top-aligned bytes, and the one-hot lane of its C[a]; the same for the field left
-        open at the beat's end."""
+        """Stages A0 and A1: each closing field's lanes (closes are peeled off in lane order, so slot i's lanes lie
+        between close i-1 and close i), then its top-aligned bytes and the one-hot lane of its C[a]; the same for the
+        field left open at the beat's end."""
         W, NS = self.width, self.slots
         DB = 8 * W
         beat = self.i_stream.payload
@@ -237,42 +240,63 @@ class FingerprintEngine(wiring.Component):
             return a
 
         def top(mask):
-            """The beat's bytes in the lanes of ``mask``, lane 0 in the top byte of 64 bits."""
-            return Cat(*(Mux(mask[W - 1 - i], beat.data[W - 1 - i], 0) for i in lanes)) << (64 - DB)
+            """The A0 beat's bytes in the lanes of ``mask``, lane 0 in the top byte of 64 bits."""
+            return Cat(*(Mux(mask[W - 1 - i], a0["beat"].data[W - 1 - i], 0) for i in lanes)) << (64 - DB)
 
-        slots = Signal(data.ArrayLayout(_SlotA1(W), NS))
+        # Stage A0: the lanes of each close's field and of the tail, as masks.
+        a0 = self._stage(m, ce, {"valid": 1, "beat": FieldBeat(W), "tail": W, "tail_cont": 1,
+                                 "seg": data.ArrayLayout(W, NS), "first": data.ArrayLayout(W, NS),
+                                 "cont": 1}, valids, "a0")
         rest = close
         prev_before = Const((1 << W) - 1, W)                # lanes after the previous close (all, for slot 0)
+        segs, firsts = [], []
         for i in range(NS):
             first = Signal(W, name=f"close{i}")
             m.d.comb += first.eq(rest & ~before(rest))
             seg = Signal(W, name=f"seg{i}")
             m.d.comb += seg.eq(prev_before & ~before(first) & ~first)
-            kept = keep & seg
-            opened = (opn & seg).any()
-            cont = carry_open & ~opened if i == 0 else Const(0)
-            sa = slots[i]
-            m.d.comb += [sa.valid.eq(first.any() & take_in), sa.lane.eq(lowest(first)), sa.cont.eq(cont),
-                         sa.use_com.eq(cont & ~kept.any()), sa.e.eq(Mux(cont | opened, highest_plus_one(kept), 0)),
-                         sa.bytes.eq(top(take & seg & at_or_after(kept))),
-                         # C[a] for a field opening at a; C[0] = S for a close with no field (the empty field).
-                         sa.c_lane.eq(Mux(cont, 0, Mux(opened, opn & seg, 1)))]
+            segs.append(seg)
+            firsts.append(first)
             prev_before = before(first)
             rest = rest & ~first
         tail = Signal(W)
         m.d.comb += tail.eq(~at_or_after(close))
         tail_opened = (opn & tail).any()
         tail_cont = carry_open & ~close.any()
-        kept_t = keep & tail
         with m.If(take_in):
             m.d.sync += carry_open.eq(tail_opened | tail_cont)
+        with m.If(ce):
+            m.d.sync += [a0["valid"].eq(take_in), a0["beat"].eq(beat), a0["tail"].eq(tail),
+                         a0["tail_cont"].eq(tail_cont), a0["cont"].eq(carry_open & ~(opn & segs[0]).any())]
+            m.d.sync += [a0["seg"][i].eq(segs[i]) for i in range(NS)]
+            m.d.sync += [a0["first"][i].eq(firsts[i] & Mux(take_in, -1, 0)) for i in range(NS)]
+
+        # Stage A1: per close, its lane, its kept end e, its top-aligned bytes and the one-hot lane of its C[a];
+        # the same for the tail.
+        beat = a0["beat"]
+        opn, keep, take = beat.open, beat.keep, beat.take
+        slots = Signal(data.ArrayLayout(_SlotA1(W), NS))
+        for i in range(NS):
+            seg, first = a0["seg"][i], a0["first"][i]
+            kept = keep & seg
+            opened = (opn & seg).any()
+            cont = a0["cont"] if i == 0 else Const(0)
+            sa = slots[i]
+            m.d.comb += [sa.valid.eq(first.any()), sa.lane.eq(lowest(first)), sa.cont.eq(cont),
+                         sa.use_com.eq(cont & ~kept.any()), sa.e.eq(Mux(cont | opened, highest_plus_one(kept), 0)),
+                         sa.bytes.eq(top(take & seg & at_or_after(kept))),
+                         # C[a] for a field opening at a; C[0] = S for a close with no field (the empty field).
+                         sa.c_lane.eq(Mux(cont, 0, Mux(opened, opn & seg, 1)))]
+        tail = a0["tail"]
+        tail_opened = (opn & tail).any()
+        kept_t = keep & tail
         a1 = self._stage(m, ce, {"valid": 1, "open": 1, "keep": 1, "c_lane": W, "e": range(W + 1), "bytes": 64,
                                  "com_bytes": 64, "full": 64}, valids, "a1")
         a1_slots = Signal.like(slots, name="a1_slots")
         with m.If(ce):
             m.d.sync += [
-                a1["valid"].eq(take_in), a1_slots.eq(slots), a1["open"].eq(tail_opened), a1["keep"].eq(kept_t.any()),
-                a1["c_lane"].eq(opn & tail), a1["e"].eq(highest_plus_one(kept_t)),
+                a1["valid"].eq(a0["valid"]), a1_slots.eq(slots), a1["open"].eq(tail_opened),
+                a1["keep"].eq(kept_t.any()), a1["c_lane"].eq(opn & tail), a1["e"].eq(highest_plus_one(kept_t)),
                 a1["bytes"].eq(top(take & tail)),             # an opening field's lanes run to the beat's end
                 a1["com_bytes"].eq(top(take & tail & at_or_after(kept_t))), a1["full"].eq(top(Const(-1, W))),
             ]
@@ -360,41 +384,43 @@ class FingerprintEngine(wiring.Component):
                 m.d.sync += [com_u.eq(Mux(b["open"], 0, b["s"]) ^ b["com_base"]), com_e.eq(b["e"])]
 
         # Stage D: u rotated left by e bytes. Its low 8e bits are the ones shifted out of u·x^(8e) (bit t is reduced
-        # by residue t); the rest is u·x^(8e) mod x^64. A byte rotate costs half a shifter into 64 + 8W bits.
+        # by residue t); the rest is u·x^(8e) mod x^64. A rotate by 0 and by 8 bytes are the same, so it is an 8:1 byte
+        # mux on e mod 8; which bytes went out is applied at the table addresses, a stage later.
         d = self._stage(m, ce, {"valid": 1}, valids, "d")
         ds = [Signal(_SlotD(W), name=f"d_slot{i}") for i in range(NS)]
         with m.If(ce):
             m.d.sync += d["valid"].eq(c["valid"])
             for i in range(NS):
                 u = cs[i].u
-                rot = Signal(64, name=f"rot{i}")
-                m.d.comb += rot.eq(Array(Cat(u[64 - 8 * e:64], u[0:64 - 8 * e]) if e else u
-                                         for e in range(W + 1))[cs[i].e])
-                out_mask = Signal(64, name=f"out_mask{i}")
-                m.d.comb += out_mask.eq(Array(Const((1 << (8 * e)) - 1, 64) for e in range(W + 1))[cs[i].e])
-                m.d.sync += [ds[i].valid.eq(cs[i].valid), ds[i].lane.eq(cs[i].lane),
-                             ds[i].low.eq(rot & ~out_mask), ds[i].out.eq((rot & out_mask)[0:DB])]
+                rot = Array(Cat(u[64 - 8 * e:64], u[0:64 - 8 * e]) if e else u for e in range(8))[cs[i].e[0:3]]
+                m.d.sync += [ds[i].valid.eq(cs[i].valid), ds[i].lane.eq(cs[i].lane), ds[i].rot.eq(rot),
+                             ds[i].out_bytes.eq(Array(Const((1 << e) - 1, 8) for e in range(W + 1))[cs[i].e])]
 
-        # Stage E: the byte tables (registered EBR reads); stage F: their outputs into flip-flops as they are (an
-        # EBR's output is slow and far from its users); then their XOR into the output register.
+        # Stage E: the byte tables (registered EBR reads), addressed by the bytes that went out (0 for the others:
+        # entry 0 is 0); stage F: their outputs into flip-flops as they are (an EBR's output is slow and far from its
+        # users); then their XOR into the output register.
         e = self._stage(m, ce, {"valid": 1}, valids, "e")
         f = self._stage(m, ce, {"valid": 1}, valids, "f")
         es = [Signal(_SlotE(W), name=f"e_slot{i}") for i in range(NS)]
         fs = [Signal(_SlotE(W), name=f"f_slot{i}") for i in range(NS)]
         f_reads = [[Signal(64, name=f"f_read{i}_{b}") for b in range(W)] for i in range(NS)]
+        low = [Signal(64, name=f"low{i}") for i in range(NS)]
+        for i in range(NS):
+            m.d.comb += low[i].eq(Cat(*(Mux(ds[i].out_bytes[b], 0, ds[i].rot[8 * b:8 * b + 8]) if b < W
+                                        else ds[i].rot[8 * b:8 * b + 8] for b in range(8))))
         out = self.o_stream.payload
         reads = []
         for i in range(NS):
             row = []
             for b, mem in enumerate(byte_mems[i]):
                 rd = mem.read_port()                        # (its ``en`` resets to 1: drive it outside any If)
-                m.d.comb += [rd.addr.eq(ds[i].out[8 * b:8 * b + 8]), rd.en.eq(ce)]
+                m.d.comb += [rd.addr.eq(Mux(ds[i].out_bytes[b], ds[i].rot[8 * b:8 * b + 8], 0)), rd.en.eq(ce)]
                 row.append(rd.data)
             reads.append(row)
         with m.If(ce):
             m.d.sync += [e["valid"].eq(d["valid"]), f["valid"].eq(e["valid"]), self.o_stream.valid.eq(f["valid"])]
             for i in range(NS):
-                m.d.sync += [es[i].valid.eq(ds[i].valid), es[i].lane.eq(ds[i].lane), es[i].low.eq(ds[i].low),
+                m.d.sync += [es[i].valid.eq(ds[i].valid), es[i].lane.eq(ds[i].lane), es[i].low.eq(low[i]),
                              fs[i].eq(es[i])]
                 m.d.sync += [r.eq(v) for r, v in zip(f_reads[i], reads[i])]
                 fp = fs[i].low
@@ -475,7 +501,7 @@ def _SlotC(width):
 
 
 def _SlotD(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "low": 64, "out": 8 * width})
+    return data.StructLayout({"valid": 1, "lane": range(width), "rot": 64, "out_bytes": 8})
 
 
 def _SlotE(width):

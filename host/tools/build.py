@@ -531,6 +531,8 @@ BLOCK_CONFIGS = {
     "tokenizer": "Tokenizer(W), the parser's state machine",
     "events": "Events(W), the parser's grammar checks, stop and request line",
     "fingerprint": "FingerprintEngine(W), W/4 closes per beat",
+    "names": "NameMatcher(W), the parser's header-name identification",
+    "values": "ValueTracker(W), the parser's field-value trackers",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -555,6 +557,12 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "fingerprint":
         from ...hdl.parser.fingerprint import FingerprintEngine
         return FingerprintEngine(width)
+    if name == "names":
+        from ...hdl.parser.names import NameMatcher
+        return NameMatcher(width)
+    if name == "values":
+        from ...hdl.parser.values import ValueTracker
+        return ValueTracker(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)
