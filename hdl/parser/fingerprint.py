@@ -183,7 +183,9 @@ class FingerprintEngine(wiring.Component):
         for s in range(NS):
             row = []
             for b in range(W):
-                mem = Memory(shape=64, depth=256, init=_combos(res0[8 * b:8 * b + 8]))
+                # Reads and writes never meet (the tables are written only while no beat is in flight), so Yosys
+                # need not add its read-during-write logic (64 LUT4 and 64 FF per table otherwise).
+                mem = Memory(shape=64, depth=256, init=_combos(res0[8 * b:8 * b + 8]), attrs={"no_rw_check": 1})
                 m.submodules[f"tab{s}_{b}"] = mem
                 row.append(mem)
             byte_mems.append(row)
@@ -413,9 +415,14 @@ class FingerprintEngine(wiring.Component):
         for i in range(NS):
             row = []
             for b, mem in enumerate(byte_mems[i]):
-                rd = mem.read_port()                        # (its ``en`` resets to 1: drive it outside any If)
-                m.d.comb += [rd.addr.eq(Mux(ds[i].out_bytes[b], ds[i].rot[8 * b:8 * b + 8], 0)), rd.en.eq(ce)]
-                row.append(rd.data)
+                # An asynchronous read port and a register of our own: Yosys folds the register into the EBR, and
+                # only then honours ``no_rw_check``.
+                rd = mem.read_port(domain="comb")
+                m.d.comb += rd.addr.eq(Mux(ds[i].out_bytes[b], ds[i].rot[8 * b:8 * b + 8], 0))
+                data_r = Signal(64, name=f"e_read{i}_{b}")
+                with m.If(ce):
+                    m.d.sync += data_r.eq(rd.data)
+                row.append(data_r)
             reads.append(row)
         with m.If(ce):
             m.d.sync += [e["valid"].eq(d["valid"]), f["valid"].eq(e["valid"]), self.o_stream.valid.eq(f["valid"])]
