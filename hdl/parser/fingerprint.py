@@ -450,6 +450,21 @@ class FingerprintEngine(wiring.Component):
         kcount = Signal(range(8 * W + 1))
         creg = Signal(64)
 
+        w_entry = Signal(64)
+        w_addr = Signal(8)
+        w_step = Signal(range(W + 1))
+        w_valid = Signal()
+        m.d.sync += w_valid.eq(0)
+        for row in byte_mems:
+            for b, mem in enumerate(row):
+                wp = mem.write_port()
+                m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_entry), wp.en.eq(w_valid & (w_step == b))]
+        for q, base, mem in nib_mems:
+            wp = mem.write_port()
+            low_nibble = base % 8 == 0
+            m.d.comb += [wp.data.eq(w_entry), wp.addr.eq(w_addr[0:4] if low_nibble else w_addr[4:8]),
+                         wp.en.eq(w_valid & (w_step == base // 8) & ((w_addr[4:8] if low_nibble else w_addr[0:4]) == 0))]
+
         with m.If(~busy):
             with m.If(start):
                 m.d.sync += [busy.eq(1), loading.eq(1), step.eq(0), count.eq(0), nxt.eq(poly), kcount.eq(0),
@@ -471,22 +486,12 @@ class FingerprintEngine(wiring.Component):
                 with m.If(count == 7):
                     m.d.sync += [loading.eq(0), count.eq(0)]
             with m.Else():
-                # Entry x: the XOR of the residues its bits select, to byte table ``step`` of every slot, and to the
-                # loop's nibble tables whose residues are this byte's (entries with only the low / high nibble set).
-                entry = Signal(64)
-                m.d.comb += entry.eq(Cat(*(Cat(*(count[j] & res[j][bit] for j in range(8))).xor()
-                                           for bit in range(64))))
-                for row in byte_mems:
-                    for b, mem in enumerate(row):
-                        wp = mem.write_port()
-                        m.d.comb += [wp.addr.eq(count), wp.data.eq(entry), wp.en.eq(step == b)]
-                for q, base, mem in nib_mems:
-                    wp = mem.write_port()
-                    m.d.comb += wp.data.eq(entry)
-                    if base % 8 == 4:
-                        m.d.comb += [wp.addr.eq(count[4:8]), wp.en.eq((step == base // 8) & (count[0:4] == 0))]
-                    else:
-                        m.d.comb += [wp.addr.eq(count[0:4]), wp.en.eq((step == base // 8) & (count[4:8] == 0))]
+                # Entry x: the XOR of the residues its bits select, registered with its address and table, then
+                # written (a cycle later) to byte table ``step`` of every slot, and to the loop's nibble tables whose
+                # residues are this byte's (entries with only the low / high nibble set).
+                m.d.sync += [w_entry.eq(Cat(*(Cat(*(count[j] & res[j][bit] for j in range(8))).xor()
+                                             for bit in range(64)))),
+                             w_addr.eq(count), w_step.eq(step), w_valid.eq(1)]
                 with m.If(count == 255):
                     m.d.sync += [loading.eq(1), step.eq(step + 1)]
                     with m.If(step == W - 1):
