@@ -5,28 +5,30 @@ data + field marks ─▶ segments per beat ─▶ one-multiply loop (LUT RAM) �
 The fingerprint (``docs/parser.md``, "Fingerprints") is an MSB-first CRC with a secret degree-64 modulus P and seed S:
 processing W bytes from state s gives ``s·x^(8W) + D·x^64 mod P``, where D is the beat's bytes as a polynomial. So a
 field that runs through whole beats needs one multiplication by x^(8W) per beat, and nothing else depends on the
-state. Writing ``t = s + D`` (for W ≤ 8, D aligned to the top of 64 bits), the loop is
+state. Writing ``t = s + D`` (W ≤ 8: D aligned to the top of 64 bits), the loop is
 
-    t' = M(t) + X,   M(t) = t·x^(8W) mod P,   X precomputed from the next beat's bytes (and the seed term below)
+    t' = M(t) + y,   M(t) = t·x^(8W) mod P,   y: the next beat's bytes, chosen a stage earlier
 
 M is a 64×64 matrix over GF(2) that depends on P. It is held as 16 nibble tables in LUT RAM (each entry the XOR of
-the residues x^(64+i) mod P that the nibble's bits select), so the loop is a LUT-RAM read, a 16-input XOR and a 2:1
-mux. Everything else is off the loop:
+the residues x^(64+i) mod P that the nibble's bits select), so the loop is a LUT-RAM read, a two-level XOR tree and
+a mux. Everything else is off the loop:
 
-- A field that *opens* at lane a in a beat and runs past its end enters the loop as ``t = C[a] + D`` with the constant
-  C[a] = S·x^(-8a), so its a missing lanes need no shift. A field that opens and closes in one beat is finished from
-  zero over its own bytes, plus its seed's share S·x^(8n) for its n bytes, a constant K[n] (n ≤ W).
+- A field that *opens* at lane a enters as ``C[a] + its bytes`` with the constant C[a] = S·x^(-8a): the seed's share
+  for its a missing lanes, so no shift is needed. An empty field (a close with no open) is C[0] = S.
 - A field *closes* at a marked lane (its terminator). Its fingerprint is the state after its last *kept* byte (so a
   value's trailing whitespace is taken but not kept): ``F(u, e) = u·x^(8e) mod P`` of that beat's ``u`` (the state
-  at the beat's start plus the kept bytes, top-aligned) and ``e`` (lanes up to the last kept byte). F is a shift
-  plus the reduction of the 8e bits shifted out: W byte tables in EBR, each entry the XOR of 8 residues.
+  at the beat's start, or C[a], plus the kept bytes, top-aligned) and ``e`` (lanes up to the last kept byte). F is a
+  byte rotate (the low 8e bits are the ones shifted out) plus their reduction: W byte tables in EBR, each entry the
+  XOR of 8 residues, and an XOR.
 - A field whose last kept byte was in an earlier beat (trailing whitespace across a beat boundary) closes from a
   snapshot of ``u`` and ``e`` taken at that beat.
 - Up to ``slots`` fields close per beat (a value's CR is at least 4 bytes from the next one's: W/4 per beat).
 
 The tables are functions of P and S. They hold the reset key's contents at reset; after a key change (``update``)
-the engine recomputes them (residues by repeated multiplication by x, then each table entry as an XOR of residues), holding
-``i_stream.ready`` low for :func:`refill_cycles` cycles. No beat is lost or parsed with half a key.
+the engine waits for the beats in flight, then recomputes them (residues by repeated multiplication by x, each table
+entry as an XOR of residues, C[a] by divisions by x), holding ``i_stream.ready`` low for at most
+:func:`refill_cycles` cycles. No beat is lost or fingerprinted with half a key. W = 16 is not supported yet: it needs
+an x^128 loop matrix and the x^64 product of the beat's low 8 bytes off the loop.
 """
 
 from __future__ import annotations
@@ -70,16 +72,6 @@ def _inverse_powers(poly: int, seed: int, count: int) -> list[int]:
         out.append(k)
         for _ in range(8):
             k = (k >> 1) ^ ((poly >> 1) | (1 << 63)) if k & 1 else k >> 1
-    return out
-
-
-def _powers(poly: int, seed: int, count: int) -> list[int]:
-    """K[n] = S·x^(8n) mod P for n < count."""
-    out, k = [], seed & U64
-    for _ in range(count):
-        out.append(k)
-        for _ in range(8):
-            k = ((k << 1) & U64) ^ (poly if k >> 63 else 0)
     return out
 
 
