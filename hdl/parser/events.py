@@ -103,16 +103,17 @@ class Events(wiring.Component):
 
         # The window: the last WINDOW bytes and states of this packet before this beat (NONE before its start).
         hist_s = [Signal(STATE_BITS, name=f"hist_s{j}", init=_NONE) for j in range(WINDOW)]
-        ext_s = [Mux(tok.first, _NONE, s) for s in hist_s] + [tok.state[k] for k in range(W)]
+        # (The history is cleared by each packet's last beat, so a first beat finds it empty without a mux on the way.)
+        ext_s = list(hist_s) + [tok.state[k] for k in range(W)]
         with m.If(take):
             m.d.sync += [h.eq(Mux(beat.last, _NONE, v)) for h, v in zip(hist_s, ext_s[W:])]
 
         # The packet index of lane 0; the lane holding index max_header_bytes (compared per lane with limit - k).
         pos = Signal(16)
         beat_pos = Signal(16)
-        m.d.comb += beat_pos.eq(Mux(tok.first, 0, pos))
+        m.d.comb += beat_pos.eq(pos)
         with m.If(take):
-            m.d.sync += pos.eq(beat_pos + W)
+            m.d.sync += pos.eq(Mux(beat.last, 0, beat_pos + W))
         limit_at = []
         for k in range(W):
             lk = Signal(17, name=f"limit_minus{k}")
