@@ -1,9 +1,12 @@
 """Per-lane byte classification for the header parser: the character classes of ``docs/parser.md``, with no state.
 
 byte ─▶ :func:`classify` ─▶ :data:`ByteClass` (tchar, vchar, field-vchar, WS, digit, CR, LF, SP, ':', '?', lower-case)
+beat ─▶ :class:`SpellWindow` ─▶ :func:`LaneFeatures` (the classes, and which version or method the bytes before a lane spell)
 
 Every later stage of the parser works on these bits instead of the byte, so each class is decided once per lane. Each
-bit is a function of the 8 byte bits only: two LUT4 levels on ECP5, computed in parallel for all W lanes.
+bit is a function of the 8 byte bits only: two LUT4 levels on ECP5, computed in parallel for all W lanes. The lane
+features need the bytes before a lane too; they are computed beside the tokenizer's prefix tree, so they cost no
+latency.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from amaranth.lib import data
 
 from .layouts import METHODS, Method
 
-__all__ = ["ByteClass", "classify", "TCHARS", "class_of", "LaneFeatures", "SpellWindow", "VERSIONS"]
+__all__ = ["ByteClass", "classify", "TCHARS", "class_of", "LaneFeatures", "SpellWindow", "VERSIONS", "SPELL_CHARS"]
 
 #: RFC 9110 ``tchar``.
 TCHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -56,7 +59,8 @@ def classify(b) -> data.Const | object:
 
 #: The two versions the request line may name, in ``Version`` order after NONE.
 VERSIONS = (b"HTTP/1.0", b"HTTP/1.1")
-_SPELL = sorted(set(b"".join(VERSIONS) + b"".join(METHODS)))     # the characters those words and the methods use
+#: The characters the versions and the method tokens use: one hit bit each per lane.
+SPELL_CHARS = sorted(set(b"".join(VERSIONS) + b"".join(METHODS)))
 _WINDOW = max(8, max(map(len, METHODS)))
 
 
@@ -85,19 +89,19 @@ class SpellWindow:
 
     def first_step(self, beat):
         """Per lane: ``(classes, character hits)``, combinational from the beat."""
-        return [(classify(beat.data[k]), Cat(*(beat.data[k] == c for c in _SPELL))) for k in range(self.width)]
+        return [(classify(beat.data[k]), Cat(*(beat.data[k] == c for c in SPELL_CHARS))) for k in range(self.width)]
 
     def second_step(self, m, advance, first, beat_no, hits, cls):
         """:func:`LaneFeatures` from step one's registered ``hits`` and ``cls`` (lists per lane), the beat's index in
         its packet (``beat_no``, saturating) and ``first``; ``advance`` moves the window on."""
         W = self.width
-        hist = [Signal(len(_SPELL), name=f"spell_hist{j}") for j in range(_WINDOW)]
+        hist = [Signal(len(SPELL_CHARS), name=f"spell_hist{j}") for j in range(_WINDOW)]
         window = [Mux(first, 0, h) for h in hist] + list(hits)
         with m.If(advance):
             m.d.sync += [h.eq(v) for h, v in zip(hist, window[W:])]
 
         def spelled(j, word):
-            return Cat(*(window[j - len(word) + i][_SPELL.index(c)] for i, c in enumerate(word))).all()
+            return Cat(*(window[j - len(word) + i][SPELL_CHARS.index(c)] for i, c in enumerate(word))).all()
 
         feat = Signal(LaneFeatures(W))
         for k in range(W):

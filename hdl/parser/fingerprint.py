@@ -454,8 +454,9 @@ class FingerprintEngine(wiring.Component):
         for q, base, mem in nib_mems:
             wp = mem.write_port()
             low_nibble = base % 8 == 0
-            m.d.comb += [wp.data.eq(w_entry), wp.addr.eq(w_addr[0:4] if low_nibble else w_addr[4:8]),
-                         wp.en.eq(w_valid & (w_step == base // 8) & ((w_addr[4:8] if low_nibble else w_addr[0:4]) == 0))]
+            own, other = (w_addr[0:4], w_addr[4:8]) if low_nibble else (w_addr[4:8], w_addr[0:4])
+            m.d.comb += [wp.data.eq(w_entry), wp.addr.eq(own),
+                         wp.en.eq(w_valid & (w_step == base // 8) & (other == 0))]
 
         with m.If(~busy):
             with m.If(start):

@@ -34,7 +34,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus.packet import ByteBeat, check_width
-from .classify import COLON, CR, SP, ByteClass, LaneFeatures, SpellWindow, _SPELL
+from .classify import COLON, CR, SP, ByteClass, LaneFeatures, SpellWindow, SPELL_CHARS
 
 __all__ = ["Tok", "next_state", "Tokenizer", "TokenBeat", "TOKENIZER_LATENCY", "STATE_BITS"]
 
@@ -182,7 +182,7 @@ class Tokenizer(wiring.Component):
         spell = SpellWindow(W)
         step1 = spell.first_step(beat)
         cls1 = [Signal(ByteClass, name=f"p1_cls{k}") for k in range(W)]
-        hits1 = [Signal(len(_SPELL), name=f"p1_hits{k}") for k in range(W)]
+        hits1 = [Signal(len(SPELL_CHARS), name=f"p1_hits{k}") for k in range(W)]
         beat_no1 = Signal(2)
         with m.If(ce):
             m.d.sync += [r.eq(c) for r, (c, _) in zip(cls1, step1)]

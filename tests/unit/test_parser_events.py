@@ -39,7 +39,8 @@ def _packets(rng, width, limit):
                  b"GET\t/ HTTP/1.1", b"GET / http/1.1", b"GET / ", b"GET /", b""]:
         packets.append(line + b"\r\nhost: x\r\n\r\n")
     packets += [b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 3 + b" fold\r\n\r\n", b"GET / HTTP/1.1\r\nho st: x\r\n\r\n",
-                b"GET / HTTP/1.1\r\nhost : x\r\n\r\n", b"GET / HTTP/1.1\r\n:x\r\n\r\n", b"GET / HTTP/1.1\r\na:\x7f\r\n\r\n",
+                b"GET / HTTP/1.1\r\nhost : x\r\n\r\n", b"GET / HTTP/1.1\r\n:x\r\n\r\n",
+                b"GET / HTTP/1.1\r\na:\x7f\r\n\r\n",
                 b"GET / HTTP/1.1\r\na:b\n\r\n", b"GET / HTTP/1.1\r\n\r\r\n", b"GET / HTTP/1.1\r\nhost: x\r\n\r\nBODY"]
     # Limits: a block exactly at the limit, one byte over, the limit inside the request line.
     ok = b"GET /p HTTP/1.1\r\nhost: h\r\n\r\n"
