@@ -51,6 +51,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus.packet import check_width
 from .classify import COLON
 from .layouts import BUILTIN_NAMES, EXTRA_SLOTS, NAME_BYTES
+from .stages import register_stage
 from .tokenizer import Tok, TokenBeat, next_state
 
 __all__ = ["NameMatcher", "NameBeat", "name_latency", "NAME_LATENCY", "N_NAMES", "name_code", "name_table",
@@ -163,18 +164,6 @@ NAME_LATENCY = {w: name_latency(w) for w in (4, 8, 16)}
 FILL_CYCLES = TABLE_DEPTH + 4
 
 
-def _register(m, ce, name, values):
-    """One pipeline stage: each value (or list of values) into registers of its shape, moved on ``ce``."""
-    regs = {}
-    for key, v in values.items():
-        many = isinstance(v, list)
-        new = [Signal(x.shape(), name=f"{name}_{key}{k if many else ''}") for k, x in enumerate(v if many else [v])]
-        with m.If(ce):
-            m.d.sync += [r.eq(x) for r, x in zip(new, v if many else [v])]
-        regs[key] = new if many else new[0]
-    return regs
-
-
 def _scan(m, ce, name, items, op, carry):
     """A Sklansky prefix scan of ``items`` (per lane, tuples of values) under ``op``, registered every two levels,
     with ``carry`` (a dict of values, with ``valid``) moved alongside. Returns the registered prefixes, the carry and
@@ -187,8 +176,8 @@ def _scan(m, ce, name, items, op, carry):
         items = [op(items[k - k % g + g // 2 - 1], items[k]) if k % g >= g // 2 else items[k] for k in range(width)]
         if n % 2 == 1 or n == levels - 1:
             fields = len(items[0])
-            regs = _register(m, ce, f"{name}{n // 2}",
-                             {**carry, **{f"f{f}": [it[f] for it in items] for f in range(fields)}})
+            regs = register_stage(m, ce, f"{name}{n // 2}",
+                                  {**carry, **{f"f{f}": [it[f] for it in items] for f in range(fields)}})
             valids.append(regs["valid"])
             carry = {key: regs[key] for key in carry}
             items = [tuple(regs[f"f{f}"][k] for f in range(fields)) for k in range(width)]
@@ -250,7 +239,7 @@ class NameMatcher(wiring.Component):
         beat_no = Signal(CODE_BITS - lane_bits)
         with m.If(take):
             m.d.sync += beat_no.eq(beat_no + 1)
-        a = _register(m, ce, "a", {
+        a = register_stage(m, ce, "a", {
             "valid": take, "tok": tok, "beat_no": beat_no,
             "code": [_hw_code(tok.beat.data[k]) for k in range(W)],
             "start": Cat(tok.state[k] == Tok.LINE_START for k in range(W)),
@@ -276,17 +265,17 @@ class NameMatcher(wiring.Component):
             pos = Mux(has, (Const(k, CODE_BITS) - lane)[0:CODE_BITS], here)
             dead = pos[POS_BITS] & ~t["colon"][k]              # position >= 32 (a colon reads length mod 32)
             addrs.append(Cat(t["code"][k] | dead.replicate(CODE_BITS), pos[0:POS_BITS]))
-        p = _register(m, ce, "p", {"valid": t["valid"], "tok": t["tok"], "start": t["start"], "colon": t["colon"],
-                                   "addr": addrs})
+        p = register_stage(m, ce, "p", {"valid": t["valid"], "tok": t["tok"], "start": t["start"], "colon": t["colon"],
+                                        "addr": addrs})
 
         # R: the lookups, one read port per lane; their data goes straight into a register (R2).
         m.submodules.table = table = Memory(data=self.table)
         ports = [table.read_port(domain="sync") for _ in range(W)]
         for k, port in enumerate(ports):
             m.d.comb += [port.addr.eq(p["addr"][k]), port.en.eq(ce | filling if k == 0 else ce)]
-        r = _register(m, ce, "r", {"valid": p["valid"], "tok": p["tok"], "start": p["start"], "colon": p["colon"]})
-        r2 = _register(m, ce, "r2", {"valid": r["valid"], "tok": r["tok"], "start": r["start"], "colon": r["colon"],
-                                     "vec": [port.data for port in ports]})
+        r = register_stage(m, ce, "r", {"valid": p["valid"], "tok": p["tok"], "start": p["start"], "colon": p["colon"]})
+        r2 = register_stage(m, ce, "r2", {"valid": r["valid"], "tok": r["tok"], "start": r["start"],
+                                          "colon": r["colon"], "vec": [port.data for port in ports]})
 
         # U: the AND of each name's lookups from its line's first byte, restarted at LINE_START lanes.
         def segment_and(lo, hi):

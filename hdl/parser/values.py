@@ -42,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus.packet import check_width
 from .classify import ByteClass, classify
 from .layouts import LEN_MAX
+from .stages import register_stage
 from .tokenizer import Tok, TokenBeat
 
 __all__ = ["ValueRecord", "ValueBeat", "ValueTracker", "LineState", "value_latency", "VALUE_LATENCY",
@@ -120,18 +121,6 @@ LineState = data.StructLayout({
 
 #: The window at a lane: its BCD (zero above its digit run), ">= 2^64", "chunked"; ``any``: a non-WS byte in range.
 _Window = data.StructLayout({"any": 1, "bcd": BCD_BITS, "ge": 1, "ck7": 1})
-
-
-def _register(m, ce, name, values):
-    """One pipeline stage: each value (or list of values) into registers of its shape, moved on ``ce``."""
-    regs = {}
-    for key, v in values.items():
-        many = isinstance(v, list)
-        new = [Signal(x.shape(), name=f"{name}_{key}{k if many else ''}") for k, x in enumerate(v if many else [v])]
-        with m.If(ce):
-            m.d.sync += [r.eq(x) for r, x in zip(new, v if many else [v])]
-        regs[key] = new if many else new[0]
-    return regs
 
 
 def _history(m, ce, valid, lanes, depth, name):
@@ -253,7 +242,7 @@ class ValueTracker(wiring.Component):
                            ("nsp", ~cls.sp), ("dig", cls.digit), ("end", in_value & cls.cr),
                            ("let", Cat(*((b & 0xDF) == ord(c.upper()) for c in _LETTERS)))):
                 lanes[key].append(x)
-        return _register(m, ce, "s1", {"valid": self.i_stream.valid, "tok": p, "g": g, "g_m1": g_m1, **lanes})
+        return register_stage(m, ce, "s1", {"valid": self.i_stream.valid, "tok": p, "g": g, "g_m1": g_m1, **lanes})
 
     def _leaves(self, m, ce, s1):
         """Stage 2: word starts, "bearer" ending a word, "chunked" ending at each lane."""
@@ -269,7 +258,7 @@ class ValueTracker(wiring.Component):
         out["st"] = [s1["nws"][k] & ~nws[k] for k in range(W)]
         out["bkb"] = [word("bearer", k) & pre[_WINDOW + k - 6] for k in range(W)]
         out["ck7"] = [word("chunked", k) for k in range(W)]
-        return _register(m, ce, "s2", out)
+        return register_stage(m, ce, "s2", out)
 
     def _line_scan(self, m, ce, st):
         """Stages 3 .. 2 + log2 W: each lane's summary of lanes 0..k (inclusive)."""
@@ -281,7 +270,7 @@ class ValueTracker(wiring.Component):
         along = {key: s2[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "st", "end")}
         for n in range(self._idx):
             nodes = _sklansky_level(m, n, nodes, _line_op, f"l{n}_")
-            st[3 + n] = _register(m, ce, f"l{n}", {**along, "node": nodes})
+            st[3 + n] = register_stage(m, ce, f"l{n}", {**along, "node": nodes})
             along = {key: st[3 + n][key] for key in along}
             nodes = st[3 + n]["node"]
 
@@ -296,8 +285,8 @@ class ValueTracker(wiring.Component):
         lanes = [self._merge(m, state, e, first, r["g"], r["g_m1"], f"merge{k}") for k, e in enumerate(before)]
         with m.If(ce & r["valid"]):
             m.d.sync += state.eq(self._merge(m, state, r["node"][-1], first, r["g"], r["g_m1"], "merge_beat"))
-        m1 = st[n + 1] = _register(m, ce, "m1", {**{k: r[k] for k in ("valid", "tok", "v", "nws", "st", "end")},
-                                                  "line": lanes})
+        m1 = st[n + 1] = register_stage(m, ce, "m1", {**{k: r[k] for k in ("valid", "tok", "v", "nws", "st", "end")},
+                                                       "line": lanes})
         out = {k: m1[k] for k in ("valid", "tok", "end")}
         out.update((key, []) for key in ("len_raw", "tl_raw", "seen", "digits_ok", "bearer", *MASKS))
         for k, ln in enumerate(m1["line"]):
@@ -308,7 +297,7 @@ class ValueTracker(wiring.Component):
                            ("bearer", (ln.starts == 2) & ln.s_nsb), ("val_byte", v & ((ln.starts != 0) | start)),
                            ("val_keep", nws), ("tok_byte", tok_byte), ("tok_keep", tok_byte & nws)):
                 out[key].append(x)
-        st[n + 2] = _register(m, ce, "m2", out)
+        st[n + 2] = register_stage(m, ce, "m2", out)
 
     def _merge(self, m, state, e, first, g, g_m1, name):
         """The line state after ``state`` followed by the range summarised by ``e`` (in the beat with index g)."""
@@ -342,17 +331,17 @@ class ValueTracker(wiring.Component):
             window = [seq[VALUE_DIGITS - 1 + k - i] for i in reversed(range(VALUE_DIGITS))]   # most significant first
             cmp.append(_lex_level([(d > int(c), d == int(c)) for d, c in zip(window, TWO_64.decode())]))
         for n in (1, 2):
-            cmp = _register(m, ce, f"g{n}", {"cmp": [Cat(*(x for pair in c for x in pair)) for c in cmp]})["cmp"]
+            cmp = register_stage(m, ce, f"g{n}", {"cmp": [Cat(*(x for pair in c for x in pair)) for c in cmp]})["cmp"]
             cmp = [_lex_level(_lex_level([(c[2 * i], c[2 * i + 1]) for i in range(len(c) // 2)])) for c in cmp]
         ge = [gt | eq for ((gt, eq),) in cmp]
 
         late = {"dig": st[2]["dig"], "ck7": st[2]["ck7"]}
         for n in range(3, leaf):
-            late = _register(m, ce, f"d{n}", late)
+            late = register_stage(m, ce, f"d{n}", late)
         dig = _history(m, ce, st[leaf - 1]["valid"], late["dig"], VALUE_DIGITS - 1, "hd_dig") + late["dig"]
         masks = [Cat(*(Cat(*dig[VALUE_DIGITS - 1 + k - i:VALUE_DIGITS + k]).all() for i in range(VALUE_DIGITS)))
                  for k in range(W)]
-        late = _register(m, ce, f"d{leaf}", {"ge": ge, "mask": masks, "ck7": late["ck7"]})
+        late = register_stage(m, ce, f"d{leaf}", {"ge": ge, "mask": masks, "ck7": late["ck7"]})
 
         sl = st[leaf]
         nib = [sl["tok"].beat.data[k][0:4] for k in range(W)]
@@ -365,7 +354,7 @@ class ValueTracker(wiring.Component):
         for n in range(levels):
             items = _sklansky_level(m, n, items, _window_op, f"w{n}_")
             if n % 2 or n == levels - 1:
-                items = _register(m, ce, f"w{n}", {"w": items})["w"]
+                items = register_stage(m, ce, f"w{n}", {"w": items})["w"]
         return items
 
     def _records(self, m, ce, st, windows):
