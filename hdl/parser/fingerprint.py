@@ -15,7 +15,8 @@ a mux. Everything else is off the loop:
 
 - A field that *opens* at lane a enters as ``C[a] + its bytes`` with the constant C[a] = S·x^(-8a): the seed's share
   for its a missing lanes, so no shift is needed. An empty field (a close with no open) is C[0] = S.
-- A field *closes* at a marked lane (its terminator). Its fingerprint is the state after its last *kept* byte (so a
+- A field *closes* at a marked lane (its terminator), or after the beat's last lane (``end``: a field cut off by
+  the end of its packet). Its fingerprint is the state after its last *kept* byte (so a
   value's trailing whitespace is taken but not kept): ``F(u, e) = u·x^(8e) mod P`` of that beat's ``u`` (the state
   at the beat's start, or C[a], plus the kept bytes, top-aligned) and ``e`` (lanes up to the last kept byte). F is a
   byte rotate (the low 8e bits are the ones shifted out) plus their reduction: W byte tables in EBR, each entry the
@@ -83,14 +84,16 @@ def FieldBeat(width: int) -> data.StructLayout:
     ``take``: the byte belongs to the open field. ``keep``: it may end the field (the fingerprint covers the field up
     to its last kept byte before the close). ``open``: the field's first byte (also taken and kept). ``close``: this
     lane terminates the open field (it is not part of it); a close with no field open gives the empty field's value,
-    S. A field's lanes are contiguous from its open to its close; fields do not nest.
+    S. A field's lanes are contiguous from its open to its close; fields do not nest. ``end``: the open field closes
+    after the beat's last lane (lane W, for a field cut off by the end of a packet).
     """
     return data.StructLayout({"data": data.ArrayLayout(8, width), "take": width, "keep": width, "open": width,
-                              "close": width})
+                              "close": width, "end": 1})
 
 
 def FpSlot(width: int) -> data.StructLayout:
-    return data.StructLayout({"valid": 1, "lane": range(width), "fp": 64})
+    """A finished fingerprint: ``lane`` is its close's lane (W for ``end``)."""
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "fp": 64})
 
 
 def fp_latency(width: int) -> int:
@@ -213,10 +216,11 @@ class FingerprintEngine(wiring.Component):
         beat = self.i_stream.payload
         carry_open = Signal()                               # a field is open at the beat boundary
         lanes = range(W)
-        close, opn, keep, take = beat.close, beat.open, beat.keep, beat.take
+        opn, keep, take = beat.open, beat.keep, beat.take
+        close = Cat(beat.close, beat.end)                   # lane W: the end of the beat
 
         def before(mask):                                   # lanes with a set bit of ``mask`` below them
-            return Cat(*(mask[:k].any() if k else Const(0) for k in lanes))
+            return Cat(*(mask[:k].any() if k else Const(0) for k in range(len(mask))))
 
         def at_or_after(mask):                              # lanes with a set bit of ``mask`` at or above them
             return Cat(*(mask[k:].any() for k in lanes))
@@ -228,8 +232,8 @@ class FingerprintEngine(wiring.Component):
             return e
 
         def lowest(mask):
-            a = Const(0, range(W))
-            for k in reversed(lanes):
+            a = Const(0, range(W + 1))
+            for k in reversed(range(len(mask))):
                 a = Mux(mask[k], k, a)
             return a
 
@@ -239,16 +243,16 @@ class FingerprintEngine(wiring.Component):
 
         # Stage A0: the lanes of each close's field and of the tail, as masks.
         a0 = self._stage(m, ce, {"valid": 1, "beat": FieldBeat(W), "tail": W, "tail_cont": 1,
-                                 "seg": data.ArrayLayout(W, NS), "first": data.ArrayLayout(W, NS),
+                                 "seg": data.ArrayLayout(W, NS), "first": data.ArrayLayout(W + 1, NS),
                                  "cont": 1}, valids, "a0")
         rest = close
-        prev_before = Const((1 << W) - 1, W)                # lanes after the previous close (all, for slot 0)
+        prev_before = Const((1 << (W + 1)) - 1, W + 1)      # lanes after the previous close (all, for slot 0)
         segs, firsts = [], []
         for i in range(NS):
-            first = Signal(W, name=f"close{i}")
+            first = Signal(W + 1, name=f"close{i}")
             m.d.comb += first.eq(rest & ~before(rest))
             seg = Signal(W, name=f"seg{i}")
-            m.d.comb += seg.eq(prev_before & ~before(first) & ~first)
+            m.d.comb += seg.eq((prev_before & ~before(first) & ~first)[:W])
             segs.append(seg)
             firsts.append(first)
             prev_before = before(first)
@@ -492,22 +496,22 @@ class FingerprintEngine(wiring.Component):
 
 
 def _SlotA1(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "cont": 1, "use_com": 1, "c_lane": width,
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "cont": 1, "use_com": 1, "c_lane": width,
                               "e": range(width + 1), "bytes": 64})
 
 
 def _SlotA2(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "cont": 1, "use_com": 1, "e": range(width + 1),
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "cont": 1, "use_com": 1, "e": range(width + 1),
                               "base": 64})
 
 
 def _SlotC(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "u": 64, "e": range(width + 1)})
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "u": 64, "e": range(width + 1)})
 
 
 def _SlotD(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "rot": 64, "out_bytes": 8})
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "rot": 64, "out_bytes": 8})
 
 
 def _SlotE(width):
-    return data.StructLayout({"valid": 1, "lane": range(width), "low": 64})
+    return data.StructLayout({"valid": 1, "lane": range(width + 1), "low": 64})
