@@ -533,6 +533,7 @@ BLOCK_CONFIGS = {
     "fingerprint": "FingerprintEngine(W), W/4 closes per beat",
     "names": "NameMatcher(W), the parser's header-name identification",
     "values": "ValueTracker(W), the parser's field-value trackers",
+    "routes": "RouteMatcher(W), the parser's path capture and route-prefix match",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -563,6 +564,9 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "values":
         from ...hdl.parser.values import ValueTracker
         return ValueTracker(width)
+    if name == "routes":
+        from ...hdl.parser.routes import RouteMatcher
+        return RouteMatcher(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)
