@@ -117,6 +117,9 @@ class ParserConfig:
                 raise ConfigError(f"extras[{slot}]", name, f"must be 1..{NAME_BYTES} bytes")
             if not _TCHARS.issuperset(name):
                 raise ConfigError(f"extras[{slot}]", name, "must be a header name token (RFC 9110 tchar)")
+            if name.lower() == _AUTHORIZATION:
+                # The parser fingerprints an authorization line's Bearer token, not its whole value.
+                raise ConfigError(f"extras[{slot}]", name, "must not be authorization (its token is key_fp)")
             names.append(name.lower())
         names += [None] * (EXTRA_SLOTS - len(names))
 

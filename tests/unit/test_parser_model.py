@@ -662,6 +662,7 @@ def test_descriptor_reset_values_and_flags():
     ({"prefixes": [(1, 1)]}, "prefixes[0].prefix"),
     ({"extras": [None] * 5}, "extras"), ({"extras": [b""]}, "extras[0]"), ({"extras": [None, b"a b"]}, "extras[1]"),
     ({"extras": [b"x" * 33]}, "extras[0]"), ({"extras": [b"x:"]}, "extras[0]"), ({"extras": ["é"]}, "extras[0]"),
+    ({"extras": [None, None, b"Authorization"]}, "extras[2]"),
 ])
 def test_config_validation(kwargs, field):
     with pytest.raises(ConfigError) as info:

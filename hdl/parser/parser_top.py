@@ -1,0 +1,186 @@
+"""The rebuilt header parser with its registers: :class:`~.parser_core.ParserCore`, table updates, the descriptor
+FIFO and the counters. Same ports, registers and descriptor as the lane-chain :class:`~.header_parser.HeaderParser`.
+
+regs ─▶ table copies + dirty flags ─▶ update controller ─▶ ParserCore's table ports
+beats ─▶ admission ─▶ ParserCore ─▶ descriptor FIFO ─▶ o_desc            (o_stream: the beats, unchanged)
+
+Table updates. The units keep their tables in EBR and rewrite them in a few thousand cycles, so a register commit
+cannot take effect in the next cycle as a flip-flop table did. A commit is recorded instead: the extra names in
+flip-flops (the name matcher reads them while it refills), each prefix entry in a 16-entry LUT RAM with a dirty bit
+(skipped when the entry did not change), the key as soon as ``fp_poly`` or ``fp_seed`` differs from the key in use.
+The controller then stops admitting packets at the next packet boundary, waits for the beats in flight to leave,
+and applies the updates one at a time (the key, the names, each dirty prefix entry), each unit holding ``busy``
+while it rewrites. Packets admitted before a commit are parsed with the old tables, later ones with the new.
+
+Admission. A beat is taken only while ``o_stream`` is ready and the descriptor FIFO has room for every packet in
+flight, so the datapath never stalls and no descriptor is ever refused.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..bus.packet import ByteBeat, check_width
+from ..bus.regbank import hw_signature
+from .header_parser import parser_regmap
+from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, Descriptor,
+                      ErrorFlag)
+from .parser_core import ParserCore, core_latency
+
+__all__ = ["PipelinedParser", "PIPELINED_FIFO_DEPTH"]
+
+PIPELINED_FIFO_DEPTH = 8
+_ENTRY = data.StructLayout({"data": 8 * PREFIX_BYTES, "len": 6, "cls": 4, "valid": 1})
+
+
+class PipelinedParser(wiring.Component):
+    """HTTP/1.1 request header parser, W = 4 or 8 (see :class:`~.header_parser.HeaderParser` for the ports)."""
+
+    def __init__(self, width: int = 8):
+        self.width = check_width(width)
+        self.desc_latency = core_latency(width)
+        super().__init__({
+            "i_stream": In(stream.Signature(ByteBeat(width))),
+            "o_stream": Out(stream.Signature(ByteBeat(width))),
+            "o_desc": Out(stream.Signature(Descriptor)),
+            "regs": In(hw_signature(parser_regmap())),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.width
+        regs = self.regs
+        m.submodules.core = core = ParserCore(W)
+        m.submodules.desc_fifo = fifo = SyncFIFO(width=Descriptor.as_shape().size, depth=PIPELINED_FIFO_DEPTH)
+
+        # Admission: a packet in flight is one that was started and whose descriptor is not yet in the FIFO.
+        hold = Signal()                       # the controller wants the pipeline empty
+        mid = Signal()                        # inside a packet
+        inflight = Signal(range(PIPELINED_FIFO_DEPTH + 1))
+        room = Signal()
+        beat = self.i_stream.payload
+        take = Signal()
+        starts = Signal()
+        m.d.comb += [
+            room.eq(fifo.level + inflight < PIPELINED_FIFO_DEPTH),
+            starts.eq(~mid),
+            self.o_stream.payload.eq(beat),
+            self.o_stream.valid.eq(self.i_stream.valid & core.i_stream.ready & (mid | (room & ~hold))),
+            self.i_stream.ready.eq(self.o_stream.ready & core.i_stream.ready & (mid | (room & ~hold))),
+            take.eq(self.i_stream.valid & self.i_stream.ready),
+            core.i_stream.valid.eq(take), core.i_stream.payload.eq(beat),
+        ]
+        with m.If(take):
+            m.d.sync += mid.eq(~beat.last)
+        m.d.sync += inflight.eq(inflight + (take & starts) - core.o_desc.valid)
+        m.d.comb += [fifo.w_stream.valid.eq(core.o_desc.valid), fifo.w_stream.payload.eq(core.o_desc.payload),
+                     self.o_desc.valid.eq(fifo.r_stream.valid), self.o_desc.payload.eq(fifo.r_stream.payload),
+                     fifo.r_stream.ready.eq(self.o_desc.ready)]
+
+        # The pipeline is empty: no beat taken for the core's latency, and no packet in flight.
+        quiet = Signal(range(self.desc_latency + 4), init=self.desc_latency + 3)
+        with m.If(take):
+            m.d.sync += quiet.eq(0)
+        with m.Elif(quiet != self.desc_latency + 3):
+            m.d.sync += quiet.eq(quiet + 1)
+        empty = Signal()
+        m.d.comb += empty.eq((quiet == self.desc_latency + 3) & ~mid & (inflight == 0))
+
+        m.d.comb += [core.max_header_bytes.eq(regs.limits.max_header_bytes),
+                     core.default_class.eq(regs.route_default.default_class)]
+        self._updates(m, core, hold, empty)
+
+        # Counters.
+        desc = Signal(Descriptor)
+        m.d.comb += desc.eq(core.o_desc.payload)
+        m.d.comb += [regs.requests.count_incr.eq(core.o_desc.valid),
+                     regs.complete.count_incr.eq(core.o_desc.valid & desc.complete)]
+        for i in range(len(ErrorFlag)):
+            m.d.comb += getattr(regs, f"error_count_{i}").count_incr.eq(core.o_desc.valid & desc.errors[i])
+        return m
+
+    def _updates(self, m, core, hold, empty):
+        """Table copies, dirty flags and the controller that applies them while the pipeline is empty."""
+        regs = self.regs
+        # The key: the one in use, and whether the registers hold another.
+        poly = Signal(64, init=FP_POLY_RESET)
+        seed = Signal(64, init=FP_SEED_RESET)
+        key_dirty = Signal()
+        m.d.sync += key_dirty.eq((regs.fp_poly.value != poly) | (regs.fp_seed.value != seed))
+        m.d.comb += [core.poly.eq(poly), core.seed.eq(seed)]
+
+        # The extra names, in flip-flops (the name matcher reads them while it refills).
+        names_dirty = Signal()
+        stage_x = Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)))
+        new_len = Mux(regs.extra_ctrl.len > NAME_BYTES, NAME_BYTES, regs.extra_ctrl.len)
+        with m.If(regs.extra_commit.go):
+            with m.Switch(regs.extra_commit.index):
+                for i in range(EXTRA_SLOTS):
+                    with m.Case(i):
+                        m.d.sync += [core.x_name[i].as_value().eq(stage_x), core.x_len[i].eq(new_len)]
+                        with m.If((core.x_name[i].as_value() != stage_x) | (core.x_len[i] != new_len)):
+                            m.d.sync += names_dirty.eq(1)
+
+        # The prefix entries: a LUT RAM copy and a dirty bit each; an unchanged entry stays clean.
+        m.submodules.prefixes = table = Memory(shape=_ENTRY, depth=PREFIX_ENTRIES, init=[])
+        wr = table.write_port()
+        rd_commit = table.read_port(domain="comb")
+        rd_apply = table.read_port(domain="comb")
+        staged = Signal(_ENTRY)
+        m.d.comb += [staged.data.eq(Cat(*(getattr(regs, f"prefix_data_{i}").value
+                                          for i in range(PREFIX_BYTES // 4)))),
+                     staged.len.eq(Mux(regs.prefix_ctrl.len > PREFIX_BYTES, PREFIX_BYTES, regs.prefix_ctrl.len)),
+                     staged.cls.eq(regs.prefix_ctrl.route_class), staged.valid.eq(regs.prefix_ctrl.valid)]
+        # A commit is written one cycle later, after comparing it with the entry it replaces.
+        c_valid, c_index, c_entry = Signal(), Signal(4), Signal(_ENTRY)
+        m.d.sync += [c_valid.eq(regs.prefix_commit.go), c_index.eq(regs.prefix_commit.index), c_entry.eq(staged)]
+        m.d.comb += [rd_commit.addr.eq(c_index), wr.addr.eq(c_index), wr.data.eq(c_entry), wr.en.eq(c_valid)]
+        # The copy starts all zero: invalid entries, as the route unit's tables start.
+        pfx_dirty = Signal(PREFIX_ENTRIES)
+        clear = Signal(PREFIX_ENTRIES)
+        changed = Signal()
+        m.d.comb += changed.eq(rd_commit.data.as_value() != c_entry.as_value())
+        set_mask = Mux(c_valid & changed, Const(1, PREFIX_ENTRIES) << c_index, 0)
+        m.d.sync += pfx_dirty.eq((pfx_dirty & ~clear) | set_mask)
+        # The lowest dirty entry.
+        pick = Signal(4)
+        for e in reversed(range(PREFIX_ENTRIES)):
+            with m.If(pfx_dirty[e]):
+                m.d.comb += pick.eq(e)
+        m.d.comb += rd_apply.addr.eq(pick)
+        entry = Signal(_ENTRY)
+        m.d.comb += [entry.eq(rd_apply.data), core.pfx_data.eq(entry.data), core.pfx_len.eq(entry.len),
+                     core.pfx_class.eq(entry.cls), core.pfx_valid.eq(entry.valid), core.pfx_index.eq(pick)]
+
+        # The controller: hold at a packet boundary, wait for the pipeline to empty, apply one update, repeat.
+        dirty = Signal()
+        m.d.comb += dirty.eq(key_dirty | names_dirty | pfx_dirty.any())
+        with m.FSM():
+            with m.State("RUN"):
+                with m.If(dirty):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += hold.eq(1)
+                with m.If(empty & ~core.busy & ~c_valid & ~regs.extra_commit.go):
+                    with m.If(key_dirty):
+                        m.d.sync += [poly.eq(regs.fp_poly.value), seed.eq(regs.fp_seed.value)]
+                        m.next = "KEY"
+                    with m.Elif(names_dirty):
+                        m.d.comb += core.x_update.eq(1)
+                        m.d.sync += names_dirty.eq(0)
+                        m.next = "WAIT"
+                    with m.Elif(pfx_dirty.any()):
+                        m.d.comb += [core.pfx_commit.eq(1), clear.eq(Const(1, PREFIX_ENTRIES) << pick)]
+                        m.next = "WAIT"
+                    with m.Else():
+                        m.next = "RUN"
+            with m.State("KEY"):             # the key registers settled a cycle ago
+                m.d.comb += [hold.eq(1), core.fp_update.eq(1)]
+                m.next = "WAIT"
+            with m.State("WAIT"):            # the unit raises busy the cycle after its pulse
+                m.d.comb += hold.eq(1)
+                m.next = "DRAIN"
