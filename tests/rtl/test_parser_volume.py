@@ -25,18 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from support.configs import random_parser_config
-from wirespeed.hdl.bus.packet import ByteBeat
+from support.parser_beats import FIXED_CONFIG, beat_bits, beat_fields, byte_beats
 from wirespeed.hdl.bus.standalone import Standalone
 from wirespeed.hdl.parser.header_parser import DESC_LATENCY_CYCLES, HeaderParser, parser_regmap
 from wirespeed.hdl.parser.layouts import ErrorFlag
 from wirespeed.host.tools import traffic
-from wirespeed.host.models.parser import Descriptor, ParserConfig, parse
-from wirespeed.host.keys import derive_key
+from wirespeed.host.models.parser import Descriptor, parse
 from wirespeed.host.driver.parser_config import configure_ops
 from wirespeed.host.driver.registers import Registers, run
 from wirespeed.host.transports.sim import HarnessAxiLite
 from wirespeed.sim.elaborate import cached_verilog
-from wirespeed.sim.harness import ALWAYS, Batch, Harness, pack_bytes_beats, pause_pattern, words_from_ints
+from wirespeed.sim.harness import ALWAYS, Batch, Harness, pause_pattern, words_from_ints
 
 SEED = int(os.environ.get("PARSER_SEED", "20261125"))
 WIDTH = 16
@@ -47,42 +46,6 @@ VALID_GAP, READY_GAP, DESC_READY_GAP = 0.2, 0.2, 0.4
 #: Pattern lengths, distinct primes, so the three streams' gaps do not repeat together for ~7·10¹⁰ cycles.
 PATTERN_LENGTHS = (4099, 4093, 4091)
 
-_KEY = derive_key(b"wirespeed")
-FIXED_CONFIG = ParserConfig(poly=_KEY[0], seed=_KEY[1],
-                            prefixes=[(b"/v1/chat/completions", 1), (b"/v1/messages", 2), (b"/v1/", 3)],
-                            extras=[b"x-session-id", b"x-model", b"anthropic-version", None])
-
-
-
-
-
-# -- beats ------------------------------------------------------------------------------------------------------------
-
-def _beat_bits(width: int) -> tuple[int, int]:
-    """Bit offsets of ``n_valid`` and ``last`` in a :func:`ByteBeat` payload, from the layout."""
-    fields = {name: f.offset for name, f in ByteBeat(width)}
-    assert fields["data"] == 0
-    return fields["n_valid"], fields["last"]
-
-
-def byte_beats(packets, width: int, words: int) -> np.ndarray:
-    """``packets`` as ``i_stream`` beats: ``uint32`` rows of ``words`` words, laid out as :func:`ByteBeat`."""
-    data, (n_valid, last, _) = pack_bytes_beats(packets, width)
-    beats = np.zeros((len(data), words), np.uint32)
-    beats[:, :width // 4] = data
-    for bit, values in zip(_beat_bits(width), (n_valid, last)):
-        beats[:, bit // 32] |= values.astype(np.uint32) << np.uint32(bit % 32)
-    return beats
-
-
-def beat_fields(beats: np.ndarray, width: int):
-    """``(data bytes (n, width), n_valid, last)`` of ``o_stream`` beats, through the layout's offsets."""
-    n_valid_at, last_at = _beat_bits(width)
-    n_valid = (beats[:, n_valid_at // 32] >> np.uint32(n_valid_at % 32)) & np.uint32((1 << width.bit_length()) - 1)
-    last = (beats[:, last_at // 32] >> np.uint32(last_at % 32)) & np.uint32(1)
-    data = np.ascontiguousarray(beats[:, :width // 4]).view(np.uint8)
-    return data, n_valid, last
-
 
 # -- the harness side (runs in the worker thread) ---------------------------------------------------------------------
 
@@ -92,7 +55,7 @@ class ParserRig:
     def __init__(self, width: int):
         top = f"parser_w{width}"
         verilog = cached_verilog(top, lambda: Standalone(HeaderParser(width), parser_regmap()), {"width": width})
-        _, last_at = _beat_bits(width)
+        _, last_at = beat_bits(width)
         self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3)
         self.axil = HarnessAxiLite(self.harness)
         self.regs = Registers(parser_regmap())
