@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..bus.packet import ByteBeat, check_width
 from .events import EVENTS_LATENCY, Events
-from .fingerprint import FieldBeat, FingerprintEngine, FpSlot, fp_latency
+from .fingerprint import FingerprintEngine, fp_latency
 from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, NAME_BYTES, PREFIX_BYTES, Descriptor,
                       ErrorFlag, KeySource, Method, Version)
 from .names import N_BUILTIN, N_NAMES, NameMatcher, name_latency
@@ -45,7 +45,7 @@ _ASSEMBLY = 2
 
 def _align(width: int) -> int:
     """Cycles from the tokenizer's output to the marks stage: the slowest of the three branches."""
-    return max(name_latency(width), value_latency(width), EVENTS_LATENCY + route_latency(width))
+    return max(name_latency(width), value_latency(width), EVENTS_LATENCY)
 
 
 def core_latency(width: int) -> int:
@@ -63,8 +63,7 @@ def _Summary(width: int, slots: int) -> data.StructLayout:
     return data.StructLayout({
         "valid": 1, "last": 1, "pos": 16, "stop": 1, "errors": len(ErrorFlag), "complete": 1, "header_len": 16,
         "method_set": 1, "method": Method, "version_set": 1, "version": Version,
-        "path_close": 1, "path_len": 16,
-        "route_match": 1, "route_class": 4,
+        "path_close": 1,
         "lines": data.ArrayLayout(LineSlot(width), slots),
     })
 
@@ -164,23 +163,29 @@ class ParserCore(wiring.Component):
 
         # Align the three branches at the marks stage.
         align = _align(W)
-        r_valid = _delay(m, rt.o_stream.valid, align - EVENTS_LATENCY - route_latency(W), "r_valid")
-        r_beat = _delay(m, rt.o_stream.payload, align - EVENTS_LATENCY - route_latency(W), "r_beat")
+        e_valid = _delay(m, ev.o_stream.valid, align - EVENTS_LATENCY, "e_valid")
+        e_beat = _delay(m, ev.o_stream.payload, align - EVENTS_LATENCY, "e_beat")
         n_beat = _delay(m, nm.o_stream.payload, align - name_latency(W), "n_beat")
         v_beat = _delay(m, vt.o_stream.payload, align - value_latency(W), "v_beat")
 
-        summary = self._marks(m, r_valid, r_beat, n_beat, v_beat, fpe)
+        summary = self._marks(m, e_valid, e_beat, n_beat, v_beat, fpe)
         summary = _delay(m, summary, fp_latency(W), "summary")
-        self._commit(m, summary, fpe.o_stream)
+        # The route unit's path fields meet the summary at the commit stage; they are final from the end of the
+        # request line, before any line commits, so they need not pass the marks stage.
+        route_wait = align + 1 + fp_latency(W) - EVENTS_LATENCY - route_latency(W)
+        assert route_wait >= 0
+        route = _delay(m, Cat(rt.o_stream.payload.path_len, rt.o_stream.payload.route_match,
+                              rt.o_stream.payload.route_class), route_wait, "route")
+        self._commit(m, summary, fpe.o_stream, route)
         return m
 
     # -- the marks stage --------------------------------------------------------------------------------------------
 
-    def _path_marks(self, m, valid, r):
+    def _path_marks(self, m, valid, e):
         """The path's lanes: taken from the first target byte to the first '?', SP, error, limit or packet end.
         Returns the lane masks take, open and close, and ``end`` (the path is cut off by the packet's end)."""
         W = self.width
-        e, t = r.ev, r.ev.tok
+        t = e.tok
         data_ = t.beat.data
         live = e.live
         st = [t.state[k] for k in range(W)]
@@ -208,12 +213,12 @@ class ParserCore(wiring.Component):
                          bytes_c.eq(~t.beat.last & (had[lw] | take[lw]))]
         return take, opn, close, end
 
-    def _marks(self, m, valid, r, n, v, fpe):
+    def _marks(self, m, valid, e, n, v, fpe):
         """Field marks into the fingerprint engine; the beat's summary with its line slots (registered)."""
         W, NS = self.width, self.slots
-        e, t = r.ev, r.ev.tok
+        t = e.tok
         live = e.live
-        ptake, popen, pclose, pend = self._path_marks(m, valid, r)
+        ptake, popen, pclose, pend = self._path_marks(m, valid, e)
 
         # The name of each lane's line: the match at the last colon at or before it (the colon's lane holds it).
         colon = Cat(*((t.state[k] == Tok.NAME) & t.feat.cls[k].colon for k in range(W)))
@@ -270,15 +275,13 @@ class ParserCore(wiring.Component):
             summary.errors.eq(e.errors), summary.complete.eq(e.complete), summary.header_len.eq(e.header_len),
             summary.method_set.eq(e.method_set), summary.method.eq(e.method),
             summary.version_set.eq(e.version_set), summary.version.eq(e.version),
-            summary.path_close.eq(pclose.any() | pend), summary.path_len.eq(r.path_len),
-            summary.route_match.eq(r.route_match),
-            summary.route_class.eq(r.route_class),
+            summary.path_close.eq(pclose.any() | pend),
         ]
         return summary
 
     # -- the commit stage -------------------------------------------------------------------------------------------
 
-    def _commit(self, m, s, fps):
+    def _commit(self, m, s, fps, route):
         """The line rules in lane order, the packet's stop, and the descriptor."""
         W, NS = self.width, self.slots
         slots = fps.payload
@@ -320,8 +323,7 @@ class ParserCore(wiring.Component):
             m.d.comb += [nxt["path"].eq(1), nxt["path_fp"].eq(slots[0].fp)]
         # The route unit's path fields are final from the end of the request line, before any line commits.
         with m.If(s.valid):
-            m.d.comb += [nxt["path_len"].eq(s.path_len), nxt["route_match"].eq(s.route_match),
-                         nxt["route_class"].eq(s.route_class)]
+            m.d.comb += Cat(nxt["path_len"], nxt["route_match"], nxt["route_class"]).eq(route)
 
         # The committed lines, in order; each sees the state the lines before it left.
         stop_err = Const(0, len(E))
