@@ -25,6 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..bus.packet import ByteBeat, check_width
+from .decimal import BCD_LATENCY, bcd_to_binary
 from .events import EVENTS_LATENCY, Events
 from .fingerprint import FingerprintEngine, fp_latency
 from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, NAME_BYTES, PREFIX_BYTES, Descriptor,
@@ -39,8 +40,6 @@ __all__ = ["ParserCore", "core_latency"]
 HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY = range(N_BUILTIN)
 U64 = (1 << 64) - 1
 SP, QMARK = 0x20, 0x3F
-#: Stages of the descriptor after the commit stage: BCD terms, their sum.
-_ASSEMBLY = 2
 
 
 def _align(width: int) -> int:
@@ -49,8 +48,9 @@ def _align(width: int) -> int:
 
 
 def core_latency(width: int) -> int:
-    """Cycles from a beat's acceptance to the descriptor of a packet that stops in it."""
-    return TOKENIZER_LATENCY[width] + _align(width) + 1 + fp_latency(width) + 1 + _ASSEMBLY
+    """Cycles from a beat's acceptance to the descriptor of a packet that stops in it: the tokenizer, the slowest
+    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode and commit stages."""
+    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 2
 
 
 def LineSlot(width: int) -> data.StructLayout:
@@ -58,13 +58,11 @@ def LineSlot(width: int) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "lf": range(width), "name": N_NAMES, "rec": ValueRecord})
 
 
-def _Summary(width: int, slots: int) -> data.StructLayout:
-    """What the commit stage needs of a beat, besides its fingerprints."""
+def _Summary(width: int) -> data.StructLayout:
+    """What the commit stage needs of a beat, besides its line slots and fingerprints."""
     return data.StructLayout({
         "valid": 1, "last": 1, "pos": 16, "stop": 1, "errors": len(ErrorFlag), "complete": 1, "header_len": 16,
-        "method_set": 1, "method": Method, "version_set": 1, "version": Version,
-        "path_close": 1,
-        "lines": data.ArrayLayout(LineSlot(width), slots),
+        "method_set": 1, "method": Method, "version_set": 1, "version": Version, "path_close": 1,
     })
 
 
@@ -161,288 +159,312 @@ class ParserCore(wiring.Component):
             m.d.comb += [unit.i_stream.valid.eq(tok.o_stream.valid), unit.i_stream.payload.eq(tok.o_stream.payload)]
         wiring.connect(m, ev.o_stream, rt.i_stream)
 
-        # Align the three branches at the marks stage.
+        # Align the three branches, then the pre-marks stage (P) and the marks stage (M).
         align = _align(W)
         e_valid = _delay(m, ev.o_stream.valid, align - EVENTS_LATENCY, "e_valid")
         e_beat = _delay(m, ev.o_stream.payload, align - EVENTS_LATENCY, "e_beat")
         n_beat = _delay(m, nm.o_stream.payload, align - name_latency(W), "n_beat")
         v_beat = _delay(m, vt.o_stream.payload, align - value_latency(W), "v_beat")
+        pre = self._pre(m, e_valid, e_beat, n_beat, v_beat)
+        summary, lanes = self._marks(m, pre, fpe)
+        lines, values = self._slots(m, lanes)
 
-        summary = self._marks(m, e_valid, e_beat, n_beat, v_beat, fpe)
-        summary = _delay(m, summary, fp_latency(W), "summary")
-        # The route unit's path fields meet the summary at the commit stage; they are final from the end of the
-        # request line, before any line commits, so they need not pass the marks stage.
-        route_wait = align + 1 + fp_latency(W) - EVENTS_LATENCY - route_latency(W)
-        assert route_wait >= 0
+        # Everything meets the fingerprints: the beat's summary, its line slots (their numbers converted meanwhile)
+        # and the route unit's path fields (final from the end of the request line, before any line commits).
+        fpl = fp_latency(W)
+        summary = _delay(m, summary, fpl, "summary")
+        lines = _delay(m, lines, fpl - 1, "lines")
+        values = [_delay(m, v, fpl - 1 - BCD_LATENCY, f"value{i}") for i, v in enumerate(values)]
+        route_wait = align + 2 + fpl - EVENTS_LATENCY - route_latency(W)
+        assert route_wait >= 0 and fpl - 1 - BCD_LATENCY >= 0
         route = _delay(m, Cat(rt.o_stream.payload.path_len, rt.o_stream.payload.route_match,
                               rt.o_stream.payload.route_class), route_wait, "route")
-        self._commit(m, summary, fpe.o_stream, route)
+        c = self._decode(m, summary, lines, values, fpe.o_stream.payload, route)
+        self._commit(m, c)
         return m
 
-    # -- the marks stage --------------------------------------------------------------------------------------------
+    # -- the marks ------------------------------------------------------------------------------------------------
 
-    def _path_marks(self, m, valid, e):
-        """The path's lanes: taken from the first target byte to the first '?', SP, error, limit or packet end.
-        Returns the lane masks take, open and close, and ``end`` (the path is cut off by the packet's end)."""
+    def _pre(self, m, valid, e, n, v):
+        """Stage P: what each lane needs from its own beat only (byte classes, beat-local prefixes, the last colon
+        at or before it), registered with the beat."""
         W = self.width
         t = e.tok
         data_ = t.beat.data
-        live = e.live
         st = [t.state[k] for k in range(W)]
-        started_c, q_c, closed_c, bytes_c = (Signal(name=f"path_{n}_carry") for n in ("started", "q", "closed",
-                                                                                      "bytes"))
-        mspace = _net(m, Cat(*(live[k] & (st[k] == Tok.METHOD) & (data_[k] == SP) for k in range(W))), "p_mspace")
-        q = _net(m, Cat(*((st[k] == Tok.TARGET) & (data_[k] == QMARK) for k in range(W))), "p_q")
-        started = _net(m, _before(mspace, started_c), "p_started")
-        q_before = _net(m, _before(q, q_c), "p_q_before")
-        zone = _net(m, Cat(*(started[k] & (st[k] == Tok.TARGET) & ~q_before[k] for k in range(W))), "p_zone")
-        inpath = _net(m, Cat(*(zone[k] & live[k] & (data_[k] != SP) & (data_[k] != QMARK) for k in range(W))),
-                      "p_inpath")
-        cand = _net(m, zone & ~inpath, "p_cand")
-        closed = _net(m, _before(cand, closed_c), "p_closed")
-        close = _net(m, cand & ~closed, "p_close")
-        take = _net(m, inpath & ~closed, "p_take")
-        had = _net(m, _before(take, bytes_c), "p_had")
-        opn = _net(m, take & ~had, "p_open")
-        lw = W - 1
-        end = t.beat.last & live[lw] & (inpath[lw] | mspace[lw]) & ~closed[lw] & (t.beat.n_valid == W)
-        with m.If(valid):
-            m.d.sync += [started_c.eq(~t.beat.last & (started[lw] | mspace[lw])),
-                         q_c.eq(~t.beat.last & (q_before[lw] | q[lw])),
-                         closed_c.eq(~t.beat.last & (closed[lw] | cand[lw])),
-                         bytes_c.eq(~t.beat.last & (had[lw] | take[lw]))]
-        return take, opn, close, end
-
-    def _marks(self, m, valid, e, n, v, fpe):
-        """Field marks into the fingerprint engine; the beat's summary with its line slots (registered)."""
-        W, NS = self.width, self.slots
-        t = e.tok
+        colon = _net(m, Cat(*((st[k] == Tok.NAME) & t.feat.cls[k].colon for k in range(W))), "pre_colon")
+        q = _net(m, Cat(*((st[k] == Tok.TARGET) & (data_[k] == QMARK) for k in range(W))), "pre_q")
+        # last[k][j]: lane j is the last colon at or before lane k.
+        last = [Cat(*((colon[j] & ~colon[j + 1:k + 1].any()) if j <= k else Const(0) for j in range(W)))
+                for k in range(W)]
+        auth = Cat(*(n.match[k][AUTHORIZATION] for k in range(W)))
+        p = {
+            "valid": 1, "last": 1, "n_valid": range(W + 1), "data": data.ArrayLayout(8, W), "live": W, "pos": 16,
+            "commit": W, "stop": 1, "errors": len(ErrorFlag), "complete": 1, "header_len": 16, "method_set": 1,
+            "method": Method, "version_set": 1, "version": Version,
+            "tgt": W, "spq": W, "mspace": W, "q_before": W, "q_any": 1, "colon_any": 1,
+            "has_colon": W, "auth_local": W, "last_colon": data.ArrayLayout(W, W), "match": data.ArrayLayout(N_NAMES, W),
+            "val_byte": W, "val_keep": W, "tok_byte": W, "tok_keep": W, "rec": data.ArrayLayout(ValueRecord, W),
+        }
+        r = {k: Signal(shape, name=f"pre_{k}") for k, shape in p.items()}
         live = e.live
-        ptake, popen, pclose, pend = self._path_marks(m, valid, e)
+        m.d.sync += [
+            r["valid"].eq(valid), r["last"].eq(t.beat.last), r["n_valid"].eq(t.beat.n_valid), r["data"].eq(data_),
+            r["live"].eq(live), r["pos"].eq(e.pos), r["commit"].eq(e.commit), r["stop"].eq(e.stop),
+            r["errors"].eq(e.errors), r["complete"].eq(e.complete), r["header_len"].eq(e.header_len),
+            r["method_set"].eq(e.method_set), r["method"].eq(e.method), r["version_set"].eq(e.version_set),
+            r["version"].eq(e.version),
+            r["tgt"].eq(Cat(*(st[k] == Tok.TARGET for k in range(W)))),
+            r["spq"].eq(Cat(*((data_[k] == SP) | (data_[k] == QMARK) for k in range(W)))),
+            r["mspace"].eq(Cat(*(live[k] & (st[k] == Tok.METHOD) & (data_[k] == SP) for k in range(W)))),
+            r["q_before"].eq(_before(q)), r["q_any"].eq(q.any()), r["colon_any"].eq(colon.any()),
+            r["has_colon"].eq(Cat(*(colon[:k + 1].any() for k in range(W)))),
+            r["auth_local"].eq(Cat(*((last[k] & auth).any() for k in range(W)))),
+            r["match"].eq(n.match),
+            r["val_byte"].eq(v.val_byte), r["val_keep"].eq(v.val_keep), r["tok_byte"].eq(v.tok_byte),
+            r["tok_keep"].eq(v.tok_keep), r["rec"].eq(v.rec),
+        ]
+        m.d.sync += [r["last_colon"][k].eq(last[k]) for k in range(W)]
+        return r
 
-        # The name of each lane's line: the match at the last colon at or before it (the colon's lane holds it).
-        colon = Cat(*((t.state[k] == Tok.NAME) & t.feat.cls[k].colon for k in range(W)))
-        name_c = Signal(N_NAMES, name="line_name_carry")
-        lname = []
-        cur = name_c
-        for k in range(W):
-            cur = Mux(colon[k], n.match[k], cur)
-            sig = Signal(N_NAMES, name=f"line_name{k}")
-            m.d.comb += sig.eq(cur)
-            lname.append(sig)
-        with m.If(valid):
-            m.d.sync += name_c.eq(lname[W - 1])
+    def _marks(self, m, r, fpe):
+        """Stage M: the carries across beats applied; the field marks into the fingerprint engine, each lane's line
+        name, and the beat's summary (all registered)."""
+        W = self.width
+        valid, last, live = r["valid"], r["last"], r["live"]
+        carry = {k: Signal(name=f"m_{k}_carry", init=int(k == "live")) for k in ("q", "auth", "live", "ptake", "vtake")}
+        name_c = Signal(N_NAMES, name="m_name_carry")
+
+        # The path: from the first target byte to the first '?' or SP, or to the stop (the first lane not live).
+        q_before = r["q_before"] | carry["q"].replicate(W)
+        zone = _net(m, r["tgt"] & ~q_before, "m_zone")
+        ptake = _net(m, zone & live & ~r["spq"], "m_ptake")
+        first_dead = ~live & Cat(carry["live"], live[:W - 1])
+        pclose = _net(m, zone & ~ptake & (live | first_dead), "m_pclose")
+        popen = ptake & ~Cat(carry["ptake"], ptake[:W - 1])
+        pend = last & (r["n_valid"] == W) & live[W - 1] & (ptake[W - 1] | r["mspace"][W - 1])
 
         # A value's lanes, or its Bearer token's on an authorization line.
-        auth = [lname[k][AUTHORIZATION] for k in range(W)]
-        vtake = _net(m, Cat(*(Mux(auth[k], v.tok_byte[k], v.val_byte[k]) & live[k] for k in range(W))), "v_take")
-        vkeep = _net(m, Cat(*(Mux(auth[k], v.tok_keep[k], v.val_keep[k]) & live[k] for k in range(W))), "v_keep")
-        prev_c = Signal(name="vtake_carry")
+        has = r["has_colon"]
+        auth = _net(m, (has & r["auth_local"]) | (~has & carry["auth"].replicate(W)), "m_auth")
+        vtake = _net(m, ((auth & r["tok_byte"]) | (~auth & r["val_byte"])) & live, "m_vtake")
+        vkeep = ((auth & r["tok_keep"]) | (~auth & r["val_keep"])) & live
+        vopen = vtake & ~Cat(carry["vtake"], vtake[:W - 1])
+        cr_end = Cat(*(r["rec"][k].end for k in range(W))) & live
         with m.If(valid):
-            m.d.sync += prev_c.eq(~t.beat.last & vtake[W - 1])
-        vprev = Cat(prev_c, vtake[:W - 1])
-        vopen = _net(m, vtake & ~vprev, "v_open")
-        cr_end = _net(m, Cat(*(v.rec[k].end & live[k] for k in range(W))), "v_cr_end")
-
+            m.d.sync += [carry["q"].eq(~last & (carry["q"] | r["q_any"])), carry["auth"].eq(~last & auth[W - 1]),
+                         carry["live"].eq(last | live[W - 1]), carry["ptake"].eq(~last & ptake[W - 1]),
+                         carry["vtake"].eq(~last & vtake[W - 1])]
         fb = fpe.i_stream.payload
         m.d.sync += [fpe.i_stream.valid.eq(valid),
-                     fb.data.eq(t.beat.data), fb.take.eq(ptake | vtake), fb.keep.eq(ptake | vkeep),
-                     fb.open.eq(popen | vopen), fb.close.eq(pclose | cr_end), fb.end.eq(t.beat.last)]
+                     fb.data.eq(r["data"]), fb.take.eq(ptake | vtake), fb.keep.eq(ptake | vkeep),
+                     fb.open.eq(popen | vopen), fb.close.eq(pclose | cr_end), fb.end.eq(last)]
 
-        # Line slots: the i-th committing LF of the beat, with the record and name of the CR before it (the
-        # previous beat's last lane for an LF in lane 0).
+        # Each lane's line name: the match at the last colon at or before it, or the carried one.
+        lanes = {"valid": Signal(name="ml_valid"), "commit": Signal(W, name="ml_commit"),
+                 "name": Signal(data.ArrayLayout(N_NAMES, W), name="ml_name"),
+                 "rec": Signal(data.ArrayLayout(ValueRecord, W), name="ml_rec")}
+        m.d.sync += [lanes["valid"].eq(valid), lanes["commit"].eq(r["commit"]), lanes["rec"].eq(r["rec"])]
+        for k in range(W):
+            picked = Const(0, N_NAMES)
+            for j in range(W):
+                picked = picked | Mux(r["last_colon"][k][j], r["match"][j], 0)
+            m.d.sync += lanes["name"][k].eq(Mux(r["has_colon"][k], picked, name_c))
+            if k == W - 1:
+                with m.If(valid):
+                    m.d.sync += name_c.eq(Mux(last, 0, Mux(r["colon_any"], picked, name_c)))
+
+        summary = Signal(_Summary(W), name="marks_summary")
+        m.d.sync += [summary[k].eq(r[k]) for k in ("valid", "last", "pos", "stop", "errors", "complete",
+                                                   "header_len", "method_set", "method", "version_set", "version")]
+        m.d.sync += summary.path_close.eq(pclose.any() | pend)
+        return summary, lanes
+
+    def _slots(self, m, lanes):
+        """Stage M+1: the beat's committing LFs as W/4 line slots, each with the name and value record of the CR
+        before it (the previous beat's last lane for an LF in lane 0); their numbers go to the converters."""
+        W, NS = self.width, self.slots
         held = Signal(data.StructLayout({"name": N_NAMES, "rec": ValueRecord}), name="cr_held")
-        with m.If(valid):
-            m.d.sync += [held.name.eq(lname[W - 1]), held.rec.eq(v.rec[W - 1])]
-        summary = Signal(_Summary(W, NS), name="marks_summary")
-        rest = e.commit
+        with m.If(lanes["valid"]):
+            m.d.sync += [held.name.eq(lanes["name"][W - 1]), held.rec.eq(lanes["rec"][W - 1])]
+        lines = Signal(data.ArrayLayout(LineSlot(W), NS), name="slots")
+        rest = lanes["commit"]
+        values = []
         for i in range(NS):
-            first = Signal(W, name=f"commit{i}")
-            m.d.comb += first.eq(rest & ~_before(rest))
+            first = _net(m, rest & ~_before(rest), f"slot{i}_lf")
             rest = rest & ~first
-            slot = summary.lines[i]
             lane = Const(0, range(W))
-            name = held.name
-            rec = held.rec.as_value()
+            name = Mux(first[0], held.name, 0)
+            rec = Mux(first[0], held.rec.as_value(), 0)
             for k in range(1, W):
-                lane = Mux(first[k], k, lane)
-                name = Mux(first[k], lname[k - 1], name)
-                rec = Mux(first[k], v.rec[k - 1].as_value(), rec)
-            m.d.sync += [slot.valid.eq(first.any()), slot.lf.eq(lane), slot.name.eq(name),
+                lane = lane | Mux(first[k], k, 0)
+                name = name | Mux(first[k], lanes["name"][k - 1], 0)
+                rec = rec | Mux(first[k], lanes["rec"][k - 1].as_value(), 0)
+            slot = lines[i]
+            m.d.sync += [slot.valid.eq(lanes["valid"] & first.any()), slot.lf.eq(lane), slot.name.eq(name),
                          slot.rec.eq(rec)]
-        m.d.sync += [
-            summary.valid.eq(valid), summary.last.eq(t.beat.last), summary.pos.eq(e.pos), summary.stop.eq(e.stop),
-            summary.errors.eq(e.errors), summary.complete.eq(e.complete), summary.header_len.eq(e.header_len),
-            summary.method_set.eq(e.method_set), summary.method.eq(e.method),
-            summary.version_set.eq(e.version_set), summary.version.eq(e.version),
-            summary.path_close.eq(pclose.any() | pend),
-        ]
-        return summary
+            values.append(bcd_to_binary(m, slot.rec.bcd, f"slot{i}_bcd"))
+        return lines, values
 
     # -- the commit stage -------------------------------------------------------------------------------------------
 
-    def _commit(self, m, s, fps, route):
-        """The line rules in lane order, the packet's stop, and the descriptor."""
+    def _decode(self, m, s, lines, values, fps, route):
+        """Stage C0: each line slot's fingerprint (the close at the lane before its LF) and its rules' inputs,
+        registered with the beat's summary and the path's fields."""
         W, NS = self.width, self.slots
-        slots = fps.payload
-        E = ErrorFlag
+        fp_held = Signal(64, name="fp_held")     # the previous beat's close in its last lane
+        with m.If(s.valid):
+            m.d.sync += fp_held.eq(0)
+            for j in range(NS):
+                with m.If(fps[j].valid & (fps[j].lane == W - 1)):
+                    m.d.sync += fp_held.eq(fps[j].fp)
+        c = {"s": Signal.like(s, name="c0_summary"), "route": Signal.like(route, name="c0_route"),
+             "path_fp": Signal(64, name="c0_path_fp")}
+        m.d.sync += [c["s"].eq(s), c["route"].eq(route), c["path_fp"].eq(fps[0].fp)]
+        c["lines"] = []
+        for i in range(NS):
+            line = lines[i]
+            rec = line.rec
+            fp = Mux(line.lf == 0, fp_held, 0)
+            for j in range(NS):
+                fp = fp | Mux(fps[j].valid & (line.lf != 0) & (fps[j].lane + 1 == line.lf), fps[j].fp, 0)
+            f = {"go": 1, "lf": range(W), "name": N_NAMES, "len": 16, "number": 1, "overflow": 1, "value": 64,
+                 "chunked": 1, "bearer": 1, "token_len": 16, "fp": 64}
+            reg = {k: Signal(shape, name=f"c0_line{i}_{k}") for k, shape in f.items()}
+            m.d.sync += [reg["go"].eq(s.valid & line.valid), reg["lf"].eq(line.lf), reg["name"].eq(line.name),
+                         reg["len"].eq(rec.len),
+                         reg["number"].eq(rec.digits_ok & (rec.len != 0) & (rec.len <= VALUE_DIGITS)),
+                         reg["overflow"].eq(rec.overflow), reg["value"].eq(values[i]), reg["chunked"].eq(rec.chunked),
+                         reg["bearer"].eq(rec.bearer), reg["token_len"].eq(rec.token_len), reg["fp"].eq(fp)]
+            c["lines"].append(reg)
+        return c
 
-        # The packet so far (reset after its last beat).
+    def _commit(self, m, c):
+        """Stage C1: the line rules in lane order, the packet's stop; the descriptor is registered from it."""
+        s = c["s"]
+        E = ErrorFlag
         st = {
-            "done": 1, "host": 1, "host_fp": 64, "host_len": 16, "cl": 1, "cl_len": 16, "cl_bcd": 4 * VALUE_DIGITS,
-            "cl_ovf": 1, "cl_fp": 64, "te": 1, "chunked": 1, "auth": 1, "auth_fp": 64, "auth_len": 16, "xkey": 1,
-            "xkey_fp": 64, "xkey_len": 16, "extra": EXTRA_SLOTS, "x0_num": 1, "x0_bcd": 4 * VALUE_DIGITS,
-            "x0_ovf": 1, "lines": 16, "method": Method, "version": Version, "path": 1, "path_fp": 64,
-            "path_len": 16, "route_match": 1, "route_class": 4,
+            "done": 1, "host": 1, "host_fp": 64, "host_len": 16, "cl": 1, "cl_len": 16, "cl_val": 64, "cl_ovf": 1,
+            "cl_fp": 64, "te": 1, "chunked": 1, "auth": 1, "auth_fp": 64, "auth_len": 16, "xkey": 1, "xkey_fp": 64,
+            "xkey_len": 16, "extra": EXTRA_SLOTS, "x0_num": 1, "x0_val": 64, "x0_ovf": 1, "lines": 16,
+            "method": Method, "version": Version, "path": 1, "path_fp": 64, "path_len": 16, "route_match": 1,
+            "route_class": 4,
         }
         for i in range(EXTRA_SLOTS):
             st[f"extra_fp{i}"] = 64
         cur = {k: Signal(shape, name=f"pk_{k}") for k, shape in st.items()}
         nxt = {k: Signal(shape, name=f"pk_next_{k}") for k, shape in st.items()}
         m.d.comb += [nxt[k].eq(cur[k]) for k in st]
-
-        # This beat's fingerprints by lane; the previous beat's last-lane one (a CR before an LF in lane 0).
-        fp_held = Signal(64)
-        with m.If(s.valid):
-            m.d.sync += fp_held.eq(0)
-            for j in range(NS):
-                with m.If(slots[j].valid & (slots[j].lane == W - 1)):
-                    m.d.sync += fp_held.eq(slots[j].fp)
-
-        def fp_for(lf):
-            fp = fp_held
-            for j in range(NS):
-                fp = Mux(slots[j].valid & (slots[j].lane + 1 == lf) & (lf != 0), slots[j].fp, fp)
-            return fp
-
         with m.If(s.method_set):
             m.d.comb += nxt["method"].eq(s.method)
         with m.If(s.version_set):
             m.d.comb += nxt["version"].eq(s.version)
         with m.If(s.path_close & ~cur["path"]):
-            m.d.comb += [nxt["path"].eq(1), nxt["path_fp"].eq(slots[0].fp)]
-        # The route unit's path fields are final from the end of the request line, before any line commits.
+            m.d.comb += [nxt["path"].eq(1), nxt["path_fp"].eq(c["path_fp"])]
         with m.If(s.valid):
-            m.d.comb += Cat(nxt["path_len"], nxt["route_match"], nxt["route_class"]).eq(route)
+            m.d.comb += Cat(nxt["path_len"], nxt["route_match"], nxt["route_class"]).eq(c["route"])
 
         # The committed lines, in order; each sees the state the lines before it left.
         stop_err = Const(0, len(E))
         stop_len = Const(0, 16)
         stopped = cur["done"]
         state = dict(nxt)
-        for i in range(NS):
-            line = s.lines[i]
-            go = Signal(name=f"commit_go{i}")
-            m.d.comb += go.eq(s.valid & line.valid & ~stopped)
-            state, err = self._rules(m, i, go, line, fp_for(line.lf), state)
-            failed = Signal(name=f"commit_failed{i}")
-            m.d.comb += failed.eq(go & (err != 0))
+        for i, line in enumerate(c["lines"]):
+            go = _net(m, line["go"] & ~stopped, f"commit_go{i}", 1)
+            state, err = self._rules(m, i, go, line, state)
+            failed = _net(m, go & (err != 0), f"commit_failed{i}", 1)
             first_fail = failed & (stop_err == 0)
             stop_err = Mux(first_fail, err, stop_err)
-            stop_len = Mux(first_fail, s.pos + line.lf + 1, stop_len)
+            stop_len = Mux(first_fail, s.pos + line["lf"] + 1, stop_len)
             stopped = stopped | failed
-        committed_stop = Signal()
-        m.d.comb += committed_stop.eq(stopped & ~cur["done"])
+        committed_stop = _net(m, stopped & ~cur["done"], "committed_stop", 1)
 
         # The grammar's stop, with the block checks, unless a line stopped the packet first.
         block = Mux((state["version"] == Version.HTTP_1_1) & ~state["host"], E.missing_host, 0) | \
             Mux(state["cl"] & state["te"], E.cl_and_te, 0)
-        grammar_stop = Signal()
-        m.d.comb += grammar_stop.eq(s.valid & s.stop & ~stopped)
-        emit = Signal()
-        m.d.comb += emit.eq(committed_stop | grammar_stop)
+        grammar_stop = _net(m, s.valid & s.stop & ~stopped, "grammar_stop", 1)
+        emit = committed_stop | grammar_stop
         errors = Mux(committed_stop, stop_err, Mux(s.complete, block, s.errors))
         header_len = Mux(committed_stop, stop_len, s.header_len)
-        complete = grammar_stop & s.complete
-
         with m.If(s.valid):
             m.d.sync += [cur[k].eq(state[k]) for k in st]
             m.d.sync += cur["done"].eq(stopped | grammar_stop)
             with m.If(s.last):
                 m.d.sync += [cur[k].eq(0) for k in st]
-        self._assemble(m, emit, state, errors, header_len, complete)
+        self._assemble(m, emit, state, errors, header_len, grammar_stop & s.complete)
 
-    def _rules(self, m, i, go, line, fp, state):
+    def _rules(self, m, i, go, line, state):
         """One committed line against the packet's state: the new state and the error it raises (or 0)."""
         E = ErrorFlag
-        rec, name = line.rec, line.name
+        name, fp = line["name"], line["fp"]
         n = {k: Signal.like(v, name=f"l{i}_{k}") for k, v in state.items()}
         m.d.comb += [n[k].eq(v) for k, v in state.items()]
         err = Signal(len(E), name=f"l{i}_err")
         is_ = [go & name[j] for j in range(N_NAMES)]
         with m.If(go):
             m.d.comb += n["lines"].eq(Mux(state["lines"] == LEN_MAX, LEN_MAX, state["lines"] + 1))
-        # Host.
         with m.If(is_[HOST]):
             with m.If(state["host"]):
                 m.d.comb += err.eq(E.duplicate_host)
             with m.Else():
-                m.d.comb += [n["host"].eq(1), n["host_fp"].eq(fp), n["host_len"].eq(rec.len)]
-        # Content-Length: a number of 1..20 digits; a repeat must be spelled the same.
-        number = rec.digits_ok & (rec.len != 0) & (rec.len <= VALUE_DIGITS)
-        differs = state["cl"] & (((state["cl_bcd"] != rec.bcd) & ~(state["cl_ovf"] & rec.overflow)) |
-                                 (state["cl_ovf"] != rec.overflow) | (state["cl_len"] != rec.len) |
+                m.d.comb += [n["host"].eq(1), n["host_fp"].eq(fp), n["host_len"].eq(line["len"])]
+        # Content-Length: a number of 1..20 digits; a repeat must be spelled the same (the values compare as the
+        # model's saturated numbers: two that overflow are equal whatever their digits).
+        differs = state["cl"] & (((state["cl_val"] != line["value"]) & ~(state["cl_ovf"] & line["overflow"])) |
+                                 (state["cl_ovf"] != line["overflow"]) | (state["cl_len"] != line["len"]) |
                                  (state["cl_fp"] != fp))
         with m.If(is_[CONTENT_LENGTH]):
-            with m.If(~number):
+            with m.If(~line["number"]):
                 m.d.comb += err.eq(E.bad_content_length)
             with m.Elif(differs):
                 m.d.comb += err.eq(E.cl_mismatch)
             with m.Else():
-                m.d.comb += [n["cl"].eq(1), n["cl_len"].eq(rec.len), n["cl_bcd"].eq(rec.bcd),
-                             n["cl_ovf"].eq(rec.overflow), n["cl_fp"].eq(fp)]
-        # Transfer-Encoding: exactly one, "chunked".
+                m.d.comb += [n["cl"].eq(1), n["cl_len"].eq(line["len"]), n["cl_val"].eq(line["value"]),
+                             n["cl_ovf"].eq(line["overflow"]), n["cl_fp"].eq(fp)]
         with m.If(is_[TRANSFER_ENCODING]):
             m.d.comb += n["te"].eq(1)
-            with m.If(state["te"] | ~rec.chunked):
+            with m.If(state["te"] | ~line["chunked"]):
                 m.d.comb += err.eq(E.bad_transfer_encoding)
             with m.Else():
                 m.d.comb += n["chunked"].eq(1)
         # The API key candidates (the marks fingerprinted the token on an authorization line).
-        with m.If(is_[AUTHORIZATION] & ~state["auth"] & rec.bearer):
-            m.d.comb += [n["auth"].eq(1), n["auth_fp"].eq(fp), n["auth_len"].eq(rec.token_len)]
+        with m.If(is_[AUTHORIZATION] & ~state["auth"] & line["bearer"]):
+            m.d.comb += [n["auth"].eq(1), n["auth_fp"].eq(fp), n["auth_len"].eq(line["token_len"])]
         with m.If(is_[X_API_KEY] & ~state["xkey"]):
-            m.d.comb += [n["xkey"].eq(1), n["xkey_fp"].eq(fp), n["xkey_len"].eq(rec.len)]
+            m.d.comb += [n["xkey"].eq(1), n["xkey_fp"].eq(fp), n["xkey_len"].eq(line["len"])]
         for x in range(EXTRA_SLOTS):
             with m.If(is_[N_BUILTIN + x] & ~state["extra"][x]):
                 m.d.comb += [n["extra"][x].eq(1), n[f"extra_fp{x}"].eq(fp)]
                 if x == 0:
-                    m.d.comb += [n["x0_num"].eq(number), n["x0_bcd"].eq(Mux(number, rec.bcd, 0)),
-                                 n["x0_ovf"].eq(number & rec.overflow)]
+                    number = line["number"]
+                    m.d.comb += [n["x0_num"].eq(number), n["x0_val"].eq(Mux(number, line["value"], 0)),
+                                 n["x0_ovf"].eq(number & line["overflow"])]
         # A failed rule stops the packet at this LF; the line itself counts, extra names included (the failed rule
         # changed nothing).
         return n, err
 
     # -- the descriptor ---------------------------------------------------------------------------------------------
 
-    def _assemble(self, m, emit, pk, errors, header_len, complete):
-        """Two stages: the registered packet record with the BCD terms, then the sums into the descriptor."""
-        from .header_parser import _bcd_sum, _bcd_terms
-        a_valid = Signal()
-        a = {k: Signal.like(v, name=f"asm_{k}") for k, v in pk.items()}
-        a_errors, a_len, a_complete = Signal(len(ErrorFlag)), Signal(16), Signal()
-        cl_parts = [Signal(64, name=f"asm_cl_p{g}") for g in range(4)]
-        x0_parts = [Signal(64, name=f"asm_x0_p{g}") for g in range(4)]
-        m.d.sync += [a_valid.eq(emit), a_errors.eq(errors), a_len.eq(header_len), a_complete.eq(complete)]
-        m.d.sync += [a[k].eq(v) for k, v in pk.items()]
-        m.d.sync += [r.eq(v) for r, v in zip(cl_parts, _bcd_terms(m, pk["cl_bcd"], "cl"))]
-        m.d.sync += [r.eq(v) for r, v in zip(x0_parts, _bcd_terms(m, pk["x0_bcd"], "x0"))]
+    def _assemble(self, m, emit, a, errors, header_len, complete):
+        """The descriptor register."""
         desc = self.o_desc.payload
         auth, xkey = a["auth"], a["xkey"]
         m.d.sync += [
-            self.o_desc.valid.eq(a_valid),
+            self.o_desc.valid.eq(emit),
             desc.method.eq(a["method"]), desc.version.eq(a["version"]),
-            desc.path_len.eq(a["path_len"]), desc.path_fp.eq(Mux(a["path"], a["path_fp"], 0)),
+            # A path exists once the method ended (a close before that is the limit or an error in the method).
+            desc.path_len.eq(a["path_len"]),
+            desc.path_fp.eq(Mux(a["path"] & (a["method"] != Method.NONE), a["path_fp"], 0)),
             desc.route_match.eq(a["route_match"]), desc.route_class.eq(a["route_class"]),
             desc.host_present.eq(a["host"]), desc.host_len.eq(a["host_len"]), desc.host_fp.eq(a["host_fp"]),
             desc.key_source.eq(Mux(auth, KeySource.AUTHORIZATION, Mux(xkey, KeySource.X_API_KEY, KeySource.NONE))),
             desc.key_len.eq(Mux(auth, a["auth_len"], Mux(xkey, a["xkey_len"], 0))),
             desc.key_fp.eq(Mux(auth, a["auth_fp"], Mux(xkey, a["xkey_fp"], 0))),
             desc.cl_present.eq(a["cl"]), desc.cl_overflow.eq(a["cl_ovf"]),
-            desc.content_length.eq(Mux(a["cl_ovf"], U64, _bcd_sum(cl_parts))), desc.chunked.eq(a["chunked"]),
+            desc.content_length.eq(Mux(a["cl_ovf"], U64, a["cl_val"])), desc.chunked.eq(a["chunked"]),
             desc.extra_present.eq(a["extra"]),
-            desc.extra_numeric.eq(a["x0_num"]), desc.extra_value.eq(Mux(a["x0_ovf"], U64, _bcd_sum(x0_parts))),
-            desc.header_len.eq(a_len), desc.header_lines.eq(a["lines"]),
-            desc.complete.eq(a_complete), desc.errors.eq(a_errors),
+            desc.extra_numeric.eq(a["x0_num"]), desc.extra_value.eq(Mux(a["x0_ovf"], U64, a["x0_val"])),
+            desc.header_len.eq(header_len), desc.header_lines.eq(a["lines"]),
+            desc.complete.eq(complete), desc.errors.eq(errors),
         ]
         m.d.sync += [desc.extra_fp[i].eq(a[f"extra_fp{i}"]) for i in range(EXTRA_SLOTS)]

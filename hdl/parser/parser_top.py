@@ -31,9 +31,14 @@ from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, NAME_BYTES, PRE
                       ErrorFlag)
 from .parser_core import ParserCore, core_latency
 
-__all__ = ["PipelinedParser", "PIPELINED_FIFO_DEPTH"]
+__all__ = ["PipelinedParser", "PIPELINED_FIFO_DEPTH", "desc_latency"]
 
 PIPELINED_FIFO_DEPTH = 8
+
+
+def desc_latency(width: int) -> int:
+    """Cycles from the beat holding the stop byte to ``o_desc.valid``: the datapath's, and one through the FIFO."""
+    return core_latency(width) + 1
 _ENTRY = data.StructLayout({"data": 8 * PREFIX_BYTES, "len": 6, "cls": 4, "valid": 1})
 
 
@@ -42,7 +47,7 @@ class PipelinedParser(wiring.Component):
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
-        self.desc_latency = core_latency(width)
+        self.desc_latency = desc_latency(width)
         super().__init__({
             "i_stream": In(stream.Signature(ByteBeat(width))),
             "o_stream": Out(stream.Signature(ByteBeat(width))),

@@ -6,7 +6,7 @@ exercises the table updates (key refill, name table, prefix entries) between pac
 
 - every descriptor, bit for bit, ``parse()`` with the segment's configuration, under random valid/ready gaps;
 - every pass-through beat is the beat accepted, in its cycle;
-- at full rate (``traffic.mix``): one beat per cycle, and each descriptor exactly ``core_latency(W)`` cycles after
+- at full rate (``traffic.mix``): one beat per cycle, and each descriptor exactly ``desc_latency(W)`` cycles after
   the beat holding its stop byte (commit-rule stops included: a duplicate Host stops at its LF).
 """
 
@@ -19,8 +19,7 @@ from support.configs import random_parser_config
 from support.parser_beats import FIXED_CONFIG, beat_bits, byte_beats
 from wirespeed.hdl.bus.standalone import Standalone
 from wirespeed.hdl.parser.header_parser import parser_regmap
-from wirespeed.hdl.parser.parser_core import core_latency
-from wirespeed.hdl.parser.parser_top import PipelinedParser
+from wirespeed.hdl.parser.parser_top import PipelinedParser, desc_latency
 from wirespeed.host.driver.parser_config import configure_ops
 from wirespeed.host.driver.registers import Registers, run
 from wirespeed.host.models.parser import Descriptor, parse
@@ -100,4 +99,4 @@ def test_rebuilt_parser_vs_model(width):
                 stops.append(accepted[first + desc.stop_index(len(packet)) // width])
                 first += max(1, -(-len(packet) // width))
             latency = result.beat_cycles["o_desc"] - np.array(stops)
-            assert set(latency.tolist()) == {core_latency(width)}
+            assert set(latency.tolist()) == {desc_latency(width)}
