@@ -261,10 +261,16 @@ class ParserCore(wiring.Component):
                      fb.open.eq(popen | vopen), fb.close.eq(pclose | cr_end), fb.end.eq(last)]
 
         # Each lane's line name: the match at the last colon at or before it, or the carried one.
-        lanes = {"valid": Signal(name="ml_valid"), "commit": Signal(W, name="ml_commit"),
+        # The beat's committing LFs, in lane order: slot i's one-hot lane.
+        lanes = {"valid": Signal(name="ml_valid"), "lf": Signal(data.ArrayLayout(W, self.slots), name="ml_lf"),
                  "name": Signal(data.ArrayLayout(N_NAMES, W), name="ml_name"),
                  "rec": Signal(data.ArrayLayout(ValueRecord, W), name="ml_rec")}
-        m.d.sync += [lanes["valid"].eq(valid), lanes["commit"].eq(r["commit"]), lanes["rec"].eq(r["rec"])]
+        m.d.sync += [lanes["valid"].eq(valid), lanes["rec"].eq(r["rec"])]
+        rest = r["commit"]
+        for i in range(self.slots):
+            first = _net(m, rest & ~_before(rest), f"m_lf{i}")
+            rest = _net(m, rest & ~first, f"m_lf_rest{i}")
+            m.d.sync += lanes["lf"][i].eq(first)
         for k in range(W):
             picked = Const(0, N_NAMES)
             for j in range(W):
@@ -288,11 +294,9 @@ class ParserCore(wiring.Component):
         with m.If(lanes["valid"]):
             m.d.sync += [held.name.eq(lanes["name"][W - 1]), held.rec.eq(lanes["rec"][W - 1])]
         lines = Signal(data.ArrayLayout(LineSlot(W), NS), name="slots")
-        rest = lanes["commit"]
         values = []
         for i in range(NS):
-            first = _net(m, rest & ~_before(rest), f"slot{i}_lf")
-            rest = rest & ~first
+            first = lanes["lf"][i]
             lane = Const(0, range(W))
             name = Mux(first[0], held.name, 0)
             rec = Mux(first[0], held.rec.as_value(), 0)
