@@ -49,8 +49,9 @@ def _align(width: int) -> int:
 
 def core_latency(width: int) -> int:
     """Cycles from a beat's acceptance to the descriptor of a packet that stops in it: the tokenizer, the slowest
-    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode and commit stages."""
-    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 2
+    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode, compare and commit
+    stages."""
+    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 3
 
 
 def LineSlot(width: int) -> data.StructLayout:
@@ -179,8 +180,8 @@ class ParserCore(wiring.Component):
         assert route_wait >= 0 and fpl - 1 - BCD_LATENCY >= 0
         route = _delay(m, Cat(rt.o_stream.payload.path_len, rt.o_stream.payload.route_match,
                               rt.o_stream.payload.route_class), route_wait, "route")
-        c = self._decode(m, summary, lines, values, fpe.o_stream.payload, route)
-        self._commit(m, c)
+        c0 = self._decode(m, summary, lines, values, fpe.o_stream.payload, route)
+        self._commit(m, c0)
         return m
 
     # -- the marks ------------------------------------------------------------------------------------------------
@@ -343,9 +344,37 @@ class ParserCore(wiring.Component):
             c["lines"].append(reg)
         return c
 
-    def _commit(self, m, c):
-        """Stage C1: the line rules in lane order, the packet's stop; the descriptor is registered from it."""
-        s = c["s"]
+    def _compare(self, m, c0, cur):
+        """Stage C1: the Content-Length equalities each slot's rule needs, against the first line's fields as
+        they may be when it commits: the state now (``cur``, the beats before the one being committed), the slots
+        being committed now (``held``: one of them may be the first), and this beat's slot 0. The commit stage
+        picks one of these bits, so no comparator sits in its loop."""
+        NS = self.slots
+
+        def equal(a, b):
+            return ~((((a["value"] != b["value"]) & ~(a["overflow"] & b["overflow"])) |
+                      (a["overflow"] != b["overflow"]) | (a["len"] != b["len"]) | (a["fp"] != b["fp"])))
+
+        stored = {"value": cur["cl_val"], "overflow": cur["cl_ovf"], "len": cur["cl_len"], "fp": cur["cl_fp"]}
+        c1 = {"s": Signal.like(c0["s"], name="c1_summary"), "route": Signal.like(c0["route"], name="c1_route"),
+              "path_fp": Signal(64, name="c1_path_fp"), "lines": []}
+        m.d.sync += [c1[k].eq(c0[k]) for k in ("s", "route", "path_fp")]
+        extra = {"eq_state": 1, "eq_held": NS, "eq_slot0": 1, "stop_len": 16}
+        for i, line in enumerate(c0["lines"]):
+            reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items()}
+            m.d.sync += [reg[k].eq(v) for k, v in line.items()]
+            reg.update({k: Signal(shape, name=f"c1_line{i}_{k}") for k, shape in extra.items()})
+            c1["lines"].append(reg)
+        held = c1["lines"]                          # the beat being committed while this one is compared
+        for i, (line, reg) in enumerate(zip(c0["lines"], c1["lines"])):
+            m.d.sync += [reg["eq_state"].eq(equal(line, stored)),
+                         reg["eq_held"].eq(Cat(*(equal(line, h) for h in held))),
+                         reg["eq_slot0"].eq(equal(line, c0["lines"][0]) if i else 0),
+                         reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1)]
+        return c1
+
+    def _commit(self, m, c0):
+        """Stage C2: the line rules in lane order, the packet's stop; the descriptor is registered from it."""
         E = ErrorFlag
         st = {
             "done": 1, "host": 1, "host_fp": 64, "host_len": 16, "cl": 1, "cl_len": 16, "cl_val": 64, "cl_ovf": 1,
@@ -357,6 +386,10 @@ class ParserCore(wiring.Component):
         for i in range(EXTRA_SLOTS):
             st[f"extra_fp{i}"] = 64
         cur = {k: Signal(shape, name=f"pk_{k}") for k, shape in st.items()}
+        # Which slot of the beat committed last cycle set Content-Length (its fields are then the first line's).
+        held_set = Signal(self.slots, name="cl_set_by")
+        c = self._compare(m, c0, cur)
+        s = c["s"]
         nxt = {k: Signal(shape, name=f"pk_next_{k}") for k, shape in st.items()}
         m.d.comb += [nxt[k].eq(cur[k]) for k in st]
         with m.If(s.method_set):
@@ -373,15 +406,22 @@ class ParserCore(wiring.Component):
         stop_len = Const(0, 16)
         stopped = cur["done"]
         state = dict(nxt)
+        set_by = []
         for i, line in enumerate(c["lines"]):
             go = _net(m, line["go"] & ~stopped, f"commit_go{i}", 1)
-            state, err = self._rules(m, i, go, line, state)
+            # The first Content-Length line is this beat's slot 0, or one of the beat committed last cycle, or older.
+            same = Mux(held_set.any(), (line["eq_held"] & held_set).any(), line["eq_state"])
+            if i:
+                same = Mux(set_by[0], line["eq_slot0"], same)
+            state, err, sets_cl = self._rules(m, i, go, line, state, same)
+            set_by.append(sets_cl)
             failed = _net(m, go & (err != 0), f"commit_failed{i}", 1)
             first_fail = failed & (stop_err == 0)
             stop_err = Mux(first_fail, err, stop_err)
-            stop_len = Mux(first_fail, s.pos + line["lf"] + 1, stop_len)
+            stop_len = Mux(first_fail, line["stop_len"], stop_len)
             stopped = stopped | failed
         committed_stop = _net(m, stopped & ~cur["done"], "committed_stop", 1)
+        m.d.sync += held_set.eq(Mux(s.valid & ~s.last, Cat(*set_by), 0))
 
         # The grammar's stop, with the block checks, unless a line stopped the packet first.
         block = Mux((state["version"] == Version.HTTP_1_1) & ~state["host"], E.missing_host, 0) | \
@@ -397,8 +437,9 @@ class ParserCore(wiring.Component):
                 m.d.sync += [cur[k].eq(0) for k in st]
         self._assemble(m, emit, state, errors, header_len, grammar_stop & s.complete)
 
-    def _rules(self, m, i, go, line, state):
-        """One committed line against the packet's state: the new state and the error it raises (or 0)."""
+    def _rules(self, m, i, go, line, state, same):
+        """One committed line against the packet's state: the new state, the error it raises (or 0), and whether
+        it is the first Content-Length line. ``same``: it equals the first Content-Length line, if there is one."""
         E = ErrorFlag
         name, fp = line["name"], line["fp"]
         n = {k: Signal.like(v, name=f"l{i}_{k}") for k, v in state.items()}
@@ -414,9 +455,8 @@ class ParserCore(wiring.Component):
                 m.d.comb += [n["host"].eq(1), n["host_fp"].eq(fp), n["host_len"].eq(line["len"])]
         # Content-Length: a number of 1..20 digits; a repeat must be spelled the same (the values compare as the
         # model's saturated numbers: two that overflow are equal whatever their digits).
-        differs = state["cl"] & (((state["cl_val"] != line["value"]) & ~(state["cl_ovf"] & line["overflow"])) |
-                                 (state["cl_ovf"] != line["overflow"]) | (state["cl_len"] != line["len"]) |
-                                 (state["cl_fp"] != fp))
+        differs = state["cl"] & ~same
+        sets_cl = _net(m, is_[CONTENT_LENGTH] & line["number"] & ~state["cl"], f"l{i}_sets_cl", 1)
         with m.If(is_[CONTENT_LENGTH]):
             with m.If(~line["number"]):
                 m.d.comb += err.eq(E.bad_content_length)
@@ -445,7 +485,7 @@ class ParserCore(wiring.Component):
                                  n["x0_ovf"].eq(number & line["overflow"])]
         # A failed rule stops the packet at this LF; the line itself counts, extra names included (the failed rule
         # changed nothing).
-        return n, err
+        return n, err, sets_cl
 
     # -- the descriptor ---------------------------------------------------------------------------------------------
 
