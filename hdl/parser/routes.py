@@ -177,11 +177,6 @@ class RouteMatcher(wiring.Component):
         m = Module()
         W = self.width
         E = PREFIX_ENTRIES
-        lg = W.bit_length() - 1
-        groups = PREFIX_BYTES // W                      # positions per lane table: 8 / 4 / 2
-        q_bits = groups.bit_length() - 1
-        far = groups + 1                                # "beats since the path's start" saturates here
-        ones = (1 << E) - 1
 
         ce = Signal()
         take = Signal()
@@ -198,6 +193,24 @@ class RouteMatcher(wiring.Component):
         filling = Signal()
         fill_addr = Signal(range(_table_depth(W)))
 
+        d, valids = self._path_stages(m, ce, take)
+        g, mems, words = self._lookup_stages(m, ce, d, filling, fill_addr, ent_len, valids)
+        self._match_stages(m, ce, g, ent_class, ent_valid, longer, valids)
+
+        # The update waits for every beat taken to leave (a registered flag: the input is closed while busy).
+        idle = Signal()
+        m.d.sync += idle.eq(~Cat(take, *valids, self.o_stream.valid).any())
+        self._fill(m, mems, words, filling, fill_addr, idle, ent_len, ent_class, ent_valid, longer)
+        return m
+
+    def _path_stages(self, m, ce, take):
+        """Stages A to D: the path's lanes, the loops (start lane, beats since, first position), the rotated bytes
+        and their table addresses. Returns stage D and the stages' valid flags."""
+        W = self.width
+        lg = W.bit_length() - 1
+        groups = PREFIX_BYTES // W                      # positions per lane table: 8 / 4 / 2
+        q_bits = groups.bit_length() - 1
+        far = groups + 1                                # "beats since the path's start" saturates here
         # A: per lane, a target byte (live, TARGET, not its closing SP), a '?' in TARGET, and the path's start (the
         # target's first byte: TARGET after METHOD; the lane before lane 0 is the previous beat's last).
         ev = self.i_stream.payload
@@ -269,7 +282,14 @@ class RouteMatcher(wiring.Component):
             "valid": c["valid"], "ev": c["ev"], "addr": addrs, "use": Cat(use), "t0": c["t0"],
             "any": path.any(), "end": Mux(path[W - 1], c["pos_next"], Cat(end_lo, c_pos[lg:])),
         })
+        return d, [a["valid"], b["valid"], c["valid"], d["valid"]]
 
+    def _lookup_stages(self, m, ce, d, filling, fill_addr, ent_len, valids):
+        """Stages E to G: the lane tables' words, ANDed over the beat; the path's length; the entries that fit.
+        Returns stage G, the memories and the registered words."""
+        E = PREFIX_ENTRIES
+        W = self.width
+        ones = (1 << E) - 1
         # E: the lookups, one asynchronous read port per lane table and a register of our own (Yosys folds it into
         # the EBR, and only then honours ``no_rw_check``: reads and writes never meet, the fill runs alone).
         words = []
@@ -314,7 +334,13 @@ class RouteMatcher(wiring.Component):
             "valid": f["valid"], "ev": f["ev"], "path_len": f["path_len"], "word": beat_word,
             "fits": Cat(ent_len[n] <= f["path_len"] for n in range(E)),
         })
+        valids += [e["valid"], f["valid"], g["valid"]]
+        return g, mems, words
 
+    def _match_stages(self, m, ce, g, ent_class, ent_valid, longer, valids):
+        """Stages H, I and the output: the running AND over the packet's beats, the longest hit, its class."""
+        E = PREFIX_ENTRIES
+        ones = (1 << E) - 1
         # H, the loop: the running AND over the packet's beats (restarted after its last beat); the hits.
         run = Signal(E, init=ones)
         with m.If(ce & g["valid"]):
@@ -343,13 +369,7 @@ class RouteMatcher(wiring.Component):
             m.d.sync += [self.o_stream.valid.eq(i["valid"]), out.ev.eq(i["ev"]), out.path_len.eq(i["path_len"]),
                          out.route_match.eq(i["any"]),
                          out.route_class.eq(Mux(i["any"], won, self.default_class))]
-
-        # The update waits for every beat taken to leave (a registered flag: the input is closed while busy).
-        idle = Signal()
-        m.d.sync += idle.eq(~Cat(take, a["valid"], b["valid"], c["valid"], d["valid"], e["valid"], f["valid"],
-                                 g["valid"], h["valid"], i["valid"], self.o_stream.valid).any())
-        self._fill(m, mems, words, filling, fill_addr, idle, ent_len, ent_class, ent_valid, longer)
-        return m
+        valids += [h["valid"], i["valid"]]
 
     def _fill(self, m, mems, words, filling, fill_addr, idle, ent_len, ent_class, ent_valid, longer):
         """The commit: latch the staging entry; once the pipeline is empty, update the entry's registers and
