@@ -140,22 +140,31 @@ class PipelinedParser(wiring.Component):
                                           for i in range(PREFIX_BYTES // 4)))),
                      staged.len.eq(Mux(regs.prefix_ctrl.len > PREFIX_BYTES, PREFIX_BYTES, regs.prefix_ctrl.len)),
                      staged.cls.eq(regs.prefix_ctrl.route_class), staged.valid.eq(regs.prefix_ctrl.valid)]
-        # A commit is written one cycle later, after comparing it with the entry it replaces.
+        # A commit is written one cycle later; the entry it replaces is read then, compared the cycle after, and the
+        # entry marked dirty the cycle after that if it changed (three registered steps, none deeper than a
+        # comparator).
         c_valid, c_index, c_entry = Signal(), Signal(4), Signal(_ENTRY)
         m.d.sync += [c_valid.eq(regs.prefix_commit.go), c_index.eq(regs.prefix_commit.index), c_entry.eq(staged)]
         m.d.comb += [rd_commit.addr.eq(c_index), wr.addr.eq(c_index), wr.data.eq(c_entry), wr.en.eq(c_valid)]
+        c2_valid, c2_index, c2_old, c2_new = Signal(), Signal(4), Signal(_ENTRY), Signal(_ENTRY)
+        m.d.sync += [c2_valid.eq(c_valid), c2_index.eq(c_index), c2_old.eq(rd_commit.data), c2_new.eq(c_entry)]
+        c3_valid, c3_mask = Signal(), Signal(PREFIX_ENTRIES)
+        m.d.sync += [c3_valid.eq(c2_valid & (c2_old.as_value() != c2_new.as_value())),
+                     c3_mask.eq(Const(1, PREFIX_ENTRIES) << c2_index)]
         # The copy starts all zero: invalid entries, as the route unit's tables start.
         pfx_dirty = Signal(PREFIX_ENTRIES)
         clear = Signal(PREFIX_ENTRIES)
-        changed = Signal()
-        m.d.comb += changed.eq(rd_commit.data.as_value() != c_entry.as_value())
-        set_mask = Mux(c_valid & changed, Const(1, PREFIX_ENTRIES) << c_index, 0)
-        m.d.sync += pfx_dirty.eq((pfx_dirty & ~clear) | set_mask)
-        # The lowest dirty entry.
+        m.d.sync += pfx_dirty.eq((pfx_dirty & ~clear) | Mux(c3_valid, c3_mask, 0))
+        c4_valid = Signal()                   # ... and ``pick`` below has seen it
+        m.d.sync += c4_valid.eq(c3_valid)
+        committing = Signal()
+        m.d.comb += committing.eq(c_valid | c2_valid | c3_valid | c4_valid)
+        # The lowest dirty entry, registered (the controller applies it a cycle or more after it became dirty).
         pick = Signal(4)
+        lowest = Const(0, 4)
         for e in reversed(range(PREFIX_ENTRIES)):
-            with m.If(pfx_dirty[e]):
-                m.d.comb += pick.eq(e)
+            lowest = Mux(pfx_dirty[e], e, lowest)
+        m.d.sync += pick.eq(lowest)
         m.d.comb += rd_apply.addr.eq(pick)
         entry = Signal(_ENTRY)
         m.d.comb += [entry.eq(rd_apply.data), core.pfx_data.eq(entry.data), core.pfx_len.eq(entry.len),
@@ -170,7 +179,7 @@ class PipelinedParser(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += hold.eq(1)
-                with m.If(empty & ~core.busy & ~c_valid & ~regs.extra_commit.go):
+                with m.If(empty & ~core.busy & ~committing & ~regs.extra_commit.go):
                     with m.If(key_dirty):
                         m.d.sync += [poly.eq(regs.fp_poly.value), seed.eq(regs.fp_seed.value)]
                         m.next = "KEY"
