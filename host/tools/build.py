@@ -534,6 +534,7 @@ BLOCK_CONFIGS = {
     "names": "NameMatcher(W), the parser's header-name identification",
     "values": "ValueTracker(W), the parser's field-value trackers",
     "routes": "RouteMatcher(W), the parser's path capture and route-prefix match",
+    "pipelined": "PipelinedParser(W), the rebuilt parser's components joined, with its registers (W = 4, 8)",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
@@ -567,6 +568,9 @@ def make_block(name: str, width: int, clock_hz: int):
     if name == "routes":
         from ...hdl.parser.routes import RouteMatcher
         return RouteMatcher(width)
+    if name == "pipelined":
+        from ...hdl.parser.parser_top import PipelinedParser
+        return PipelinedParser(width)
     if name == "frontend":
         from ...hdl.frontend.l4_frontend import L4FrontEnd
         return L4FrontEnd(width)
