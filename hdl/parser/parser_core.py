@@ -1,21 +1,25 @@
 """The rebuilt header parser's datapath: the components joined, from beats to one descriptor per packet.
 
-beat ─▶ Tokenizer ─┬─▶ Events ─▶ RouteMatcher ──┐
-                   ├─▶ NameMatcher ─────────────┼─▶ field marks ─▶ FingerprintEngine ─┐
-                   └─▶ ValueTracker ────────────┘        └─▶ line slots, beat summary ─┴─▶ commit ─▶ descriptor
+beat ─▶ Tokenizer ─┬─▶ Events ─────────┬──────────────────────────────▶ RouteMatcher ─────────────────────┐
+                   ├─▶ NameMatcher ────┤                                                                   │
+                   └─▶ ValueTracker ───┴─▶ P, M: field marks ─▶ FingerprintEngine ───┐                     │
+                                                 └─▶ line slots ─▶ BCD to binary ────┴─▶ C0 decode ─▶ C1 compare
+                                                                                          ─▶ C2 commit ─▶ descriptor
 
 Every unit is a fixed-latency pipeline that never stalls (its output is always taken), so the join is a matter of
-delays: the three units behind the tokenizer are aligned at the *marks* stage, where each beat's lanes are marked
-for the fingerprint engine (the path, and each field value, or its Bearer token on an ``authorization`` line) and
-its committed lines are gathered into at most W/4 *line slots* (a value's name and record, found at its CR, for the
-LF that commits it). The slots and a summary of the beat wait beside the fingerprint engine, and meet its
-fingerprints at the *commit* stage: the rules that depend on earlier lines (``docs/parser.md``, "Committing a
-header line") run there, in lane order, and may stop the packet sooner than the grammar did. The descriptor is
-assembled in the following stages.
+delays. The three units behind the tokenizer are aligned at the pre-marks stage P (beat-local prefixes, each lane's
+last colon); the marks stage M marks each beat's lanes for the fingerprint engine (the path, and each field value, or
+its Bearer token on an ``authorization`` line) and gathers its committing LFs into at most W/4 *line slots* (the
+name and value record found at the CR before each). The slots, their numbers converted to binary meanwhile, and a
+summary of the beat wait beside the fingerprint engine and meet its fingerprints at C0, which gives each slot its
+fingerprint; C1 precomputes the Content-Length equalities the rules need; C2 runs the rules that depend on earlier
+lines (``docs/parser.md``, "Committing a header line") in lane order, and may stop the packet sooner than the
+grammar did. The route unit's path fields go around the marks to C0: they are final from the end of the request
+line, before any line commits.
 
-The datapath takes no backpressure: :class:`~.header_parser.HeaderParser` admits a beat only when the descriptors in
-flight have room. ``busy`` is high while a unit rewrites its tables (after ``fp_update``, ``x_update`` or a prefix
-commit); pulse those only while no beat is in flight.
+The datapath takes no backpressure: :class:`~.parser_top.PipelinedParser` admits a packet only when the descriptor
+FIFO has room for every packet in flight. ``busy`` is high while a unit rewrites its tables (after ``fp_update``,
+``x_update`` or a prefix commit); pulse those only while no beat is in flight.
 """
 
 from __future__ import annotations
