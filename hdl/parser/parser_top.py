@@ -39,6 +39,9 @@ PIPELINED_FIFO_DEPTH = 8
 def desc_latency(width: int) -> int:
     """Cycles from the beat holding the stop byte to ``o_desc.valid``: the datapath's, and one through the FIFO."""
     return core_latency(width) + 1
+
+
+#: A prefix entry as the LUT-RAM copy holds it.
 _ENTRY = data.StructLayout({"data": 8 * PREFIX_BYTES, "len": 6, "cls": 4, "valid": 1})
 
 
