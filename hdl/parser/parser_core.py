@@ -150,7 +150,8 @@ class ParserCore(wiring.Component):
             tok.i_stream.valid.eq(self.i_stream.valid & ~self.busy),
             tok.i_stream.payload.eq(self.i_stream.payload),
             self.i_stream.ready.eq(tok.i_stream.ready & ~self.busy),
-            self.busy.eq(fpe.busy | rt.busy | ~nm.i_stream.ready),
+            # A unit's ready falls the cycle after its update pulse; its busy flag may rise later (after it drains).
+            self.busy.eq(fpe.busy | ~fpe.i_stream.ready | rt.busy | ~rt.i_stream.ready | ~nm.i_stream.ready),
             tok.o_stream.ready.eq(1), rt.o_stream.ready.eq(1), nm.o_stream.ready.eq(1), vt.o_stream.ready.eq(1),
             fpe.o_stream.ready.eq(1),
             ev.max_header_bytes.eq(self.max_header_bytes),
