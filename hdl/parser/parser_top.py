@@ -50,6 +50,8 @@ class PipelinedParser(wiring.Component):
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
+        if width not in (4, 8):
+            raise ValueError(f"the parser's width W must be 4 or 8 bytes for now, got {width!r}")
         self.desc_latency = desc_latency(width)
         super().__init__({
             "i_stream": In(stream.Signature(ByteBeat(width))),
