@@ -406,25 +406,35 @@ class ParserCore(wiring.Component):
         with m.If(s.valid):
             m.d.comb += Cat(nxt["path_len"], nxt["route_match"], nxt["route_class"]).eq(c["route"])
 
-        # The committed lines, in order; each sees the state the lines before it left.
+        # The committed lines, in order; each sees the state the lines before it left. A later slot is worked out as
+        # if the earlier ones passed, and dropped below if one failed (so no slot's outcome waits on another's error).
         stop_err = Const(0, len(E))
         stop_len = Const(0, 16)
         stopped = cur["done"]
         state = dict(nxt)
-        set_by = []
+        after, fails, set_by = [], [], []
         for i, line in enumerate(c["lines"]):
-            go = _net(m, line["go"] & ~stopped, f"commit_go{i}", 1)
+            go = _net(m, line["go"] & ~cur["done"], f"commit_go{i}", 1)
             # The first Content-Length line is this beat's slot 0, or one of the beat committed last cycle, or older.
             same = Mux(held_set.any(), (line["eq_held"] & held_set).any(), line["eq_state"])
             if i:
                 same = Mux(set_by[0], line["eq_slot0"], same)
             state, err, sets_cl = self._rules(m, i, go, line, state, same)
-            set_by.append(sets_cl)
             failed = _net(m, go & (err != 0), f"commit_failed{i}", 1)
-            first_fail = failed & (stop_err == 0)
+            earlier = Cat(*fails).any() if fails else Const(0)
+            set_by.append(sets_cl & ~earlier)
+            first_fail = failed & ~earlier
             stop_err = Mux(first_fail, err, stop_err)
             stop_len = Mux(first_fail, line["stop_len"], stop_len)
             stopped = stopped | failed
+            after.append(state)
+            fails.append(failed)
+        state = after[-1]
+        for i in reversed(range(len(after) - 1)):
+            state = {k: Mux(fails[i], after[i][k], v) for k, v in state.items()}
+        final = {k: Signal.like(after[0][k], name=f"pk_final_{k}") for k in state}
+        m.d.comb += [final[k].eq(v) for k, v in state.items()]
+        state = final
         committed_stop = _net(m, stopped & ~cur["done"], "committed_stop", 1)
         m.d.sync += held_set.eq(Mux(s.valid & ~s.last, Cat(*set_by), 0))
 
