@@ -4,7 +4,7 @@ beat ─▶ Tokenizer ─┬─▶ Events ─────────┬──�
                    ├─▶ NameMatcher ────┤                                                                   │
                    └─▶ ValueTracker ───┴─▶ P, M: field marks ─▶ FingerprintEngine ───┐                     │
                                                  └─▶ line slots ─▶ BCD to binary ────┴─▶ C0 decode ─▶ C1 compare
-                                                                                          ─▶ C2 commit ─▶ descriptor
+                                                                                 ─▶ C2 commit ─▶ C3 report, descriptor
 
 Every unit is a fixed-latency pipeline that never stalls (its output is always taken), so the join is a matter of
 delays. The three units behind the tokenizer are aligned at the pre-marks stage P (beat-local prefixes, each lane's
@@ -12,9 +12,10 @@ last colon); the marks stage M marks each beat's lanes for the fingerprint engin
 its Bearer token on an ``authorization`` line) and gathers its committing LFs into at most W/4 *line slots* (the
 name and value record found at the CR before each). The slots, their numbers converted to binary meanwhile, and a
 summary of the beat wait beside the fingerprint engine and meet its fingerprints at C0, which gives each slot its
-fingerprint; C1 precomputes the Content-Length equalities the rules need; C2 runs the rules that depend on earlier
-lines (``docs/parser.md``, "Committing a header line") in lane order, and may stop the packet sooner than the
-grammar did. The route unit's path fields go around the marks to C0: they are final from the end of the request
+fingerprint; C1 compares each slot's number with the packet's previous Content-Length; C2 runs the rules that depend
+on earlier lines (``docs/parser.md``, "Committing a header line") in lane order, and may stop the packet sooner than
+the grammar did. Its loop holds only presence bits and ``done``; C3 picks the stop's error and length, counts the
+lines and registers the descriptor. The route unit's path fields go around the marks to C0: they are final from the end of the request
 line, before any line commits.
 
 The datapath takes no backpressure: :class:`~.parser_top.PipelinedParser` admits a packet only when the descriptor
@@ -53,9 +54,9 @@ def _align(width: int) -> int:
 
 def core_latency(width: int) -> int:
     """Cycles from a beat's acceptance to the descriptor of a packet that stops in it: the tokenizer, the slowest
-    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode, compare and commit
+    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode, compare, commit and report
     stages."""
-    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 3
+    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 4
 
 
 def LineSlot(width: int) -> data.StructLayout:
@@ -349,137 +350,137 @@ class ParserCore(wiring.Component):
             c["lines"].append(reg)
         return c
 
-    def _compare(self, m, c0, cur):
-        """Stage C1: the Content-Length equalities each slot's rule needs, against the first line's fields as
-        they may be when it commits: the state now (``cur``, the beats before the one being committed), the slots
-        being committed now (``held``: one of them may be the first), and this beat's slot 0. The commit stage
-        picks one of these bits, so no comparator sits in its loop."""
-        NS = self.slots
+    def _compare(self, m, c0):
+        """Stage C1: whether each slot's value equals the packet's previous Content-Length number (a slot before it
+        in the beat, or ``last_cl``, kept here from the beats before). Equality is an equivalence, so equal to the
+        previous one is equal to the first one for every line up to the packet's first failure (after it nothing
+        counts). ``last_cl`` is taken at every Content-Length number, committed or not; the commit stage's presence
+        bit says whether there was one. So the commit stage reads one bit, and no comparator sits in its loop."""
 
         def equal(a, b):
             return ~((((a["value"] != b["value"]) & ~(a["overflow"] & b["overflow"])) |
                       (a["overflow"] != b["overflow"]) | (a["len"] != b["len"]) | (a["fp"] != b["fp"])))
 
-        stored = {"value": cur["cl_val"], "overflow": cur["cl_ovf"], "len": cur["cl_len"], "fp": cur["cl_fp"]}
+        keys = ("value", "overflow", "len", "fp")
+        last_cl = {k: Signal.like(c0["lines"][0][k], name=f"last_cl_{k}") for k in keys}
         c1 = {"s": Signal.like(c0["s"], name="c1_summary"), "route": Signal.like(c0["route"], name="c1_route"),
               "path_fp": Signal(64, name="c1_path_fp"), "lines": []}
         m.d.sync += [c1[k].eq(c0[k]) for k in ("s", "route", "path_fp")]
-        extra = {"eq_state": 1, "eq_held": NS, "eq_slot0": 1, "stop_len": 16}
+        prev = last_cl
         for i, line in enumerate(c0["lines"]):
             reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items()}
             m.d.sync += [reg[k].eq(v) for k, v in line.items()]
-            reg.update({k: Signal(shape, name=f"c1_line{i}_{k}") for k, shape in extra.items()})
+            reg.update({"same": Signal(name=f"c1_line{i}_same"), "stop_len": Signal(16, name=f"c1_line{i}_stop_len")})
+            m.d.sync += [reg["same"].eq(equal(line, prev)), reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1)]
             c1["lines"].append(reg)
-        held = c1["lines"]                          # the beat being committed while this one is compared
-        for i, (line, reg) in enumerate(zip(c0["lines"], c1["lines"])):
-            m.d.sync += [reg["eq_state"].eq(equal(line, stored)),
-                         reg["eq_held"].eq(Cat(*(equal(line, h) for h in held))),
-                         reg["eq_slot0"].eq(equal(line, c0["lines"][0]) if i else 0),
-                         reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1)]
+            is_num = _net(m, line["go"] & line["name"][CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
+            prev = {k: _net(m, Mux(is_num, line[k], prev[k]), f"c1_prev{i}_{k}", len(line[k])) for k in keys}
+        m.d.sync += [last_cl[k].eq(prev[k]) for k in keys]
         return c1
 
     def _commit(self, m, c0):
-        """Stage C2: the line rules in lane order, the packet's stop; the descriptor is registered from it."""
-        E = ErrorFlag
-        st = {
-            "done": 1, "host": 1, "host_fp": 64, "host_len": 16, "cl": 1, "cl_len": 16, "cl_val": 64, "cl_ovf": 1,
-            "cl_fp": 64, "te": 1, "chunked": 1, "auth": 1, "auth_fp": 64, "auth_len": 16, "xkey": 1, "xkey_fp": 64,
-            "xkey_len": 16, "extra": EXTRA_SLOTS, "x0_num": 1, "x0_val": 64, "x0_ovf": 1, "lines": 16,
-            "method": Method, "version": Version, "path": 1, "path_fp": 64, "path_len": 16, "route_match": 1,
-            "route_class": 4,
-        }
+        """Stage C2, the loop: the line rules in lane order, and the packet's stop.
+
+        The loop holds only what the rules read: which fields are present and ``done``. A field's data
+        (fingerprints, lengths, numbers) is written whenever a slot would set it, assuming the slots before it
+        passed; the descriptor shows it only if its presence bit (which does account for a failed slot) is set. So no
+        failure drives the wide data. Which error, the line count and the descriptor come a stage later (C3)."""
+        small = {"done": 1, "host": 1, "cl": 1, "te": 1, "chunked": 1, "auth": 1, "xkey": 1, "extra": EXTRA_SLOTS,
+                 "method": Method, "version": Version, "path": 1}
+        wide = {"host_fp": 64, "host_len": 16, "cl_len": 16, "cl_val": 64, "cl_ovf": 1, "cl_fp": 64, "auth_fp": 64,
+                "auth_len": 16, "xkey_fp": 64, "xkey_len": 16, "x0_num": 1, "x0_val": 64, "x0_ovf": 1,
+                "path_fp": 64, "path_len": 16, "route_match": 1, "route_class": 4}
         for i in range(EXTRA_SLOTS):
-            st[f"extra_fp{i}"] = 64
-        cur = {k: Signal(shape, name=f"pk_{k}") for k, shape in st.items()}
-        # Which slot of the beat committed last cycle set Content-Length (its fields are then the first line's).
-        held_set = Signal(self.slots, name="cl_set_by")
-        c = self._compare(m, c0, cur)
+            wide[f"extra_fp{i}"] = 64
+        cur = {k: Signal(shape, name=f"pk_{k}") for k, shape in small.items()}
+        data_ = {k: Signal(shape, name=f"pk_{k}") for k, shape in wide.items()}
+        c = self._compare(m, c0)
         s = c["s"]
-        nxt = {k: Signal(shape, name=f"pk_next_{k}") for k, shape in st.items()}
-        m.d.comb += [nxt[k].eq(cur[k]) for k in st]
+        nxt = {k: Signal(shape, name=f"pk_next_{k}") for k, shape in small.items()}
+        m.d.comb += [nxt[k].eq(cur[k]) for k in small]
         with m.If(s.method_set):
             m.d.comb += nxt["method"].eq(s.method)
         with m.If(s.version_set):
             m.d.comb += nxt["version"].eq(s.version)
+        new = {k: Signal(shape, name=f"pk_new_{k}") for k, shape in wide.items()}
+        m.d.comb += [new[k].eq(data_[k]) for k in wide]
         with m.If(s.path_close & ~cur["path"]):
-            m.d.comb += [nxt["path"].eq(1), nxt["path_fp"].eq(c["path_fp"])]
+            m.d.comb += [nxt["path"].eq(1), new["path_fp"].eq(c["path_fp"])]
         with m.If(s.valid):
-            m.d.comb += Cat(nxt["path_len"], nxt["route_match"], nxt["route_class"]).eq(c["route"])
+            m.d.comb += Cat(new["path_len"], new["route_match"], new["route_class"]).eq(c["route"])
 
-        # The committed lines, in order; each sees the state the lines before it left. A later slot is worked out as
-        # if the earlier ones passed, and dropped below if one failed (so no slot's outcome waits on another's error).
-        stop_err = Const(0, len(E))
-        stop_len = Const(0, 16)
-        stopped = cur["done"]
+        # The committed lines, in order; each sees the presence the lines before it left. A later slot is worked
+        # out as if the earlier ones passed, and its presence bits dropped below if one failed.
         state = dict(nxt)
-        after, fails, set_by = [], [], []
+        after, fails, gos, errs = [], [], [], []
         for i, line in enumerate(c["lines"]):
             go = _net(m, line["go"] & ~cur["done"], f"commit_go{i}", 1)
-            # The first Content-Length line is this beat's slot 0, or one of the beat committed last cycle, or older.
-            same = Mux(held_set.any(), (line["eq_held"] & held_set).any(), line["eq_state"])
-            if i:
-                same = Mux(set_by[0], line["eq_slot0"], same)
-            state, err, sets_cl = self._rules(m, i, go, line, state, same)
-            failed = _net(m, go & (err != 0), f"commit_failed{i}", 1)
-            earlier = Cat(*fails).any() if fails else Const(0)
-            set_by.append(sets_cl & ~earlier)
-            first_fail = failed & ~earlier
-            stop_err = Mux(first_fail, err, stop_err)
-            stop_len = Mux(first_fail, line["stop_len"], stop_len)
-            stopped = stopped | failed
+            state, err, writes = self._rules(m, i, go, line, state)
+            for group, fields in writes:
+                for k, v in fields.items():
+                    with m.If(group):
+                        m.d.comb += new[k].eq(v)
+            fails.append(_net(m, go & (err != 0), f"commit_failed{i}", 1))
             after.append(state)
-            fails.append(failed)
+            gos.append(go)
+            errs.append(err)
         state = after[-1]
         for i in reversed(range(len(after) - 1)):
             state = {k: Mux(fails[i], after[i][k], v) for k, v in state.items()}
         final = {k: Signal.like(after[0][k], name=f"pk_final_{k}") for k in state}
         m.d.comb += [final[k].eq(v) for k, v in state.items()]
-        state = final
-        committed_stop = _net(m, stopped & ~cur["done"], "committed_stop", 1)
-        m.d.sync += held_set.eq(Mux(s.valid & ~s.last, Cat(*set_by), 0))
-
-        # The grammar's stop, with the block checks, unless a line stopped the packet first.
-        block = Mux((state["version"] == Version.HTTP_1_1) & ~state["host"], E.missing_host, 0) | \
-            Mux(state["cl"] & state["te"], E.cl_and_te, 0)
-        grammar_stop = _net(m, s.valid & s.stop & ~stopped, "grammar_stop", 1)
-        emit = committed_stop | grammar_stop
-        errors = Mux(committed_stop, stop_err, Mux(s.complete, block, s.errors))
-        header_len = Mux(committed_stop, stop_len, s.header_len)
+        failed = Cat(*fails).any()
+        m.d.sync += [data_[k].eq(new[k]) for k in wide]
         with m.If(s.valid):
-            m.d.sync += [cur[k].eq(state[k]) for k in st]
-            m.d.sync += cur["done"].eq(stopped | grammar_stop)
+            m.d.sync += [cur[k].eq(final[k]) for k in small]
+            m.d.sync += cur["done"].eq(cur["done"] | failed | s.stop)
             with m.If(s.last):
-                m.d.sync += [cur[k].eq(0) for k in st]
-        self._assemble(m, emit, state, errors, header_len, grammar_stop & s.complete)
+                m.d.sync += [cur[k].eq(0) for k in small]
 
-    def _rules(self, m, i, go, line, state, same):
-        """One committed line against the packet's state: the new state, the error it raises (or 0), and whether
-        it is the first Content-Length line. ``same``: it equals the first Content-Length line, if there is one."""
+        # To C3: the outcome, registered.
+        c2 = {"s": Signal.like(s, name="c2_summary"), "state": {}, "fails": Signal(len(fails), name="c2_fails"),
+              "gos": Signal(len(gos), name="c2_gos"), "grammar_stop": Signal(name="c2_grammar_stop"),
+              "errs": [Signal(len(ErrorFlag), name=f"c2_err{i}") for i in range(len(errs))],
+              "stop_lens": [Signal(16, name=f"c2_stop_len{i}") for i in range(len(errs))]}
+        c2["state"] = {k: Signal.like(v, name=f"c2_{k}") for k, v in final.items()}
+        m.d.sync += [c2["s"].eq(s), c2["fails"].eq(Cat(*fails)), c2["gos"].eq(Cat(*gos)),
+                     c2["grammar_stop"].eq(s.valid & s.stop & ~cur["done"] & ~failed)]
+        m.d.sync += [c2["state"][k].eq(v) for k, v in final.items()]
+        m.d.sync += [r.eq(e) for r, e in zip(c2["errs"], errs)]
+        m.d.sync += [r.eq(line["stop_len"]) for r, line in zip(c2["stop_lens"], c["lines"])]
+        self._report(m, c2, data_)
+
+    def _rules(self, m, i, go, line, state):
+        """One committed line against the packet's presence bits: the new ones, the error it raises (or 0) and the
+        data it writes ([(enable, {field: value})]). A failed rule writes nothing; the line itself counts, extra
+        names included."""
         E = ErrorFlag
         name, fp = line["name"], line["fp"]
         n = {k: Signal.like(v, name=f"l{i}_{k}") for k, v in state.items()}
         m.d.comb += [n[k].eq(v) for k, v in state.items()]
         err = Signal(len(E), name=f"l{i}_err")
         is_ = [go & name[j] for j in range(N_NAMES)]
-        with m.If(go):
-            m.d.comb += n["lines"].eq(Mux(state["lines"] == LEN_MAX, LEN_MAX, state["lines"] + 1))
-        with m.If(is_[HOST]):
-            with m.If(state["host"]):
-                m.d.comb += err.eq(E.duplicate_host)
-            with m.Else():
-                m.d.comb += [n["host"].eq(1), n["host_fp"].eq(fp), n["host_len"].eq(line["len"])]
+        writes = []
+
+        def write(cond, tag, fields):
+            en = _net(m, cond, f"l{i}_w_{tag}", 1)
+            writes.append((en, fields))
+            return en
+
+        host = write(is_[HOST] & ~state["host"], "host", {"host_fp": fp, "host_len": line["len"]})
+        with m.If(is_[HOST] & state["host"]):
+            m.d.comb += err.eq(E.duplicate_host)
+        m.d.comb += n["host"].eq(state["host"] | host)
         # Content-Length: a number of 1..20 digits; a repeat must be spelled the same (the values compare as the
-        # model's saturated numbers: two that overflow are equal whatever their digits).
-        differs = state["cl"] & ~same
-        sets_cl = _net(m, is_[CONTENT_LENGTH] & line["number"] & ~state["cl"], f"l{i}_sets_cl", 1)
+        # model's saturated numbers: two that overflow are equal whatever their digits). Only the first is written.
+        cl = write(is_[CONTENT_LENGTH] & line["number"] & ~state["cl"], "cl",
+                   {"cl_len": line["len"], "cl_val": line["value"], "cl_ovf": line["overflow"], "cl_fp": fp})
         with m.If(is_[CONTENT_LENGTH]):
             with m.If(~line["number"]):
                 m.d.comb += err.eq(E.bad_content_length)
-            with m.Elif(differs):
+            with m.Elif(state["cl"] & ~line["same"]):
                 m.d.comb += err.eq(E.cl_mismatch)
-            with m.Else():
-                m.d.comb += [n["cl"].eq(1), n["cl_len"].eq(line["len"]), n["cl_val"].eq(line["value"]),
-                             n["cl_ovf"].eq(line["overflow"]), n["cl_fp"].eq(fp)]
+        m.d.comb += n["cl"].eq(state["cl"] | cl)
         with m.If(is_[TRANSFER_ENCODING]):
             m.d.comb += n["te"].eq(1)
             with m.If(state["te"] | ~line["chunked"]):
@@ -487,43 +488,79 @@ class ParserCore(wiring.Component):
             with m.Else():
                 m.d.comb += n["chunked"].eq(1)
         # The API key candidates (the marks fingerprinted the token on an authorization line).
-        with m.If(is_[AUTHORIZATION] & ~state["auth"] & line["bearer"]):
-            m.d.comb += [n["auth"].eq(1), n["auth_fp"].eq(fp), n["auth_len"].eq(line["token_len"])]
-        with m.If(is_[X_API_KEY] & ~state["xkey"]):
-            m.d.comb += [n["xkey"].eq(1), n["xkey_fp"].eq(fp), n["xkey_len"].eq(line["len"])]
+        auth = write(is_[AUTHORIZATION] & ~state["auth"] & line["bearer"], "auth",
+                     {"auth_fp": fp, "auth_len": line["token_len"]})
+        xkey = write(is_[X_API_KEY] & ~state["xkey"], "xkey", {"xkey_fp": fp, "xkey_len": line["len"]})
+        m.d.comb += [n["auth"].eq(state["auth"] | auth), n["xkey"].eq(state["xkey"] | xkey)]
+        extra = []
         for x in range(EXTRA_SLOTS):
-            with m.If(is_[N_BUILTIN + x] & ~state["extra"][x]):
-                m.d.comb += [n["extra"][x].eq(1), n[f"extra_fp{x}"].eq(fp)]
-                if x == 0:
-                    number = line["number"]
-                    m.d.comb += [n["x0_num"].eq(number), n["x0_val"].eq(Mux(number, line["value"], 0)),
-                                 n["x0_ovf"].eq(number & line["overflow"])]
-        # A failed rule stops the packet at this LF; the line itself counts, extra names included (the failed rule
-        # changed nothing).
-        return n, err, sets_cl
+            fields = {f"extra_fp{x}": fp}
+            if x == 0:
+                fields.update({"x0_num": line["number"], "x0_val": line["value"], "x0_ovf": line["overflow"]})
+            extra.append(write(is_[N_BUILTIN + x] & ~state["extra"][x], f"extra{x}", fields))
+        m.d.comb += n["extra"].eq(state["extra"] | Cat(*extra))
+        return n, err, writes
 
     # -- the descriptor ---------------------------------------------------------------------------------------------
 
-    def _assemble(self, m, emit, a, errors, header_len, complete):
-        """The descriptor register."""
-        desc = self.o_desc.payload
-        auth, xkey = a["auth"], a["xkey"]
+    def _report(self, m, c2, d):
+        """Stage C3: the stop's error and length, the line count, and the descriptor register. ``d`` holds the
+        data as the beat in C3 left it; a field's data is shown only if it is present (after the register, so no
+        presence bit drives the wide data)."""
+        E = ErrorFlag
+        s, a, fails = c2["s"], c2["state"], c2["fails"]
+        # The first failed slot stops the packet; the lines up to it count.
+        stop_err, stop_len, count = Const(0, len(E)), Const(0, 16), Const(0, range(self.slots + 1))
+        earlier = Const(0)
+        for i in range(self.slots):
+            first_fail = fails[i] & ~earlier
+            stop_err = Mux(first_fail, c2["errs"][i], stop_err)
+            stop_len = Mux(first_fail, c2["stop_lens"][i], stop_len)
+            count = count + (c2["gos"][i] & ~earlier)
+            earlier = earlier | fails[i]
+        committed_stop = fails.any()
+        lines = Signal(16, name="pk_lines")          # the lines committed by the beats before the one in C3
+        total = _net(m, lines + count, "pk_lines_total", 17)
+        lines_now = _net(m, Mux(total > LEN_MAX, LEN_MAX, total), "pk_lines_now", 16)
+        with m.If(s.valid):
+            m.d.sync += lines.eq(Mux(s.last, 0, lines_now))
+        block = Mux((a["version"] == Version.HTTP_1_1) & ~a["host"], E.missing_host, 0) | \
+            Mux(a["cl"] & a["te"], E.cl_and_te, 0)
+        errors = Mux(committed_stop, stop_err, Mux(s.complete, block, s.errors))
+        header_len = Mux(committed_stop, stop_len, s.header_len)
+        complete = c2["grammar_stop"] & s.complete
+
+        keep = {k: Signal.like(d[k], name=f"desc_{k}") for k in ("host_fp", "host_len", "cl_val", "cl_ovf",
+                                                                 "auth_fp", "auth_len", "xkey_fp", "xkey_len",
+                                                                 "x0_num", "x0_val", "x0_ovf")}
+        keep.update({f"extra_fp{i}": Signal(64, name=f"desc_extra_fp{i}") for i in range(EXTRA_SLOTS)})
+        flags = {k: Signal.like(a[k], name=f"desc_{k}") for k in ("host", "cl", "auth", "xkey", "extra")}
+        desc_r = Signal(Descriptor, name="desc_r")
+        m.d.sync += [self.o_desc.valid.eq(committed_stop | c2["grammar_stop"])]
+        m.d.sync += [r.eq(d[k]) for k, r in keep.items()]
+        m.d.sync += [r.eq(a[k]) for k, r in flags.items()]
         m.d.sync += [
-            self.o_desc.valid.eq(emit),
-            desc.method.eq(a["method"]), desc.version.eq(a["version"]),
+            desc_r.method.eq(a["method"]), desc_r.version.eq(a["version"]),
             # A path exists once the method ended (a close before that is the limit or an error in the method).
-            desc.path_len.eq(a["path_len"]),
-            desc.path_fp.eq(Mux(a["path"] & (a["method"] != Method.NONE), a["path_fp"], 0)),
-            desc.route_match.eq(a["route_match"]), desc.route_class.eq(a["route_class"]),
-            desc.host_present.eq(a["host"]), desc.host_len.eq(a["host_len"]), desc.host_fp.eq(a["host_fp"]),
-            desc.key_source.eq(Mux(auth, KeySource.AUTHORIZATION, Mux(xkey, KeySource.X_API_KEY, KeySource.NONE))),
-            desc.key_len.eq(Mux(auth, a["auth_len"], Mux(xkey, a["xkey_len"], 0))),
-            desc.key_fp.eq(Mux(auth, a["auth_fp"], Mux(xkey, a["xkey_fp"], 0))),
-            desc.cl_present.eq(a["cl"]), desc.cl_overflow.eq(a["cl_ovf"]),
-            desc.content_length.eq(Mux(a["cl_ovf"], U64, a["cl_val"])), desc.chunked.eq(a["chunked"]),
-            desc.extra_present.eq(a["extra"]),
-            desc.extra_numeric.eq(a["x0_num"]), desc.extra_value.eq(Mux(a["x0_ovf"], U64, a["x0_val"])),
-            desc.header_len.eq(header_len), desc.header_lines.eq(a["lines"]),
-            desc.complete.eq(complete), desc.errors.eq(errors),
+            desc_r.path_len.eq(d["path_len"]),
+            desc_r.path_fp.eq(Mux(a["path"] & (a["method"] != Method.NONE), d["path_fp"], 0)),
+            desc_r.route_match.eq(d["route_match"]), desc_r.route_class.eq(d["route_class"]),
+            desc_r.chunked.eq(a["chunked"]), desc_r.header_len.eq(header_len), desc_r.header_lines.eq(lines_now),
+            desc_r.complete.eq(complete), desc_r.errors.eq(errors),
         ]
-        m.d.sync += [desc.extra_fp[i].eq(a[f"extra_fp{i}"]) for i in range(EXTRA_SLOTS)]
+        desc = self.o_desc.payload
+        host, cl, auth, xkey, extra = (flags[k] for k in ("host", "cl", "auth", "xkey", "extra"))
+        x0 = extra[0] & keep["x0_num"]
+        m.d.comb += [
+            desc.eq(desc_r),
+            desc.host_present.eq(host), desc.host_len.eq(Mux(host, keep["host_len"], 0)),
+            desc.host_fp.eq(Mux(host, keep["host_fp"], 0)),
+            desc.key_source.eq(Mux(auth, KeySource.AUTHORIZATION, Mux(xkey, KeySource.X_API_KEY, KeySource.NONE))),
+            desc.key_len.eq(Mux(auth, keep["auth_len"], Mux(xkey, keep["xkey_len"], 0))),
+            desc.key_fp.eq(Mux(auth, keep["auth_fp"], Mux(xkey, keep["xkey_fp"], 0))),
+            desc.cl_present.eq(cl), desc.cl_overflow.eq(cl & keep["cl_ovf"]),
+            desc.content_length.eq(Mux(cl, Mux(keep["cl_ovf"], U64, keep["cl_val"]), 0)),
+            desc.extra_present.eq(extra), desc.extra_numeric.eq(x0),
+            desc.extra_value.eq(Mux(x0, Mux(keep["x0_ovf"], U64, keep["x0_val"]), 0)),
+        ]
+        m.d.comb += [desc.extra_fp[i].eq(Mux(extra[i], keep[f"extra_fp{i}"], 0)) for i in range(EXTRA_SLOTS)]

@@ -41,6 +41,12 @@ CORNERS = [
     b"GET / HTTP/1.1\r\nauthorization: Basic abc\r\nx-api-key:\r\nhost: h\r\n\r\n",
     b"GET / HTTP/1.1\r\na:\r\nb:\r\nc:\r\nhost:\r\n\r\n", b"GET /\x01 HTTP/1.1\r\n\r\n",
     b"GET /" + b"p" * 40 + b" HTTP/1.0\r\n\r\n", b"GET /v1/chat/completions?x HTTP/1.1\r\nhost: h\r\n\r\n",
+    # A repeated Content-Length beats after the first, equal and then not; a repeat within one beat; a bad one.
+    b"POST /x HTTP/1.1\r\ncontent-length: 7\r\nhost: h\r\nx-a: 1\r\ncontent-length: 7\r\ncontent-length: 8\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nhost: h\r\nc:\r\ncontent-length:1\r\ncontent-length:1\r\ncontent-length:2\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 1x\r\nhost: i\r\n\r\n",
+    b"POST /x HTTP/1.1\r\ncontent-length: 18446744073709551616\r\ncontent-length: 18446744073709551616\r\n"
+    b"host: h\r\n\r\n",
 ]
 
 
