@@ -1,8 +1,9 @@
 """The parser's fingerprint engine (hdl/parser/fingerprint.py) against the keyed fingerprint (wirespeed.host.keys).
 
 Random marked fields (any start lane, any length, trailing bytes that are taken but not kept, empty fields, fields
-spanning many beats, fields cut off at the end of a beat, the closest closes the parser can produce), W = 4 and 8, at full rate with the exact latency and
-under random valid/ready backpressure; a key change in mid-stream, through ``update``.
+spanning many beats, fields cut off at the end of a beat, the closest closes the parser can produce), W = 4, 8 and 16,
+at full rate with the exact latency and under random valid/ready backpressure; a key change in mid-stream, through
+``update``, at W = 8 and 16.
 """
 
 import random
@@ -14,7 +15,7 @@ from amaranth.sim import Simulator
 from support.pysim import run_stream
 from support.streams import random_pauses
 from wirespeed.hdl.parser.fingerprint import (FieldBeat, FingerprintEngine, FpSlot, _combos, _inverse_powers,
-                                              fp_latency, refill_cycles, residues)
+                                              _seed_shares, fp_latency, refill_cycles, residues)
 from wirespeed.host.keys import derive_key, fingerprint
 
 SEED = 20261206
@@ -81,9 +82,13 @@ def test_tables_are_the_keys_residues():
     assert _combos(res[0:8])[0b101] == res[0] ^ res[2]
     c = _inverse_powers(poly, seed, 8)
     assert fingerprint(b"\0" * 3, poly, c[3]) == seed
+    # W = 16 holds K[a] = S·x^(64-8a): the state at lane 8 of a field opening at lane a (C[a] = K[a + 8]).
+    k = _seed_shares(poly, seed, 16)
+    assert k[8:] == c and _seed_shares(poly, seed, 8) == c
+    assert all(fingerprint(b"\0" * (8 - a), poly, seed) == k[a] for a in range(8))
 
 
-@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_fingerprints_at_full_rate(width):
     rng = random.Random(SEED + width)
     lanes, fields = _fields(rng, width, 150)
@@ -95,7 +100,7 @@ def test_fingerprints_at_full_rate(width):
     assert _collect(width, dut.slots, outputs) == [fingerprint(f) for f in fields]
 
 
-@pytest.mark.parametrize("width", [4, 8])
+@pytest.mark.parametrize("width", [4, 8, 16])
 def test_fingerprints_under_backpressure(width):
     rng = random.Random(SEED * 5 + width)
     lanes, fields = _fields(rng, width, 150)
@@ -104,7 +109,7 @@ def test_fingerprints_under_backpressure(width):
     assert _collect(width, dut.slots, outputs) == [fingerprint(f) for f in fields]
 
 
-@pytest.mark.parametrize("width", [8])
+@pytest.mark.parametrize("width", [8, 16])
 def test_key_change_refills_the_tables(width):
     rng = random.Random(SEED * 9)
     poly, seed = derive_key(b"a secret key")
