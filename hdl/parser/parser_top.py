@@ -18,7 +18,7 @@ flight, so the datapath never stalls and no descriptor is ever refused.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -123,17 +123,24 @@ class PipelinedParser(wiring.Component):
         m.d.sync += key_dirty.eq((regs.fp_poly.value != poly) | (regs.fp_seed.value != seed))
         m.d.comb += [core.poly.eq(poly), core.seed.eq(seed)]
 
-        # The extra names, in flip-flops (the name matcher reads them while it refills).
+        # The extra names, in flip-flops (the name matcher reads them while it refills). A commit is written one
+        # cycle later, with the name it replaces read then; the two are compared the cycle after, and the names
+        # marked dirty the cycle after that if they differ (three registered steps, none deeper than a comparator).
         names_dirty = Signal()
-        stage_x = Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)))
-        new_len = Mux(regs.extra_ctrl.len > NAME_BYTES, NAME_BYTES, regs.extra_ctrl.len)
-        with m.If(regs.extra_commit.go):
-            with m.Switch(regs.extra_commit.index):
-                for i in range(EXTRA_SLOTS):
-                    with m.Case(i):
-                        m.d.sync += [core.x_name[i].as_value().eq(stage_x), core.x_len[i].eq(new_len)]
-                        with m.If((core.x_name[i].as_value() != stage_x) | (core.x_len[i] != new_len)):
-                            m.d.sync += names_dirty.eq(1)
+        n1_valid, n1_index = Signal(), Signal(range(EXTRA_SLOTS))
+        n1_new = Signal(8 * NAME_BYTES + 6)
+        m.d.sync += [n1_valid.eq(regs.extra_commit.go), n1_index.eq(regs.extra_commit.index),
+                     n1_new.eq(Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)),
+                                   Mux(regs.extra_ctrl.len > NAME_BYTES, NAME_BYTES, regs.extra_ctrl.len)))]
+        copies = Array(Cat(core.x_name[i].as_value(), core.x_len[i]) for i in range(EXTRA_SLOTS))
+        with m.If(n1_valid):
+            m.d.sync += copies[n1_index].eq(n1_new)
+        n2_valid, n2_old, n2_new = Signal(), Signal.like(n1_new), Signal.like(n1_new)
+        m.d.sync += [n2_valid.eq(n1_valid), n2_old.eq(copies[n1_index]), n2_new.eq(n1_new)]
+        n3_changed = Signal()
+        m.d.sync += n3_changed.eq(n2_valid & (n2_old != n2_new))
+        with m.If(n3_changed):
+            m.d.sync += names_dirty.eq(1)
 
         # The prefix entries: a LUT RAM copy and a dirty bit each; an unchanged entry stays clean.
         m.submodules.prefixes = table = Memory(shape=_ENTRY, depth=PREFIX_ENTRIES, init=[])
@@ -163,7 +170,7 @@ class PipelinedParser(wiring.Component):
         c4_valid = Signal()                   # ... and ``pick`` below has seen it
         m.d.sync += c4_valid.eq(c3_valid)
         committing = Signal()
-        m.d.comb += committing.eq(c_valid | c2_valid | c3_valid | c4_valid)
+        m.d.comb += committing.eq(c_valid | c2_valid | c3_valid | c4_valid | n1_valid | n2_valid | n3_changed)
         # The lowest dirty entry, registered (the controller applies it a cycle or more after it became dirty).
         pick = Signal(4)
         lowest = Const(0, 4)
