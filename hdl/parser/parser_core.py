@@ -370,10 +370,17 @@ class ParserCore(wiring.Component):
         for i, line in enumerate(c0["lines"]):
             reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items()}
             m.d.sync += [reg[k].eq(v) for k, v in line.items()]
-            reg.update({"same": Signal(name=f"c1_line{i}_same"), "stop_len": Signal(16, name=f"c1_line{i}_stop_len")})
-            m.d.sync += [reg["same"].eq(equal(line, prev)), reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1)]
+            # The rules' inputs that do not depend on the packet's state, as flags (``is_``: a line of each name).
+            flags = {"same": 1, "stop_len": 16, "is_": N_NAMES, "cl_num": 1, "cl_bad": 1, "te_bad": 1, "auth_ok": 1}
+            reg.update({k: Signal(shape, name=f"c1_line{i}_{k}") for k, shape in flags.items()})
+            go, name = line["go"], line["name"]
+            is_num = _net(m, go & name[CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
+            m.d.sync += [reg["same"].eq(equal(line, prev)), reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1),
+                         reg["is_"].eq(name & go.replicate(N_NAMES)), reg["cl_num"].eq(is_num),
+                         reg["cl_bad"].eq(go & name[CONTENT_LENGTH] & ~line["number"]),
+                         reg["te_bad"].eq(go & name[TRANSFER_ENCODING] & ~line["chunked"]),
+                         reg["auth_ok"].eq(go & name[AUTHORIZATION] & line["bearer"])]
             c1["lines"].append(reg)
-            is_num = _net(m, line["go"] & line["name"][CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
             prev = {k: _net(m, Mux(is_num, line[k], prev[k]), f"c1_prev{i}_{k}", len(line[k])) for k in keys}
         m.d.sync += [last_cl[k].eq(prev[k]) for k in keys]
         return c1
@@ -413,16 +420,16 @@ class ParserCore(wiring.Component):
         # out as if the earlier ones passed, and its presence bits dropped below if one failed.
         state = dict(nxt)
         after, fails, gos, errs = [], [], [], []
+        live = _net(m, ~cur["done"], "commit_live", 1)
         for i, line in enumerate(c["lines"]):
-            go = _net(m, line["go"] & ~cur["done"], f"commit_go{i}", 1)
-            state, err, writes = self._rules(m, i, go, line, state)
+            state, err, failed, writes = self._rules(m, i, live, line, state)
             for group, fields in writes:
                 for k, v in fields.items():
                     with m.If(group):
                         m.d.comb += new[k].eq(v)
-            fails.append(_net(m, go & (err != 0), f"commit_failed{i}", 1))
+            fails.append(failed)
             after.append(state)
-            gos.append(go)
+            gos.append(line["go"] & live)
             errs.append(err)
         state = after[-1]
         for i in reversed(range(len(after) - 1)):
@@ -450,46 +457,40 @@ class ParserCore(wiring.Component):
         m.d.sync += [r.eq(line["stop_len"]) for r, line in zip(c2["stop_lens"], c["lines"])]
         self._report(m, c2, data_)
 
-    def _rules(self, m, i, go, line, state):
-        """One committed line against the packet's presence bits: the new ones, the error it raises (or 0) and the
-        data it writes ([(enable, {field: value})]). A failed rule writes nothing; the line itself counts, extra
-        names included."""
+    def _rules(self, m, i, live, line, state):
+        """One committed line against the packet's presence bits (``live``: the packet has not stopped): the new
+        ones, the error it raises (or 0), whether it failed, and the data it writes ([(enable, {field: value})]).
+        A failed rule writes nothing; the line itself counts, extra names included."""
         E = ErrorFlag
-        name, fp = line["name"], line["fp"]
+        fp, is_ = line["fp"], line["is_"]
         n = {k: Signal.like(v, name=f"l{i}_{k}") for k, v in state.items()}
         m.d.comb += [n[k].eq(v) for k, v in state.items()]
-        err = Signal(len(E), name=f"l{i}_err")
-        is_ = [go & name[j] for j in range(N_NAMES)]
         writes = []
 
         def write(cond, tag, fields):
-            en = _net(m, cond, f"l{i}_w_{tag}", 1)
+            en = _net(m, live & cond, f"l{i}_w_{tag}", 1)
             writes.append((en, fields))
             return en
 
-        host = write(is_[HOST] & ~state["host"], "host", {"host_fp": fp, "host_len": line["len"]})
-        with m.If(is_[HOST] & state["host"]):
-            m.d.comb += err.eq(E.duplicate_host)
-        m.d.comb += n["host"].eq(state["host"] | host)
-        # Content-Length: a number of 1..20 digits; a repeat must be spelled the same (the values compare as the
-        # model's saturated numbers: two that overflow are equal whatever their digits). Only the first is written.
-        cl = write(is_[CONTENT_LENGTH] & line["number"] & ~state["cl"], "cl",
-                   {"cl_len": line["len"], "cl_val": line["value"], "cl_ovf": line["overflow"], "cl_fp": fp})
-        with m.If(is_[CONTENT_LENGTH]):
-            with m.If(~line["number"]):
-                m.d.comb += err.eq(E.bad_content_length)
-            with m.Elif(state["cl"] & ~line["same"]):
-                m.d.comb += err.eq(E.cl_mismatch)
-        m.d.comb += n["cl"].eq(state["cl"] | cl)
-        with m.If(is_[TRANSFER_ENCODING]):
-            m.d.comb += n["te"].eq(1)
-            with m.If(state["te"] | ~line["chunked"]):
-                m.d.comb += err.eq(E.bad_transfer_encoding)
-            with m.Else():
-                m.d.comb += n["chunked"].eq(1)
+        # Host once; Content-Length a number of 1..20 digits, a repeat spelled the same (the values compare as the
+        # model's saturated numbers), only the first written; Transfer-Encoding once, "chunked".
+        dup_host = _net(m, is_[HOST] & state["host"], f"l{i}_dup_host", 1)
+        cl_mismatch = _net(m, line["cl_num"] & state["cl"] & ~line["same"], f"l{i}_cl_mismatch", 1)
+        bad_te = _net(m, (is_[TRANSFER_ENCODING] & state["te"]) | line["te_bad"], f"l{i}_bad_te", 1)
+        failed = _net(m, live & (dup_host | line["cl_bad"] | cl_mismatch | bad_te), f"l{i}_failed", 1)
+        err = _net(m, Mux(dup_host, E.duplicate_host, 0) | Mux(line["cl_bad"], E.bad_content_length, 0) |
+                   Mux(cl_mismatch, E.cl_mismatch, 0) | Mux(bad_te, E.bad_transfer_encoding, 0), f"l{i}_err",
+                   len(E))
+        write(is_[HOST] & ~state["host"], "host", {"host_fp": fp, "host_len": line["len"]})
+        write(line["cl_num"] & ~state["cl"], "cl",
+              {"cl_len": line["len"], "cl_val": line["value"], "cl_ovf": line["overflow"], "cl_fp": fp})
+        m.d.comb += [n["host"].eq(state["host"] | (live & is_[HOST])),
+                     n["cl"].eq(state["cl"] | (live & line["cl_num"])),
+                     n["te"].eq(state["te"] | (live & is_[TRANSFER_ENCODING])),
+                     n["chunked"].eq(state["chunked"] |
+                                     (live & is_[TRANSFER_ENCODING] & ~line["te_bad"] & ~state["te"]))]
         # The API key candidates (the marks fingerprinted the token on an authorization line).
-        auth = write(is_[AUTHORIZATION] & ~state["auth"] & line["bearer"], "auth",
-                     {"auth_fp": fp, "auth_len": line["token_len"]})
+        auth = write(line["auth_ok"] & ~state["auth"], "auth", {"auth_fp": fp, "auth_len": line["token_len"]})
         xkey = write(is_[X_API_KEY] & ~state["xkey"], "xkey", {"xkey_fp": fp, "xkey_len": line["len"]})
         m.d.comb += [n["auth"].eq(state["auth"] | auth), n["xkey"].eq(state["xkey"] | xkey)]
         extra = []
@@ -499,7 +500,7 @@ class ParserCore(wiring.Component):
                 fields.update({"x0_num": line["number"], "x0_val": line["value"], "x0_ovf": line["overflow"]})
             extra.append(write(is_[N_BUILTIN + x] & ~state["extra"][x], f"extra{x}", fields))
         m.d.comb += n["extra"].eq(state["extra"] | Cat(*extra))
-        return n, err, writes
+        return n, err, failed, writes
 
     # -- the descriptor ---------------------------------------------------------------------------------------------
 

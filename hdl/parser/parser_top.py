@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -65,31 +64,33 @@ class PipelinedParser(wiring.Component):
         W = self.width
         regs = self.regs
         m.submodules.core = core = ParserCore(W)
-        m.submodules.desc_fifo = fifo = SyncFIFO(width=Descriptor.as_shape().size, depth=PIPELINED_FIFO_DEPTH)
 
-        # Admission: a packet in flight is one that was started and whose descriptor is not yet in the FIFO.
+        # Admission: a packet in flight is one that was started and whose descriptor is not yet in the FIFO; ``used``
+        # counts those and the FIFO's entries, and ``room`` (registered) says one more may start.
         hold = Signal()                       # the controller wants the pipeline empty
         mid = Signal()                        # inside a packet
         inflight = Signal(range(PIPELINED_FIFO_DEPTH + 1))
-        room = Signal()
+        used = Signal(range(PIPELINED_FIFO_DEPTH + 1))
+        room = Signal(init=1)
         beat = self.i_stream.payload
         take = Signal()
-        starts = Signal()
+        start = Signal()
+        pop = Signal()
         m.d.comb += [
-            room.eq(fifo.level + inflight < PIPELINED_FIFO_DEPTH),
-            starts.eq(~mid),
             self.o_stream.payload.eq(beat),
             self.o_stream.valid.eq(self.i_stream.valid & core.i_stream.ready & (mid | (room & ~hold))),
             self.i_stream.ready.eq(self.o_stream.ready & core.i_stream.ready & (mid | (room & ~hold))),
             take.eq(self.i_stream.valid & self.i_stream.ready),
+            start.eq(take & ~mid),
             core.i_stream.valid.eq(take), core.i_stream.payload.eq(beat),
         ]
         with m.If(take):
             m.d.sync += mid.eq(~beat.last)
-        m.d.sync += inflight.eq(inflight + (take & starts) - core.o_desc.valid)
-        m.d.comb += [fifo.w_stream.valid.eq(core.o_desc.valid), fifo.w_stream.payload.eq(core.o_desc.payload),
-                     self.o_desc.valid.eq(fifo.r_stream.valid), self.o_desc.payload.eq(fifo.r_stream.payload),
-                     fifo.r_stream.ready.eq(self.o_desc.ready)]
+        m.d.sync += inflight.eq(inflight + start - core.o_desc.valid)
+        used_next = Signal.like(used)
+        m.d.comb += used_next.eq(used + start - pop)
+        m.d.sync += [used.eq(used_next), room.eq(used_next < PIPELINED_FIFO_DEPTH)]
+        self._fifo(m, core, pop)
 
         # The pipeline is empty: no beat taken for the core's latency, and no packet in flight.
         quiet = Signal(range(self.desc_latency + 4), init=self.desc_latency + 3)
@@ -98,7 +99,7 @@ class PipelinedParser(wiring.Component):
         with m.Elif(quiet != self.desc_latency + 3):
             m.d.sync += quiet.eq(quiet + 1)
         empty = Signal()
-        m.d.comb += empty.eq((quiet == self.desc_latency + 3) & ~mid & (inflight == 0))
+        m.d.comb += empty.eq((quiet == self.desc_latency + 3) & ~mid & (inflight == 0) & ~take)
 
         m.d.comb += [core.max_header_bytes.eq(regs.limits.max_header_bytes),
                      core.default_class.eq(regs.route_default.default_class)]
@@ -113,6 +114,23 @@ class PipelinedParser(wiring.Component):
             m.d.comb += getattr(regs, f"error_count_{i}").count_incr.eq(core.o_desc.valid & desc.errors[i])
         return m
 
+    def _fifo(self, m, core, pop):
+        """The descriptor FIFO, in LUT RAM. Admission keeps it from overflowing, so the core's registered ``valid`` is
+        the write enable as it is (no full flag in front of the ~700 RAM cells' enables)."""
+        m.submodules.desc_fifo = mem = Memory(shape=Descriptor, depth=PIPELINED_FIFO_DEPTH, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        wp, rp = Signal(range(PIPELINED_FIFO_DEPTH)), Signal(range(PIPELINED_FIFO_DEPTH))
+        level = Signal(range(PIPELINED_FIFO_DEPTH + 1))
+        m.d.comb += [wr.addr.eq(wp), wr.data.eq(core.o_desc.payload), wr.en.eq(core.o_desc.valid),
+                     rd.addr.eq(rp), self.o_desc.payload.eq(rd.data), self.o_desc.valid.eq(level != 0),
+                     pop.eq(self.o_desc.valid & self.o_desc.ready)]
+        with m.If(core.o_desc.valid):
+            m.d.sync += wp.eq(wp + 1)
+        with m.If(pop):
+            m.d.sync += rp.eq(rp + 1)
+        m.d.sync += level.eq(level + core.o_desc.valid - pop)
+
     def _updates(self, m, core, hold, empty):
         """Table copies, dirty flags and the controller that applies them while the pipeline is empty."""
         regs = self.regs
@@ -124,8 +142,9 @@ class PipelinedParser(wiring.Component):
         m.d.comb += [core.poly.eq(poly), core.seed.eq(seed)]
 
         # The extra names, in flip-flops (the name matcher reads them while it refills). A commit is written one
-        # cycle later, with the name it replaces read then; the two are compared the cycle after, and the names
-        # marked dirty the cycle after that if they differ (three registered steps, none deeper than a comparator).
+        # cycle later, with the name it replaces read then; the two are compared in 16-bit parts the cycle after,
+        # and the names marked dirty the cycle after that if a part differs (registered steps, none deeper than a
+        # 16-bit comparator).
         names_dirty = Signal()
         n1_valid, n1_index = Signal(), Signal(range(EXTRA_SLOTS))
         n1_new = Signal(8 * NAME_BYTES + 6)
@@ -137,9 +156,10 @@ class PipelinedParser(wiring.Component):
             m.d.sync += copies[n1_index].eq(n1_new)
         n2_valid, n2_old, n2_new = Signal(), Signal.like(n1_new), Signal.like(n1_new)
         m.d.sync += [n2_valid.eq(n1_valid), n2_old.eq(copies[n1_index]), n2_new.eq(n1_new)]
-        n3_changed = Signal()
-        m.d.sync += n3_changed.eq(n2_valid & (n2_old != n2_new))
-        with m.If(n3_changed):
+        n3_valid, n3_diff = Signal(), Signal((len(n1_new) + 15) // 16)
+        m.d.sync += [n3_valid.eq(n2_valid),
+                     n3_diff.eq(Cat(*(n2_old[i:i + 16] != n2_new[i:i + 16] for i in range(0, len(n1_new), 16))))]
+        with m.If(n3_valid & n3_diff.any()):
             m.d.sync += names_dirty.eq(1)
 
         # The prefix entries: a LUT RAM copy and a dirty bit each; an unchanged entry stays clean.
@@ -170,7 +190,7 @@ class PipelinedParser(wiring.Component):
         c4_valid = Signal()                   # ... and ``pick`` below has seen it
         m.d.sync += c4_valid.eq(c3_valid)
         committing = Signal()
-        m.d.comb += committing.eq(c_valid | c2_valid | c3_valid | c4_valid | n1_valid | n2_valid | n3_changed)
+        m.d.comb += committing.eq(c_valid | c2_valid | c3_valid | c4_valid | n1_valid | n2_valid | n3_valid)
         # The lowest dirty entry, registered (the controller applies it a cycle or more after it became dirty).
         pick = Signal(4)
         lowest = Const(0, 4)
@@ -183,15 +203,19 @@ class PipelinedParser(wiring.Component):
                      core.pfx_class.eq(entry.cls), core.pfx_valid.eq(entry.valid), core.pfx_index.eq(pick)]
 
         # The controller: hold at a packet boundary, wait for the pipeline to empty, apply one update, repeat.
+        # ``settled`` is registered: nothing was in flight, being committed or being rewritten a cycle ago (every
+        # step that could start something is in it, so it cannot be stale).
         dirty = Signal()
         m.d.comb += dirty.eq(key_dirty | names_dirty | pfx_dirty.any())
+        settled = Signal()
+        m.d.sync += settled.eq(empty & ~core.busy & ~committing & ~regs.extra_commit.go & ~regs.prefix_commit.go)
         with m.FSM():
             with m.State("RUN"):
                 with m.If(dirty):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += hold.eq(1)
-                with m.If(empty & ~core.busy & ~committing & ~regs.extra_commit.go):
+                with m.If(settled):
                     with m.If(key_dirty):
                         m.d.sync += [poly.eq(regs.fp_poly.value), seed.eq(regs.fp_seed.value)]
                         m.next = "KEY"
