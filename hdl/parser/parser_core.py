@@ -94,7 +94,7 @@ def _before(bits, carry=Const(0)):
 
 
 class ParserCore(wiring.Component):
-    """The parser's datapath, W = 4 or 8 (the fingerprint engine's widths).
+    """The parser's datapath, W = 4, 8 or 16.
 
     Attributes
     ----------
@@ -113,8 +113,6 @@ class ParserCore(wiring.Component):
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
-        if width not in (4, 8):
-            raise ValueError(f"the parser's width W must be 4 or 8 bytes for now, got {width!r}")
         self.slots = max(1, width // 4)
         super().__init__({
             "i_stream": In(stream.Signature(ByteBeat(width))),

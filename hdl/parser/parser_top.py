@@ -45,12 +45,10 @@ _ENTRY = data.StructLayout({"data": 8 * PREFIX_BYTES, "len": 6, "cls": 4, "valid
 
 
 class PipelinedParser(wiring.Component):
-    """HTTP/1.1 request header parser, W = 4 or 8 (see :class:`~.header_parser.HeaderParser` for the ports)."""
+    """HTTP/1.1 request header parser, W = 4, 8 or 16 (see :class:`~.header_parser.HeaderParser` for the ports)."""
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
-        if width not in (4, 8):
-            raise ValueError(f"the parser's width W must be 4 or 8 bytes for now, got {width!r}")
         self.desc_latency = desc_latency(width)
         super().__init__({
             "i_stream": In(stream.Signature(ByteBeat(width))),
