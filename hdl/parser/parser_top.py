@@ -135,8 +135,13 @@ class PipelinedParser(wiring.Component):
         # The key: the one in use, and whether the registers hold another.
         poly = Signal(64, init=FP_POLY_RESET)
         seed = Signal(64, init=FP_SEED_RESET)
+        # Compared in 16-bit parts, then ORed: two registered steps (a key written now is seen two cycles later; the
+        # controller re-checks after every update, so a late one is applied on the next round).
+        key_diff = Signal(8)
         key_dirty = Signal()
-        m.d.sync += key_dirty.eq((regs.fp_poly.value != poly) | (regs.fp_seed.value != seed))
+        regs_key, key = Cat(regs.fp_poly.value, regs.fp_seed.value), Cat(poly, seed)
+        m.d.sync += [key_diff.eq(Cat(*(regs_key[i:i + 16] != key[i:i + 16] for i in range(0, 128, 16)))),
+                     key_dirty.eq(key_diff.any())]
         m.d.comb += [core.poly.eq(poly), core.seed.eq(seed)]
 
         # The extra names, in flip-flops (the name matcher reads them while it refills). A commit is written one
