@@ -444,11 +444,17 @@ class ParserCore(wiring.Component):
 
         # To C3: the outcome, registered.
         c2 = {"s": Signal.like(s, name="c2_summary"), "state": {}, "fails": Signal(len(fails), name="c2_fails"),
-              "gos": Signal(len(gos), name="c2_gos"), "grammar_stop": Signal(name="c2_grammar_stop"),
+              "grammar_stop": Signal(name="c2_grammar_stop"),
               "errs": [Signal(len(ErrorFlag), name=f"c2_err{i}") for i in range(len(errs))],
               "stop_lens": [Signal(16, name=f"c2_stop_len{i}") for i in range(len(errs))]}
         c2["state"] = {k: Signal.like(v, name=f"c2_{k}") for k, v in final.items()}
-        m.d.sync += [c2["s"].eq(s), c2["fails"].eq(Cat(*fails)), c2["gos"].eq(Cat(*gos)),
+        # The lines this beat counts: the committed ones up to the first that failed (it counts too).
+        count, earlier = Const(0, range(len(gos) + 1)), Const(0)
+        for go, slot_failed in zip(gos, fails):
+            count = count + (go & ~earlier)
+            earlier = earlier | slot_failed
+        c2["count"] = Signal(range(len(gos) + 1), name="c2_count")
+        m.d.sync += [c2["s"].eq(s), c2["fails"].eq(Cat(*fails)), c2["count"].eq(count),
                      c2["grammar_stop"].eq(s.valid & s.stop & ~cur["done"] & ~failed)]
         m.d.sync += [c2["state"][k].eq(v) for k, v in final.items()]
         m.d.sync += [r.eq(e) for r, e in zip(c2["errs"], errs)]
@@ -509,18 +515,17 @@ class ParserCore(wiring.Component):
         E = ErrorFlag
         s, a, fails = c2["s"], c2["state"], c2["fails"]
         # The first failed slot stops the packet; the lines up to it count.
-        stop_err, stop_len, count = Const(0, len(E)), Const(0, 16), Const(0, range(self.slots + 1))
+        stop_err, stop_len = Const(0, len(E)), Const(0, 16)
         earlier = Const(0)
         for i in range(self.slots):
             first_fail = fails[i] & ~earlier
             stop_err = Mux(first_fail, c2["errs"][i], stop_err)
             stop_len = Mux(first_fail, c2["stop_lens"][i], stop_len)
-            count = count + (c2["gos"][i] & ~earlier)
             earlier = earlier | fails[i]
         committed_stop = fails.any()
         lines = Signal(16, name="pk_lines")          # the lines committed by the beats before the one in C3
-        total = _net(m, lines + count, "pk_lines_total", 17)
-        lines_now = _net(m, Mux(total > LEN_MAX, LEN_MAX, total), "pk_lines_now", 16)
+        total = _net(m, lines + c2["count"], "pk_lines_total", 17)
+        lines_now = _net(m, Mux(total[16], LEN_MAX, total[:16]), "pk_lines_now", 16)
         with m.If(s.valid):
             m.d.sync += lines.eq(Mux(s.last, 0, lines_now))
         block = Mux((a["version"] == Version.HTTP_1_1) & ~a["host"], E.missing_host, 0) | \

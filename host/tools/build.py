@@ -534,7 +534,7 @@ BLOCK_CONFIGS = {
     "names": "NameMatcher(W), the parser's header-name identification",
     "values": "ValueTracker(W), the parser's field-value trackers",
     "routes": "RouteMatcher(W), the parser's path capture and route-prefix match",
-    "pipelined": "PipelinedParser(W), the rebuilt parser's components joined, with its registers (W = 4, 8)",
+    "pipelined": "PipelinedParser(W), the rebuilt parser's components joined, with its registers (W = 4, 8, 16)",
     "frontend": "L4FrontEnd(W)",
     "limiter": "RateLimiter(LimiterParams(capacity=1024, clock_hz=the requested clock))",
     "router": "Router(RouterParams(table_entries=1024, pools=16))",
