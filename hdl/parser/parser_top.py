@@ -74,10 +74,14 @@ class PipelinedParser(wiring.Component):
         take = Signal()
         start = Signal()
         pop = Signal()
+        # The core's own ready (low only while a unit rewrites its tables) is not in this path: the controller
+        # pulses an update only with no packet in flight and holds admission until every unit is done (``settled``),
+        # so a beat is never offered while it is low. The test's configuration segments exercise exactly that (a lost
+        # beat would show as a wrong descriptor or pass-through beat).
         m.d.comb += [
             self.o_stream.payload.eq(beat),
-            self.o_stream.valid.eq(self.i_stream.valid & core.i_stream.ready & (mid | (room & ~hold))),
-            self.i_stream.ready.eq(self.o_stream.ready & core.i_stream.ready & (mid | (room & ~hold))),
+            self.o_stream.valid.eq(self.i_stream.valid & (mid | (room & ~hold))),
+            self.i_stream.ready.eq(self.o_stream.ready & (mid | (room & ~hold))),
             take.eq(self.i_stream.valid & self.i_stream.ready),
             start.eq(take & ~mid),
             core.i_stream.valid.eq(take), core.i_stream.payload.eq(beat),
