@@ -15,8 +15,8 @@ summary of the beat wait beside the fingerprint engine and meet its fingerprints
 fingerprint; C1 compares each slot's number with the packet's previous Content-Length; C2 runs the rules that depend
 on earlier lines (``docs/parser.md``, "Committing a header line") in lane order, and may stop the packet sooner than
 the grammar did. Its loop holds only presence bits and ``done``; C3 picks the stop's error and length, counts the
-lines and registers the descriptor. The route unit's path fields go around the marks to C0: they are final from the end of the request
-line, before any line commits.
+lines and registers the descriptor. The route unit's path fields go around the marks to C0: they are final from the
+end of the request line, before any line commits.
 
 The datapath takes no backpressure: :class:`~.parser_top.PipelinedParser` admits a packet only when the descriptor
 FIFO has room for every packet in flight. ``busy`` is high while a unit rewrites its tables (after ``fp_update``,

@@ -67,7 +67,6 @@ class PipelinedParser(wiring.Component):
         # counts those and the FIFO's entries, and ``room`` (registered) says one more may start.
         hold = Signal()                       # the controller wants the pipeline empty
         mid = Signal()                        # inside a packet
-        inflight = Signal(range(PIPELINED_FIFO_DEPTH + 1))
         used = Signal(range(PIPELINED_FIFO_DEPTH + 1))
         room = Signal(init=1)
         beat = self.i_stream.payload
@@ -88,20 +87,20 @@ class PipelinedParser(wiring.Component):
         ]
         with m.If(take):
             m.d.sync += mid.eq(~beat.last)
-        m.d.sync += inflight.eq(inflight + start - core.o_desc.valid)
         used_next = Signal.like(used)
         m.d.comb += used_next.eq(used + start - pop)
         m.d.sync += [used.eq(used_next), room.eq(used_next < PIPELINED_FIFO_DEPTH)]
-        self._fifo(m, core, pop)
+        level = self._fifo(m, core, pop)
 
-        # The pipeline is empty: no beat taken for the core's latency, and no packet in flight.
+        # The pipeline is empty: no beat taken for the core's latency, and no packet in flight (every packet counted in
+        # ``used`` has its descriptor in the FIFO).
         quiet = Signal(range(self.desc_latency + 4), init=self.desc_latency + 3)
         with m.If(take):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != self.desc_latency + 3):
             m.d.sync += quiet.eq(quiet + 1)
         empty = Signal()
-        m.d.comb += empty.eq((quiet == self.desc_latency + 3) & ~mid & (inflight == 0) & ~take)
+        m.d.comb += empty.eq((quiet == self.desc_latency + 3) & ~mid & (used == level) & ~take)
 
         m.d.comb += [core.max_header_bytes.eq(regs.limits.max_header_bytes),
                      core.default_class.eq(regs.route_default.default_class)]
@@ -117,8 +116,8 @@ class PipelinedParser(wiring.Component):
         return m
 
     def _fifo(self, m, core, pop):
-        """The descriptor FIFO, in LUT RAM. Admission keeps it from overflowing, so the core's registered ``valid`` is
-        the write enable as it is (no full flag in front of the ~700 RAM cells' enables)."""
+        """The descriptor FIFO, in LUT RAM; returns its level. Admission keeps it from overflowing, so the core's
+        registered ``valid`` is the write enable as it is (no full flag in front of the ~700 RAM cells' enables)."""
         m.submodules.desc_fifo = mem = Memory(shape=Descriptor, depth=PIPELINED_FIFO_DEPTH, init=[])
         wr = mem.write_port()
         rd = mem.read_port(domain="comb")
@@ -132,6 +131,7 @@ class PipelinedParser(wiring.Component):
         with m.If(pop):
             m.d.sync += rp.eq(rp + 1)
         m.d.sync += level.eq(level + core.o_desc.valid - pop)
+        return level
 
     def _updates(self, m, core, hold, empty):
         """Table copies, dirty flags and the controller that applies them while the pipeline is empty."""
