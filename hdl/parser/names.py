@@ -63,6 +63,8 @@ N_BUILTIN = len(BUILTIN_NAMES)
 CODE_BITS = 6
 POS_BITS = 5                                    # positions 0..31: NAME_BYTES
 TABLE_DEPTH = 1 << (CODE_BITS + POS_BITS)       # 2048 x 9 bits: one DP16KD
+#: Read ports per copy of the table (one copy per 8 lanes).
+BANK_PORTS = 8
 LEN_BITS = 6                                    # x_len: 0 (empty) .. 32
 assert NAME_BYTES == 1 << POS_BITS
 
@@ -269,8 +271,13 @@ class NameMatcher(wiring.Component):
                                         "addr": addrs})
 
         # R: the lookups, one read port per lane; their data goes straight into a register (R2).
-        m.submodules.table = table = Memory(data=self.table)
-        ports = [table.read_port(domain="sync") for _ in range(W)]
+        # Banks of at most 8 read ports, written alike: Yosys 0.70's memory_libmap fails on one memory with 16.
+        banks = [Memory(data=self.table if b == 0 else MemoryData(shape=N_NAMES, depth=TABLE_DEPTH,
+                                                                   init=name_table()))
+                 for b in range((W + BANK_PORTS - 1) // BANK_PORTS)]
+        for b, bank in enumerate(banks):
+            m.submodules[f"table{b}" if b else "table"] = bank
+        ports = [banks[k // BANK_PORTS].read_port(domain="sync") for k in range(W)]
         for k, port in enumerate(ports):
             m.d.comb += [port.addr.eq(p["addr"][k]), port.en.eq(ce | filling if k == 0 else ce)]
         r = register_stage(m, ce, "r", {"valid": p["valid"], "tok": p["tok"], "start": p["start"], "colon": p["colon"]})
@@ -297,10 +304,10 @@ class NameMatcher(wiring.Component):
 
         # The refresh waits for every beat taken to be past its lookup (lane 0's read data is reused).
         waiting = Cat(a["valid"], *t_valids, p["valid"], r["valid"])
-        self._fill(m, table, ports[0], p["addr"][0], pending, filling, drained=~waiting.any())
+        self._fill(m, banks, ports[0], p["addr"][0], pending, filling, drained=~waiting.any())
         return m
 
-    def _fill(self, m, table, lane0, lane0_addr, pending, filling, drained):
+    def _fill(self, m, banks, lane0, lane0_addr, pending, filling, drained):
         """The refresh: wait until no beat waits for a lookup, then rewrite every word, one per cycle.
 
         F0 issues address a (lane 0's address register, its read port enabled); F1 holds the four names' bytes at
@@ -345,6 +352,7 @@ class NameMatcher(wiring.Component):
         with m.If(filling):
             m.d.sync += f2_extra.eq(Cat(extra))
 
-        writer = table.write_port()
-        m.d.comb += [writer.addr.eq(f3_addr), writer.data.eq(Cat(f3_builtin, f3_extra)),
-                     writer.en.eq(filling & f3_valid)]
+        for bank in banks:
+            writer = bank.write_port()
+            m.d.comb += [writer.addr.eq(f3_addr), writer.data.eq(Cat(f3_builtin, f3_extra)),
+                         writer.en.eq(filling & f3_valid)]
