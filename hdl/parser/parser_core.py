@@ -38,7 +38,7 @@ from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, NAME_B
 from .names import N_BUILTIN, N_NAMES, NameMatcher, name_latency
 from .routes import RouteMatcher, route_latency
 from .tokenizer import TOKENIZER_LATENCY, Tok, Tokenizer
-from .values import VALUE_DIGITS, ValueRecord, ValueTracker, value_latency
+from .values import VALUE_DIGITS, ValueRecord, ValueSlot, ValueTracker, value_latency
 
 __all__ = ["ParserCore", "core_latency"]
 
@@ -209,7 +209,8 @@ class ParserCore(wiring.Component):
             "method": Method, "version_set": 1, "version": Version,
             "tgt": W, "spq": W, "mspace": W, "q_before": W, "q_any": 1, "colon_any": 1,
             "has_colon": W, "auth_local": W, "last_colon": data.ArrayLayout(W, W), "match": data.ArrayLayout(N_NAMES, W),
-            "val_byte": W, "val_keep": W, "tok_byte": W, "tok_keep": W, "rec": data.ArrayLayout(ValueRecord, W),
+            "val_byte": W, "val_keep": W, "tok_byte": W, "tok_keep": W, "end": W,
+            "vslot": data.ArrayLayout(ValueSlot(W), self.slots),
         }
         r = {k: Signal(shape, name=f"pre_{k}") for k, shape in p.items()}
         live = e.live
@@ -227,7 +228,7 @@ class ParserCore(wiring.Component):
             r["auth_local"].eq(Cat(*((last[k] & auth).any() for k in range(W)))),
             r["match"].eq(n.match),
             r["val_byte"].eq(v.val_byte), r["val_keep"].eq(v.val_keep), r["tok_byte"].eq(v.tok_byte),
-            r["tok_keep"].eq(v.tok_keep), r["rec"].eq(v.rec),
+            r["tok_keep"].eq(v.tok_keep), r["end"].eq(v.end), r["vslot"].eq(v.slot),
         ]
         m.d.sync += [r["last_colon"][k].eq(last[k]) for k in range(W)]
         return r
@@ -255,7 +256,7 @@ class ParserCore(wiring.Component):
         vtake = _net(m, ((auth & r["tok_byte"]) | (~auth & r["val_byte"])) & live, "m_vtake")
         vkeep = ((auth & r["tok_keep"]) | (~auth & r["val_keep"])) & live
         vopen = vtake & ~Cat(carry["vtake"], vtake[:W - 1])
-        cr_end = Cat(*(r["rec"][k].end for k in range(W))) & live
+        cr_end = r["end"] & live
         with m.If(valid):
             m.d.sync += [carry["q"].eq(~last & (carry["q"] | r["q_any"])), carry["auth"].eq(~last & auth[W - 1]),
                          carry["live"].eq(last | live[W - 1]), carry["ptake"].eq(~last & ptake[W - 1]),
@@ -269,8 +270,8 @@ class ParserCore(wiring.Component):
         # The beat's committing LFs, in lane order: slot i's one-hot lane.
         lanes = {"valid": Signal(name="ml_valid"), "lf": Signal(data.ArrayLayout(W, self.slots), name="ml_lf"),
                  "name": Signal(data.ArrayLayout(N_NAMES, W), name="ml_name"),
-                 "rec": Signal(data.ArrayLayout(ValueRecord, W), name="ml_rec")}
-        m.d.sync += [lanes["valid"].eq(valid), lanes["rec"].eq(r["rec"])]
+                 "vslot": Signal(data.ArrayLayout(ValueSlot(W), self.slots), name="ml_vslot")}
+        m.d.sync += [lanes["valid"].eq(valid), lanes["vslot"].eq(r["vslot"])]
         rest = r["commit"]
         for i in range(self.slots):
             first = _net(m, rest & ~_before(rest), f"m_lf{i}")
@@ -292,12 +293,17 @@ class ParserCore(wiring.Component):
         return summary, lanes
 
     def _slots(self, m, lanes):
-        """Stage M+1: the beat's committing LFs as W/4 line slots, each with the name and value record of the CR
-        before it (the previous beat's last lane for an LF in lane 0); their numbers go to the converters."""
+        """Stage M+1: the beat's committing LFs as W/4 line slots, each with the name of its line and the record of
+        the CR before it: the value slot at the LF's previous lane, or the previous beat's CR in its last lane for
+        an LF in lane 0. Their numbers go to the converters."""
         W, NS = self.width, self.slots
+        vs = lanes["vslot"]
         held = Signal(data.StructLayout({"name": N_NAMES, "rec": ValueRecord}), name="cr_held")
         with m.If(lanes["valid"]):
-            m.d.sync += [held.name.eq(lanes["name"][W - 1]), held.rec.eq(lanes["rec"][W - 1])]
+            m.d.sync += [held.name.eq(lanes["name"][W - 1]), held.rec.eq(0)]
+            for j in range(NS):
+                with m.If(vs[j].cr[W - 1]):
+                    m.d.sync += held.rec.eq(vs[j].rec)
         lines = Signal(data.ArrayLayout(LineSlot(W), NS), name="slots")
         values = []
         for i in range(NS):
@@ -308,7 +314,8 @@ class ParserCore(wiring.Component):
             for k in range(1, W):
                 lane = lane | Mux(first[k], k, 0)
                 name = name | Mux(first[k], lanes["name"][k - 1], 0)
-                rec = rec | Mux(first[k], lanes["rec"][k - 1].as_value(), 0)
+            for j in range(NS):
+                rec = rec | Mux((first[1:] & vs[j].cr[:W - 1]).any(), vs[j].rec.as_value(), 0)
             slot = lines[i]
             m.d.sync += [slot.valid.eq(lanes["valid"] & first.any()), slot.lf.eq(lane), slot.name.eq(name),
                          slot.rec.eq(rec)]

@@ -45,8 +45,8 @@ from .layouts import LEN_MAX
 from .stages import register_stage
 from .tokenizer import Tok, TokenBeat
 
-__all__ = ["ValueRecord", "ValueBeat", "ValueTracker", "LineState", "value_latency", "VALUE_LATENCY",
-           "VALUE_DIGITS", "TWO_64", "POS_BITS", "MASKS"]
+__all__ = ["ValueRecord", "ValueSlot", "ValueBeat", "ValueTracker", "LineState", "value_latency", "value_slots",
+           "VALUE_LATENCY", "VALUE_DIGITS", "TWO_64", "POS_BITS", "MASKS"]
 
 #: Digits held as BCD: enough for any 64-bit number, and the Content-Length limit.
 VALUE_DIGITS = 20
@@ -76,14 +76,26 @@ ValueRecord = data.StructLayout({
 })
 
 
+def value_slots(width: int) -> int:
+    """Value-ending CRs a beat can hold before its packet's first error: W/4 (a field line takes at least 4 bytes)."""
+    return check_width(width) // 4
+
+
+def ValueSlot(width: int) -> data.StructLayout:
+    """One value-ending CR of a beat: its lane (one-hot ``cr``) and its :data:`ValueRecord` (``rec.end``: the slot
+    holds one)."""
+    return data.StructLayout({"cr": check_width(width), "rec": ValueRecord})
+
+
 def ValueBeat(width: int) -> data.StructLayout:
-    """The tokenizer's beat passed through (``tok``), a :data:`ValueRecord` per lane (``rec``), and four lane masks:
-    ``val_byte`` (value bytes from the first non-WS one on), ``val_keep`` (non-WS value bytes), ``tok_byte`` and
-    ``tok_keep`` (the same from the value's second word on: a Bearer token)."""
-    check_width(width)
+    """The tokenizer's beat passed through (``tok``); the lanes holding a value-ending CR (``end``); the beat's first
+    :func:`value_slots` such CRs in lane order with their records (``slot``); and four lane masks: ``val_byte``
+    (value bytes from the first non-WS one on), ``val_keep`` (non-WS value bytes), ``tok_byte`` and ``tok_keep`` (the
+    same from the value's second word on: a Bearer token)."""
     return data.StructLayout({
         "tok": TokenBeat(width),
-        "rec": data.ArrayLayout(ValueRecord, width),
+        "end": width,
+        "slot": data.ArrayLayout(ValueSlot(width), value_slots(width)),
         **{key: width for key in MASKS},
     })
 
@@ -179,6 +191,16 @@ def _lex_level(pairs):
     return out + pairs[len(pairs) & ~1:]
 
 
+def _lower(bits):
+    """Per lane k: any of ``bits[0..k-1]``."""
+    return Cat(*(bits[:k].any() for k in range(len(bits))))
+
+
+def _upper(bits):
+    """Per lane k: any of ``bits[k+1..]``."""
+    return Cat(*(bits[k + 1:].any() for k in range(len(bits))))
+
+
 def _before(idx, g, g_m1):
     """The position of the byte before lane ``idx`` of the beat with index ``g`` (``g_m1`` = g − 1)."""
     return Cat((idx - 1)[:len(idx)], Mux(idx == 0, g_m1, g))
@@ -204,6 +226,7 @@ class ValueTracker(wiring.Component):
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
+        self.slots = value_slots(width)
         self._idx = _levels(width)
         super().__init__({
             "i_stream": In(stream.Signature(TokenBeat(width))),
@@ -245,7 +268,8 @@ class ValueTracker(wiring.Component):
         return register_stage(m, ce, "s1", {"valid": self.i_stream.valid, "tok": p, "g": g, "g_m1": g_m1, **lanes})
 
     def _leaves(self, m, ce, s1):
-        """Stage 2: word starts, "bearer" ending a word, "chunked" ending at each lane."""
+        """Stage 2: word starts, "bearer" ending a word, "chunked" ending at each lane; the beat's value-ending CRs as
+        one-hot slots, in lane order."""
         W = self.width
         nws = _history(m, ce, s1["valid"], s1["nws"], 1, "h1_nws") + s1["nws"]
         pre = _history(m, ce, s1["valid"], s1["pre"], _WINDOW, "h1_pre") + s1["pre"]
@@ -258,16 +282,26 @@ class ValueTracker(wiring.Component):
         out["st"] = [s1["nws"][k] & ~nws[k] for k in range(W)]
         out["bkb"] = [word("bearer", k) & pre[_WINDOW + k - 6] for k in range(W)]
         out["ck7"] = [word("chunked", k) for k in range(W)]
+        rest, out["cr"] = Cat(*s1["end"]), []
+        for _ in range(self.slots):
+            first = rest & ~_lower(rest)
+            out["cr"].append(first)
+            rest = rest & ~first
         return register_stage(m, ce, "s2", out)
 
     def _line_scan(self, m, ce, st):
-        """Stages 3 .. 2 + log2 W: each lane's summary of lanes 0..k (inclusive)."""
+        """Stages 3 .. 2 + log2 W: each lane's summary of lanes 0..k (inclusive). Beside it, from stage 3, each slot's
+        window lane (the last non-WS byte before its CR, if the beat has one) and the beat's last non-WS lane."""
         W, s2 = self.width, st[2]
         layout = _node_layout(W)
         nodes = [_comb(m, layout, f"leaf{k}", hr=~s2["v"][k], cnt=s2["st"][k], fs_v=s2["st"][k], fs=k,
                        ls_v=s2["st"][k], ls=k, ln_v=s2["nws"][k], ln=k, nd=s2["nd"][k], ns_found=s2["nsp"][k],
                        ns_bkb=s2["bkb"][k]) for k in range(W)]
-        along = {key: s2[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "st", "end")}
+        nws = Cat(*s2["nws"])
+        # Window lanes: slot i's is the last non-WS lane below its CR; the last, the beat's last non-WS lane.
+        cands = [nws & Cat(*(cr[k + 1:].any() for k in range(W))) for cr in s2["cr"]] + [nws]
+        along = {key: s2[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "st", "end", "cr")}
+        along["win_at"] = [c & ~_upper(c) for c in cands]
         for n in range(self._idx):
             nodes = _sklansky_level(m, n, nodes, _line_op, f"l{n}_")
             st[3 + n] = register_stage(m, ce, f"l{n}", {**along, "node": nodes})
@@ -275,28 +309,41 @@ class ValueTracker(wiring.Component):
             nodes = st[3 + n]["node"]
 
     def _line_merge(self, m, ce, st):
-        """The loop (the line state across beats) and each lane's state before it; then lengths and flags."""
+        """The loop (the line state across beats); each lane's word-start count (for the masks); each slot's line
+        summary before its CR, picked (M1) and merged with the state before the beat (M2)."""
         W, n = self.width, 2 + self._idx
         r = st[n]
         first = r["tok"].first
         ident = Signal(_node_layout(W), name="ident")          # all zero: the empty range
         state = Signal(LineState, name="line")                 # before the beat in ``r``
         before = [ident] + r["node"][:-1]
-        lanes = [self._merge(m, state, e, first, r["g"], r["g_m1"], f"merge{k}") for k, e in enumerate(before)]
+        starts = []
+        for k, e in enumerate(before):
+            total = state.starts + e.cnt
+            starts.append(Mux(~e.hr & ~first, Mux(total > 3, 3, total), e.cnt))
+        picked = []
+        for i, cr in enumerate(r["cr"]):
+            node = 0
+            for k, e in enumerate(before):
+                node = node | Mux(cr[k], e.as_value(), 0)
+            pick = Signal(_node_layout(W), name=f"pick{i}")
+            m.d.comb += pick.as_value().eq(node)
+            picked.append(pick)
         with m.If(ce & r["valid"]):
             m.d.sync += state.eq(self._merge(m, state, r["node"][-1], first, r["g"], r["g_m1"], "merge_beat"))
-        m1 = st[n + 1] = register_stage(m, ce, "m1", {**{k: r[k] for k in ("valid", "tok", "v", "nws", "st", "end")},
-                                                       "line": lanes})
-        out = {k: m1[k] for k in ("valid", "tok", "end")}
-        out.update((key, []) for key in ("len_raw", "tl_raw", "seen", "digits_ok", "bearer", *MASKS))
-        for k, ln in enumerate(m1["line"]):
-            v, nws, start = m1["v"][k], m1["nws"][k], m1["st"][k]
-            tok_byte = v & ((ln.starts + start) >= 2)
-            for key, x in (("len_raw", (ln.l - ln.fb)[:POS_BITS]), ("tl_raw", (ln.l - ln.sb)[:POS_BITS]),
-                           ("seen", ln.starts != 0), ("digits_ok", ~ln.nd & (ln.starts <= 1)),
-                           ("bearer", (ln.starts == 2) & ln.s_nsb), ("val_byte", v & ((ln.starts != 0) | start)),
-                           ("val_keep", nws), ("tok_byte", tok_byte), ("tok_keep", tok_byte & nws)):
+        m1 = st[n + 1] = register_stage(m, ce, "m1", {
+            **{k: r[k] for k in ("valid", "tok", "v", "nws", "st", "end", "cr", "g", "g_m1")},
+            "starts": starts, "node": picked, "state": state})
+        out = {k: m1[k] for k in ("valid", "tok", "end", "cr")}
+        out.update((key, []) for key in MASKS)
+        for k in range(W):
+            v, nws, start, ln_starts = m1["v"][k], m1["nws"][k], m1["st"][k], m1["starts"][k]
+            tok_byte = v & ((ln_starts + start) >= 2)
+            for key, x in (("val_byte", v & ((ln_starts != 0) | start)), ("val_keep", nws), ("tok_byte", tok_byte),
+                           ("tok_keep", tok_byte & nws)):
                 out[key].append(x)
+        out["line"] = [self._merge(m, m1["state"], e, m1["tok"].first, m1["g"], m1["g_m1"], f"merge{i}")
+                       for i, e in enumerate(m1["node"])]
         st[n + 2] = register_stage(m, ce, "m2", out)
 
     def _merge(self, m, state, e, first, g, g_m1, name):
@@ -315,14 +362,16 @@ class ValueTracker(wiring.Component):
         )
 
     def _windows(self, m, ce, st):
-        """The window path, scheduled so that its scan ends in the stage of the lengths (M2).
+        """The window path: per lane up to the scan's last stage, then per slot; it ends in the stage of the M2.
 
-        Its scan's selects are single registered bits, so it takes two levels per stage. Its leaves need, for every
-        lane: ">= 2^64" (three stages: each digit of the 20-byte window against 2^64's and a first compare level,
-        then two levels, then the last two), the digit-run mask (one stage) and "chunked" (from stage 2).
+        Per lane: ">= 2^64" (three stages: each digit of the 20-byte window against 2^64's and a first compare level,
+        then two levels, then the last two), the digit-run mask (one stage) and "chunked" (from stage 2). At the scan's
+        last stage (S) each slot picks the nibbles, mask and flags at its window lane (one-hot); at S+1 the mask is
+        applied, and a slot whose beat has no non-WS byte before its CR takes the held window (the last one before
+        the beat: trailing WS may span beats).
         """
         W, levels = self.width, self._idx
-        leaf = 4 + levels - (levels + 1) // 2                       # 5, 5, 6 for W = 4, 8, 16
+        leaf = 2 + levels                                           # S: the scan's last stage
         s0 = st[leaf - 3]
         nib = [s0["tok"].beat.data[k][0:4] for k in range(W)]
         seq = _history(m, ce, s0["valid"], nib, VALUE_DIGITS - 1, "hg_nib") + nib
@@ -346,36 +395,46 @@ class ValueTracker(wiring.Component):
         sl = st[leaf]
         nib = [sl["tok"].beat.data[k][0:4] for k in range(W)]
         seq = _history(m, ce, sl["valid"], nib, VALUE_DIGITS - 1, "hw_nib") + nib
+        raw = {key: [] for key in ("any", "nib", "mask", "ge", "ck7")}
+        for at in sl["win_at"]:
+            for key, lanes in (("nib", [Cat(*(seq[VALUE_DIGITS - 1 + k - i] for i in range(VALUE_DIGITS)))
+                                        for k in range(W)]),
+                               ("mask", late["mask"]), ("ge", late["ge"]), ("ck7", late["ck7"])):
+                x = 0
+                for k in range(W):
+                    x = x | Mux(at[k], lanes[k], 0)
+                raw[key].append(x)
+            raw["any"].append(at.any())
+        wa = register_stage(m, ce, "wa", {"valid": sl["valid"], **raw})
+
+        held = Signal(_Window, name="held")                     # the window at the last non-WS byte before the beat
         items = []
-        for k in range(W):
-            bcd = Cat(*(seq[VALUE_DIGITS - 1 + k - i] & late["mask"][k][i].replicate(4) for i in range(VALUE_DIGITS)))
-            items.append(_comb(m, _Window, f"win{k}", any=sl["nws"][k], bcd=bcd, ge=late["ge"][k],
-                               ck7=late["ck7"][k]))
-        for n in range(levels):
-            items = _sklansky_level(m, n, items, _window_op, f"w{n}_")
-            if n % 2 or n == levels - 1:
-                items = register_stage(m, ce, f"w{n}", {"w": items})["w"]
-        return items
+        for i in range(len(wa["any"])):
+            w = _comb(m, _Window, f"win{i}", any=wa["any"][i], ge=wa["ge"][i], ck7=wa["ck7"][i],
+                      bcd=Cat(*(wa["nib"][i][4 * d:4 * d + 4] & wa["mask"][i][d].replicate(4)
+                                for d in range(VALUE_DIGITS))))
+            items.append(Mux(w.any, w.as_value(), held.as_value()))
+        with m.If(ce & wa["valid"] & wa["any"][-1]):
+            m.d.sync += held.eq(items[-1])
+        return register_stage(m, ce, "wb", {"w": items[:-1]})["w"]
 
     def _records(self, m, ce, st, windows):
-        """The output stage: lengths saturated, windows taken at the last non-WS byte, records and masks."""
+        """The output stage: each slot's lengths and flags from its line state, saturated, with its window."""
         W, m2 = self.width, st[4 + self._idx]
-        held = Signal(_Window, name="held")                     # the window at the last non-WS byte before the beat
-        with m.If(ce & m2["valid"] & windows[-1].any):
-            m.d.sync += held.eq(windows[-1])
         o = self.o_stream.payload
-        at = []
-        for k in range(W):
-            at.append(Signal(_Window, name=f"at{k}"))
-            m.d.comb += at[k].eq(Mux(windows[k - 1].any, windows[k - 1], held) if k else held)
         with m.If(ce):
-            m.d.sync += [self.o_stream.valid.eq(m2["valid"]), o.tok.eq(m2["tok"])]
-            for k, win in enumerate(at):
-                seen, len_raw, tl_raw = m2["seen"][k], m2["len_raw"][k], m2["tl_raw"][k]
-                digits_ok, bearer = m2["digits_ok"][k], m2["bearer"][k]
-                rec = o.rec[k]
+            m.d.sync += [self.o_stream.valid.eq(m2["valid"]), o.tok.eq(m2["tok"]), o.end.eq(Cat(*m2["end"]))]
+            m.d.sync += [getattr(o, key).eq(Cat(*m2[key])) for key in MASKS]
+            for i, (cr, ln, win_bits) in enumerate(zip(m2["cr"], m2["line"], windows)):
+                win = _Window(win_bits)
+                seen = ln.starts != 0
+                digits_ok = ~ln.nd & (ln.starts <= 1)
+                bearer = (ln.starts == 2) & ln.s_nsb
+                len_raw, tl_raw = (ln.l - ln.fb)[:POS_BITS], (ln.l - ln.sb)[:POS_BITS]
+                rec = o.slot[i].rec
                 m.d.sync += [
-                    rec.end.eq(m2["end"][k]),
+                    o.slot[i].cr.eq(cr),
+                    rec.end.eq(cr.any()),
                     rec.len.eq(Mux(seen, Mux(len_raw[LEN_BITS:].any(), LEN_MAX, len_raw[:LEN_BITS]), 0)),
                     rec.digits_ok.eq(digits_ok),
                     rec.bcd.eq(win.bcd & seen.replicate(BCD_BITS)),
@@ -384,4 +443,3 @@ class ValueTracker(wiring.Component):
                     rec.bearer.eq(bearer),
                     rec.token_len.eq(Mux(bearer, Mux(tl_raw[LEN_BITS:].any(), LEN_MAX, tl_raw[:LEN_BITS]), 0)),
                 ]
-                m.d.sync += [getattr(o, key)[k].eq(m2[key][k]) for key in MASKS]

@@ -25,7 +25,8 @@ from support.streams import random_pauses
 from wirespeed.hdl.bus.packet import ByteBeat, pack_beats
 from wirespeed.hdl.parser.layouts import LEN_MAX, ErrorFlag, KeySource
 from wirespeed.hdl.parser.tokenizer import TOKENIZER_LATENCY, Tok, Tokenizer, TokenBeat, next_state
-from wirespeed.hdl.parser.values import MASKS, VALUE_LATENCY, ValueBeat, ValueRecord, ValueTracker
+from wirespeed.hdl.parser.values import (MASKS, VALUE_LATENCY, ValueBeat, ValueRecord, ValueSlot, ValueTracker,
+                                        value_slots)
 from wirespeed.host.keys import U64, fingerprint
 from wirespeed.host.models.parser import ParserConfig, parse
 from wirespeed.host.tools import traffic
@@ -281,24 +282,27 @@ class _Chain(wiring.Component):
 
 
 def _decoder(width):
-    """A function from an output payload (int) to (beat bits, first, [(lane record dict)], {mask: bits})."""
+    """A function from an output payload (int) to (beat bits, first, end bits, [(slot's CR bits, record dict)],
+    {mask: bits})."""
     layout = ValueBeat(width)
     tok = layout["tok"]
     beat_at, beat_bits = tok.offset, TokenBeat(width)["beat"].width
     first_at = tok.offset + TokenBeat(width)["first"].offset
-    rec_at, rec_size = layout["rec"].offset, ValueRecord.size
+    slot_at, slot_size = layout["slot"].offset, ValueSlot(width).size
+    cr_at, rec_at = ValueSlot(width)["cr"].offset, ValueSlot(width)["rec"].offset
     fields = [(name, ValueRecord[name].offset, (1 << ValueRecord[name].width) - 1)
               for name in ("end",) + RECORD_FIELDS]
     masks = [(name, layout[name].offset) for name in MASKS]
     full = (1 << width) - 1
 
     def decode(value):
-        recs = []
-        for k in range(width):
-            r = value >> (rec_at + k * rec_size)
-            recs.append({name: r >> at & mask for name, at, mask in fields})
-        return (value >> beat_at & ((1 << beat_bits) - 1), value >> first_at & 1, recs,
-                {name: value >> at & full for name, at in masks})
+        slots = []
+        for i in range(value_slots(width)):
+            sv = value >> (slot_at + i * slot_size)
+            r = sv >> rec_at
+            slots.append((sv >> cr_at & full, {name: r >> at & mask for name, at, mask in fields}))
+        return (value >> beat_at & ((1 << beat_bits) - 1), value >> first_at & 1, value >> layout["end"].offset & full,
+                slots, {name: value >> at & full for name, at in masks})
     return decode
 
 
@@ -313,26 +317,33 @@ def _check_rtl(width, packets, in_p, out_p, seed):
     for p, packet in enumerate(packets):
         records, marks, limit = reference_values(packet)
         for b, beat in enumerate(beats[p]):
-            bits, first, recs, got_marks = decode(outputs[n][1])
+            bits, first, ends, slots, got_marks = decode(outputs[n][1])
             assert (bits, first) == (beat, b == 0), (seed, p, b)
-            for k, rec in enumerate(recs):
+            lanes = range(min(width, limit - b * width))
+            for k in lanes:
                 i = b * width + k
-                if i >= limit:
-                    break
                 where = (seed, p, packet[max(0, i - 40):i + 1], i)
                 for name in MASKS:
                     assert got_marks[name] >> k & 1 == (i in marks[name]), (name, where)
-                assert rec["end"] == (i in records), where
-                if i in records:
-                    want = records[i]
-                    got = {name: rec[name] for name in RECORD_FIELDS}
-                    assert got["len"] == want["len"] and got["digits_ok"] == want["digits_ok"], (got, want, where)
-                    assert (got["overflow"], got["chunked"], got["bearer"]) == (
-                        want["overflow"], want["chunked"], want["bearer"]), (got, want, where)
-                    if want["digits_ok"]:
-                        assert got["bcd"] == want["bcd"], (hex(got["bcd"]), hex(want["bcd"]), where)
-                    if want["bearer"]:
-                        assert got["token_len"] == want["token_len"], (got, want, where)
+                assert ends >> k & 1 == (i in records), where
+            # The slots: the beat's value-ending CRs in lane order (those before the stop are checked).
+            crs = [k for k in lanes if b * width + k in records]
+            assert len(crs) <= len(slots), (seed, p, b, crs)
+            for (cr, rec), k in zip(slots, crs):
+                i = b * width + k
+                where = (seed, p, packet[max(0, i - 40):i + 1], i)
+                assert rec["end"] == 1 and cr == 1 << k, (cr, where)
+                want = records[i]
+                got = {name: rec[name] for name in RECORD_FIELDS}
+                assert got["len"] == want["len"] and got["digits_ok"] == want["digits_ok"], (got, want, where)
+                assert (got["overflow"], got["chunked"], got["bearer"]) == (
+                    want["overflow"], want["chunked"], want["bearer"]), (got, want, where)
+                if want["digits_ok"]:
+                    assert got["bcd"] == want["bcd"], (hex(got["bcd"]), hex(want["bcd"]), where)
+                if want["bearer"]:
+                    assert got["token_len"] == want["token_len"], (got, want, where)
+            if limit >= (b + 1) * width:          # the whole beat is before the stop: no other slot is used
+                assert all(rec["end"] == 0 and cr == 0 for cr, rec in slots[len(crs):]), (seed, p, b, slots)
             n += 1
     return accepted, outputs
 
