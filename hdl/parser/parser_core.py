@@ -15,7 +15,7 @@ summary of the beat wait beside the fingerprint engine and meet its fingerprints
 fingerprint; C1 compares each slot's number with the packet's previous Content-Length; C2 runs the rules that depend
 on earlier lines (``docs/parser.md``, "Committing a header line") in lane order, and may stop the packet sooner than
 the grammar did. Its loop holds only presence bits and ``done``; C3 picks the stop's error and length, counts the
-lines and registers the descriptor. The route unit's path fields go around the marks to C0: they are final from the
+lines and forms the descriptor, without a register of its own: the wrapper's FIFO (in EBR) registers it as it writes. The route unit's path fields go around the marks to C0: they are final from the
 end of the request line, before any line commits.
 
 The datapath takes no backpressure: :class:`~.parser_top.PipelinedParser` admits a packet only when the descriptor
@@ -53,10 +53,10 @@ def _align(width: int) -> int:
 
 
 def core_latency(width: int) -> int:
-    """Cycles from a beat's acceptance to the descriptor of a packet that stops in it: the tokenizer, the slowest
-    branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode, compare, commit and report
-    stages."""
-    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 4
+    """Cycles from a beat's acceptance to the (unregistered) descriptor of a packet that stops in it: the tokenizer,
+    the slowest branch behind it, the pre-marks and marks stages, the fingerprint engine, the decode, compare and
+    commit stages (the report stage C3 is logic on the commit stage's registers)."""
+    return TOKENIZER_LATENCY[width] + _align(width) + 2 + fp_latency(width) + 3
 
 
 def LineSlot(width: int) -> data.StructLayout:
@@ -101,7 +101,9 @@ class ParserCore(wiring.Component):
     i_stream : In(stream.Signature(ByteBeat(W)))
         Packets; ``ready`` is low only while ``busy``.
     o_desc : Out(stream.Signature(Descriptor))
-        One descriptor per packet, :func:`core_latency` cycles after the beat where it stops; ``ready`` is ignored.
+        One descriptor per packet, :func:`core_latency` cycles after the beat where it stops, *not registered*:
+        stage C3's logic on the commit stage's registers, meant for a memory's write port (the wrapper's FIFO);
+        ``ready`` is ignored.
     max_header_bytes, poly, seed, default_class
         The registers' values. ``fp_update``: pulse after ``poly``/``seed`` changed.
     x_name, x_len, x_update
@@ -516,9 +518,9 @@ class ParserCore(wiring.Component):
     # -- the descriptor ---------------------------------------------------------------------------------------------
 
     def _report(self, m, c2, d):
-        """Stage C3: the stop's error and length, the line count, and the descriptor register. ``d`` holds the
-        data as the beat in C3 left it; a field's data is shown only if it is present (after the register, so no
-        presence bit drives the wide data)."""
+        """Stage C3: the stop's error and length, the line count, and the descriptor, as logic on C2's registers
+        (the FIFO's write port is the register). ``d`` holds the data as the beat in C3 left it; a field's data is
+        shown only if it is present (the presence bits are registers here, not the commit loop's next state)."""
         E = ErrorFlag
         s, a, fails = c2["s"], c2["state"], c2["fails"]
         # The first failed slot stops the packet; the lines up to it count.
@@ -541,37 +543,26 @@ class ParserCore(wiring.Component):
         header_len = Mux(committed_stop, stop_len, s.header_len)
         complete = c2["grammar_stop"] & s.complete
 
-        keep = {k: Signal.like(d[k], name=f"desc_{k}") for k in ("host_fp", "host_len", "cl_val", "cl_ovf",
-                                                                 "auth_fp", "auth_len", "xkey_fp", "xkey_len",
-                                                                 "x0_num", "x0_val", "x0_ovf")}
-        keep.update({f"extra_fp{i}": Signal(64, name=f"desc_extra_fp{i}") for i in range(EXTRA_SLOTS)})
-        flags = {k: Signal.like(a[k], name=f"desc_{k}") for k in ("host", "cl", "auth", "xkey", "extra")}
-        desc_r = Signal(Descriptor, name="desc_r")
-        m.d.sync += [self.o_desc.valid.eq(committed_stop | c2["grammar_stop"])]
-        m.d.sync += [r.eq(d[k]) for k, r in keep.items()]
-        m.d.sync += [r.eq(a[k]) for k, r in flags.items()]
-        m.d.sync += [
-            desc_r.method.eq(a["method"]), desc_r.version.eq(a["version"]),
-            # A path exists once the method ended (a close before that is the limit or an error in the method).
-            desc_r.path_len.eq(d["path_len"]),
-            desc_r.path_fp.eq(Mux(a["path"] & (a["method"] != Method.NONE), d["path_fp"], 0)),
-            desc_r.route_match.eq(d["route_match"]), desc_r.route_class.eq(d["route_class"]),
-            desc_r.chunked.eq(a["chunked"]), desc_r.header_len.eq(header_len), desc_r.header_lines.eq(lines_now),
-            desc_r.complete.eq(complete), desc_r.errors.eq(errors),
-        ]
         desc = self.o_desc.payload
-        host, cl, auth, xkey, extra = (flags[k] for k in ("host", "cl", "auth", "xkey", "extra"))
-        x0 = extra[0] & keep["x0_num"]
+        host, cl, auth, xkey, extra = (a[k] for k in ("host", "cl", "auth", "xkey", "extra"))
+        x0 = extra[0] & d["x0_num"]
         m.d.comb += [
-            desc.eq(desc_r),
-            desc.host_present.eq(host), desc.host_len.eq(Mux(host, keep["host_len"], 0)),
-            desc.host_fp.eq(Mux(host, keep["host_fp"], 0)),
+            self.o_desc.valid.eq(committed_stop | c2["grammar_stop"]),
+            desc.method.eq(a["method"]), desc.version.eq(a["version"]),
+            # A path exists once the method ended (a close before that is the limit or an error in the method).
+            desc.path_len.eq(d["path_len"]),
+            desc.path_fp.eq(Mux(a["path"] & (a["method"] != Method.NONE), d["path_fp"], 0)),
+            desc.route_match.eq(d["route_match"]), desc.route_class.eq(d["route_class"]),
+            desc.chunked.eq(a["chunked"]), desc.header_len.eq(header_len), desc.header_lines.eq(lines_now),
+            desc.complete.eq(complete), desc.errors.eq(errors),
+            desc.host_present.eq(host), desc.host_len.eq(Mux(host, d["host_len"], 0)),
+            desc.host_fp.eq(Mux(host, d["host_fp"], 0)),
             desc.key_source.eq(Mux(auth, KeySource.AUTHORIZATION, Mux(xkey, KeySource.X_API_KEY, KeySource.NONE))),
-            desc.key_len.eq(Mux(auth, keep["auth_len"], Mux(xkey, keep["xkey_len"], 0))),
-            desc.key_fp.eq(Mux(auth, keep["auth_fp"], Mux(xkey, keep["xkey_fp"], 0))),
-            desc.cl_present.eq(cl), desc.cl_overflow.eq(cl & keep["cl_ovf"]),
-            desc.content_length.eq(Mux(cl, Mux(keep["cl_ovf"], U64, keep["cl_val"]), 0)),
+            desc.key_len.eq(Mux(auth, d["auth_len"], Mux(xkey, d["xkey_len"], 0))),
+            desc.key_fp.eq(Mux(auth, d["auth_fp"], Mux(xkey, d["xkey_fp"], 0))),
+            desc.cl_present.eq(cl), desc.cl_overflow.eq(cl & d["cl_ovf"]),
+            desc.content_length.eq(Mux(cl, Mux(d["cl_ovf"], U64, d["cl_val"]), 0)),
             desc.extra_present.eq(extra), desc.extra_numeric.eq(x0),
-            desc.extra_value.eq(Mux(x0, Mux(keep["x0_ovf"], U64, keep["x0_val"]), 0)),
+            desc.extra_value.eq(Mux(x0, Mux(d["x0_ovf"], U64, d["x0_val"]), 0)),
         ]
-        m.d.comb += [desc.extra_fp[i].eq(Mux(extra[i], keep[f"extra_fp{i}"], 0)) for i in range(EXTRA_SLOTS)]
+        m.d.comb += [desc.extra_fp[i].eq(Mux(extra[i], d[f"extra_fp{i}"], 0)) for i in range(EXTRA_SLOTS)]

@@ -32,12 +32,16 @@ from .parser_core import ParserCore, core_latency
 
 __all__ = ["PipelinedParser", "PIPELINED_FIFO_DEPTH", "desc_latency"]
 
-PIPELINED_FIFO_DEPTH = 8
+#: Descriptors the FIFO holds: more than the packets that can be in flight at the longest latency (one-beat packets
+#: back to back), so admission never waits while ``o_desc`` is ready. An EBR holds 512 words of 36 bits: depth is
+#: free up to there, and the width takes 20 blocks.
+PIPELINED_FIFO_DEPTH = 64
 
 
 def desc_latency(width: int) -> int:
-    """Cycles from the beat holding the stop byte to ``o_desc.valid``: the datapath's, and one through the FIFO."""
-    return core_latency(width) + 1
+    """Cycles from the beat holding the stop byte to ``o_desc.valid``: the datapath's, and two through the FIFO (its
+    write and its read)."""
+    return core_latency(width) + 2
 
 
 #: A prefix entry as the LUT-RAM copy holds it.
@@ -116,21 +120,27 @@ class PipelinedParser(wiring.Component):
         return m
 
     def _fifo(self, m, core, pop):
-        """The descriptor FIFO, in LUT RAM; returns its level. Admission keeps it from overflowing, so the core's
-        registered ``valid`` is the write enable as it is (no full flag in front of the ~700 RAM cells' enables)."""
-        m.submodules.desc_fifo = mem = Memory(shape=Descriptor, depth=PIPELINED_FIFO_DEPTH, init=[])
+        """The descriptor FIFO, in EBR; returns its level. Its write port registers the core's unregistered
+        descriptor, and its read port (the EBR's own output latch) reads the head after this cycle's pop at every
+        edge, so an entry written at one edge is on ``o_desc`` after the next: the same two edges as a descriptor
+        register and a LUT-RAM FIFO, without 700 bits of either. Admission keeps it from overflowing, so the core's
+        ``valid`` is the write enable as it is."""
+        D = PIPELINED_FIFO_DEPTH
+        m.submodules.desc_fifo = mem = Memory(shape=Descriptor, depth=D, init=[], attrs={"ram_style": "block"})
         wr = mem.write_port()
-        rd = mem.read_port(domain="comb")
-        wp, rp = Signal(range(PIPELINED_FIFO_DEPTH)), Signal(range(PIPELINED_FIFO_DEPTH))
-        level = Signal(range(PIPELINED_FIFO_DEPTH + 1))
+        rd = mem.read_port(domain="sync")
+        wp, rp = Signal(range(D)), Signal(range(D))
+        level = Signal(range(D + 1))          # entries written at earlier edges and not popped
+        valid = Signal()
         m.d.comb += [wr.addr.eq(wp), wr.data.eq(core.o_desc.payload), wr.en.eq(core.o_desc.valid),
-                     rd.addr.eq(rp), self.o_desc.payload.eq(rd.data), self.o_desc.valid.eq(level != 0),
-                     pop.eq(self.o_desc.valid & self.o_desc.ready)]
+                     pop.eq(valid & self.o_desc.ready),
+                     rd.addr.eq((rp + pop)[:len(rp)]), rd.en.eq(1),
+                     self.o_desc.payload.eq(rd.data), self.o_desc.valid.eq(valid)]
         with m.If(core.o_desc.valid):
             m.d.sync += wp.eq(wp + 1)
         with m.If(pop):
             m.d.sync += rp.eq(rp + 1)
-        m.d.sync += level.eq(level + core.o_desc.valid - pop)
+        m.d.sync += [level.eq(level + core.o_desc.valid - pop), valid.eq(level - pop != 0)]
         return level
 
     def _updates(self, m, core, hold, empty):

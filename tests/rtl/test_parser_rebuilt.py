@@ -6,8 +6,10 @@ exercises the table updates (key refill, name table, prefix entries) between pac
 
 - every descriptor, bit for bit, ``parse()`` with the segment's configuration, under random valid/ready gaps;
 - every pass-through beat is the beat accepted, in its cycle;
-- at full rate (``traffic.mix``): one beat per cycle, and each descriptor exactly ``desc_latency(W)`` cycles after
-  the beat holding its stop byte (commit-rule stops included: a duplicate Host stops at its LF).
+- at full rate (``traffic.mix`` with the corner packets and runs of one-beat packets mixed in, back to back, so up to
+  one packet per cycle is in flight): one beat per cycle, any content, and each descriptor exactly
+  ``desc_latency(W)`` cycles after the beat holding its stop byte (commit-rule stops included: a duplicate Host stops
+  at its LF).
 """
 
 import os
@@ -93,9 +95,18 @@ def test_rebuilt_parser_vs_model(width):
     for seg in range(4):
         config = random_parser_config(rng) if seg % 2 else FIXED_CONFIG
         full = seg == 0
-        # Short packets in a row exceed the descriptors the FIFO can hold in flight at this latency, so the
-        # full-rate segment is traffic.mix only (1 beat per cycle); the corner cases run under gaps.
-        packets = list(traffic.mix(rng, 300)) if full else CORNERS + list(traffic.mix(rng, 300))
+        if full:
+            # Any content at one beat per cycle: runs of one-beat packets (a packet starts every cycle, so the
+            # FIFO must hold a descriptor for each one in flight) and the corner packets among realistic requests.
+            runs = [[bytes(rng.choice(b"GET /\r\n:x") for _ in range(rng.randrange(width + 1)))
+                     for _ in range(rng.randrange(1, 3 * width))] for _ in range(8)]
+            packets = CORNERS * 2 + list(traffic.mix(rng, 300))
+            rng.shuffle(packets)
+            for run_ in runs:
+                at = rng.randrange(len(packets))
+                packets[at:at] = run_
+        else:
+            packets = CORNERS + list(traffic.mix(rng, 300))
         gaps = ALWAYS if full else pause_pattern(rng.getrandbits(32), 0.25, 4099)
         result, got = rig.segment(config, packets, gaps, ALWAYS if full else pause_pattern(rng.getrandbits(32),
                                                                                               0.25, 4093))
