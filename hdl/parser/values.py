@@ -1,12 +1,17 @@
 """The header parser's field-value trackers: what each field value is, at the CR that ends it, W bytes per cycle.
 
-beat ─▶ lane flags ─▶ segmented prefix scan ─▶ line-state loop (2:1 muxes) ─▶ position differences ─┐
-     └▶ 20-byte windows (≥ 2^64, digit run, "chunked") ─▶ last-non-WS scan ─▶ hold register ───────┴▶ records
+beat ─▶ lane flags ─▶ segmented prefix scan ─┬▶ line-state loop (2:1 muxes) ───────────▶ lane masks
+                                             └▶ per slot: pick at its CR ─▶ merge ──────────────┐
+     └▶ per lane: 20-byte windows (≥ 2^64, digit run, "chunked") ─▶ per slot: pick ─▶ hold ──────┴▶ records
 
-A value's *trimmed* form drops its leading and trailing WS (SP, HTAB). At the lane of its CR a :data:`ValueRecord`
+A value's *trimmed* form drops its leading and trailing WS (SP, HTAB). At the CR that ends it, a :data:`ValueRecord`
 gives ``len``, ``digits_ok``, the last 20 digits as BCD, ``overflow`` (20 digits, ≥ 2^64), ``chunked`` and ``bearer``
 (with ``token_len``); lane masks mark the value's bytes from its first non-WS byte (``val_byte``), its non-WS bytes
 (``val_keep``) and the same from its second word (``tok_byte``, ``tok_keep``: a Bearer token) for the fingerprints.
+
+A field line takes at least 4 bytes (``a:`` CR LF), so before a packet's first error a beat holds at most W/4
+value-ending CRs (:func:`value_slots`). Records are kept per *slot* (the beat's first W/4 such CRs in lane order, with
+a one-hot lane), not per lane: the wide work (positions, BCD windows) is done W/4 times a beat, not W times.
 
 Why this shape: the parser it replaces stepped W bytes through one chain per cycle (26 MHz). Here every question is
 about positions, answered per lane in parallel; only the line's state at the beat boundary is fed back.
@@ -17,20 +22,23 @@ about positions, answered per lane in parallel; only the line's state at the bea
   whether the last non-SP byte before the last start ends a word "bearer" (any case, preceded by WS or the colon).
 - **Loop.** :data:`LineState` (start count, three positions, three flags) is the only feedback: each field is a
   2:1 or 3:1 mux between the carried value and the beat's. Positions are beat index · W + lane (a concatenation),
-  17 bits, so lengths (differences, one stage later) are exact below 2^17 bytes and saturate at 65 535.
+  17 bits, so lengths (differences, at the output stage) are exact below 2^17 bytes and saturate at 65 535.
   ``len`` = last non-WS − first non-WS + 1; ``digits_ok`` = no non-digit and at most one word; ``bearer`` = two
   words, the first "bearer" and only SPs after it; ``token_len`` = last non-WS − second word's start + 1.
-- **Windows.** What depends on the value's last bytes needs no line state: at every lane, the last 20 nibbles
-  masked to the digit run ending there (the BCD: a digits-only trimmed value follows WS or the colon), whether
-  they compare ≥ 2^64's digits (lexicographic: the first differing digit decides; a tree, two levels a stage) and
-  whether the last seven bytes are "chunked". A last-non-WS scan (two levels a stage) hands each lane the window
-  of the last non-WS byte before it; a hold register carries that window across beats (trailing WS may span
-  beats). ``overflow`` is the compare with ``len`` = 20, ``chunked`` the match with ``len`` = 7.
+  Each lane merges only the start count (for the masks); each slot picks the scan's summary before its CR (M1)
+  and merges it with the state before the beat (M2).
+- **Windows.** What depends on the value's last bytes needs no line state: at every lane, the last 20 nibbles,
+  the digit-run mask ending there (the BCD: a digits-only trimmed value follows WS or the colon), whether they
+  compare ≥ 2^64's digits (lexicographic: the first differing digit decides; a tree, two levels a stage) and whether
+  the last seven bytes are "chunked". Each slot picks these at its *window lane* (the last non-WS byte before its
+  CR, found beside the scan); a slot with none in its beat takes the hold register, the window at the last non-WS
+  byte before the beat (trailing WS may span beats). ``overflow`` is the compare with ``len`` = 20, ``chunked``
+  the match with ``len`` = 7.
 
-Latency, :func:`value_latency`: flags (1), scan inputs (1), line scan (log2 W), loop and merge (1), lengths (1),
-records (1); the window path runs beside it and ends in the same stage. One beat per cycle whatever the content.
-Records are exact at every value-ending CR before the packet's first error (where the tokenizer's states are). Each
-packet starts afresh: its first byte is never a value byte, and ``first`` also clears what the line state carries.
+Latency, :func:`value_latency`: flags (1), scan inputs (1), line scan (log2 W), pick (1), merge (1), records (1); the
+window path runs beside it and ends in the same stage. One beat per cycle whatever the content. Records are exact at
+every value-ending CR before the packet's first error (where the tokenizer's states are). Each packet starts afresh:
+its first byte is never a value byte, and ``first`` also clears what the line state carries.
 """
 
 from __future__ import annotations
@@ -196,6 +204,12 @@ def _lower(bits):
     return Cat(*(bits[:k].any() for k in range(len(bits))))
 
 
+def _encode(onehot):
+    """The number of the lane set in a one-hot (0 if none)."""
+    return Cat(*(Cat(*(onehot[k] for k in range(len(onehot)) if k >> b & 1)).any()
+                 for b in range(_levels(len(onehot)))))
+
+
 def _upper(bits):
     """Per lane k: any of ``bits[k+1..]``."""
     return Cat(*(bits[k + 1:].any() for k in range(len(bits))))
@@ -207,7 +221,7 @@ def _before(idx, g, g_m1):
 
 
 class ValueTracker(wiring.Component):
-    """Per-lane records of the field values ending in each beat, at one beat per cycle.
+    """Records of the field values ending in each beat, one per value slot, at one beat per cycle.
 
     Parameters
     ----------
@@ -219,8 +233,9 @@ class ValueTracker(wiring.Component):
     i_stream : In(stream.Signature(TokenBeat(W)))
         The tokenizer's beats.
     o_stream : Out(stream.Signature(ValueBeat(W)))
-        The same beats, :func:`value_latency` cycles later, with a :data:`ValueRecord` at each value-ending CR
-        (``rec[k].end``) and the lane masks. Exact for the lines before the packet's first error; what follows an
+        The same beats, :func:`value_latency` cycles later, with the value-ending CRs (``end``), the first W/4 of
+        them as slots with their :data:`ValueRecord` (``slot[i].cr``, one-hot; ``slot[i].rec.end``: in use) and the
+        lane masks. Exact for the lines before the packet's first error; what follows an
         error is don't-care, and each packet (``first``) starts afresh.
     """
 
@@ -303,6 +318,8 @@ class ValueTracker(wiring.Component):
         along = {key: s2[key] for key in ("valid", "tok", "g", "g_m1", "v", "nws", "st", "end", "cr")}
         along["win_at"] = [c & ~_upper(c) for c in cands]
         for n in range(self._idx):
+            if n == 1:                              # the window lanes' numbers, for the nibble shifters
+                along["win_j"] = [_encode(at) for at in along["win_at"]]
             nodes = _sklansky_level(m, n, nodes, _line_op, f"l{n}_")
             st[3 + n] = register_stage(m, ce, f"l{n}", {**along, "node": nodes})
             along = {key: st[3 + n][key] for key in along}
@@ -396,10 +413,15 @@ class ValueTracker(wiring.Component):
         nib = [sl["tok"].beat.data[k][0:4] for k in range(W)]
         seq = _history(m, ce, sl["valid"], nib, VALUE_DIGITS - 1, "hw_nib") + nib
         raw = {key: [] for key in ("any", "nib", "mask", "ge", "ck7")}
-        for at in sl["win_at"]:
-            for key, lanes in (("nib", [Cat(*(seq[VALUE_DIGITS - 1 + k - i] for i in range(VALUE_DIGITS)))
-                                        for k in range(W)]),
-                               ("mask", late["mask"]), ("ge", late["ge"]), ("ck7", late["ck7"])):
+        for at, j in zip(sl["win_at"], sl["win_j"]):
+            # The 20 nibbles ending at lane j are seq[j .. j + 19]: a logarithmic shifter on j's bits (2:1 muxes),
+            # a quarter of the logic of a one-hot pick of 20-nibble windows.
+            v = seq
+            for b in reversed(range(levels)):
+                n_b = len(v) - (1 << b)
+                v = [Mux(j[b], hi, lo) for lo, hi in zip(v[:n_b], v[1 << b:])]
+            raw["nib"].append(Cat(*reversed(v)))
+            for key, lanes in (("mask", late["mask"]), ("ge", late["ge"]), ("ck7", late["ck7"])):
                 x = 0
                 for k in range(W):
                     x = x | Mux(at[k], lanes[k], 0)
