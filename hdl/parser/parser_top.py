@@ -215,9 +215,15 @@ class PipelinedParser(wiring.Component):
             lowest = Mux(pfx_dirty[e], e, lowest)
         m.d.sync += pick.eq(lowest)
         m.d.comb += rd_apply.addr.eq(pick)
-        entry = Signal(_ENTRY)
-        m.d.comb += [entry.eq(rd_apply.data), core.pfx_data.eq(entry.data), core.pfx_len.eq(entry.len),
-                     core.pfx_class.eq(entry.cls), core.pfx_valid.eq(entry.valid), core.pfx_index.eq(pick)]
+        # The entry and the pulses reach the units from registers: the controller's decision (dirty flags, the
+        # lowest dirty entry, the state) is not in front of the units' update logic. The entry is registered every
+        # cycle; nothing dirties an entry while ``settled`` holds, so it is still the picked one when the pulse is.
+        entry, entry_index = Signal(_ENTRY), Signal(4)
+        x_go, p_go = Signal(), Signal()
+        m.d.sync += [entry.eq(rd_apply.data), entry_index.eq(pick), x_go.eq(0), p_go.eq(0)]
+        m.d.comb += [core.pfx_data.eq(entry.data), core.pfx_len.eq(entry.len), core.pfx_class.eq(entry.cls),
+                     core.pfx_valid.eq(entry.valid), core.pfx_index.eq(entry_index), core.pfx_commit.eq(p_go),
+                     core.x_update.eq(x_go)]
 
         # The controller: hold at a packet boundary, wait for the pipeline to empty, apply one update, repeat.
         # ``settled`` is registered: nothing was in flight, being committed or being rewritten a cycle ago (every
@@ -237,14 +243,17 @@ class PipelinedParser(wiring.Component):
                         m.d.sync += [poly.eq(regs.fp_poly.value), seed.eq(regs.fp_seed.value)]
                         m.next = "KEY"
                     with m.Elif(names_dirty):
-                        m.d.comb += core.x_update.eq(1)
-                        m.d.sync += names_dirty.eq(0)
-                        m.next = "WAIT"
+                        m.d.sync += [names_dirty.eq(0), x_go.eq(1)]
+                        m.next = "PULSE"
                     with m.Elif(pfx_dirty.any()):
-                        m.d.comb += [core.pfx_commit.eq(1), clear.eq(Const(1, PREFIX_ENTRIES) << pick)]
-                        m.next = "WAIT"
+                        m.d.sync += p_go.eq(1)
+                        m.d.comb += clear.eq(Const(1, PREFIX_ENTRIES) << pick)
+                        m.next = "PULSE"
                     with m.Else():
                         m.next = "RUN"
+            with m.State("PULSE"):           # the registered pulse reaches the unit now
+                m.d.comb += hold.eq(1)
+                m.next = "WAIT"
             with m.State("KEY"):             # the key registers settled a cycle ago
                 m.d.comb += [hold.eq(1), core.fp_update.eq(1)]
                 m.next = "WAIT"
