@@ -373,16 +373,24 @@ class ParserCore(wiring.Component):
         c1 = {"s": Signal.like(c0["s"], name="c1_summary"), "route": Signal.like(c0["route"], name="c1_route"),
               "path_fp": Signal(64, name="c1_path_fp"), "lines": []}
         m.d.sync += [c1[k].eq(c0[k]) for k in ("s", "route", "path_fp")]
+        # Each slot is compared with ``last_cl`` and with every slot before it, and the compare of the latest
+        # Content-Length number before it is picked afterwards: no multiplexer over 145 bits in front of a comparator.
+        lines = c0["lines"]
+        is_nums = [_net(m, line["go"] & line["name"][CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
+                   for i, line in enumerate(lines)]
         prev = last_cl
-        for i, line in enumerate(c0["lines"]):
+        for i, line in enumerate(lines):
             reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items()}
             m.d.sync += [reg[k].eq(v) for k, v in line.items()]
             # The rules' inputs that do not depend on the packet's state, as flags (``is_``: a line of each name).
             flags = {"same": 1, "stop_len": 16, "is_": N_NAMES, "cl_num": 1, "cl_bad": 1, "te_bad": 1, "auth_ok": 1}
             reg.update({k: Signal(shape, name=f"c1_line{i}_{k}") for k, shape in flags.items()})
             go, name = line["go"], line["name"]
-            is_num = _net(m, go & name[CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
-            m.d.sync += [reg["same"].eq(equal(line, prev)), reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1),
+            is_num = is_nums[i]
+            same = equal(line, last_cl)
+            for j in range(i):
+                same = Mux(is_nums[j], equal(line, lines[j]), same)
+            m.d.sync += [reg["same"].eq(same), reg["stop_len"].eq(c0["s"].pos + line["lf"] + 1),
                          reg["is_"].eq(name & go.replicate(N_NAMES)), reg["cl_num"].eq(is_num),
                          reg["cl_bad"].eq(go & name[CONTENT_LENGTH] & ~line["number"]),
                          reg["te_bad"].eq(go & name[TRANSFER_ENCODING] & ~line["chunked"]),
