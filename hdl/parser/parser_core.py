@@ -26,6 +26,7 @@ FIFO has room for every packet in flight. ``busy`` is high while a unit rewrites
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.utils import bits_for
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -347,13 +348,16 @@ class ParserCore(wiring.Component):
             for j in range(NS):
                 fp = fp | Mux(fps[j].valid & (line.lf != 0) & (fps[j].lane + 1 == line.lf), fps[j].fp, 0)
             f = {"go": 1, "lf": range(W), "name": N_NAMES, "len": 16, "number": 1, "overflow": 1, "value": 64,
-                 "chunked": 1, "bearer": 1, "token_len": 16, "fp": 64}
+                 "chunked": 1, "bearer": 1, "token_len": 16, "fp": 64, "cl_key": 64}
             reg = {k: Signal(shape, name=f"c0_line{i}_{k}") for k, shape in f.items()}
             m.d.sync += [reg["go"].eq(s.valid & line.valid), reg["lf"].eq(line.lf), reg["name"].eq(line.name),
                          reg["len"].eq(rec.len),
                          reg["number"].eq(rec.digits_ok & (rec.len != 0) & (rec.len <= VALUE_DIGITS)),
                          reg["overflow"].eq(rec.overflow), reg["value"].eq(values[i]), reg["chunked"].eq(rec.chunked),
-                         reg["bearer"].eq(rec.bearer), reg["token_len"].eq(rec.token_len), reg["fp"].eq(fp)]
+                         reg["bearer"].eq(rec.bearer), reg["token_len"].eq(rec.token_len), reg["fp"].eq(fp),
+                         # What C1 compares of a number besides its length and overflow: the value, or the
+                         # fingerprint once it overflows (two numbers of equal value and length are the same bytes).
+                         reg["cl_key"].eq(Mux(rec.overflow, fp, values[i]))]
             c["lines"].append(reg)
         return c
 
@@ -364,24 +368,27 @@ class ParserCore(wiring.Component):
         counts). ``last_cl`` is taken at every Content-Length number, committed or not; the commit stage's presence
         bit says whether there was one. So the commit stage reads one bit, and no comparator sits in its loop."""
 
+        # Two Content-Length numbers (1 to 20 digits, so the length fits in 5 bits) are the same when their
+        # lengths and overflow bits are and, below 2^64, their values (then they are the same digits, so their
+        # fingerprints agree too) or, both overflowing, their fingerprints: 70 bits, with C0's ``cl_key``.
         def equal(a, b):
-            return ~((((a["value"] != b["value"]) & ~(a["overflow"] & b["overflow"])) |
-                      (a["overflow"] != b["overflow"]) | (a["len"] != b["len"]) | (a["fp"] != b["fp"])))
+            n = bits_for(VALUE_DIGITS)
+            return ~((a["cl_key"] != b["cl_key"]) | (a["overflow"] != b["overflow"]) | (a["len"][:n] != b["len"][:n]))
 
-        keys = ("value", "overflow", "len", "fp")
-        last_cl = {k: Signal.like(c0["lines"][0][k], name=f"last_cl_{k}") for k in keys}
+        keys = {"cl_key": 64, "overflow": 1, "len": range(VALUE_DIGITS + 1)}
+        last_cl = {k: Signal(shape, name=f"last_cl_{k}") for k, shape in keys.items()}
         c1 = {"s": Signal.like(c0["s"], name="c1_summary"), "route": Signal.like(c0["route"], name="c1_route"),
               "path_fp": Signal(64, name="c1_path_fp"), "lines": []}
         m.d.sync += [c1[k].eq(c0[k]) for k in ("s", "route", "path_fp")]
         # Each slot is compared with ``last_cl`` and with every slot before it, and the compare of the latest
-        # Content-Length number before it is picked afterwards: no multiplexer over 145 bits in front of a comparator.
+        # Content-Length number before it is picked afterwards: no multiplexer over 70 bits in front of a comparator.
         lines = c0["lines"]
         is_nums = [_net(m, line["go"] & line["name"][CONTENT_LENGTH] & line["number"], f"c1_cl_num{i}", 1)
                    for i, line in enumerate(lines)]
         prev = last_cl
         for i, line in enumerate(lines):
-            reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items()}
-            m.d.sync += [reg[k].eq(v) for k, v in line.items()]
+            reg = {k: Signal.like(v, name=f"c1_line{i}_{k}") for k, v in line.items() if k != "cl_key"}
+            m.d.sync += [reg[k].eq(line[k]) for k in reg]
             # The rules' inputs that do not depend on the packet's state, as flags (``is_``: a line of each name).
             flags = {"same": 1, "stop_len": 16, "is_": N_NAMES, "cl_num": 1, "cl_bad": 1, "te_bad": 1, "auth_ok": 1}
             reg.update({k: Signal(shape, name=f"c1_line{i}_{k}") for k, shape in flags.items()})
@@ -396,7 +403,8 @@ class ParserCore(wiring.Component):
                          reg["te_bad"].eq(go & name[TRANSFER_ENCODING] & ~line["chunked"]),
                          reg["auth_ok"].eq(go & name[AUTHORIZATION] & line["bearer"])]
             c1["lines"].append(reg)
-            prev = {k: _net(m, Mux(is_num, line[k], prev[k]), f"c1_prev{i}_{k}", len(line[k])) for k in keys}
+            prev = {k: _net(m, Mux(is_num, line[k][:len(last_cl[k])], prev[k]), f"c1_prev{i}_{k}", len(last_cl[k]))
+                    for k in keys}
         m.d.sync += [last_cl[k].eq(prev[k]) for k in keys]
         return c1
 
