@@ -61,8 +61,10 @@ def core_latency(width: int) -> int:
 
 
 def LineSlot(width: int) -> data.StructLayout:
-    """A committed line: the lane of its LF, its name vector and its value's record (from its CR)."""
-    return data.StructLayout({"valid": 1, "lf": range(width), "name": N_NAMES, "rec": ValueRecord})
+    """A committed line: the lane of its LF and of the close before it (``close``: LF lane - 1, when not 0), its
+    name vector and its value's record (from its CR)."""
+    return data.StructLayout({"valid": 1, "lf": range(width), "close": range(width), "name": N_NAMES,
+                              "rec": ValueRecord})
 
 
 def _Summary(width: int) -> data.StructLayout:
@@ -311,16 +313,18 @@ class ParserCore(wiring.Component):
         values = []
         for i in range(NS):
             first = lanes["lf"][i]
-            lane = Const(0, range(W))
+            lane, close = Const(0, range(W)), Const(0, range(W))
             name = Mux(first[0], held.name, 0)
             rec = Mux(first[0], held.rec.as_value(), 0)
             for k in range(1, W):
                 lane = lane | Mux(first[k], k, 0)
+                close = close | Mux(first[k], k - 1, 0)
                 name = name | Mux(first[k], lanes["name"][k - 1], 0)
             for j in range(NS):
                 rec = rec | Mux((first[1:] & vs[j].cr[:W - 1]).any(), vs[j].rec.as_value(), 0)
             slot = lines[i]
-            m.d.sync += [slot.valid.eq(lanes["valid"] & first.any()), slot.lf.eq(lane), slot.name.eq(name),
+            m.d.sync += [slot.valid.eq(lanes["valid"] & first.any()), slot.lf.eq(lane), slot.close.eq(close),
+                         slot.name.eq(name),
                          slot.rec.eq(rec)]
             values.append(bcd_to_binary(m, slot.rec.bcd, f"slot{i}_bcd"))
         return lines, values
@@ -346,7 +350,8 @@ class ParserCore(wiring.Component):
             rec = line.rec
             fp = Mux(line.lf == 0, fp_held, 0)
             for j in range(NS):
-                fp = fp | Mux(fps[j].valid & (line.lf != 0) & (fps[j].lane + 1 == line.lf), fps[j].fp, 0)
+                # ``close``: the lane before the LF, a register (no adder in front of the compare).
+                fp = fp | Mux(fps[j].valid & (line.lf != 0) & (fps[j].lane == line.close), fps[j].fp, 0)
             f = {"go": 1, "lf": range(W), "name": N_NAMES, "len": 16, "number": 1, "overflow": 1, "value": 64,
                  "chunked": 1, "bearer": 1, "token_len": 16, "fp": 64, "cl_key": 64}
             reg = {k: Signal(shape, name=f"c0_line{i}_{k}") for k, shape in f.items()}
