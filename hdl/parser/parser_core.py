@@ -26,9 +26,9 @@ FIFO has room for every packet in flight. ``busy`` is high while a unit rewrites
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal
-from amaranth.utils import bits_for
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from ..bus.packet import ByteBeat, check_width
 from .decimal import BCD_LATENCY, bcd_to_binary
