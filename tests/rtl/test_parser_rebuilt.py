@@ -52,6 +52,12 @@ CORNERS = [
     b"POST /x HTTP/1.1\r\nhost: h\r\ncontent-length: 1x\r\nhost: i\r\n\r\n",
     b"POST /x HTTP/1.1\r\ncontent-length: 18446744073709551616\r\ncontent-length: 18446744073709551616\r\n"
     b"host: h\r\n\r\n",
+    # Two different overflowing numbers of one length (only their fingerprints differ), and 2^64 - 1 then 2^64
+    # (one length, the overflow bits differ): both repeats are mismatches.
+    b"POST /x HTTP/1.1\r\ncontent-length: 18446744073709551616\r\ncontent-length: 18446744073709551617\r\n"
+    b"host: h\r\n\r\n",
+    b"POST /x HTTP/1.1\r\ncontent-length: 18446744073709551615\r\ncontent-length: 18446744073709551616\r\n"
+    b"host: h\r\n\r\n",
 ]
 
 
