@@ -610,7 +610,8 @@ def critical_path(log: str) -> dict | None:
 
 
 def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str = "LFE5UM5G-85F", seed: int = 1,
-                out_dir=None, progress=None, *, synth_opts: str = None, lut_mapper: str = "abc") -> dict:
+                out_dir=None, progress=None, *, synth_opts: str = None, lut_mapper: str = "abc",
+                router: str = "router1") -> dict:
     """Synthesise one block alone with a register on every port, place and route it out of context, and return the
     report (also in ``<out_dir>/report.json``): ``core_fmax_mhz``, ``timing_met`` and ``utilization`` as the board
     build has them, plus the block, its configuration and the worst path's logic/routing split.
@@ -636,6 +637,8 @@ def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str
         raise BuildError(f"clock_mhz {clock_mhz!r}: 1..500")
     if lut_mapper not in LUT_MAPPERS:
         raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
+    if router not in ROUTERS:
+        raise BuildError(f"router {router!r}: one of {', '.join(ROUTERS)}")
     synth_opts = DEFAULT_SYNTH_OPTS if synth_opts is None else synth_opts
     tools = find_tools()
     out = Path(out_dir) if out_dir is not None else build_root() / "block" / f"{name}-w{width}"
@@ -658,7 +661,7 @@ def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str
     dev, package, speed = BLOCK_DEVICES[device]
     pnr = [*tools["nextpnr-ecp5"], dev, "--package", package, "--speed", speed, "--json", "top.json",
            "--lpf", "top.lpf", "--lpf-allow-unconstrained", "--out-of-context", "--timing-allow-fail",
-           "--seed", str(seed), "--report", "nextpnr-report.json", "--log", "top.tim"]
+           "--seed", str(seed), "--router", router, "--report", "nextpnr-report.json", "--log", "top.tim"]
     _run_tool("place and route", pnr, out, out / "nextpnr.log", say, _NEXTPNR_PHASE)
     times["place_and_route_s"] = round(time.monotonic() - t0, 1)
     timing = parse_nextpnr_report(json.loads((out / "nextpnr-report.json").read_text()), round(clock_mhz * 1e6))
@@ -670,6 +673,7 @@ def build_block(name: str, width: int = 8, clock_mhz: float = 200.0, device: str
         **{k: timing[k] for k in ("timing_met", "core_fmax_mhz", "fmax", "utilization")},
         "critical_path": critical_path(log.read_text(errors="replace") if log.exists() else ""),
         "tools": tool_versions(tools), "seed": seed, "synth_opts": synth_opts, "lut_mapper": lut_mapper,
+        "router": router,
         "files": {"nextpnr_report": str(out / "nextpnr-report.json"), "synthesis_log": str(out / "top.rpt"),
                   "pnr_log": str(log)},
         "wall_time_s": times, "utilization_raw": timing["utilization_raw"],
@@ -734,7 +738,7 @@ def run(args) -> dict:
                              device=getattr(args, "device", "LFE5UM5G-85F"), seed=getattr(args, "seed", 1),
                              out_dir=getattr(args, "out", None), progress=None if quiet else _stderr_progress,
                              synth_opts=getattr(args, "synth_opts", None),
-                             lut_mapper=getattr(args, "lut_mapper", "abc"))
+                             lut_mapper=getattr(args, "lut_mapper", "abc"), router=getattr(args, "router", "router1"))
         if not quiet:
             print_block_report(report)
         return report

@@ -383,6 +383,7 @@ def test_a_block_that_misses_its_clock_raises_with_the_report_written(fake_tools
     ({"name": "parser", "width": 5}, "width 5: 4, 8 or 16"),
     ({"name": "parser", "device": "LFE5U-12F"}, "device 'LFE5U-12F'"),
     ({"name": "parser", "clock_mhz": 0}, "clock_mhz 0: 1..500"),
+    ({"name": "parser", "router": "router3"}, "router 'router3': one of router1, router2"),
 ])
 def test_a_bad_block_build_argument_is_named_before_any_tool_runs(kwargs, message):
     with pytest.raises(flow.BuildError, match=message):
