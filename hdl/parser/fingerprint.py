@@ -55,6 +55,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FP_POLY_RESET, FP_SEED_RESET
+from .stages import onehot_index
 
 __all__ = ["FingerprintEngine", "FieldBeat", "FpSlot", "fp_latency", "refill_cycles", "residues"]
 
@@ -427,7 +428,7 @@ class FingerprintEngine(wiring.Component):
             kept = keep & seg
             second = kept[H:].any()
             sa = slots[i]
-            m.d.comb += [sa.valid.eq(first.any()), sa.lane.eq(_onehot_index(first)),
+            m.d.comb += [sa.valid.eq(first.any()), sa.lane.eq(onehot_index(first)),
                          sa.cont.eq(a0["cont"] if i == 0 else 0), sa.use_com.eq(sa.cont & ~kept.any()),
                          sa.opened.eq(opn & seg), sa.second.eq(second), sa.e.eq(_kept_end(kept, second)),
                          sa.taken.eq(take & seg & _at_or_after(kept, W))]
@@ -716,14 +717,6 @@ def _lowest(mask):
     for k in reversed(range(len(mask))):
         a = Mux(mask[k], k, a)
     return a
-
-
-def _onehot_index(onehot):
-    """The set lane of a one-hot (or empty) mask, as an OR of constants."""
-    acc = Const(0, range(len(onehot)))
-    for k in range(1, len(onehot)):
-        acc = acc | Mux(onehot[k], k, 0)
-    return acc
 
 
 def _kept_end(kept, second):

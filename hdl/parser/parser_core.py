@@ -38,6 +38,7 @@ from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, NAME_B
                       ErrorFlag, KeySource, Method, Version)
 from .names import N_BUILTIN, N_NAMES, NameMatcher, name_latency
 from .routes import RouteMatcher, route_latency
+from .stages import onehot_index
 from .tokenizer import TOKENIZER_LATENCY, Tok, Tokenizer
 from .values import VALUE_DIGITS, ValueRecord, ValueSlot, ValueTracker, value_latency
 
@@ -313,12 +314,10 @@ class ParserCore(wiring.Component):
         values = []
         for i in range(NS):
             first = lanes["lf"][i]
-            lane, close = Const(0, range(W)), Const(0, range(W))
+            lane, close = onehot_index(first), onehot_index(first[1:])     # close: the lane before the LF
             name = Mux(first[0], held.name, 0)
             rec = Mux(first[0], held.rec.as_value(), 0)
             for k in range(1, W):
-                lane = lane | Mux(first[k], k, 0)
-                close = close | Mux(first[k], k - 1, 0)
                 name = name | Mux(first[k], lanes["name"][k - 1], 0)
             for j in range(NS):
                 rec = rec | Mux((first[1:] & vs[j].cr[:W - 1]).any(), vs[j].rec.as_value(), 0)

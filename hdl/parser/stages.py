@@ -1,13 +1,13 @@
-"""Pipeline-stage registers shared by the parser's components.
+"""Pipeline-stage registers and lane helpers shared by the parser's components.
 
 values (signals, or lists of signals per lane) ─▶ :func:`register_stage` ─▶ registers of the same shapes, moved on ``ce``
 """
 
 from __future__ import annotations
 
-from amaranth import Signal
+from amaranth import Const, Mux, Signal
 
-__all__ = ["register_stage"]
+__all__ = ["register_stage", "onehot_index"]
 
 
 def register_stage(m, ce, name, values):
@@ -24,3 +24,11 @@ def register_stage(m, ce, name, values):
             m.d.sync += [r.eq(x) for r, x in zip(new, v if many else [v])]
         regs[key] = new if many else new[0]
     return regs
+
+
+def onehot_index(onehot):
+    """The number of the set lane of a one-hot (or empty: 0) mask, as an OR of constants."""
+    acc = Const(0, range(len(onehot)))
+    for k in range(1, len(onehot)):
+        acc = acc | Mux(onehot[k], k, 0)
+    return acc

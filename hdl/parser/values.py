@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus.packet import check_width
 from .classify import ByteClass, classify
 from .layouts import LEN_MAX
-from .stages import register_stage
+from .stages import onehot_index, register_stage
 from .tokenizer import Tok, TokenBeat
 
 __all__ = ["ValueRecord", "ValueSlot", "ValueBeat", "ValueTracker", "LineState", "value_latency", "value_slots",
@@ -204,12 +204,6 @@ def _lower(bits):
     return Cat(*(bits[:k].any() for k in range(len(bits))))
 
 
-def _encode(onehot):
-    """The number of the lane set in a one-hot (0 if none)."""
-    return Cat(*(Cat(*(onehot[k] for k in range(len(onehot)) if k >> b & 1)).any()
-                 for b in range(_levels(len(onehot)))))
-
-
 def _upper(bits):
     """Per lane k: any of ``bits[k+1..]``."""
     return Cat(*(bits[k + 1:].any() for k in range(len(bits))))
@@ -319,7 +313,7 @@ class ValueTracker(wiring.Component):
         along["win_at"] = [c & ~_upper(c) for c in cands]
         for n in range(self._idx):
             if n == 1:                              # the window lanes' numbers, for the nibble shifters
-                along["win_j"] = [_encode(at) for at in along["win_at"]]
+                along["win_j"] = [onehot_index(at) for at in along["win_at"]]
             nodes = _sklansky_level(m, n, nodes, _line_op, f"l{n}_")
             st[3 + n] = register_stage(m, ce, f"l{n}", {**along, "node": nodes})
             along = {key: st[3 + n][key] for key in along}
