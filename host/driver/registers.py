@@ -12,6 +12,7 @@ The driver's logic is written once, as generators that ``yield`` :class:`Read`/:
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Generator, Sequence
 
@@ -94,22 +95,40 @@ class Registers:
     """Compiles register and field names of one :class:`RegMap` into bus operations.
 
     Names are ``block.register`` (the whole register) or ``block.register.field``. 64-bit registers are read low
-    word first (which latches the high word in hardware) and written low word first.
+    word first (which latches the high word in hardware) and written low word first. A name the map does not hold
+    raises :class:`ConfigError` (field ``name``) with the closest names it does hold, before any access.
     """
 
     def __init__(self, regmap: RegMap):
         self.regmap = regmap
 
+    def _unknown(self, name) -> ConfigError:
+        """The error for a name the map does not hold, with the closest names it does hold as the hint."""
+        if not isinstance(name, str):
+            return ConfigError("name", name, "must be a register or field name (a str such as 'id.scratch')")
+        names = [n.name for n in (*self.regmap.registers, *self.regmap.memories)]
+        names += [f"{r.name}.{f.name}" for r in self.regmap.registers for f in r.fields]
+        close = difflib.get_close_matches(name, names, n=3)
+        if close:
+            hint = f"did you mean {', '.join(close)}?"
+        else:
+            blocks = sorted({n.partition(".")[0] for n in names})
+            hint = f"names are block.register[.field], blocks {', '.join(blocks)} (`wirespeed regs` exports the map)"
+        return ConfigError("name", name, f"no register or field of that name in {self.regmap.name}; {hint}")
+
     def _resolve(self, name: str) -> tuple[Register, object]:
+        if not isinstance(name, str):
+            raise self._unknown(name)
         if name in self.regmap:
             node = self.regmap[name]
             if not isinstance(node, Register):
-                raise KeyError(f"{name} is a memory; use read_mem/write_mem")
+                raise ConfigError("name", name, "is a memory; use read_mem/write_mem")
             return node, None
         head, _, field_name = name.rpartition(".")
-        if head in self.regmap and isinstance(self.regmap[head], Register):
+        if head in self.regmap and isinstance(self.regmap[head], Register) \
+                and any(f.name == field_name for f in self.regmap[head].fields):
             return self.regmap[head], self.regmap[head].field(field_name)
-        raise KeyError(f"no register or field named {name!r} in {self.regmap.name}")
+        raise self._unknown(name)
 
     def read(self, name: str) -> Ops:
         """Read a register (all its words) or one field of it."""
@@ -152,9 +171,11 @@ class Registers:
             yield Write(reg.address + 4 * i, (value >> (BUS_WIDTH_BITS * i)) & 0xFFFF_FFFF)
 
     def _mem(self, name: str, index: int, count: int) -> Memory:
+        if not isinstance(name, str) or name not in self.regmap:
+            raise self._unknown(name)
         mem = self.regmap[name]
         if not isinstance(mem, Memory):
-            raise KeyError(f"{name} is a register, not a memory")
+            raise ConfigError("name", name, "is a register, not a memory; use read/write")
         if not (0 <= index and count >= 0 and index + count <= mem.entries):
             raise ConfigError(f"{name}[{index}:{index + count}]", index, f"entries are 0..{mem.entries - 1}")
         return mem

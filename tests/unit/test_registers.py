@@ -227,14 +227,16 @@ def test_read_only_target_raises(regs, t, name):
 
 
 def test_unknown_names(regs, t):
-    with pytest.raises(KeyError):
-        run(regs.read("nope"), t)
-    with pytest.raises(KeyError):
-        run(regs.read("ctrl.nope"), t)
-    with pytest.raises(KeyError):
-        run(regs.read("table"), t)  # a memory
-    with pytest.raises(KeyError):
-        run(regs.read_mem("ctrl"), t)  # a register
+    # A ConfigError naming the name, with the closest names the map holds as the hint, before any access.
+    for call, name, hint in [(regs.read, "nope", "blocks"), (regs.read, "ctrl.nope", "did you mean ctrl"),
+                             (regs.read, "scratc", "did you mean scratch"), (regs.read, "ctrl.bb", "ctrl.b"),
+                             (regs.read, "table", "memory"), (regs.read_mem, "ctrl", "not a memory"),
+                             (regs.read_mem, "tabel", "did you mean table"), (regs.read, 7, "must be")]:
+        with pytest.raises(ConfigError, match=hint) as exc:
+            run(call(name), t)
+        assert exc.value.field == "name" and exc.value.value == name and repr(name) in str(exc.value)
+    with pytest.raises(ConfigError, match="did you mean scratch"):
+        run(regs.write("scratc", 1), t)
     assert t.log == []
 
 
