@@ -210,6 +210,9 @@ class TenantsCore:
 
     def fp(self, api_key) -> int:
         """The key fingerprint of ``api_key``: an int is one already (``key_fp``); text is fingerprinted."""
+        if isinstance(api_key, (str, bytes, bytearray, memoryview)) and not len(api_key):
+            raise ConfigError("api_key", api_key, "must not be empty: an empty key names no tenant (a request with "
+                              "an empty x-api-key is a key not in the table, which unknown_policy decides)")
         if isinstance(api_key, str):
             api_key = api_key.encode()
         if isinstance(api_key, (bytes, bytearray, memoryview)):

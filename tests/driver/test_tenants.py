@@ -387,7 +387,7 @@ def test_token_amounts_out_of_range(tokens, record_bus):
         assert bus.writes == []
 
 
-@pytest.mark.parametrize("key", [1.5, None, -1, 1 << 64, True, ["k"], object()])
+@pytest.mark.parametrize("key", [1.5, None, -1, 1 << 64, True, ["k"], object(), "", b"", bytearray()])
 def test_bad_api_key_types(key, record_bus):
     with open_model() as dev:
         t = dev.tenants
@@ -399,6 +399,24 @@ def test_bad_api_key_types(key, record_bus):
                 call()
             assert e.value.field == "api_key"
         assert bus.writes == []
+
+
+def test_empty_key_names_no_tenant_and_an_empty_x_api_key_is_unknown():
+    with wirespeed.open("model") as dev:
+        t = dev.tenants
+        for key in ("", b""):
+            with pytest.raises(ConfigError, match="must not be empty") as e:
+                t.add(key, **RATES)
+            assert e.value.field == "api_key" and e.value.value == key and "api_key=" in str(e.value)
+        t.add("k", **RATES)
+        dev.pools.set(0, [1], size=251)
+        request = b"GET / HTTP/1.1\r\nHost: a\r\nx-api-key: \r\n\r\n"
+        v = dev.classify(request)
+        assert (v.action, v.status) == ("reject", 401) and "key_present" in v.flags and "tenant_found" not in v.flags
+        t.configure(unknown_policy="default")
+        t.set_default("k")
+        assert dev.classify(request).action == "forward"          # as the default tenant, not as a tenant of its own
+        assert len(t) == 1
 
 
 def test_duplicate_and_absent_keys(record_bus):
