@@ -103,7 +103,13 @@ class OffloadCore:
 
 def open_transport(uri: str, **options) -> Transport:
     """Make the transport a URI names (see the module docstring). ``options`` go to the transport."""
-    scheme, _, rest = uri.partition(":")
+    if not isinstance(uri, str):
+        raise ConfigError("uri", uri, f"must be a str naming a device, e.g. 'model' or 'sim' (schemes: "
+                                      f"{', '.join(SCHEMES)})")
+    scheme, sep, rest = uri.partition(":")
+    if scheme in ("model", "sim") and sep:
+        raise ConfigError("uri", uri, f"the {scheme} scheme takes no argument: open({scheme!r}, **options) "
+                                      f"(e.g. submit='mmio')")
     if scheme == "model":
         from ..transports.model import ModelTransport
         return ModelTransport(**options)
@@ -131,6 +137,25 @@ def open_transport(uri: str, **options) -> Transport:
             raise TransportError("uart URI needs a device: uart:/dev/ttyUSB0[@baud]")
         return open_uart(rest, **options)
     raise DeviceNotFound(f"unknown URI {uri!r}; schemes: {', '.join(SCHEMES)}")
+
+
+def _request_list(requests) -> list:
+    """``requests`` as a list. One request (bytes or str) is refused: iterating it would give ints, not requests."""
+    if isinstance(requests, (bytes, bytearray, memoryview, str)):
+        head = requests[:40] if isinstance(requests, str) else bytes(requests[:40])
+        raise ConfigError("requests", head, f"must be a list of requests (each bytes), not one request of length "
+                          f"{len(requests)} (first 40 shown): use classify(request) or classify_many([request])")
+    try:
+        return list(requests)
+    except TypeError:
+        raise ConfigError("requests", requests, "must be a list (or other iterable) of requests, each bytes") from None
+
+
+def _one_request(request) -> bytes:
+    if not isinstance(request, (bytes, bytearray, memoryview)):
+        raise ConfigError("request", type(request).__name__, "must be bytes (the HTTP/1.1 request; encode a str "
+                          "first)")
+    return request
 
 
 class Offload:
@@ -235,8 +260,14 @@ class Offload:
         seed; write-only on the device). Without it the reset key is public and sparse, so clients could aim keys at
         one tenant-table bucket (``docs/limiter.md``). Every process that adds tenants must use the same secret.
 
-        Raises :class:`ConfigError` once this driver has added tenants: their slots hold fingerprints under the old
-        key."""
+        Raises :class:`ConfigError` if ``secret`` is not bytes (a ``str`` too, as :meth:`set_hash_key` refuses one) or
+        is empty, and once this driver has added tenants: their slots hold fingerprints under the old key."""
+        if not isinstance(secret, (bytes, bytearray, memoryview)):
+            # A secret: the message shows its type, never its text.
+            raise ConfigError("secret", f"<{type(secret).__name__}>", "must be bytes (e.g. os.urandom(16)); encode a "
+                              "str first, as set_hash_key asks")
+        if not len(secret):
+            raise ConfigError("secret", bytes(secret), "must be at least 1 byte (e.g. os.urandom(16))")
         poly, seed = derive_key(secret)
         with self._lock:
             if self._tenants is not None and len(self._tenants.core.placement):
@@ -290,12 +321,13 @@ class Offload:
         Requests are submitted in batches (on ``"sim"`` and ``"model"`` all at once through the packet stream; on
         a board's MMIO window as many as the submit window and result FIFO hold), so the core's pipeline overlaps
         them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose header block does
-        not fit the window, before anything is written."""
-        return self._classify([(r, False) for r in requests])
+        not fit the window, before anything is written, and names ``requests`` if it is one request (bytes) rather
+        than a list of them."""
+        return self._classify([(r, False) for r in _request_list(requests)])
 
     def classify(self, request: bytes) -> Verdict:
         """The verdict for one HTTP/1.1 request (lookaside)."""
-        return self.classify_many([request])[0]
+        return self.classify_many([_one_request(request)])[0]
 
     def classify_frame(self, frame: bytes) -> Verdict:
         """The verdict for one Ethernet frame, through the L2–L4 front end as in inline mode (``docs/frontend.md``):
@@ -387,11 +419,11 @@ class AsyncOffload:
     async def classify_many(self, requests) -> list[Verdict]:
         if self._submit is None:
             raise FeatureMissing("submit")
-        records = await self._arun(self._submit.classify([(r, False) for r in requests]))
+        records = await self._arun(self._submit.classify([(r, False) for r in _request_list(requests)]))
         return [Verdict.from_record(r) for r in records]
 
     async def classify(self, request: bytes) -> Verdict:
-        return (await self.classify_many([request]))[0]
+        return (await self.classify_many([_one_request(request)]))[0]
 
     async def classify_frame(self, frame: bytes) -> Verdict:
         if self._submit is None:

@@ -1,5 +1,6 @@
 """The Offload driver (wirespeed.open) over the model, a uio: stand-in file, and error paths."""
 
+import asyncio
 import struct
 import sys
 import threading
@@ -12,7 +13,8 @@ from wirespeed.host.errors import (BusError, ConfigError, DeviceNotFound, Incomp
                                    WirespeedError)
 from wirespeed.host.models.device import AXIL_ACCESS_CYCLES, CoreModel
 from wirespeed.host.transports.model import ModelTransport
-from wirespeed.host.driver.offload import DeviceInfo, Offload, OffloadCore, open_transport
+from wirespeed.host.driver.offload import AsyncOffload, DeviceInfo, Offload, OffloadCore, open_transport
+from wirespeed.host.transports.base import AsyncTransport
 from wirespeed.hdl.bus.regmap import core_regmap
 from wirespeed.host.transports.mmap import SYSFS_ENV
 
@@ -153,6 +155,26 @@ def test_scheme_without_target(uri):
         open_transport(uri)
     with pytest.raises(TransportError):
         wirespeed.open(uri)
+
+
+@pytest.mark.parametrize("uri", [None, 3, b"model", ["model"]])
+def test_uri_that_is_not_a_str_is_a_config_error(uri):
+    for call in (wirespeed.open, open_transport):
+        with pytest.raises(ConfigError) as exc:
+            call(uri)
+        assert exc.value.field == "uri" and exc.value.value == uri
+        assert str(exc.value).startswith(f"uri={uri!r} is invalid") and "model" in str(exc.value)
+
+
+@pytest.mark.parametrize("uri", ["model:foo", "model:", "sim:x", "sim:"])
+def test_model_and_sim_take_no_argument(uri):
+    # Refused before anything is built: "sim" would compile the harness first.
+    for call in (wirespeed.open, open_transport):
+        with pytest.raises(ConfigError, match="takes no argument") as exc:
+            call(uri)
+        assert exc.value.field == "uri" and repr(uri) in str(exc.value)
+    with wirespeed.open("model", submit="mmio") as dev:          # options are the way to configure them
+        assert dev.transport.classify_stream is None
 
 
 def test_uio_missing_device(tmp_path, monkeypatch):
@@ -302,3 +324,90 @@ def test_offload_serialises_transport_access(record_bus):
     assert not errors, errors
     assert t.overlaps == 0, f"{t.overlaps} accesses overlapped another thread's"
     dev.close()
+
+
+# -- arguments a gateway can get wrong: a named ConfigError before any access ----------------------------------------
+
+class AsyncModelTransport(AsyncTransport):
+    """The model behind the async transport contract, as a cocotb testbench's would be."""
+
+    def __init__(self):
+        self.sync = ModelTransport()
+
+    async def read32(self, address):
+        return self.sync.read32(address)
+
+    async def write32(self, address, value):
+        self.sync.write32(address, value)
+
+
+@pytest.mark.parametrize("name, hint", [("nope.x", "blocks .*limiter"), ("id.scrach", "did you mean id.scratch"),
+                                        ("id.version.majr", "did you mean id.version.major"), (None, "must be")])
+def test_unknown_register_names(name, hint):
+    with wirespeed.open("model") as dev:
+        cycles = dev.transport.model.cycles
+        for call in (lambda: dev.read_register(name), lambda: dev.write_register(name, 1)):
+            with pytest.raises(ConfigError, match=hint) as exc:
+                call()
+            assert exc.value.field == "name" and exc.value.value == name and repr(name) in str(exc.value)
+        assert dev.transport.model.cycles == cycles
+
+    async def on_async():
+        dev = await AsyncOffload.open(AsyncModelTransport())
+        for call in (dev.read_register(name), dev.write_register(name, 1)):
+            with pytest.raises(ConfigError, match=hint):
+                await call
+    asyncio.run(on_async())
+
+
+REQUEST = b"GET /v1/chat HTTP/1.1\r\nHost: api\r\nx-api-key: k\r\n\r\n"
+
+
+@pytest.mark.parametrize("requests", [REQUEST, bytearray(REQUEST), memoryview(REQUEST), REQUEST.decode()])
+def test_classify_many_of_one_request_asks_for_a_list(requests):
+    with wirespeed.open("model") as dev:
+        with pytest.raises(ConfigError, match="must be a list of requests") as exc:
+            dev.classify_many(requests)
+        assert exc.value.field == "requests" and str(exc.value).startswith("requests=")
+        assert "GET /v1/chat" in str(exc.value) and f"length {len(REQUEST)}" in str(exc.value)
+        assert dev.classify_many([REQUEST])[0] == dev.classify(REQUEST)
+
+    async def on_async():
+        dev = await AsyncOffload.open(AsyncModelTransport())
+        with pytest.raises(ConfigError, match="must be a list of requests"):
+            await dev.classify_many(requests)
+        with pytest.raises(ConfigError, match="request='str'"):
+            await dev.classify(REQUEST.decode())
+        assert (await dev.classify_many(iter([REQUEST])))[0].status == 401       # any iterable; no tenants: 401
+    asyncio.run(on_async())
+
+
+def test_classify_many_of_a_non_iterable_and_classify_of_a_str():
+    with wirespeed.open("model") as dev:
+        with pytest.raises(ConfigError, match="iterable") as exc:
+            dev.classify_many(None)
+        assert exc.value.field == "requests" and "requests=None" in str(exc.value)
+        with pytest.raises(ConfigError, match="encode a str") as exc:
+            dev.classify(REQUEST.decode())
+        assert exc.value.field == "request"
+        with pytest.raises(ConfigError) as exc:
+            dev.classify_many([REQUEST, 7])
+        assert exc.value.field == "requests[1]"
+
+
+@pytest.mark.parametrize("secret, shown", [("gateway secret", "'<str>'"), (7, "'<int>'"), (None, "'<NoneType>'"),
+                                           (b"", "b''")])
+def test_fingerprint_key_is_bytes_like_the_hash_key(secret, shown):
+    with wirespeed.open("model") as dev:
+        dev.routes, dev.tenants                                   # their first use reads the device's parameters
+        cycles = dev.transport.model.cycles
+        with pytest.raises(ConfigError) as exc:
+            dev.set_fingerprint_key(secret)
+        assert exc.value.field == "secret" and str(exc.value).startswith(f"secret={shown} is invalid")
+        if isinstance(secret, str):
+            assert secret not in str(exc.value)                  # a secret is never echoed
+        with pytest.raises(ConfigError) as exc:
+            dev.set_hash_key("x" * 40)
+        assert exc.value.field == "key"
+        assert dev.transport.model.cycles == cycles
+        dev.set_fingerprint_key(bytearray(b"gateway secret"))
