@@ -13,8 +13,8 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["is_prime", "maglev_table", "maglev_quotas", "maglev_build_time", "pack_words", "unpack_words",
-           "BACKEND_ID_MAX", "MAGLEV_M_MAX"]
+__all__ = ["is_prime", "maglev_table", "maglev_quotas", "maglev_build_time", "failover_table", "disruption",
+           "pack_words", "unpack_words", "BACKEND_ID_MAX", "MAGLEV_M_MAX"]
 
 #: Backend ids are 16-bit in the table (8-bit when ``id_bits`` is 8).
 BACKEND_ID_MAX = (1 << 16) - 1
@@ -241,6 +241,95 @@ def maglev_table(m: int, backends, weights=None) -> np.ndarray:
     """
     ids, weights = _check_backends(m, backends, weights)
     return _MaglevFill(int(m), ids, maglev_quotas(int(m), weights)).run()
+
+
+#: Seed of the splitmix64 stream that ranks the up backends for an entry whose own backend is out ("maglevFV").
+_SEED_FAILOVER = 0x6D61676C65764656
+#: Entries × backends scored at once by :func:`failover_table`.
+_FAILOVER_CELLS = 1 << 22
+
+
+def failover_table(table, backends, weights=None, up=None) -> np.ndarray:
+    """``table`` with each entry whose backend is not ``up`` handed to an ``up`` backend; every other entry is kept.
+
+    The entry ``e`` of a backend that is out goes to the up backend ``b`` with the highest weighted rendezvous score
+    ``ln(w_b) − ln(−ln u(e, b))``, where ``u(e, b)`` in (0, 1) is the first splitmix64 output seeded with
+    ``0x6D61676C65764656 + (b << 20) + e``, its top 53 bits. So an entry lands on ``b`` with probability
+    ``w_b / Σw`` over the up backends, and the result depends only on the table, the weights and the set of up
+    backends:
+    - taking one more backend out changes exactly the entries that pointed at it;
+    - putting it back gives the table it had before.
+
+    This is how a health flap is applied (``Pools.set_state``): the Maglev table of all the pool's backends stays
+    the reference, and no session on another backend moves.
+
+    Parameters
+    ----------
+    table : numpy.ndarray
+        Backend ids, e.g. :func:`maglev_table` over all of ``backends``.
+    backends : iterable of int
+        The backend ids the table may hold, distinct.
+    weights : iterable of int, optional
+        Their positive weights (all 1 when omitted).
+    up : iterable of int, optional
+        The backends in service; all of ``backends`` when omitted. Must not be empty.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new table (uint32), the same size as ``table``.
+    """
+    ids = [int(b) for b in backends]
+    weights = [1] * len(ids) if weights is None else [int(w) for w in weights]
+    if len(weights) != len(ids) or min(weights, default=1) < 1:
+        raise ConfigError("weights", weights, f"needs one positive weight per backend ({len(ids)})")
+    weight_of = dict(zip(ids, weights))
+    up_ids = sorted(weight_of) if up is None else sorted({int(b) for b in up})
+    if not up_ids or any(b not in weight_of for b in up_ids):
+        raise ConfigError("up", up, f"must be a non-empty subset of the backends {sorted(weight_of)}")
+    out = np.array(table, dtype=np.uint32, copy=True)
+    moved = np.flatnonzero(~np.isin(out, np.array(up_ids, dtype=np.uint32)))
+    if not moved.size:
+        return out
+    cand = np.array(up_ids, dtype=np.uint64)
+    log_w = np.log(np.array([weight_of[b] for b in up_ids], dtype=np.float64))
+    step = max(1, _FAILOVER_CELLS // len(up_ids))
+    for start in range(0, moved.size, step):
+        entries = moved[start:start + step].astype(np.uint64)
+        z = _splitmix64(_SEED_FAILOVER, (cand[None, :] << np.uint64(20)) + entries[:, None])
+        u = ((z >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+        score = log_w[None, :] - np.log(-np.log(u))
+        out[moved[start:start + step]] = cand[np.argmax(score, axis=1)].astype(np.uint32)
+    return out
+
+
+def disruption(m: int, n: int, trials: int = 10, seed: int = 1) -> dict:
+    """How many sessions on *other* backends move when one of ``n`` equal backends leaves a table of ``m`` entries.
+
+    For ``trials`` backends chosen at random (ids drawn from 0..65535 with ``seed``), one at a time: the share of
+    the entries not on the leaving backend whose backend changes, when the pool is rebuilt with Maglev without it
+    (``Pools.set`` with a shorter list) and when it is marked down (``Pools.set_state``, :func:`failover_table`).
+    Sessions hash uniformly onto entries, so these are also the shares of sessions moved.
+
+    Returns
+    -------
+    dict
+        ``m``, ``n``, ``trials``, ``rebuild_mean``, ``rebuild_max``, ``set_state_max``, ``minimum`` (0: nothing has
+        to move).
+    """
+    import random
+    rng = random.Random(seed)
+    ids = rng.sample(range(BACKEND_ID_MAX + 1), n)
+    full = maglev_table(m, ids)
+    rebuild, flap = [], []
+    for gone in rng.sample(ids, min(trials, n)):
+        others = full != gone
+        rest = [b for b in ids if b != gone]
+        rebuild.append(float(np.count_nonzero(maglev_table(m, rest)[others] != full[others]) / others.sum()))
+        down = failover_table(full, ids, up=rest)
+        flap.append(float(np.count_nonzero(down[others] != full[others]) / others.sum()))
+    return {"m": m, "n": n, "trials": len(rebuild), "rebuild_mean": float(np.mean(rebuild)),
+            "rebuild_max": max(rebuild), "set_state_max": max(flap), "minimum": 0.0}
 
 
 def maglev_build_time(m: int = 65537, n: int = 1000, repeat: int = 5) -> dict:

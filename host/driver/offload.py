@@ -280,6 +280,11 @@ class Offload:
 
     # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
 
+    def _verdicts(self, records) -> list[Verdict]:
+        """Decode records; a forwarded request's backend is reported by its label (``pools.set``)."""
+        label = None if self._routing is None else self._routing.label
+        return [Verdict.from_record(r, label) for r in records]
+
     def _need(self, feature: str) -> None:
         if self._features is None:
             self._features = self.info().features
@@ -313,7 +318,7 @@ class Offload:
                     self._run(self.core.regs.write("pipeline.ctrl.axis_inline", int(inline)))
                     records += stream([data for data, _ in prepared[i:j]], inline)
                     i = j
-        return [Verdict.from_record(r) for r in records]
+        return self._verdicts(records)
 
     def classify_many(self, requests) -> list[Verdict]:
         """Verdicts for HTTP/1.1 requests (``bytes``: the request line, headers and any body), in order.
@@ -403,6 +408,10 @@ class AsyncOffload:
     def _run(self, ops):
         return self._arun(ops)
 
+    def _verdicts(self, records) -> list[Verdict]:
+        label = None if self._routing is None else self._routing.label
+        return [Verdict.from_record(r, label) for r in records]
+
     async def _arun(self, ops):
         async with self._alock:
             return await arun(ops, self.transport)
@@ -420,7 +429,7 @@ class AsyncOffload:
         if self._submit is None:
             raise FeatureMissing("submit")
         records = await self._arun(self._submit.classify([(r, False) for r in _request_list(requests)]))
-        return [Verdict.from_record(r) for r in records]
+        return self._verdicts(records)
 
     async def classify(self, request: bytes) -> Verdict:
         return (await self.classify_many([_one_request(request)]))[0]
@@ -429,7 +438,7 @@ class AsyncOffload:
         if self._submit is None:
             raise FeatureMissing("submit")
         records = await self._arun(self._submit.classify([(frame, True)]))
-        return Verdict.from_record(records[0])
+        return self._verdicts(records)[0]
 
     async def stats(self, clear: bool = False) -> dict:
         return await self._arun(read_stats(self.core.regs, clear=clear))

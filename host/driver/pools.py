@@ -16,7 +16,9 @@ and the driver as they were. Registers and their behaviour: ``hdl/router/router.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -27,15 +29,16 @@ from ..errors import TableFull
 from ..models.parser import ParserConfig
 from .parser_config import pack_bytes
 from .registers import Registers, Write
-from ..maglev import is_prime, maglev_table, pack_words
+from ..maglev import failover_table, is_prime, maglev_table, pack_words
 from ..errors import FeatureMissing, TableOpError
 from .tenants import _pack, _unpack, read_features
 
 __all__ = ["Pools", "Routes", "PoolInfo", "Route", "RoutingCore", "read_router_params", "default_pool_size",
            "DEFAULT_POOL_SIZE", "STATES", "SWAP_POLLS", "DEFAULT_CLASS"]
 
-#: Backend states: only ``up`` backends are in the Maglev table. A ``draining`` backend gets no new requests but is
-#: reported as draining, so the gateway can let its requests in flight finish; ``down`` is out of service.
+#: Backend states. Only ``up`` backends get new requests. A ``draining`` backend gets none but is reported as
+#: draining, so the gateway can let its requests in flight finish; ``down`` is out of service. Entries of a backend
+#: that is not up go to the up ones (:func:`~wirespeed.host.maglev.failover_table`); no other entry moves.
 STATES = ("up", "draining", "down")
 #: Reads of ``router.status`` a swap may stay busy for before the driver gives up. The drain takes a few cycles and
 #: one read takes several, so the first read normally finds it done.
@@ -106,15 +109,19 @@ class PoolInfo:
         The Maglev table size M (a prime).
     base : int
         The pool's first entry in the shared table (its partition is ``base .. base+size−1``).
-    backends : tuple of int
-        Backend ids, in the order given to :meth:`Pools.set`.
+    backends : tuple
+        The backends' labels as given to :meth:`Pools.set` (ints, or address strings), in that order.
     weights : tuple of int
         Their weights.
     states : dict
-        Backend id → ``"up"``, ``"draining"`` or ``"down"``.
+        Label → ``"up"``, ``"draining"`` or ``"down"``.
     table : numpy.ndarray
-        The pool's Maglev table (``size`` backend ids, uint32) over its ``up`` backends; empty when there is none
-        (the pool answers 503). A copy.
+        The pool's table as the device holds it: ``size`` hardware backend ids (uint32; see ``ids``). It is the
+        Maglev table of all the pool's backends, with the entries of those not ``up`` handed to the up ones. Empty
+        when none is up (the pool answers 503). A copy.
+    ids : tuple of int
+        The hardware id of each backend, in the order of ``backends``: an int label is its own id; the driver
+        assigns the others, and a label keeps its id while the pool is configured.
     """
     pool: int
     size: int
@@ -123,6 +130,7 @@ class PoolInfo:
     weights: tuple
     states: dict
     table: np.ndarray = field(compare=False, repr=False)
+    ids: tuple = ()
 
     @property
     def enabled(self) -> bool:
@@ -133,7 +141,11 @@ class PoolInfo:
         """JSON-ready, without the table."""
         return {"pool": self.pool, "size": self.size, "base": self.base, "backends": list(self.backends),
                 "weights": list(self.weights), "states": {str(b): s for b, s in self.states.items()},
-                "enabled": self.enabled}
+                "enabled": self.enabled, "ids": list(self.ids)}
+
+    def label(self, backend_id: int):
+        """The label of the backend whose hardware id is ``backend_id`` (what :attr:`Verdict.backend` reports)."""
+        return dict(zip(self.ids, self.backends)).get(backend_id, backend_id)
 
 
 @dataclass(frozen=True)
@@ -168,16 +180,17 @@ class Route:
 
 @dataclass(frozen=True)
 class _Pool:
-    """A configured pool: Maglev size, backends in the caller's order, their weights and states."""
+    """A configured pool: Maglev size, backend labels in the caller's order, their hardware ids, weights and
+    states."""
     size: int
     backends: tuple
     weights: tuple
     states: tuple
+    ids: tuple
 
-    def up(self) -> tuple[tuple, tuple]:
-        """The ``up`` backends and their weights."""
-        pairs = [(b, w) for b, w, s in zip(self.backends, self.weights, self.states) if s == "up"]
-        return tuple(b for b, _ in pairs), tuple(w for _, w in pairs)
+    def up(self) -> tuple:
+        """The hardware ids of the ``up`` backends."""
+        return tuple(i for i, s in zip(self.ids, self.states) if s == "up")
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,33 @@ def _key_spec(key) -> tuple[KeySelect, bytes | None, str]:
     raise ConfigError("key", key, limit)
 
 
+_LABEL_LIMIT = ('must be backend ids (ints in 0..{id_max}) or addresses: "host:port", "[v6]:port" or '
+                '"scheme://host[:port][/path]"')
+
+
+def _label(value, id_max: int):
+    """A backend label, checked: an int id in range, or an address string. Anything else is a :class:`ConfigError`
+    naming ``backends``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if 0 <= value <= id_max:
+            return int(value)
+    elif isinstance(value, str) and value and value == value.strip() and not any(c.isspace() for c in value):
+        try:
+            parts = urlsplit(value if "://" in value else "//" + value)
+            port = parts.port                               # ValueError when out of range or not a number
+        except ValueError:
+            parts, port = None, None
+        if parts is not None and parts.hostname and ("://" in value or (port is not None and not parts.path)):
+            if ":" in parts.hostname:                       # only a bracketed IPv6 literal has a colon here
+                try:
+                    ipaddress.IPv6Address(parts.hostname)
+                except ValueError:
+                    parts = None
+            if parts is not None:
+                return value
+    raise ConfigError("backends", value, _LABEL_LIMIT.format(id_max=id_max))
+
+
 def _prefix_bytes(prefix) -> bytes:
     try:
         return ParserConfig(prefixes=((prefix, 0),)).prefixes[0][0]
@@ -265,8 +305,13 @@ class RoutingCore:
         self.features = frozenset(features)
         self.default_size = default_pool_size(params)
         self._pools: dict[int, _Pool] = {}
-        #: Per pool: ((size, up backends, up weights), table) of the last table built.
+        #: Per pool: ((size, ids, weights), Maglev table over all of them) of the last one built.
         self._tables: dict[int, tuple] = {}
+        #: Per pool: the hardware id each string label got, kept while the pool is configured (so that a label
+        #: removed and given again gets its id, and its Maglev entries, back).
+        self._label_ids: dict[int, dict[str, int]] = {}
+        #: Per pool: hardware id → label, for :meth:`label`.
+        self._labels: dict[int, dict[int, object]] = {}
         #: What each route class should hold, and how many routes (the default counts for class 0) use it.
         self._classes: list[_Target] = [_Target()] * CLASSES
         self._class_refs = [0] * CLASSES
@@ -310,20 +355,57 @@ class RoutingCore:
         return int(size)
 
     def _check_backends(self, backends, size) -> tuple:
+        """The labels, checked (:func:`_label`), distinct and at most ``size``."""
         id_max = (1 << self.params.id_bits) - 1
         if isinstance(backends, (str, bytes)) or not hasattr(backends, "__iter__"):
-            raise ConfigError("backends", backends, "must be a sequence of backend ids")
-        ids = list(backends)
-        if not all(isinstance(b, (int, np.integer)) and not isinstance(b, (bool, np.bool_)) and 0 <= b <= id_max
-                   for b in ids):
-            raise ConfigError("backends", backends, f"ids must be integers in 0..{id_max} (id_bits = "
-                                                    f"{self.params.id_bits})")
-        ids = [int(b) for b in ids]
-        if len(set(ids)) != len(ids):
-            raise ConfigError("backends", backends, "ids must be distinct")
-        if len(ids) > size:
-            raise ConfigError("backends", len(ids), f"too many backends: a pool of size {size} holds at most {size}")
-        return tuple(ids)
+            raise ConfigError("backends", backends, "must be a sequence of backend ids or addresses")
+        labels = [_label(b, id_max) for b in backends]
+        if len(set(labels)) != len(labels):
+            raise ConfigError("backends", backends, "must be distinct")
+        if len(labels) > size:
+            raise ConfigError("backends", len(labels), f"too many backends: a pool of size {size} holds at most "
+                                                       f"{size}")
+        return tuple(labels)
+
+    def _assign_ids(self, index: int, labels: tuple) -> tuple[tuple, dict]:
+        """``(ids, remembered)``: the hardware id of each label, and the pool's string label → id map afterwards.
+
+        An int label is its own id. A string keeps the id it had in this pool unless an int label now takes it;
+        otherwise it gets the lowest id no other label of the pool uses or remembers (forgotten ones are reused
+        only when the id space runs out)."""
+        id_max = (1 << self.params.id_bits) - 1
+        remembered = dict(self._label_ids.get(index, {}))
+        taken = {b for b in labels if isinstance(b, int)}
+        out = {b: b for b in taken}
+        for b in labels:
+            if isinstance(b, str) and remembered.get(b) is not None and remembered[b] not in taken:
+                out[b] = remembered[b]
+                taken.add(out[b])
+        for b in labels:
+            if b in out:
+                continue
+            reserved = taken | {i for label, i in remembered.items() if label not in labels}
+            free = next((i for i in range(id_max + 1) if i not in reserved), None)
+            if free is None:                                # forget labels that are not in the pool any more
+                remembered = {label: i for label, i in remembered.items() if label in labels}
+                free = next(i for i in range(id_max + 1) if i not in taken)
+            out[b] = remembered[b] = free
+            taken.add(free)
+        return tuple(out[b] for b in labels), remembered
+
+    def _find(self, index: int, backend) -> int:
+        """The position of label ``backend`` in the pool; :class:`ConfigError` naming ``backend`` if absent."""
+        current = self._pools[index]
+        key = int(backend) if isinstance(backend, np.integer) else backend
+        for at, label in enumerate(current.backends):
+            if type(label) is type(key) and label == key:      # type: True is not backend 1
+                return at
+        raise ConfigError("backend", backend, f"not a backend of pool {index} (backends: {list(current.backends)})")
+
+    def label(self, pool: int, backend_id: int):
+        """The label of hardware id ``backend_id`` in ``pool`` (the id itself if the driver did not assign it)."""
+        labels = self._labels.get(pool)
+        return backend_id if labels is None else labels.get(backend_id, backend_id)
 
     @staticmethod
     def _check_weights(weights, count: int) -> tuple:
@@ -346,15 +428,19 @@ class RoutingCore:
     # -- images --
 
     def _table(self, index: int, pool: _Pool) -> np.ndarray:
-        """The pool's Maglev table over its ``up`` backends (empty if none); cached while they stay the same."""
-        up, weights = pool.up()
-        key = (pool.size, up, weights)
+        """The pool's table: the Maglev table of all its backends (cached while they and their weights stay the
+        same), with the entries of those not ``up`` handed to the up ones; empty if none is up."""
+        up = pool.up()
+        if not up:
+            return np.zeros(0, dtype=np.uint32)
+        key = (pool.size, pool.ids, pool.weights)
         cached = self._tables.get(index)
-        if cached is not None and cached[0] == key:
+        if cached is None or cached[0] != key:
+            cached = (key, maglev_table(pool.size, pool.ids, pool.weights))
+            self._tables[index] = cached
+        if len(up) == len(pool.ids):
             return cached[1]
-        table = maglev_table(pool.size, up, weights) if up else np.zeros(0, dtype=np.uint32)
-        self._tables[index] = (key, table)
-        return table
+        return failover_table(cached[1], pool.ids, pool.weights, up)
 
     def _bases(self, pools: dict) -> dict:
         """Pool index → base: pools are packed in index order. :class:`TableFull` if they do not fit."""
@@ -446,25 +532,24 @@ class RoutingCore:
         index = self._pool_index(pool)
         old = self._pools.get(index)
         size = (old.size if old is not None else self.default_size) if size is None else self._check_size(size)
-        ids = self._check_backends(backends, size)
-        weights = self._check_weights(weights, len(ids))
+        labels = self._check_backends(backends, size)
+        weights = self._check_weights(weights, len(labels))
+        ids, remembered = self._assign_ids(index, labels)
         previous = dict(zip(old.backends, old.states)) if old is not None else {}
-        states = tuple(previous.get(b, "up") for b in ids)
-        pools = {**self._pools, index: _Pool(size, ids, weights, states)}
+        states = tuple(previous.get(b, "up") for b in labels)
+        pools = {**self._pools, index: _Pool(size, labels, weights, states, ids)}
         yield from self._apply(self._image(pools, self._classes))
         self._pools = pools
+        self._label_ids[index] = remembered
+        self._labels[index] = dict(zip(ids, labels))
         return self.pool_info(index)
 
     def set_state(self, pool, backend, state):
         index = self._configured(pool)
         current = self._pools[index]
-        if isinstance(backend, bool) or not isinstance(backend, (int, np.integer)) \
-                or int(backend) not in current.backends:
-            raise ConfigError("backend", backend, f"not a backend of pool {index} (backends: "
-                                                  f"{list(current.backends)})")
+        at = self._find(index, backend)
         if state not in STATES:
             raise ConfigError("state", state, f"must be one of {list(STATES)}")
-        at = current.backends.index(int(backend))
         states = current.states[:at] + (state,) + current.states[at + 1:]
         pools = {**self._pools, index: replace(current, states=states)}
         yield from self._apply(self._image(pools, self._classes))
@@ -476,7 +561,7 @@ class RoutingCore:
         p = self._pools[index]
         return PoolInfo(pool=index, size=p.size, base=self._bases(self._pools)[index], backends=p.backends,
                         weights=p.weights, states=dict(zip(p.backends, p.states)),
-                        table=self._table(index, p).copy())
+                        table=self._table(index, p).copy(), ids=p.ids)
 
     @property
     def configured(self) -> list[int]:
@@ -648,9 +733,18 @@ class RoutingCore:
 class Pools:
     """The router's backend pools: ``Offload.pools``. Every method holds the Offload's lock throughout.
 
-    A pool is a Maglev table of ``size`` entries (a prime) over its ``up`` backends, weighted; the pools share the
+    A pool is a Maglev table of ``size`` entries (a prime) over its backends, weighted; the pools share the
     device's table, packed in index order. Route classes pick a pool (:class:`Routes`). Changes reach the device as
     one atomic buffer swap each: a request sees the old pool or the new one.
+
+    Backends are named by labels: addresses such as ``"10.0.0.1:8000"`` or ``"http://h:9001"``, or ints. The driver
+    gives each label a hardware id, and :attr:`Verdict.backend` is the label again.
+
+    Two kinds of change move sessions differently (``docs/router.md``, "Health changes"):
+    - :meth:`set_state` changes only the entries of the backend it names, and putting a backend back ``up``
+      restores the table it had;
+    - :meth:`set` with another backend list builds a new Maglev table, which also moves some entries between
+      backends that stay (``docs/performance.md`` gives the measured share).
     """
 
     def __init__(self, offload, core: RoutingCore):
@@ -667,8 +761,11 @@ class Pools:
         ----------
         pool : int
             0..pools−1.
-        backends : sequence of int
-            Distinct backend ids, 0..2^id_bits−1, at most ``size`` of them; empty: the pool answers 503.
+        backends : sequence of int or str
+            Distinct labels, at most ``size`` of them; empty: the pool answers 503. An int is a hardware backend
+            id, 0..2^id_bits−1, and is its own label. A string is an address, ``"host:port"``, ``"[v6]:port"`` or
+            ``"scheme://host[:port][/path]"``, and the driver assigns its id (:attr:`PoolInfo.ids`); a label keeps
+            its id while the pool is configured. :attr:`Verdict.backend` reports the label as given.
         weights : sequence of int, optional
             Positive weights, one per backend (all 1 when omitted): each gets entries in proportion.
         size : int, optional
@@ -684,11 +781,13 @@ class Pools:
         """
         return self._run(self.core.set_pool(pool, backends, weights, size))
 
-    def set_state(self, pool: int, backend: int, state: str) -> PoolInfo:
-        """Set a backend ``"up"``, ``"draining"`` or ``"down"``.
+    def set_state(self, pool: int, backend, state: str) -> PoolInfo:
+        """Set a backend (its label, as given to :meth:`set`) ``"up"``, ``"draining"`` or ``"down"``.
 
-        Only ``up`` backends are in the table; a pool with none answers 503. Setting a backend ``up`` again restores
-        the identical table. Raises :class:`ConfigError` naming ``pool``, ``backend`` or ``state``.
+        Taking a backend out changes only the table entries that point at it: they go to the ``up`` backends in
+        proportion to their weights, and every other entry stays as it is, so no session on another backend moves.
+        Setting it ``up`` again restores the identical table. A pool with no backend up answers 503. Raises
+        :class:`ConfigError` naming ``pool``, ``backend`` or ``state``.
         """
         return self._run(self.core.set_state(pool, backend, state))
 
@@ -698,8 +797,13 @@ class Pools:
             return self.core.pool_info(pool)
 
     def table(self, pool: int) -> np.ndarray:
-        """The pool's Maglev table (a copy; empty when no backend is up)."""
+        """The pool's table of hardware backend ids (a copy; empty when no backend is up)."""
         return self.get(pool).table
+
+    def label(self, pool: int, backend_id: int):
+        """The label of the backend with hardware id ``backend_id`` in ``pool`` (no bus access)."""
+        with self._offload._lock:
+            return self.core.label(pool, backend_id)
 
     @property
     def default_size(self) -> int:

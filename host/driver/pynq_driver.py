@@ -147,7 +147,7 @@ class WirespeedDriver(_DefaultIP):
                     dma.recvchannel.wait()
                     if hasattr(out, "invalidate"):
                         out.invalidate()
-                    verdicts.append(Verdict.from_record(_record_from_bytes(out.tobytes())))
+                    verdicts += dev._verdicts([_record_from_bytes(out.tobytes())])
                 finally:
                     if hasattr(buf, "freebuffer"):
                         buf.freebuffer()

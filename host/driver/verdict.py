@@ -32,8 +32,9 @@ class Verdict:
         The tenant slot whose buckets decided (the default tenant's for an unknown key under the default policy).
     pool : int or None
         The pool the route class chose, when the request got as far as routing.
-    backend : int or None
-        The backend index within the pool, when forwarded.
+    backend : int, str or None
+        The backend the pool's table chose, when forwarded: its label as given to ``pools.set`` (an address
+        string, or an int id).
     retry_after_s : float or None
         When rate limited: seconds until the request would be allowed.
     flags : frozenset of str
@@ -48,21 +49,25 @@ class Verdict:
     reason: str
     tenant: int | None
     pool: int | None
-    backend: int | None
+    backend: int | str | None
     retry_after_s: float | None
     flags: frozenset
     hash: int
     latency_cycles: int
 
     @classmethod
-    def from_record(cls, rec: VerdictRecord) -> "Verdict":
+    def from_record(cls, rec: VerdictRecord, label=None) -> "Verdict":
+        """Decode ``rec``; ``label(pool, backend_id)`` turns the hardware backend id into the pool's label."""
+        backend = None
+        if rec.backend_valid:
+            backend = rec.backend if label is None else label(rec.pool, rec.backend)
         return cls(
             action=ACTION_NAMES[rec.action.value],
             status=rec.status,
             reason=REASON_NAMES[rec.reason.value],
             tenant=rec.tenant if rec.tenant_valid else None,
             pool=rec.pool if rec.pool_valid else None,
-            backend=rec.backend if rec.backend_valid else None,
+            backend=backend,
             retry_after_s=rec.retry_after_ns / 1e9 if rec.retry_valid else None,
             flags=frozenset(name for i, name in enumerate(FLAG_NAMES) if rec.flags >> i & 1),
             hash=rec.hash,

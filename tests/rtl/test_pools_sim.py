@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import wirespeed
-from wirespeed.host.maglev import maglev_table, pack_words, unpack_words
+from wirespeed.host.maglev import failover_table, maglev_table, pack_words, unpack_words
 
 SEED = int(os.environ.get("POOLS_SEED", "20261125"))
 
@@ -74,8 +74,7 @@ def test_pool_session_sim_equals_model():
         for pool, info in infos["sim"].items():
             up = [b for b in info.backends if info.states[b] == "up"]
             if up:
-                weights = [info.weights[info.backends.index(b)] for b in up]
-                want = maglev_table(info.size, up, weights)
+                want = failover_table(maglev_table(info.size, info.ids, info.weights), info.ids, info.weights, up)
                 assert np.array_equal(entries[info.base:info.base + info.size], want), f"pool {pool}"
                 assert np.array_equal(info.table, want)
         for name in ("router.status", "router.swaps", "parser.route_default", "parser.prefix_ctrl",
