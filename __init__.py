@@ -10,6 +10,13 @@ Subpackages: :mod:`wirespeed.hdl` (Amaranth gateware, one folder per block), :mo
 ``transports/``, ``models/``, ``tools/``), :mod:`wirespeed.sim` (Verilator, the compiled harness, cocotb wiring).
 """
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("wirespeed")            # pyproject.toml's, as installed (`pip install -e .` included)
+except PackageNotFoundError:                       # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
+
 from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream, ConfigError, TransportError, BusError,
                           TableFull, FeatureMissing, TableOpError)
 from .host.driver.offload import Offload, open
@@ -18,6 +25,6 @@ from .host.driver.stats import LatencyHistogram
 from .host.driver.tenants import Clock, TenantInfo, Tenants
 from .host.driver.verdict import Verdict
 
-__all__ = ["open", "Offload", "Verdict", "LatencyHistogram", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
+__all__ = ["__version__", "open", "Offload", "Verdict", "LatencyHistogram", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
            "WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
            "TableFull", "FeatureMissing", "TableOpError"]

@@ -2,7 +2,9 @@
 
 Subcommands: ``demo`` (a gateway configured and a traffic mix replayed, :mod:`.demo`), ``info``, ``regs``,
 ``verilog``, ``bench``. ``--json`` gives machine-readable output; errors
-print one line and a hint, never a traceback (set ``WIRESPEED_DEBUG=1`` for one).
+print one line and a hint, never a traceback (set ``WIRESPEED_DEBUG=1`` for one). A reader that closes the pipe
+early (``wirespeed demo --json | head``) ends the command quietly, with status 141 (128 + SIGPIPE) as for any tool
+SIGPIPE ends. ``wirespeed --version`` prints the package version; ``python -m wirespeed`` is the same command line.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
+from ... import __version__
 from ..errors import WirespeedError
 
 __all__ = ["main"]
@@ -248,6 +252,7 @@ def cmd_build(args) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wirespeed", description="FPGA offload for an AI API gateway's hot path.")
+    p.add_argument("--version", action="version", version=f"wirespeed {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help_):
@@ -326,9 +331,26 @@ HINTS = {
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (`wirespeed demo --json | head`): stop quietly, with the status of a tool that
+        # SIGPIPE ended. Output still buffered would fail again at exit, so stdout and stderr now go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):     # not a real file (pytest's capture)
+                pass
+        return 128 + signal.SIGPIPE
+
+
+def _run(args) -> int:
+    try:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # one line and a hint, not a traceback
         if os.environ.get("WIRESPEED_DEBUG"):
             raise
@@ -339,6 +361,7 @@ def main(argv=None) -> int:
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
+    sys.stdout.flush()              # a closed pipe fails here, not at exit
     return 0
 
 

@@ -1,9 +1,16 @@
 """The `wirespeed` command line (wirespeed.host.tools.cli.main) on the model: JSON output, exit codes, error format."""
 
+import importlib.metadata
 import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
+import wirespeed
 from wirespeed.hdl.id.id_block import CoreParams, build_hash
 from wirespeed.host.tools.cli import main
 from wirespeed.hdl.bus.regmap import core_regmap
@@ -132,3 +139,43 @@ def test_bench_model_json(capsys):
     base = result["software_baseline"]
     assert base["requests"] == 300 and base["requests_per_s"] > 0
     assert sum(base["statuses"].values()) == 300 and base["statuses"]["200"] > 200
+
+
+# -- version, `python -m wirespeed`, a closed pipe ---------------------------------------------------------------------
+
+def test_version_is_pyprojects(capsys):
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert wirespeed.__version__ == importlib.metadata.version("wirespeed") == pyproject["project"]["version"], \
+        "the installed metadata is older than pyproject.toml: reinstall (`make venv`)"
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"wirespeed {wirespeed.__version__}\n"
+
+
+def _cli(*argv, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    """``python -m wirespeed argv`` in a child process, without WIRESPEED_DEBUG."""
+    env = {k: v for k, v in os.environ.items() if k != "WIRESPEED_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "wirespeed", *argv], stdout=stdout, stderr=subprocess.PIPE,
+                          env=env, timeout=120)
+
+
+def test_python_dash_m_is_the_same_command_line():
+    done = _cli("--version")
+    assert done.returncode == 0 and done.stdout.decode() == f"wirespeed {wirespeed.__version__}\n"
+    done = _cli("info", "--uri", "model", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["magic"] == "0x57535044"
+
+
+@pytest.mark.parametrize("argv", [("demo", "--uri", "model", "--json", "--requests", "50"), ("info", "--uri", "model")])
+def test_a_closed_pipe_ends_quietly(argv):
+    # `wirespeed demo --json | head`: the reader is gone before the first write (its end closed before the child
+    # starts), so every write fails with EPIPE, deterministically.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = _cli(*argv, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert done.stderr == b"", done.stderr.decode()
+    assert done.returncode == 141                 # 128 + SIGPIPE, as a tool SIGPIPE ended (`yes | head`)
