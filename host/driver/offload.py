@@ -30,7 +30,7 @@ from ...hdl.bus.regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
 from .submit import SubmitCore
 from .stats import LatencyHistogram, read_latency_histogram, read_stats
-from .tenants import Clock, ClockCore, Tenants, TenantsCore, read_limiter_params
+from .tenants import Clock, ClockCore, Tenants, TenantsCore, check_clock_mode, read_limiter_params
 from ..errors import FeatureMissing
 from ..transports.base import AsyncTransport, Transport
 from .verdict import Verdict
@@ -178,11 +178,16 @@ class Offload:
     ``routes`` on a core without a router.
     """
 
-    def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None):
+    def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None,
+                 clock: str = "wall"):
         self.uri = uri
         self.transport = transport
         self.core = core or OffloadCore()
         self._lock = threading.RLock()
+
+    ``clock``: ``"wall"`` (what :func:`open` gives) steps the limiter's clock forward to the host's monotonic clock
+    before each classification and tenant command, so that a rate is per real second on every transport;
+    ``"manual"`` leaves it to ``clock.step`` and ``clock.ns_per_cycle`` (:class:`~.tenants.Clock`).
         self._limiter_params = None
         self._tenants = None
         self._clock = None
@@ -190,9 +195,11 @@ class Offload:
         self._pools = None
         self._routes = None
         self._features = None
+        self.clock_mode = check_clock_mode(clock)
         self._submit = None
         try:
             self._run(self.core.check_id())
+        self._clock_core = None
         except BaseException:
             transport.close()
             raise
@@ -216,7 +223,7 @@ class Offload:
         """The tenant table: add, update, remove, get, debit, refund (:class:`~.tenants.Tenants`)."""
         with self._lock:
             if self._tenants is None:
-                self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter()))
+                self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter()), self._clocks())
             return self._tenants
 
     @property
@@ -224,8 +231,13 @@ class Offload:
         """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
         with self._lock:
             if self._clock is None:
-                self._limiter()
-                self._clock = Clock(self, ClockCore(self.core.regs))
+                self._clock = Clock(self, self._clocks())
+    def _clocks(self) -> ClockCore:
+        if self._clock_core is None:
+            self._limiter()
+            self._clock_core = ClockCore(self.core.regs, wall=self.clock_mode == "wall")
+        return self._clock_core
+
             return self._clock
 
     def _routing_core(self) -> RoutingCore:
@@ -235,6 +247,11 @@ class Offload:
         return self._routing
 
     @property
+    def _discipline(self) -> None:
+        """Wall mode: the limiter clock stepped forward to the host's (classification needs the limiter)."""
+        if self.clock_mode == "wall":
+            self._run(self._clocks().discipline())
+
     def pools(self) -> Pools:
         """The router's backend pools: set, set_state, get, table (:class:`~.pools.Pools`)."""
         with self._lock:
@@ -310,6 +327,7 @@ class Offload:
                 prepared = self._run(core.prepare(items))
                 records = []
                 i = 0
+            self._discipline()
                 while i < len(prepared):
                     inline = prepared[i][1]
                     j = i
@@ -479,6 +497,11 @@ class AsyncOffload:
         return self._routes
 
 
-def open(uri: str = "model", **options) -> Offload:
-    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs."""
-    return Offload(open_transport(uri, **options), uri)
+def open(uri: str = "model", *, clock: str = "wall", **options) -> Offload:
+    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs.
+
+    ``clock="wall"`` (the default) keeps the limiter's clock on the host's monotonic clock, so rates are per real
+    second on every transport; ``clock="manual"`` leaves time to ``clock.step()`` (deterministic tests). Other
+    options go to the transport."""
+    check_clock_mode(clock)
+    return Offload(open_transport(uri, **options), uri, clock=clock)

@@ -12,6 +12,7 @@ device and the driver as they were. Registers and their behaviour: ``hdl/limiter
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
@@ -25,8 +26,9 @@ from ..keys import fingerprint
 from ...hdl.bus.regmap import RegMap
 from .registers import Registers
 
-__all__ = ["Tenants", "TenantInfo", "Clock", "TenantsCore", "ClockCore", "FeatureMissing", "TableOpError",
-           "read_limiter_params", "read_features", "TABLE_OP_POLLS", "CMD_POLLS", "AMOUNT_MAX"]
+__all__ = ["Tenants", "TenantInfo", "Clock", "TenantsCore", "ClockCore", "CLOCK_MODES", "check_clock_mode",
+           "FeatureMissing", "TableOpError", "read_limiter_params", "read_features", "TABLE_OP_POLLS", "CMD_POLLS",
+           "AMOUNT_MAX"]
 
 #: Reads of ``tbl_status`` a table op may stay busy for before the driver gives up. An op takes a few cycles and one
 #: read takes several, so the first read normally finds it done.
@@ -446,12 +448,20 @@ class Tenants:
     lives.
     """
 
-    def __init__(self, offload, core: TenantsCore):
+    def __init__(self, offload, core: TenantsCore, clock: "ClockCore | None" = None):
         self._offload = offload
         self.core = core
+        #: The clock to discipline before a command (wall mode), or None.
+        self.clock = clock
 
     def _run(self, ops):
         return self._offload._run(ops)
+
+    def _timed(self, ops):
+        """``ops`` after the wall-clock step, in one run."""
+        if self.clock is not None:
+            yield from self.clock.discipline()
+        return (yield from ops)
 
     def add(self, api_key, *, requests_per_s: int, burst: int, tokens_per_s: int, token_burst: int) -> int:
         """Add a tenant with full buckets; returns its slot.
@@ -486,11 +496,11 @@ class Tenants:
     def debit(self, api_key, tokens: int) -> None:
         """Take ``tokens`` (0..2³²−1) from the tenant's token bucket, saturating at 0 (e.g. the LLM tokens a
         response used beyond the request's cost). Queued; it applies within a few cycles without traffic."""
-        return self._run(self.core.command(api_key, tokens, refund=False))
+        return self._run(self._timed(self.core.command(api_key, tokens, refund=False)))
 
     def refund(self, api_key, tokens: int) -> None:
         """Give ``tokens`` (0..2³²−1) back to the tenant's token bucket, capped at its ``token_burst``."""
-        return self._run(self.core.command(api_key, tokens, refund=True))
+        return self._run(self._timed(self.core.command(api_key, tokens, refund=True)))
 
     def set_default(self, api_key) -> int:
         """Make this tenant's buckets the ones unknown keys use under ``unknown_policy="default"``; returns its slot."""
@@ -567,20 +577,63 @@ class Tenants:
 
 # -- clock ------------------------------------------------------------------------------------------------------------
 
-class ClockCore:
-    """The limiter clock's driver logic, free of I/O."""
+#: Clock modes of :func:`wirespeed.open`: ``"wall"`` keeps the device clock on the host's monotonic clock,
+#: ``"manual"`` leaves it to :meth:`Clock.step` and ``ns_per_cycle``.
+CLOCK_MODES = ("wall", "manual")
 
-    def __init__(self, regs: Registers):
+
+def check_clock_mode(mode) -> str:
+    if mode not in CLOCK_MODES:
+        raise ConfigError("clock", mode, f"must be one of {list(CLOCK_MODES)}")
+    return mode
+
+
+class ClockCore:
+    """The limiter clock's driver logic, free of I/O.
+
+    With ``wall`` set, :meth:`discipline` keeps the device clock on the host's ``time.monotonic_ns()``, as a PTP
+    servo would, but only ever forward: the limiter reads a ``now`` before a tenant's ``last`` as a full refill
+    (``docs/limiter.md``). The first call fixes the offset between the two clocks (the device keeps its reading);
+    each later call steps the device forward by however much it lags the host. A device whose own clock runs fast
+    is left ahead, by at most its oscillator's error. :meth:`step` moves the offset too, so a manual step is kept.
+    """
+
+    def __init__(self, regs: Registers, wall: bool = False, host_ns=time.monotonic_ns):
         self.regs = regs
+        self.wall = wall
+        self.host_ns = host_ns
+        #: host ns − device ns, fixed by the first :meth:`discipline`; None before.
+        self._offset: int | None = None
 
     def now(self):
         return (yield from self.regs.read("limiter.clock_now"))
 
-    def step(self, ns):
-        check_int("ns", ns, -_STEP_MAX + 1, _STEP_MAX - 1)
+    def _step(self, ns):
         yield from self.regs.write("limiter.clock_step", ns & _U64)
         yield from self.regs.write("limiter.clock_ctrl",
                                    _pack(self.regs.regmap, "limiter.clock_ctrl", step=1))
+
+    def step(self, ns):
+        check_int("ns", ns, -_STEP_MAX + 1, _STEP_MAX - 1)
+        yield from self._step(ns)
+        if self._offset is not None:
+            self._offset -= ns
+
+    def discipline(self):
+        """In wall mode, step the device clock forward to the host's; returns the step in ns (0: none)."""
+        if not self.wall:
+            return 0
+        now = yield from self.now()
+        host = self.host_ns()
+        if self._offset is None:
+            self._offset = host - now
+            return 0
+        lag = host - self._offset - now
+        if lag <= 0:
+            return 0
+        lag = min(lag, _STEP_MAX - 1)
+        yield from self._step(lag)
+        return lag
 
     def ns_per_cycle(self):
         raw = yield from self.regs.read("limiter.clock_ns_per_cycle")
@@ -602,8 +655,11 @@ class ClockCore:
 class Clock:
     """The limiter's free-running nanosecond clock: ``Offload.clock``.
 
-    It advances by ``ns_per_cycle`` every core cycle (reset: 10⁹ / clock_hz). Tests set ``ns_per_cycle = 0`` and
-    :meth:`step` time so that decisions see exactly the ``now`` they expect.
+    It advances by ``ns_per_cycle`` every core cycle (reset: 10⁹ / clock_hz). With ``wirespeed.open(uri,
+    clock="wall")``, the default, the driver also steps it forward to the host's monotonic clock before each
+    classification and each tenant command, so rates are per real second on every transport, simulated ones
+    included. With ``clock="manual"`` only :meth:`step` and ``ns_per_cycle`` move it: tests set ``ns_per_cycle = 0``
+    and step time so that decisions see exactly the ``now`` they expect. :meth:`step` works in both modes.
     """
 
     def __init__(self, offload, core: ClockCore):
@@ -614,8 +670,14 @@ class Clock:
         """The clock, in ns (64 bits, wrapping)."""
         return self._offload._run(self.core.now())
 
+    @property
+    def mode(self) -> str:
+        """``"wall"`` or ``"manual"`` (see the class)."""
+        return "wall" if self.core.wall else "manual"
+
     def step(self, ns: int) -> None:
-        """Add ``ns`` to the clock, forward or backward (|ns| < 2⁶³)."""
+        """Add ``ns`` to the clock, forward or backward (|ns| < 2⁶³). In wall mode the step is kept: the clock
+        stays ``ns`` off the host's from then on."""
         return self._offload._run(self.core.step(ns))
 
     def set_ns_per_cycle(self, value) -> None:

@@ -493,8 +493,8 @@ def core_cycles(mix: str, inline: bool, count: int = 300, seed: int = 1, progres
     from ..models.pipeline import VerdictRecord
 
     rng = random.Random(seed)
-    dev = Offload(SimTransport(), "sim")
-    model = Offload(ModelTransport(), "model")
+    dev = Offload(SimTransport(), "sim", clock="manual")
+    model = Offload(ModelTransport(), "model", clock="manual")
     try:
         keys_seed = rng.getrandbits(64)
         keys = _core_setup(dev, random.Random(keys_seed))

@@ -190,7 +190,7 @@ def _stream_throughput(dev, gw_rng_seed: int, items: list[dict], count: int, pro
     from ..driver.offload import open as ws_open
     packets = [i["packet"] for i in items if not i["frame"]][:count]
     # A model device configured alike gives the parser's stop byte of each packet (its prefixes and extra slots).
-    with ws_open("model") as shadow:
+    with ws_open("model", clock="manual") as shadow:
         configure(shadow, random.Random(gw_rng_seed))
         core = shadow.transport.model
         stops = [core.classify(p, False, 0, mmio=False).descriptor.stop_index(len(p)) for p in packets]
@@ -215,7 +215,7 @@ def run(uri: str = "sim", requests: int = 2000, seed: int = 1, stream_packets: i
     rng = random.Random(seed)
     config_seed = rng.getrandbits(64)
     start = time.perf_counter()
-    with (opener or ws_open)(uri) as dev:
+    with (opener or ws_open)(uri, clock="manual") as dev:
         info = dev.info()
         gw = configure(dev, random.Random(config_seed))
         waves = traffic_waves(rng, gw, requests)

@@ -31,7 +31,7 @@ def _configure(dev):
 
 
 def test_classify_forwards_a_known_tenant_and_names_every_field():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         req = traffic.realistic(random.Random(1), api_key=KEYS[0])
         v = dev.classify(req)
@@ -49,7 +49,7 @@ def test_classify_forwards_a_known_tenant_and_names_every_field():
 def test_classify_many_equals_one_by_one():
     rng = random.Random(2)
     reqs = [traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(100)] + list(traffic.mix(rng, 100))
-    with wirespeed.open("model") as a, wirespeed.open("model") as b:
+    with wirespeed.open("model", clock="manual") as a, wirespeed.open("model", clock="manual") as b:
         _configure(a)
         _configure(b)
         many = a.classify_many(reqs)
@@ -62,7 +62,7 @@ def test_only_the_header_block_is_sent():
     assert bytes_to_send(req, 8192) == req[:-5]
     assert bytes_to_send(req, 10) == req[:11]                  # the byte at index 10 raises header_too_large
     assert bytes_to_send(b"GET / HTTP/1.1\r\n", 8192) == b"GET / HTTP/1.1\r\n"
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         body = b"x" * 100_000                                  # far bigger than the submit window: not sent
         v = dev.classify(b"POST / HTTP/1.1\r\nHost: a\r\nx-api-key: " + KEYS[1].encode()
@@ -73,7 +73,7 @@ def test_only_the_header_block_is_sent():
 
 
 def test_inline_frame_through_the_front_end():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         req = traffic.realistic(random.Random(3), api_key=KEYS[2])
         v = dev.classify_frame(build_frame(req, v6=True, dport=8080))
@@ -83,7 +83,7 @@ def test_inline_frame_through_the_front_end():
 
 
 def test_errors_are_named_and_raised_before_any_write():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         before = dev.read_register("pipeline.submitted")
         with pytest.raises(ConfigError) as e:
@@ -92,7 +92,7 @@ def test_errors_are_named_and_raised_before_any_write():
         with pytest.raises(ConfigError, match="submit window"):
             dev.classify_frame(b"\0" * 20_000)
         assert dev.read_register("pipeline.submitted") == before
-    with wirespeed.open("model", params=CoreParams(features=frozenset({"limiter"}))) as dev:
+    with wirespeed.open("model", params=CoreParams(features=frozenset({"limiter"})), clock="manual") as dev:
         with pytest.raises(FeatureMissing):
             dev.classify(b"GET / HTTP/1.1\r\n\r\n")
 
@@ -103,7 +103,7 @@ def test_a_missing_verdict_raises_instead_of_hanging(record_bus):
     inner = ModelTransport()
     status = inner.model.regmap["pipeline.status"].address
     # The status register never counts a result: a stalled pipeline.
-    dev = Offload(record_bus(inner, clear_bits={status: 0xFFFF}), "hiding")
+    dev = Offload(record_bus(inner, clear_bits={status: 0xFFFF}), "hiding", clock="manual")
     with pytest.raises(TransportError, match=f"no verdict after {MAX_POLLS}"):
         dev.classify(b"GET / HTTP/1.1\r\n\r\n")
 
@@ -111,7 +111,7 @@ def test_a_missing_verdict_raises_instead_of_hanging(record_bus):
 def test_the_mmio_window_gives_the_same_verdicts_but_its_flag():
     rng = random.Random(5)
     reqs = [traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(50)] + list(traffic.mix(rng, 50))
-    with wirespeed.open("model") as a, wirespeed.open("model", submit="mmio") as b:
+    with wirespeed.open("model", clock="manual") as a, wirespeed.open("model", submit="mmio", clock="manual") as b:
         _configure(a)
         _configure(b)
         stream, mmio = a.classify_many(reqs), b.classify_many(reqs)
@@ -124,7 +124,7 @@ def test_the_mmio_window_gives_the_same_verdicts_but_its_flag():
 
 
 def test_results_left_by_another_driver_are_reported():
-    with wirespeed.open("model", submit="mmio") as dev:
+    with wirespeed.open("model", submit="mmio", clock="manual") as dev:
         dev.write_register("pipeline.submit_data", int.from_bytes(b"GET ", "little"))
         dev.write_register("pipeline.doorbell", 4)
         with pytest.raises(TransportError, match="already wait"):
@@ -134,10 +134,10 @@ def test_results_left_by_another_driver_are_reported():
 def test_threads_share_one_offload():
     rng = random.Random(4)
     per_thread = [[traffic.realistic(rng, api_key=rng.choice(KEYS)) for _ in range(60)] for _ in range(4)]
-    with wirespeed.open("model") as ref:
+    with wirespeed.open("model", clock="manual") as ref:
         _configure(ref)
         expected = [[ref.classify(r) for r in reqs] for reqs in per_thread]
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         results, errors = [None] * 4, []
 
@@ -164,7 +164,7 @@ def test_threads_share_one_offload():
 
 
 def test_stats_and_histogram_count_every_verdict():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         _configure(dev)
         rng = random.Random(5)
         verdicts = dev.classify_many([traffic.realistic(rng, api_key=KEYS[0]) for _ in range(30)]
@@ -181,7 +181,7 @@ def test_stats_and_histogram_count_every_verdict():
 
 
 def test_fingerprint_key_is_secret_and_set_before_tenants():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         dev.set_fingerprint_key(b"gateway secret")
         _configure(dev)
         fp = dev.tenants.fingerprint(KEYS[0])
@@ -189,5 +189,5 @@ def test_fingerprint_key_is_secret_and_set_before_tenants():
         assert v.action == "forward" and "tenant_found" in v.flags
         with pytest.raises(ConfigError, match="before adding tenants"):
             dev.set_fingerprint_key(b"another")
-    with wirespeed.open("model") as plain:
+    with wirespeed.open("model", clock="manual") as plain:
         assert plain.tenants.fingerprint(KEYS[0]) != fp

@@ -46,7 +46,7 @@ def open_model(router: RouterParams | None = None, features=None):
         kwargs["router"] = router
     if features is not None:
         kwargs["features"] = frozenset(features)
-    dev = wirespeed.open("model", params=CoreParams(**kwargs)) if kwargs else wirespeed.open("model")
+    dev = wirespeed.open("model", params=CoreParams(**kwargs), clock="manual") if kwargs else wirespeed.open("model", clock="manual")
     if "router" in unwrap(dev).model.params.features:
         dev.routes.set_hash_key(KEY)
     return dev

@@ -37,9 +37,9 @@ ONE = 1 << 32                       # 1.0 in 32.32
 def open_model(**limiter):
     """A model device; ``limiter`` overrides LimiterParams fields."""
     if not limiter:
-        return wirespeed.open("model")
+        return wirespeed.open("model", clock="manual")
     params = LimiterParams(**limiter)
-    return wirespeed.open("model", params=CoreParams(clock_hz=params.clock_hz, limiter=params))
+    return wirespeed.open("model", params=CoreParams(clock_hz=params.clock_hz, limiter=params), clock="manual")
 
 
 def core_model(dev):
@@ -402,7 +402,7 @@ def test_bad_api_key_types(key, record_bus):
 
 
 def test_empty_key_names_no_tenant_and_an_empty_x_api_key_is_unknown():
-    with wirespeed.open("model") as dev:
+    with wirespeed.open("model", clock="manual") as dev:
         t = dev.tenants
         for key in ("", b""):
             with pytest.raises(ConfigError, match="must not be empty") as e:

@@ -101,7 +101,7 @@ if cocotb is not None:
             self.source = StreamSource(self, "s_axis", axis=True)
             self.sink = StreamSink(self, "m_axis", axis=True)
             self.vsink = StreamSink(self, "m_verdict", axis=True)
-            self.model = Offload(ModelTransport(CoreParams()), "model")
+            self.model = Offload(ModelTransport(CoreParams()), "model", clock="manual")
 
         async def configure(self, rng, inline: bool, ports=(80, 8080)):
             """The same configuration on the RTL (AsyncOffload) and the model (Offload); returns known keys."""
@@ -284,7 +284,7 @@ if cocotb is not None:
         await ClockCycles(dut.clk, 20)
         assert tb.vsink.empty(), "a verdict for the interrupted frame"
         tb.sink.clear()
-        tb.model = Offload(ModelTransport(CoreParams()), "model")
+        tb.model = Offload(ModelTransport(CoreParams()), "model", clock="manual")
         keys = await tb.configure(rng, True)
         pkts = packets(rng, keys, param("packets"), True)
         for p in pkts:

@@ -109,7 +109,7 @@ def _stats(dev):
 def test_model_and_sim_give_identical_verdicts():
     results = {}
     for uri in ("model", "sim"):
-        with wirespeed.open(uri) as dev:
+        with wirespeed.open(uri, clock="manual") as dev:
             results[uri] = session(dev, SEED, REQUESTS)
     model, sim = results["model"], results["sim"]
     assert len(model[0]) == len(sim[0]) >= REQUESTS
@@ -130,7 +130,7 @@ def test_model_and_sim_agree_on_a_short_session():
     """The quick version for every run: 600 requests."""
     results = {}
     for uri in ("model", "sim"):
-        with wirespeed.open(uri) as dev:
+        with wirespeed.open(uri, clock="manual") as dev:
             results[uri] = session(dev, SEED + 1, 600)
     for i, (a, b) in enumerate(zip(results["model"][0], results["sim"][0])):
         assert a == b, f"verdict {i} differs:\n model {a}\n sim   {b}"
@@ -143,7 +143,7 @@ def test_model_and_sim_agree_through_the_mmio_window():
     ``"model"`` takes the stream path, so this drives the window directly with the driver's own ops."""
     results = {}
     for uri in ("model", "sim"):
-        with wirespeed.open(uri) as dev:
+        with wirespeed.open(uri, clock="manual") as dev:
             rng = random.Random(SEED + 2)
             known, unknown = configure(dev, rng)
             items = [(request(rng, known, unknown), False) for _ in range(1200)]

@@ -55,7 +55,7 @@ def _read_buffer(dev, words):
 
 @pytest.mark.rtl
 def test_pool_session_sim_equals_model():
-    with wirespeed.open("sim") as sim, wirespeed.open("model") as model:
+    with wirespeed.open("sim", clock="manual") as sim, wirespeed.open("model", clock="manual") as model:
         infos = {name: _session(dev) for name, dev in (("sim", sim), ("model", model))}
         assert {p: i.as_dict() for p, i in infos["sim"].items()} == {p: i.as_dict() for p, i in infos["model"].items()}
         words = sim.pools.params.words

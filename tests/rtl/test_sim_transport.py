@@ -19,7 +19,7 @@ SEED = 20261125
 
 @pytest.fixture(scope="module")
 def sim():
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         yield dev
 
 
@@ -28,12 +28,12 @@ def test_info_is_read_from_rtl_and_matches_model(sim):
     c0 = sim.transport.cycles
     info = sim.info()
     assert sim.transport.cycles > c0, "info() must clock the RTL"
-    with wirespeed.open("model") as model:
+    with wirespeed.open("model", clock="manual") as model:
         assert info == model.info()
 
 
 def test_register_dump_parity(sim):
-    with wirespeed.open("model") as model:
+    with wirespeed.open("model", clock="manual") as model:
         sim.write_register("id.scratch", 0)
         model.write_register("id.scratch", 0)
         # Free-running values depend on how many cycles this shared simulator has run (see the clock tests).
@@ -73,7 +73,7 @@ def test_uptime_counts_cycles(sim):
 
 
 def test_error_responses_and_counter():
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         regmap = dev.core.regmap
         assert dev.read_register("id.bus_errors") == 0
         with pytest.raises(BusError) as e:
@@ -93,13 +93,13 @@ def test_error_responses_and_counter():
 def test_parameters_reach_the_id_block():
     params = CoreParams(width_bytes=16, tenants=16384, maglev_size=65538, clock_hz=250_000_000,
                         features=frozenset({"limiter", "router"}))
-    with Offload(SimTransport(params), "sim") as dev, Offload(ModelTransport(params), "model") as model:
+    with Offload(SimTransport(params), "sim", clock="manual") as dev, Offload(ModelTransport(params), "model", clock="manual") as model:
         assert dev.info() == model.info()
         assert dev.info().features == params.features
 
 
 def test_closed_transport_refuses():
-    dev = wirespeed.open("sim")
+    dev = wirespeed.open("sim", clock="manual")
     dev.close()
     with pytest.raises(TransportError):
         dev.info()
@@ -132,7 +132,7 @@ def test_stream_batch_follows_the_model_cycle_for_cycle():
     difference changes decisions and retry_afters (checked by moving the model's start by one cycle)."""
     results = {}
     for uri in ("model", "sim"):
-        with wirespeed.open(uri) as dev:
+        with wirespeed.open(uri, clock="manual") as dev:
             results[uri] = _timed_session(dev, random.Random(SEED))
     model, sim = results["model"], results["sim"]
     assert model == sim
@@ -158,13 +158,13 @@ def test_stream_batch_is_one_beat_per_cycle_and_timed(sim):
 def test_open_sim_does_not_elaborate_when_cached(monkeypatch):
     """The second open of the same configuration reads the cached Verilog: no Amaranth elaboration."""
     import wirespeed.sim.runner as runner
-    with wirespeed.open("sim"):
+    with wirespeed.open("sim", clock="manual"):
         pass
 
     def refuse(*args, **kwargs):
         raise AssertionError("elaborated although the Verilog is cached")
     monkeypatch.setattr(runner, "to_verilog", refuse)
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         assert dev.info().width_bytes == 8
 
 
@@ -172,7 +172,7 @@ def test_a_stalled_stream_is_named():
     """m_verdict held not ready: the batch stops after stall_cycles and names the port; nothing hangs."""
     from wirespeed.host.tools import traffic
     from wirespeed.sim.harness import Batch, HarnessStall
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         t = dev.transport
         packets = [traffic.realistic(random.Random(SEED)) for _ in range(40)]
         with pytest.raises(HarnessStall) as e:
@@ -189,7 +189,7 @@ def test_a_batch_too_large_is_refused_before_it_starts():
     import numpy as np
     from wirespeed.host.errors import ConfigError
     from wirespeed.sim import harness as h
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         hs = dev.transport.harness
         c0 = hs.cycle
         with pytest.raises(h.BatchTooLarge) as e:

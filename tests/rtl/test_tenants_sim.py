@@ -18,7 +18,7 @@ SEED = int(os.environ.get("TENANTS_SEED", "20261125"))
 
 
 def _both(fn):
-    with wirespeed.open("sim") as sim, wirespeed.open("model") as model:
+    with wirespeed.open("sim", clock="manual") as sim, wirespeed.open("model", clock="manual") as model:
         return fn(sim), fn(model)
 
 
@@ -86,7 +86,7 @@ def test_clock_readings_sim_equals_model():
 
 @pytest.mark.rtl
 def test_named_errors_write_nothing_on_sim():
-    with wirespeed.open("sim") as dev:
+    with wirespeed.open("sim", clock="manual") as dev:
         t = dev.tenants
         before = dev.transport.cycles
         with pytest.raises(ConfigError) as e:

@@ -458,8 +458,8 @@ def uart_core():
     top = "uart_bridge_core"
     dut = VerilatedModel(to_verilog(BridgeCoreHarness(), top), top, waves=waves_enabled())
     port = VerilatedSerialPort(dut, clocks_per_bit(CORE_CLK_HZ, CORE_BAUD))
-    with Offload(UartTransport(port, owns_port=True, name="sim"), "uart:sim") as dev, \
-            wirespeed.open("model", submit="mmio") as model:
+    with Offload(UartTransport(port, owns_port=True, name="sim"), "uart:sim", clock="manual") as dev, \
+            wirespeed.open("model", submit="mmio", clock="manual") as model:
         yield dev, model, port
 
 

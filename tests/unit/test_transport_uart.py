@@ -144,8 +144,8 @@ def test_round_trips_and_one_write_per_access(uart, port, bank):
 
 
 def test_offload_over_uart_equals_model():
-    with Offload(UartTransport(BridgeResponder(ModelTransport().model)), "uart:fake") as dev, \
-            wirespeed.open("model") as model:
+    with Offload(UartTransport(BridgeResponder(ModelTransport().model)), "uart:fake", clock="manual") as dev, \
+            wirespeed.open("model", clock="manual") as model:
         assert dev.info() == model.info()
 
 
