@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+import functools
 
+from concurrent.futures import ThreadPoolExecutor
 from ...hdl.id.id_block import FEATURES
 from ..errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
 from ..keys import derive_key
@@ -35,7 +37,7 @@ from ..errors import FeatureMissing
 from ..transports.base import AsyncTransport, Transport
 from .verdict import Verdict
 
-__all__ = ["open", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
+__all__ = ["open", "open_async", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
 
 SCHEMES = ("model", "sim", "pynq", "uio", "pci", "uart")
 
@@ -183,11 +185,12 @@ class Offload:
         self.uri = uri
         self.transport = transport
         self.core = core or OffloadCore()
-        self._lock = threading.RLock()
 
     ``clock``: ``"wall"`` (what :func:`open` gives) steps the limiter's clock forward to the host's monotonic clock
     before each classification and tenant command, so that a rate is per real second on every transport;
     ``"manual"`` leaves it to ``clock.step`` and ``clock.ns_per_cycle`` (:class:`~.tenants.Clock`).
+        self._lock = threading.RLock()
+        self.clock_mode = check_clock_mode(clock)
         self._limiter_params = None
         self._tenants = None
         self._clock = None
@@ -195,11 +198,10 @@ class Offload:
         self._pools = None
         self._routes = None
         self._features = None
-        self.clock_mode = check_clock_mode(clock)
         self._submit = None
         try:
-            self._run(self.core.check_id())
         self._clock_core = None
+            self._run(self.core.check_id())
         except BaseException:
             transport.close()
             raise
@@ -226,12 +228,6 @@ class Offload:
                 self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter()), self._clocks())
             return self._tenants
 
-    @property
-    def clock(self) -> Clock:
-        """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
-        with self._lock:
-            if self._clock is None:
-                self._clock = Clock(self, self._clocks())
     def _clocks(self) -> ClockCore:
         if self._clock_core is None:
             self._limiter()
@@ -245,6 +241,12 @@ class Offload:
         if self._routing is None:
             self._routing = self._run(RoutingCore.attach(self.core.regs))
         return self._routing
+    @property
+    def clock(self) -> Clock:
+        """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
+        with self._lock:
+            if self._clock is None:
+                self._clock = Clock(self, self._clocks())
 
     @property
     def _discipline(self) -> None:
@@ -392,17 +394,31 @@ class Offload:
 
 
 class AsyncOffload:
-    """The same driver over an :class:`AsyncTransport`, for cocotb testbenches: ``await AsyncOffload.open(t)``.
+    """The driver for asyncio code: what :func:`open_async` gives, and ``await AsyncOffload.open(transport)``.
 
-    ``tenants``, ``clock``, ``pools`` and ``routes`` are the same objects as on :class:`Offload`; their methods that
-    touch the device return awaitables here (``await dev.tenants.add(...)``, ``await dev.clock.now()``; set the
-    clock rate with ``await dev.clock.set_ns_per_cycle(x)``). Calls are serialised by an asyncio lock.
+    Every method that touches the device is awaited: ``await dev.classify(...)``, ``await dev.classify_many(...)``,
+    ``await dev.tenants.add(...)``, ``await dev.pools.set(...)``, ``await dev.clock.now()`` (set the clock rate with
+    ``await dev.clock.set_ns_per_cycle(x)``). ``tenants``, ``clock``, ``pools`` and ``routes`` are the same classes
+    as on :class:`Offload`.
+
+    Two kinds of transport:
+    - a synchronous :class:`Transport` (every URI of :func:`open`): the calls run, one at a time and in order, on one
+      worker thread that owns an :class:`Offload`, so the event loop is never blocked by the device, by the model,
+      or by a batch; the Offload's clock mode applies (``clock="wall"`` by default);
+    - an :class:`AsyncTransport` (a cocotb testbench): the bus operations are awaited directly, serialised by an
+      asyncio lock.
     """
 
-    def __init__(self, transport: AsyncTransport, core: OffloadCore | None = None):
+    def __init__(self, transport, core: OffloadCore | None = None, *, offload: Offload | None = None):
         self.transport = transport
-        self.core = core or OffloadCore()
-        self._lock = threading.RLock()          # guards driver state, never held across an await
+        self.core = core or (offload.core if offload is not None else OffloadCore())
+        #: The Offload the worker thread drives (synchronous transports), else None.
+        self._sync = offload
+        self._executor = None
+        if offload is not None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-async")
+        # Guards driver state (never held across an await); with a worker, the Offload's own lock.
+        self._lock = offload._lock if offload is not None else threading.RLock()
         self._alock = asyncio.Lock()
         self._limiter_params = None
         self._routing = None
@@ -410,17 +426,52 @@ class AsyncOffload:
         self._tenants = self._clock = self._pools = self._routes = None
 
     @classmethod
-    async def open(cls, transport: AsyncTransport) -> "AsyncOffload":
-        """Check the ID block and read the parameters of the pipelines the core has."""
-        self = cls(transport)
-        await arun(self.core.check_id(), transport)
-        features = (await self.info()).features
-        if "limiter" in features:
-            self._limiter_params = await arun(read_limiter_params(self.core.regs), transport)
-        if "router" in features:
-            self._routing = await arun(RoutingCore.attach(self.core.regs), transport)
-        if "submit" in features:
-            self._submit = await arun(SubmitCore.attach(self.core.regs), transport)
+    async def open(cls, transport, *, clock: str = "wall") -> "AsyncOffload":
+        """Check the ID block and read the parameters of the pipelines the core has.
+
+        ``transport`` is an :class:`AsyncTransport`, or a synchronous :class:`Transport` that a worker thread then
+        drives (``clock`` applies to it, as for :func:`open`)."""
+        if isinstance(transport, AsyncTransport):
+            self = cls(transport)
+            await arun(self.core.check_id(), transport)
+            features = (await self.info()).features
+            if "limiter" in features:
+                self._limiter_params = await arun(read_limiter_params(self.core.regs), transport)
+            if "router" in features:
+                self._routing = await arun(RoutingCore.attach(self.core.regs), transport)
+            if "submit" in features:
+                self._submit = await arun(SubmitCore.attach(self.core.regs), transport)
+            return self
+        if not isinstance(transport, Transport):
+            raise ConfigError("transport", type(transport).__name__, "must be a wirespeed Transport or AsyncTransport")
+        check_clock_mode(clock)
+        executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-async")
+        try:
+            offload = await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: Offload(transport, getattr(transport, "scheme", "?"), clock=clock))
+        finally:
+            executor.shutdown(wait=False)
+        return await cls._attach(offload)
+
+    @classmethod
+    async def _attach(cls, offload: Offload) -> "AsyncOffload":
+        self = cls(offload.transport, offload=offload)
+
+        def prepare():
+            features = offload.info().features
+            if "limiter" in features:
+                self._limiter_params = offload._limiter()
+                self._tenants = Tenants(self, offload.tenants.core, offload.tenants.clock)
+                self._clock = Clock(self, offload._clocks())
+            if "router" in features:
+                self._routing = offload._routing_core()
+            if "submit" in features:
+                self._submit = offload._submit_core()
+        try:
+            await self._call(prepare)
+        except BaseException:
+            await self.aclose()
+            raise
         return self
 
     def _run(self, ops):
@@ -430,7 +481,13 @@ class AsyncOffload:
         label = None if self._routing is None else self._routing.label
         return [Verdict.from_record(r, label) for r in records]
 
+    def _call(self, fn, *args):
+        """``fn(*args)`` on the worker thread (an awaitable)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
     async def _arun(self, ops):
+        if self._sync is not None:
+            return self._call(self._sync._run, ops)
         async with self._alock:
             return await arun(ops, self.transport)
 
@@ -442,15 +499,23 @@ class AsyncOffload:
 
     async def write_register(self, name: str, value: int) -> None:
         await arun(self.core.regs.write(name, value), self.transport)
+        if self._sync is not None:
+            return await self._call(self._sync.info)
 
     async def classify_many(self, requests) -> list[Verdict]:
         if self._submit is None:
+        if self._sync is not None:
+            return await self._call(self._sync.read_register, name)
             raise FeatureMissing("submit")
         records = await self._arun(self._submit.classify([(r, False) for r in _request_list(requests)]))
         return self._verdicts(records)
+        if self._sync is not None:
+            return await self._call(self._sync.write_register, name, value)
 
     async def classify(self, request: bytes) -> Verdict:
         return (await self.classify_many([_one_request(request)]))[0]
+        if self._sync is not None:
+            return await self._call(self._sync.classify_many, requests)
 
     async def classify_frame(self, frame: bytes) -> Verdict:
         if self._submit is None:
@@ -460,17 +525,51 @@ class AsyncOffload:
 
     async def stats(self, clear: bool = False) -> dict:
         return await self._arun(read_stats(self.core.regs, clear=clear))
+        if self._sync is not None:
+            return await self._call(self._sync.classify_frame, frame)
 
     async def latency_histogram(self) -> LatencyHistogram:
         return await self._arun(read_latency_histogram(self.core.regs))
 
     @property
     def tenants(self) -> Tenants:
+        if self._sync is not None:
+            return await self._call(self._sync.stats, clear)
         if self._limiter_params is None:
             raise FeatureMissing("limiter")
         if self._tenants is None:
+        if self._sync is not None:
+            return await self._call(self._sync.latency_histogram)
             self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter_params))
         return self._tenants
+    async def set_hash_key(self, key: bytes) -> None:
+        """As :meth:`Offload.set_hash_key`."""
+        if self._sync is not None:
+            return await self._call(self._sync.set_hash_key, key)
+        await self.routes.set_hash_key(key)
+
+    async def set_fingerprint_key(self, secret: bytes) -> None:
+        """As :meth:`Offload.set_fingerprint_key` (a worker-thread transport only)."""
+        if self._sync is None:
+            raise FeatureMissing("set_fingerprint_key over an AsyncTransport")
+        return await self._call(self._sync.set_fingerprint_key, secret)
+
+    async def aclose(self) -> None:
+        """Close the transport (on the worker thread, then stop it)."""
+        if self._sync is not None:
+            try:
+                await self._call(self._sync.close)
+            finally:
+                self._executor.shutdown(wait=False)
+        else:
+            self.transport.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
 
     @property
     def clock(self) -> Clock:
@@ -504,4 +603,45 @@ def open(uri: str = "model", *, clock: str = "wall", **options) -> Offload:
     second on every transport; ``clock="manual"`` leaves time to ``clock.step()`` (deterministic tests). Other
     options go to the transport."""
     check_clock_mode(clock)
+class _Opening:
+    """What :func:`open_async` returns: await it, or use it with ``async with``."""
+
+    def __init__(self, uri, clock, options):
+        self._uri, self._clock, self._options = uri, clock, options
+        self._dev: AsyncOffload | None = None
+
+    async def _open(self) -> AsyncOffload:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-open")
+        try:
+            # Opening "sim" may compile the harness: off the event loop.
+            offload = await asyncio.get_running_loop().run_in_executor(
+                executor, lambda: open(self._uri, clock=self._clock, **self._options))
+        finally:
+            executor.shutdown(wait=False)
+        return await AsyncOffload._attach(offload)
+
+    def __await__(self):
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncOffload:
+        self._dev = await self._open()
+        return self._dev
+
+    async def __aexit__(self, *exc):
+        await self._dev.aclose()
+
+
+def open_async(uri: str = "model", *, clock: str = "wall", **options) -> _Opening:
+    """:func:`open` for asyncio code: ``async with wirespeed.open_async("model") as dev: await dev.classify(r)``
+    (or ``dev = await wirespeed.open_async(uri)``, then ``await dev.aclose()``).
+
+    Every URI works. The device is driven from one worker thread (:class:`AsyncOffload`), so no call blocks the
+    event loop. Arguments are checked before anything is opened, as :func:`open` checks them."""
+    check_clock_mode(clock)
+    if not isinstance(uri, str):
+        raise ConfigError("uri", uri, f"must be a str naming a device, e.g. 'model' or 'sim' (schemes: "
+                                      f"{', '.join(SCHEMES)})")
+    return _Opening(uri, clock, options)
+
+
     return Offload(open_transport(uri, **options), uri, clock=clock)

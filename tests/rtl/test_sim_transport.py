@@ -211,3 +211,28 @@ def test_a_harness_build_failure_names_the_error_and_the_command(tmp_path, monke
         Harness(verilog, "broken")
     text = str(e.value)
     assert "Error" in text and "reproduce: cd " in text and "verilator" in text
+
+
+def test_open_async_on_the_rtl_gives_the_models_verdicts():
+    """``open_async`` on ``"sim"``: the RTL through the worker thread, 100 calls gathered, against the model."""
+    import asyncio
+
+    requests = [b"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: sk-%d\r\n\r\n" % (i % 4) for i in range(100)]
+
+    def configure(dev):
+        dev.clock.ns_per_cycle = 0
+        dev.pools.set(0, ["10.0.0.1:8000", "10.0.0.2:8000"])
+        for i in range(4):
+            dev.tenants.add(f"sk-{i}", requests_per_s=10, burst=10, tokens_per_s=100, token_burst=100)
+
+    async def main():
+        async with wirespeed.open_async("sim", clock="manual") as dev:
+            await dev._call(configure, dev._sync)
+            return await asyncio.gather(*[dev.classify(r) for r in requests])
+
+    got = asyncio.run(main())
+    with wirespeed.open("model", clock="manual") as model:
+        configure(model)
+        want = [model.classify(r) for r in requests]
+    assert [v.as_dict() for v in got] == [v.as_dict() for v in want]
+    assert {v.reason for v in got} == {"ok", "rate_limited"}
