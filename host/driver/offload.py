@@ -19,11 +19,11 @@ DMA) or ``submit="mmio"`` (through the MMIO submit window, as the board transpor
 from __future__ import annotations
 
 import asyncio
-import threading
-from dataclasses import dataclass
 import functools
-
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 from ...hdl.id.id_block import FEATURES
 from ..errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
 from ..keys import derive_key
@@ -178,6 +178,10 @@ class Offload:
 
     ``tenants`` and ``clock`` raise :class:`~.tenants.FeatureMissing` on a core without a limiter, ``pools`` and
     ``routes`` on a core without a router.
+
+    ``clock``: ``"wall"`` (what :func:`open` gives) steps the limiter's clock forward to the host's monotonic clock
+    before each classification and tenant command, so that a rate is per real second on every transport;
+    ``"manual"`` leaves it to ``clock.step`` and ``clock.ns_per_cycle`` (:class:`~.tenants.Clock`).
     """
 
     def __init__(self, transport: Transport, uri: str = "?", core: OffloadCore | None = None,
@@ -185,22 +189,18 @@ class Offload:
         self.uri = uri
         self.transport = transport
         self.core = core or OffloadCore()
-
-    ``clock``: ``"wall"`` (what :func:`open` gives) steps the limiter's clock forward to the host's monotonic clock
-    before each classification and tenant command, so that a rate is per real second on every transport;
-    ``"manual"`` leaves it to ``clock.step`` and ``clock.ns_per_cycle`` (:class:`~.tenants.Clock`).
         self._lock = threading.RLock()
         self.clock_mode = check_clock_mode(clock)
         self._limiter_params = None
         self._tenants = None
         self._clock = None
+        self._clock_core = None
         self._routing = None
         self._pools = None
         self._routes = None
         self._features = None
         self._submit = None
         try:
-        self._clock_core = None
             self._run(self.core.check_id())
         except BaseException:
             transport.close()
@@ -234,26 +234,26 @@ class Offload:
             self._clock_core = ClockCore(self.core.regs, wall=self.clock_mode == "wall")
         return self._clock_core
 
-            return self._clock
-
-    def _routing_core(self) -> RoutingCore:
-        # One core behind both faces: routes and pools share the router's buffers.
-        if self._routing is None:
-            self._routing = self._run(RoutingCore.attach(self.core.regs))
-        return self._routing
     @property
     def clock(self) -> Clock:
         """The limiter's nanosecond clock: now, step, ns_per_cycle (:class:`~.tenants.Clock`)."""
         with self._lock:
             if self._clock is None:
                 self._clock = Clock(self, self._clocks())
+            return self._clock
 
-    @property
     def _discipline(self) -> None:
         """Wall mode: the limiter clock stepped forward to the host's (classification needs the limiter)."""
         if self.clock_mode == "wall":
             self._run(self._clocks().discipline())
 
+    def _routing_core(self) -> RoutingCore:
+        # One core behind both faces: routes and pools share the router's buffers.
+        if self._routing is None:
+            self._routing = self._run(RoutingCore.attach(self.core.regs))
+        return self._routing
+
+    @property
     def pools(self) -> Pools:
         """The router's backend pools: set, set_state, get, table (:class:`~.pools.Pools`)."""
         with self._lock:
@@ -322,6 +322,7 @@ class Offload:
         the MMIO submit window. Both check and cut the items the same way first."""
         with self._lock:
             core = self._submit_core()
+            self._discipline()
             stream = getattr(self.transport, "classify_stream", None)
             if stream is None:
                 records = self._run(core.classify(items))
@@ -329,7 +330,6 @@ class Offload:
                 prepared = self._run(core.prepare(items))
                 records = []
                 i = 0
-            self._discipline()
                 while i < len(prepared):
                     inline = prepared[i][1]
                     j = i
@@ -474,74 +474,67 @@ class AsyncOffload:
             raise
         return self
 
+    def _call(self, fn, *args):
+        """``fn(*args)`` on the worker thread (an awaitable)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
     def _run(self, ops):
+        if self._sync is not None:
+            return self._call(self._sync._run, ops)
         return self._arun(ops)
 
     def _verdicts(self, records) -> list[Verdict]:
         label = None if self._routing is None else self._routing.label
         return [Verdict.from_record(r, label) for r in records]
 
-    def _call(self, fn, *args):
-        """``fn(*args)`` on the worker thread (an awaitable)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
-
     async def _arun(self, ops):
-        if self._sync is not None:
-            return self._call(self._sync._run, ops)
         async with self._alock:
             return await arun(ops, self.transport)
 
     async def info(self) -> DeviceInfo:
+        if self._sync is not None:
+            return await self._call(self._sync.info)
         return await arun(self.core.info(), self.transport)
 
     async def read_register(self, name: str) -> int:
+        if self._sync is not None:
+            return await self._call(self._sync.read_register, name)
         return await arun(self.core.regs.read(name), self.transport)
 
     async def write_register(self, name: str, value: int) -> None:
-        await arun(self.core.regs.write(name, value), self.transport)
         if self._sync is not None:
-            return await self._call(self._sync.info)
+            return await self._call(self._sync.write_register, name, value)
+        await arun(self.core.regs.write(name, value), self.transport)
 
     async def classify_many(self, requests) -> list[Verdict]:
-        if self._submit is None:
         if self._sync is not None:
-            return await self._call(self._sync.read_register, name)
+            return await self._call(self._sync.classify_many, requests)
+        if self._submit is None:
             raise FeatureMissing("submit")
         records = await self._arun(self._submit.classify([(r, False) for r in _request_list(requests)]))
         return self._verdicts(records)
-        if self._sync is not None:
-            return await self._call(self._sync.write_register, name, value)
 
     async def classify(self, request: bytes) -> Verdict:
         return (await self.classify_many([_one_request(request)]))[0]
-        if self._sync is not None:
-            return await self._call(self._sync.classify_many, requests)
 
     async def classify_frame(self, frame: bytes) -> Verdict:
+        if self._sync is not None:
+            return await self._call(self._sync.classify_frame, frame)
         if self._submit is None:
             raise FeatureMissing("submit")
         records = await self._arun(self._submit.classify([(frame, True)]))
         return self._verdicts(records)[0]
 
     async def stats(self, clear: bool = False) -> dict:
-        return await self._arun(read_stats(self.core.regs, clear=clear))
-        if self._sync is not None:
-            return await self._call(self._sync.classify_frame, frame)
-
-    async def latency_histogram(self) -> LatencyHistogram:
-        return await self._arun(read_latency_histogram(self.core.regs))
-
-    @property
-    def tenants(self) -> Tenants:
         if self._sync is not None:
             return await self._call(self._sync.stats, clear)
-        if self._limiter_params is None:
-            raise FeatureMissing("limiter")
-        if self._tenants is None:
+        return await self._arun(read_stats(self.core.regs, clear=clear))
+
+    async def latency_histogram(self) -> LatencyHistogram:
         if self._sync is not None:
             return await self._call(self._sync.latency_histogram)
-            self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter_params))
-        return self._tenants
+        return await self._arun(read_latency_histogram(self.core.regs))
+
     async def set_hash_key(self, key: bytes) -> None:
         """As :meth:`Offload.set_hash_key`."""
         if self._sync is not None:
@@ -570,6 +563,13 @@ class AsyncOffload:
     async def __aexit__(self, *exc):
         await self.aclose()
 
+    @property
+    def tenants(self) -> Tenants:
+        if self._limiter_params is None:
+            raise FeatureMissing("limiter")
+        if self._tenants is None:
+            self._tenants = Tenants(self, TenantsCore(self.core.regs, self._limiter_params))
+        return self._tenants
 
     @property
     def clock(self) -> Clock:
@@ -596,13 +596,6 @@ class AsyncOffload:
         return self._routes
 
 
-def open(uri: str = "model", *, clock: str = "wall", **options) -> Offload:
-    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs.
-
-    ``clock="wall"`` (the default) keeps the limiter's clock on the host's monotonic clock, so rates are per real
-    second on every transport; ``clock="manual"`` leaves time to ``clock.step()`` (deterministic tests). Other
-    options go to the transport."""
-    check_clock_mode(clock)
 class _Opening:
     """What :func:`open_async` returns: await it, or use it with ``async with``."""
 
@@ -644,4 +637,11 @@ def open_async(uri: str = "model", *, clock: str = "wall", **options) -> _Openin
     return _Opening(uri, clock, options)
 
 
+def open(uri: str = "model", *, clock: str = "wall", **options) -> Offload:
+    """Open the wirespeed core a URI names and check its ID block. See the module docstring for URIs.
+
+    ``clock="wall"`` (the default) keeps the limiter's clock on the host's monotonic clock, so rates are per real
+    second on every transport; ``clock="manual"`` leaves time to ``clock.step()`` (deterministic tests). Other
+    options go to the transport."""
+    check_clock_mode(clock)
     return Offload(open_transport(uri, **options), uri, clock=clock)
