@@ -6,6 +6,8 @@ gateway code ─▶ :func:`open` ─▶ :class:`Offload` ─▶ sans-IO :class:`
 URIs::
 
     model               bit-exact Python model of the core (no RTL, no Verilator)
+    software            the model's verdicts computed at CPU speed, without registers on the classify path
+                        (host/transports/software.py): the fallback when no FPGA is present
     sim                 the Verilated RTL in-process (compiled harness); first use compiles it (cached in build/)
     pynq:<bitfile>      a PYNQ overlay, through pynq.Overlay / pynq.MMIO
     uio:/dev/uioN       mmap of a UIO device's map 0
@@ -39,7 +41,7 @@ from .verdict import Verdict
 
 __all__ = ["open", "open_async", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
 
-SCHEMES = ("model", "sim", "pynq", "uio", "pci", "uart")
+SCHEMES = ("model", "software", "sim", "pynq", "uio", "pci", "uart")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,11 @@ def open_transport(uri: str, **options) -> Transport:
     if scheme == "model":
         from ..transports.model import ModelTransport
         return ModelTransport(**options)
+    if scheme == "software":
+        from ..transports.software import SoftwareTransport
+        if uri != "software":
+            raise DeviceNotFound(f"unknown URI {uri!r}: the software path takes no argument, use 'software'")
+        return SoftwareTransport(**options)
     if scheme == "sim":
         from ..transports.sim import SimTransport
         return SimTransport(**options)

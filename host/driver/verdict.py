@@ -13,7 +13,22 @@ from dataclasses import dataclass
 from ...hdl.pipeline.layouts import ACTION_NAMES, FLAG_NAMES, REASON_NAMES
 from ..models.pipeline import VerdictRecord
 
-__all__ = ["Verdict"]
+__all__ = ["Verdict", "flag_names"]
+
+# Flag words seen so far -> their names: a batch has few distinct words, and building the set is most of a decode.
+_FLAG_SETS: dict[int, frozenset] = {}
+_FLAG_SETS_MAX = 1 << 12
+
+
+def flag_names(flags: int) -> frozenset:
+    """The names (``FLAG_NAMES``) of the bits set in a record's ``flags``."""
+    names = _FLAG_SETS.get(flags)
+    if names is None:
+        names = frozenset(name for i, name in enumerate(FLAG_NAMES) if flags >> i & 1)
+        if len(_FLAG_SETS) < _FLAG_SETS_MAX:
+            _FLAG_SETS[flags] = names
+    return names
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -69,7 +84,7 @@ class Verdict:
             pool=rec.pool if rec.pool_valid else None,
             backend=backend,
             retry_after_s=rec.retry_after_ns / 1e9 if rec.retry_valid else None,
-            flags=frozenset(name for i, name in enumerate(FLAG_NAMES) if rec.flags >> i & 1),
+            flags=flag_names(rec.flags),
             hash=rec.hash,
             latency_cycles=rec.latency_cycles,
         )

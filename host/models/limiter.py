@@ -649,6 +649,11 @@ class LimiterModel:
         now_ns : int
             The clock, 0..2⁶⁴−1.
         """
+        return LimitVerdict(*self.decide_fields(desc, now_ns))
+
+    def decide_fields(self, desc, now_ns: int) -> tuple:
+        """:meth:`decide` as the tuple of :class:`LimitVerdict`'s fields in order, with the same effects (for the
+        ``"software"`` transport, which builds no record per stage)."""
         config = self._config
         cost = self.cost(desc)
 
@@ -658,12 +663,12 @@ class LimiterModel:
             policy = config.unknown_policy
             if policy is UnknownPolicy.PUNT:
                 self.punt = (self.punt + 1) & U64
-                return LimitVerdict(_PUNT, 0, False, 0, cost, 0)
+                return _PUNT, 0, False, 0, cost, 0
             if policy is UnknownPolicy.DEFAULT and self._default_on:
                 slot = self._default_slot
             else:
                 self.reject_401 = (self.reject_401 + 1) & U64
-                return LimitVerdict(_REJECT, 401, False, 0, cost, 0)
+                return _REJECT, 401, False, 0, cost, 0
 
         req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = self._plan_regs[self._plan[slot]]
         q, time_mask, dt_max, unit, counter_mask = self._decide_consts
@@ -684,7 +689,7 @@ class LimiterModel:
             self._cost[slot] = tokens - need
             self._allowed[slot] = (self._allowed[slot] + 1) & counter_mask
             self.allow = (self.allow + 1) & U64
-            return LimitVerdict(_ALLOW, 200, found, slot, cost, 0)
+            return _ALLOW, 200, found, slot, cost, 0
         self._req[slot] = req
         self._cost[slot] = tokens
         wait = (((unit - req - 1) * (inv_req + 1)) >> 64) + 1 if req < unit else 0
@@ -694,7 +699,7 @@ class LimiterModel:
                 wait = wait_cost
         self._rejected[slot] = (self._rejected[slot] + 1) & counter_mask
         self.reject_429 = (self.reject_429 + 1) & U64
-        return LimitVerdict(_REJECT, 429, found, slot, cost, (wait << q) - (now_ns & ((1 << q) - 1)))
+        return _REJECT, 429, found, slot, cost, (wait << q) - (now_ns & ((1 << q) - 1))
 
     # -- debit and refund --
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 from ...hdl.parser.layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
@@ -25,7 +26,8 @@ from ..keys import U64, fingerprint
 from ..records import LayoutRecord
 from .register_bank import BlockModel, RegisterBankModel
 
-__all__ = ["ParserConfig", "Descriptor", "parse", "ParserModel", "ParserBlock"]
+__all__ = ["ParserConfig", "Descriptor", "HeaderScan", "scan", "parse", "content_length_value", "ParserModel",
+           "ParserBlock"]
 
 
 # -- configuration ----------------------------------------------------------------------------------------------------
@@ -335,7 +337,7 @@ def _scan_field_line(packet: bytes, p: int, end: int):
     return _LINE, p + 1, 0, name, value
 
 
-def _content_length(value: bytes):
+def content_length_value(value: bytes):
     """``(value, overflow)`` of a ``1*DIGIT`` value of at most 20 digits, saturated at 2^64 − 1; None otherwise."""
     if not value or len(value) > _CL_MAX_DIGITS or not value.isdigit():    # bytes.isdigit() is ASCII-only
         return None
@@ -343,21 +345,33 @@ def _content_length(value: bytes):
     return (U64, True) if number > U64 else (number, False)
 
 
-def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
-    """The descriptor the parser emits for one packet (``docs/parser.md``).
+class HeaderScan(NamedTuple):
+    """What :func:`scan` read of one packet: the strings a :class:`Descriptor` holds fingerprints and lengths of, and
+    its other fields, before any fingerprint is computed.
 
-    Parameters
-    ----------
-    packet : bytes
-        The whole packet, from the first byte of the request line.
-    config : ParserConfig
-        The register contents.
-
-    Returns
-    -------
-    Descriptor
-        Fields reached before the stop hold their values at the stop; the rest hold their reset values.
+    ``path``, ``host``, ``key`` and each of ``extra_values`` are ``None`` when absent; ``cl_value`` is
+    ``(content_length, cl_overflow)`` of the first Content-Length line, or ``None``; ``errors`` an int of
+    :class:`ErrorFlag` bits.
     """
+    method: Method
+    version: Version
+    path: bytes | None
+    host: bytes | None
+    key_source: KeySource
+    key: bytes | None
+    cl_value: tuple | None
+    chunked: bool
+    extra_values: list
+    header_len: int
+    lines: int
+    complete: bool
+    errors: int
+
+
+def scan(packet: bytes, config: ParserConfig = ParserConfig()) -> HeaderScan:
+    """The parser's reading of one packet up to its stop (``docs/parser.md``), without fingerprints: what
+    :func:`parse` turns into a :class:`Descriptor`. Callers that need only some fingerprints (the ``"software"``
+    transport) compute those alone."""
     if not isinstance(packet, bytes):
         packet = bytes(packet)
     limit = config.max_header_bytes
@@ -406,7 +420,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
             else:
                 host = value
         elif name == _CONTENT_LENGTH:
-            parsed = _content_length(value)
+            parsed = content_length_value(value)
             if parsed is None:
                 errors = _BAD_CONTENT_LENGTH
             elif cl_value is None:
@@ -446,14 +460,35 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
     elif not errors:
         errors = end_flag                       # ran out of bytes: the limit, or the end of the packet
 
-    poly, seed = config.poly, config.seed
-    route_match, route_class = config.route(path or b"")
     if auth is not None:
         key_source, key = KeySource.AUTHORIZATION, auth
     elif xkey is not None:
         key_source, key = KeySource.X_API_KEY, xkey
     else:
         key_source, key = KeySource.NONE, None
+    return HeaderScan(method, version, path, host, key_source, key, cl_value, chunked, extra_values, pos, lines,
+                      complete, errors)
+
+
+def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
+    """The descriptor the parser emits for one packet (``docs/parser.md``).
+
+    Parameters
+    ----------
+    packet : bytes
+        The whole packet, from the first byte of the request line.
+    config : ParserConfig
+        The register contents.
+
+    Returns
+    -------
+    Descriptor
+        Fields reached before the stop hold their values at the stop; the rest hold their reset values.
+    """
+    (method, version, path, host, key_source, key, cl_value, chunked, extra_values, pos, lines, complete,
+     errors) = scan(packet, config)
+    poly, seed = config.poly, config.seed
+    route_match, route_class = config.route(path or b"")
     extra_present = 0
     extra_fp = [0] * EXTRA_SLOTS
     for slot, value in enumerate(extra_values):
@@ -462,7 +497,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
             extra_fp[slot] = fingerprint(value, poly, seed)
     cl, cl_overflow = cl_value if cl_value is not None else (0, False)
     # Extra slot 0's value, read as a number like Content-Length (saturated at 2^64 − 1): a limiter cost source.
-    extra_number = _content_length(extra_values[0]) if extra_values[0] is not None else None
+    extra_number = content_length_value(extra_values[0]) if extra_values[0] is not None else None
     return Descriptor(
         method, version,
         min(len(path), LEN_MAX) if path is not None else 0,

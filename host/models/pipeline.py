@@ -28,8 +28,8 @@ from .register_bank import BlockModel
 from .router import RouteRequest
 
 __all__ = ["VerdictRecord", "RECORD_WORDS",
-           "combine", "early_verdict", "route_request", "request_flags", "Outcome", "classify_packet",
-           "PipelineBlock", "limiter_now_cycle"]
+           "combine", "verdict_fields", "early_verdict", "route_request", "request_flags", "Outcome",
+           "classify_packet", "PipelineBlock", "limiter_now_cycle"]
 
 #: 32-bit words of one record in the result FIFO window (``pipeline.result[0..]``).
 RECORD_WORDS = -(-VerdictRecordLayout.as_shape().size // 32)
@@ -107,15 +107,29 @@ def request_flags(desc: Descriptor, info, bad_tkeep: bool, mmio: bool) -> int:
 def combine(early, flags: int, lim, route, latency_cycles: int) -> VerdictRecord:
     """The verdict stage: ``early`` from :func:`early_verdict`; ``lim`` the limiter's verdict (None when it did not
     run); ``route`` the router's verdict (it always runs)."""
+    lim_fields = None if lim is None else (lim.decision, lim.status, lim.tenant_found, lim.tenant, lim.cost,
+                                           lim.retry_after_ns)
+    route_fields = (route.status, route.pool, route.backend, route.hash)
+    return VerdictRecord(*verdict_fields(early, flags, lim_fields, route_fields, latency_cycles))
+
+
+def verdict_fields(early, flags: int, lim, route, latency_cycles: int) -> tuple:
+    """:func:`combine` on field tuples: ``lim`` a :class:`~.limiter.LimitVerdict`'s fields in order (or None),
+    ``route`` a :class:`~.router.RouteVerdict`'s; returns the :class:`VerdictRecord`'s fields in order."""
     ran = early is None
-    lim_reject = ran and lim.decision is Decision.REJECT
-    lim_punt = ran and lim.decision is Decision.PUNT
-    no_backend = route.status == STATUS_UNAVAILABLE
-    rate_limited = lim_reject and lim.status == 429
+    route_status, route_pool, route_backend, route_hash = route
+    if ran:
+        lim_decision, lim_status, lim_found, lim_tenant, _, lim_retry_ns = lim
+    else:
+        lim_decision, lim_status, lim_found, lim_tenant, lim_retry_ns = None, 0, False, 0, 0
+    lim_reject = ran and lim_decision is Decision.REJECT
+    lim_punt = ran and lim_decision is Decision.PUNT
+    no_backend = route_status == STATUS_UNAVAILABLE
+    rate_limited = lim_reject and lim_status == 429
     if not ran:
         action, reason, status = early
     elif lim_reject:
-        action, status = Action.REJECT, lim.status
+        action, status = Action.REJECT, lim_status
         reason = Reason.RATE_LIMITED if rate_limited else Reason.UNKNOWN_TENANT
     elif lim_punt:
         action, reason, status = Action.PUNT, Reason.UNKNOWN_TENANT, 0
@@ -126,15 +140,14 @@ def combine(early, flags: int, lim, route, latency_cycles: int) -> VerdictRecord
     forward = ran and not (lim_reject or lim_punt or no_backend)
     tenant_valid = ran and not lim_punt and not (lim_reject and not rate_limited)
     pool_valid = ran and not lim_reject and not lim_punt
-    if ran and lim.tenant_found:
+    if ran and lim_found:
         flags |= _FLAG["tenant_found"]
-    return VerdictRecord(
-        action=action, status=status, reason=reason,
-        tenant_valid=tenant_valid, tenant=lim.tenant if tenant_valid else 0,
-        pool_valid=pool_valid, pool=route.pool if pool_valid else 0,
-        backend_valid=forward, backend=route.backend if forward else 0,
-        retry_valid=rate_limited, retry_after_ns=lim.retry_after_ns if rate_limited else 0,
-        flags=flags, hash=route.hash, latency_cycles=min(latency_cycles, LATENCY_MAX))
+    return (action, status, reason,
+            tenant_valid, lim_tenant if tenant_valid else 0,
+            pool_valid, route_pool if pool_valid else 0,
+            forward, route_backend if forward else 0,
+            rate_limited, lim_retry_ns if rate_limited else 0,
+            flags, route_hash, min(latency_cycles, LATENCY_MAX))
 
 
 @dataclass(frozen=True)

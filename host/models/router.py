@@ -286,6 +286,11 @@ class RouterModel:
         ----------
         req : RouteRequest or any object with its fields
         """
+        return RouteVerdict(*self.route_fields(req))
+
+    def route_fields(self, req) -> tuple:
+        """:meth:`route` as the tuple of :class:`RouteVerdict`'s fields in order, with the same effects (for the
+        ``"software"`` transport, which builds no record per stage)."""
         active = self.active
         entry = self._classes[active][req.route_class & 0xF]
         data = route_hash_input(req, entry.key_sel, entry.header_slot)
@@ -294,13 +299,13 @@ class RouterModel:
         desc = self._pools[active][pool] if pool < self.params.pools else None
         if desc is None or not desc.enabled:
             self.unavailable = (self.unavailable + 1) & U64
-            return RouteVerdict(STATUS_UNAVAILABLE, pool, 0, hashed)
+            return STATUS_UNAVAILABLE, pool, 0, hashed
         index = desc.base + ((hashed * desc.m) >> 32)
         per_word, id_bits = self.params.ids_per_word, self.params.id_bits
         word = int(self._words[active][index // per_word])
         backend = (word >> (id_bits * (index % per_word))) & ((1 << id_bits) - 1)
         self.routed = (self.routed + 1) & U64
-        return RouteVerdict(STATUS_OK, pool, backend, hashed)
+        return STATUS_OK, pool, backend, hashed
 
 
 # -- the router's registers inside the core --------------------------------------------------------------------------

@@ -132,23 +132,24 @@ class TelemetryModel:
         self.latency_sum = 0
         self.latency_max = 0
 
-    def record(self, action: int, reason: int, flags: int, latency_cycles: int) -> None:
-        """Count one event. Arguments are the raw field values (``Action``/``Reason`` members or ints); an action or
-        reason outside its enum counts in ``events``, the error flags and the latency counters only, as in the RTL.
+    def record(self, action: int, reason: int, flags: int, latency_cycles: int, count: int = 1) -> None:
+        """Count one event (``count`` identical events). Arguments are the raw field values (``Action``/``Reason``
+        members or ints); an action or reason outside its enum counts in ``events``, the error flags and the latency
+        counters only, as in the RTL.
         """
         action, reason = _check_event(action, reason, flags, latency_cycles)
-        self.events += 1
+        self.events += count
         if action < len(self.actions):
-            self.actions[action] += 1
+            self.actions[action] += count
         if reason < len(self.reasons):
-            self.reasons[reason] += 1
+            self.reasons[reason] += count
         errors = flags & ((1 << ERROR_FLAG_COUNT) - 1)
         while errors:
             low = errors & -errors
-            self.errors[low.bit_length() - 1] += 1
+            self.errors[low.bit_length() - 1] += count
             errors ^= low
-        self.histogram[histogram_bucket(latency_cycles)] += 1
-        self.latency_sum += latency_cycles
+        self.histogram[histogram_bucket(latency_cycles)] += count
+        self.latency_sum += latency_cycles * count
         self.latency_max = max(self.latency_max, latency_cycles)
 
     def live(self, cycle: int = 0) -> TelemetrySnapshot:

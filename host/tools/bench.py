@@ -7,7 +7,8 @@ software paths on this machine.
                    ─▶ :func:`limiter_cycles` (the limiter on Verilator), :func:`placement_time` (host placement)
                    ─▶ :func:`router_cycles` (the router on Verilator), :func:`maglev_build` (numpy tables)
                    ─▶ :func:`core_cycles` (WirespeedCore on Verilator through s_axis, against the model),
-                      :func:`core_model_rate` (``"model"`` classify_many), :func:`software_baseline` (httptools)
+                      :func:`core_model_rate` (``"model"`` classify_many), :func:`software_rate` (``"software"``),
+                      :func:`software_baseline` (httptools)
 
 Cycle figures are properties of the RTL and do not depend on the machine; rates (per second) do.
 """
@@ -32,7 +33,7 @@ from ..driver.registers import Registers, run
 __all__ = ["parser_cycles", "register_access", "parser_model_rate", "percentile", "bench_config", "limiter_cycles",
            "placement_time", "router_cycles", "maglev_build", "stream_core", "StreamRun", "core_cycles",
            "sim_open_time", "sim_classify_rate", "block_harness",
-           "core_model_rate", "software_baseline"]
+           "core_model_rate", "software_rate", "software_baseline"]
 
 
 def percentile(values, q: float):
@@ -585,6 +586,32 @@ def core_model_rate(count: int = 2000, seed: int = 1) -> dict:
         dev.classify_many(packets)
         elapsed = time.perf_counter() - start
     return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed)}
+
+
+def software_rate(count: int = 20_000, seed: int = 1, single: int = 2000) -> dict:
+    """Verdicts per second through ``wirespeed.open("software").classify_many`` (the realistic mix of
+    :func:`core_model_rate`, the same gateway configuration, one call for all ``count`` requests) on this machine, and
+    through ``classify`` one request at a time for the first ``single`` requests. ``fast``/``fallback``: requests
+    read by the fast header reader, and by the parser model's ``scan``."""
+    from ..driver.offload import open as ws_open
+    rng = random.Random(seed)
+    with ws_open("software", clock="manual") as dev:
+        keys = _core_setup(dev, random.Random(rng.getrandbits(64)))
+        packets = _core_packets("realistic", keys, count, rng, 8)
+        dev.classify_many(packets[:10])                 # tables and caches built outside the timing
+        classifier = dev.transport.classifier
+        fast, fallback = classifier.fast, classifier.fallback
+        start = time.perf_counter()
+        dev.classify_many(packets)
+        elapsed = time.perf_counter() - start
+        fast, fallback = classifier.fast - fast, classifier.fallback - fallback
+        start = time.perf_counter()
+        for p in packets[:single]:
+            dev.classify(p)
+        single_elapsed = time.perf_counter() - start
+    return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed),
+            "per_request_us": round(elapsed / count * 1e6, 2), "fast": fast, "fallback": fallback,
+            "single_requests": single, "single_requests_per_s": round(single / single_elapsed)}
 
 
 def software_baseline(count: int = 20_000, seed: int = 1) -> dict:

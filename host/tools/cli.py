@@ -115,7 +115,8 @@ def cmd_bench(args) -> dict:
     quiet = args.json
     report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
               "placement": [], "router_rtl": None, "maglev_build": [], "core_rtl": [], "core_sim_cycles_per_s": None,
-              "sim_open": None, "sim_classify_many": None, "core_model": None, "software_baseline": None}
+              "sim_open": None, "sim_classify_many": None, "core_model": None, "software": None,
+              "software_baseline": None}
     for uri in args.uri:
         _status(f"register access on {uri}: {args.accesses} reads and writes ...", quiet)
         report["register_access"][uri] = bench.register_access(uri, args.accesses)
@@ -161,6 +162,9 @@ def cmd_bench(args) -> dict:
         _status(f'whole core model: {args.core_model_requests} requests through open("model").classify_many ...',
                 quiet)
         report["core_model"] = bench.core_model_rate(args.core_model_requests)
+    if args.software_requests:
+        _status(f'software path: {args.software_requests} requests through open("software").classify_many ...', quiet)
+        report["software"] = bench.software_rate(args.software_requests)
     if args.baseline_requests:
         _status(f"software baseline (httptools, token bucket, blake2b): {args.baseline_requests} requests ...",
                 quiet)
@@ -224,6 +228,11 @@ def cmd_bench(args) -> dict:
                   f'requests, {r["verdict_mismatches"]} differ from the model)')
         if report["core_model"]:
             print(f"whole core model (Python, classify_many): {report['core_model']['requests_per_s']:,} requests/s")
+        r = report["software"]
+        if r:
+            print(f'software path (open("software").classify_many, one core): {r["requests_per_s"]:,} verdicts/s '
+                  f'({r["per_request_us"]} µs per request; {r["fast"]} on the fast header reader, {r["fallback"]} '
+                  f'parsed by the model; classify one at a time: {r["single_requests_per_s"]:,}/s)')
         b = report["software_baseline"]
         if b:
             print(f"software baseline (httptools {b['httptools']} + token bucket + blake2b, one core): "
@@ -307,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help='requests through wirespeed.open("sim").classify_many, and the cached open time (0: skip)')
     sp.add_argument("--core-model-requests", type=int, default=2000,
                     help='requests through wirespeed.open("model").classify_many (0: skip)')
+    sp.add_argument("--software-requests", type=int, default=20_000,
+                    help='requests through wirespeed.open("software").classify_many (0: skip)')
     sp.add_argument("--baseline-requests", type=int, default=20_000,
                     help="requests through the software baseline (httptools + token bucket + blake2b; 0: skip)")
     return p

@@ -127,7 +127,7 @@ def test_bench_model_json(capsys):
     result = run_json(capsys, ["bench", "--uri", "model", "--accesses", "200", "--width", "--model-requests", "200",
                                "--limiter-requests", "0", "--router-requests", "0", "--placement-capacity", "64",
                                "--maglev-backends", "--core-packets", "0", "--core-model-requests", "100",
-                               "--baseline-requests", "300", "--json"])
+                               "--software-requests", "300", "--baseline-requests", "300", "--json"])
     entry = result["register_access"]["model"]
     assert entry["accesses"] == 200
     assert entry["accesses_per_s"] > 0
@@ -136,6 +136,9 @@ def test_bench_model_json(capsys):
     assert result["parser_model"]["requests"] == 200 and result["parser_model"]["requests_per_s"] > 0
     assert result["core_rtl"] == [] and result["core_sim_cycles_per_s"] is None
     assert result["core_model"]["requests"] == 100 and result["core_model"]["requests_per_s"] > 0
+    software = result["software"]
+    assert software["requests"] == 300 and software["requests_per_s"] > 0
+    assert software["fast"] + software["fallback"] == 300 and software["fast"] > software["fallback"]
     base = result["software_baseline"]
     assert base["requests"] == 300 and base["requests_per_s"] > 0
     assert sum(base["statuses"].values()) == 300 and base["statuses"]["200"] > 200

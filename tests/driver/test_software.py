@@ -1,0 +1,231 @@
+"""``wirespeed.open("software")``: the same verdicts as ``"model"`` (every field but ``latency_cycles``), computed
+without the register-level pipeline.
+
+- parity on ≥ 20 000 requests and frames from the traffic generators, in one seeded gateway session (known, unknown
+  and rate-limited tenants, an empty pool, three pools routed by tenant, session header and L4 tuple, bad requests,
+  clock steps and policy changes), with the limiter clock stepped by hand (``ns_per_cycle`` 0) on both;
+- the parser differential corpus through both devices;
+- the fast header reader against :func:`~wirespeed.host.models.parser.scan` on that corpus and on hypothesis
+  requests;
+- bad URIs.
+"""
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import wirespeed
+from wirespeed.host.errors import DeviceNotFound
+from wirespeed.host.keys import derive_key
+from wirespeed.host.models.frontend import build_frame, random_frame
+from wirespeed.host.models.parser import ParserConfig, scan
+from wirespeed.host.tools import traffic
+from wirespeed.host.transports.software import FastHeaderReader
+
+SEED = int(os.environ.get("SOFTWARE_SEED", "20261206"))
+REQUESTS = int(os.environ.get("SOFTWARE_REQUESTS", "20000"))
+
+
+def _keys(rng, n):
+    return ["sk-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40)) for _ in range(n)]
+
+
+def configure(dev, rng):
+    """The parity session's gateway (tests/rtl/test_pipeline_parity.py) plus a secret fingerprint key and extra
+    header slots; returns the known and unknown API keys."""
+    dev.set_fingerprint_key(b"software parity")
+    dev.write_register("pipeline.ctrl.axis_inline", 0)
+    dev.clock.ns_per_cycle = 0                                      # the clock moves only by clock.step()
+    dev.set_hash_key(bytes(rng.getrandbits(8) for _ in range(40)))
+    dev.pools.set(0, list(range(10, 18)), size=509)
+    dev.pools.set(1, [100, 101, 102], weights=[1, 2, 3], size=251)
+    dev.pools.set(2, [], size=251)                                 # empty: 503
+    dev.routes.default(0, key="tenant")
+    dev.routes.add("/v1/messages", 1, key="header:x-session-id")
+    dev.routes.add("/v1/embeddings", 2)
+    dev.routes.add("/v1/chat/", 0, key="l4")
+    known = _keys(rng, 40)
+    for i, key in enumerate(known):
+        if i == 0:      # the abusive tenant: 2 requests/s, burst 3
+            dev.tenants.add(key, requests_per_s=2, burst=3, tokens_per_s=1000, token_burst=5000)
+        else:
+            dev.tenants.add(key, requests_per_s=rng.choice([50, 100, 1000]), burst=rng.choice([10, 50]),
+                            tokens_per_s=rng.choice([10_000, 100_000]), token_burst=rng.choice([20_000, 200_000]))
+    dev.tenants.set_default(known[1])
+    dev.tenants.configure(unknown_policy="reject", cost_source="content_length")
+    return known, _keys(rng, 10)
+
+
+def request(rng, known, unknown):
+    r = rng.random()
+    if r < 0.6:
+        key = known[0] if rng.random() < 0.15 else rng.choice(known)
+        if rng.random() < 0.05:
+            key = rng.choice(unknown)
+        session = f"sess-{rng.randrange(50)}" if rng.random() < 0.5 else None
+        return traffic.realistic(rng, api_key=key, session_id=session)
+    return next(traffic.mix(rng, 1))
+
+
+def session(dev, seed, n):
+    """Verdicts (without ``latency_cycles``) and counter snapshots of one seeded session."""
+    rng = random.Random(seed)
+    known, unknown = configure(dev, rng)
+    verdicts, snapshots = [], []
+    while len(verdicts) < n:
+        step = rng.random()
+        if step < 0.05:
+            dev.clock.step(rng.choice([1_000, 250_000_000, 1_000_000_000, 30_000_000_000]))
+        elif step < 0.07:
+            dev.tenants.configure(unknown_policy=rng.choice(["reject", "default", "punt"]),
+                                  cost_source=rng.choice(["content_length", "fixed", "extra"]))
+        elif step < 0.08:
+            dev.pools.set_state(0, rng.choice(range(10, 18)), rng.choice(["up", "draining", "down"]))
+        elif step < 0.09:
+            snapshots.append(counters(dev))
+        if rng.random() < 0.2:
+            payload = request(rng, known, unknown)
+            frame = random_frame(rng, payload) if rng.random() < 0.5 else build_frame(
+                payload, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536), dport=rng.choice([80, 8080]))
+            verdicts.append(dev.classify_frame(frame))
+        else:
+            verdicts += dev.classify_many([request(rng, known, unknown) for _ in range(rng.randrange(1, 80))])
+    snapshots.append(counters(dev))
+    return [strip(v) for v in verdicts], snapshots
+
+
+def strip(verdict):
+    d = verdict.as_dict()
+    del d["latency_cycles"]
+    return d
+
+
+def counters(dev):
+    """What both devices count alike: telemetry events by action, reason and error flag (not the latencies), the
+    limiter's, parser's and router's counters."""
+    stats = dev.stats()
+    del stats["cycle"], stats["latency"]
+    names = ["limiter.allow", "limiter.reject_429", "limiter.reject_401", "limiter.punt", "parser.requests",
+             "parser.complete", "router.routed", "router.unavailable"]
+    return stats, {name: dev.read_register(name) for name in names}
+
+
+def test_software_gives_the_model_verdicts_on_a_gateway_session():
+    results = {}
+    for uri in ("model", "software"):
+        with wirespeed.open(uri, clock="manual") as dev:
+            results[uri] = session(dev, SEED, REQUESTS)
+            if uri == "software":
+                classifier = dev.transport.classifier
+    (model, model_counts), (software, software_counts) = results["model"], results["software"]
+    assert len(model) == len(software) >= REQUESTS
+    for i, (a, b) in enumerate(zip(model, software)):
+        assert a == b, f"verdict {i} differs (seed {SEED}):\n model    {a}\n software {b}"
+    assert model_counts == software_counts
+    # The session exercised what it claims to, and mostly on the fast path.
+    reasons = {v["reason"] for v in model}
+    assert {"ok", "rate_limited", "unknown_tenant", "no_backend", "missing_host", "cl_and_te"} <= reasons
+    assert {v["pool"] for v in model} >= {0, 1, 2} and {v["action"] for v in model} == {"forward", "reject", "punt"}
+    assert any("inline" in v["flags"] and v["action"] == "forward" for v in model)
+    assert classifier.fast > 2 * classifier.fallback > 0
+
+
+# -- the parser differential corpus, through both devices and through the fast reader --------------------------
+
+CORPUS_SEED = 20251125
+
+
+def corpus():
+    """As tests/unit/test_parser_differential.py builds it (seeded)."""
+    rng = random.Random(CORPUS_SEED)
+    items = [traffic.realistic(rng) for _ in range(2500)]
+    items += [traffic.mutate(rng, traffic.realistic(rng)) for _ in range(1500)]
+    items += [traffic.smuggling(rng, kind) for kind in traffic.SMUGGLING_KINDS for _ in range(20)]
+    items += [traffic.random_bytes(rng) for _ in range(600)]
+    items += [traffic.worst_case(rng, w, rng.randrange(64, 4096)) for w in (4, 8, 16) for _ in range(4)]
+    items += [traffic.worst_case(rng, 8, 9000)]
+    return items
+
+
+POLY, KEY_SEED = derive_key(b"differential")
+CONFIGS = {
+    "reset": ParserConfig(),
+    "keyed": ParserConfig(poly=POLY, seed=KEY_SEED, max_header_bytes=1024,
+                          prefixes=[(b"/v1/chat/completions", 1), (b"/v1/", 2)],
+                          extras=[b"user-agent", b"x-request-id", b"Host", b"content-length"]),
+}
+
+
+def reading(scanned):
+    """What FastHeaderReader.read returns, from scan()'s result."""
+    extras = scanned.extra_values if any(v is not None for v in scanned.extra_values) else None
+    return (scanned.path, scanned.key_source, scanned.key, scanned.cl_value, scanned.chunked, extras,
+            scanned.errors)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_fast_reader_equals_scan_on_the_corpus(name):
+    config = CONFIGS[name]
+    reader = FastHeaderReader(config)
+    fast = 0
+    for i, packet in enumerate(corpus()):
+        got = reader.read(packet)
+        if got is None:
+            continue
+        fast += 1
+        want = scan(packet, config)
+        assert want.complete and got == reading(want), f"corpus #{i} ({name}): {packet[:200]!r}"
+    assert fast > 2500                                              # most of the realistic part
+
+
+@settings(derandomize=True, deadline=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(traffic.valid_request_strategy(extra_names=CONFIGS["keyed"].extras[:2]))
+def test_fast_reader_equals_scan_on_hypothesis_requests(packet):
+    for config in CONFIGS.values():
+        got = FastHeaderReader(config).read(packet)
+        want = scan(packet, config)
+        if got is not None:
+            assert want.complete and got == reading(want), packet
+        elif len(packet) < config.max_header_bytes and want.complete and not want.errors:
+            # Off the fast path only for the repeats scan compares (two Content-Length lines).
+            assert packet.lower().count(b"\ncontent-length:") > 1, packet
+
+
+def test_the_differential_corpus_gets_the_same_verdicts():
+    packets = [p for p in corpus() if p]
+    rng = random.Random(1)
+    verdicts = {}
+    for uri in ("model", "software"):
+        with wirespeed.open(uri, clock="manual") as dev:
+            dev.set_fingerprint_key(b"differential")
+            dev.pools.set(0, [1, 2, 3, 4], size=251)
+            dev.routes.default(0, key="tenant")
+            dev.tenants.add("sk-known", requests_per_s=1_000_000, burst=1_000_000, tokens_per_s=10**9,
+                            token_burst=4 * 10**9)
+            dev.tenants.configure(unknown_policy="default")
+            dev.tenants.set_default("sk-known")
+            verdicts[uri] = [strip(v) for v in dev.classify_many(packets)]
+            frames = [build_frame(p, sport=rng.randrange(1024, 65536)) for p in packets[:300]]
+            verdicts[uri] += [strip(dev.classify_frame(f)) for f in frames]
+    assert verdicts["model"] == verdicts["software"]
+    assert len({v["reason"] for v in verdicts["model"]}) > 10
+
+
+def test_latency_is_zero_and_single_calls_match_batches():
+    with wirespeed.open("software", clock="manual") as dev:
+        dev.pools.set(0, [1, 2], size=251)
+        dev.routes.default(0, key="tenant")
+        dev.tenants.add("sk-a", requests_per_s=1000, burst=1000, tokens_per_s=10**6, token_burst=10**6)
+        req = traffic.realistic(random.Random(2), api_key="sk-a")
+        one = dev.classify(req)
+        assert (one.action, one.latency_cycles, one.tenant is not None) == ("forward", 0, True)
+        assert dev.classify_many([req, req]) == [one, one]
+        assert dev.stats()["events"] == 3 and dev.read_register("limiter.allow") == 3
+
+
+@pytest.mark.parametrize("uri", ["software:fast", "software:", "softwares"])
+def test_bad_uris_are_refused(uri):
+    with pytest.raises(DeviceNotFound, match="software"):
+        wirespeed.open(uri)
