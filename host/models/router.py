@@ -98,6 +98,9 @@ class ClassEntry:
     header_slot: int = 0
 
 
+_KEY_SEL_HEADER, _KEY_SEL_L4 = KeySelect.HEADER.value, KeySelect.L4.value
+
+
 def route_hash_input(req, key_sel: int, header_slot: int) -> bytes:
     """The bytes the router hashes for ``req`` under a class's ``key_sel`` / ``header_slot``; empty when the selected
     key is absent.
@@ -111,12 +114,12 @@ def route_hash_input(req, key_sel: int, header_slot: int) -> bytes:
     Fields are read at their layout widths (higher bits ignored, as the hardware has none).
     """
     key_sel &= 3
-    if key_sel == KeySelect.HEADER.value:
+    if key_sel == _KEY_SEL_HEADER:
         slot = header_slot & 3
         if (req.extra_present >> slot) & 1:
             return (req.extra_fp[slot] & U64).to_bytes(8, "big")
         return b""
-    if key_sel == KeySelect.L4.value:
+    if key_sel == _KEY_SEL_L4:
         if not req.l4_valid:
             return b""
         if req.l4_v6:

@@ -341,7 +341,7 @@ class SoftwareClassifier:
         core = self.core
         tally = {}
         for r in records:
-            key = (r.action.value, r.reason.value, r.flags)
+            key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
             tally[key] = tally.get(key, 0) + 1
         telemetry = core.telemetry.model
         bank = core.bank
