@@ -25,9 +25,9 @@ from .host.errors import (WirespeedError, DeviceNotFound, IncompatibleBitstream,
 from .host.driver.offload import AsyncOffload, Offload, open, open_async
 from .host.driver.pools import PoolInfo, Pools, Route, Routes
 from .host.driver.stats import LatencyHistogram
-from .host.driver.tenants import Clock, TenantInfo, Tenants
+from .host.driver.tenants import Clock, TenantId, TenantInfo, Tenants
 from .host.driver.verdict import Verdict
 
-__all__ = ["__version__", "open", "open_async", "Offload", "AsyncOffload", "Verdict", "LatencyHistogram", "Tenants", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
+__all__ = ["__version__", "open", "open_async", "Offload", "AsyncOffload", "Verdict", "LatencyHistogram", "Tenants", "TenantId", "TenantInfo", "Clock", "Pools", "PoolInfo", "Routes", "Route",
            "WirespeedError", "DeviceNotFound", "IncompatibleBitstream", "ConfigError", "TransportError", "BusError",
            "TableFull", "FeatureMissing", "TableOpError"]

@@ -307,9 +307,11 @@ class Offload:
     # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
 
     def _verdicts(self, records) -> list[Verdict]:
-        """Decode records; a forwarded request's backend is reported by its label (``pools.set``)."""
+        """Decode records (holding the lock, so that no tenant moves meanwhile): the tenant by its id
+        (``tenants.add``), a forwarded request's backend by its label (``pools.set``)."""
         label = None if self._routing is None else self._routing.label
-        return [Verdict.from_record(r, label) for r in records]
+        tenant = None if self._tenants is None else self._tenants.core.tenant_id
+        return [Verdict.from_record(r, label, tenant) for r in records]
 
     def _need(self, feature: str) -> None:
         if self._features is None:
@@ -345,7 +347,7 @@ class Offload:
                     self._run(self.core.regs.write("pipeline.ctrl.axis_inline", int(inline)))
                     records += stream([data for data, _ in prepared[i:j]], inline)
                     i = j
-        return self._verdicts(records)
+            return self._verdicts(records)
 
     def classify_many(self, requests) -> list[Verdict]:
         """Verdicts for HTTP/1.1 requests (``bytes``: the request line, headers and any body), in order.
@@ -492,7 +494,8 @@ class AsyncOffload:
 
     def _verdicts(self, records) -> list[Verdict]:
         label = None if self._routing is None else self._routing.label
-        return [Verdict.from_record(r, label) for r in records]
+        tenant = None if self._tenants is None else self._tenants.core.tenant_id
+        return [Verdict.from_record(r, label, tenant) for r in records]
 
     async def _arun(self, ops):
         async with self._alock:

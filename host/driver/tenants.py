@@ -26,7 +26,7 @@ from ..keys import fingerprint
 from ...hdl.bus.regmap import RegMap
 from .registers import Registers
 
-__all__ = ["Tenants", "TenantInfo", "Clock", "TenantsCore", "ClockCore", "CLOCK_MODES", "check_clock_mode",
+__all__ = ["Tenants", "TenantInfo", "TenantId", "Clock", "TenantsCore", "ClockCore", "CLOCK_MODES", "check_clock_mode",
            "FeatureMissing", "TableOpError", "read_limiter_params", "read_features", "TABLE_OP_POLLS", "CMD_POLLS",
            "AMOUNT_MAX"]
 
@@ -47,6 +47,18 @@ _RATE_KEYWORDS = {"req_rate": "requests_per_s", "req_burst": "burst", "cost_rate
                   "cost_burst": "token_burst"}
 
 
+class TenantId(int):
+    """A tenant's id: what :meth:`Tenants.add` returns and :attr:`Verdict.tenant` reports. It stays the tenant's until
+    the tenant is removed, however the table relocates it, and is never given to another tenant of the same
+    :class:`~wirespeed.Offload`. Every :class:`Tenants` method takes it where it takes a key.
+
+    It is an ``int`` (ids count up from 1); a plain ``int`` given to :class:`Tenants` is a key fingerprint instead
+    (``TenantId(n)`` turns a stored number back into an id)."""
+
+    def __repr__(self):
+        return f"TenantId({int(self)})"
+
+
 @dataclass(frozen=True)
 class TenantInfo:
     """One tenant as the device holds it (:meth:`Tenants.get`).
@@ -59,7 +71,7 @@ class TenantInfo:
     fp : int
         The key fingerprint (the parser's ``key_fp``).
     slot : int
-        The tenant table slot.
+        The tenant table slot, where the tenant is now (relocations move it).
     plan : int
         The plan table entry.
     requests_per_s, burst, tokens_per_s, token_burst : int
@@ -87,6 +99,8 @@ class TenantInfo:
     last_ns: int
     allowed: int
     rejected: int
+    #: The tenant's :class:`TenantId`.
+    id: TenantId = None
 
     def as_dict(self) -> dict:
         """JSON-ready: the token counts as floats (exact values are in ``req_units``/``cost_units``)."""
@@ -207,11 +221,21 @@ class TenantsCore:
         self._written: list = [None] * params.plans
         #: The default tenant's fingerprint, or None.
         self.default_fp: int | None = None
+        #: Fingerprint → id and id → fingerprint, for the tenants present; the next id to give.
+        self._id_of: dict[int, TenantId] = {}
+        self._fp_of: dict[TenantId, int] = {}
+        self._next_id = 1
 
     # -- arguments --
 
     def fp(self, api_key) -> int:
-        """The key fingerprint of ``api_key``: an int is one already (``key_fp``); text is fingerprinted."""
+        """The key fingerprint of ``api_key``: a :class:`TenantId` is looked up, an int is one already
+        (``key_fp``), text is fingerprinted."""
+        if isinstance(api_key, TenantId):
+            fp = self._fp_of.get(api_key)
+            if fp is None:
+                raise ConfigError("tenant", api_key, "no tenant has this id (removed, or given by another Offload)")
+            return fp
         if isinstance(api_key, (str, bytes, bytearray, memoryview)) and not len(api_key):
             raise ConfigError("api_key", api_key, "must not be empty: an empty key names no tenant (a request with "
                               "an empty x-api-key is a key not in the table, which unknown_policy decides)")
@@ -329,7 +353,15 @@ class TenantsCore:
             # One commit: copy to the free slot, invalidate the old one (default_slot follows on the device).
             yield from self._table_op(TableOp.MOVE, old, dst=new)
         yield from self._table_op(TableOp.WRITE, slot, fp=fp, plan=entry, valid=True)
-        return slot
+        tenant = TenantId(self._next_id)
+        self._next_id += 1
+        self._id_of[fp], self._fp_of[tenant] = tenant, fp
+        return tenant
+
+    def tenant_id(self, slot: int) -> TenantId | None:
+        """The id of the tenant in ``slot`` (None: none this driver added)."""
+        fp = self.placement.occupant(slot)
+        return None if fp is None else self._id_of.get(fp)
 
     def update(self, api_key, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None):
         fp = self._present(api_key)
@@ -341,7 +373,7 @@ class TenantsCore:
                          old.cost_burst if token_burst is None else token_burst)
         slot = self.placement.lookup(fp)
         if plan == old:
-            return slot
+            return self._id_of[fp]
         entry, write = self._entry_for(plan, releasing=old_entry)
         self._release(old_entry)
         self._acquire(entry, plan)
@@ -350,7 +382,7 @@ class TenantsCore:
             yield from self._write_plan(entry, plan)
         # The same tag and slot: the device keeps the buckets, capped at the new bursts.
         yield from self._table_op(TableOp.WRITE, slot, fp=fp, plan=entry, valid=True)
-        return slot
+        return self._id_of[fp]
 
     def remove(self, api_key):
         fp = self._present(api_key)
@@ -359,15 +391,17 @@ class TenantsCore:
         self._release(entry)
         if self.default_fp == fp:
             self.default_fp = None
+        tenant = self._id_of.pop(fp)
+        del self._fp_of[tenant]
         yield from self._table_op(TableOp.WRITE, slot, fp=fp, plan=entry, valid=False)
-        return slot
+        return tenant
 
     def set_default(self, api_key):
         fp = self._present(api_key)
         slot = self.placement.lookup(fp)
         yield from self._table_op(TableOp.SET_DEFAULT, slot)
         self.default_fp = fp
-        return slot
+        return self._id_of[fp]
 
     def get(self, api_key) -> TenantInfo:
         fp = self._present(api_key)
@@ -391,7 +425,7 @@ class TenantsCore:
         return TenantInfo(fp=fp, slot=slot, plan=entry, requests_per_s=plan.req_rate, burst=plan.req_burst,
                           tokens_per_s=plan.cost_rate, token_burst=plan.cost_burst,
                           request_tokens=Fraction(req, unit), cost_tokens=Fraction(cost, unit), req_units=req,
-                          cost_units=cost, last_ns=last, allowed=allowed, rejected=rejected)
+                          cost_units=cost, last_ns=last, allowed=allowed, rejected=rejected, id=self._id_of[fp])
 
     def command(self, api_key, tokens, refund: bool):
         """A debit (``refund`` False) or refund of ``tokens`` on the tenant's cost bucket."""
@@ -439,9 +473,10 @@ class TenantsCore:
 class Tenants:
     """The tenant table of one core: ``Offload.tenants``. Every method holds the Offload's lock throughout.
 
-    A tenant is named by its API key: the key text (``str`` or ``bytes``, fingerprinted as the parser does, with
-    the parser's reset key unless :meth:`set_fingerprint_key` says otherwise) or the 64-bit fingerprint the parser
-    reports (``key_fp``, an ``int``). Rates and bursts are shared through the device's plan table: tenants with equal
+    A tenant is named by its :class:`TenantId` (what :meth:`add` returns and :attr:`Verdict.tenant` reports) or by
+    its API key: the key text (``str`` or ``bytes``, fingerprinted as the parser does, with the parser's reset key
+    unless :meth:`set_fingerprint_key` says otherwise) or the 64-bit fingerprint the parser reports (``key_fp``, a
+    plain ``int``). Rates and bursts are shared through the device's plan table: tenants with equal
     ``(requests_per_s, burst, tokens_per_s, token_burst)`` use one entry.
 
     The driver assumes it configured the table since the core's reset: it keeps its own copy of where each key
@@ -463,8 +498,8 @@ class Tenants:
             yield from self.clock.discipline()
         return (yield from ops)
 
-    def add(self, api_key, *, requests_per_s: int, burst: int, tokens_per_s: int, token_burst: int) -> int:
-        """Add a tenant with full buckets; returns its slot.
+    def add(self, api_key, *, requests_per_s: int, burst: int, tokens_per_s: int, token_burst: int) -> TenantId:
+        """Add a tenant with full buckets; returns its :class:`TenantId` (what :attr:`Verdict.tenant` reports).
 
         Raises
         ------
@@ -477,20 +512,21 @@ class Tenants:
         return self._run(self.core.add(api_key, requests_per_s, burst, tokens_per_s, token_burst))
 
     def update(self, api_key, *, requests_per_s: int | None = None, burst: int | None = None,
-               tokens_per_s: int | None = None, token_burst: int | None = None) -> int:
-        """Change a tenant's rates or bursts (those not given stay); returns its slot.
+               tokens_per_s: int | None = None, token_burst: int | None = None) -> TenantId:
+        """Change a tenant's rates or bursts (those not given stay); returns its id.
 
         The buckets keep their contents, capped at the new bursts. Raises as :meth:`add` does (an absent key is a
         :class:`ConfigError`).
         """
         return self._run(self.core.update(api_key, requests_per_s, burst, tokens_per_s, token_burst))
 
-    def remove(self, api_key) -> int:
-        """Remove a tenant; returns the slot it freed. If it was the default tenant, there is none afterwards."""
+    def remove(self, api_key) -> TenantId:
+        """Remove a tenant; returns the id it had (never given again). If it was the default tenant, there is none
+        afterwards."""
         return self._run(self.core.remove(api_key))
 
     def get(self, api_key) -> TenantInfo:
-        """The tenant as the device holds it."""
+        """The tenant, named by its key or its :class:`TenantId`, as the device holds it."""
         return self._run(self.core.get(api_key))
 
     def debit(self, api_key, tokens: int) -> None:
@@ -502,8 +538,8 @@ class Tenants:
         """Give ``tokens`` (0..2³²−1) back to the tenant's token bucket, capped at its ``token_burst``."""
         return self._run(self._timed(self.core.command(api_key, tokens, refund=True)))
 
-    def set_default(self, api_key) -> int:
-        """Make this tenant's buckets the ones unknown keys use under ``unknown_policy="default"``; returns its slot."""
+    def set_default(self, api_key) -> TenantId:
+        """Make this tenant's buckets the ones unknown keys use under ``unknown_policy="default"``; returns its id."""
         return self._run(self.core.set_default(api_key))
 
     def configure(self, *, unknown_policy=None, cost_source=None, cost_fixed: int | None = None,
@@ -569,6 +605,8 @@ class Tenants:
 
     def __contains__(self, api_key) -> bool:
         with self._offload._lock:
+            if isinstance(api_key, TenantId):
+                return api_key in self.core._fp_of
             return self.core.fp(api_key) in self.core.placement
 
     def __repr__(self):

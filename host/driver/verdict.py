@@ -43,8 +43,9 @@ class Verdict:
     reason : str
         A stable snake_case name (``"ok"``, ``"rate_limited"``, ``"bare_cr_lf"``, ``"not_tcp"`` …;
         ``docs/pipeline.md``).
-    tenant : int or None
-        The tenant slot whose buckets decided (the default tenant's for an unknown key under the default policy).
+    tenant : TenantId or None
+        The id of the tenant whose buckets decided (``tenants.add`` returned it; the default tenant's for an unknown
+        key under the default policy). It stays the tenant's while the table relocates it.
     pool : int or None
         The pool the route class chose, when the request got as far as routing.
     backend : int, str or None
@@ -71,16 +72,20 @@ class Verdict:
     latency_cycles: int
 
     @classmethod
-    def from_record(cls, rec: VerdictRecord, label=None) -> "Verdict":
-        """Decode ``rec``; ``label(pool, backend_id)`` turns the hardware backend id into the pool's label."""
+    def from_record(cls, rec: VerdictRecord, label=None, tenant_id=None) -> "Verdict":
+        """Decode ``rec``; ``label(pool, backend_id)`` turns the hardware backend id into the pool's label, and
+        ``tenant_id(slot)`` the tenant table slot into the tenant's id (without them: the raw numbers)."""
         backend = None
         if rec.backend_valid:
             backend = rec.backend if label is None else label(rec.pool, rec.backend)
+        tenant = None
+        if rec.tenant_valid:
+            tenant = rec.tenant if tenant_id is None else tenant_id(rec.tenant)
         return cls(
             action=ACTION_NAMES[rec.action.value],
             status=rec.status,
             reason=REASON_NAMES[rec.reason.value],
-            tenant=rec.tenant if rec.tenant_valid else None,
+            tenant=tenant,
             pool=rec.pool if rec.pool_valid else None,
             backend=backend,
             retry_after_s=rec.retry_after_ns / 1e9 if rec.retry_valid else None,

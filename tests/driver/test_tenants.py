@@ -6,6 +6,7 @@ Checks the driver's results (slots, tokens, errors) and, through ``CoreModel.lim
 
 import json
 import random
+import time
 import threading
 from fractions import Fraction
 
@@ -25,7 +26,7 @@ from wirespeed.host.models.parser import Descriptor
 from wirespeed.host.keys import fingerprint
 from wirespeed.hdl.bus.regmap import core_regmap
 from wirespeed.host.errors import FeatureMissing, TableOpError
-from wirespeed.host.driver.tenants import TenantInfo
+from wirespeed.host.driver.tenants import TenantId, TenantInfo
 
 SEED = 20251128
 REGMAP = core_regmap()
@@ -66,13 +67,16 @@ def test_add_get_update_remove_round_trip():
     with open_model() as dev:
         t, model = dev.tenants, block(dev).model
         unit = unit_of(dev)
-        slot = t.add("sk-alice", **RATES)
+        tenant = t.add("sk-alice", **RATES)
+        assert isinstance(tenant, TenantId) and tenant == 1
         fp = fingerprint(b"sk-alice")
-        assert len(t) == 1 and "sk-alice" in t and fp in t and b"sk-alice" in t
-        assert t.slot("sk-alice") == slot == model.lookup(fp)
+        assert len(t) == 1 and "sk-alice" in t and fp in t and b"sk-alice" in t and tenant in t
+        slot = t.slot("sk-alice")
+        assert slot == model.lookup(fp) and t.slot(tenant) == slot
         info = t.get("sk-alice")
         assert isinstance(info, TenantInfo)
-        assert (info.fp, info.slot) == (fp, slot)
+        assert (info.fp, info.slot, info.id) == (fp, slot, tenant)
+        assert t.get(tenant) == info                                # the id names the tenant
         assert (info.requests_per_s, info.burst, info.tokens_per_s, info.token_burst) == (10, 20, 1000, 5000)
         # Full buckets, exactly.
         assert info.request_tokens == Fraction(20) and info.cost_tokens == Fraction(5000)
@@ -82,7 +86,7 @@ def test_add_get_update_remove_round_trip():
         json.dumps(info.as_dict())
 
         # Smaller bursts cap the tokens; keywords not given stay.
-        assert t.update("sk-alice", burst=5, token_burst=300) == slot
+        assert t.update("sk-alice", burst=5, token_burst=300) == tenant
         info = t.get("sk-alice")
         assert (info.requests_per_s, info.burst, info.tokens_per_s, info.token_burst) == (10, 5, 1000, 300)
         assert (info.request_tokens, info.cost_tokens) == (5, 300)
@@ -91,18 +95,22 @@ def test_add_get_update_remove_round_trip():
         info = t.get("sk-alice")
         assert (info.requests_per_s, info.burst, info.tokens_per_s, info.token_burst) == (10, 50, 7, 300)
         assert (info.request_tokens, info.cost_tokens) == (5, 300)
-        assert t.update("sk-alice", burst=50) == slot               # unchanged: nothing to do
+        assert t.update(tenant, burst=50) == tenant                 # unchanged: nothing to do
 
-        assert t.remove("sk-alice") == slot
+        assert t.remove("sk-alice") == tenant
         assert len(t) == 0 and "sk-alice" not in t
         assert model.lookup(fp) is None
         assert not model.state(slot).valid
         with pytest.raises(ConfigError) as e:
             t.get("sk-alice")
         assert e.value.field == "api_key"
-        # The key can come back, with full buckets again.
-        slot2 = t.add("sk-alice", **RATES)
-        assert t.get("sk-alice").cost_tokens == 5000 and t.get("sk-alice").slot == slot2
+        assert tenant not in t
+        with pytest.raises(ConfigError) as e:
+            t.get(tenant)
+        assert e.value.field == "tenant"
+        # The key can come back, with full buckets again, and a new id (an id is never given twice).
+        again = t.add("sk-alice", **RATES)
+        assert again == 2 and t.get("sk-alice").cost_tokens == 5000 and t.get(again).slot == t.slot("sk-alice")
 
 
 def test_new_tenant_last_is_the_clock_at_the_op():
@@ -207,7 +215,8 @@ def test_table_op_stuck_busy_is_bounded(monkeypatch, record_bus):
 
 def test_device_changed_behind_the_driver_raises_table_op_error():
     with open_model() as dev:
-        slot = dev.tenants.add("k", **RATES)
+        dev.tenants.add("k", **RATES)
+        slot = dev.tenants.slot("k")
         # Someone else invalidates the slot.
         dev.write_register("limiter.tbl_slot", slot)
         dev.write_register("limiter.tbl_entry", 0)
@@ -422,7 +431,8 @@ def test_empty_key_names_no_tenant_and_an_empty_x_api_key_is_unknown():
 def test_duplicate_and_absent_keys(record_bus):
     with open_model() as dev:
         t = dev.tenants
-        slot = t.add("k", **RATES)
+        t.add("k", **RATES)
+        slot = t.slot("k")
         bus = record_bus(dev)
         with pytest.raises(ConfigError, match=f"slot {slot}") as e:
             t.add("k", **{**RATES, "burst": 3})
@@ -458,9 +468,10 @@ def test_set_default_and_unknown_policy_default():
     with open_model() as dev:
         t, model = dev.tenants, block(dev).model
         t.add("other", **RATES)
-        slot = t.add("fallback", **{**RATES, "token_burst": 100})
+        tenant = t.add("fallback", **{**RATES, "token_burst": 100})
+        slot = t.slot(tenant)
         assert dev.read_register("limiter.default_slot.valid") == int(model.state(0).valid)
-        assert t.set_default("fallback") == slot
+        assert t.set_default("fallback") == tenant
         assert t.default == fingerprint(b"fallback")
         assert dev.read_register("limiter.default_slot.slot") == slot
         assert dev.read_register("limiter.default_slot.valid") == 1
@@ -668,3 +679,80 @@ def test_package_exports():
     for name in ("Tenants", "TenantInfo", "Clock", "TableFull", "FeatureMissing", "TableOpError"):
         assert name in wirespeed.__all__ and getattr(wirespeed, name)
     assert wirespeed.TableFull is TableFull and wirespeed.FeatureMissing is FeatureMissing
+
+
+# -- stable ids -------------------------------------------------------------------------------------------------------
+
+def _request(key: str) -> bytes:
+    return b"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: " + key.encode() + b"\r\n\r\n"
+
+
+def test_ids_stay_across_ten_thousand_adds_and_removes_with_relocations(record_bus):
+    """A 64-slot table kept near full: 10⁴ random adds and removes relocate tenants, and every id keeps naming its
+    key (``get``), and is what the verdicts report, lookaside and inline."""
+    rng = random.Random(SEED + 7)
+    from wirespeed.host.models.frontend import build_frame
+    with open_model(capacity=64) as dev:
+        t = dev.tenants
+        dev.pools.set(0, [1])
+        bus = record_bus(dev)
+        ids, seen = {}, set()
+        for step in range(10_000):
+            if ids and (len(ids) >= 58 or rng.random() < 0.45):
+                key = rng.choice(sorted(ids))
+                assert t.remove(key) == ids.pop(key)
+            else:
+                key = f"sk-{rng.getrandbits(40):010x}"
+                try:
+                    tenant = t.add(key, **RATES)
+                except TableFull:
+                    continue
+                assert tenant not in seen, f"seed={SEED + 7}: id {tenant} given twice"
+                seen.add(tenant)
+                ids[key] = tenant
+            if step % 1000 == 999:
+                for key, tenant in ids.items():
+                    assert t.get(tenant).fp == t.fingerprint(key) and t.get(key).id == tenant
+                keys = sorted(ids)
+                verdicts = dev.classify_many([_request(k) for k in keys])
+                assert [v.tenant for v in verdicts] == [ids[k] for k in keys], f"seed={SEED + 7} step {step}"
+                frame = dev.classify_frame(build_frame(_request(keys[0])))
+                assert frame.tenant == ids[keys[0]]
+        assert tbl_ops_written(bus.writes, TableOp.MOVE) > 100, f"seed={SEED + 7}: too few relocations"
+
+
+def test_verdicts_keep_their_tenant_while_another_thread_adds_and_removes():
+    import threading
+    with open_model(capacity=64) as dev:
+        dev.pools.set(0, [1])
+        mine = dev.tenants.add("sk-mine", requests_per_s=1000, burst=1000, tokens_per_s=10**6, token_burst=10**6)
+        stop = threading.Event()
+        ops = [0]
+
+        def churn():
+            rng = random.Random(SEED + 8)
+            present = []
+            while not stop.is_set():
+                ops[0] += 1
+                if len(present) > 50 or (present and rng.random() < 0.5):
+                    dev.tenants.remove(present.pop(rng.randrange(len(present))))
+                else:
+                    try:
+                        present.append(dev.tenants.add(f"other-{rng.getrandbits(32)}", **RATES))
+                    except TableFull:
+                        pass
+
+        worker = threading.Thread(target=churn)
+        worker.start()
+        try:
+            while ops[0] < 10:                                     # the churn is under way
+                time.sleep(0.001)
+            before = ops[0]
+            tenants = [v.tenant for _ in range(40) for v in dev.classify_many([_request("sk-mine")] * 5)]
+            during = ops[0] - before
+        finally:
+            stop.set()
+            worker.join()
+        assert tenants == [mine] * 200
+        assert during > 0, "no add or remove ran between the batches"
+        assert dev.tenants.get(mine).fp == dev.tenants.fingerprint("sk-mine")
