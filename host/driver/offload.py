@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ...hdl.id.id_block import FEATURES
+from ...hdl.id.id_block import FEATURES, CoreParams
 from ..errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
 from ..keys import derive_key
 from .pools import Pools, Routes, RoutingCore
@@ -105,6 +106,17 @@ class OffloadCore:
         )
 
 
+def _check_options(cls, options: dict, uri: str) -> None:
+    """:class:`ConfigError` naming an option the transport ``cls`` does not take, or a ``params`` that is not a
+    :class:`CoreParams` (both would otherwise fail deep inside with a ``TypeError`` or ``AttributeError``)."""
+    accepted = [name for name in inspect.signature(cls).parameters if name != "self"]
+    for name in options:
+        if name not in accepted:
+            raise ConfigError("options", name, f"{uri!r} takes {accepted} (and open() takes clock)")
+    if "params" in options and not isinstance(options["params"], CoreParams):
+        raise ConfigError("params", options["params"], "must be a wirespeed.hdl.id.id_block.CoreParams")
+
+
 def open_transport(uri: str, **options) -> Transport:
     """Make the transport a URI names (see the module docstring). ``options`` go to the transport."""
     if not isinstance(uri, str):
@@ -116,14 +128,17 @@ def open_transport(uri: str, **options) -> Transport:
                                       f"(e.g. submit='mmio')")
     if scheme == "model":
         from ..transports.model import ModelTransport
+        _check_options(ModelTransport, options, uri)
         return ModelTransport(**options)
     if scheme == "software":
         from ..transports.software import SoftwareTransport
         if uri != "software":
             raise DeviceNotFound(f"unknown URI {uri!r}: the software path takes no argument, use 'software'")
+        _check_options(SoftwareTransport, options, uri)
         return SoftwareTransport(**options)
     if scheme == "sim":
         from ..transports.sim import SimTransport
+        _check_options(SimTransport, options, uri)
         return SimTransport(**options)
     if scheme == "pynq":
         from ..transports.pynq import PynqTransport

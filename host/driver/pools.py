@@ -721,8 +721,11 @@ class RoutingCore:
     def set_hash_key(self, key):
         if isinstance(key, str) or not isinstance(key, (bytes, bytearray, memoryview)) \
                 or len(key) != TOEPLITZ_KEY_BYTES:
-            raise ConfigError("key", key, f"must be {TOEPLITZ_KEY_BYTES} bytes (e.g. os.urandom("
-                                          f"{TOEPLITZ_KEY_BYTES}))")
+            # A secret: the message names its type and length, never its bytes.
+            shown = f"<{type(key).__name__} of {len(key)} bytes>" if hasattr(key, "__len__") else \
+                f"<{type(key).__name__}>"
+            raise ConfigError("key", shown, f"must be {TOEPLITZ_KEY_BYTES} bytes (e.g. os.urandom("
+                                            f"{TOEPLITZ_KEY_BYTES}))")
         key = bytes(key)
         for i in range(TOEPLITZ_KEY_BYTES // 4):
             yield from self.regs.write(f"router.key[{i}]", int.from_bytes(key[4 * i:4 * i + 4], "big"))

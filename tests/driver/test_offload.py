@@ -157,6 +157,25 @@ def test_scheme_without_target(uri):
         wirespeed.open(uri)
 
 
+@pytest.mark.parametrize("uri, options, field, value", [
+    ("model", {"bogus": 1}, "options", "bogus"),
+    ("software", {"submit": "mmio"}, "options", "submit"),       # the software path has no submit window
+    ("model", {"params": 3}, "params", 3),
+    ("software", {"params": "x"}, "params", "x"),
+])
+def test_an_option_the_transport_does_not_take_is_a_config_error(uri, options, field, value):
+    with pytest.raises(ConfigError) as exc:
+        wirespeed.open(uri, **options)
+    assert exc.value.field == field and exc.value.value == value
+
+
+def test_a_bad_hash_key_is_named_without_showing_it():
+    with wirespeed.open("model") as dev:
+        with pytest.raises(ConfigError) as exc:
+            dev.set_hash_key(b"my-secret-key")
+        assert exc.value.field == "key" and "my-secret" not in str(exc.value) and "13 bytes" in str(exc.value)
+
+
 @pytest.mark.parametrize("uri", [None, 3, b"model", ["model"]])
 def test_uri_that_is_not_a_str_is_a_config_error(uri):
     for call in (wirespeed.open, open_transport):
