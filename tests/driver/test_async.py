@@ -54,9 +54,10 @@ def test_gather_of_100_calls_gives_the_sync_verdicts_in_order():
     assert {v.backend for v in got if v.reason == "ok"} <= {"10.0.0.1:8000", "10.0.0.2:8000", "http://gpu-3:9001"}
 
 
-def test_awaited_open_batches_stats_and_close():
+@pytest.mark.parametrize("uri", ["model", "software"])
+def test_awaited_open_batches_stats_and_close(uri):
     async def main():
-        dev = await wirespeed.open_async("model")
+        dev = await wirespeed.open_async(uri)
         try:
             assert dev.clock.mode == "wall"
             await configure_async(dev)

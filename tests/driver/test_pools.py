@@ -40,13 +40,13 @@ def unwrap(dev):
     return RecordingTransport.innermost(dev.transport)
 
 
-def open_model(router: RouterParams | None = None, features=None):
+def open_model(router: RouterParams | None = None, features=None, uri="model"):
     kwargs = {}
     if router is not None:
         kwargs["router"] = router
     if features is not None:
         kwargs["features"] = frozenset(features)
-    dev = wirespeed.open("model", params=CoreParams(**kwargs), clock="manual") if kwargs else wirespeed.open("model", clock="manual")
+    dev = wirespeed.open(uri, params=CoreParams(**kwargs), clock="manual") if kwargs else wirespeed.open(uri, clock="manual")
     if "router" in unwrap(dev).model.params.features:
         dev.routes.set_hash_key(KEY)
     return dev
@@ -178,9 +178,10 @@ def test_set_state_takes_backends_out_and_up_restores_the_identical_table(record
         assert bus.named_writes == []
 
 
-def test_backends_by_address_get_hardware_ids_and_verdicts_report_the_label():
+@pytest.mark.parametrize("uri", ["model", "software"])
+def test_backends_by_address_get_hardware_ids_and_verdicts_report_the_label(uri):
     labels = ["10.0.0.1:8000", "http://h:9001", 7, "[::1]:8080", "https://api.example/v1"]
-    with open_model() as dev:
+    with open_model(uri=uri) as dev:
         info = dev.pools.set(0, labels)
         assert info.backends == tuple(labels) and info.ids == (0, 1, 7, 2, 3)
         assert set(np.unique(active_table(dev, 0)).tolist()) == {0, 1, 2, 3, 7}

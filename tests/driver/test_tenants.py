@@ -35,12 +35,12 @@ U64 = (1 << 64) - 1
 ONE = 1 << 32                       # 1.0 in 32.32
 
 
-def open_model(**limiter):
-    """A model device; ``limiter`` overrides LimiterParams fields."""
+def open_model(uri="model", **limiter):
+    """A model device (or ``"software"``, which holds the same model); ``limiter`` overrides LimiterParams fields."""
     if not limiter:
-        return wirespeed.open("model", clock="manual")
+        return wirespeed.open(uri, clock="manual")
     params = LimiterParams(**limiter)
-    return wirespeed.open("model", params=CoreParams(clock_hz=params.clock_hz, limiter=params), clock="manual")
+    return wirespeed.open(uri, params=CoreParams(clock_hz=params.clock_hz, limiter=params), clock="manual")
 
 
 def core_model(dev):
@@ -687,12 +687,13 @@ def _request(key: str) -> bytes:
     return b"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: " + key.encode() + b"\r\n\r\n"
 
 
-def test_ids_stay_across_ten_thousand_adds_and_removes_with_relocations(record_bus):
+@pytest.mark.parametrize("uri", ["model", "software"])
+def test_ids_stay_across_ten_thousand_adds_and_removes_with_relocations(record_bus, uri):
     """A 64-slot table kept near full: 10⁴ random adds and removes relocate tenants, and every id keeps naming its
     key (``get``), and is what the verdicts report, lookaside and inline."""
     rng = random.Random(SEED + 7)
     from wirespeed.host.models.frontend import build_frame
-    with open_model(capacity=64) as dev:
+    with open_model(uri, capacity=64) as dev:
         t = dev.tenants
         dev.pools.set(0, [1])
         bus = record_bus(dev)
@@ -721,9 +722,10 @@ def test_ids_stay_across_ten_thousand_adds_and_removes_with_relocations(record_b
         assert tbl_ops_written(bus.writes, TableOp.MOVE) > 100, f"seed={SEED + 7}: too few relocations"
 
 
-def test_verdicts_keep_their_tenant_while_another_thread_adds_and_removes():
+@pytest.mark.parametrize("uri", ["model", "software"])
+def test_verdicts_keep_their_tenant_while_another_thread_adds_and_removes(uri):
     import threading
-    with open_model(capacity=64) as dev:
+    with open_model(uri, capacity=64) as dev:
         dev.pools.set(0, [1])
         mine = dev.tenants.add("sk-mine", requests_per_s=1000, burst=1000, tokens_per_s=10**6, token_burst=10**6)
         stop = threading.Event()
