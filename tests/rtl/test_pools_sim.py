@@ -102,3 +102,30 @@ def test_one_pool_of_65537_entries_on_the_rtl():
     assert np.array_equal(entries[:65537], want)
     counts = np.bincount(want, minlength=2000)[1000:]
     assert set(counts.tolist()) <= {65537 // 1000, 65537 // 1000 + 1}
+
+
+@pytest.mark.rtl
+def test_health_flap_on_the_rtl_moves_only_that_backends_sessions():
+    """On "sim": 300 sessions over address-labelled backends. Marking one down moves exactly the sessions it had (to
+    up backends) and no other; "up" gives every session its backend back. Verdicts name the tenant by its id and the
+    backend by its label."""
+    backends = [f"10.0.0.{i}:8000" for i in range(6)]
+    requests = [b"POST /v1/chat/completions HTTP/1.1\r\nHost: api\r\nx-api-key: sk-a\r\nx-session-id: s%d\r\n"
+                b"Content-Length: 2\r\n\r\n{}" % i for i in range(300)]
+    with wirespeed.open("sim", clock="manual") as dev:
+        dev.set_hash_key(bytes(range(40)))
+        dev.clock.ns_per_cycle = 0
+        tenant = dev.tenants.add("sk-a", requests_per_s=10**6, burst=10**6, tokens_per_s=10**9, token_burst=10**9)
+        dev.pools.set(0, backends)
+        dev.routes.add("/v1/chat/", 0, key="header:x-session-id")
+        before = [v.backend for v in dev.classify_many(requests)]
+        assert set(before) == set(backends)
+        assert {v.tenant for v in dev.classify_many(requests[:5])} == {tenant}
+        dev.pools.set_state(0, "10.0.0.3:8000", "down")
+        during = [v.backend for v in dev.classify_many(requests)]
+        dev.pools.set_state(0, "10.0.0.3:8000", "up")
+        after = [v.backend for v in dev.classify_many(requests)]
+    moved = [i for i, (b, d) in enumerate(zip(before, during)) if b != d]
+    assert moved and all(before[i] == "10.0.0.3:8000" for i in moved)
+    assert "10.0.0.3:8000" not in during
+    assert after == before
