@@ -365,6 +365,9 @@ class RoutingCore:
         if len(labels) > size:
             raise ConfigError("backends", len(labels), f"too many backends: a pool of size {size} holds at most "
                                                        f"{size}")
+        if len(labels) > id_max + 1:
+            raise ConfigError("backends", len(labels), f"too many backends: ids are {self.params.id_bits} bits, so "
+                                                       f"a pool holds at most {id_max + 1}")
         return tuple(labels)
 
     def _assign_ids(self, index: int, labels: tuple) -> tuple[tuple, dict]:
@@ -381,16 +384,22 @@ class RoutingCore:
             if isinstance(b, str) and remembered.get(b) is not None and remembered[b] not in taken:
                 out[b] = remembered[b]
                 taken.add(out[b])
+        listed = set(labels)
+        reserved = taken | {i for label, i in remembered.items() if label not in listed}
+        candidate = 0
         for b in labels:
             if b in out:
                 continue
-            reserved = taken | {i for label, i in remembered.items() if label not in labels}
-            free = next((i for i in range(id_max + 1) if i not in reserved), None)
-            if free is None:                                # forget labels that are not in the pool any more
-                remembered = {label: i for label, i in remembered.items() if label in labels}
-                free = next(i for i in range(id_max + 1) if i not in taken)
-            out[b] = remembered[b] = free
-            taken.add(free)
+            while candidate <= id_max and candidate in reserved:
+                candidate += 1
+            if candidate > id_max:                          # forget labels that are not in the pool any more
+                remembered = {label: i for label, i in remembered.items() if label in listed}
+                reserved, candidate = set(taken), 0
+                while candidate in reserved:                # at most 2^id_bits labels: one is free
+                    candidate += 1
+            out[b] = remembered[b] = candidate
+            taken.add(candidate)
+            reserved.add(candidate)
         return tuple(out[b] for b in labels), remembered
 
     def _find(self, index: int, backend) -> int:

@@ -527,6 +527,18 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(case, record_bus):
         assert (dev.pools.get(0), dev.routes.list()) == before
 
 
+def test_eight_bit_ids_hold_at_most_256_labels_and_reuse_forgotten_ids():
+    with open_model(RouterParams(id_bits=8)) as dev:
+        with pytest.raises(ConfigError, match="8 bits") as e:
+            dev.pools.set(0, [f"h{i}:80" for i in range(257)], size=509)
+        assert e.value.field == "backends"
+        first = dev.pools.set(0, [f"a{i}:80" for i in range(256)], size=509)
+        assert sorted(first.ids) == list(range(256))
+        # 256 new labels: the old ones are forgotten to make room, and every id is used once.
+        second = dev.pools.set(0, [f"b{i}:80" for i in range(256)], size=509)
+        assert sorted(second.ids) == list(range(256))
+
+
 def test_too_many_backends_names_the_limit():
     with open_model() as dev:
         with pytest.raises(ConfigError, match="too many backends") as e:
