@@ -579,7 +579,7 @@ def core_model_rate(count: int = 2000, seed: int = 1) -> dict:
     """Requests per second through ``wirespeed.open("model").classify_many`` (the realistic mix) on this machine."""
     from ..driver.offload import open as ws_open
     rng = random.Random(seed)
-    with ws_open("model") as dev:
+    with ws_open("model", clock="manual") as dev:
         keys = _core_setup(dev, random.Random(rng.getrandbits(64)))
         packets = _core_packets("realistic", keys, count, rng, 8)
         start = time.perf_counter()
