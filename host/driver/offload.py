@@ -175,10 +175,10 @@ def _request_list(requests) -> list:
         raise ConfigError("requests", requests, "must be a list (or other iterable) of requests, each bytes") from None
 
 
-def _one_request(request) -> bytes:
+def _one_request(request, field: str = "request") -> bytes:
     if not isinstance(request, (bytes, bytearray, memoryview)):
-        raise ConfigError("request", type(request).__name__, "must be bytes (the HTTP/1.1 request; encode a str "
-                          "first)")
+        what = "the Ethernet frame" if field == "frame" else "the HTTP/1.1 request; encode a str first"
+        raise ConfigError(field, type(request).__name__, f"must be bytes ({what})")
     return request
 
 
@@ -381,6 +381,7 @@ class Offload:
     def classify_frame(self, frame: bytes) -> Verdict:
         """The verdict for one Ethernet frame, through the L2–L4 front end as in inline mode (``docs/frontend.md``):
         the TCP payload is parsed and the 4-tuple is available to the router; anything else is punted."""
+        _one_request(frame, "frame")
         with self._lock:
             self._need("frontend")
             return self._classify([(frame, True)])[0]
@@ -543,6 +544,7 @@ class AsyncOffload:
         return (await self.classify_many([_one_request(request)]))[0]
 
     async def classify_frame(self, frame: bytes) -> Verdict:
+        _one_request(frame, "frame")
         if self._sync is not None:
             return await self._call(self._sync.classify_frame, frame)
         if self._submit is None:

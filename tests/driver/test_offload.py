@@ -169,6 +169,13 @@ def test_an_option_the_transport_does_not_take_is_a_config_error(uri, options, f
     assert exc.value.field == field and exc.value.value == value
 
 
+def test_a_frame_that_is_not_bytes_is_named_frame():
+    with wirespeed.open("model") as dev:
+        with pytest.raises(ConfigError) as exc:
+            dev.classify_frame("x")
+        assert exc.value.field == "frame" and exc.value.value == "str"
+
+
 def test_a_bad_hash_key_is_named_without_showing_it():
     with wirespeed.open("model") as dev:
         with pytest.raises(ConfigError) as exc:
