@@ -259,7 +259,8 @@ def _label(value, id_max: int):
             port = parts.port                               # ValueError when out of range or not a number
         except ValueError:
             parts, port = None, None
-        if parts is not None and parts.hostname and ("://" in value or (port is not None and not parts.path)):
+        if parts is not None and parts.hostname and port != 0 \
+                and ("://" in value or (port is not None and not parts.path)):
             if ":" in parts.hostname:                       # only a bracketed IPv6 literal has a colon here
                 try:
                     ipaddress.IPv6Address(parts.hostname)

@@ -479,6 +479,7 @@ BAD_CALLS = {
     "duplicate addresses": (lambda d: d.pools.set(1, ["h:1", "h:1"]), ConfigError, "backends"),
     "address without a port": (lambda d: d.pools.set(1, ["10.0.0.1"]), ConfigError, "backends"),
     "address with a bad port": (lambda d: d.pools.set(1, ["10.0.0.1:99999"]), ConfigError, "backends"),
+    "address with port 0": (lambda d: d.pools.set(1, ["10.0.0.1:0"]), ConfigError, "backends"),
     "address with spaces": (lambda d: d.pools.set(1, [" h:1"]), ConfigError, "backends"),
     "empty address": (lambda d: d.pools.set(1, [""]), ConfigError, "backends"),
     "bad IPv6 literal": (lambda d: d.pools.set(1, ["[zz::1]:80"]), ConfigError, "backends"),
