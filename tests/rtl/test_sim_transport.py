@@ -236,3 +236,23 @@ def test_open_async_on_the_rtl_gives_the_models_verdicts():
         want = [model.classify(r) for r in requests]
     assert [v.as_dict() for v in got] == [v.as_dict() for v in want]
     assert {v.reason for v in got} == {"ok", "rate_limited"}
+
+
+def test_wall_clock_on_the_rtl_follows_a_driven_host_clock():
+    """``clock="wall"`` on "sim": the driver steps the RTL's limiter clock forward to the host's, never back."""
+    now = [10**12]
+    request = b"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: sk-a\r\n\r\n"
+    with Offload(SimTransport(), "sim", clock="wall") as dev:
+        dev.clock.core.host_ns = lambda: now[0]
+        dev.clock.ns_per_cycle = 0
+        dev.pools.set(0, ["10.0.0.1:8000"])
+        dev.tenants.add("sk-a", requests_per_s=1, burst=1, tokens_per_s=1000, token_burst=1000)
+        start = dev.clock.now()
+        assert dev.classify(request).reason == "ok"
+        assert dev.classify(request).reason == "rate_limited"
+        now[0] -= 5_000_000                                     # the host clock going back is not followed
+        dev.classify(request)
+        assert dev.clock.now() == start
+        now[0] += 5_000_000 + 1_000_000_000
+        assert dev.classify(request).reason == "ok"
+        assert dev.clock.now() == start + 1_000_000_000
