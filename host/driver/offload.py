@@ -449,6 +449,9 @@ class AsyncOffload:
         self._routing = None
         self._submit = None
         self._tenants = self._clock = self._pools = self._routes = None
+        #: ``classify`` calls waiting for the next batch (worker-thread mode), and whether a batch loop runs.
+        self._pending: list = []
+        self._draining = False
 
     @classmethod
     async def open(cls, transport, *, clock: str = "wall") -> "AsyncOffload":
@@ -541,7 +544,50 @@ class AsyncOffload:
         return self._verdicts(records)
 
     async def classify(self, request: bytes) -> Verdict:
-        return (await self.classify_many([_one_request(request)]))[0]
+        """The verdict for one request. With a worker thread, concurrent calls are classified together: the calls
+        that arrive while a batch runs form the next ``classify_many`` batch, in arrival order. So many coroutines
+        each awaiting ``classify`` get the batch rate, and each still gets its own verdict (or its own error)."""
+        _one_request(request)
+        if self._sync is None:
+            return (await self.classify_many([request]))[0]
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Run the waiting ``classify`` calls in batches until none is left."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    verdicts = await self._call(self._sync.classify_many, [r for r, _ in batch])
+                except Exception:
+                    # One request spoiled the batch (e.g. a header block too large for the window): each caller
+                    # gets its own outcome instead.
+                    for request, future in batch:
+                        try:
+                            verdict = await self._call(self._sync.classify, request)
+                        except Exception as e:
+                            if not future.done():
+                                future.set_exception(e)
+                        else:
+                            if not future.done():
+                                future.set_result(verdict)
+                    continue
+                for (_, future), verdict in zip(batch, verdicts):
+                    if not future.done():
+                        future.set_result(verdict)
+        except BaseException as e:                          # cancelled: nobody is left waiting on a result
+            for _, future in self._pending:
+                if not future.done():
+                    future.set_exception(e)
+            self._pending = []
+            raise
+        finally:
+            self._draining = False
 
     async def classify_frame(self, frame: bytes) -> Verdict:
         _one_request(frame, "frame")

@@ -134,3 +134,33 @@ def test_errors_reach_the_awaiting_caller():
             await wirespeed.open_async("model:foo")
 
     asyncio.run(main())
+
+
+def test_concurrent_classify_calls_are_batched_and_errors_stay_with_their_call():
+    """100 coroutines each awaiting ``classify`` go to the device in a few ``classify_many`` batches; when a batch
+    is refused because of one request, that request's caller gets the error and the others their verdicts."""
+    refused = request(5) + b"refused"
+
+    async def main():
+        async with wirespeed.open_async("model", clock="manual") as dev:
+            await configure_async(dev)
+            batches = []
+            inner = dev._sync.classify_many
+
+            def counting(requests):                  # stands for a device that refuses one request of a batch
+                batches.append(len(requests))
+                if refused in requests:
+                    raise ConfigError("requests", refused[:20], "refused by the test")
+                return inner(requests)
+
+            dev._sync.classify_many = counting
+            results = await asyncio.gather(*[dev.classify(request(i)) for i in range(100)])
+            first = list(batches)
+            mixed = await asyncio.gather(dev.classify(request(0)), dev.classify(refused), dev.classify(request(1)),
+                                         return_exceptions=True)
+            return results, first, mixed
+
+    results, batches, mixed = asyncio.run(main())
+    assert len(results) == 100 and sum(batches) == 100 and len(batches) <= 3, batches
+    assert isinstance(mixed[1], ConfigError) and mixed[1].limit == "refused by the test"
+    assert mixed[0].tenant is not None and mixed[2].tenant is not None
