@@ -232,7 +232,8 @@ def cmd_bench(args) -> dict:
         if r:
             print(f'software path (open("software").classify_many, one core): {r["requests_per_s"]:,} verdicts/s '
                   f'({r["per_request_us"]} µs per request; {r["fast"]} on the fast header reader, {r["fallback"]} '
-                  f'parsed by the model; classify one at a time: {r["single_requests_per_s"]:,}/s)')
+                  f'parsed by the model; classify one at a time: {r["single_requests_per_s"]:,}/s; open_async, one '
+                  f'awaited classify per request, gathered: {r["gathered_requests_per_s"]:,}/s)')
         b = report["software_baseline"]
         if b:
             print(f"software baseline (httptools {b['httptools']} + token bucket + blake2b, one core): "

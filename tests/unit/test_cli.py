@@ -137,7 +137,7 @@ def test_bench_model_json(capsys):
     assert result["core_rtl"] == [] and result["core_sim_cycles_per_s"] is None
     assert result["core_model"]["requests"] == 100 and result["core_model"]["requests_per_s"] > 0
     software = result["software"]
-    assert software["requests"] == 300 and software["requests_per_s"] > 0
+    assert software["requests"] == 300 and software["requests_per_s"] > 0 and software["gathered_requests_per_s"] > 0
     assert software["fast"] + software["fallback"] == 300 and software["fast"] > software["fallback"]
     base = result["software_baseline"]
     assert base["requests"] == 300 and base["requests_per_s"] > 0
