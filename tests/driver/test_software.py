@@ -15,6 +15,7 @@ import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from support.gateway import configure_gateway, gateway_request
 
 import wirespeed
 from wirespeed.host.errors import DeviceNotFound
@@ -28,45 +29,13 @@ SEED = int(os.environ.get("SOFTWARE_SEED", "20261206"))
 REQUESTS = int(os.environ.get("SOFTWARE_REQUESTS", "20000"))
 
 
-def _keys(rng, n):
-    return ["sk-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40)) for _ in range(n)]
-
-
 def configure(dev, rng):
-    """The parity session's gateway (tests/rtl/test_pipeline_parity.py) plus a secret fingerprint key and extra
-    header slots; returns the known and unknown API keys."""
+    """The parity session's gateway (``support.gateway``) plus a secret fingerprint key, with the clock moved only by
+    ``clock.step()``; returns the known and unknown API keys."""
     dev.set_fingerprint_key(b"software parity")
     dev.write_register("pipeline.ctrl.axis_inline", 0)
     dev.clock.ns_per_cycle = 0                                      # the clock moves only by clock.step()
-    dev.set_hash_key(bytes(rng.getrandbits(8) for _ in range(40)))
-    dev.pools.set(0, list(range(10, 18)), size=509)
-    dev.pools.set(1, [100, 101, 102], weights=[1, 2, 3], size=251)
-    dev.pools.set(2, [], size=251)                                 # empty: 503
-    dev.routes.default(0, key="tenant")
-    dev.routes.add("/v1/messages", 1, key="header:x-session-id")
-    dev.routes.add("/v1/embeddings", 2)
-    dev.routes.add("/v1/chat/", 0, key="l4")
-    known = _keys(rng, 40)
-    for i, key in enumerate(known):
-        if i == 0:      # the abusive tenant: 2 requests/s, burst 3
-            dev.tenants.add(key, requests_per_s=2, burst=3, tokens_per_s=1000, token_burst=5000)
-        else:
-            dev.tenants.add(key, requests_per_s=rng.choice([50, 100, 1000]), burst=rng.choice([10, 50]),
-                            tokens_per_s=rng.choice([10_000, 100_000]), token_burst=rng.choice([20_000, 200_000]))
-    dev.tenants.set_default(known[1])
-    dev.tenants.configure(unknown_policy="reject", cost_source="content_length")
-    return known, _keys(rng, 10)
-
-
-def request(rng, known, unknown):
-    r = rng.random()
-    if r < 0.6:
-        key = known[0] if rng.random() < 0.15 else rng.choice(known)
-        if rng.random() < 0.05:
-            key = rng.choice(unknown)
-        session = f"sess-{rng.randrange(50)}" if rng.random() < 0.5 else None
-        return traffic.realistic(rng, api_key=key, session_id=session)
-    return next(traffic.mix(rng, 1))
+    return configure_gateway(dev, rng)
 
 
 def session(dev, seed, n):
@@ -86,12 +55,12 @@ def session(dev, seed, n):
         elif step < 0.09:
             snapshots.append(counters(dev))
         if rng.random() < 0.2:
-            payload = request(rng, known, unknown)
+            payload = gateway_request(rng, known, unknown)
             frame = random_frame(rng, payload) if rng.random() < 0.5 else build_frame(
                 payload, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536), dport=rng.choice([80, 8080]))
             verdicts.append(dev.classify_frame(frame))
         else:
-            verdicts += dev.classify_many([request(rng, known, unknown) for _ in range(rng.randrange(1, 80))])
+            verdicts += dev.classify_many([gateway_request(rng, known, unknown) for _ in range(rng.randrange(1, 80))])
     snapshots.append(counters(dev))
     return [strip(v) for v in verdicts], snapshots
 

@@ -12,6 +12,7 @@ import os
 import random
 
 import pytest
+from support.gateway import configure_gateway, gateway_request
 
 import wirespeed
 from wirespeed.host.tools import traffic
@@ -22,46 +23,9 @@ SEED = int(os.environ.get("PARITY_SEED", "20261125"))
 REQUESTS = int(os.environ.get("PARITY_REQUESTS", "100000"))
 
 
-def _keys(rng, n):
-    return ["sk-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40)) for _ in range(n)]
-
-
-def configure(dev, rng):
-    """A gateway's configuration: returns the API keys traffic should use (known and unknown)."""
-    dev.set_hash_key(bytes(rng.getrandbits(8) for _ in range(40)))
-    dev.pools.set(0, list(range(10, 18)), size=509)
-    dev.pools.set(1, [100, 101, 102], weights=[1, 2, 3], size=251)
-    dev.pools.set(2, [], size=251)                                 # empty: 503
-    dev.routes.default(0, key="tenant")
-    dev.routes.add("/v1/messages", 1, key="header:x-session-id")
-    dev.routes.add("/v1/embeddings", 2)
-    dev.routes.add("/v1/chat/", 0, key="l4")
-    known = _keys(rng, 40)
-    for i, key in enumerate(known):
-        if i == 0:      # the abusive tenant: 2 requests/s, burst 3
-            dev.tenants.add(key, requests_per_s=2, burst=3, tokens_per_s=1000, token_burst=5000)
-        else:
-            dev.tenants.add(key, requests_per_s=rng.choice([50, 100, 1000]), burst=rng.choice([10, 50]),
-                            tokens_per_s=rng.choice([10_000, 100_000]), token_burst=rng.choice([20_000, 200_000]))
-    dev.tenants.set_default(known[1])
-    dev.tenants.configure(unknown_policy="reject", cost_source="content_length")
-    return known, _keys(rng, 10)
-
-
-def request(rng, known, unknown):
-    r = rng.random()
-    if r < 0.6:
-        key = known[0] if rng.random() < 0.15 else rng.choice(known)
-        if rng.random() < 0.05:
-            key = rng.choice(unknown)
-        session = f"sess-{rng.randrange(50)}" if rng.random() < 0.5 else None
-        return traffic.realistic(rng, api_key=key, session_id=session)
-    return next(traffic.mix(rng, 1))
-
-
 def session(dev, seed, n):
     rng = random.Random(seed)
-    known, unknown = configure(dev, rng)
+    known, unknown = configure_gateway(dev, rng)
     verdicts, snapshots = [], []
     done = 0
     while done < n:
@@ -82,14 +46,14 @@ def session(dev, seed, n):
             verdicts.append(dev.classify(traffic.worst_case(rng, 8, 9000)))        # over the 8 KiB limit
             done += 1
         elif rng.random() < 0.25:
-            payload = request(rng, known, unknown)
+            payload = gateway_request(rng, known, unknown)
             frame = random_frame(rng, payload) if rng.random() < 0.5 else build_frame(
                 payload, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536),
                 dport=rng.choice([80, 8080]), vlans=[(0x8100, rng.randrange(4096))] * rng.randrange(3))
             verdicts.append(dev.classify_frame(frame))
             done += 1
         else:
-            batch = [request(rng, known, unknown) for _ in range(rng.randrange(1, 40))]
+            batch = [gateway_request(rng, known, unknown) for _ in range(rng.randrange(1, 40))]
             verdicts += dev.classify_many(batch)
             done += len(batch)
     snapshots.append(_stats(dev))
@@ -145,9 +109,9 @@ def test_model_and_sim_agree_through_the_mmio_window():
     for uri in ("model", "sim"):
         with wirespeed.open(uri, clock="manual") as dev:
             rng = random.Random(SEED + 2)
-            known, unknown = configure(dev, rng)
-            items = [(request(rng, known, unknown), False) for _ in range(1200)]
-            items += [(build_frame(request(rng, known, unknown), sport=rng.randrange(1024, 65536)), True)
+            known, unknown = configure_gateway(dev, rng)
+            items = [(gateway_request(rng, known, unknown), False) for _ in range(1200)]
+            items += [(build_frame(gateway_request(rng, known, unknown), sport=rng.randrange(1024, 65536)), True)
                       for _ in range(300)]
             rng.shuffle(items)
             records = dev._run(dev._submit_core().classify(items))
