@@ -266,7 +266,7 @@ def failover_table(table, backends, weights=None, up=None) -> np.ndarray:
     Parameters
     ----------
     table : numpy.ndarray
-        Backend ids, e.g. :func:`maglev_table` over all of ``backends``.
+        Backend ids, e.g. :func:`maglev_table` over all of ``backends``: a prime number of entries.
     backends : iterable of int
         The backend ids the table may hold, distinct.
     weights : iterable of int, optional
@@ -279,11 +279,8 @@ def failover_table(table, backends, weights=None, up=None) -> np.ndarray:
     numpy.ndarray
         A new table (uint32), the same size as ``table``.
     """
-    ids = [int(b) for b in backends]
-    weights = [1] * len(ids) if weights is None else [int(w) for w in weights]
-    if len(weights) != len(ids) or min(weights, default=1) < 1:
-        raise ConfigError("weights", weights, f"needs one positive weight per backend ({len(ids)})")
-    weight_of = dict(zip(ids, weights))
+    ids, weights = _check_backends(len(table), backends, weights)
+    weight_of = dict(zip(ids.tolist(), weights))
     up_ids = sorted(weight_of) if up is None else sorted({int(b) for b in up})
     if not up_ids or any(b not in weight_of for b in up_ids):
         raise ConfigError("up", up, f"must be a non-empty subset of the backends {sorted(weight_of)}")

@@ -182,6 +182,14 @@ def _one_request(request, field: str = "request") -> bytes:
     return request
 
 
+def _decode(records, routing: RoutingCore | None, tenants: Tenants | None) -> list[Verdict]:
+    """Verdicts from records: the tenant by its id (``tenants.add``), a forwarded request's backend by its label
+    (``pools.set``); the raw numbers when the driver holds no table to map them."""
+    label = None if routing is None else routing.label
+    tenant = None if tenants is None else tenants.core.tenant_id
+    return [Verdict.from_record(r, label, tenant) for r in records]
+
+
 class Offload:
     """A handle on one wirespeed core. Use as a context manager; every method is thread-safe.
 
@@ -322,11 +330,8 @@ class Offload:
     # -- classification (lookaside through the MMIO submit window; docs/pipeline.md) --
 
     def _verdicts(self, records) -> list[Verdict]:
-        """Decode records (holding the lock, so that no tenant moves meanwhile): the tenant by its id
-        (``tenants.add``), a forwarded request's backend by its label (``pools.set``)."""
-        label = None if self._routing is None else self._routing.label
-        tenant = None if self._tenants is None else self._tenants.core.tenant_id
-        return [Verdict.from_record(r, label, tenant) for r in records]
+        # Called holding the lock, so that no tenant moves between the decision and the decode.
+        return _decode(records, self._routing, self._tenants)
 
     def _need(self, feature: str) -> None:
         if self._features is None:
@@ -434,14 +439,13 @@ class AsyncOffload:
       asyncio lock.
     """
 
-    def __init__(self, transport, core: OffloadCore | None = None, *, offload: Offload | None = None):
+    def __init__(self, transport, core: OffloadCore | None = None, *, offload: Offload | None = None,
+                 executor: ThreadPoolExecutor | None = None):
         self.transport = transport
         self.core = core or (offload.core if offload is not None else OffloadCore())
-        #: The Offload the worker thread drives (synchronous transports), else None.
+        #: The Offload the worker thread drives (synchronous transports), and that thread; else None.
         self._sync = offload
-        self._executor = None
-        if offload is not None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-async")
+        self._executor = executor
         # Guards driver state (never held across an await); with a worker, the Offload's own lock.
         self._lock = offload._lock if offload is not None else threading.RLock()
         self._alock = asyncio.Lock()
@@ -473,17 +477,18 @@ class AsyncOffload:
         if not isinstance(transport, Transport):
             raise ConfigError("transport", type(transport).__name__, "must be a wirespeed Transport or AsyncTransport")
         check_clock_mode(clock)
-        executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-async")
-        try:
-            offload = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: Offload(transport, getattr(transport, "scheme", "?"), clock=clock))
-        finally:
-            executor.shutdown(wait=False)
-        return await cls._attach(offload)
+        return await cls._start(lambda: Offload(transport, getattr(transport, "scheme", "?"), clock=clock))
 
     @classmethod
-    async def _attach(cls, offload: Offload) -> "AsyncOffload":
-        self = cls(offload.transport, offload=offload)
+    async def _start(cls, opener) -> "AsyncOffload":
+        """Start the worker thread, open the :class:`Offload` (``opener()``) on it, and read what the core has."""
+        executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-async")
+        try:
+            offload = await asyncio.get_running_loop().run_in_executor(executor, opener)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self = cls(offload.transport, offload=offload, executor=executor)
 
         def prepare():
             features = offload.info().features
@@ -512,9 +517,7 @@ class AsyncOffload:
         return self._arun(ops)
 
     def _verdicts(self, records) -> list[Verdict]:
-        label = None if self._routing is None else self._routing.label
-        tenant = None if self._tenants is None else self._tenants.core.tenant_id
-        return [Verdict.from_record(r, label, tenant) for r in records]
+        return _decode(records, self._routing, self._tenants)
 
     async def _arun(self, ops):
         async with self._alock:
@@ -677,14 +680,8 @@ class _Opening:
         self._dev: AsyncOffload | None = None
 
     async def _open(self) -> AsyncOffload:
-        executor = ThreadPoolExecutor(1, thread_name_prefix="wirespeed-open")
-        try:
-            # Opening "sim" may compile the harness: off the event loop.
-            offload = await asyncio.get_running_loop().run_in_executor(
-                executor, lambda: open(self._uri, clock=self._clock, **self._options))
-        finally:
-            executor.shutdown(wait=False)
-        return await AsyncOffload._attach(offload)
+        # On the worker thread: opening "sim" may compile the harness.
+        return await AsyncOffload._start(lambda: open(self._uri, clock=self._clock, **self._options))
 
     def __await__(self):
         return self._open().__await__()

@@ -143,10 +143,6 @@ class PoolInfo:
                 "weights": list(self.weights), "states": {str(b): s for b, s in self.states.items()},
                 "enabled": self.enabled, "ids": list(self.ids)}
 
-    def label(self, backend_id: int):
-        """The label of the backend whose hardware id is ``backend_id`` (what :attr:`Verdict.backend` reports)."""
-        return dict(zip(self.ids, self.backends)).get(backend_id, backend_id)
-
 
 @dataclass(frozen=True)
 class Route:
