@@ -10,19 +10,28 @@ from amaranth.lib import data
 from amaranth.lib import enum as amaranth_enum
 
 __all__ = ["LimiterParams", "TableOp", "Decision", "UnknownPolicy", "CostSource", "LimitVerdict", "NANO", "PLANS", "WAYS", "HALVES",
-           "REQ_RATE_MAX", "REQ_BURST_MAX", "COST_RATE_MAX", "COST_BURST_MAX", "DT_MAX_NS", "TOKEN_BITS",
-           "COST_MAX"]
+           "RATE_PERIOD_S", "TOKEN_UNITS", "REQ_RATE_MAX", "REQ_BURST_MAX", "COST_RATE_MAX", "COST_BURST_MAX",
+           "DT_MAX_NS", "TOKEN_BITS", "COST_MAX", "COST_SCALE_CL_RESET"]
 
-#: Nano-tokens per token: bucket counters hold tokens x 10^9, so a refill of dt_ns x rate_per_s is exact.
 NANO = 10**9
+#: Plan rates are whole numbers per this many seconds (per minute): every per-minute rate, and every per-second rate
+#: that is a whole number per minute (0.5/s, 1.5/s), is exact.
+RATE_PERIOD_S = 60
+#: Bucket units per token at a 1 ns tick: a bucket gains ``rate`` (per minute) units per ns, so a refill of
+#: dt_ns x rate_per_minute is exact.
+TOKEN_UNITS = RATE_PERIOD_S * NANO
 PLANS = 64
 WAYS = 4
 HALVES = 2
-REQ_RATE_MAX = (1 << 24) - 1
+#: Rates, per minute (``plan_*_rate``); 0 in a plan means that bucket is unlimited.
+REQ_RATE_MAX = (1 << 30) - 1
 REQ_BURST_MAX = (1 << 20) - 1
 COST_RATE_MAX = (1 << 32) - 1
-COST_BURST_MAX = (1 << 32) - 1
+#: A cost bucket of 2^28 − 1 tokens is 2^28 x 6x10^10 units: the 64-bit cap registers.
+COST_BURST_MAX = (1 << 28) - 1
 COST_MAX = (1 << 32) - 1
+#: Reset of ``cost_scale_cl``: the estimate from Content-Length is a quarter of a token per body byte.
+COST_SCALE_CL_RESET = 1 << 14
 #: Elapsed time is clamped here before the refill multiply; every bucket refills from empty in less.
 DT_MAX_NS = (1 << 48) - 1
 TOKEN_BITS = 64
@@ -41,10 +50,11 @@ class LimiterParams:
     plans : int
         Plan table entries, 1..64.
     tick_log2 : int
-        The limiter's time quantum is 2^tick_log2 ns, 0..9. Bucket units are then 10^9 / 2^tick_log2 per token,
-        an integer, so refill stays exact. 0 keeps full nanosecond resolution; larger values narrow every slot.
+        The limiter's time quantum is 2^tick_log2 ns, 0..11. Bucket units are then 6x10^10 / 2^tick_log2 per
+        token, an integer, so refill stays exact. 0 keeps full nanosecond resolution; larger values narrow every
+        slot.
     req_burst_bits, cost_burst_bits : int
-        Request bursts are at most 2^req_burst_bits − 1 (1..20); cost bursts at most 2^cost_burst_bits − 1 (1..32).
+        Request bursts are at most 2^req_burst_bits − 1 (1..20); cost bursts at most 2^cost_burst_bits − 1 (1..28).
     counter_bits : int
         Width of each slot's allowed and rejected counters, 0..64 (0: no per-tenant counters).
     cmd_fifo_depth : int
@@ -56,7 +66,7 @@ class LimiterParams:
     plans: int = 64
     tick_log2: int = 0
     req_burst_bits: int = 20
-    cost_burst_bits: int = 32
+    cost_burst_bits: int = 28
     counter_bits: int = 32
     cmd_fifo_depth: int = 16
     clock_hz: int = 200_000_000
@@ -69,9 +79,9 @@ class LimiterParams:
         need("capacity", isinstance(c, int) and 64 <= c <= 65536 and not c & (c - 1),
              "must be a power of two in 64..65536")
         need("plans", 1 <= self.plans <= PLANS, f"must be in 1..{PLANS}")
-        need("tick_log2", 0 <= self.tick_log2 <= 9, "must be in 0..9")
+        need("tick_log2", 0 <= self.tick_log2 <= 11, "must be in 0..11")
         need("req_burst_bits", 1 <= self.req_burst_bits <= 20, "must be in 1..20")
-        need("cost_burst_bits", 1 <= self.cost_burst_bits <= 32, "must be in 1..32")
+        need("cost_burst_bits", 1 <= self.cost_burst_bits <= 28, "must be in 1..28")
         need("counter_bits", 0 <= self.counter_bits <= 64, "must be in 0..64")
         need("cmd_fifo_depth", 2 <= self.cmd_fifo_depth <= 255, "must be in 2..255")
         need("clock_hz", 1_000 <= self.clock_hz <= 1_000_000_000, "must be in 1e3..1e9")
@@ -79,8 +89,8 @@ class LimiterParams:
     # -- derived --
     @property
     def unit(self) -> int:
-        """Bucket units per token (or request): 10^9 / 2^tick_log2."""
-        return NANO >> self.tick_log2
+        """Bucket units per token (or request): 6x10^10 / 2^tick_log2."""
+        return TOKEN_UNITS >> self.tick_log2
 
     @property
     def req_burst_max(self) -> int:
@@ -172,6 +182,7 @@ class CostSource(amaranth_enum.Enum, shape=2):
     FIXED = 0
     CONTENT_LENGTH = 1
     EXTRA = 2          # the value of the parser's extra header slot 0, when it is a number
+    ESTIMATE = 3       # EXTRA when slot 0 holds a number, else CONTENT_LENGTH scaled by cost_scale_cl (the reset)
 
 
 class LimitVerdict(data.Struct):

@@ -66,6 +66,7 @@ Trace = data.StructLayout({
     "cost_source": 2,
     "cost_fixed": 32,
     "cost_scale": 32,
+    "cost_scale_cl": 32,
 })
 
 
@@ -152,8 +153,9 @@ class RateLimiter(wiring.Component):
         st_rd = state_mem.read_port(domain="sync")
         st_wr = state_mem.write_port()
 
-        plan = data.StructLayout({"req_rate": 24, "req_cap": rb, "cost_rate": 32, "cost_cap": cb,
-                                  "inv_req": 64, "inv_cost": 64})
+        # ``*_unl``: the rate is 0, the bucket unlimited (decided at commit, so the decision loop reads a bit).
+        plan = data.StructLayout({"req_rate": 30, "req_cap": rb, "cost_rate": 32, "cost_cap": cb,
+                                  "inv_req": 64, "inv_cost": 64, "req_unl": 1, "cost_unl": 1})
         m.submodules.plans = plan_mem = Memory(shape=unsigned(plan.size), depth=p.plans, init=[])
         plan_rd = plan_mem.read_port(domain="sync")
         plan_wr = plan_mem.write_port()
@@ -181,6 +183,8 @@ class RateLimiter(wiring.Component):
             plan_stage.cost_cap.eq(regs.plan_cost_cap.value),
             plan_stage.inv_req.eq(regs.plan_inv_req.value),
             plan_stage.inv_cost.eq(regs.plan_inv_cost.value),
+            plan_stage.req_unl.eq(regs.plan_req_rate.value == 0),
+            plan_stage.cost_unl.eq(regs.plan_cost_rate.value == 0),
             plan_wr.addr.eq(regs.plan_commit.index),
             plan_wr.data.eq(plan_stage),
             plan_wr.en.eq(regs.plan_commit.go & (regs.plan_commit.index < p.plans)),
@@ -257,6 +261,7 @@ class RateLimiter(wiring.Component):
             tr.kind.eq(Mux(advance, s0_kind, OpKind.NOP)), tr.now.eq(now),
             tr.policy.eq(regs.ctrl.unknown_policy), tr.cost_source.eq(regs.ctrl.cost_source),
             tr.cost_fixed.eq(regs.cost_fixed.value), tr.cost_scale.eq(regs.cost_scale.value),
+            tr.cost_scale_cl.eq(regs.cost_scale_cl.value),
         ]
         with m.If(advance):
             with m.If(sel_table & (t_op != TableOp.READ)):
@@ -273,18 +278,25 @@ class RateLimiter(wiring.Component):
                   cost_scale=Signal(32), amount=Signal(32), refund=Signal(), op=Signal(3), slot=Signal(16),
                   dst=Signal(16), plan=Signal(6), valid=Signal())
         s1 = {n: Signal(s.shape(), name=f"s1_{n}") for n, s in s1.items()}
+        # The field the cost comes from and its scale, chosen here so S1 has one multiply.
+        source = regs.ctrl.cost_source
+        by_extra = Signal()
+        m.d.comb += by_extra.eq((source == CostSource.EXTRA)
+                                | ((source == CostSource.ESTIMATE) & req.extra_numeric))
+        by_length = Signal()
+        m.d.comb += by_length.eq((source == CostSource.CONTENT_LENGTH)
+                                 | ((source == CostSource.ESTIMATE) & ~req.extra_numeric))
         with m.If(advance):
             m.d.sync += [
                 s1["kind"].eq(s0_kind), s1["fp"].eq(s0_fp),
                 s1["key_present"].eq(Mux(sel_req, req.key_present, 1)),
-                # The field the cost comes from, chosen here so S1 has one multiply.
-                s1["field"].eq(Mux(regs.ctrl.cost_source == CostSource.EXTRA, req.extra_value, req.content_length)),
-                s1["field_ok"].eq(Mux(regs.ctrl.cost_source == CostSource.EXTRA, req.extra_numeric,
-                                      Mux(regs.ctrl.cost_source == CostSource.CONTENT_LENGTH, req.cl_present, 0))),
+                s1["field"].eq(Mux(by_extra, req.extra_value, req.content_length)),
+                s1["field_ok"].eq(Mux(by_extra, req.extra_numeric, Mux(by_length, req.cl_present, 0))),
                 s1["meta"].eq(self.i_req.payload.meta),
                 s1["now"].eq(now), s1["policy"].eq(regs.ctrl.unknown_policy),
                 s1["cost_source"].eq(regs.ctrl.cost_source), s1["cost_fixed"].eq(regs.cost_fixed.value),
-                s1["cost_scale"].eq(regs.cost_scale.value),
+                s1["cost_scale"].eq(Mux(by_length & (source == CostSource.ESTIMATE), regs.cost_scale_cl.value,
+                                        regs.cost_scale.value)),
                 s1["amount"].eq(cmd_out.amount), s1["refund"].eq(cmd_out.refund),
                 s1["op"].eq(t_op), s1["slot"].eq(t_slot), s1["dst"].eq(t_dst), s1["plan"].eq(t_plan),
                 s1["valid"].eq(t_valid),
@@ -381,25 +393,26 @@ class RateLimiter(wiring.Component):
         m.d.comb += dt.eq(now_ticks - cur.last)
         dtc = Signal(48 - q)
         m.d.comb += dtc.eq(Mux(dt > p.dt_max, p.dt_max, dt))
-        req_sum = Signal(max(rb, 48 - q + 24) + 1)
+        req_sum = Signal(max(rb, 48 - q + 30) + 1)
         cost_sum = Signal(max(cb, 48 - q + 32) + 1)
         m.d.comb += [req_sum.eq(cur.req + dtc * pl.req_rate), cost_sum.eq(cur.cost + dtc * pl.cost_rate)]
         req_r = Signal(rb)
         cost_r = Signal(cb)
         m.d.comb += [req_r.eq(Mux(req_sum > pl.req_cap, pl.req_cap, req_sum)),
                      cost_r.eq(Mux(cost_sum > pl.cost_cap, pl.cost_cap, cost_sum))]
-        need = Signal(62)
+        need = Signal(32 + unit.bit_length())
         m.d.comb += need.eq(s2["cost"] * unit)
         req_ok = Signal()
         cost_ok = Signal()
-        m.d.comb += [req_ok.eq(req_r >= unit), cost_ok.eq(cost_r >= need)]
+        # An unlimited bucket (rate 0, cap 0) always suffices and is never debited.
+        m.d.comb += [req_ok.eq(pl.req_unl | (req_r >= unit)), cost_ok.eq(pl.cost_unl | (cost_r >= need))]
         allow = Signal()
         m.d.comb += allow.eq(req_ok & cost_ok)
         decided = Signal()                                # a request with a tenant (found or default)
         m.d.comb += decided.eq(s2["found"] | s2["use_default"])
 
         # Debit/refund.
-        amount_u = Signal(62)
+        amount_u = Signal(32 + unit.bit_length())
         m.d.comb += amount_u.eq(s2["amount"] * unit)
         debited = Signal(cb)
         refunded = Signal(cb)
@@ -435,7 +448,8 @@ class RateLimiter(wiring.Component):
                     with m.If(decided):
                         m.d.comb += [st_write.eq(1), new.last.eq(now_ticks)]
                         with m.If(allow):
-                            m.d.comb += [new.req.eq(req_r - unit), new.cost.eq(cost_r - need)]
+                            m.d.comb += [new.req.eq(Mux(pl.req_unl, req_r, req_r - unit)),
+                                         new.cost.eq(Mux(pl.cost_unl, cost_r, cost_r - need))]
                             if nb:
                                 m.d.comb += new.allowed.eq(cur.allowed + 1)
                         with m.Else():
@@ -546,7 +560,7 @@ class RateLimiter(wiring.Component):
         m.d.comb += dec_fire.eq(advance & (s2["kind"] == OpKind.DECIDE))
         s3 = dict(valid=Signal(), meta=Signal(self.meta_width), decision=Signal(2), status=Signal(10),
                   found=Signal(), tenant=Signal(16), cost=Signal(32), req_short=Signal(), cost_short=Signal(),
-                  req_def=Signal(rb), cost_def=Signal(62), inv_req=Signal(64), inv_cost=Signal(64), now_lo=Signal(max(1, q)))
+                  req_def=Signal(rb), cost_def=Signal(32 + unit.bit_length()), inv_req=Signal(64), inv_cost=Signal(64), now_lo=Signal(max(1, q)))
         s3 = {n: Signal(s.shape(), name=f"s3_{n}") for n, s in s3.items()}
         v_decision = Signal(2)
         v_status = Signal(10)
@@ -576,19 +590,21 @@ class RateLimiter(wiring.Component):
 
         # ================================================================================================ S3 retry
         wait_req = Signal(64)
-        wait_cost = Signal(64)
+        wait_cost = Signal(len(s3["cost_def"]) + 1)
         m.d.comb += [
             # ⌈deficit/rate⌉ = (((deficit − 1)·(inv + 1)) >> 64) + 1, with inv = ⌊(2⁶⁴−1)/rate⌋ from the plan.
             wait_req.eq(Mux(s3["req_short"], ((s3["req_def"] * s3["inv_req"] + s3["req_def"]) >> 64) + 1, 0)),
             wait_cost.eq(Mux(s3["cost_short"], ((s3["cost_def"] * s3["inv_cost"] + s3["cost_def"]) >> 64) + 1, 0)),
         ]
-        wait = Signal(64)
+        # A cost far above the bucket at a low rate can wait longer than 2^64 ns: the retry saturates there.
+        wait = Signal(len(s3["cost_def"]) + 1)
         m.d.comb += wait.eq(Mux(wait_cost > wait_req, wait_cost, wait_req))
         retry = Signal(64)
         if q:
-            m.d.comb += retry.eq(Mux(wait != 0, (wait << q) - s3["now_lo"], 0))
+            m.d.comb += retry.eq(Mux(wait == 0, 0, Mux(wait >> (64 - q) != 0, (1 << 64) - 1,
+                                                       (wait << q) - s3["now_lo"])))
         else:
-            m.d.comb += retry.eq(wait)
+            m.d.comb += retry.eq(Mux(wait >> 64 != 0, (1 << 64) - 1, wait))
 
         v = out.payload.verdict
         with m.If(advance):

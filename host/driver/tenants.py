@@ -12,11 +12,13 @@ device and the driver as they were. Registers and their behaviour: ``hdl/limiter
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 
-from ...hdl.limiter.layouts import CostSource, LimiterParams, TableOp, UnknownPolicy
+from ...hdl.limiter.layouts import RATE_PERIOD_S, CostSource, LimiterParams, TableOp, UnknownPolicy
 from ...hdl.parser.layouts import FP_POLY_RESET, FP_SEED_RESET
 from ..errors import ConfigError, FeatureMissing, IncompatibleBitstream, TableOpError, TransportError, check_int
 from ..models.limiter import LimiterConfig, Plan
@@ -45,6 +47,49 @@ _NS_PER_CYCLE_ONE = 1 << 32
 #: Public keyword → :class:`~wirespeed.host.models.limiter.Plan` field, for error messages in the caller's terms.
 _RATE_KEYWORDS = {"req_rate": "requests_per_s", "req_burst": "burst", "cost_rate": "tokens_per_s",
                   "cost_burst": "token_burst"}
+#: The keywords of one bucket: (per second, per minute, burst), by Plan field prefix.
+_LIMIT_KEYWORDS = {"req": ("requests_per_s", "requests_per_minute", "burst"),
+                   "cost": ("tokens_per_s", "tokens_per_minute", "token_burst")}
+
+
+def _is_unlimited(rate) -> bool:
+    return isinstance(rate, float) and rate == math.inf
+
+
+def _limit(kind: str, per_s, per_minute, burst, burst_max: int):
+    """One bucket's ``(rate per second, burst)`` for :class:`Plan` from the caller's keywords.
+
+    ``per_s`` and ``per_minute`` are alternatives; neither (or ``math.inf``) means unlimited, with no burst. A
+    missing burst is one period of the rate as given: a second's worth of a per-second rate, a minute's worth of a
+    per-minute rate (rounded up, at least 1, at most ``burst_max``).
+    """
+    s_name, m_name, b_name = _LIMIT_KEYWORDS[kind]
+    if per_s is not None and per_minute is not None:
+        raise ConfigError(m_name, per_minute, f"give {s_name} or {m_name}, not both")
+    if _is_unlimited(per_s) or _is_unlimited(per_minute):
+        per_s = per_minute = None
+    if per_s is None and per_minute is None:
+        if burst is not None:
+            raise ConfigError(b_name, burst, f"needs {s_name} or {m_name} (without a rate the bucket is "
+                                             f"unlimited)")
+        return None, None
+    if per_minute is not None:
+        if isinstance(per_minute, bool) or not isinstance(per_minute, numbers.Real):
+            raise ConfigError(m_name, per_minute, "must be a whole number per minute")
+        minute = Fraction(per_minute) if isinstance(per_minute, numbers.Rational) else None
+        if minute is None and float(per_minute).is_integer():
+            minute = Fraction(int(per_minute))
+        if minute is None or minute.denominator != 1 or minute < 1:
+            raise ConfigError(m_name, per_minute, "must be a whole number per minute, at least 1")
+        rate, period = minute / RATE_PERIOD_S, RATE_PERIOD_S
+    else:
+        rate, period = per_s, 1
+    if burst is None:
+        try:
+            burst = min(burst_max, max(1, math.ceil(rate * period)))
+        except (TypeError, ValueError, OverflowError):
+            burst = 1                                  # the rate's own check names it
+    return rate, burst
 
 
 class TenantId(int):
@@ -74,12 +119,15 @@ class TenantInfo:
         The tenant table slot, where the tenant is now (relocations move it).
     plan : int
         The plan table entry.
-    requests_per_s, burst, tokens_per_s, token_burst : int
-        The tenant's rates and bursts.
+    requests_per_s, tokens_per_s : int, Fraction or None
+        The tenant's rates per second (an ``int`` when whole, else an exact ``Fraction``); None: unlimited.
+    burst, token_burst : int or None
+        The bucket sizes; None: unlimited.
     request_tokens, cost_tokens : Fraction
-        Bucket contents in requests and tokens: ``req_units / unit``, ``cost_units / unit``.
+        Bucket contents in requests and tokens: ``req_units / unit``, ``cost_units / unit`` (0 for an unlimited
+        bucket, which is never drawn from).
     req_units, cost_units : int
-        The raw bucket counters (``unit`` = 10⁹ / 2^tick_log2 per token).
+        The raw bucket counters (``unit`` = 6·10¹⁰ / 2^tick_log2 per token).
     last_ns : int
         The clock at the last decision or creation.
     allowed, rejected : int
@@ -102,11 +150,27 @@ class TenantInfo:
     #: The tenant's :class:`TenantId`.
     id: TenantId = None
 
+    @property
+    def requests_per_minute(self):
+        """The request rate per minute (an ``int``: the hardware counts per minute), or None: unlimited."""
+        return None if self.requests_per_s is None else int(self.requests_per_s * RATE_PERIOD_S)
+
+    @property
+    def tokens_per_minute(self):
+        """The token rate per minute (an ``int``), or None: unlimited."""
+        return None if self.tokens_per_s is None else int(self.tokens_per_s * RATE_PERIOD_S)
+
     def as_dict(self) -> dict:
-        """JSON-ready: the token counts as floats (exact values are in ``req_units``/``cost_units``)."""
+        """JSON-ready: the token counts and rates as floats (exact values are in ``req_units``/``cost_units`` and
+        the per-minute rates, which are added)."""
         d = asdict(self)
         d["request_tokens"] = float(self.request_tokens)
         d["cost_tokens"] = float(self.cost_tokens)
+        for name in ("requests_per_s", "tokens_per_s"):
+            if isinstance(d[name], Fraction):
+                d[name] = float(d[name])
+        d["requests_per_minute"] = self.requests_per_minute
+        d["tokens_per_minute"] = self.tokens_per_minute
         return d
 
 
@@ -253,14 +317,28 @@ class TenantsCore:
             raise ConfigError("api_key", api_key, f"no tenant has this key (fp 0x{fp:016x})")
         return fp
 
-    def plan(self, requests_per_s, burst, tokens_per_s, token_burst) -> Plan:
-        """A validated :class:`~wirespeed.host.models.limiter.Plan`; :class:`ConfigError` names the keyword that is out
-        of range."""
+    def plan(self, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None,
+             requests_per_minute=None, tokens_per_minute=None) -> Plan:
+        """A validated :class:`~wirespeed.host.models.limiter.Plan` from the public keywords (:meth:`Tenants.add`);
+        :class:`ConfigError` names the keyword that is out of range."""
+        p = self.params
+        req = _limit("req", requests_per_s, requests_per_minute, burst, p.req_burst_max)
+        cost = _limit("cost", tokens_per_s, tokens_per_minute, token_burst, p.cost_burst_max)
+        keywords = dict(_RATE_KEYWORDS)
+        if requests_per_minute is not None:
+            keywords["req_rate"] = "requests_per_minute"
+        if tokens_per_minute is not None:
+            keywords["cost_rate"] = "tokens_per_minute"
         try:
-            plan = Plan(requests_per_s, burst, tokens_per_s, token_burst)
-            plan.validate(self.params)
+            plan = Plan(*req, *cost)
+            plan.validate(p)
         except ConfigError as e:
-            raise ConfigError(_RATE_KEYWORDS.get(e.field, e.field), e.value, e.limit) from None
+            value = e.value
+            if e.field == "req_rate" and requests_per_minute is not None:
+                value = requests_per_minute
+            elif e.field == "cost_rate" and tokens_per_minute is not None:
+                value = tokens_per_minute
+            raise ConfigError(keywords.get(e.field, e.field), value, e.limit) from None
         return plan
 
     def set_fingerprint_key(self, poly: int, seed: int) -> None:
@@ -338,11 +416,11 @@ class TenantsCore:
 
     # -- intents --
 
-    def add(self, api_key, requests_per_s, burst, tokens_per_s, token_burst):
+    def add(self, api_key, **limits):
         fp = self.fp(api_key)
         if fp in self.placement:
             raise ConfigError("api_key", api_key, f"a tenant with this key exists (slot {self.placement.lookup(fp)})")
-        plan = self.plan(requests_per_s, burst, tokens_per_s, token_burst)
+        plan = self.plan(**limits)
         entry, write = self._entry_for(plan)
         slot, moves = self.placement.insert(fp)            # TableFull leaves the placement unchanged
         self._acquire(entry, plan)
@@ -363,14 +441,29 @@ class TenantsCore:
         fp = self.placement.occupant(slot)
         return None if fp is None else self._id_of.get(fp)
 
-    def update(self, api_key, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None):
+    def update(self, api_key, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None,
+               requests_per_minute=None, tokens_per_minute=None):
         fp = self._present(api_key)
         old_entry = self._plan_of[fp]
         old = self._plan_at[old_entry]
-        plan = self.plan(old.req_rate if requests_per_s is None else requests_per_s,
-                         old.req_burst if burst is None else burst,
-                         old.cost_rate if tokens_per_s is None else tokens_per_s,
-                         old.cost_burst if token_burst is None else token_burst)
+        # What is not given stays. A new rate keeps the old burst (a default one if the bucket was unlimited);
+        # math.inf makes a bucket unlimited.
+        given = {}
+        for kind, per_s, per_minute, b in (("req", requests_per_s, requests_per_minute, burst),
+                                           ("cost", tokens_per_s, tokens_per_minute, token_burst)):
+            s_name, m_name, b_name = _LIMIT_KEYWORDS[kind]
+            old_rate, old_burst = getattr(old, f"{kind}_rate"), getattr(old, f"{kind}_burst")
+            if per_s is None and per_minute is None:
+                if _is_unlimited(b):
+                    raise ConfigError(b_name, b, "must be a whole number (math.inf goes to the rate)")
+                if b is not None and old_rate is None:
+                    raise ConfigError(b_name, b, f"needs {s_name} or {m_name}: the bucket is unlimited")
+                given.update({s_name: old_rate, b_name: old_burst if b is None else b})
+            else:
+                unlimited = _is_unlimited(per_s) or _is_unlimited(per_minute)
+                given.update({s_name: per_s, m_name: per_minute,
+                              b_name: b if b is not None or unlimited or old_burst is None else old_burst})
+        plan = self.plan(**given)
         slot = self.placement.lookup(fp)
         if plan == old:
             return self._id_of[fp]
@@ -444,7 +537,7 @@ class TenantsCore:
         yield from r.write("limiter.cmd_amount", tokens)
         yield from r.write("limiter.cmd_push", _pack(m, "limiter.cmd_push", refund=refund, go=1))
 
-    def configure(self, unknown_policy=None, cost_source=None, cost_fixed=None, cost_scale=None):
+    def configure(self, unknown_policy=None, cost_source=None, cost_fixed=None, cost_scale=None, cost_scale_cl=None):
         given = {}
         if unknown_policy is not None:
             given["unknown_policy"] = _enum_arg("unknown_policy", unknown_policy, UnknownPolicy)
@@ -454,6 +547,8 @@ class TenantsCore:
             given["cost_fixed"] = cost_fixed
         if cost_scale is not None:
             given["cost_scale"] = cost_scale
+        if cost_scale_cl is not None:
+            given["cost_scale_cl"] = cost_scale_cl
         LimiterConfig(**given)                              # validates every given value before any write
         r = self.regs
         if "unknown_policy" in given and "cost_source" in given:
@@ -468,6 +563,8 @@ class TenantsCore:
             yield from r.write("limiter.cost_fixed", given["cost_fixed"])
         if "cost_scale" in given:
             yield from r.write("limiter.cost_scale", given["cost_scale"])
+        if "cost_scale_cl" in given:
+            yield from r.write("limiter.cost_scale_cl", given["cost_scale_cl"])
 
 
 class Tenants:
@@ -498,27 +595,46 @@ class Tenants:
             yield from self.clock.discipline()
         return (yield from ops)
 
-    def add(self, api_key, *, requests_per_s: int, burst: int, tokens_per_s: int, token_burst: int) -> TenantId:
+    def add(self, api_key, *, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None,
+            requests_per_minute=None, tokens_per_minute=None) -> TenantId:
         """Add a tenant with full buckets; returns its :class:`TenantId` (what :attr:`Verdict.tenant` reports).
+
+        Parameters
+        ----------
+        requests_per_s, requests_per_minute : number, optional
+            The request rate, per second or per minute (not both). The hardware counts whole requests per minute,
+            so a per-second rate must be a multiple of 1/60 (``0.5`` is 30 per minute); integral floats such as
+            ``1e6`` are accepted. Neither, or ``math.inf``: requests are unlimited.
+        burst : int, optional
+            The request bucket size. Default: one period of the rate as given, a second's worth of
+            ``requests_per_s`` or a minute's worth of ``requests_per_minute`` (rounded up, at least 1, at most the
+            device's ``req_burst_max``).
+        tokens_per_s, tokens_per_minute, token_burst :
+            The same for LLM tokens (the request's cost, ``configure(cost_source=…)``).
 
         Raises
         ------
         ConfigError
-            A bad or present key, or a rate or burst out of range (named by its keyword).
+            A bad or present key, or a rate or burst out of range or not representable (named by its keyword).
         TableFull
             ``"plans"`` when the rates need a plan entry and none is free; ``"tenants"`` when no relocation makes
             room. Nothing is written in either case.
         """
-        return self._run(self.core.add(api_key, requests_per_s, burst, tokens_per_s, token_burst))
+        return self._run(self.core.add(api_key, requests_per_s=requests_per_s, burst=burst,
+                                       tokens_per_s=tokens_per_s, token_burst=token_burst,
+                                       requests_per_minute=requests_per_minute,
+                                       tokens_per_minute=tokens_per_minute))
 
-    def update(self, api_key, *, requests_per_s: int | None = None, burst: int | None = None,
-               tokens_per_s: int | None = None, token_burst: int | None = None) -> TenantId:
+    def update(self, api_key, *, requests_per_s=None, burst=None, tokens_per_s=None, token_burst=None,
+               requests_per_minute=None, tokens_per_minute=None) -> TenantId:
         """Change a tenant's rates or bursts (those not given stay); returns its id.
 
-        The buckets keep their contents, capped at the new bursts. Raises as :meth:`add` does (an absent key is a
-        :class:`ConfigError`).
+        A new rate keeps the bucket's burst unless one is given (or the bucket was unlimited: then :meth:`add`'s
+        default). ``math.inf`` as a rate makes that bucket unlimited. The buckets keep their contents, capped at
+        the new bursts. Raises as :meth:`add` does (an absent key is a :class:`ConfigError`).
         """
-        return self._run(self.core.update(api_key, requests_per_s, burst, tokens_per_s, token_burst))
+        return self._run(self.core.update(api_key, requests_per_s, burst, tokens_per_s, token_burst,
+                                          requests_per_minute, tokens_per_minute))
 
     def remove(self, api_key) -> TenantId:
         """Remove a tenant; returns the id it had (never given again). If it was the default tenant, there is none
@@ -543,7 +659,7 @@ class Tenants:
         return self._run(self.core.set_default(api_key))
 
     def configure(self, *, unknown_policy=None, cost_source=None, cost_fixed: int | None = None,
-                  cost_scale: int | None = None) -> None:
+                  cost_scale: int | None = None, cost_scale_cl: int | None = None) -> None:
         """Set the limiter's policy registers; only the arguments given are written, after all are checked.
 
         Parameters
@@ -552,15 +668,20 @@ class Tenants:
             For a request with no key or a key not in the table: ``"reject"`` (401), ``"default"`` (the default
             tenant's buckets) or ``"punt"`` (to the host).
         cost_source : CostSource or str
-            ``"fixed"`` (``cost_fixed`` per request), ``"content_length"`` (``content_length·cost_scale >> 16``) or
-            ``"extra"`` (the number in the parser's extra header slot 0, times ``cost_scale >> 16``, e.g. a
-            ``x-max-tokens`` header). A request without the chosen field costs ``cost_fixed``.
+            ``"estimate"`` (the reset): the number in the token-estimate header (the parser's extra header slot
+            0, ``x-token-estimate`` at reset) times ``cost_scale >> 16``, or, without it, the estimate from the
+            body size, ``content_length·cost_scale_cl >> 16`` (a quarter token per byte at reset).
+            ``"fixed"`` (``cost_fixed`` per request), ``"content_length"`` (``content_length·cost_scale >> 16``)
+            or ``"extra"`` (slot 0's number times ``cost_scale >> 16``). A request without the chosen field costs
+            ``cost_fixed``.
         cost_fixed : int
             Tokens per request, 0..2³²−1.
         cost_scale : int
-            Tokens per body byte, 16.16 fixed point, 0..2³²−1.
+            Tokens per unit of the field, 16.16 fixed point, 0..2³²−1 (reset 1.0).
+        cost_scale_cl : int
+            Tokens per body byte of the estimate's fallback, 16.16, 0..2³²−1 (reset 0x4000).
         """
-        return self._run(self.core.configure(unknown_policy, cost_source, cost_fixed, cost_scale))
+        return self._run(self.core.configure(unknown_policy, cost_source, cost_fixed, cost_scale, cost_scale_cl))
 
     def set_fingerprint_key(self, poly: int, seed: int) -> None:
         """Fingerprint key text with the parser's ``fp_poly``/``fp_seed`` when they are not the reset values."""

@@ -15,16 +15,19 @@ Where the specification is silent, the choice made here is stated in the docstri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+import numbers
 
-from ...hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, NANO, PLANS, REQ_BURST_MAX, REQ_RATE_MAX,
-                                    WAYS, CostSource, Decision, LimiterParams, TableOp, UnknownPolicy)
+from ...hdl.limiter.layouts import (COST_BURST_MAX, COST_MAX, COST_RATE_MAX, COST_SCALE_CL_RESET, PLANS,
+                                    RATE_PERIOD_S, REQ_BURST_MAX, REQ_RATE_MAX, TOKEN_UNITS, WAYS, CostSource,
+                                    Decision, LimiterParams, TableOp, UnknownPolicy)
 from ...hdl.limiter.layouts import LimitVerdict as LimitVerdictLayout
 from ...hdl.parser.layouts import KeySource
 from ..errors import ConfigError, check_int
 from ..records import LayoutRecord
 from .register_bank import BlockModel, RegisterBankModel
 
-__all__ = ["Plan", "LimiterConfig", "LimitVerdict", "TenantState", "TableResult", "LimiterModel", "wait_ticks", "U64",
+__all__ = ["Plan", "per_minute", "LimiterConfig", "LimitVerdict", "TenantState", "TableResult", "LimiterModel", "wait_ticks", "U64",
            "LimiterBlock", "ClockModel", "WRITE_EFFECT_CYCLE", "STEP_PULSE_CYCLE", "READ_SAMPLE_CYCLE", "OP_NOW_CYCLE",
            "COUNTERS"]
 
@@ -37,7 +40,7 @@ _AMOUNT_MAX = (1 << 32) - 1
 #: Register widths of the table op fields: ``tbl_slot``, ``tbl_dst`` (16 bits), ``tbl_entry.plan`` (6 bits).
 _SLOT_REG_MAX = (1 << 16) - 1
 _PLAN_REG_MAX = PLANS - 1
-_REQ_RATE_BITS = 24
+_REQ_RATE_BITS = 30
 _COST_RATE_BITS = 32
 
 
@@ -57,16 +60,57 @@ def wait_ticks(deficit: int, inv: int) -> int:
     """Ticks until a bucket short by ``deficit`` units suffices, with ``inv`` = ⌊(2⁶⁴−1)/rate⌋ (the plan register):
     ``(((deficit − 1)·(inv + 1)) >> 64) + 1``.
 
-    This is exactly ⌈deficit/rate⌉ whenever ``(deficit − 1)·rate < 2⁶⁴``, which always holds for the request
-    bucket (deficit ≤ 10⁹, rate < 2²⁴). Beyond that (huge cost deficits at huge rates) it is at most one tick
-    more. It is never less: the wait is never early.
+    This is exactly ⌈deficit/rate⌉ whenever ``(deficit − 1)·rate < 2⁶⁴``, which holds for the request bucket
+    up to 2²⁸ requests per minute (deficit ≤ 6·10¹⁰). Beyond that (huge deficits at huge rates) it is at most one
+    tick more. It is never less: the wait is never early.
     """
     return (((deficit - 1) * (inv + 1)) >> 64) + 1
 
 
 # -- plans ------------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+def per_minute(field_name: str, rate, limit: int):
+    """``rate`` (per second: an int, a float, a :class:`~fractions.Fraction`) as a whole number per minute.
+
+    The limiter's rates are whole numbers per minute, so a per-second rate is exact when it is a multiple of 1/60:
+    ``0.5`` is 30 per minute. A float within 10⁻⁹ (relative) of such a rate is taken as it (``1/3`` written as
+    ``0.3333333333333333`` is 20 per minute); any other rate is refused rather than rounded.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``field_name``: not a real number, not positive, not a multiple of 1/60 per second, or above
+        ``limit`` per minute.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+        raise ConfigError(field_name, rate, "must be a number per second (int, float or Fraction)")
+    if isinstance(rate, numbers.Rational):
+        minute = Fraction(rate) * RATE_PERIOD_S
+    else:
+        exact = float(rate) * RATE_PERIOD_S
+        if exact != exact or exact in (float("inf"), float("-inf")):
+            raise ConfigError(field_name, rate, "must be a finite number per second")
+        near = round(exact)
+        minute = Fraction(near) if abs(exact - near) <= 1e-9 * max(1.0, abs(exact)) else Fraction(exact)
+    if minute.denominator != 1:
+        raise ConfigError(field_name, rate, f"must be a whole number per minute (a multiple of 1/{RATE_PERIOD_S} "
+                                            f"per second): {float(minute):g} per minute is not")
+    minute = int(minute)
+    if not 1 <= minute <= limit:
+        raise ConfigError(field_name, rate, f"must be 1/{RATE_PERIOD_S}..{Fraction(limit, RATE_PERIOD_S)} per "
+                                            f"second (1..{limit} per minute)")
+    return minute
+
+
+def _per_second(minute):
+    """A per-minute count as the per-second rate it is: an ``int`` when whole, else a :class:`Fraction`."""
+    if minute is None:
+        return None
+    rate = Fraction(minute, RATE_PERIOD_S)
+    return int(rate) if rate.denominator == 1 else rate
+
+
+@dataclass(frozen=True, init=False)
 class Plan:
     """One entry of the plan table: the rates and bursts of a tenant's two buckets.
 
@@ -75,47 +119,83 @@ class Plan:
 
     Parameters
     ----------
-    req_rate : int
-        Requests per second, 1..2²⁴−1.
-    req_burst : int
-        Request bucket size in requests, 1..2²⁰−1.
-    cost_rate : int
-        Cost units (LLM tokens) per second, 1..2³²−1.
-    cost_burst : int
-        Cost bucket size in cost units, 1..2³²−1.
+    req_rate : int, float, Fraction or None
+        Requests per second, a multiple of 1/60 (the hardware counts per minute), 1/60..(2³⁰−1)/60; None: the
+        request bucket is unlimited.
+    req_burst : int or None
+        Request bucket size in requests, 1..2²⁰−1; None exactly when ``req_rate`` is None.
+    cost_rate : int, float, Fraction or None
+        Cost units (LLM tokens) per second, a multiple of 1/60, 1/60..(2³²−1)/60; None: unlimited.
+    cost_burst : int or None
+        Cost bucket size in cost units, 1..2²⁸−1; None exactly when ``cost_rate`` is None.
+
+    Attributes
+    ----------
+    req_rate, cost_rate : int, Fraction or None
+        The rates per second, normalised: an ``int`` when whole, else a ``Fraction`` (so equal rates compare and
+        hash equal, whatever type they were given as).
+    req_per_minute, cost_per_minute : int or None
+        What the plan table's rate registers hold (0 there means unlimited).
 
     Raises
     ------
     ConfigError
-        Naming the field, when a value is out of range or a bucket would take 2⁴⁸ ns or more to refill from empty
-        (``burst·10⁹ / rate ≥ 2⁴⁸``; the ``*_burst`` field is named).
+        Naming the field, when a value is out of range, a rate is not a whole number per minute, a burst is given
+        for an unlimited bucket (or missing for a limited one), or a bucket would take 2⁴⁸ ns or more to refill
+        from empty (``burst·60·10⁹ / rate_per_minute ≥ 2⁴⁸``; the ``*_burst`` field is named).
     """
-    req_rate: int
-    req_burst: int
-    cost_rate: int
-    cost_burst: int
+    req_rate: object
+    req_burst: object
+    cost_rate: object
+    cost_burst: object
+    req_per_minute: object
+    cost_per_minute: object
 
-    def __post_init__(self):
-        check_int("req_rate", self.req_rate, 1, REQ_RATE_MAX)
-        check_int("req_burst", self.req_burst, 1, REQ_BURST_MAX)
-        check_int("cost_rate", self.cost_rate, 1, COST_RATE_MAX)
-        check_int("cost_burst", self.cost_burst, 1, COST_BURST_MAX)
+    def __init__(self, req_rate, req_burst, cost_rate, cost_burst):
+        for kind, rate, burst, rate_max, burst_max in (("req", req_rate, req_burst, REQ_RATE_MAX, REQ_BURST_MAX),
+                                                        ("cost", cost_rate, cost_burst, COST_RATE_MAX,
+                                                         COST_BURST_MAX)):
+            if rate is None:
+                if burst is not None:
+                    raise ConfigError(f"{kind}_burst", burst, f"must be None when {kind}_rate is None (unlimited)")
+                minute = None
+            else:
+                minute = per_minute(f"{kind}_rate", rate, rate_max)
+                if burst is None:
+                    raise ConfigError(f"{kind}_burst", burst, f"must be given with {kind}_rate")
+                check_int(f"{kind}_burst", burst, 1, burst_max)
+            object.__setattr__(self, f"{kind}_per_minute", minute)
+            object.__setattr__(self, f"{kind}_rate", _per_second(minute))
+            object.__setattr__(self, f"{kind}_burst", burst)
         self._check_refill(None)
+
+    @classmethod
+    def per_minute(cls, req_per_minute, req_burst, cost_per_minute, cost_burst) -> "Plan":
+        """The plan with these rates per minute (whole numbers, or None for unlimited)."""
+        return cls(None if req_per_minute is None else Fraction(req_per_minute, RATE_PERIOD_S), req_burst,
+                   None if cost_per_minute is None else Fraction(cost_per_minute, RATE_PERIOD_S), cost_burst)
+
+    def __repr__(self):
+        return (f"Plan(req_rate={self.req_rate!s}, req_burst={self.req_burst}, cost_rate={self.cost_rate!s}, "
+                f"cost_burst={self.cost_burst})")
 
     def _check_refill(self, params):
         for kind in ("req", "cost"):
-            rate, burst = getattr(self, f"{kind}_rate"), getattr(self, f"{kind}_burst")
-            if burst * NANO >= _REFILL_LIMIT_NS * rate:
+            minute, burst = getattr(self, f"{kind}_per_minute"), getattr(self, f"{kind}_burst")
+            if minute is None:
+                continue
+            if burst * TOKEN_UNITS >= _REFILL_LIMIT_NS * minute:
                 raise ConfigError(f"{kind}_burst", burst,
-                                  f"{kind}_burst·10⁹ / {kind}_rate must be < 2⁴⁸ ns (refill from empty); "
-                                  f"with {kind}_rate={rate} at most {(_REFILL_LIMIT_NS * rate - 1) // NANO}")
+                                  f"{kind}_burst / {kind}_rate must be < 2⁴⁸ ns (refill from empty); "
+                                  f"with {kind}_rate={_per_second(minute)}/s at most "
+                                  f"{(_REFILL_LIMIT_NS * minute - 1) // TOKEN_UNITS}")
             # In ticks the elapsed time is clamped to 2^(48−q)−1, which for q ≥ 3 can be a few units short of the
             # rule above: such a bucket would never refill completely.
-            if params is not None and burst * params.unit > params.dt_max * rate:
+            if params is not None and burst * params.unit > params.dt_max * minute:
                 raise ConfigError(f"{kind}_burst", burst,
                                   f"must refill from empty within the {params.dt_max}-tick clamp "
-                                  f"(tick_log2={params.tick_log2}): with {kind}_rate={rate} at most "
-                                  f"{params.dt_max * rate // params.unit}")
+                                  f"(tick_log2={params.tick_log2}): with {kind}_rate={_per_second(minute)}/s "
+                                  f"at most {params.dt_max * minute // params.unit}")
 
     def validate(self, params: LimiterParams) -> Plan:
         """This plan if the limiter described by ``params`` can hold it.
@@ -130,13 +210,15 @@ class Plan:
         ConfigError
             Naming the field: ``req_burst`` above ``params.req_burst_max``, ``cost_burst`` above
             ``params.cost_burst_max``, or a bucket that would not refill from empty within the elapsed-time clamp
-            (``burst·10⁹ / rate ≥ 2⁴⁸`` ns, or ``burst·unit > dt_max·rate`` ticks, which is stricter only for
-            ``tick_log2`` ≥ 3).
+            (``burst·60·10⁹ / rate_per_minute ≥ 2⁴⁸`` ns, or ``burst·unit > dt_max·rate_per_minute`` ticks, which
+            is stricter only for ``tick_log2`` ≥ 3).
         """
         if not isinstance(params, LimiterParams):
             raise ConfigError("params", params, "must be a LimiterParams")
-        check_int("req_burst", self.req_burst, 1, params.req_burst_max)
-        check_int("cost_burst", self.cost_burst, 1, params.cost_burst_max)
+        if self.req_burst is not None:
+            check_int("req_burst", self.req_burst, 1, params.req_burst_max)
+        if self.cost_burst is not None:
+            check_int("cost_burst", self.cost_burst, 1, params.cost_burst_max)
         self._check_refill(params)
         return self
 
@@ -146,23 +228,26 @@ class Plan:
         Returns
         -------
         dict
-            ``req_rate``, ``req_cap`` (``req_burst·unit``), ``cost_rate``, ``cost_cap`` (``cost_burst·unit``),
-            ``inv_req``, ``inv_cost`` (:attr:`inv_req_rate`, :attr:`inv_cost_rate`); the caps are in bucket units.
-            Not validated: call :meth:`validate` first.
+            ``req_rate`` and ``cost_rate`` (per minute; 0 for an unlimited bucket), ``req_cap``
+            (``req_burst·unit``), ``cost_cap`` (``cost_burst·unit``; 0 when unlimited), ``inv_req``, ``inv_cost``
+            (:attr:`inv_req_rate`, :attr:`inv_cost_rate`; 0 when unlimited); the caps are in bucket units. Not
+            validated: call :meth:`validate` first.
         """
         unit = params.unit
-        return {"req_rate": self.req_rate, "req_cap": self.req_burst * unit, "cost_rate": self.cost_rate,
-                "cost_cap": self.cost_burst * unit, "inv_req": self.inv_req_rate, "inv_cost": self.inv_cost_rate}
+        return {"req_rate": self.req_per_minute or 0, "req_cap": (self.req_burst or 0) * unit,
+                "cost_rate": self.cost_per_minute or 0, "cost_cap": (self.cost_burst or 0) * unit,
+                "inv_req": self.inv_req_rate, "inv_cost": self.inv_cost_rate}
 
     @property
     def inv_req_rate(self) -> int:
-        """``⌊(2⁶⁴−1) / req_rate⌋`` (= ⌈2⁶⁴/req_rate⌉ − 1), the reciprocal :func:`wait_ticks` uses."""
-        return _inv_rate(self.req_rate)
+        """``⌊(2⁶⁴−1) / req_per_minute⌋`` (= ⌈2⁶⁴/rate⌉ − 1), the reciprocal :func:`wait_ticks` uses; 0 when
+        unlimited."""
+        return _inv_rate(self.req_per_minute) if self.req_per_minute else 0
 
     @property
     def inv_cost_rate(self) -> int:
-        """``⌊(2⁶⁴−1) / cost_rate⌋``, the reciprocal :func:`wait_ticks` uses."""
-        return _inv_rate(self.cost_rate)
+        """``⌊(2⁶⁴−1) / cost_per_minute⌋``, the reciprocal :func:`wait_ticks` uses; 0 when unlimited."""
+        return _inv_rate(self.cost_per_minute) if self.cost_per_minute else 0
 
 
 # -- the limiter ------------------------------------------------------------------------------------------------------
@@ -179,12 +264,16 @@ class LimiterConfig:
         What a descriptor without a key, or with a key not in the table, gets.
     cost_source : CostSource
         ``FIXED``: the cost is ``cost_fixed``. ``CONTENT_LENGTH``: ``min(2³²−1, (content_length·cost_scale) >> 16)``.
-        ``EXTRA``: the same with the descriptor's ``extra_value`` (extra header slot 0 read as a number). A request
-        without the chosen field costs ``cost_fixed``.
+        ``EXTRA``: the same with the descriptor's ``extra_value`` (extra header slot 0 read as a number).
+        ``ESTIMATE`` (the reset): ``EXTRA`` when slot 0 holds a number, else
+        ``min(2³²−1, (content_length·cost_scale_cl) >> 16)``. A request without the chosen field costs
+        ``cost_fixed``.
     cost_fixed : int
         0..2³²−1.
     cost_scale : int
-        Cost units per body byte, 16.16 fixed point, 0..2³²−1 (1.0 = 0x10000).
+        Cost units per unit of the field, 16.16 fixed point, 0..2³²−1 (1.0 = 0x10000).
+    cost_scale_cl : int
+        Cost units per body byte of ``ESTIMATE``'s fallback, 16.16, 0..2³²−1 (reset 0x4000, a quarter token).
 
     Raises
     ------
@@ -192,15 +281,17 @@ class LimiterConfig:
         Naming the field, the value and the allowed range.
     """
     unknown_policy: UnknownPolicy = UnknownPolicy.REJECT
-    cost_source: CostSource = CostSource.FIXED
+    cost_source: CostSource = CostSource.ESTIMATE
     cost_fixed: int = 0
     cost_scale: int = 1 << 16
+    cost_scale_cl: int = COST_SCALE_CL_RESET
 
     def __post_init__(self):
         object.__setattr__(self, "unknown_policy", _check_enum("unknown_policy", self.unknown_policy, UnknownPolicy))
         object.__setattr__(self, "cost_source", _check_enum("cost_source", self.cost_source, CostSource))
         check_int("cost_fixed", self.cost_fixed, 0, COST_MAX)
         check_int("cost_scale", self.cost_scale, 0, _SCALE_MAX)
+        check_int("cost_scale_cl", self.cost_scale_cl, 0, _SCALE_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,9 +708,16 @@ class LimiterModel:
     def cost(self, desc) -> int:
         """The request's cost under ``cost_source``: ``cost_fixed``, or the chosen field (Content-Length, or extra
         header slot 0's number) times ``cost_scale`` (16.16), capped at 2³²−1; ``cost_fixed`` when the descriptor
-        lacks the field."""
+        lacks the field. ``ESTIMATE``: slot 0's number times ``cost_scale`` when there is one, else Content-Length
+        times ``cost_scale_cl``."""
         config = self._config
         source = config.cost_source
+        if source is CostSource.ESTIMATE:
+            if desc.extra_numeric:
+                return min(COST_MAX, (desc.extra_value * config.cost_scale) >> 16)
+            if desc.cl_present:
+                return min(COST_MAX, (desc.content_length * config.cost_scale_cl) >> 16)
+            return config.cost_fixed
         if source is CostSource.CONTENT_LENGTH and desc.cl_present:
             return min(COST_MAX, (desc.content_length * config.cost_scale) >> 16)
         if source is CostSource.EXTRA and desc.extra_numeric:
@@ -638,8 +736,8 @@ class LimiterModel:
         ``min((t − last) mod 2^(64−q), dt_max)·rate`` units, capped at the plan's caps. One request needs ``unit``,
         a cost c needs ``c·unit``. A 429 keeps the refilled tokens; either way ``last = t``. A short bucket waits
         :func:`wait_ticks` ticks, the larger wait counts, and ``retry_after_ns`` is the ns from
-        ``now_ns`` to the start of that tick: at most ``deficit·2^q`` ≤ (2³²−1)·10⁹ < 2⁶² ns, whatever the plan
-        registers hold.
+        ``now_ns`` to the start of that tick, saturating at 2⁶⁴−1 (a cost far above the burst at a low rate). A
+        bucket whose plan rate is 0 is unlimited: it always suffices and is never debited.
 
         Parameters
         ----------
@@ -684,21 +782,25 @@ class LimiterModel:
             tokens = cost_cap
         need = cost * unit
         self._last[slot] = now
-        if req >= unit and tokens >= need:
-            self._req[slot] = req - unit
-            self._cost[slot] = tokens - need
+        req_ok = req_rate == 0 or req >= unit
+        cost_ok = cost_rate == 0 or tokens >= need
+        if req_ok and cost_ok:
+            self._req[slot] = req if req_rate == 0 else req - unit
+            self._cost[slot] = tokens if cost_rate == 0 else tokens - need
             self._allowed[slot] = (self._allowed[slot] + 1) & counter_mask
             self.allow = (self.allow + 1) & U64
             return _ALLOW, 200, found, slot, cost, 0
         self._req[slot] = req
         self._cost[slot] = tokens
-        wait = (((unit - req - 1) * (inv_req + 1)) >> 64) + 1 if req < unit else 0
-        if tokens < need:
+        wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
+        if not cost_ok:
             wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
             if wait_cost > wait:
                 wait = wait_cost
         self._rejected[slot] = (self._rejected[slot] + 1) & counter_mask
         self.reject_429 = (self.reject_429 + 1) & U64
+        if wait >> (64 - q):
+            return _REJECT, 429, found, slot, cost, U64
         return _REJECT, 429, found, slot, cost, (wait << q) - (now_ns & ((1 << q) - 1))
 
     # -- debit and refund --
@@ -849,7 +951,7 @@ class LimiterBlock(BlockModel):
         elif name == "clock_ctrl":
             if self._fired("clock_ctrl.step"):
                 self.clock.step(cycle + STEP_PULSE_CYCLE, self._value("clock_step"))
-        elif name in ("ctrl", "cost_fixed", "cost_scale"):
+        elif name in ("ctrl", "cost_fixed", "cost_scale", "cost_scale_cl"):
             self._apply_config()
         elif name == "plan_commit":
             if self._fired("plan_commit.go"):
@@ -870,8 +972,9 @@ class LimiterBlock(BlockModel):
         policy = _POLICIES.get(self._field("ctrl", "unknown_policy"), UnknownPolicy.REJECT)
         source = self._field("ctrl", "cost_source")
         self.model.config = LimiterConfig(
-            unknown_policy=policy, cost_source=CostSource(source) if source < 3 else CostSource.FIXED,
-            cost_fixed=self._value("cost_fixed"), cost_scale=self._value("cost_scale"))
+            unknown_policy=policy, cost_source=CostSource(source),
+            cost_fixed=self._value("cost_fixed"), cost_scale=self._value("cost_scale"),
+            cost_scale_cl=self._value("cost_scale_cl"))
 
     def _plan_commit(self) -> None:
         index = self._field("plan_commit", "index")

@@ -112,7 +112,7 @@ def test_async_offload_open_takes_a_synchronous_transport():
             return await dev.classify(request(0)), await dev.read_register("id.version.major")
 
     verdict, major = asyncio.run(main())
-    assert verdict.reason == "ok" and major == 1
+    assert verdict.reason == "ok" and major == 2
 
 
 def test_errors_reach_the_awaiting_caller():

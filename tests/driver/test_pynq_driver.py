@@ -114,7 +114,7 @@ def test_register_map_from_the_packaged_registers(device):
     regs = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in ip_registers()}
     drv = WirespeedDriver(description(device, registers=regs))
     assert int(drv.register_map.id_magic) == 0x57535044
-    assert int(drv.register_map.id_version.major) == 1
+    assert int(drv.register_map.id_version.major) == 2
     assert isinstance(drv.register_map, RegisterMap)
 
 

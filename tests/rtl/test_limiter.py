@@ -28,7 +28,7 @@ SEED = int(os.environ.get("LIMITER_SEED", "20261125"))
 PARAMS = {
     "default": LimiterParams(),
     "small": LimiterParams(capacity=128, plans=8, cmd_fifo_depth=4),
-    "compact": LimiterParams(capacity=1024, tick_log2=9, req_burst_bits=16, cost_burst_bits=24, counter_bits=0),
+    "compact": LimiterParams(capacity=1024, tick_log2=11, req_burst_bits=14, cost_burst_bits=24, counter_bits=0),
     "narrow-counters": LimiterParams(capacity=256, tick_log2=3, counter_bits=5),
 }
 META = 16
@@ -232,6 +232,7 @@ if cocotb is not None:
                     await self.write("ctrl", rng.choice([0, 1, 1, 2, 3]) | (rng.randrange(4) << 4))
                     await self.write("cost_fixed", rng.choice([0, 1, 3, 100, rng.getrandbits(32)]))
                     await self.write("cost_scale", rng.choice([0, 1 << 16, 3 << 14, rng.getrandbits(32)]))
+                    await self.write("cost_scale_cl", rng.choice([0, 1 << 14, 1 << 16, rng.getrandbits(32)]))
                 elif action == "default" and live:
                     # Mostly the generous tenant from setup (when still present), so that defaults also pass.
                     fp = self.generous if self.generous in self.tenants and rng.random() < 0.7 else rng.choice(live)
@@ -292,15 +293,17 @@ if cocotb is not None:
             if kind == OpKind.DECIDE:
                 self.model.config = LimiterConfig(
                     unknown_policy=UnknownPolicy.REJECT if trace.policy == 3 else UnknownPolicy(trace.policy),
-                    cost_source=CostSource.FIXED if trace.cost_source == 3 else CostSource(trace.cost_source),
-                    cost_fixed=trace.cost_fixed, cost_scale=trace.cost_scale)
+                    cost_source=CostSource(trace.cost_source),
+                    cost_fixed=trace.cost_fixed, cost_scale=trace.cost_scale,
+                    cost_scale_cl=trace.cost_scale_cl)
                 r, seq = offered.req, offered.meta
                 desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if r.key_present else KeySource.NONE,
                                        key_fp=r.key_fp, cl_present=bool(r.cl_present),
                                        content_length=r.content_length, extra_numeric=bool(r.extra_numeric),
                                        extra_value=r.extra_value)
                 self.events["decide"] += 1
-                sources = {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric}
+                sources = {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric,
+                           CostSource.ESTIMATE: desc.extra_numeric or desc.cl_present}
                 if sources.get(self.model.config.cost_source):
                     self.events[self.model.config.cost_source.name] = \
                         self.events.get(self.model.config.cost_source.name, 0) + 1
@@ -354,7 +357,7 @@ if cocotb is not None:
 
         async def setup(self, tenants):
             p = self.params
-            await self.write_plan(0, Plan(100_000, min(p.req_burst_max, 1000), 1 << 30,
+            await self.write_plan(0, Plan(100_000, min(p.req_burst_max, 1000), 1 << 26,
                                           min(p.cost_burst_max, 1 << 22)).validate(p))
             for i in range(1, min(p.plans, 6)):
                 await self.write_plan(i, self.random_plan())
@@ -407,7 +410,8 @@ if cocotb is not None:
                         (0, "tenant")]:
             assert tb.outcomes.get(outcome, 0) > 0, f"outcome {outcome} never occurred: {tb.outcomes}"
         assert tb.events["cmd"] > 20 and tb.events["table"] > 100, tb.events
-        assert tb.events.get("CONTENT_LENGTH") and tb.events.get("EXTRA"), "costs from both descriptor fields"
+        assert tb.events.get("CONTENT_LENGTH") and tb.events.get("EXTRA") and tb.events.get("ESTIMATE"), \
+        "costs from both descriptor fields and the estimate"
 
     @cocotb.test()
     async def cycle_counts(dut):

@@ -215,20 +215,21 @@ class LimiterBench:
 
     def decide(self, trace, request, seq, cycle):
         key = (_get(trace, TRACE_F, "policy"), _get(trace, TRACE_F, "cost_source"),
-               _get(trace, TRACE_F, "cost_fixed"), _get(trace, TRACE_F, "cost_scale"))
+               _get(trace, TRACE_F, "cost_fixed"), _get(trace, TRACE_F, "cost_scale"),
+               _get(trace, TRACE_F, "cost_scale_cl"))
         if key != self._config_key:
-            policy, source, fixed, scale = self._config_key = key
+            policy, source, fixed, scale, scale_cl = self._config_key = key
             self.model.config = LimiterConfig(
                 unknown_policy=UnknownPolicy.REJECT if policy == 3 else UnknownPolicy(policy),
-                cost_source=CostSource.FIXED if source == 3 else CostSource(source),
-                cost_fixed=fixed, cost_scale=scale)
+                cost_source=CostSource(source), cost_fixed=fixed, cost_scale=scale, cost_scale_cl=scale_cl)
         fp, present, cl, cl_present, x_numeric, x_value = request
         desc = SimpleNamespace(key_source=KeySource.AUTHORIZATION if present else KeySource.NONE,
                                key_fp=fp, cl_present=bool(cl_present), content_length=cl,
                                extra_numeric=bool(x_numeric), extra_value=x_value)
         self.events["decide"] += 1
         source = self.model.config.cost_source
-        if {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric}.get(source):
+        if {CostSource.CONTENT_LENGTH: desc.cl_present, CostSource.EXTRA: desc.extra_numeric,
+                CostSource.ESTIMATE: desc.extra_numeric or desc.cl_present}.get(source):
             self.events[source.name] = self.events.get(source.name, 0) + 1
         verdict = self.model.decide(desc, _get(trace, TRACE_F, "now"))
         outcome = (verdict.status, "default" if verdict.status in (200, 429) and not verdict.tenant_found
@@ -382,6 +383,7 @@ class LimiterBench:
                 yield from self.write("ctrl", rng.choice([0, 1, 1, 2, 3]) | (rng.randrange(4) << 4))
                 yield from self.write("cost_fixed", rng.choice([0, 1, 3, 100, rng.getrandbits(32)]))
                 yield from self.write("cost_scale", rng.choice([0, 1 << 16, 3 << 14, rng.getrandbits(32)]))
+                yield from self.write("cost_scale_cl", rng.choice([0, 1 << 14, 1 << 16, rng.getrandbits(32)]))
             elif action == "default" and live:
                 # Mostly the generous tenant from setup (when still present), so that defaults also pass.
                 fp = self.generous if self.generous in self.tenants and rng.random() < 0.7 else rng.choice(live)
@@ -451,7 +453,7 @@ class LimiterBench:
 
     def setup(self, tenants):
         p = self.params
-        yield from self.write_plan(0, Plan(100_000, min(p.req_burst_max, 1000), 1 << 30,
+        yield from self.write_plan(0, Plan(100_000, min(p.req_burst_max, 1000), 1 << 26,
                                            min(p.cost_burst_max, 1 << 22)).validate(p))
         for i in range(1, min(p.plans, 6)):
             yield from self.write_plan(i, self.random_plan())
@@ -495,7 +497,8 @@ def limiter_volume(total: int):
                     (0, "tenant")]:
         assert tb.outcomes.get(outcome, 0) > 0, f"outcome {outcome} never occurred: {tb.outcomes}"
     assert tb.events["cmd"] > 20 and tb.events["table"] > 100, tb.events
-    assert tb.events.get("CONTENT_LENGTH") and tb.events.get("EXTRA"), "costs from both descriptor fields"
+    assert tb.events.get("CONTENT_LENGTH") and tb.events.get("EXTRA") and tb.events.get("ESTIMATE"), \
+        "costs from both descriptor fields and the estimate"
 
 
 @pytest.mark.rtl

@@ -29,7 +29,10 @@ def _session(dev, rng_seed=SEED, steps=400):
     keys = []
     log = []
     plans = [dict(requests_per_s=rng.randrange(1, 10_000), burst=rng.randrange(1, 500),
-                  tokens_per_s=rng.randrange(1, 10**6), token_burst=rng.randrange(1, 10**6)) for _ in range(8)]
+                  tokens_per_s=rng.randrange(1, 10**6), token_burst=rng.randrange(1, 10**6)) for _ in range(5)]
+    plans += [dict(requests_per_minute=rng.randrange(1, 10**6), tokens_per_minute=rng.randrange(1, 10**8)),
+              dict(requests_per_s=rng.randrange(1, 600) / 60, burst=rng.randrange(1, 500)),     # tokens unlimited
+              dict(tokens_per_s=7.5, token_burst=rng.randrange(1, 10**6))]                       # requests unlimited
     for i in range(steps):
         action = rng.choice(["add", "add", "add", "update", "remove", "get", "get", "debit", "refund", "now",
                              "step", "rate", "default"])

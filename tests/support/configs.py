@@ -57,16 +57,16 @@ def limiter_requests(rng: random.Random, keys: list, n: int) -> list[tuple]:
 
 
 def random_plan(rng: random.Random, params):
-    """A random limiter plan that ``params`` can hold (rates from 1/s to the maxima, small and large bursts)."""
+    """A random limiter plan that ``params`` can hold: rates per minute from 1 to the maxima (so per-second rates are
+    often fractional), sometimes unlimited (None), small and large bursts."""
     from wirespeed.host.models.limiter import Plan
     p = params
     while True:
-        req_rate = rng.choice([1, 3, 10, 1000, 50_000, rng.randrange(1, 1 << 24)])
-        cost_rate = rng.choice([1, 7, 1000, 100_000, rng.randrange(1, 1 << 32)])
-        req_burst = rng.randrange(1, min(p.req_burst_max, 64) + 1)
-        cost_burst = rng.randrange(1, min(p.cost_burst_max, 1 << 20) + 1)
-        plan = Plan(req_rate, req_burst, cost_rate, cost_burst)
+        req_rate = rng.choice([None, 1, 30, 60, 7_000, 3_000_000, rng.randrange(1, 1 << 30)])
+        cost_rate = rng.choice([None, 7, 1000, 100_000, 6_000_000, rng.randrange(1, 1 << 32)])
+        req_burst = None if req_rate is None else rng.randrange(1, min(p.req_burst_max, 64) + 1)
+        cost_burst = None if cost_rate is None else rng.randrange(1, min(p.cost_burst_max, 1 << 20) + 1)
         try:
-            return plan.validate(p)
+            return Plan.per_minute(req_rate, req_burst, cost_rate, cost_burst).validate(p)
         except Exception:
             continue

@@ -14,7 +14,8 @@ def api_keys(rng: random.Random, n: int) -> list[str]:
 
 def configure_gateway(dev, rng: random.Random) -> tuple[list[str], list[str]]:
     """A gateway's configuration: three pools (one empty: 503), routes by tenant, session header and L4 tuple,
-    40 tenants (the first an abusive 2 requests/s), a default tenant. Returns the known and unknown API keys."""
+    40 tenants (the first an abusive 2 requests/s; per-second, per-minute, fractional and unlimited limits), a
+    default tenant, the reset cost source. Returns the known and unknown API keys."""
     dev.set_hash_key(bytes(rng.getrandbits(8) for _ in range(40)))
     dev.pools.set(0, list(range(10, 18)), size=509)
     dev.pools.set(1, [100, 101, 102], weights=[1, 2, 3], size=251)
@@ -27,11 +28,20 @@ def configure_gateway(dev, rng: random.Random) -> tuple[list[str], list[str]]:
     for i, key in enumerate(known):
         if i == 0:      # the abusive tenant: 2 requests/s, burst 3
             dev.tenants.add(key, requests_per_s=2, burst=3, tokens_per_s=1000, token_burst=5000)
+        elif i % 4 == 1:  # per-minute rates, default bursts (a minute's worth)
+            dev.tenants.add(key, requests_per_minute=rng.choice([30, 600, 6000]),
+                            tokens_per_minute=rng.choice([10_000, 100_000, 1_000_000]))
+        elif i % 4 == 2:  # fractional per-second rates; a third of them without a token limit
+            limits = dict(requests_per_s=rng.choice([0.5, 1.5, 2.25, 100]), burst=rng.choice([1, 10, 50]))
+            if rng.random() < 0.66:
+                limits.update(tokens_per_s=rng.choice([0.5, 7.25, 10_000]), token_burst=rng.choice([1000, 20_000]))
+            dev.tenants.add(key, **limits)
         else:
             dev.tenants.add(key, requests_per_s=rng.choice([50, 100, 1000]), burst=rng.choice([10, 50]),
                             tokens_per_s=rng.choice([10_000, 100_000]), token_burst=rng.choice([20_000, 200_000]))
     dev.tenants.set_default(known[1])
-    dev.tenants.configure(unknown_policy="reject", cost_source="content_length")
+    # The cost source stays at its reset: the token-estimate header, else Content-Length / 4.
+    dev.tenants.configure(unknown_policy="reject")
     return known, api_keys(rng, 10)
 
 
