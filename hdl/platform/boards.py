@@ -31,7 +31,7 @@ __all__ = ["Board", "BOARDS", "BoardTop", "PllConfig", "ecp5_pll", "board_clock_
 EBR_BITS = 18 * 1024
 
 #: The limiter profile that fits 16 384 tenants in an ECP5-85 (``docs/limiter.md``, "Memory budget").
-ECP5_85_COMPACT_LIMITER = dict(tick_log2=11, req_burst_bits=14, cost_burst_bits=24, counter_bits=0)
+ECP5_85_COMPACT_LIMITER = dict(tick_log2=11, req_burst_bits=12, cost_burst_bits=22, counter_bits=0)
 
 
 @dataclass(frozen=True)

@@ -171,9 +171,20 @@ class Plan:
 
     @classmethod
     def per_minute(cls, req_per_minute, req_burst, cost_per_minute, cost_burst) -> "Plan":
-        """The plan with these rates per minute (whole numbers, or None for unlimited)."""
-        return cls(None if req_per_minute is None else Fraction(req_per_minute, RATE_PERIOD_S), req_burst,
-                   None if cost_per_minute is None else Fraction(cost_per_minute, RATE_PERIOD_S), cost_burst)
+        """The plan with these rates per minute (whole numbers, or None for unlimited).
+
+        Raises
+        ------
+        ConfigError
+            Naming ``req_rate`` or ``cost_rate`` for a rate that is not an ``int`` (a bool, a float, a str), or as
+            the constructor does.
+        """
+        rates = []
+        for name, minute in (("req_rate", req_per_minute), ("cost_rate", cost_per_minute)):
+            if minute is not None and (isinstance(minute, bool) or not isinstance(minute, int)):
+                raise ConfigError(name, minute, "must be a whole number per minute (an int), or None: unlimited")
+            rates.append(None if minute is None else Fraction(minute, RATE_PERIOD_S))
+        return cls(rates[0], req_burst, rates[1], cost_burst)
 
     def __repr__(self):
         return (f"Plan(req_rate={self.req_rate!s}, req_burst={self.req_burst}, cost_rate={self.cost_rate!s}, "
@@ -211,7 +222,7 @@ class Plan:
             Naming the field: ``req_burst`` above ``params.req_burst_max``, ``cost_burst`` above
             ``params.cost_burst_max``, or a bucket that would not refill from empty within the elapsed-time clamp
             (``burst·60·10⁹ / rate_per_minute ≥ 2⁴⁸`` ns, or ``burst·unit > dt_max·rate_per_minute`` ticks, which
-            is stricter only for ``tick_log2`` ≥ 3).
+            can be the stricter rule only for large ``tick_log2``: from q = 6 in practice).
         """
         if not isinstance(params, LimiterParams):
             raise ConfigError("params", params, "must be a LimiterParams")
@@ -314,7 +325,7 @@ class TenantState:
     """A snapshot of one slot of the tenant table, as table op READ returns it.
 
     ``tag`` is the fingerprint rebuilt from the stored quotient and the slot's bucket. Token counts are in bucket
-    units (10⁹ / 2^tick_log2 per token). ``last_ns`` is the slot's ``last`` tick in ns (a multiple of the tick).
+    units (6·10¹⁰ / 2^tick_log2 per token). ``last_ns`` is the slot's ``last`` tick in ns (a multiple of the tick).
     """
     valid: bool
     tag: int
@@ -443,7 +454,7 @@ class LimiterModel:
                         inv_req: int, inv_cost: int):
         """Commit raw plan staging registers to plan table entry ``index``, as the hardware does.
 
-        Each value is masked to its register width (``req_rate`` 24 bits, ``cost_rate`` 32, ``req_cap``
+        Each value is masked to its register width (``req_rate`` 30 bits, ``cost_rate`` 32, ``req_cap``
         ``params.req_bits``, ``cost_cap`` ``params.cost_bits``, ``inv_*`` 64) and not checked otherwise. Tenants on
         the plan keep their tokens; tokens above a smaller new cap are capped at their next refill. :meth:`plan`
         then returns None for the entry.
@@ -968,7 +979,7 @@ class LimiterBlock(BlockModel):
     # -- behaviour --
 
     def _apply_config(self) -> None:
-        # The register keeps whatever was written; the RTL treats policy 3 like REJECT and cost source 3 like FIXED.
+        # The register keeps whatever was written; the RTL treats policy 3 like REJECT (cost source 3 is ESTIMATE).
         policy = _POLICIES.get(self._field("ctrl", "unknown_policy"), UnknownPolicy.REJECT)
         source = self._field("ctrl", "cost_source")
         self.model.config = LimiterConfig(

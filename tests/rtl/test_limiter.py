@@ -28,7 +28,7 @@ SEED = int(os.environ.get("LIMITER_SEED", "20261125"))
 PARAMS = {
     "default": LimiterParams(),
     "small": LimiterParams(capacity=128, plans=8, cmd_fifo_depth=4),
-    "compact": LimiterParams(capacity=1024, tick_log2=11, req_burst_bits=14, cost_burst_bits=24, counter_bits=0),
+    "compact": LimiterParams(capacity=1024, tick_log2=11, req_burst_bits=12, cost_burst_bits=22, counter_bits=0),
     "narrow-counters": LimiterParams(capacity=256, tick_log2=3, counter_bits=5),
 }
 META = 16

@@ -10,10 +10,11 @@ from amaranth.lib.memory import Memory
 from wirespeed.hdl.limiter.rate_limiter import RateLimiter
 
 from wirespeed.hdl.limiter.layouts import LimiterParams
+from wirespeed.hdl.platform.boards import ECP5_85_COMPACT_LIMITER
 
 ECP5_85_EBR = 208
 EBR_BITS = 18 * 1024
-ECP5_PROFILE = LimiterParams(capacity=16384, tick_log2=9, req_burst_bits=16, cost_burst_bits=24, counter_bits=0)
+ECP5_PROFILE = LimiterParams(capacity=16384, **ECP5_85_COMPACT_LIMITER)
 
 
 def memories(params):
@@ -38,10 +39,12 @@ def test_the_table_rams_hold_exactly_the_documented_bits_per_slot(params):
 def test_the_ecp5_profile_fits_16384_tenants_in_the_ecp5_85():
     mems = memories(ECP5_PROFILE)
     bits = sum(m.shape.width * m.depth for m in mems.values())        # tenant table and plan table
-    # 6·10¹⁰ units per token (per-minute rates) widen each bucket by 6 bits: req 37 → 43, cost 45 → 51 (was 197).
-    assert ECP5_PROFILE.slot_state_bits == {"tag": 53, "valid": 1, "plan": 6, "last": 55, "req": 43, "cost": 51,
+    # 6·10¹⁰ units per token (per-minute rates) widen each bucket by 6 bits; the profile wins them back with a
+    # 2 048 ns tick (2 bits from last and from each bucket) and bursts of 2¹² − 1 requests and 2²² − 1 tokens: the
+    # same 197 bits as the per-second profile at q = 9 with 16- and 24-bit bursts.
+    assert ECP5_PROFILE.slot_state_bits == {"tag": 53, "valid": 1, "plan": 6, "last": 53, "req": 37, "cost": 47,
                                             "counters": 0}
-    assert sum(ECP5_PROFILE.slot_state_bits.values()) == 209
+    assert sum(ECP5_PROFILE.slot_state_bits.values()) == 197
     assert bits / EBR_BITS <= 0.85 * ECP5_85_EBR, f"{bits / EBR_BITS:.0f} EBR at full packing"
     # The default layout would not fit: that is why the profile exists.
     assert LimiterParams(capacity=16384).table_bits > ECP5_85_EBR * EBR_BITS

@@ -596,9 +596,6 @@ def test_per_minute_refuses_with_the_field(rate):
     assert info.value.field == "req_rate"
 
 
-@pytest.mark.xfail(strict=True, reason="bug in host/models/limiter.py: Plan.per_minute builds Fraction(x, 60) without "
-                                       "checking x, so True is taken as 1 a minute and a str, float, NaN or inf "
-                                       "raises TypeError instead of ConfigError")
 @pytest.mark.parametrize("bad", [True, "30", float("nan"), float("inf")])
 def test_plan_per_minute_refuses_non_integers_with_the_field(bad):
     with pytest.raises(ConfigError) as info:
