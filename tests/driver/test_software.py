@@ -131,7 +131,7 @@ def reading(scanned):
     """What FastHeaderReader.read returns, from scan()'s result."""
     extras = scanned.extra_values if any(v is not None for v in scanned.extra_values) else None
     return (scanned.path, scanned.key_source, scanned.key, scanned.cl_value, scanned.chunked, extras,
-            scanned.errors)
+            scanned.errors, scanned.method, scanned.upgrade)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -171,8 +171,7 @@ def test_the_differential_corpus_gets_the_same_verdicts():
             dev.set_fingerprint_key(b"differential")
             dev.pools.set(0, [1, 2, 3, 4], size=251)
             dev.routes.default(0, key="tenant")
-            dev.tenants.add("sk-known", requests_per_s=1_000_000, burst=1_000_000, tokens_per_s=10**9,
-                            token_burst=4 * 10**9)
+            dev.tenants.add("sk-known", requests_per_s=1_000_000, burst=1_000_000)       # tokens unlimited
             dev.tenants.configure(unknown_policy="default")
             dev.tenants.set_default("sk-known")
             verdicts[uri] = [strip(v) for v in dev.classify_many(packets)]

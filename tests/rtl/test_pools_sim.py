@@ -115,7 +115,7 @@ def test_health_flap_on_the_rtl_moves_only_that_backends_sessions():
     with wirespeed.open("sim", clock="manual") as dev:
         dev.set_hash_key(bytes(range(40)))
         dev.clock.ns_per_cycle = 0
-        tenant = dev.tenants.add("sk-a", requests_per_s=10**6, burst=10**6, tokens_per_s=10**9, token_burst=10**9)
+        tenant = dev.tenants.add("sk-a", requests_per_s=10**6, burst=10**6)          # tokens unlimited
         dev.pools.set(0, backends)
         dev.routes.add("/v1/chat/", 0, key="header:x-session-id")
         before = [v.backend for v in dev.classify_many(requests)]
