@@ -53,7 +53,7 @@ METHOD, TARGET, VERSION, RL_LF, LINE_START, NAME, VALUE, VALUE_LF, END_LF = rang
 PH_SCHEME, PH_SP, PH_TOKEN, PH_BAD, PH_TOKEN_WS = range(5)
 
 N_BUILTIN = len(BUILTIN_NAMES)
-HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY = range(N_BUILTIN)
+HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY, UPGRADE = range(N_BUILTIN)
 U64 = (1 << 64) - 1
 
 
@@ -140,11 +140,11 @@ def _tracker_fields():
 def _state_fields():
     f = {
         "stopped": 1, "complete": 1, "errors": len(ErrorFlag), "state": 4, "pending_cr": 1, "pos": 16,
-        "mbuf": 64, "mlen": 4, "method": 4, "target_any": 1, "in_query": 1,
+        "mbuf": 64, "mlen": 4, "method": 4, "target_any": 1, "origin_form": 1, "in_query": 1,
         "path_len": 16, "path_fp": 64, "path_buf": 8 * PREFIX_BYTES,
         "vbuf": 64, "vlen": 4, "version": 2, "header_lines": 16,
         "name_len": 6, "match": N_BUILTIN + EXTRA_SLOTS, "started": 1,
-        "host_present": 1, "host_fp": 64, "host_len": 16,
+        "host_present": 1, "host_fp": 64, "host_len": 16, "upgrade": 1,
         "cl_present": 1, "cl_bcd": 4 * CL_MAX_DIGITS, "cl_ovf": 1, "cl_len": 16, "cl_fp": 64, "te_seen": 1, "chunked": 1,
         "auth_found": 1, "auth_fp": 64, "auth_len": 16, "xkey_found": 1, "xkey_fp": 64, "xkey_len": 16,
         "extra_present": EXTRA_SLOTS, "x0_num": 1, "x0_bcd": 4 * CL_MAX_DIGITS, "x0_ovf": 1,
@@ -364,6 +364,7 @@ class HeaderParser(wiring.Component):
                  n.auth_found.eq(1), n.auth_fp.eq(s.com_tok_fp), n.auth_len.eq(s.com_tok_len))
             when(c & matched[X_API_KEY] & ~s.xkey_found, "xkey",
                  n.xkey_found.eq(1), n.xkey_fp.eq(s.com_fp), n.xkey_len.eq(s.com_len))
+            when(c & matched[UPGRADE], "upgrade", n.upgrade.eq(1))          # any value: the policy's input
             for i in range(EXTRA_SLOTS):
                 stmts = [n.extra_present[i].eq(1), getattr(n, f"extra_fp{i}").eq(s.com_fp)]
                 if i == 0:
@@ -391,6 +392,7 @@ class HeaderParser(wiring.Component):
         # TARGET
         t_char = net(st["target"] & is_vchar, "t_char")
         when(t_char, "t_any", n.target_any.eq(1))
+        when(t_char & ~s.target_any & (b == ord("/")), "t_origin", n.origin_form.eq(1))
         when(t_char & (b == QMARK) & ~s.in_query, "t_query", n.in_query.eq(1))
         t_path = net(t_char & ~((b == QMARK) & ~s.in_query) & ~s.in_query, "t_path")
         when(t_path, "t_path", n.path_fp.eq(crc_fp), n.path_len.eq(_sat_inc(s.path_len)))
@@ -566,6 +568,7 @@ class HeaderParser(wiring.Component):
             desc.extra_numeric.eq(keep.x0_num), desc.extra_value.eq(Mux(keep.x0_ovf, U64, _bcd_sum(x0_parts))),
             desc.header_len.eq(keep.pos), desc.header_lines.eq(keep.header_lines),
             desc.complete.eq(keep.complete), desc.errors.eq(keep.errors),
+            desc.origin_form.eq(keep.origin_form), desc.upgrade.eq(keep.upgrade),
         ]
         for i in range(EXTRA_SLOTS):
             m.d.comb += desc.extra_fp[i].eq(getattr(keep, f"extra_fp{i}"))

@@ -77,7 +77,7 @@ class ErrorFlag(enum.IntFlag):
 ERROR_NAMES = tuple(f.name for f in ErrorFlag)
 
 #: Header names the parser always recognises (lower case), in the order of its matchers.
-BUILTIN_NAMES = (b"host", b"content-length", b"transfer-encoding", b"authorization", b"x-api-key")
+BUILTIN_NAMES = (b"host", b"content-length", b"transfer-encoding", b"authorization", b"x-api-key", b"upgrade")
 
 
 class Descriptor(data.Struct):
@@ -106,3 +106,5 @@ class Descriptor(data.Struct):
     header_lines: 16
     complete: 1
     errors: len(ErrorFlag)
+    origin_form: 1
+    upgrade: 1

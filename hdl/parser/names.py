@@ -1,16 +1,16 @@
-"""The header parser's name matcher: which of the nine known header names each field line names, W bytes per cycle.
+"""The header parser's name matcher: which of the ten known header names each field line names, W bytes per cycle.
 
 token beat ─▶ lane codes ─▶ start-lane scan ─▶ positions (loop: start index) ─▶ name table (EBR per lane)
            ─▶ segmented AND scan ─▶ resolve (loop: running AND) ─▶ token beat + ``match[k]`` at each colon
 
-Names 0..4 are :data:`~.layouts.BUILTIN_NAMES`, names 5..8 the four programmable extra slots. At lane k holding a
+Names 0..5 are :data:`~.layouts.BUILTIN_NAMES`, names 6..9 the four programmable extra slots. At lane k holding a
 field line's colon (state NAME, byte ':'), bit i of ``match[k]`` says whether the field name equals name i, ASCII
 case-insensitively; every other lane's ``match`` is 0.
 
 Why this shape. Comparing names byte by byte against registers takes a 32:1 byte multiplexer per lane and name; that
 did not route. Here each byte asks one question instead: "which names have this byte at this position?". A byte's
 *code* (:func:`name_code`, 6 bits, case-folded: five wires and one LUT per lane) and its position in the name
-(5 bits) address a 2048 x 9 table, one registered EBR read port per lane. The name's answer is the AND of its
+(5 bits) address a 2048 x 10 table, one registered EBR read port per lane. The name's answer is the AND of its
 bytes' answers. The colon asks the same table for "which names have this length" (the row of :data:`COLON_CODE` at
 position length mod 32), so the colon's own lookup closes the AND and nothing else is compared. Positions 32 and
 beyond read the all-zero row :data:`NONE_CODE`, so a name longer than 32 bytes matches nothing.
@@ -62,7 +62,7 @@ N_NAMES = len(BUILTIN_NAMES) + EXTRA_SLOTS
 N_BUILTIN = len(BUILTIN_NAMES)
 CODE_BITS = 6
 POS_BITS = 5                                    # positions 0..31: NAME_BYTES
-TABLE_DEPTH = 1 << (CODE_BITS + POS_BITS)       # 2048 x 9 bits: one DP16KD
+TABLE_DEPTH = 1 << (CODE_BITS + POS_BITS)       # 2048 x 10 bits: a DP16KD holds 2048 x 9, so two
 #: Read ports per copy of the table (one copy per 8 lanes).
 BANK_PORTS = 8
 LEN_BITS = 6                                    # x_len: 0 (empty) .. 32
@@ -118,7 +118,7 @@ def name_table(extras=()) -> list[int]:
 
 
 def reference_matches(packet: bytes, extras=(), end: int | None = None) -> dict[int, int]:
-    """The reference: ``{index of a field line's colon: 9-bit match vector}`` for colons before ``end``.
+    """The reference: ``{index of a field line's colon: 10-bit match vector}`` for colons before ``end``.
 
     A colon is a ':' in state NAME (the tokenizer's reference step, :func:`~.tokenizer.next_state`); its name is the
     bytes from its line's first byte (state LINE_START). Bit i: that name equals name i, ASCII case-insensitively.
@@ -139,7 +139,7 @@ def reference_matches(packet: bytes, extras=(), end: int | None = None) -> dict[
 
 
 def NameBeat(width: int) -> data.StructLayout:
-    """A token beat, unchanged (``tok``), with ``match[k]``: the 9-bit name vector at a field line's colon, else 0."""
+    """A token beat, unchanged (``tok``), with ``match[k]``: the 10-bit name vector at a field line's colon, else 0."""
     return data.StructLayout({
         "tok": TokenBeat(width),
         "match": data.ArrayLayout(N_NAMES, width),
@@ -209,7 +209,7 @@ class NameMatcher(wiring.Component):
         from the next cycle until the table is rewritten: the beats already taken drain past the lookup, then
         :data:`FILL_CYCLES` cycles. A pulse during a refresh restarts it. Until the first pulse the slots are empty.
     table : MemoryData
-        The name table (:func:`name_table`), 2048 words of 9 bits, address ``code | pos << 6``.
+        The name table (:func:`name_table`), 2048 words of 10 bits, address ``code | pos << 6``.
     """
 
     def __init__(self, width: int = 8):

@@ -44,9 +44,9 @@ from .values import VALUE_DIGITS, ValueRecord, ValueSlot, ValueTracker, value_la
 
 __all__ = ["ParserCore", "core_latency"]
 
-HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY = range(N_BUILTIN)
+HOST, CONTENT_LENGTH, TRANSFER_ENCODING, AUTHORIZATION, X_API_KEY, UPGRADE = range(N_BUILTIN)
 U64 = (1 << 64) - 1
-SP, QMARK = 0x20, 0x3F
+SP, QMARK, SLASH = 0x20, 0x3F, 0x2F
 
 
 def _align(width: int) -> int:
@@ -72,7 +72,7 @@ def _Summary(width: int) -> data.StructLayout:
     """What the commit stage needs of a beat, besides its line slots and fingerprints."""
     return data.StructLayout({
         "valid": 1, "last": 1, "pos": 16, "stop": 1, "errors": len(ErrorFlag), "complete": 1, "header_len": 16,
-        "method_set": 1, "method": Method, "version_set": 1, "version": Version, "path_close": 1,
+        "method_set": 1, "method": Method, "version_set": 1, "version": Version, "path_close": 1, "origin": 1,
     })
 
 
@@ -296,6 +296,8 @@ class ParserCore(wiring.Component):
         m.d.sync += [summary[k].eq(r[k]) for k in ("valid", "last", "pos", "stop", "errors", "complete",
                                                    "header_len", "method_set", "method", "version_set", "version")]
         m.d.sync += summary.path_close.eq(pclose.any() | pend)
+        # Origin-form: the path's first byte (the target's, unless the target starts with '?') is '/'.
+        m.d.sync += summary.origin.eq(valid & Cat(*(popen[k] & (r["data"][k] == SLASH) for k in range(W))).any())
         return summary, lanes
 
     def _slots(self, m, lanes):
@@ -420,7 +422,7 @@ class ParserCore(wiring.Component):
         passed; the descriptor shows it only if its presence bit (which does account for a failed slot) is set. So no
         failure drives the wide data. Which error, the line count and the descriptor come a stage later (C3)."""
         small = {"done": 1, "host": 1, "cl": 1, "te": 1, "chunked": 1, "auth": 1, "xkey": 1, "extra": EXTRA_SLOTS,
-                 "method": Method, "version": Version, "path": 1}
+                 "method": Method, "version": Version, "path": 1, "origin": 1, "upgrade": 1}
         wide = {"host_fp": 64, "host_len": 16, "cl_len": 16, "cl_val": 64, "cl_ovf": 1, "cl_fp": 64, "auth_fp": 64,
                 "auth_len": 16, "xkey_fp": 64, "xkey_len": 16, "x0_num": 1, "x0_val": 64, "x0_ovf": 1,
                 "path_fp": 64, "path_len": 16, "route_match": 1, "route_class": 4}
@@ -438,6 +440,8 @@ class ParserCore(wiring.Component):
             m.d.comb += nxt["version"].eq(s.version)
         new = {k: Signal(shape, name=f"pk_new_{k}") for k, shape in wide.items()}
         m.d.comb += [new[k].eq(data_[k]) for k in wide]
+        with m.If(s.origin):
+            m.d.comb += nxt["origin"].eq(1)
         with m.If(s.path_close & ~cur["path"]):
             m.d.comb += [nxt["path"].eq(1), new["path_fp"].eq(c["path_fp"])]
         with m.If(s.valid):
@@ -525,7 +529,8 @@ class ParserCore(wiring.Component):
         # The API key candidates (the marks fingerprinted the token on an authorization line).
         auth = write(line["auth_ok"] & ~state["auth"], "auth", {"auth_fp": fp, "auth_len": line["token_len"]})
         xkey = write(is_[X_API_KEY] & ~state["xkey"], "xkey", {"xkey_fp": fp, "xkey_len": line["len"]})
-        m.d.comb += [n["auth"].eq(state["auth"] | auth), n["xkey"].eq(state["xkey"] | xkey)]
+        m.d.comb += [n["auth"].eq(state["auth"] | auth), n["xkey"].eq(state["xkey"] | xkey),
+                     n["upgrade"].eq(state["upgrade"] | (live & is_[UPGRADE]))]
         extra = []
         for x in range(EXTRA_SLOTS):
             fields = {f"extra_fp{x}": fp}
@@ -575,6 +580,7 @@ class ParserCore(wiring.Component):
             desc.route_match.eq(d["route_match"]), desc.route_class.eq(d["route_class"]),
             desc.chunked.eq(a["chunked"]), desc.header_len.eq(header_len), desc.header_lines.eq(lines_now),
             desc.complete.eq(complete), desc.errors.eq(errors),
+            desc.origin_form.eq(a["origin"]), desc.upgrade.eq(a["upgrade"]),
             desc.host_present.eq(host), desc.host_len.eq(Mux(host, d["host_len"], 0)),
             desc.host_fp.eq(Mux(host, d["host_fp"], 0)),
             desc.key_source.eq(Mux(auth, KeySource.AUTHORIZATION, Mux(xkey, KeySource.X_API_KEY, KeySource.NONE))),

@@ -11,7 +11,8 @@ from amaranth.lib import enum as amaranth_enum
 from ..frontend.layouts import PuntReason
 from ..parser.layouts import ERROR_NAMES
 
-__all__ = ["Action", "Reason", "VerdictRecord", "FLAG_NAMES", "ERROR_FLAG_COUNT", "HIST_BUCKETS", "LATENCY_MAX",
+__all__ = ["Action", "Reason", "PolicyAction", "POLICY_CHECKS", "POLICY_REASONS", "DEFAULT_ALLOWED_METHODS",
+           "VerdictRecord", "FLAG_NAMES", "ERROR_FLAG_COUNT", "HIST_BUCKETS", "LATENCY_MAX",
            "reason_for_parser_error", "reason_for_punt", "REASON_NAMES", "ACTION_NAMES"]
 
 
@@ -52,7 +53,27 @@ class Reason(amaranth_enum.Enum, shape=6):
     NO_PAYLOAD = 25
     HEADER_SPANS_SEGMENTS = 26  # inline: the header block does not end in this segment
     BAD_TKEEP = 27              # AXI-Stream beat with non-contiguous tkeep (or tkeep 0 before tlast)
+    # The request policy's checks (docs/pipeline.md, "Request policy"), in POLICY_CHECKS order.
+    CONNECT = 28                # method CONNECT
+    METHOD_NOT_ALLOWED = 29     # method outside allowed_methods
+    TARGET_FORM = 30            # target not origin-form
+    UPGRADE = 31                # an Upgrade field line
 
+
+class PolicyAction(amaranth_enum.Enum, shape=2):
+    """A policy register's ``action`` (``pipeline.rdl``); the raw value 3 acts as ``REJECT``."""
+    ALLOW = 0
+    REJECT = 1
+    PUNT = 2
+
+
+#: The request policy's checks, in precedence order (the first that fires decides); each has its register
+#: ``pipeline.policy_<check>`` and its reason.
+POLICY_CHECKS = ("connect", "method", "target_form", "upgrade")
+POLICY_REASONS = {"connect": Reason.CONNECT, "method": Reason.METHOD_NOT_ALLOWED, "target_form": Reason.TARGET_FORM,
+                  "upgrade": Reason.UPGRADE}
+#: ``allowed_methods`` at reset: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH (the reset value in pipeline.rdl).
+DEFAULT_ALLOWED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 
 #: Parser error bit ``i`` (``ErrorFlag`` order) is reason ``PARSER_ERROR_BASE + i``.
 PARSER_ERROR_BASE = Reason.BAD_REQUEST_LINE.value

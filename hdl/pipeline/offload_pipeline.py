@@ -32,12 +32,13 @@ from ..limiter.rate_limiter import LIMIT_LATENCY_CYCLES, LimitRequest, RateLimit
 from ..limiter.layouts import Decision
 from ..bus.packet import ByteBeat
 from ..parser.header_parser import DESC_LATENCY_CYCLES, HeaderParser
-from ..parser.layouts import ERROR_NAMES, Descriptor, ErrorFlag, KeySource
+from ..parser.layouts import ERROR_NAMES, Descriptor, ErrorFlag, KeySource, Method
 from ..bus.regbank import hw_signature
 from ..router.hash_router import ROUTE_LATENCY_CYCLES, Router
 from ..router.layouts import RouteRequest, STATUS_UNAVAILABLE
 from ..telemetry.counters import Telemetry
-from .layouts import FLAG_NAMES, LATENCY_MAX, Action, Reason, VerdictRecord, reason_for_parser_error, reason_for_punt
+from .layouts import (FLAG_NAMES, LATENCY_MAX, POLICY_CHECKS, POLICY_REASONS, Action, PolicyAction, Reason,
+                      VerdictRecord, reason_for_parser_error, reason_for_punt)
 
 __all__ = ["OffloadPipeline", "pipeline_regmap", "DECISION_LATENCY_CYCLES", "SUBMIT_START_CYCLES",
            "RESULT_DEPTH", "EGRESS_DEPTH"]
@@ -422,8 +423,9 @@ class OffloadPipeline(wiring.Component):
 
     def _early_verdict(self, m, desc, info, bad):
         """The verdict a packet gets before the limiter: bad_tkeep, else the front end's punt, else the parser's
-        lowest error bit (inline, a header too large or truncated punts; any other error rejects). Returns whether
-        there is one, and its action, reason and status."""
+        lowest error bit (inline, a header too large or truncated punts; any other error rejects), else the first
+        request-policy check that fires (``POLICY_CHECKS`` order). Returns whether there is one, and its action,
+        reason and status."""
         errors = desc.errors
         # The lowest error bit names the reason.
         first_error = Const(0, range(len(ERROR_NAMES)))
@@ -434,6 +436,18 @@ class OffloadPipeline(wiring.Component):
         early_action = Signal(Action)
         early_reason = Signal(Reason)
         early_status = Signal(10)
+        # The request policy: per check, whether the request is one it covers; it fires unless its action is allow.
+        regs = self.regs
+        covered = {"connect": desc.method == Method.CONNECT,
+                   "method": ~regs.allowed_methods.mask.bit_select(desc.method.as_value(), 1),
+                   "target_form": ~desc.origin_form,
+                   "upgrade": desc.upgrade}
+        policy = []
+        for check in POLICY_CHECKS:
+            reg = getattr(regs, f"policy_{check}")
+            fires = Signal(name=f"policy_{check}_fires")
+            m.d.comb += fires.eq(covered[check] & (reg.action != PolicyAction.ALLOW.value))
+            policy.append((check, fires, reg.action == PolicyAction.PUNT.value, reg.status))
         with m.If(bad):
             m.d.comb += [early_action.eq(Action.PUNT), early_reason.eq(Reason.BAD_TKEEP)]
         with m.Elif(info.punt):
@@ -446,7 +460,13 @@ class OffloadPipeline(wiring.Component):
             with m.Else():
                 m.d.comb += [early_action.eq(Action.REJECT), early_reason.eq(reason_for_parser_error(first_error)),
                              early_status.eq(Mux(first_error == too_large, 431, 400))]
+        for check, fires, punt, status in policy:
+            with m.Elif(fires):
+                m.d.comb += [early_action.eq(Mux(punt, Action.PUNT, Action.REJECT)),
+                             early_reason.eq(POLICY_REASONS[check]), early_status.eq(Mux(punt, 0, status))]
         early = bad | info.punt | (errors != 0)
+        for _, fires, _, _ in policy:
+            early = early | fires
         return early, early_action, early_reason, early_status
 
     def _result_window(self, m):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ...hdl.id.id_block import FEATURES, CoreParams
 from ..errors import ConfigError, DeviceNotFound, IncompatibleBitstream, TransportError
 from ..keys import derive_key
+from .policy import Policy, PolicyCore
 from .pools import Pools, Routes, RoutingCore
 from ...hdl.bus.regmap import RegMap, core_regmap
 from .registers import Registers, arun, run
@@ -205,6 +206,8 @@ class Offload:
         The router's backend pools (:class:`~.pools.Pools`).
     routes : Routes
         The route classes: path prefix → pool and hash key (:class:`~.pools.Routes`).
+    policy : Policy
+        The request policy: Upgrade, CONNECT, target form and the method allowlist (:class:`~.policy.Policy`).
 
     ``tenants`` and ``clock`` raise :class:`~.tenants.FeatureMissing` on a core without a limiter, ``pools`` and
     ``routes`` on a core without a router.
@@ -230,6 +233,7 @@ class Offload:
         self._routes = None
         self._features = None
         self._submit = None
+        self._policy = None
         try:
             self._run(self.core.check_id())
         except BaseException:
@@ -298,6 +302,15 @@ class Offload:
             if self._routes is None:
                 self._routes = Routes(self, self._routing_core())
             return self._routes
+
+    @property
+    def policy(self) -> Policy:
+        """The request policy: set, allow_methods, get (:class:`~.policy.Policy`, ``docs/pipeline.md``)."""
+        with self._lock:
+            if self._policy is None:
+                self._need("submit")
+                self._policy = Policy(self, PolicyCore(self.core.regs))
+            return self._policy
 
     def set_hash_key(self, key: bytes) -> None:
         """Set the router's 40-byte Toeplitz key (write-only; all zero at reset). Set a secret random one before

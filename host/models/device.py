@@ -97,7 +97,8 @@ class CoreModel:
         limiter, clock = self.limiter.model, self.limiter.clock
         outcome = classify_packet(
             packet, inline, self.params.width_bytes, self.parser.config(), self.frontend_config(), limiter,
-            self.router.model, lambda latency: clock.now(limiter_now_cycle(first_cycle, latency)), mmio=mmio)
+            self.router.model, lambda latency: clock.now(limiter_now_cycle(first_cycle, latency)), mmio=mmio,
+            policy=self.pipeline.policy())
         self.parser.count(outcome.descriptor)
         self.limiter._sync()
         rec = outcome.record

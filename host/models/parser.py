@@ -26,7 +26,7 @@ from ..keys import U64, fingerprint
 from ..records import LayoutRecord
 from .register_bank import BlockModel, RegisterBankModel
 
-__all__ = ["ParserConfig", "Descriptor", "HeaderScan", "scan", "parse", "content_length_value", "ParserModel",
+__all__ = ["ParserConfig", "Descriptor", "HeaderScan", "scan", "is_origin_form", "parse", "content_length_value", "ParserModel",
            "ParserBlock"]
 
 
@@ -177,6 +177,8 @@ class Descriptor(LayoutRecord, layout=DescriptorLayout, decoders={"errors": Erro
     header_lines: int = 0
     complete: bool = False
     errors: ErrorFlag = ErrorFlag(0)
+    origin_form: bool = False
+    upgrade: bool = False
 
     @property
     def flags(self) -> frozenset:
@@ -212,7 +214,7 @@ _RE_CR_OR_LF = re.compile(rb"[\r\n]")
 # On the trimmed value: "Bearer" (any case), 1+ SP, a token without WS.
 _RE_BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([^ \t]+)")
 
-_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _AUTHORIZATION, _X_API_KEY = BUILTIN_NAMES
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _AUTHORIZATION, _X_API_KEY, _UPGRADE = BUILTIN_NAMES
 _WS = b" \t"
 _CL_MAX_DIGITS = len(str(U64))                  # 20: longer content-length values are bad_content_length
 
@@ -351,7 +353,8 @@ class HeaderScan(NamedTuple):
 
     ``path``, ``host``, ``key`` and each of ``extra_values`` are ``None`` when absent; ``cl_value`` is
     ``(content_length, cl_overflow)`` of the first Content-Length line, or ``None``; ``errors`` an int of
-    :class:`ErrorFlag` bits.
+    :class:`ErrorFlag` bits; ``upgrade``: an ``Upgrade`` line was committed. (``origin_form`` is
+    :func:`is_origin_form` of ``path``.)
     """
     method: Method
     version: Version
@@ -366,6 +369,13 @@ class HeaderScan(NamedTuple):
     lines: int
     complete: bool
     errors: int
+    upgrade: bool
+
+
+def is_origin_form(path) -> bool:
+    """The descriptor's ``origin_form``: the request target's first byte is ``/``. ``path`` is :func:`scan`'s (the
+    target up to its first ``?``, or None): it starts with ``/`` exactly when the target does."""
+    return path is not None and path[:1] == b"/"
 
 
 def scan(packet: bytes, config: ParserConfig = ParserConfig()) -> HeaderScan:
@@ -385,7 +395,7 @@ def scan(packet: bytes, config: ParserConfig = ParserConfig()) -> HeaderScan:
     host = None
     cl_value = None                             # (value, overflow) of the first content-length line
     cl_raw = None                               # its trimmed value bytes, for the spelling check of a repeat
-    te_seen = chunked = False
+    te_seen = chunked = upgrade = False
     auth = xkey = None
     extra_values = [None] * EXTRA_SLOTS
     extra_slots = config._extra_slots
@@ -444,6 +454,8 @@ def scan(packet: bytes, config: ParserConfig = ParserConfig()) -> HeaderScan:
         elif name == _X_API_KEY:
             if xkey is None:
                 xkey = value
+        elif name == _UPGRADE:
+            upgrade = True
         if extra_slots:
             for slot in extra_slots.get(name, ()):
                 if extra_values[slot] is None:
@@ -467,7 +479,7 @@ def scan(packet: bytes, config: ParserConfig = ParserConfig()) -> HeaderScan:
     else:
         key_source, key = KeySource.NONE, None
     return HeaderScan(method, version, path, host, key_source, key, cl_value, chunked, extra_values, pos, lines,
-                      complete, errors)
+                      complete, errors, upgrade)
 
 
 def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
@@ -486,7 +498,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
         Fields reached before the stop hold their values at the stop; the rest hold their reset values.
     """
     (method, version, path, host, key_source, key, cl_value, chunked, extra_values, pos, lines, complete,
-     errors) = scan(packet, config)
+     errors, upgrade) = scan(packet, config)
     poly, seed = config.poly, config.seed
     route_match, route_class = config.route(path or b"")
     extra_present = 0
@@ -513,6 +525,7 @@ def parse(packet: bytes, config: ParserConfig = ParserConfig()) -> Descriptor:
         extra_present, tuple(extra_fp),
         extra_number is not None, extra_number[0] if extra_number is not None else 0,
         pos, min(lines, LEN_MAX), complete, ErrorFlag(errors),
+        is_origin_form(path), upgrade,
     )
 
 

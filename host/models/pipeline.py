@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from ...hdl.limiter.rate_limiter import LIMIT_LATENCY_CYCLES
 from ...hdl.limiter.layouts import Decision
-from ...hdl.parser.layouts import ErrorFlag, KeySource
+from ...hdl.parser.layouts import ErrorFlag, KeySource, Method
 from ...hdl.pipeline.offload_pipeline import DECISION_LATENCY_CYCLES, RESULT_DEPTH, SUBMIT_START_CYCLES
 from ...hdl.router.layouts import STATUS_UNAVAILABLE
-from ...hdl.pipeline.layouts import (FLAG_NAMES, LATENCY_MAX, Action, Reason, reason_for_parser_error,
+from ...hdl.pipeline.layouts import (DEFAULT_ALLOWED_METHODS, FLAG_NAMES, LATENCY_MAX, POLICY_CHECKS,
+                                    POLICY_REASONS, Action, PolicyAction, Reason, reason_for_parser_error,
                                     reason_for_punt)
 from ...hdl.pipeline.layouts import VerdictRecord as VerdictRecordLayout
 from .frontend import payload_beat_ready_cycles, process_frame
@@ -27,7 +28,7 @@ from ..records import LayoutRecord
 from .register_bank import BlockModel
 from .router import RouteRequest
 
-__all__ = ["VerdictRecord", "RECORD_WORDS",
+__all__ = ["VerdictRecord", "RECORD_WORDS", "RequestPolicy",
            "combine", "verdict_fields", "early_verdict", "route_request", "request_flags", "Outcome",
            "classify_packet", "PipelineBlock", "limiter_now_cycle"]
 
@@ -66,9 +67,54 @@ _TOO_LARGE = ErrorFlag.header_too_large.bit_length() - 1
 _TRUNCATED = ErrorFlag.truncated.bit_length() - 1
 
 
+_CONNECT = Method.CONNECT.value
+_METHODS_AT_RESET = sum(1 << Method[name].value for name in DEFAULT_ALLOWED_METHODS)
 
-def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
-    """``(action, reason, status)`` decided before the limiter, or None when the request goes on to it."""
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """What the policy registers hold (``pipeline.policy_*``, ``pipeline.allowed_methods``): per check of
+    :data:`POLICY_CHECKS`, ``(action, status)`` with the raw 2-bit action (3 acts as reject) and the 10-bit status;
+    ``allowed_methods`` a 16-bit mask indexed by ``Method`` code. The defaults are the reset values."""
+    connect: tuple = (PolicyAction.REJECT.value, 405)
+    method: tuple = (PolicyAction.REJECT.value, 405)
+    target_form: tuple = (PolicyAction.REJECT.value, 400)
+    upgrade: tuple = (PolicyAction.REJECT.value, 400)
+    allowed_methods: int = _METHODS_AT_RESET
+
+    def __post_init__(self):
+        # Each check's outcome when it fires (None: allow), in precedence order.
+        outcomes = []
+        for check in POLICY_CHECKS:
+            action, status = getattr(self, check)
+            reason = POLICY_REASONS[check]
+            outcomes.append(None if action == PolicyAction.ALLOW.value else
+                            (Action.PUNT, reason, 0) if action == PolicyAction.PUNT.value else
+                            (Action.REJECT, reason, status))
+        object.__setattr__(self, "_outcomes", tuple(outcomes))
+
+    def verdict(self, method: Method, origin_form: bool, upgrade: bool):
+        """``(action, reason, status)`` of the first check (:data:`POLICY_CHECKS` order) that fires on a request
+        with this method, target form and Upgrade bit, or None when none does (the request goes on)."""
+        connect, not_allowed, target_form, upgrade_out = self._outcomes
+        code = method.value
+        if connect is not None and code == _CONNECT:
+            return connect
+        if not_allowed is not None and not self.allowed_methods >> code & 1:
+            return not_allowed
+        if target_form is not None and not origin_form:
+            return target_form
+        if upgrade_out is not None and upgrade:
+            return upgrade_out
+        return None
+
+
+_DEFAULT_POLICY = RequestPolicy()
+
+
+def early_verdict(desc: Descriptor, info, bad_tkeep: bool, policy: RequestPolicy = _DEFAULT_POLICY):
+    """``(action, reason, status)`` decided before the limiter, or None when the request goes on to it: bad_tkeep,
+    the front end's punt, a parser error, then the request policy."""
     if bad_tkeep:
         return Action.PUNT, Reason.BAD_TKEEP, 0
     if info.punt:
@@ -81,7 +127,7 @@ def early_verdict(desc: Descriptor, info, bad_tkeep: bool):
         if info.inline and first == _TRUNCATED:
             return Action.PUNT, Reason.HEADER_SPANS_SEGMENTS, 0
         return Action.REJECT, reason_for_parser_error(first), 431 if first == _TOO_LARGE else 400
-    return None
+    return policy.verdict(desc.method, desc.origin_form, desc.upgrade)
 
 
 def route_request(desc: Descriptor, info) -> RouteRequest:
@@ -161,7 +207,8 @@ class Outcome:
 
 
 def classify_packet(packet: bytes, inline: bool, width: int, parser_config, frontend_config, limiter, router,
-                    now_at, mmio: bool = True, bad_tkeep: bool = False) -> Outcome:
+                    now_at, mmio: bool = True, bad_tkeep: bool = False,
+                    policy: RequestPolicy = _DEFAULT_POLICY) -> Outcome:
     """Run one packet through the model pipeline.
 
     Parameters
@@ -173,13 +220,15 @@ def classify_packet(packet: bytes, inline: bool, width: int, parser_config, fron
     now_at : callable
         ``now_at(latency_cycles)``: the limiter clock (ns) in the cycle the limiter accepts a request whose verdict
         comes ``latency_cycles`` after the packet's first beat.
+    policy : RequestPolicy
+        The policy registers.
     """
     info, payload = process_frame(packet, inline, frontend_config)
     desc = parse(payload, parser_config)
     stop_beat = desc.stop_index(len(payload)) // width if payload else 0
     ready = payload_beat_ready_cycles(packet, inline, frontend_config, width)
     latency = ready[min(stop_beat, len(ready) - 1)] + DECISION_LATENCY_CYCLES
-    early = early_verdict(desc, info, bad_tkeep)
+    early = early_verdict(desc, info, bad_tkeep, policy)
     flags = request_flags(desc, info, bad_tkeep, mmio)
     lim = limiter.decide(desc, now_at(latency)) if early is None else None
     route = router.route(route_request(desc, info))
@@ -214,6 +263,7 @@ class PipelineBlock(BlockModel):
         self._queued_beats = []                       # cycle each doorbelled beat leaves the FIFO
         self._results: list[tuple[int, VerdictRecord]] = []   # (cycle counted in status.results, record)
         self._stream_free = 0                         # first cycle the MMIO source is free again
+        self._policy = None                           # RequestPolicy of the policy registers, until one is written
         #: Every outcome, in order (for tests and the bench).
         self.outcomes: list[Outcome] = []
         self._set("submit_capacity.bytes", submit_bytes)
@@ -232,11 +282,21 @@ class PipelineBlock(BlockModel):
             self._word(self._value("submit_data"), at)
         elif name == "doorbell":
             self._doorbell(self._field("doorbell", "len"), bool(self._field("doorbell", "inline")), at)
+        elif name.startswith("policy_") or name == "allowed_methods":
+            self._policy = None
         elif name == "result_pop":
             if self._fired("result_pop.go"):
                 visible = [r for r in self._results if r[0] <= at]
                 if visible:
                     self._results.remove(visible[0])
+
+    def policy(self) -> RequestPolicy:
+        """The request policy the registers hold."""
+        if self._policy is None:
+            checks = {check: (self._field(f"policy_{check}", "action"), self._field(f"policy_{check}", "status"))
+                      for check in POLICY_CHECKS}
+            self._policy = RequestPolicy(**checks, allowed_methods=self._field("allowed_methods", "mask"))
+        return self._policy
 
     # -- behaviour --
 

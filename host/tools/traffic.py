@@ -129,14 +129,15 @@ def _client_headers(rng: random.Random, anthropic: bool) -> list:
 
 
 def realistic(rng: random.Random, api_key: str | None = None, session_id: str | None = None,
-              kind: str | None = None) -> bytes:
+              kind: str | None = None, token_estimate: int | None = None) -> bytes:
     """One well-formed request as an AI API gateway sees it.
 
     OpenAI-style ``POST /v1/chat/completions`` or ``/v1/embeddings`` (``Authorization: Bearer sk-…``),
     Anthropic-style ``POST /v1/messages`` (``x-api-key``, ``anthropic-version``), or ``GET /v1/models``; JSON bodies
     with an exact ``Content-Length``; header names in random case; random optional whitespace; header order partly
     shuffled. ``api_key`` replaces the random key (a known tenant), ``session_id`` adds an ``x-session-id`` header,
-    ``kind`` (chat, messages, embeddings, models) fixes the endpoint; without them the draws are unchanged.
+    ``kind`` (chat, messages, embeddings, models) fixes the endpoint, ``token_estimate`` adds the
+    ``x-token-estimate`` header a gateway sets (the limiter's reset cost source); without them the draws are unchanged.
     """
     if kind is None:
         kind = rng.choices(["chat", "messages", "embeddings", "models"], weights=[45, 35, 8, 12])[0]
@@ -147,6 +148,8 @@ def realistic(rng: random.Random, api_key: str | None = None, session_id: str | 
         auth[0] = ("x-api-key", api_key) if anthropic else ("Authorization", f"Bearer {api_key}")
     if session_id is not None:
         auth.append(("x-session-id", session_id))
+    if token_estimate is not None:
+        auth.append(("x-token-estimate", str(token_estimate)))
     client = _client_headers(rng, anthropic)
     if kind == "models":
         target = "/v1/models" + rng.choice(["", "", "", "?limit=20", "/" + rng.choice(["gpt-4o", "claude-3-opus"])])
@@ -319,6 +322,51 @@ def smuggling(rng: random.Random, kind: str | None = None) -> bytes:
     return build_request(method, target, headers, body, version)
 
 
+#: The variants :func:`policy_probe` draws from.
+POLICY_KINDS = ("upgrade", "connect", "absolute_form", "asterisk_form", "authority_form", "other_method",
+                "lower_case_method", "trace", "allowed")
+
+
+def policy_probe(rng: random.Random, kind: str | None = None) -> bytes:
+    """A well-formed request that the request policy (``docs/pipeline.md``) looks at: an ``Upgrade`` line (``h2c``,
+    ``websocket``, any case), ``CONNECT`` with an authority-form target, absolute-form and asterisk-form targets, a
+    method outside the default allowlist (an unknown token, a lower-case one, ``TRACE``), or an allowed request with
+    ``Connection: Upgrade`` but no Upgrade line (one of :data:`POLICY_KINDS`)."""
+    kind = kind or rng.choice(POLICY_KINDS)
+    host = rng.choice(["api.openai.com", "api.anthropic.com", "gw.local"])
+    headers = [("Host", host), ("Authorization", "Bearer sk-" + _token(rng, 24))]
+    method = rng.choice(["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"])
+    target = rng.choice(["/v1/models", "/v1/chat/completions", "/", "/v1/messages?beta=true"])
+    if kind == "upgrade":
+        value = rng.choice(["h2c", "websocket", "h2c, websocket", "", "HTTP/2.0"])
+        headers.insert(rng.randrange(len(headers) + 1), (_case(rng, "Upgrade"), value))
+        if rng.random() < 0.7:
+            headers.append(("Connection", "Upgrade, HTTP2-Settings" if value == "h2c" else "Upgrade"))
+        if value == "h2c":
+            headers.append(("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA"))
+    elif kind == "connect":
+        method, target = "CONNECT", f"{host}:443"
+        headers[0] = ("Host", f"{host}:443")
+    elif kind == "absolute_form":
+        target = rng.choice(["http", "https", "HTTP"]) + f"://{host}{target}"
+    elif kind == "asterisk_form":
+        method, target = "OPTIONS", "*"
+    elif kind == "authority_form":
+        target = f"{host}:{rng.choice([80, 443, 8080])}"
+    elif kind == "other_method":
+        method = rng.choice(["BREW", "PROPFIND", "MKCOL", "PRI", "QUERY", "X" + _token(rng, 6, _BASE62[:26])])
+    elif kind == "lower_case_method":
+        method = method.lower()
+    elif kind == "trace":
+        method = "TRACE"
+    elif kind == "allowed":
+        headers.append(("Connection", rng.choice(["keep-alive", "Upgrade"])))
+        headers.append((_case(rng, "Upgrade-Insecure-Requests"), "1"))
+    else:
+        raise ValueError(f"unknown policy kind {kind!r}; one of {POLICY_KINDS}")
+    return _serialise(rng, f"{method} {target} HTTP/1.1", headers, b"")
+
+
 _HTTPISH = (b"GET", b"POST", b" ", b"/", b"/v1/models", b"?", b"HTTP/1.1", b"HTTP/1.0", b"\r\n", b"\r", b"\n",
             b":", b": ", b"Host", b"host", b"Content-Length", b"Transfer-Encoding", b"chunked", b"Authorization",
             b"Bearer ", b"x-api-key", b"0", b"12", b"a", b"\t", b"\x00", b"\x7f", b"\xff")
@@ -338,9 +386,11 @@ def random_bytes(rng: random.Random) -> bytes:
 def mix(rng: random.Random, n: int, weights: dict | None = None):
     """Yield ``n`` packets, drawn by ``weights`` (a dict of generator name to weight) from every generator here.
 
-    The default is mostly :func:`realistic` traffic with a share of each kind of bad input.
+    The default is mostly :func:`realistic` traffic with a share of each kind of bad input, and of requests the
+    request policy looks at (:func:`policy_probe`).
     """
-    weights = weights or {"realistic": 70, "mutate": 12, "smuggling": 8, "worst_case": 2, "random_bytes": 8}
+    weights = weights or {"realistic": 64, "mutate": 12, "smuggling": 8, "worst_case": 2, "random_bytes": 8,
+                          "policy": 6}
     names = list(weights)
     chosen = rng.choices(names, weights=[weights[k] for k in names], k=n)
     for name in chosen:
@@ -354,6 +404,8 @@ def mix(rng: random.Random, n: int, weights: dict | None = None):
             yield worst_case(rng, rng.choice([4, 8, 16]), rng.randrange(64, 2048))
         elif name == "random_bytes":
             yield random_bytes(rng)
+        elif name == "policy":
+            yield policy_probe(rng)
         else:
             raise ValueError(f"unknown generator {name!r}")
 

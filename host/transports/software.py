@@ -46,12 +46,14 @@ from .model import ModelTransport
 __all__ = ["SoftwareTransport", "SoftwareClassifier", "FastHeaderReader", "FingerprintCache"]
 
 # The commit rules of BUILTIN_NAMES, by index.
-_RULE_HOST, _RULE_CONTENT_LENGTH, _RULE_TRANSFER_ENCODING, _RULE_AUTHORIZATION, _RULE_X_API_KEY = range(5)
+(_RULE_HOST, _RULE_CONTENT_LENGTH, _RULE_TRANSFER_ENCODING, _RULE_AUTHORIZATION, _RULE_X_API_KEY,
+ _RULE_UPGRADE) = range(6)
 _MISSING_HOST = ErrorFlag.missing_host.value
 _CL_AND_TE = ErrorFlag.cl_and_te.value
 _WS = b" \t"
 _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY = KeySource.NONE, KeySource.AUTHORIZATION, KeySource.X_API_KEY
+_METHOD_OTHER = Method.OTHER
 
 # A whole header block the parser reads without a stop: the request line, field lines, the empty line. The same
 # classes as the model's line expressions (``_RE_REQUEST_LINE``, ``_RE_FIELD_LINE`` in models/parser.py).
@@ -88,9 +90,9 @@ class FastHeaderReader:
         self._named_lines = re.compile(rb"(?i)\r\n(%s):[ \t]*([^\r]*)" % alternatives).findall
 
     def read(self, packet: bytes):
-        """``(path, key_source, key, cl_value, chunked, extra_values, errors)`` as :func:`scan` reads them (with
-        ``complete`` set; ``extra_values`` None when no extra header is present), or ``None`` when the packet is not
-        on the fast path."""
+        """``(path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade)`` as :func:`scan` reads
+        them (with ``complete`` set; ``extra_values`` None when no extra header is present), or ``None`` when the
+        packet is not on the fast path."""
         end = packet.find(_BLOCK_END)
         if end < 0:
             return None
@@ -101,7 +103,7 @@ class FastHeaderReader:
         if block is None:
             return None
         host = cl_value = auth = xkey = extra_values = None
-        te_seen = chunked = False
+        te_seen = chunked = upgrade = False
         names = self._names
         for name, value in self._named_lines(packet, 0, header_len):
             rule, slots = names[name.lower()]
@@ -126,6 +128,8 @@ class FastHeaderReader:
             elif rule == _RULE_X_API_KEY:
                 if xkey is None:
                     xkey = value
+            elif rule == _RULE_UPGRADE:
+                upgrade = True
             else:                                       # transfer-encoding
                 if te_seen or value.lower() != b"chunked":
                     return None                         # bad_transfer_encoding
@@ -147,7 +151,8 @@ class FastHeaderReader:
             key_source, key = _KEY_SOURCE_X_API_KEY, xkey
         else:
             key_source, key = _KEY_SOURCE_NONE, None
-        return block[2].partition(b"?")[0], key_source, key, cl_value, chunked, extra_values, errors
+        return (block[2].partition(b"?")[0], key_source, key, cl_value, chunked, extra_values, errors,
+                METHODS.get(block[1], _METHOD_OTHER), upgrade)
 
 
 class FingerprintCache:
@@ -250,6 +255,7 @@ class SoftwareClassifier:
         decide, route_fields = self.core.limiter.model.decide_fields, self.core.router.model.route_fields
         frontend = self.core.frontend_config() if inline else None
         now = self.now_ns()
+        policy_verdict = self.core.pipeline.policy().verdict
         info = _LOOKASIDE
         req = _Request(info)
         # The flags request_flags (models/pipeline.py) sets from the front end: none in lookaside.
@@ -267,13 +273,13 @@ class SoftwareClassifier:
             fields = read(packet)
             if fields is not None:
                 fast += 1
-                path, key_source, key, cl_value, chunked, extra_values, errors = fields
+                path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = fields
                 flags = errors | info_flags | f_complete
             else:
                 fields = scan(packet, config)
-                path, key_source, key, cl_value, chunked, extra_values, errors = (
+                path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = (
                     fields.path, fields.key_source, fields.key, fields.cl_value, fields.chunked, fields.extra_values,
-                    fields.errors)
+                    fields.errors, fields.method, fields.upgrade)
                 flags = errors | info_flags | (f_complete if fields.complete else 0)
             if path is None:
                 path = b""
@@ -318,7 +324,9 @@ class SoftwareClassifier:
                 early = early_verdict(req, info, False)
                 lim = None if early is not None else decide(req, now)
             else:
-                early, lim = None, decide(req, now)
+                # The request policy (docs/pipeline.md), on the descriptor's method, origin_form and upgrade.
+                early = policy_verdict(method, path[:1] == b"/", upgrade)
+                lim = None if early is not None else decide(req, now)
             values = verdict_fields(early, flags, lim, route_fields(req), 0)
             record = record_cache.get(values)
             if record is None:

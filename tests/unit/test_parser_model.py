@@ -294,7 +294,53 @@ def test_fields_reached_before_the_stop():
     assert d == Descriptor(method=Method.GET, version=Version.HTTP_1_1, path_len=3, path_fp=fp(b"/v1"),
                            host_present=True, host_len=1, host_fp=fp(b"a"), header_len=len(b"GET /v1 HTTP/1.1\r\n"
                                                                                             b"Host: a\r\nHos"),
-                           header_lines=1, errors=ErrorFlag.truncated)
+                           header_lines=1, errors=ErrorFlag.truncated, origin_form=True)
+
+
+@pytest.mark.parametrize("target, origin", [
+    (b"/", True), (b"/v1/chat?x=1", True), (b"//h/x", True), (b"/?", True),
+    (b"http://h/x", False), (b"HTTP://h/", False), (b"h:443", False), (b"*", False), (b"?/x", False),
+    (b"v1/models", False)])
+def test_origin_form_is_a_target_starting_with_slash(target, origin):
+    d = parse(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert d.complete and not d.errors and d.origin_form == origin
+
+
+def test_origin_form_is_set_by_the_targets_first_byte_alone():
+    """Set when the first target byte is consumed, whatever follows; never without a target byte."""
+    assert parse(b"GET /").origin_form                              # truncated after it
+    assert parse(b"GET /\x01 HTTP/1.1\r\n").origin_form            # bad_request_line later in the target
+    assert not parse(b"GET").origin_form and not parse(b"GET ").origin_form
+    assert not parse(b"GE/ / HTTP/1.1\r\n").origin_form             # '/' is not a tchar: stops in the method
+    assert not parse(b"GET / HTTP/1.1\r\n", ParserConfig(max_header_bytes=4)).origin_form   # the limit
+    assert parse(b"GET / HTTP/1.1\r\n", ParserConfig(max_header_bytes=5)).origin_form
+
+
+@pytest.mark.parametrize("line, upgrade", [
+    (b"Upgrade: h2c", True), (b"upgrade:", True), (b"UPGRADE: websocket", True), (b"Upgrade:  h2c, websocket ", True),
+    (b"Upgrade-Insecure-Requests: 1", False), (b"X-Upgrade: h2c", False), (b"Upgrad: h2c", False),
+    (b"Connection: Upgrade", False)])
+def test_upgrade_is_a_committed_line_named_upgrade(line, upgrade):
+    d = parse(b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\n\r\n")
+    assert d.complete and not d.errors and d.upgrade == upgrade
+
+
+def test_upgrade_counts_only_lines_committed_before_the_stop():
+    head = b"GET / HTTP/1.1\r\nHost: a\r\n"
+    assert not parse(head + b"Upgrade: h2c").upgrade                         # truncated before its LF
+    assert not parse(head + b"Upgrade: h\x01c\r\n\r\n").upgrade           # bad_field_value: never committed
+    assert not parse(head + b"Upgrade : h2c\r\n\r\n").upgrade             # ws_before_colon
+    assert not parse(head + b"Host: b\r\nUpgrade: h2c\r\n\r\n").upgrade   # after the stop (duplicate_host)
+    d = parse(head + b"Upgrade: h2c\r\nHost: b\r\n\r\n")                  # before it: kept with the error
+    assert d.upgrade and only(d, "duplicate_host")
+    d = parse(b"GET / HTTP/1.1\r\nUpgrade: h2c\r\n\r\n")                  # and through the block checks
+    assert d.upgrade and only(d, "missing_host")
+    line = head + b"Upgrade: h2c\r\n"
+    assert parse(line, ParserConfig(max_header_bytes=len(line))).upgrade     # its LF is the last byte allowed
+    assert not parse(line, ParserConfig(max_header_bytes=len(line) - 1)).upgrade
+    # An extra slot may name it too: both see the line.
+    d = parse(line + b"\r\n", ParserConfig(extras=[b"upgrade"]))
+    assert d.upgrade and d.extra_present == 1
 
 
 # -- field lines ------------------------------------------------------------------------------------------------------
@@ -739,13 +785,14 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
     version_buf, version = b"", Version.NONE
     name = raw = b""
     host = cl = auth = xkey = None
-    te_seen = chunked = False
+    te_seen = chunked = upgrade = False
+    origin_form = False
     extras = [None] * EXTRA_SLOTS
     lines = errors = consumed = 0
     complete = False
 
     def commit():
-        nonlocal host, cl, te_seen, chunked, auth, xkey, lines
+        nonlocal host, cl, te_seen, chunked, auth, xkey, lines, upgrade
         lines += 1
         n, value = ascii_lower(name), trim(raw)
         for slot, extra in enumerate(cfg.extras):
@@ -780,6 +827,8 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
         elif n == b"x-api-key":
             if xkey is None:
                 xkey = value
+        elif n == b"upgrade":
+            upgrade = True
         return 0
 
     stopped = False
@@ -802,6 +851,8 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
                 flag = ErrorFlag.bad_request_line
         elif st_ == "TARGET":
             if 0x21 <= b <= 0x7E:
+                if target_len == 0 and b == ord("/"):
+                    origin_form = True
                 target_len += 1
                 if b == ord("?"):
                     in_query = True
@@ -887,10 +938,12 @@ def reference_parse(packet: bytes, cfg: ParserConfig) -> Descriptor:
         chunked=chunked, extra_present=sum(1 << i for i, v in enumerate(extras) if v is not None),
         extra_fp=tuple(f(v) for v in extras), extra_numeric=x0_numeric,
         extra_value=min(int(x0), U64) if x0_numeric else 0,
-        header_len=consumed, header_lines=lines, complete=complete, errors=ErrorFlag(errors))
+        header_len=consumed, header_lines=lines, complete=complete, errors=ErrorFlag(errors),
+        origin_form=origin_form, upgrade=upgrade)
 
 
 PIECES = [b"GET", b"POST", b"get", b" ", b"  ", b"/", b"/v1/chat", b"?", b"?q=1", b"HTTP/1.1", b"HTTP/1.0",
+          b"CONNECT", b"h:443", b"http://h/x", b"*", b"Upgrade", b"upgrade: h2c", b"UPGRADE:",
           b"HTTP/1.2", b"\r\n", b"\r", b"\n", b":", b": ", b"\t", b"Host", b"host", b"Content-Length",
           b"Transfer-Encoding", b"chunked", b"Authorization", b"Bearer ", b"bearer  tok", b"x-api-key", b"X-Trace",
           b"0", b"18446744073709551616", b"99999999999999999999", b"12", b"012", *CL_COLLISION, b"a", b"\x00",

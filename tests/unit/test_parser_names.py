@@ -21,8 +21,8 @@ from support.streams import random_pauses
 from wirespeed.hdl.bus.packet import pack_beats
 from wirespeed.hdl.parser.classify import TCHARS, ByteClass, LaneFeatures, class_of
 from wirespeed.hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, KeySource
-from wirespeed.hdl.parser.names import (COLON_CODE, FILL_CYCLES, N_NAMES, NAME_LATENCY, NONE_CODE, NameBeat,
-                                        NameMatcher, name_code, name_table, reference_matches)
+from wirespeed.hdl.parser.names import (COLON_CODE, FILL_CYCLES, N_BUILTIN, N_NAMES, NAME_LATENCY, NONE_CODE,
+                                        NameBeat, NameMatcher, name_code, name_table, reference_matches)
 from wirespeed.hdl.parser.tokenizer import Tok, TokenBeat, Tokenizer, next_state
 from wirespeed.host.models.parser import ParserConfig, parse
 from wirespeed.host.tools import traffic
@@ -120,7 +120,8 @@ def test_reference_agrees_with_model():
             if desc.key_source == KeySource.AUTHORIZATION:
                 assert seen[3]
             assert (desc.key_source != KeySource.NONE) >= seen[4]
-            assert [seen[5 + i] for i in range(EXTRA_SLOTS)] == [bool(desc.extra_present >> i & 1)
+            assert seen[5] == desc.upgrade
+            assert [seen[N_BUILTIN + i] for i in range(EXTRA_SLOTS)] == [bool(desc.extra_present >> i & 1)
                                                                 for i in range(EXTRA_SLOTS)]
     assert checked > 400
 
