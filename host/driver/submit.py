@@ -70,21 +70,25 @@ class SubmitCore:
         """Check each ``(bytes, inline)`` item and cut requests to what the parser reads; raises
         :class:`ConfigError` naming the item before anything is written."""
         prepared = []
-        max_header = None
+        append = prepared.append
+        cut = None                                      # max_header_bytes + 1, read at the first request
+        limit = min(self.window_bytes - self.width, 0xFFFF)
         for index, (data, inline) in enumerate(items):
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise ConfigError(f"requests[{index}]", type(data).__name__, "must be bytes")
-            data = bytes(data)
+            if type(data) is not bytes:
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise ConfigError(f"requests[{index}]", type(data).__name__, "must be bytes")
+                data = bytes(data)
             if not inline:
-                if max_header is None:
-                    max_header = yield from self.regs.read("parser.limits.max_header_bytes")
-                data = bytes_to_send(data, max_header)
-            limit = min(self.window_bytes - self.width, 0xFFFF)
+                if cut is None:
+                    cut = (yield from self.regs.read("parser.limits.max_header_bytes")) + 1
+                # bytes_to_send: the first header end within the first `cut` bytes, else `cut` bytes at most.
+                end = data.find(_HEADER_END, 0, cut)
+                data = data[:end + 4] if end >= 0 else data[:cut]
             if len(data) > limit:
                 what = "frame" if inline else "request header block"
                 raise ConfigError(f"requests[{index}]", f"{len(data)} bytes ({what})",
                                   f"at most {limit} bytes fit the submit window")
-            prepared.append((data, bool(inline)))
+            append((data, bool(inline)))
         return prepared
 
     def classify(self, items):

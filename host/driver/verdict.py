@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ...hdl.pipeline.layouts import ACTION_NAMES, FLAG_NAMES, REASON_NAMES
 from ..models.pipeline import VerdictRecord
 
-__all__ = ["Verdict", "flag_names"]
+__all__ = ["Verdict", "flag_names", "decode_records"]
 
 # Flag words seen so far -> their names: a batch has few distinct words, and building the set is most of a decode.
 _FLAG_SETS: dict[int, frozenset] = {}
@@ -39,7 +39,8 @@ class Verdict:
     action : str
         ``"forward"``, ``"reject"`` or ``"punt"``.
     status : int
-        HTTP status: 200 forwarded; 400, 401, 429, 431 or 503 rejected; 0 punted.
+        HTTP status: 200 forwarded; 400, 401, 429, 431 or 503 rejected, or the request policy's status (405 by
+        default for CONNECT and methods outside the allowlist); 0 punted.
     reason : str
         A stable snake_case name (``"ok"``, ``"rate_limited"``, ``"bare_cr_lf"``, ``"not_tcp"`` …;
         ``docs/pipeline.md``).
@@ -82,9 +83,9 @@ class Verdict:
         if rec.tenant_valid:
             tenant = rec.tenant if tenant_id is None else tenant_id(rec.tenant)
         return cls(
-            action=ACTION_NAMES[rec.action.value],
+            action=ACTION_NAMES[rec.action._value_],           # (.value is a slow property)
             status=rec.status,
-            reason=REASON_NAMES[rec.reason.value],
+            reason=REASON_NAMES[rec.reason._value_],
             tenant=tenant,
             pool=rec.pool if rec.pool_valid else None,
             backend=backend,
@@ -98,3 +99,18 @@ class Verdict:
         return {"action": self.action, "status": self.status, "reason": self.reason, "tenant": self.tenant,
                 "pool": self.pool, "backend": self.backend, "retry_after_s": self.retry_after_s,
                 "flags": sorted(self.flags), "hash": self.hash, "latency_cycles": self.latency_cycles}
+
+
+def decode_records(records, label=None, tenant_id=None) -> list[Verdict]:
+    """:meth:`Verdict.from_record` of each record, in order; a record object that recurs in ``records`` is decoded
+    once (the ``"software"`` transport gives one object per distinct record). ``label`` and ``tenant_id`` must not
+    change during the call (the driver holds its lock)."""
+    decoded = {}
+    out = []
+    append = out.append
+    for rec in records:
+        verdict = decoded.get(id(rec))
+        if verdict is None:
+            verdict = decoded[id(rec)] = Verdict.from_record(rec, label, tenant_id)
+        append(verdict)
+    return out

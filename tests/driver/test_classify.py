@@ -191,3 +191,32 @@ def test_fingerprint_key_is_secret_and_set_before_tenants():
             dev.set_fingerprint_key(b"another")
     with wirespeed.open("model", clock="manual") as plain:
         assert plain.tenants.fingerprint(KEYS[0]) != fp
+
+
+def test_prepare_cuts_every_request_as_bytes_to_send():
+    # prepare() inlines bytes_to_send (a bounded find): the same prefix for a header end before, at and past the
+    # limit, none, cut requests, and bytes-like inputs.
+    rng = random.Random(4)
+    requests = []
+    for size in range(170, 210):                            # the header end's last byte around index 200
+        head = b"GET / HTTP/1.1\r\nx: " + b"a" * (size - 19)
+        for tail in (b"\r\n\r\n", b"\r\n\r\nbody\r\n\r\n", b"\r\n", b"", b"\r\n\r"):
+            requests.append(head + tail)
+    requests += [r[:rng.randrange(len(r) + 1)] for r in requests[:50]]
+    items = [(rng.choice([bytes, bytearray, memoryview])(r), False) for r in requests] + [(b"frame", True)]
+    with wirespeed.open("model") as dev:
+        dev.write_register("parser.limits.max_header_bytes", 200)
+        prepared = dev._run(dev._submit_core().prepare(items))
+    assert prepared == [(bytes_to_send(r, 200), False) for r in requests] + [(b"frame", True)]
+    assert all(type(data) is bytes for data, _ in prepared)
+
+
+def test_decode_records_decodes_a_repeated_record_once():
+    from wirespeed.host.driver.verdict import decode_records
+    from wirespeed.host.models.pipeline import VerdictRecord
+    a = VerdictRecord(tenant_valid=True, tenant=3, pool_valid=True, pool=1, backend_valid=True, backend=7, flags=5)
+    b = VerdictRecord(tenant_valid=True, tenant=3, pool_valid=True, pool=1, backend_valid=True, backend=7, flags=5)
+    label, tenant = (lambda pool, backend: f"{pool}:{backend}"), (lambda slot: slot + 100)
+    got = decode_records([a, b, a], label, tenant)
+    assert got == [Verdict.from_record(r, label, tenant) for r in (a, b, a)]
+    assert got[0] is got[2] and got[0].backend == "1:7" and got[0].tenant == 103
