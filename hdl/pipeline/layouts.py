@@ -132,7 +132,7 @@ class VerdictRecord(data.Struct):
     A ``*_valid`` bit says whether the field beside it means anything (``None`` on the host when clear).
     """
     action: Action
-    status: 10                 # HTTP status: 200 forward; 400/401/429/431/503 reject; 0 punt
+    status: 10                 # HTTP status: 200 forward; 400/401/429/431/503 or the policy's (405) reject; 0 punt
     reason: Reason
     tenant_valid: 1
     tenant: 16

@@ -4,6 +4,9 @@
   the same method, path, Host, Content-Length, framing and API key.
 - llhttp is more lenient than the model in places. Those places are documented, not asserted, in
   ``docs/parser-differences.md``; a test checks that each documented example still behaves as the document says.
+- With the default request policy (``docs/pipeline.md``) on top of the parser, every request of the corpus that
+  llhttp rejects for its header block is rejected too, except the documented ones (a repeated identical
+  Content-Length, a 20-digit Content-Length above 2^64 - 1).
 """
 
 import ast
@@ -22,6 +25,7 @@ from hypothesis import strategies as st
 from wirespeed.hdl.parser.layouts import METHODS, KeySource, Method, Version
 from wirespeed.host.tools import traffic
 from wirespeed.host.models.parser import U64, ParserConfig, parse
+from wirespeed.host.models.pipeline import RequestPolicy
 from wirespeed.host.keys import derive_key, fingerprint
 
 SEED = 20251125
@@ -131,12 +135,13 @@ def corpus():
     items += [("random_bytes", traffic.random_bytes(rng)) for _ in range(600)]
     items += [("worst_case", traffic.worst_case(rng, w, rng.randrange(64, 4096))) for w in (4, 8, 16) for _ in range(4)]
     items += [("worst_case", traffic.worst_case(rng, 8, 9000))]
+    items += [("policy", traffic.policy_probe(rng, kind)) for kind in traffic.POLICY_KINDS for _ in range(20)]
     return tuple(items)
 
 
 def test_corpus_is_large_and_varied():
     kinds = collections.Counter(kind for kind, _ in corpus())
-    assert sum(kinds.values()) >= 5000 and len(kinds) == 5
+    assert sum(kinds.values()) >= 5000 and len(kinds) == 6
 
 
 def test_h11_rejections_are_model_rejections_on_the_corpus():
@@ -267,20 +272,55 @@ def llhttp_accepts(packet: bytes) -> bool:
     return False
 
 
+DEFAULT_POLICY = RequestPolicy()
+
+
+def policy_reason(desc):
+    """The default request policy's reason name for an accepted request, or None when it lets the request on."""
+    got = DEFAULT_POLICY.verdict(desc.method, desc.origin_form, desc.upgrade)
+    return None if got is None else got[1].name.lower()
+
+
+def gateway_accepts(desc) -> bool:
+    """The parser accepts the request and the default request policy lets it on to the limiter."""
+    return model_accepts(desc) and policy_reason(desc) is None
+
+
+def _content_lengths(packet: bytes) -> list:
+    head = packet[:packet.find(b"\r\n\r\n")]
+    return [line.partition(b":")[2].strip(b" \t") for line in head.split(b"\r\n")[1:]
+            if line.partition(b":")[0].lower() == b"content-length"]
+
+
+def documented_gateway_leniency(packet: bytes) -> bool:
+    """The rows of "llhttp rejects, wirespeed accepts" that the default policy does not cover: a repeated identical
+    Content-Length, and a 20-digit one above 2^64 - 1."""
+    values = _content_lengths(packet)
+    return len(values) > 1 or any(len(v) == 20 and int(v) > U64 for v in values if v.isdigit())
+
+
 def test_llhttp_differences_on_the_corpus():
-    """Collect, without asserting, where llhttp and the model disagree; printed for docs/parser-differences.md."""
-    lenient, stricter = collections.Counter(), collections.Counter()
-    for kind, packet in corpus():
+    """Where llhttp and the model disagree, printed for docs/parser-differences.md. Asserted: every flag the model
+    raises on a request llhttp accepts is documented, and with the default request policy every request llhttp
+    rejects is rejected too, except the documented leniencies."""
+    lenient, stricter, policy = collections.Counter(), collections.Counter(), collections.Counter()
+    for i, (kind, packet) in enumerate(corpus()):
         desc = parse(packet, CFG)
         accepted = llhttp_accepts(packet)
         if accepted and not model_accepts(desc):
             lenient.update(desc.flags)
         elif model_accepts(desc) and not accepted:
             stricter[kind] += 1
+            reason = policy_reason(desc)
+            policy[reason] += 1
+            if reason is None:
+                assert documented_gateway_leniency(packet), \
+                    f"seed={SEED} corpus #{i} ({kind}): llhttp rejects, the gateway accepts: {packet[:200]!r}"
     print(f"\nseed={SEED}: llhttp accepts, model rejects: {dict(lenient)}; "
-          f"model accepts, llhttp rejects: {dict(stricter)}")
+          f"model accepts, llhttp rejects: {dict(stricter)}; of those, the default policy's reasons: {dict(policy)}")
     undocumented = set(lenient) - documented_flags()
     assert not undocumented, f"seed={SEED}: llhttp is lenient where the document is silent: {undocumented}"
+    assert policy[None] < sum(policy.values()), "the corpus should exercise the policy on llhttp's rejections"
 
 
 def _literal(expr: str) -> bytes:
@@ -326,9 +366,31 @@ def test_documented_llhttp_leniencies_still_reproduce():
 
 
 def test_documented_llhttp_strictness_still_reproduces():
+    """The parser accepts; the default policy's reason is the one the row names (``default policy: `reason```), or
+    none when the row names none."""
     for row in doc_rows("llhttp rejects, wirespeed accepts"):
+        named = re.search(r"default policy[^`]*`([a-z_]+)`", row[3])
         for example in code(row[1]):
             packet = _literal(example)
+            desc = parse(packet)
             assert not llhttp_accepts(packet), f"{row[0]}: llhttp now accepts {packet[:120]!r}"
-            assert model_accepts(parse(packet)), f"{row[0]}: model rejects {packet[:120]!r}"
+            assert model_accepts(desc), f"{row[0]}: model rejects {packet[:120]!r}"
+            assert policy_reason(desc) == (named[1] if named else None), (row[0], packet[:120])
+            assert documented_gateway_leniency(packet) == (named is None), row[0]
+
+
+def test_default_policy_rows_reproduce():
+    """Each row of "The default request policy": llhttp's verdict (first word), the parser's (``accepts`` or the
+    flag), and the default policy's reason (or ``—``: the parser's error answers first)."""
+    for row in doc_rows("The default request policy"):
+        llhttp_word, parser_cell, policy_cell = row[2].split()[0].rstrip(",:;"), row[3], row[4]
+        for example in code(row[1]):
+            packet = _literal(example)
+            desc = parse(packet)
+            assert llhttp_accepts(packet) == (llhttp_word == "accepts"), (row[0], packet)
+            if parser_cell.startswith("accepts"):
+                assert model_accepts(desc), (row[0], sorted(desc.flags))
+                assert policy_reason(desc) == code(policy_cell)[0], (row[0], policy_reason(desc))
+            else:
+                assert code(parser_cell)[0] in desc.flags and policy_cell.startswith("—"), (row[0], sorted(desc.flags))
 
