@@ -466,6 +466,7 @@ class AsyncOffload:
         self._routing = None
         self._submit = None
         self._tenants = self._clock = self._pools = self._routes = None
+        self._policy = None
         #: ``classify`` calls waiting for the next batch (worker-thread mode), and whether a batch loop runs.
         self._pending: list = []
         self._draining = False
@@ -519,6 +520,15 @@ class AsyncOffload:
             await self.aclose()
             raise
         return self
+
+    @property
+    def policy(self) -> Policy:
+        """The request policy (:class:`~.policy.Policy`): ``await dev.policy.set(...)``, ``allow_methods``,
+        ``get``."""
+        with self._lock:
+            if self._policy is None:
+                self._policy = Policy(self, PolicyCore(self.core.regs))
+            return self._policy
 
     def _call(self, fn, *args):
         """``fn(*args)`` on the worker thread (an awaitable)."""

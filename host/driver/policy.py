@@ -68,7 +68,11 @@ class PolicyCore:
             mask |= 1 << Method[key.upper()].value
         return mask
 
-    def set(self, check: str, action: str, status: int):
+    def set(self, check: str, action: str, status: int | None = None):
+        """``status`` None: the status the register holds now."""
+        if status is None:
+            self.check_setting(check, action, STATUS_RANGE[0])
+            status = yield from self.regs.read(f"pipeline.policy_{check}.status")
         code, status = self.check_setting(check, action, status)
         reg = f"pipeline.policy_{check}"
         fields = self.regs.regmap[reg]
@@ -92,7 +96,8 @@ class PolicyCore:
 
 
 class Policy:
-    """The request policy of one :class:`~.offload.Offload` (``dev.policy``).
+    """The request policy of one :class:`~.offload.Offload` (``dev.policy``), or of an
+    :class:`~.offload.AsyncOffload` (then each call returns an awaitable).
 
     ``set(check, action, status=None)``: ``check`` one of :data:`CHECKS` (``"connect"``, ``"method"``,
     ``"target_form"``, ``"upgrade"``), ``action`` one of :data:`ACTIONS`; ``status`` (400..599) is the reject's status,
@@ -106,15 +111,14 @@ class Policy:
         self._offload = offload
         self.core = core
 
-    def set(self, check: str, action: str, status: int | None = None) -> None:
-        if status is None:
-            PolicyCore.check_setting(check, action, STATUS_RANGE[0])        # the names first
-            status = self.get()[check].status
-        PolicyCore.check_setting(check, action, status)
-        self._offload._run(self.core.set(check, action, status))
+    def set(self, check: str, action: str, status: int | None = None):
+        # Checked here, before any bus operation (and before an awaitable is made).
+        PolicyCore.check_setting(check, action, STATUS_RANGE[0] if status is None else status)
+        return self._offload._run(self.core.set(check, action, status))
 
-    def allow_methods(self, methods) -> None:
-        self._offload._run(self.core.allow_methods(methods))
+    def allow_methods(self, methods):
+        PolicyCore.method_mask(methods)
+        return self._offload._run(self.core.allow_methods(methods))
 
-    def get(self) -> dict:
+    def get(self):
         return self._offload._run(self.core.get())
