@@ -39,7 +39,7 @@ from .stats import LatencyHistogram, read_latency_histogram, read_stats
 from .tenants import Clock, ClockCore, Tenants, TenantsCore, check_clock_mode, read_limiter_params
 from ..errors import FeatureMissing
 from ..transports.base import AsyncTransport, Transport
-from .verdict import Verdict
+from .verdict import Verdict, decode_records
 
 __all__ = ["open", "open_async", "Offload", "AsyncOffload", "OffloadCore", "DeviceInfo", "open_transport", "SCHEMES"]
 
@@ -188,7 +188,7 @@ def _decode(records, routing: RoutingCore | None, tenants: Tenants | None) -> li
     (``pools.set``); the raw numbers when the driver holds no table to map them."""
     label = None if routing is None else routing.label
     tenant = None if tenants is None else tenants.core.tenant_id
-    return [Verdict.from_record(r, label, tenant) for r in records]
+    return decode_records(records, label, tenant)
 
 
 class Offload:

@@ -16,9 +16,14 @@ with the model's own stage functions, but without the submit window, the packet 
 - fingerprints of API keys and extra header values: remembered per value (:class:`FingerprintCache`), since a
   gateway sees the same keys over and over; the path's and Host's fingerprints are not computed (no verdict field
   depends on them);
-- the limiter and the router: :meth:`LimiterModel.decide_fields` and :meth:`RouterModel.route_fields` on the
-  model's tables (the same code as ``"model"``, and the same effects: buckets, per-tenant and global counters);
-- the verdict: :func:`~..models.pipeline.verdict_fields`, as ``"model"`` combines it.
+- the limiter, the router and the verdict, for the common request (read by the fast reader, no parser error, past
+  the request policy, a key in the tenant table): :meth:`LimiterModel.decide_fields`'s bucket arithmetic inline on
+  the model's tables, the router's verdict remembered per route class and hash input within the batch (no request
+  changes the router's tables), and the record built from field codes; each global counter is added once per batch.
+  Every other request: :meth:`LimiterModel.decide_fields`, :meth:`RouterModel.route_fields` and
+  :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects are ``"model"``'s: buckets, per-tenant
+  and global counters. ``tests/driver/test_software.py`` holds the two paths to the model's verdicts and counters;
+- records: one object per distinct record (they are immutable), which the driver decodes once per batch.
 
 What differs from ``"model"``: ``latency_cycles`` is 0 in every record (there is no pipeline to time), and the
 limiter reads its clock as it stands after the last register access (:meth:`SoftwareClassifier.now_ns`): classifying
@@ -31,16 +36,21 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import Counter
 
 from ...hdl.id.id_block import CoreParams
 from ...hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, ErrorFlag, KeySource, METHODS, Method, Version
-from ...hdl.pipeline.layouts import FLAG_NAMES
+from ...hdl.limiter.layouts import COST_MAX, CostSource
+from ...hdl.pipeline.layouts import FLAG_NAMES, Action, Reason
+from ...hdl.router.layouts import STATUS_OK, STATUS_UNAVAILABLE
 from ..errors import TransportError
 from ..keys import fingerprint
 from ..models.device import CoreModel
 from ..models.frontend import FrontEndInfo, process_frame
 from ..models.parser import _RE_BEARER, _TCHAR_CLASS, ParserConfig, content_length_value, scan
 from ..models.pipeline import VerdictRecord, early_verdict, verdict_fields
+from ..models.router import _KEY_SEL_HEADER, _KEY_SEL_L4
+from ..rss import toeplitz
 from .model import ModelTransport
 
 __all__ = ["SoftwareTransport", "SoftwareClassifier", "FastHeaderReader", "FingerprintCache"]
@@ -198,10 +208,35 @@ _NO_EXTRA_FP = (0,) * EXTRA_SLOTS
 #: Bounds of the per-path route cache and of the record cache (each starts afresh when full).
 _ROUTE_CACHE = 1 << 12
 _RECORD_CACHE = 1 << 14
+_F_COMPLETE = _FLAG["complete"]
+
+
+# Record fields the software path keys its records by: VerdictRecord's fields in order, with the action and the
+# reason as their codes and without latency_cycles (always 0 here). (Hashing an enum member runs Python code.)
+_ACTIONS = {a.value: a for a in Action}
+_REASONS = {r.value: r for r in Reason}
+_FORWARD, _REJECT = Action.FORWARD.value, Action.REJECT.value
+_OK, _RATE_LIMITED, _NO_BACKEND = Reason.OK.value, Reason.RATE_LIMITED.value, Reason.NO_BACKEND.value
+_COST_FIXED, _COST_CL, _COST_EXTRA, _COST_ESTIMATE = (CostSource.FIXED, CostSource.CONTENT_LENGTH, CostSource.EXTRA,
+                                                      CostSource.ESTIMATE)
+_U64 = (1 << 64) - 1
+# A route class's hash input in lookaside mode (route_hash_input): the API key's fingerprint, an extra header's
+# (its slot, 0..3), or nothing (L4: no tuple without the front end).
+_HASH_KEY, _HASH_NONE = -1, -2
+_UNSEEN = object()
+#: Bound of the Toeplitz hashes remembered per router key (starts afresh when full).
+_HASH_CACHE = 1 << 16
 
 
 class SoftwareClassifier:
     """Verdict records for packets, computed from a :class:`CoreModel`'s state without its pipeline timing.
+
+    :meth:`records` takes each request on a fast path when it is the common case (read by :class:`FastHeaderReader`,
+    no parser error, past the request policy, a key in the tenant table): the limiter's bucket arithmetic of
+    :meth:`LimiterModel.decide_fields` inline on the model's tables, and the router's verdict remembered per route
+    class and hash input for the batch (the tables do not change within one). Any other request goes through the
+    model's own functions (:func:`~..models.parser.scan`, :func:`early_verdict`, ``decide_fields``, ``route_fields``,
+    :func:`verdict_fields`). Either way the effects are the model's: buckets, per-tenant and global counters.
 
     Parameters
     ----------
@@ -222,7 +257,9 @@ class SoftwareClassifier:
         self._reader = None
         self._fp = None
         self._routes = {}                           # path -> (route_match, route_class), for self._config
-        self._record_cache = {}                     # VerdictRecord fields -> the record (records are immutable)
+        self._record_cache = {}                     # record key (see _ACTIONS) -> the record (records are immutable)
+        self._hash_key = None
+        self._hashes = {}                           # fingerprint -> Toeplitz hash of its 8 bytes under _hash_key
         self._lock = threading.Lock()
         self._counted = []                          # records not yet in the telemetry and parser counters
         self.fast = self.fallback = 0
@@ -249,95 +286,201 @@ class SoftwareClassifier:
         with self._lock:
             return self._records(packets, inline)
 
+    def _record(self, key: tuple) -> VerdictRecord:
+        record_cache = self._record_cache
+        if len(record_cache) >= _RECORD_CACHE:
+            record_cache.clear()
+        record = record_cache[key] = VerdictRecord(_ACTIONS[key[0]], key[1], _REASONS[key[2]], *key[3:], 0)
+        return record
+
     def _records(self, packets, inline: bool) -> list[VerdictRecord]:
         config, reader, fp = self._tables()
-        read, routes, record_cache = reader.read, self._routes, self._record_cache
-        decide, route_fields = self.core.limiter.model.decide_fields, self.core.router.model.route_fields
-        frontend = self.core.frontend_config() if inline else None
-        now = self.now_ns()
-        policy_verdict = self.core.pipeline.policy().verdict
-        info = _LOOKASIDE
-        req = _Request(info)
-        # The flags request_flags (models/pipeline.py) sets from the front end: none in lookaside.
-        info_flags = 0
-        f_route, f_key, f_cl = _FLAG["route_match"], _FLAG["key_present"], _FLAG["cl_present"]
-        f_chunked, f_complete = _FLAG["chunked"], _FLAG["complete"]
+        core = self.core
+        now_ns = self.now_ns()
+        policy_verdict = core.pipeline.policy().verdict
+        general = _General(self, config, fp, now_ns, policy_verdict, inline)
+        record_cache, new_record = self._record_cache, self._record
         out = []
         append = out.append
-        fast = 0
-        for packet in packets:
-            if inline:
-                info, packet = process_frame(packet, True, frontend)
-                req.set_l4(info)
-                info_flags = _FLAG["inline"] | (_FLAG["l4_valid"] if req.l4_valid else 0)
-            fields = read(packet)
-            if fields is not None:
-                fast += 1
-                path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = fields
-                flags = errors | info_flags | f_complete
-            else:
-                fields = scan(packet, config)
-                path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = (
-                    fields.path, fields.key_source, fields.key, fields.cl_value, fields.chunked, fields.extra_values,
-                    fields.errors, fields.method, fields.upgrade)
-                flags = errors | info_flags | (f_complete if fields.complete else 0)
-            if path is None:
-                path = b""
-            route = routes.get(path)
-            if route is None:
-                route = routes[path] = config.route(path) if len(routes) < _ROUTE_CACHE else config.route(path)
-            req.route_class = route[1]
-            if route[0]:
-                flags |= f_route
-            req.key_source = key_source
-            if key is None:
-                req.key_present, req.key_fp = False, 0
-            else:
-                req.key_present, req.key_fp = True, fp(key)
-                flags |= f_key
-            if cl_value is None:
-                req.cl_present, req.content_length = False, 0
-            else:
-                req.cl_present, req.content_length = True, cl_value[0]
-                flags |= f_cl
-            if chunked:
-                flags |= f_chunked
-            extra_present = 0
-            if extra_values is None:
-                req.extra_fp = _NO_EXTRA_FP
-                req.extra_numeric, req.extra_value = False, 0
-            else:
-                extra_fp = [0] * EXTRA_SLOTS
-                for slot, value in enumerate(extra_values):
-                    if value is not None:
-                        extra_present |= 1 << slot
-                        extra_fp[slot] = fp(value)
-                req.extra_fp = extra_fp
-                number = content_length_value(extra_values[0]) if extra_values[0] is not None else None
-                if number is None:
-                    req.extra_numeric, req.extra_value = False, 0
+        if inline:
+            for packet in packets:
+                key = general.frame(packet)
+                record = record_cache.get(key)
+                append(record if record is not None else new_record(key))
+            self.fallback += general.scanned
+            self.fast += len(out) - general.scanned
+            self._counted += out
+            return out
+
+        read, routes = reader.read, self._routes
+        # The request policy, per method code, for an origin-form request without Upgrade: True when it goes on.
+        goes_on = [False] * 16
+        for method in Method:
+            goes_on[method.value] = policy_verdict(method, True, False) is None
+        # The limiter: its tables (updated in place, as decide_fields does) and what the batch needs of its registers.
+        lim = core.limiter.model
+        lim_config = lim._config
+        source = lim_config.cost_source
+        cost_fixed, cost_scale, cost_scale_cl = lim_config.cost_fixed, lim_config.cost_scale, lim_config.cost_scale_cl
+        by_cl = source is _COST_CL
+        by_extra = source is _COST_EXTRA or source is _COST_ESTIMATE
+        by_estimate = source is _COST_ESTIMATE
+        plan_regs, plan_of, lookup = lim._plan_regs, lim._plan, lim.lookup
+        last_t, req_t, cost_t, allowed_t, rejected_t = lim._last, lim._req, lim._cost, lim._allowed, lim._rejected
+        q, time_mask, dt_max, unit, counter_mask = lim._decide_consts
+        now = now_ns >> q
+        now_frac = now_ns & ((1 << q) - 1)
+        retry_shift = 64 - q
+        slots = {}                                  # key fingerprint -> slot or None, for this batch
+        # The router: each route class's hash input, and its verdicts by (class, input) for this batch.
+        router = core.router.model
+        hash_source = []
+        for entry in router._classes[router.active]:
+            key_sel = entry.key_sel & 3
+            hash_source.append(entry.header_slot & 3 if key_sel == _KEY_SEL_HEADER else
+                               _HASH_NONE if key_sel == _KEY_SEL_L4 else _HASH_KEY)
+        if router.key != self._hash_key:
+            self._hash_key, self._hashes = router.key, {}
+        routed = {}
+        f_route, f_cl, f_chunked = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"]
+        f_base = _FLAG["complete"] | _FLAG["key_present"] | _FLAG["tenant_found"]
+        allow_n = reject_n = routed_n = unavailable_n = 0
+        try:
+            for packet in packets:
+                fields = read(packet)
+                if fields is None:
+                    key = general.request(packet, None)
+                    record = record_cache.get(key)
+                    append(record if record is not None else new_record(key))
+                    continue
+                path, key_source, api_key, cl_value, chunked, extra_values, errors, method, upgrade = fields
+                if (errors or api_key is None or upgrade or path[:1] != b"/"
+                        or not goes_on[method._value_]):
+                    key = general.request(packet, fields)
+                    record = record_cache.get(key)
+                    append(record if record is not None else new_record(key))
+                    continue
+                key_fp = fp(api_key)
+                slot = slots.get(key_fp, _UNSEEN)
+                if slot is _UNSEEN:
+                    slot = slots[key_fp] = lookup(key_fp)
+                if slot is None:                    # unknown key: the policy's, through decide_fields
+                    key = general.request(packet, fields)
+                    record = record_cache.get(key)
+                    append(record if record is not None else new_record(key))
+                    continue
+                # The request: as general.request reads it.
+                route = routes.get(path)
+                if route is None:
+                    route = routes[path] = config.route(path)
+                flags = f_base | f_route if route[0] else f_base
+                if chunked:
+                    flags |= f_chunked
+                # The cost (LimiterModel.cost).
+                if cl_value is not None:
+                    flags |= f_cl
+                if by_extra and extra_values is not None and extra_values[0] is not None and (
+                        number := content_length_value(extra_values[0])) is not None:
+                    cost = (number[0] * cost_scale) >> 16
+                    if cost > COST_MAX:
+                        cost = COST_MAX
+                elif cl_value is not None and (by_cl or by_estimate):
+                    cost = (cl_value[0] * (cost_scale if by_cl else cost_scale_cl)) >> 16
+                    if cost > COST_MAX:
+                        cost = COST_MAX
                 else:
-                    req.extra_numeric, req.extra_value = True, number[0]
-            req.extra_present = extra_present
-            if errors or info.punt:
-                req.errors = errors
-                early = early_verdict(req, info, False)
-                lim = None if early is not None else decide(req, now)
-            else:
-                # The request policy (docs/pipeline.md), on the descriptor's method, origin_form and upgrade.
-                early = policy_verdict(method, path[:1] == b"/", upgrade)
-                lim = None if early is not None else decide(req, now)
-            values = verdict_fields(early, flags, lim, route_fields(req), 0)
-            record = record_cache.get(values)
-            if record is None:
-                if len(record_cache) >= _RECORD_CACHE:
-                    record_cache.clear()
-                record = record_cache[values] = VerdictRecord(*values)
-            append(record)
-        self.fast += fast
-        self.fallback += len(out) - fast
+                    cost = cost_fixed
+                # The buckets (LimiterModel.decide_fields for a key found in the table).
+                req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = plan_regs[plan_of[slot]]
+                dt = (now - last_t[slot]) & time_mask
+                if dt > dt_max:
+                    dt = dt_max
+                req = req_t[slot] + dt * req_rate
+                if req > req_cap:
+                    req = req_cap
+                tokens = cost_t[slot] + dt * cost_rate
+                if tokens > cost_cap:
+                    tokens = cost_cap
+                need = cost * unit
+                last_t[slot] = now
+                req_ok = req_rate == 0 or req >= unit
+                cost_ok = cost_rate == 0 or tokens >= need
+                if req_ok and cost_ok:
+                    req_t[slot] = req if req_rate == 0 else req - unit
+                    cost_t[slot] = tokens if cost_rate == 0 else tokens - need
+                    allowed_t[slot] = (allowed_t[slot] + 1) & counter_mask
+                    allow_n += 1
+                    wait = None
+                else:
+                    req_t[slot] = req
+                    cost_t[slot] = tokens
+                    wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
+                    if not cost_ok:
+                        wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
+                        if wait_cost > wait:
+                            wait = wait_cost
+                    rejected_t[slot] = (rejected_t[slot] + 1) & counter_mask
+                    reject_n += 1
+                # The router (RouterModel.route_fields).
+                route_class = route[1] & 0xF
+                source_slot = hash_source[route_class]
+                if source_slot == _HASH_KEY:
+                    hashed_fp = key_fp
+                elif source_slot == _HASH_NONE or extra_values is None or extra_values[source_slot] is None:
+                    hashed_fp = None
+                else:
+                    hashed_fp = fp(extra_values[source_slot])
+                rkey = (route_class, hashed_fp)
+                route_verdict = routed.get(rkey)
+                if route_verdict is None:
+                    route_verdict = routed[rkey] = self._route(router, route_class, hashed_fp)
+                status, pool, backend, hashed = route_verdict
+                if status == STATUS_OK:
+                    routed_n += 1
+                else:
+                    unavailable_n += 1
+                # The record (verdict_fields).
+                if wait is not None:
+                    retry = _U64 if wait >> retry_shift else (wait << q) - now_frac
+                    key = (_REJECT, 429, _RATE_LIMITED, True, slot, False, 0, False, 0, True, retry, flags, hashed)
+                elif status == STATUS_OK:
+                    key = (_FORWARD, 200, _OK, True, slot, True, pool, True, backend, False, 0, flags, hashed)
+                else:
+                    key = (_REJECT, STATUS_UNAVAILABLE, _NO_BACKEND, True, slot, True, pool, False, 0, False, 0,
+                           flags, hashed)
+                record = record_cache.get(key)
+                append(record if record is not None else new_record(key))
+        finally:
+            lim.allow = (lim.allow + allow_n) & _U64
+            lim.reject_429 = (lim.reject_429 + reject_n) & _U64
+            router.routed = (router.routed + routed_n) & _U64
+            router.unavailable = (router.unavailable + unavailable_n) & _U64
+        self.fallback += general.scanned
+        self.fast += len(out) - general.scanned
         self._counted += out
         return out
+
+    def _route(self, router, route_class: int, hashed_fp) -> tuple:
+        """:meth:`RouterModel.route_fields` of a lookaside request of ``route_class`` whose hash input is the
+        fingerprint ``hashed_fp`` (None: nothing), without counting it."""
+        if hashed_fp is None:
+            hashed = 0
+        else:
+            hashes = self._hashes
+            hashed = hashes.get(hashed_fp)
+            if hashed is None:
+                if len(hashes) >= _HASH_CACHE:
+                    hashes.clear()
+                hashed = hashes[hashed_fp] = toeplitz(router.key, (hashed_fp & _U64).to_bytes(8, "big"))
+        active = router.active
+        pool = router._classes[active][route_class].pool
+        desc = router._pools[active][pool] if pool < router.params.pools else None
+        if desc is None or not desc.enabled:
+            return STATUS_UNAVAILABLE, pool, 0, hashed
+        index = desc.base + ((hashed * desc.m) >> 32)
+        per_word, id_bits = router.params.ids_per_word, router.params.id_bits
+        word = int(router._words[active][index // per_word])
+        return STATUS_OK, pool, (word >> (id_bits * (index % per_word))) & ((1 << id_bits) - 1), hashed
 
     def count(self) -> None:
         """Bring the telemetry counters, the parser's counters and the limiter's counter registers up to date with
@@ -347,10 +490,13 @@ class SoftwareClassifier:
         if not records:
             return
         core = self.core
+        # Records repeat (one object per distinct record): count the objects, then tally their fields.
+        by_id = dict(zip(map(id, records), records))
         tally = {}
-        for r in records:
+        for rid, n in Counter(map(id, records)).items():
+            r = by_id[rid]
             key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
-            tally[key] = tally.get(key, 0) + 1
+            tally[key] = tally.get(key, 0) + n
         telemetry = core.telemetry.model
         bank = core.bank
         parser_errors = len(ErrorFlag)
@@ -364,6 +510,98 @@ class SoftwareClassifier:
                 if flags >> i & 1:
                     bank.incr(f"parser.error_count[{i}].count", n)
         core.limiter._sync()
+
+
+class _General:
+    """One batch's general path: a packet's record key through the model's own functions (scan, early_verdict,
+    decide_fields, route_fields, verdict_fields), for what the fast path of :meth:`SoftwareClassifier._records`
+    does not take.
+
+    ``scanned``: packets read by :func:`~..models.parser.scan`.
+    """
+
+    def __init__(self, classifier: SoftwareClassifier, config: ParserConfig, fp, now_ns: int, policy_verdict,
+                 inline: bool):
+        core = classifier.core
+        self.config, self.fp, self.now_ns, self.policy_verdict = config, fp, now_ns, policy_verdict
+        self.routes, self.read = classifier._routes, classifier._reader.read
+        self.decide, self.route_fields = core.limiter.model.decide_fields, core.router.model.route_fields
+        self.frontend = core.frontend_config() if inline else None
+        self.req = _Request(_LOOKASIDE)
+        self.scanned = 0
+
+    def frame(self, frame: bytes) -> tuple:
+        """The record key of an Ethernet frame through the front end."""
+        info, packet = process_frame(frame, True, self.frontend)
+        req = self.req
+        req.set_l4(info)
+        info_flags = _FLAG["inline"] | (_FLAG["l4_valid"] if req.l4_valid else 0)
+        return self._key(packet, self.read(packet), info, info_flags)
+
+    def request(self, packet: bytes, fields) -> tuple:
+        """The record key of a lookaside request; ``fields``: :meth:`FastHeaderReader.read`'s (None: not read)."""
+        return self._key(packet, fields, _LOOKASIDE, 0)
+
+    def _key(self, packet: bytes, fields, info: FrontEndInfo, info_flags: int) -> tuple:
+        req, fp = self.req, self.fp
+        if fields is not None:
+            path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = fields
+            flags = errors | info_flags | _F_COMPLETE
+        else:
+            self.scanned += 1
+            fields = scan(packet, self.config)
+            path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade = (
+                fields.path, fields.key_source, fields.key, fields.cl_value, fields.chunked, fields.extra_values,
+                fields.errors, fields.method, fields.upgrade)
+            flags = errors | info_flags | (_F_COMPLETE if fields.complete else 0)
+        if path is None:
+            path = b""
+        routes = self.routes
+        route = routes.get(path)
+        if route is None:
+            route = routes[path] = self.config.route(path)
+        req.route_class = route[1]
+        if route[0]:
+            flags |= _FLAG["route_match"]
+        req.key_source = key_source
+        if key is None:
+            req.key_present, req.key_fp = False, 0
+        else:
+            req.key_present, req.key_fp = True, fp(key)
+            flags |= _FLAG["key_present"]
+        if cl_value is None:
+            req.cl_present, req.content_length = False, 0
+        else:
+            req.cl_present, req.content_length = True, cl_value[0]
+            flags |= _FLAG["cl_present"]
+        if chunked:
+            flags |= _FLAG["chunked"]
+        extra_present = 0
+        if extra_values is None:
+            req.extra_fp = _NO_EXTRA_FP
+            req.extra_numeric, req.extra_value = False, 0
+        else:
+            extra_fp = [0] * EXTRA_SLOTS
+            for slot, value in enumerate(extra_values):
+                if value is not None:
+                    extra_present |= 1 << slot
+                    extra_fp[slot] = fp(value)
+            req.extra_fp = extra_fp
+            number = content_length_value(extra_values[0]) if extra_values[0] is not None else None
+            if number is None:
+                req.extra_numeric, req.extra_value = False, 0
+            else:
+                req.extra_numeric, req.extra_value = True, number[0]
+        req.extra_present = extra_present
+        if errors or info.punt:
+            req.errors = errors
+            early = early_verdict(req, info, False)
+        else:
+            # The request policy (docs/pipeline.md), on the descriptor's method, origin_form and upgrade.
+            early = self.policy_verdict(method, path[:1] == b"/", upgrade)
+        lim = None if early is not None else self.decide(req, self.now_ns)
+        values = verdict_fields(early, flags, lim, self.route_fields(req), 0)
+        return (values[0]._value_, values[1], values[2]._value_) + values[3:13]
 
 
 class SoftwareTransport(ModelTransport):
