@@ -197,3 +197,86 @@ def test_latency_is_zero_and_single_calls_match_batches():
 def test_bad_uris_are_refused(uri):
     with pytest.raises(DeviceNotFound, match="software"):
         wirespeed.open(uri)
+
+
+# -- the fast path's boundaries ------------------------------------------------------------------------------------
+
+def boundary_request(rng, known, unknown):
+    """A request near one of the software fast path's boundaries (SoftwareClassifier._records): method, target form,
+    Upgrade, key header and spelling, unknown and absent keys, Content-Length (0, huge, 20 digits saturating, 21
+    digits, chunked with and without it), the token estimate (numeric, not, huge), the session header, each route."""
+    method = rng.choice([b"POST"] * 6 + [b"GET", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"BREW", b"post"])
+    path = rng.choice([b"/v1/chat/completions", b"/v1/messages", b"/v1/embeddings", b"/v1/models", b"/",
+                       b"/v1/messages?beta=1", b"*", b"http://gw/v1/messages"])
+    lines = [b"Host: gw"] if rng.random() < 0.95 else []
+    key = rng.choice(known + known + unknown).encode() if rng.random() < 0.9 else None
+    if key is not None:
+        form = rng.random()
+        if form < 0.45:
+            lines.append(b"Authorization: " + rng.choice([b"Bearer ", b"bearer  ", b"BEARER "]) + key)
+        elif form < 0.55:
+            lines += [b"Authorization: Basic abc", b"x-api-key: " + key]
+        elif form < 0.6:
+            lines += [b"X-Api-Key: " + key, b"authorization: Bearer " + rng.choice(unknown).encode()]
+        else:
+            lines.append(b"x-api-key:\t" + key + b" ")
+    cl = rng.choice([None, None, b"0", b"37", b"4096", b"1000000000000", b"18446744073709551615",
+                     b"99999999999999999999", b"123456789012345678901", b"12a"])
+    if cl is not None:
+        lines.append(b"Content-Length: " + cl)
+    if rng.random() < 0.05:
+        lines.append(b"Transfer-Encoding: chunked")
+    if rng.random() < 0.5:
+        lines.append(b"x-token-estimate: " + rng.choice([b"0", b"1", b"250", b"70000", b"4294967296000000",
+                                                          b"99999999999999999999", b"many", b""]))
+    if rng.random() < 0.4:
+        lines.append(b"x-session-id: s" + str(rng.randrange(6)).encode())
+    if rng.random() < 0.05:
+        lines.append(b"Upgrade: websocket")
+    rng.shuffle(lines)
+    return method + b" " + path + b" HTTP/1." + rng.choice([b"1", b"1", b"0"]) + b"\r\n" + b"".join(
+        line + b"\r\n" for line in lines) + b"\r\n" + b"x" * rng.randrange(3)
+
+
+def boundary_session(dev, seed, n):
+    rng = random.Random(seed)
+    known, unknown = configure(dev, rng)
+    dev.tenants.add("sk-tiny", requests_per_minute=1, tokens_per_minute=1, token_burst=1)   # retry saturates
+    dev.tenants.add("sk-unlimited")                                                           # rate 0: never short
+    known += ["sk-tiny", "sk-unlimited"]
+    verdicts = []
+    while len(verdicts) < n:
+        step = rng.random()
+        if step < 0.1:
+            dev.clock.step(rng.choice([1, 1_000, 1_000_000_000, 60_000_000_000, 2**62]))
+        elif step < 0.16:
+            dev.tenants.configure(unknown_policy=rng.choice(["reject", "default", "punt"]),
+                                  cost_source=rng.choice(["content_length", "fixed", "extra", "estimate"]),
+                                  cost_fixed=rng.choice([0, 1, 3000]), cost_scale=rng.choice([1, 0x10000, 2**32 - 1]),
+                                  cost_scale_cl=rng.choice([0, 0x4000, 2**32 - 1]))
+        elif step < 0.2:
+            dev.policy.set(rng.choice(["connect", "method", "target_form", "upgrade"]),
+                           rng.choice(["allow", "reject", "punt"]))
+        elif step < 0.22:
+            dev.policy.allow_methods(rng.sample(["GET", "POST", "PUT", "DELETE", "OPTIONS", "OTHER"], 3))
+        elif step < 0.24:
+            dev.pools.set_state(0, rng.choice(range(10, 18)), rng.choice(["up", "down"]))
+        verdicts += dev.classify_many([boundary_request(rng, known, unknown) for _ in range(rng.randrange(1, 60))])
+    return [strip(v) for v in verdicts], counters(dev)
+
+
+def test_fast_path_boundaries_give_the_model_verdicts():
+    results = {}
+    for uri in ("model", "software"):
+        with wirespeed.open(uri, clock="manual") as dev:
+            results[uri] = boundary_session(dev, SEED + 1, 6000)
+            if uri == "software":
+                classifier = dev.transport.classifier
+    (model, model_counts), (software, software_counts) = results["model"], results["software"]
+    for i, (a, b) in enumerate(zip(model, software)):
+        assert a == b, f"verdict {i} differs (seed {SEED + 1}):\n model    {a}\n software {b}"
+    assert len(model) == len(software) and model_counts == software_counts
+    reasons = {v["reason"] for v in model}
+    assert {"ok", "rate_limited", "unknown_tenant", "no_backend", "bad_content_length"} <= reasons
+    assert any(v["retry_after_s"] == (2**64 - 1) / 1e9 for v in model)                  # saturated retry
+    assert classifier.fast > classifier.fallback > 0
