@@ -34,9 +34,16 @@ brought up to date before the next register access.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 import re
+import subprocess
+import sys
+import sysconfig
 import threading
 from collections import Counter
+from pathlib import Path
 
 from ...hdl.id.id_block import CoreParams
 from ...hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, ErrorFlag, KeySource, METHODS, Method, Version
@@ -73,20 +80,71 @@ _RE_BLOCK = re.compile(rb"([%s]++) ([\x21-\x7e]++) HTTP/1\.([01])\r\n(?:[%s]++:[
 _BLOCK_END = b"\r\n\r\n"
 
 
+#: Set ``WIRESPEED_NATIVE=0`` to read headers in Python only (the C reader is then neither built nor loaded).
+NATIVE_ENV = "WIRESPEED_NATIVE"
+_NATIVE_SOURCE = Path(__file__).with_name("fast_header.c")
+#: Why the C header reader is not in use (None while it is, or before the first reader asks for it).
+native_error: str | None = None
+
+
+@functools.cache
+def _native_reader_type():
+    """``fast_header.Reader`` from ``fast_header.c``, compiled with the system C compiler on first use into
+    ``build/native/`` (one build per source text and interpreter), or None when it cannot be (no compiler, no
+    Python headers, ``WIRESPEED_NATIVE=0``): :class:`FastHeaderReader` then reads in Python, with the same results."""
+    global native_error
+    if os.environ.get(NATIVE_ENV, "1") == "0":
+        native_error = f"{NATIVE_ENV}=0"
+        return None
+    try:
+        from ...sim.toolchain import build_dir
+        source = _NATIVE_SOURCE.read_text()
+        suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+        include = sysconfig.get_paths()["include"]
+        compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+        command = [compiler, "-O2", "-shared", "-fPIC", f"-I{include}"]
+        out = build_dir("native", "fast_header", "\n".join([source, sys.version, *command])) / f"fast_header{suffix}"
+        if not out.exists():
+            # Several processes may build at once: each into its own file, then an atomic rename.
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+            done = subprocess.run([*command, str(_NATIVE_SOURCE), "-o", str(tmp)], capture_output=True, text=True)
+            if done.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compile failed")
+            os.replace(tmp, out)
+        spec = importlib.util.spec_from_file_location("fast_header", out)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        native_error = None
+        return module.Reader
+    except Exception as e:                              # noqa: BLE001 - any failure means: read in Python
+        native_error = f"{type(e).__name__}: {e}"
+        return None
+
+
 class FastHeaderReader:
     """The parser's reading of a well-formed, complete header block, for one :class:`ParserConfig`.
 
     :meth:`read` gives what the verdict needs of :func:`~..models.parser.scan`'s result for a packet whose header
     block ends within ``max_header_bytes``, matches the grammar line by line, and commits every line without an
-    error; for any other packet it returns ``None`` and the caller uses ``scan``.
+    error; for any other packet it returns ``None`` and the caller uses ``scan``. When the C reader
+    (``fast_header.c``, the same reading) could be built, ``read`` is its method; ``FastHeaderReader.read(reader,
+    packet)`` is the Python one.
 
     Parameters
     ----------
     config : ParserConfig
         The register contents (limit, extra header names).
+    native : bool, optional
+        None (default): the C reader when it builds; False: Python only; True: the C reader or :class:`OSError`.
+
+    Attributes
+    ----------
+    native : bool
+        Whether ``read`` is the C reader's.
     """
 
-    def __init__(self, config: ParserConfig):
+    def __init__(self, config: ParserConfig, native: bool | None = None):
         self.config = config
         self.limit = config.max_header_bytes
         # Lower-cased name -> (builtin rule or None, extra slots): the only lines whose values matter.
@@ -94,6 +152,17 @@ class FastHeaderReader:
         for name, slots in config._extra_slots.items():
             names[name] = (names.get(name, (None,))[0], slots)
         self._names = names
+        self.native = False
+        reader_type = _native_reader_type() if native is not False else None
+        if reader_type is not None:
+            table = [(name, -1 if rule is None else rule, sum(1 << slot for slot in slots))
+                     for name, (rule, slots) in names.items()]
+            consts = (_KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY, METHODS, _METHOD_OTHER, _MISSING_HOST,
+                      _CL_AND_TE, EXTRA_SLOTS)
+            self.read = reader_type(self.limit, table, consts).read
+            self.native = True
+        elif native:
+            raise OSError(f"the C header reader is not available ({native_error})")
         alternatives = b"|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
         # A field line with one of those names (any case), after the previous line's CRLF: name and value without
         # leading WS. Only run on a block _RE_BLOCK matched, so the value ends at a CR.

@@ -280,3 +280,60 @@ def test_fast_path_boundaries_give_the_model_verdicts():
     assert {"ok", "rate_limited", "unknown_tenant", "no_backend", "bad_content_length"} <= reasons
     assert any(v["retry_after_s"] == (2**64 - 1) / 1e9 for v in model)                  # saturated retry
     assert classifier.fast > classifier.fallback > 0
+
+
+# -- the C header reader ---------------------------------------------------------------------------------------------
+
+def mutations(rng, packet):
+    """Small edits of a request at the C reader's boundaries: a byte flipped, dropped, doubled or replaced by a
+    delimiter or a non-ASCII byte; a name's case; a line repeated."""
+    i = rng.randrange(len(packet)) if packet else 0
+    edit = rng.randrange(6)
+    if edit == 0:
+        return packet[:i] + bytes([rng.randrange(256)]) + packet[i + 1:]
+    if edit == 1:
+        return packet[:i] + packet[i + 1:]
+    if edit == 2:
+        return packet[:i] + packet[i:i + 1] * 2 + packet[i + 1:]
+    if edit == 3:
+        return packet[:i] + rng.choice([b"\r", b"\n", b" ", b"\t", b":", b"?", b"\x7f", b"\x80", b"\x00"]) + packet[i:]
+    if edit == 4:
+        return packet.swapcase() if rng.random() < 0.2 else packet[:i] + packet[i:].upper()
+    lines = packet.split(b"\r\n")
+    if len(lines) > 2:
+        j = rng.randrange(1, len(lines) - 1)
+        lines.insert(j, lines[j])
+    return b"\r\n".join(lines)
+
+
+native_only = pytest.mark.skipif(FastHeaderReader(ParserConfig()).native is False,
+                                 reason="the C header reader did not build (no C compiler or Python headers)")
+
+
+@native_only
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_c_reader_equals_the_python_reader(name):
+    config = CONFIGS[name]
+    reader = FastHeaderReader(config, native=True)
+    rng = random.Random(CORPUS_SEED + 1)
+    packets = corpus()
+    packets += [mutations(rng, rng.choice(packets)) for _ in range(20_000)]
+    packets += [boundary_request(rng, ["sk-a", "sk-b"], ["sk-c"]) for _ in range(5_000)]
+    fast = 0
+    for i, packet in enumerate(packets):
+        got, want = reader.read(packet), FastHeaderReader.read(reader, packet)
+        assert got == want, f"packet #{i} ({name}): {packet[:300]!r}"
+        fast += got is not None
+    assert fast > 10_000
+    assert reader.read(bytearray(packets[0])) is None                 # not bytes: scan reads it
+
+
+def test_the_python_reader_is_used_without_the_c_one(monkeypatch):
+    monkeypatch.setenv("WIRESPEED_NATIVE", "0")
+    from wirespeed.host.transports import software
+    monkeypatch.setattr(software, "native_error", software.native_error)
+    monkeypatch.setattr(software, "_native_reader_type", software._native_reader_type.__wrapped__)
+    reader = FastHeaderReader(CONFIGS["keyed"])
+    assert reader.native is False and software.native_error == "WIRESPEED_NATIVE=0"
+    with pytest.raises(OSError, match="not available"):
+        FastHeaderReader(CONFIGS["keyed"], native=True)
