@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
+import operator
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -181,6 +183,9 @@ def _one_request(request, field: str = "request") -> bytes:
         what = "the Ethernet frame" if field == "frame" else "the HTTP/1.1 request; encode a str first"
         raise ConfigError(field, type(request).__name__, f"must be bytes ({what})")
     return request
+
+
+_DATA, _INLINE = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _decode(records, routing: RoutingCore | None, tenants: Tenants | None) -> list[Verdict]:
@@ -369,17 +374,10 @@ class Offload:
             if stream is None:
                 records = self._run(core.classify(items))
             else:
-                prepared = self._run(core.prepare(items))
                 records = []
-                i = 0
-                while i < len(prepared):
-                    inline = prepared[i][1]
-                    j = i
-                    while j < len(prepared) and prepared[j][1] == inline:
-                        j += 1
+                for inline, run in itertools.groupby(self._run(core.prepare(items)), key=_INLINE):
                     self._run(self.core.regs.write("pipeline.ctrl.axis_inline", int(inline)))
-                    records += stream([data for data, _ in prepared[i:j]], inline)
-                    i = j
+                    records += stream(list(map(_DATA, run)), inline)
             return self._verdicts(records)
 
     def classify_many(self, requests) -> list[Verdict]:
@@ -390,7 +388,8 @@ class Offload:
         them. Only the header block is sent. Raises :class:`ConfigError` naming the request whose header block does
         not fit the window, before anything is written, and names ``requests`` if it is one request (bytes) rather
         than a list of them."""
-        return self._classify([(r, False) for r in _request_list(requests)])
+        requests = _request_list(requests)
+        return self._classify(list(zip(requests, itertools.repeat(False, len(requests)))))
 
     def classify(self, request: bytes) -> Verdict:
         """The verdict for one HTTP/1.1 request (lookaside)."""
