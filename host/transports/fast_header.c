@@ -1,6 +1,6 @@
 /* FastHeaderReader.read (host/transports/software.py) in C: the same reading of a well-formed, complete header block,
- * and None for any other packet (the caller then uses the parser model's scan). Built on first use by
- * software.py (_native_reader); tests/driver/test_software.py holds it to the Python reader and to scan.
+ * and None for any other packet (the caller then uses the parser model's scan); and keys.fingerprint. Built on first
+ * use by software.py (_native_module); tests/driver/test_software.py holds both to their Python versions and to scan.
  *
  * Reader(limit, names, consts).read(packet) -> (path, key_source, key, cl_value, chunked, extra_values, errors,
  *                                             method, upgrade) or None
@@ -304,6 +304,30 @@ done:
     return result;
 }
 
+/* keys.fingerprint(data, poly, seed) with its table: fingerprint(data, table (256 native uint64), seed). */
+static PyObject *fingerprint(PyObject *module, PyObject *args) {
+    const unsigned char *data, *table_bytes;
+    Py_ssize_t n, table_len;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "y#y#K", &data, &n, &table_bytes, &table_len, &seed))
+        return NULL;
+    if (table_len != 256 * 8) {
+        PyErr_SetString(PyExc_ValueError, "the table must be 256 uint64");
+        return NULL;
+    }
+    uint64_t table[256];
+    memcpy(table, table_bytes, sizeof table);
+    uint64_t state = seed;
+    for (Py_ssize_t i = 0; i < n; i++)
+        state = (state << 8) ^ table[(state >> 56) ^ data[i]];
+    return PyLong_FromUnsignedLongLong(state);
+}
+
+static PyMethodDef module_methods[] = {
+    {"fingerprint", fingerprint, METH_VARARGS, "keys.fingerprint with the table of its polynomial."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)reader_read, METH_O, "The reading of a well-formed header block, or None."},
     {NULL, NULL, 0, NULL},
@@ -320,7 +344,7 @@ static PyTypeObject ReaderType = {
     .tp_methods = reader_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fast_header", NULL, -1, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fast_header", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit_fast_header(void) {
     const char *tchar = "!#$%&'*+-.^_`|~";

@@ -9,20 +9,22 @@ it is rare, and it keeps one copy of every table. Classification does not. :clas
 model's state (parser configuration, tenant table, router buffers, limiter clock) and computes each verdict record
 with the model's own stage functions, but without the submit window, the packet stream or any cycle accounting:
 
-- headers: :class:`FastHeaderReader` reads a well-formed header block with two regular expressions and returns
-  exactly what :func:`~..models.parser.scan` returns; anything else (a byte outside the grammar, obs-fold, a bare CR
-  or LF, a repeated Host, Content-Length or Transfer-Encoding, a block cut by the limit or the packet's end) goes to
-  :func:`~..models.parser.scan` itself, so the reading is the model's in every case;
-- fingerprints of API keys and extra header values: remembered per value (:class:`FingerprintCache`), since a
-  gateway sees the same keys over and over; the path's and Host's fingerprints are not computed (no verdict field
-  depends on them);
+- headers: :class:`FastHeaderReader` reads a well-formed header block (in C, ``fast_header.c``, built on first use;
+  else with two regular expressions) and returns exactly what :func:`~..models.parser.scan` returns; anything else
+  (a byte outside the grammar, obs-fold, a bare CR or LF, a repeated Host, Content-Length or Transfer-Encoding, a
+  block cut by the limit or the packet's end) goes to :func:`~..models.parser.scan` itself, so the reading is the
+  model's in every case;
+- fingerprints of API keys and extra header values: remembered per value (:class:`FingerprintCache`, computed in C
+  when the reader is), since a gateway sees the same keys over and over; the path's and Host's fingerprints are not
+  computed (no verdict field depends on them);
 - the limiter, the router and the verdict, for the common request (read by the fast reader, no parser error, past
-  the request policy, a key in the tenant table): :meth:`LimiterModel.decide_fields`'s bucket arithmetic inline on
-  the model's tables, the router's verdict remembered per route class and hash input within the batch (no request
-  changes the router's tables), and the record built from field codes; each global counter is added once per batch.
-  Every other request: :meth:`LimiterModel.decide_fields`, :meth:`RouterModel.route_fields` and
-  :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects are ``"model"``'s: buckets, per-tenant
-  and global counters. ``tests/driver/test_software.py`` holds the two paths to the model's verdicts and counters;
+  the request policy, a key in the tenant table or one the unknown-key policy rejects): the bucket arithmetic of
+  :meth:`LimiterModel.decide_fields` inline on the model's tables, the router's verdict remembered per route class
+  and hash input within the batch (no request changes the router's tables), the record built from field codes, and
+  each global counter added once per batch. Every other request: :meth:`LimiterModel.decide_fields`,
+  :meth:`RouterModel.route_fields` and :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects
+  are ``"model"``'s: buckets, per-tenant and global counters (``tests/driver/test_software.py`` holds both paths to
+  the model's verdicts and counters);
 - records: one object per distinct record (they are immutable), which the driver decodes once per batch.
 
 What differs from ``"model"``: ``latency_cycles`` is 0 in every record (there is no pipeline to time), and the
@@ -34,6 +36,7 @@ brought up to date before the next register access.
 
 from __future__ import annotations
 
+import array
 import functools
 import importlib.util
 import os
@@ -47,11 +50,11 @@ from pathlib import Path
 
 from ...hdl.id.id_block import CoreParams
 from ...hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, ErrorFlag, KeySource, METHODS, Method, Version
-from ...hdl.limiter.layouts import COST_MAX, CostSource
+from ...hdl.limiter.layouts import COST_MAX, CostSource, UnknownPolicy
 from ...hdl.pipeline.layouts import FLAG_NAMES, Action, Reason
 from ...hdl.router.layouts import STATUS_OK, STATUS_UNAVAILABLE
 from ..errors import TransportError
-from ..keys import fingerprint
+from ..keys import U64, _fp_table, fingerprint
 from ..models.device import CoreModel
 from ..models.frontend import FrontEndInfo, process_frame
 from ..models.parser import _RE_BEARER, _TCHAR_CLASS, ParserConfig, content_length_value, scan
@@ -88,10 +91,11 @@ native_error: str | None = None
 
 
 @functools.cache
-def _native_reader_type():
-    """``fast_header.Reader`` from ``fast_header.c``, compiled with the system C compiler on first use into
-    ``build/native/`` (one build per source text and interpreter), or None when it cannot be (no compiler, no
-    Python headers, ``WIRESPEED_NATIVE=0``): :class:`FastHeaderReader` then reads in Python, with the same results."""
+def _native_module():
+    """The ``fast_header`` module (``Reader``, ``fingerprint``) from ``fast_header.c``, compiled with the system C
+    compiler on first use into ``build/native/`` (one build per source text and interpreter), or None when it cannot
+    be (no compiler, no Python headers, ``WIRESPEED_NATIVE=0``): :class:`FastHeaderReader` and
+    :class:`FingerprintCache` then compute in Python, with the same results."""
     global native_error
     if os.environ.get(NATIVE_ENV, "1") == "0":
         native_error = f"{NATIVE_ENV}=0"
@@ -116,7 +120,7 @@ def _native_reader_type():
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         native_error = None
-        return module.Reader
+        return module
     except Exception as e:                              # noqa: BLE001 - any failure means: read in Python
         native_error = f"{type(e).__name__}: {e}"
         return None
@@ -153,13 +157,13 @@ class FastHeaderReader:
             names[name] = (names.get(name, (None,))[0], slots)
         self._names = names
         self.native = False
-        reader_type = _native_reader_type() if native is not False else None
-        if reader_type is not None:
+        module = _native_module() if native is not False else None
+        if module is not None:
             table = [(name, -1 if rule is None else rule, sum(1 << slot for slot in slots))
                      for name, (rule, slots) in names.items()]
             consts = (_KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY, METHODS, _METHOD_OTHER, _MISSING_HOST,
                       _CL_AND_TE, EXTRA_SLOTS)
-            self.read = reader_type(self.limit, table, consts).read
+            self.read = module.Reader(self.limit, table, consts).read
             self.native = True
         elif native:
             raise OSError(f"the C header reader is not available ({native_error})")
@@ -238,17 +242,26 @@ class FingerprintCache:
     """Keyed fingerprints (``docs/parser.md``, "Fingerprints") of the values seen lately, for one key.
 
     At most ``size`` values are kept; when full, the cache starts afresh (a flood of distinct keys costs the
-    fingerprint each, never memory).
+    fingerprint each, never memory). A new value's fingerprint is computed in C when the C header reader builds
+    (``native`` as :class:`FastHeaderReader` takes it), else by :func:`~..keys.fingerprint`.
     """
 
-    def __init__(self, poly: int, seed: int, size: int = 1 << 16):
+    def __init__(self, poly: int, seed: int, size: int = 1 << 16, native: bool | None = None):
         self.poly, self.seed, self.size = poly, seed, size
         self.values: dict[bytes, int] = {}
+        module = _native_module() if native is not False else None
+        if module is not None:
+            table, seed = array.array("Q", _fp_table(poly & U64)).tobytes(), seed & U64
+            self.compute = lambda value: module.fingerprint(value, table, seed)
+        elif native:
+            raise OSError(f"the C fingerprint is not available ({native_error})")
+        else:
+            self.compute = lambda value: fingerprint(value, poly, seed)
 
     def __call__(self, value: bytes) -> int:
         fp = self.values.get(value)
         if fp is None:
-            fp = fingerprint(value, self.poly, self.seed)
+            fp = self.compute(value)
             if len(self.values) >= self.size:
                 self.values.clear()
             self.values[value] = fp
@@ -285,7 +298,8 @@ _F_COMPLETE = _FLAG["complete"]
 _ACTIONS = {a.value: a for a in Action}
 _REASONS = {r.value: r for r in Reason}
 _FORWARD, _REJECT = Action.FORWARD.value, Action.REJECT.value
-_OK, _RATE_LIMITED, _NO_BACKEND = Reason.OK.value, Reason.RATE_LIMITED.value, Reason.NO_BACKEND.value
+_OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT = (Reason.OK.value, Reason.RATE_LIMITED.value, Reason.NO_BACKEND.value,
+                                                   Reason.UNKNOWN_TENANT.value)
 _COST_FIXED, _COST_CL, _COST_EXTRA, _COST_ESTIMATE = (CostSource.FIXED, CostSource.CONTENT_LENGTH, CostSource.EXTRA,
                                                       CostSource.ESTIMATE)
 _U64 = (1 << 64) - 1
@@ -301,7 +315,8 @@ class SoftwareClassifier:
     """Verdict records for packets, computed from a :class:`CoreModel`'s state without its pipeline timing.
 
     :meth:`records` takes each request on a fast path when it is the common case (read by :class:`FastHeaderReader`,
-    no parser error, past the request policy, a key in the tenant table): the limiter's bucket arithmetic of
+    no parser error, past the request policy, a key that is in the tenant table or that the unknown-key policy
+    rejects): the limiter's bucket arithmetic of
     :meth:`LimiterModel.decide_fields` inline on the model's tables, and the router's verdict remembered per route
     class and hash input for the batch (the tables do not change within one). Any other request goes through the
     model's own functions (:func:`~..models.parser.scan`, :func:`early_verdict`, ``decide_fields``, ``route_fields``,
@@ -401,6 +416,8 @@ class SoftwareClassifier:
         now_frac = now_ns & ((1 << q) - 1)
         retry_shift = 64 - q
         slots = {}                                  # key fingerprint -> slot or None, for this batch
+        policy = lim_config.unknown_policy
+        unknown_401 = policy is UnknownPolicy.REJECT or (policy is UnknownPolicy.DEFAULT and not lim._default_on)
         # The router: each route class's hash input, and its verdicts by (class, input) for this batch.
         router = core.router.model
         hash_source = []
@@ -412,8 +429,9 @@ class SoftwareClassifier:
             self._hash_key, self._hashes = router.key, {}
         routed = {}
         f_route, f_cl, f_chunked = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"]
-        f_base = _FLAG["complete"] | _FLAG["key_present"] | _FLAG["tenant_found"]
-        allow_n = reject_n = routed_n = unavailable_n = 0
+        f_found = _FLAG["tenant_found"]
+        f_base = _FLAG["complete"] | _FLAG["key_present"] | f_found
+        allow_n = reject_n = reject_401_n = routed_n = unavailable_n = 0
         try:
             for packet in packets:
                 fields = read(packet)
@@ -433,7 +451,7 @@ class SoftwareClassifier:
                 slot = slots.get(key_fp, _UNSEEN)
                 if slot is _UNSEEN:
                     slot = slots[key_fp] = lookup(key_fp)
-                if slot is None:                    # unknown key: the policy's, through decide_fields
+                if slot is None and not unknown_401:     # the default tenant's or a punt: through decide_fields
                     key = general.request(packet, fields)
                     record = record_cache.get(key)
                     append(record if record is not None else new_record(key))
@@ -445,51 +463,57 @@ class SoftwareClassifier:
                 flags = f_base | f_route if route[0] else f_base
                 if chunked:
                     flags |= f_chunked
-                # The cost (LimiterModel.cost).
                 if cl_value is not None:
                     flags |= f_cl
-                if by_extra and extra_values is not None and extra_values[0] is not None and (
-                        number := content_length_value(extra_values[0])) is not None:
-                    cost = (number[0] * cost_scale) >> 16
-                    if cost > COST_MAX:
-                        cost = COST_MAX
-                elif cl_value is not None and (by_cl or by_estimate):
-                    cost = (cl_value[0] * (cost_scale if by_cl else cost_scale_cl)) >> 16
-                    if cost > COST_MAX:
-                        cost = COST_MAX
+                # The limiter (LimiterModel.decide_fields).
+                if slot is None:                    # an unknown key under a policy that rejects it: 401
+                    flags ^= f_found
+                    reject_401_n += 1
+                    wait = -1
                 else:
-                    cost = cost_fixed
-                # The buckets (LimiterModel.decide_fields for a key found in the table).
-                req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = plan_regs[plan_of[slot]]
-                dt = (now - last_t[slot]) & time_mask
-                if dt > dt_max:
-                    dt = dt_max
-                req = req_t[slot] + dt * req_rate
-                if req > req_cap:
-                    req = req_cap
-                tokens = cost_t[slot] + dt * cost_rate
-                if tokens > cost_cap:
-                    tokens = cost_cap
-                need = cost * unit
-                last_t[slot] = now
-                req_ok = req_rate == 0 or req >= unit
-                cost_ok = cost_rate == 0 or tokens >= need
-                if req_ok and cost_ok:
-                    req_t[slot] = req if req_rate == 0 else req - unit
-                    cost_t[slot] = tokens if cost_rate == 0 else tokens - need
-                    allowed_t[slot] = (allowed_t[slot] + 1) & counter_mask
-                    allow_n += 1
-                    wait = None
-                else:
-                    req_t[slot] = req
-                    cost_t[slot] = tokens
-                    wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
-                    if not cost_ok:
-                        wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
-                        if wait_cost > wait:
-                            wait = wait_cost
-                    rejected_t[slot] = (rejected_t[slot] + 1) & counter_mask
-                    reject_n += 1
+                    # The cost (LimiterModel.cost).
+                    if by_extra and extra_values is not None and extra_values[0] is not None and (
+                            number := content_length_value(extra_values[0])) is not None:
+                        cost = (number[0] * cost_scale) >> 16
+                        if cost > COST_MAX:
+                            cost = COST_MAX
+                    elif cl_value is not None and (by_cl or by_estimate):
+                        cost = (cl_value[0] * (cost_scale if by_cl else cost_scale_cl)) >> 16
+                        if cost > COST_MAX:
+                            cost = COST_MAX
+                    else:
+                        cost = cost_fixed
+                    # The buckets of the key's slot.
+                    req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = plan_regs[plan_of[slot]]
+                    dt = (now - last_t[slot]) & time_mask
+                    if dt > dt_max:
+                        dt = dt_max
+                    req = req_t[slot] + dt * req_rate
+                    if req > req_cap:
+                        req = req_cap
+                    tokens = cost_t[slot] + dt * cost_rate
+                    if tokens > cost_cap:
+                        tokens = cost_cap
+                    need = cost * unit
+                    last_t[slot] = now
+                    req_ok = req_rate == 0 or req >= unit
+                    cost_ok = cost_rate == 0 or tokens >= need
+                    if req_ok and cost_ok:
+                        req_t[slot] = req if req_rate == 0 else req - unit
+                        cost_t[slot] = tokens if cost_rate == 0 else tokens - need
+                        allowed_t[slot] = (allowed_t[slot] + 1) & counter_mask
+                        allow_n += 1
+                        wait = None
+                    else:
+                        req_t[slot] = req
+                        cost_t[slot] = tokens
+                        wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
+                        if not cost_ok:
+                            wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
+                            if wait_cost > wait:
+                                wait = wait_cost
+                        rejected_t[slot] = (rejected_t[slot] + 1) & counter_mask
+                        reject_n += 1
                 # The router (RouterModel.route_fields).
                 route_class = route[1] & 0xF
                 source_slot = hash_source[route_class]
@@ -509,19 +533,23 @@ class SoftwareClassifier:
                 else:
                     unavailable_n += 1
                 # The record (verdict_fields).
-                if wait is not None:
+                if wait is None:
+                    if status == STATUS_OK:
+                        key = (_FORWARD, 200, _OK, True, slot, True, pool, True, backend, False, 0, flags, hashed)
+                    else:
+                        key = (_REJECT, STATUS_UNAVAILABLE, _NO_BACKEND, True, slot, True, pool, False, 0, False, 0,
+                               flags, hashed)
+                elif wait == -1:
+                    key = (_REJECT, 401, _UNKNOWN_TENANT, False, 0, False, 0, False, 0, False, 0, flags, hashed)
+                else:
                     retry = _U64 if wait >> retry_shift else (wait << q) - now_frac
                     key = (_REJECT, 429, _RATE_LIMITED, True, slot, False, 0, False, 0, True, retry, flags, hashed)
-                elif status == STATUS_OK:
-                    key = (_FORWARD, 200, _OK, True, slot, True, pool, True, backend, False, 0, flags, hashed)
-                else:
-                    key = (_REJECT, STATUS_UNAVAILABLE, _NO_BACKEND, True, slot, True, pool, False, 0, False, 0,
-                           flags, hashed)
                 record = record_cache.get(key)
                 append(record if record is not None else new_record(key))
         finally:
             lim.allow = (lim.allow + allow_n) & _U64
             lim.reject_429 = (lim.reject_429 + reject_n) & _U64
+            lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
             router.routed = (router.routed + routed_n) & _U64
             router.unavailable = (router.unavailable + unavailable_n) & _U64
         self.fallback += general.scanned

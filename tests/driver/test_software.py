@@ -19,7 +19,7 @@ from support.gateway import configure_gateway, gateway_request
 
 import wirespeed
 from wirespeed.host.errors import DeviceNotFound
-from wirespeed.host.keys import derive_key
+from wirespeed.host.keys import derive_key, fingerprint
 from wirespeed.host.models.frontend import build_frame, random_frame
 from wirespeed.host.models.parser import ParserConfig, scan
 from wirespeed.host.tools import traffic
@@ -332,8 +332,21 @@ def test_the_python_reader_is_used_without_the_c_one(monkeypatch):
     monkeypatch.setenv("WIRESPEED_NATIVE", "0")
     from wirespeed.host.transports import software
     monkeypatch.setattr(software, "native_error", software.native_error)
-    monkeypatch.setattr(software, "_native_reader_type", software._native_reader_type.__wrapped__)
+    monkeypatch.setattr(software, "_native_module", software._native_module.__wrapped__)
     reader = FastHeaderReader(CONFIGS["keyed"])
     assert reader.native is False and software.native_error == "WIRESPEED_NATIVE=0"
     with pytest.raises(OSError, match="not available"):
         FastHeaderReader(CONFIGS["keyed"], native=True)
+    fp = software.FingerprintCache(POLY, KEY_SEED)
+    assert fp(b"sk-a") == fingerprint(b"sk-a", POLY, KEY_SEED)
+
+
+@native_only
+def test_c_fingerprint_equals_keys_fingerprint():
+    from wirespeed.host.transports.software import FingerprintCache
+    rng = random.Random(7)
+    for poly, seed in [(POLY, KEY_SEED), derive_key(b"other"), (0x1B, 0), (2**64 - 1, 2**64 - 1)]:
+        cache = FingerprintCache(poly, seed, native=True)
+        for n in [0, 1, 7, 8, 40, 300] + [rng.randrange(100) for _ in range(200)]:
+            value = rng.randbytes(n)
+            assert cache(value) == fingerprint(value, poly, seed), (poly, seed, value)
