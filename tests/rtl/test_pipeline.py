@@ -7,7 +7,9 @@ as the model is configured (``Offload`` on ``"model"``).
   random backpressure on ``m_axis`` and ``m_verdict``. Every packet leaves ``m_axis`` unchanged (no beat lost or
   duplicated), its ``tlast`` beat carries its verdict in ``tuser``, ``m_verdict`` carries the same records in order,
   and each record equals the model's for that packet (all fields but ``latency_cycles``, which backpressure
-  stretches; the plans are generous, so time does not change a decision).
+  stretches; the plans are generous, so time does not change a decision). The request policy's registers are
+  random (each check allow, reject with a random status, or punt; a random method allowlist), and a share of the
+  packets are policy probes (Upgrade lines, CONNECT, absolute-, authority- and asterisk-form, other methods).
 - ``cycle_counts``: valid and ready held high: one beat per cycle end to end, and each verdict exactly
   ``DECISION_LATENCY_CYCLES`` (≤ 16) cycles after the beat holding the last header byte (lookaside), at most 16
   inline.
@@ -91,6 +93,7 @@ if cocotb is not None:
     from wirespeed.host.driver.registers import arun, run
     from wirespeed.host.rss import MS_RSS_KEY, RSS_VECTORS
     from wirespeed.host.driver.verdict import Verdict
+    from wirespeed.host.driver.policy import ACTIONS, CHECKS, METHOD_NAMES
     from wirespeed.host.models.pipeline import VerdictRecord
 
     W = 8
@@ -103,8 +106,9 @@ if cocotb is not None:
             self.vsink = StreamSink(self, "m_verdict", axis=True)
             self.model = Offload(ModelTransport(CoreParams()), "model", clock="manual")
 
-        async def configure(self, rng, inline: bool, ports=(80, 8080)):
-            """The same configuration on the RTL (AsyncOffload) and the model (Offload); returns known keys."""
+        async def configure(self, rng, inline: bool, ports=(80, 8080), random_policy: bool = False):
+            """The same configuration on the RTL (AsyncOffload) and the model (Offload); returns known keys.
+            ``random_policy``: random request-policy registers (else the defaults)."""
             dev = await AsyncOffload.open(self.transport)
             key = bytes(rng.getrandbits(8) for _ in range(40))
             await dev.routes.set_hash_key(key)
@@ -133,6 +137,15 @@ if cocotb is not None:
             await arun(configure_ops(dev.core.regs, config, "frontend."), self.transport)
             run(configure_ops(self.model.core.regs, config, "frontend."), self.model.transport)
             await dev.write_register("pipeline.ctrl.axis_inline", int(inline))
+            if random_policy:
+                for check in CHECKS:
+                    action, status = rng.choice(ACTIONS), rng.randrange(400, 600)
+                    await dev.policy.set(check, action, status)
+                    self.model.policy.set(check, action, status)
+                methods = [name for name in METHOD_NAMES if rng.random() < 0.7]
+                await dev.policy.allow_methods(methods)
+                self.model.policy.allow_methods(methods)
+                assert await dev.policy.get() == self.model.policy.get()
             self.dev = dev
             return keys
 
@@ -143,9 +156,12 @@ if cocotb is not None:
     def packets(rng, keys, n, inline):
         out = []
         for _ in range(n):
-            if rng.random() < 0.7:
+            r = rng.random()
+            if r < 0.7:
                 req = traffic.realistic(rng, api_key=rng.choice(keys) if rng.random() < 0.8 else None,
                                         session_id=f"s{rng.randrange(9)}" if rng.random() < 0.3 else None)
+            elif r < 0.8:
+                req = traffic.policy_probe(rng)
             else:
                 req = next(traffic.mix(rng, 1))
             req = req or b"x"             # AXI-S frames carry at least one byte
@@ -174,7 +190,7 @@ if cocotb is not None:
         inline = param("inline")
         tb = TB(dut)
         await tb.reset()
-        keys = await tb.configure(rng, inline)
+        keys = await tb.configure(rng, inline, random_policy=True)
         pkts = packets(rng, keys, param("packets"), inline)
         tb.source.set_pause_generator(pause(rng, 0.3))
         tb.sink.set_pause_generator(pause(rng, 0.4))
