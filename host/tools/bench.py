@@ -594,7 +594,8 @@ def software_rate(count: int = 20_000, seed: int = 1, single: int = 2000) -> dic
     :func:`core_model_rate`, the same gateway configuration, one call for all ``count`` requests) on this machine,
     through ``classify`` one request at a time for the first ``single`` requests, and through ``open_async`` with one
     awaited ``classify`` per request, all gathered (``gathered_requests_per_s``). ``fast``/``fallback``: requests
-    read by the fast header reader, and by the parser model's ``scan``."""
+    read by the fast header reader, and by the parser model's ``scan``; ``native``: whether that reader is the C one
+    (``host/transports/fast_header.c``), else why not."""
     from ..driver.offload import open as ws_open
     rng = random.Random(seed)
     with ws_open("software", clock="manual") as dev:
@@ -607,13 +608,15 @@ def software_rate(count: int = 20_000, seed: int = 1, single: int = 2000) -> dic
         dev.classify_many(packets)
         elapsed = time.perf_counter() - start
         fast, fallback = classifier.fast - fast, classifier.fallback - fallback
+        from ..transports import software
+        native = True if classifier._reader.native else software.native_error
         start = time.perf_counter()
         for p in packets[:single]:
             dev.classify(p)
         single_elapsed = time.perf_counter() - start
     gathered = asyncio.run(_software_gathered(packets, seed))
     return {"requests": count, "seconds": round(elapsed, 3), "requests_per_s": round(count / elapsed),
-            "per_request_us": round(elapsed / count * 1e6, 2), "fast": fast, "fallback": fallback,
+            "per_request_us": round(elapsed / count * 1e6, 2), "fast": fast, "fallback": fallback, "native": native,
             "single_requests": single, "single_requests_per_s": round(single / single_elapsed),
             "gathered_requests_per_s": round(count / gathered)}
 

@@ -344,6 +344,8 @@ class SoftwareClassifier:
         self._record_cache = {}                     # record key (see _ACTIONS) -> the record (records are immutable)
         self._hash_key = None
         self._hashes = {}                           # fingerprint -> Toeplitz hash of its 8 bytes under _hash_key
+        self._policy = self._goes_on = None         # the pipeline's RequestPolicy, and per method: goes on?
+        self._classes = self._hash_source = None    # the active route classes, and each one's hash input
         self._lock = threading.Lock()
         self._counted = []                          # records not yet in the telemetry and parser counters
         self.fast = self.fallback = 0
@@ -381,7 +383,8 @@ class SoftwareClassifier:
         config, reader, fp = self._tables()
         core = self.core
         now_ns = self.now_ns()
-        policy_verdict = core.pipeline.policy().verdict
+        policy = core.pipeline.policy()
+        policy_verdict = policy.verdict
         general = _General(self, config, fp, now_ns, policy_verdict, inline)
         record_cache, new_record = self._record_cache, self._record
         out = []
@@ -398,9 +401,12 @@ class SoftwareClassifier:
 
         read, routes = reader.read, self._routes
         # The request policy, per method code, for an origin-form request without Upgrade: True when it goes on.
-        goes_on = [False] * 16
-        for method in Method:
-            goes_on[method.value] = policy_verdict(method, True, False) is None
+        if policy is not self._policy:                      # (the same object until a policy register is written)
+            goes_on = [False] * 16
+            for method in Method:
+                goes_on[method.value] = policy_verdict(method, True, False) is None
+            self._policy, self._goes_on = policy, goes_on
+        goes_on = self._goes_on
         # The limiter: its tables (updated in place, as decide_fields does) and what the batch needs of its registers.
         lim = core.limiter.model
         lim_config = lim._config
@@ -420,11 +426,12 @@ class SoftwareClassifier:
         unknown_401 = policy is UnknownPolicy.REJECT or (policy is UnknownPolicy.DEFAULT and not lim._default_on)
         # The router: each route class's hash input, and its verdicts by (class, input) for this batch.
         router = core.router.model
-        hash_source = []
-        for entry in router._classes[router.active]:
-            key_sel = entry.key_sel & 3
-            hash_source.append(entry.header_slot & 3 if key_sel == _KEY_SEL_HEADER else
-                               _HASH_NONE if key_sel == _KEY_SEL_L4 else _HASH_KEY)
+        classes = tuple(router._classes[router.active])
+        if classes != self._classes:
+            self._classes = classes
+            self._hash_source = [entry.header_slot & 3 if entry.key_sel & 3 == _KEY_SEL_HEADER else
+                                 _HASH_NONE if entry.key_sel & 3 == _KEY_SEL_L4 else _HASH_KEY for entry in classes]
+        hash_source = self._hash_source
         if router.key != self._hash_key:
             self._hash_key, self._hashes = router.key, {}
         routed = {}
