@@ -125,10 +125,12 @@ def derive_key(key: bytes) -> tuple[int, int]:
     Raises
     ------
     ConfigError
-        If ``key`` is empty.
+        If ``key`` is empty, or not bytes, a bytearray or a str (UTF-8 encoded).
     """
     if isinstance(key, str):
         key = key.encode()
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise ConfigError("key", key, "must be bytes (or a str, UTF-8 encoded)")
     key = bytes(key)
     if not key:
         raise ConfigError("key", key, "must be at least 1 byte")

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from ..bus.regmap import HDL_DIR, compile_rdl, regmap_from_node
 from ..bus.packet import ByteBeat, check_width
 from .layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, METHODS, NAME_BYTES, PREFIX_BYTES,
-                             PREFIX_ENTRIES, Descriptor, ErrorFlag, KeySource, Method, Version)
+                      PREFIX_ENTRIES, extra_name_words, Descriptor, ErrorFlag, KeySource, Method, Version)
 from ..bus.regbank import hw_signature
 
 __all__ = ["HeaderParser", "parser_regmap", "DESC_FIFO_DEPTH", "DESC_LATENCY_CYCLES"]
@@ -198,8 +198,10 @@ class HeaderParser(wiring.Component):
         t["pfx_valid"] = [Signal(name=f"pfx{e}_valid") for e in range(PREFIX_ENTRIES)]
         # Which of the 32 byte positions an entry compares (its first len bytes), kept beside the entry.
         t["pfx_mask"] = [Signal(PREFIX_BYTES, name=f"pfx{e}_mask") for e in range(PREFIX_ENTRIES)]
-        t["x_bytes"] = [Signal(8 * NAME_BYTES, name=f"extra{i}_name") for i in range(EXTRA_SLOTS)]
-        t["x_len"] = [Signal(6, name=f"extra{i}_len") for i in range(EXTRA_SLOTS)]
+        # Reset: EXTRA_NAMES_RESET (slot 0 is x-token-estimate, the limiter's reset cost source).
+        t["x_bytes"] = [Signal(8 * NAME_BYTES, name=f"extra{i}_name", init=word)
+                        for i, (word, _) in enumerate(extra_name_words())]
+        t["x_len"] = [Signal(6, name=f"extra{i}_len", init=length) for i, (_, length) in enumerate(extra_name_words())]
         stage_pfx = Cat(*(getattr(regs, f"prefix_data_{i}").value for i in range(PREFIX_BYTES // 4)))
         stage_x = Cat(*(getattr(regs, f"extra_data_{i}").value for i in range(NAME_BYTES // 4)))
         # The entries' order by length, kept beside them: longer[(f, e)] (f < e) is pfx_len[e] > pfx_len[f]. A commit

@@ -11,6 +11,7 @@ from amaranth.lib import data
 from amaranth.lib import enum as amaranth_enum
 
 __all__ = ["Method", "Version", "KeySource", "ErrorFlag", "ERROR_NAMES", "Descriptor", "METHODS", "EXTRA_SLOTS",
+           "EXTRA_NAMES_RESET", "extra_name_words",
            "PREFIX_ENTRIES", "PREFIX_BYTES", "NAME_BYTES", "LEN_MAX", "FP_POLY_RESET", "FP_SEED_RESET",
            "BUILTIN_NAMES"]
 
@@ -19,6 +20,16 @@ EXTRA_SLOTS = 4
 PREFIX_ENTRIES = 16
 PREFIX_BYTES = 32
 NAME_BYTES = 32
+#: The extra header names at reset: slot 0 is the token-estimate header a gateway sets, the limiter's reset cost
+#: source (``docs/limiter.md``, "Decision"), so token limits work with no configuration.
+EXTRA_NAMES_RESET = (b"x-token-estimate",)
+
+
+def extra_name_words(names=EXTRA_NAMES_RESET) -> list[tuple[int, int]]:
+    """``(name bytes as an integer, byte 0 lowest; length)`` for each of the EXTRA_SLOTS slots (``(0, 0)`` empty):
+    the reset contents of the parsers' extra name storage."""
+    names = list(names) + [None] * (EXTRA_SLOTS - len(names))
+    return [(0, 0) if n is None else (int.from_bytes(n, "little"), len(n)) for n in names]
 #: Lengths and counts in the descriptor saturate here.
 LEN_MAX = 0xFFFF
 #: Reset key (public: set a secret one before serving untrusted traffic): x^64 + x^4 + x^3 + x + 1, and a seed.

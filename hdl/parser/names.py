@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..bus.packet import check_width
 from .classify import COLON
-from .layouts import BUILTIN_NAMES, EXTRA_SLOTS, NAME_BYTES
+from .layouts import BUILTIN_NAMES, EXTRA_NAMES_RESET, EXTRA_SLOTS, NAME_BYTES
 from .stages import register_stage
 from .tokenizer import Tok, TokenBeat, next_state
 
@@ -105,7 +105,8 @@ def name_table(extras=()) -> list[int]:
     """The table's 2048 words for these extra names (up to 4, each bytes or None), at address ``code | pos << 6``.
 
     Bit i of the word at (pos, code) is set iff name i has a byte of that code at ``pos``, or, in the row of
-    :data:`COLON_CODE`, iff name i is ``pos`` bytes long (32 at ``pos`` 0). Without extras it is the reset contents.
+    :data:`COLON_CODE`, iff name i is ``pos`` bytes long (32 at ``pos`` 0). With ``EXTRA_NAMES_RESET`` it is the
+    reset contents.
     """
     words = [0] * TABLE_DEPTH
     for i, name in enumerate(_names(extras)):
@@ -214,7 +215,7 @@ class NameMatcher(wiring.Component):
 
     def __init__(self, width: int = 8):
         self.width = check_width(width)
-        self.table = MemoryData(shape=N_NAMES, depth=TABLE_DEPTH, init=name_table())
+        self.table = MemoryData(shape=N_NAMES, depth=TABLE_DEPTH, init=name_table(EXTRA_NAMES_RESET))
         super().__init__({
             "i_stream": In(stream.Signature(TokenBeat(width))),
             "o_stream": Out(stream.Signature(NameBeat(width))),

@@ -35,7 +35,7 @@ from .decimal import BCD_LATENCY, bcd_to_binary
 from .events import EVENTS_LATENCY, Events
 from .fingerprint import FingerprintEngine, fp_latency
 from .layouts import (EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, NAME_BYTES, PREFIX_BYTES, Descriptor,
-                      ErrorFlag, KeySource, Method, Version)
+                      ErrorFlag, KeySource, Method, Version, extra_name_words)
 from .names import N_BUILTIN, N_NAMES, NameMatcher, name_latency
 from .routes import RouteMatcher, route_latency
 from .stages import onehot_index
@@ -128,8 +128,10 @@ class ParserCore(wiring.Component):
             "seed": In(64, init=FP_SEED_RESET),
             "fp_update": In(1),
             "default_class": In(4),
-            "x_name": In(data.ArrayLayout(data.ArrayLayout(8, NAME_BYTES), EXTRA_SLOTS)),
-            "x_len": In(data.ArrayLayout(6, EXTRA_SLOTS)),
+            # Reset: EXTRA_NAMES_RESET, which the name matcher's table also holds at reset.
+            "x_name": In(data.ArrayLayout(data.ArrayLayout(8, NAME_BYTES), EXTRA_SLOTS),
+                         init=[list(word.to_bytes(NAME_BYTES, "little")) for word, _ in extra_name_words()]),
+            "x_len": In(data.ArrayLayout(6, EXTRA_SLOTS), init=[length for _, length in extra_name_words()]),
             "x_update": In(1),
             "pfx_data": In(8 * PREFIX_BYTES),
             "pfx_len": In(6),

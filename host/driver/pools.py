@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ...hdl.parser.layouts import EXTRA_SLOTS, NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES
+from ...hdl.parser.layouts import EXTRA_NAMES_RESET, EXTRA_SLOTS, NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES
 from ...hdl.router.layouts import CLASSES, M_MAX, TOEPLITZ_KEY_BYTES, KeySelect, RouterParams
 from ..errors import ConfigError, IncompatibleBitstream, TransportError, check_int
 from ..errors import TableFull
@@ -315,8 +315,10 @@ class RoutingCore:
         self._routes: dict[bytes, _RouteState] = {}
         self._entries: list[bytes | None] = [None] * PREFIX_ENTRIES
         #: What each extra header slot holds on the device (None: never written by this driver), and its users.
-        self._extras: list[bytes | None] = [None] * EXTRA_SLOTS
-        self._extra_refs = [0] * EXTRA_SLOTS
+        #: The reset names (slot 0: x-token-estimate, the limiter's reset cost source) hold a reference that is
+        #: never dropped, so a route never renames them; a route may hash on them.
+        self._extras: list[bytes | None] = list(EXTRA_NAMES_RESET) + [None] * (EXTRA_SLOTS - len(EXTRA_NAMES_RESET))
+        self._extra_refs = [int(name is not None) for name in self._extras]
         self._default: _RouteState | None = None
         self._default_class_written = False
         reset = _Image(np.zeros(params.words, dtype=np.uint32), ((0, 0, False),) * params.pools,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
-from ...hdl.parser.layouts import (BUILTIN_NAMES, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET, LEN_MAX, METHODS,
-                                   NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
+from ...hdl.parser.layouts import (BUILTIN_NAMES, EXTRA_NAMES_RESET, EXTRA_SLOTS, FP_POLY_RESET, FP_SEED_RESET,
+                                   LEN_MAX, METHODS, NAME_BYTES, PREFIX_BYTES, PREFIX_ENTRIES, ErrorFlag, KeySource, Method, Version)
 from ...hdl.parser.layouts import Descriptor as DescriptorLayout
 from ..errors import ConfigError, check_int
 from ..keys import U64, fingerprint
@@ -64,7 +64,8 @@ class ParserConfig:
         ``(prefix, route_class)`` with a prefix of 0..32 bytes and a class 0..15. Stored padded with ``None`` to 16.
     extras : sequence
         Up to 4 extra header names, at their slot; each ``None`` or a token of 1..32 bytes. Stored lower-cased and
-        padded with ``None`` to 4.
+        padded with ``None`` to 4. Reset: ``EXTRA_NAMES_RESET``, slot 0 ``x-token-estimate`` (the limiter's reset
+        cost source reads its number).
 
     Raises
     ------
@@ -76,7 +77,7 @@ class ParserConfig:
     poly: int = FP_POLY_RESET
     seed: int = FP_SEED_RESET
     prefixes: tuple = ()
-    extras: tuple = ()
+    extras: tuple = EXTRA_NAMES_RESET
     # Lookup structures derived from the tables, for parse().
     _routes: tuple = field(init=False, repr=False, compare=False)
     _extra_slots: dict = field(init=False, repr=False, compare=False)
@@ -581,7 +582,7 @@ class ParserBlock(BlockModel):
     def __init__(self, bank: RegisterBankModel):
         super().__init__(bank)
         self.prefixes: list = [None] * PREFIX_ENTRIES
-        self.extras: list = [None] * EXTRA_SLOTS
+        self.extras: list = list(EXTRA_NAMES_RESET) + [None] * (EXTRA_SLOTS - len(EXTRA_NAMES_RESET))
         self._config = None
 
     def before_read(self, reg: str, cycle: int) -> None:

@@ -572,20 +572,24 @@ def test_route_tables_full(record_bus):
 
 
 def test_header_slots_full(record_bus):
+    """Slot 0 holds x-token-estimate from reset (the limiter's reset cost source): routes get the other three, and
+    may hash on x-token-estimate itself (shared), but never rename it."""
     with open_model() as dev:
         dev.pools.set(0, [1])
-        for i in range(EXTRA_SLOTS):
+        for i in range(EXTRA_SLOTS - 1):
             dev.routes.add(f"/h{i}", 0, key=f"header:x-h{i}")
-        assert [model_of(dev).class_entry(c).header_slot for c in range(1, 5)] == [0, 1, 2, 3]
+        assert [model_of(dev).class_entry(c).header_slot for c in range(1, 4)] == [1, 2, 3]
         bus = record_bus(dev)
         with pytest.raises(TableFull) as e:
             dev.routes.add("/h4", 0, key="header:x-h4")
         assert e.value.table == "headers" and bus.named_writes == []
-        # A name already in a slot is shared, whatever its case.
+        # A name already in a slot is shared, whatever its case; so is the reset name.
         assert dev.routes.add("/h5", 0, key="header:X-H2") == 3
+        assert model_of(dev).class_entry(dev.routes.add("/t", 0, key="header:X-Token-Estimate")).header_slot == 0
         dev.routes.remove("/h0")
         dev.routes.add("/h4", 0, key="header:x-h4")
-        assert model_of(dev).class_entry(dev.routes.list()[0].route_class).header_slot == 0
+        assert model_of(dev).class_entry(dev.routes.list()[0].route_class).header_slot == 1
+        assert unwrap(dev).model.parser.config().extras[0] == b"x-token-estimate"
 
 
 # -- routes -----------------------------------------------------------------------------------------------------------
@@ -623,10 +627,11 @@ def test_routes_write_the_parser_entries_as_parser_registers_does(record_bus):
         c1 = dev.routes.add("/v1/chat", 0, key="header:X-Session-Id")
         c2 = dev.routes.add(b"/v1/embed", 1)
         assert (c1, c2) == (1, 2)
-        config = ParserConfig(prefixes=[(b"/v1/chat", c1), (b"/v1/embed", c2)], extras=[b"x-session-id"])
+        config = ParserConfig(prefixes=[(b"/v1/chat", c1), (b"/v1/embed", c2)],
+                              extras=[b"x-token-estimate", b"x-session-id"])
         prefixes, extras = parser_writes(config)
         parser = [(n, v) for n, v in bus.named_writes if n.startswith("parser.")]
-        assert parser == extras[0] + prefixes[0] + prefixes[1]
+        assert parser == extras[1] + prefixes[0] + prefixes[1]          # slot 0 keeps its reset name
         bus.clear()
         dev.routes.remove("/v1/chat")
         assert bus.named_writes == parser_writes(ParserConfig())[0][0]      # entry 0 as an unused entry
@@ -645,17 +650,18 @@ def test_routes_send_requests_to_their_pool_with_their_key():
         dev.routes.default(0)
         assert dev.read_register("parser.route_default.default_class") == 0
         c = dev.routes.add("/chat", 1, key="header:x-session")
-        assert m.class_entry(c) == ClassEntry(1, KeySelect.HEADER.value, 0)
-        slot = 0
+        slot = 1                                       # slot 0 holds x-token-estimate from reset
+        assert m.class_entry(c) == ClassEntry(1, KeySelect.HEADER.value, slot)
         # Session affinity: one session, one backend; sessions spread over the pool.
         seen = set()
         for _ in range(200):
             fp = rng.getrandbits(64)
-            req = RouteRequest(route_class=c, extra_present=1 << slot, extra_fp=(fp, 0, 0, 0),
+            req = RouteRequest(route_class=c, extra_present=1 << slot, extra_fp=(0, fp, 0, 0),
                                key_present=True, key_fp=rng.getrandbits(64))
             v = m.route(req)
             assert v.status == 200 and v.pool == 1
-            assert m.route(RouteRequest(route_class=c, extra_present=1, extra_fp=(fp, 0, 0, 0))).backend == v.backend
+            assert m.route(RouteRequest(route_class=c, extra_present=1 << slot,
+                                        extra_fp=(0, fp, 0, 0))).backend == v.backend
             seen.add(v.backend)
         assert seen == {10, 11}, f"seed={SEED + 5}"
         # The default class: pool 0 on the tenant key.

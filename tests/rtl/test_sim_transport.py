@@ -115,7 +115,7 @@ def _timed_session(dev, rng):
     dev.pools.set(0, [1, 2, 3], size=251)
     dev.routes.default(0, key="tenant")
     key = "sk-" + "t" * 40
-    dev.tenants.add(key, requests_per_s=5_000, burst=2, tokens_per_s=10**9, token_burst=10**9)
+    dev.tenants.add(key, requests_per_s=5_000, burst=2)                     # tokens unlimited
     verdicts = []
     for _ in range(6):
         # A rate change between batches: a decision's time then depends on where the batch sits relative to this
@@ -256,3 +256,25 @@ def test_wall_clock_on_the_rtl_follows_a_driven_host_clock():
         now[0] += 5_000_000 + 1_000_000_000
         assert dev.classify(request).reason == "ok"
         assert dev.clock.now() == start + 1_000_000_000
+
+
+def test_wall_clock_disciplines_the_rtl_clock():
+    """``clock="wall"`` on ``"sim"``: before each classification the driver steps the RTL's clock forward to the
+    host's monotonic clock (a clock the test moves), so a 1 request/s tenant refills after one host second, however
+    few cycles the simulator ran meanwhile; a host clock that goes back never steps the device back."""
+    host = {"now": 10**12}
+    request = b"GET /v1/models HTTP/1.1\r\nHost: api\r\nx-api-key: sk-a\r\n\r\n"
+    with Offload(SimTransport(), "sim", clock="wall") as dev:
+        dev.clock.core.host_ns = lambda: host["now"]
+        dev.clock.ns_per_cycle = 0                    # only the driver's steps move the RTL's clock
+        dev.pools.set(0, ["10.0.0.1:8000"])
+        dev.tenants.add("sk-a", requests_per_s=1, burst=1)
+        start = dev.clock.now()
+        assert [dev.classify(request).reason for _ in range(2)] == ["ok", "rate_limited"]
+        host["now"] += 999_999_999
+        assert dev.classify(request).reason == "rate_limited"
+        host["now"] -= 500_000_000                    # back in time: no step back
+        assert dev.classify(request).reason == "rate_limited"
+        host["now"] += 500_000_001
+        assert dev.classify(request).reason == "ok"
+        assert dev.clock.now() - start == 1_000_000_000

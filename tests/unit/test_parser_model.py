@@ -161,6 +161,14 @@ def test_derive_key_rejects_empty_key():
     assert info.value.field == "key"
 
 
+@pytest.mark.parametrize("key", [5, None, [1, 2], 1.5])
+def test_derive_key_rejects_what_is_not_bytes(key):
+    # bytes(5) would be five zero bytes: a silent, guessable key.
+    with pytest.raises(ConfigError) as info:
+        derive_key(key)
+    assert info.value.field == "key"
+
+
 # -- stop events ------------------------------------------------------------------------------------------------------
 
 def test_complete_counts_the_final_crlf_and_ignores_the_body():

@@ -20,7 +20,7 @@ from support.pysim import Chain
 from support.streams import random_pauses
 from wirespeed.hdl.bus.packet import pack_beats
 from wirespeed.hdl.parser.classify import TCHARS, ByteClass, LaneFeatures, class_of
-from wirespeed.hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, KeySource
+from wirespeed.hdl.parser.layouts import BUILTIN_NAMES, EXTRA_NAMES_RESET, EXTRA_SLOTS, KeySource
 from wirespeed.hdl.parser.names import (COLON_CODE, FILL_CYCLES, N_BUILTIN, N_NAMES, NAME_LATENCY, NONE_CODE,
                                         NameBeat, NameMatcher, name_code, name_table, reference_matches)
 from wirespeed.hdl.parser.tokenizer import Tok, TokenBeat, Tokenizer, next_state
@@ -232,7 +232,7 @@ def _check(width, schedule, outputs, token_beats=None, seed=None):
 
     Returns the most colons (names ending) seen in one beat."""
     tok_bits = NameBeat(width)["match"].offset
-    n, extras, densest = 0, (), 0
+    n, extras, densest = 0, EXTRA_NAMES_RESET, 0              # the names at reset, until a schedule sets others
     for item in schedule:
         if isinstance(item, tuple):
             extras = item[1] if item[0] == "extras" else extras
@@ -338,3 +338,21 @@ def test_names_after_tokenizer():
                                      schedule, 0.2, 0.2, rng)
     assert len(holds) == 1
     _check(width, schedule, outputs, seed=SEED + 5)
+
+
+def test_reset_names_match_before_any_update():
+    """At reset the table holds EXTRA_NAMES_RESET (slot 0: x-token-estimate, the limiter's reset cost source), and
+    the name ports hold the same names, so the first refresh rewrites nothing that was matched."""
+    from wirespeed.hdl.parser.parser_core import ParserCore
+    matcher = NameMatcher(4)
+    assert list(matcher.table.init) == name_table(EXTRA_NAMES_RESET)
+    core = ParserCore(4)
+    names, lens = _name_ports(EXTRA_NAMES_RESET)
+    assert core.x_name.as_value().init == names and core.x_len.as_value().init == sum(
+        n << (6 * slot) for slot, n in enumerate(lens))
+    packet = b"POST / HTTP/1.1\r\nHost: a\r\nX-Token-Estimate: 7\r\n\r\n"
+    _, outputs, _, _ = _simulate(matcher, lambda p: _token_beats(p, 4, random.Random(0)), [packet], 0.0, 0.0,
+                                 random.Random(SEED))
+    _check(4, [packet], outputs)
+    assert reference_matches(packet, EXTRA_NAMES_RESET)[packet.index(b"X-Token-Estimate:") + 16] == 1 << len(
+        BUILTIN_NAMES)
