@@ -307,7 +307,7 @@ def mutations(rng, packet):
 
 
 native_only = pytest.mark.skipif(FastHeaderReader(ParserConfig()).native is False,
-                                 reason="the C header reader did not build (no C compiler or Python headers)")
+                                 reason="the C header reader is not in use (WIRESPEED_NATIVE=0, or no C compiler or Python headers)")
 
 
 @native_only
