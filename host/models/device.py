@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ...hdl.frontend.layouts import PORT_ENTRIES
 from ...hdl.id.id_block import FEATURES, CoreParams, build_hash
-from .frontend import FrontEndConfig
+from .frontend import FrontEndConfig, payload_beat_ready_cycles
 from .limiter import OP_NOW_CYCLE, READ_SAMPLE_CYCLE, STEP_PULSE_CYCLE, WRITE_EFFECT_CYCLE, LimiterBlock
 from .parser import ParserBlock
 from .pipeline import (STREAM_START_CYCLE, Outcome, PipelineBlock, classify_packet, limiter_now_cycle,
@@ -60,6 +60,9 @@ class CoreModel:
         self.regmap = regmap
         self.bank = RegisterBankModel(self.regmap)
         self.cycles = 0
+        #: The cycle the front end's last payload beat left (``first_cycle + ready``, as ``classify`` counts), or
+        #: None: its queue is one output beat a cycle, in order, across packets.
+        self._payload_out = None
         p = params
         for name, value in {
             "id.build_hash.value": build_hash(p),
@@ -95,10 +98,21 @@ class CoreModel:
         """Run one packet whose first beat enters the pipeline in ``first_cycle`` through every block model, and
         count it where the RTL counts it (parser, limiter and router counters; telemetry at its verdict cycle)."""
         limiter, clock = self.limiter.model, self.limiter.clock
+        frontend = self.frontend_config()
+        # The front end's output queue emits one beat a cycle, in order. A realigned inline packet whose last input
+        # beat completes two payload beats leaves the second a cycle later; a packet right behind it whose first
+        # beat is payload at once (lookaside) then leaves each beat a cycle late, until an input cycle without
+        # payload (a gap, or an inline packet's headers) lets the queue catch up. Input is never stalled by it.
+        ready, last = [], self._payload_out
+        for r in payload_beat_ready_cycles(packet, inline, frontend, self.params.width_bytes):
+            at = first_cycle + r if last is None else max(first_cycle + r, last + 1)
+            ready.append(at - first_cycle)
+            last = at
+        self._payload_out = last
         outcome = classify_packet(
-            packet, inline, self.params.width_bytes, self.parser.config(), self.frontend_config(), limiter,
+            packet, inline, self.params.width_bytes, self.parser.config(), frontend, limiter,
             self.router.model, lambda latency: clock.now(limiter_now_cycle(first_cycle, latency)), mmio=mmio,
-            policy=self.pipeline.policy())
+            policy=self.pipeline.policy(), ready=ready)
         self.parser.count(outcome.descriptor)
         self.limiter._sync()
         rec = outcome.record

@@ -208,7 +208,7 @@ class Outcome:
 
 def classify_packet(packet: bytes, inline: bool, width: int, parser_config, frontend_config, limiter, router,
                     now_at, mmio: bool = True, bad_tkeep: bool = False,
-                    policy: RequestPolicy = _DEFAULT_POLICY) -> Outcome:
+                    policy: RequestPolicy = _DEFAULT_POLICY, ready=None) -> Outcome:
     """Run one packet through the model pipeline.
 
     Parameters
@@ -222,11 +222,15 @@ def classify_packet(packet: bytes, inline: bool, width: int, parser_config, fron
         comes ``latency_cycles`` after the packet's first beat.
     policy : RequestPolicy
         The policy registers.
+    ready : list of int, optional
+        When each payload beat leaves the front end, in cycles after the packet's first beat (less
+        ``FRONTEND_LATENCY_CYCLES``); default :func:`payload_beat_ready_cycles`, the packet on its own.
     """
     info, payload = process_frame(packet, inline, frontend_config)
     desc = parse(payload, parser_config)
     stop_beat = desc.stop_index(len(payload)) // width if payload else 0
-    ready = payload_beat_ready_cycles(packet, inline, frontend_config, width)
+    if ready is None:
+        ready = payload_beat_ready_cycles(packet, inline, frontend_config, width)
     latency = ready[min(stop_beat, len(ready) - 1)] + DECISION_LATENCY_CYCLES
     early = early_verdict(desc, info, bad_tkeep, policy)
     flags = request_flags(desc, info, bad_tkeep, mmio)

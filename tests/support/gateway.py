@@ -47,12 +47,15 @@ def configure_gateway(dev, rng: random.Random) -> tuple[list[str], list[str]]:
 
 def gateway_request(rng: random.Random, known: list[str], unknown: list[str]) -> bytes:
     """60 % realistic requests from the tenants (the abusive one often, an unknown key sometimes, a session header
-    half the time), 40 % the traffic mix (malformed and smuggling attempts included)."""
+    half the time, a token estimate half the time), 40 % the traffic mix (malformed and smuggling attempts
+    included)."""
     r = rng.random()
     if r < 0.6:
         key = known[0] if rng.random() < 0.15 else rng.choice(known)
         if rng.random() < 0.05:
             key = rng.choice(unknown)
         session = f"sess-{rng.randrange(50)}" if rng.random() < 0.5 else None
-        return traffic.realistic(rng, api_key=key, session_id=session)
+        # Half set the token estimate a gateway would (the reset cost source); the rest cost Content-Length / 4.
+        estimate = rng.choice([0, 1, 150, 4096, 250_000]) if rng.random() < 0.5 else None
+        return traffic.realistic(rng, api_key=key, session_id=session, token_estimate=estimate)
     return next(traffic.mix(rng, 1))
