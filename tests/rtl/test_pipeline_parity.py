@@ -122,3 +122,33 @@ def test_model_and_sim_agree_through_the_mmio_window():
         assert a == b, f"record {i} differs:\n model {a}\n sim   {b}"
     assert model[1:] == sim[1:]
     assert all(r.flags >> FLAG_NAMES.index("mmio") & 1 for r in model[0]), "every record came through the window"
+
+
+@pytest.mark.rtl
+def test_a_lookaside_packet_right_behind_a_realigned_frame_leaves_a_cycle_late():
+    """The front end's output queue is one payload beat a cycle, in order, across packets. An inline frame whose last
+    input beat completes two payload beats (the realigned payload needs one beat more) leaves the second a cycle
+    later; a lookaside packet fed right behind it through the MMIO window is then a cycle late, on the RTL and in the
+    model; a gap before it removes the delay."""
+    from wirespeed.host.models.frontend import payload_beat_due
+    width = wirespeed.open("model").info().width_bytes
+    request = b"GET /v1/models HTTP/1.1\r\nHost: api\r\n\r\n"
+    # A long frame (the window streams it while the host writes the next packet) whose last payload beat is an
+    # extra one.
+    for pad in range(800, 864):
+        frame = build_frame(request + b"x" * pad)
+        if payload_beat_due(frame, True, None, width)[-1][1] == 1:
+            break
+    else:
+        pytest.fail("no frame with an extra final payload beat")
+    short = (b"GET / HTTP/1.1\r\n\t:\r", False)
+    latencies = {}
+    for uri in ("model", "sim"):
+        with wirespeed.open(uri, clock="manual") as dev:
+            run = dev._submit_core().classify
+            alone = dev._run(run([short]))[0].latency_cycles
+            behind = [r.latency_cycles for r in dev._run(run([(frame, True), short]))]
+            latencies[uri] = (alone, behind)
+    assert latencies["model"] == latencies["sim"]
+    alone, (_, behind) = latencies["sim"]
+    assert behind == alone + 1, latencies
