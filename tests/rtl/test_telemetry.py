@@ -56,7 +56,7 @@ if cocotb is not None:
     from cocotb.triggers import ClockCycles
     from support import testbench
 
-    from wirespeed.hdl.pipeline.layouts import HIST_BUCKETS, LATENCY_MAX
+    from wirespeed.hdl.pipeline.layouts import HIST_BUCKETS, LATENCY_MAX, Reason
     from wirespeed.host.models.register_bank import RegisterBankModel
     from wirespeed.host.driver.registers import arun
     from wirespeed.hdl.bus.regmap import RegMap
@@ -146,7 +146,7 @@ if cocotb is not None:
         def random_event(self):
             rng = self.rng
             action = 3 if rng.random() < 0.01 else rng.choice([0, 0, 0, 1, 2])     # 3: not an Action
-            reason = rng.randrange(28, 64) if rng.random() < 0.01 else rng.randrange(28)
+            reason = rng.randrange(len(Reason), 64) if rng.random() < 0.01 else rng.randrange(len(Reason))
             roll = rng.random()
             if roll < 0.6:
                 flags = rng.getrandbits(32) & ~((1 << 15) - 1)                      # no error flag
@@ -191,7 +191,7 @@ if cocotb is not None:
     async def scoreboard(dut):
         tb = TB(dut)
         await tb.reset()
-        assert await tb.read("params.reasons") == 28 and await tb.read("params.hist_buckets") == HIST_BUCKETS
+        assert await tb.read("params.reasons") == len(Reason) == 32 and await tb.read("params.hist_buckets") == HIST_BUCKETS
         await tb.check_snapshot()                                   # all zero after reset
         total = param("events")
         tb.source = tb.traffic(total)
