@@ -120,5 +120,7 @@ def test_every_package_folder_is_in_pyproject():
     assert listed - on_disk == {"wirespeed"}
     rdl_dirs = {p.parent for p in (ROOT / "hdl").rglob("*.rdl")}
     assert all((d / "__init__.py").exists() for d in rdl_dirs), "an .rdl outside a package is not installed"
-    assert config["package-data"] == {"*": ["*.rdl"], "wirespeed.sim": ["*.cpp"]}
+    assert config["package-data"] == {"*": ["*.rdl"], "wirespeed.sim": ["*.cpp"], "wirespeed.host.transports": ["*.c"]}
     assert [p.name for p in (ROOT / "sim").glob("*.cpp")] == ["harness.cpp"], "a new C++ source needs package-data"
+    assert [p.name for p in ROOT.rglob("*.c") if ".venv" not in p.parts and "build" not in p.parts] == [
+        "fast_header.c"], "a new C source needs package-data"

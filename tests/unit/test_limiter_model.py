@@ -853,7 +853,8 @@ def short_bucket_case(draw):
 def test_retry_after_is_the_first_tick_that_suffices(case):
     """With one short bucket and nothing else happening, ``now + retry_after_ns`` is the start of the tick at which
     the bucket first suffices, ``⌈deficit/rate⌉`` ticks on, so deciding 1 ns earlier is still rejected. The only
-    exception is a huge cost deficit, ``(deficit − 1)·rate ≥ 2⁶⁴``, which may wait one tick more. Never early."""
+    exception is ``(deficit − 1)·rate ≥ 2⁶⁴``: a huge cost deficit, or a request deficit above 2²⁸ requests per
+    minute (6·10¹⁰ units a request), which may wait one tick more. Never early."""
     q, kind, rate, model, slot, fp, t1 = case
     v = model.decide(request(fp), t1)
     assert v.status == 429
@@ -870,13 +871,28 @@ def test_retry_after_is_the_first_tick_that_suffices(case):
     if (deficit - 1) * rate < 1 << 64:
         assert wait == need, f"{kind} rate {rate} deficit {deficit}"
     else:
-        assert kind == "cost" and wait in (need, need + 1)
+        assert wait in (need, need + 1) and (kind == "cost" or rate > 1 << 28), f"{kind} rate {rate}"
     first = ((t1 >> q) + need) << q                              # the first ns the bucket suffices
     for now_ns, decision in ((first - 1, REJECT), (first, ALLOW), (end, ALLOW)):
         assert copy.deepcopy(model).decide(request(fp), now_ns).decision is decision, now_ns - t1
     if wait == need:
         assert end == first
         assert copy.deepcopy(model).decide(request(fp), end - 1).decision is REJECT
+
+
+def test_retry_after_of_a_fast_request_bucket_may_be_one_tick_late_never_early():
+    """The case a fresh-clone run drew: 307 445 735 requests a minute (above 2²⁸), one request short at once after
+    the burst: ``(deficit − 1)·rate ≥ 2⁶⁴``, so the reciprocal may give one tick more than ⌈deficit/rate⌉, never
+    less."""
+    rate = 307_445_735
+    model, slot, fp = one_tenant(Plan.per_minute(rate, 1, 1, 1), LimiterConfig(cost_source=FIXED, cost_fixed=0),
+                                 now_ns=28)
+    assert model.decide(request(fp), 28).decision is ALLOW
+    v = model.decide(request(fp), 28)
+    need = ceil_div(UNIT, rate)
+    assert (UNIT - 1) * rate >= 1 << 64 and v.retry_after_ns in (need, need + 1)
+    assert copy.deepcopy(model).decide(request(fp), 28 + need - 1).decision is REJECT
+    assert copy.deepcopy(model).decide(request(fp), 28 + v.retry_after_ns).decision is ALLOW
 
 
 def test_retry_after_at_ticks_counts_from_now_to_the_tick_start():
