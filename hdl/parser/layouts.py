@@ -20,9 +20,10 @@ EXTRA_SLOTS = 4
 PREFIX_ENTRIES = 16
 PREFIX_BYTES = 32
 NAME_BYTES = 32
-#: The extra header names at reset: slot 0 is the token-estimate header a gateway sets, the limiter's reset cost
-#: source (``docs/limiter.md``, "Decision"), so token limits work with no configuration.
-EXTRA_NAMES_RESET = (b"x-token-estimate",)
+#: The extra header names at reset, one per slot (None: empty): slot 0 is the token-estimate header a gateway sets,
+#: the limiter's reset cost source (``docs/limiter.md``, "Decision"), so token limits work with no configuration.
+EXTRA_NAMES_RESET = (b"x-token-estimate", None, None, None)
+assert len(EXTRA_NAMES_RESET) == EXTRA_SLOTS
 
 
 def extra_name_words(names=EXTRA_NAMES_RESET) -> list[tuple[int, int]]:
@@ -30,6 +31,8 @@ def extra_name_words(names=EXTRA_NAMES_RESET) -> list[tuple[int, int]]:
     the reset contents of the parsers' extra name storage."""
     names = list(names) + [None] * (EXTRA_SLOTS - len(names))
     return [(0, 0) if n is None else (int.from_bytes(n, "little"), len(n)) for n in names]
+
+
 #: Lengths and counts in the descriptor saturate here.
 LEN_MAX = 0xFFFF
 #: Reset key (public: set a secret one before serving untrusted traffic): x^64 + x^4 + x^3 + x + 1, and a seed.

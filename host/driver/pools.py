@@ -317,7 +317,7 @@ class RoutingCore:
         #: What each extra header slot holds on the device (None: never written by this driver), and its users.
         #: The reset names (slot 0: x-token-estimate, the limiter's reset cost source) hold a reference that is
         #: never dropped, so a route never renames them; a route may hash on them.
-        self._extras: list[bytes | None] = list(EXTRA_NAMES_RESET) + [None] * (EXTRA_SLOTS - len(EXTRA_NAMES_RESET))
+        self._extras: list[bytes | None] = list(EXTRA_NAMES_RESET)
         self._extra_refs = [int(name is not None) for name in self._extras]
         self._default: _RouteState | None = None
         self._default_class_written = False

@@ -582,7 +582,7 @@ class ParserBlock(BlockModel):
     def __init__(self, bank: RegisterBankModel):
         super().__init__(bank)
         self.prefixes: list = [None] * PREFIX_ENTRIES
-        self.extras: list = list(EXTRA_NAMES_RESET) + [None] * (EXTRA_SLOTS - len(EXTRA_NAMES_RESET))
+        self.extras: list = list(EXTRA_NAMES_RESET)
         self._config = None
 
     def before_read(self, reg: str, cycle: int) -> None:
