@@ -389,7 +389,19 @@ class Offload:
         not fit the window, before anything is written, and names ``requests`` if it is one request (bytes) rather
         than a list of them."""
         requests = _request_list(requests)
-        return self._classify(list(zip(requests, itertools.repeat(False, len(requests)))))
+        with self._lock:
+            core = self._submit_core()
+            self._discipline()
+            stream = getattr(self.transport, "classify_stream", None)
+            if stream is None:
+                records = self._run(core.classify(list(zip(requests, itertools.repeat(False, len(requests))))))
+            else:
+                # As _classify, without a tuple per request.
+                records = self._run(core.prepare_requests(requests))
+                if records:
+                    self._run(self.core.regs.write("pipeline.ctrl.axis_inline", 0))
+                    records = stream(records, False)
+            return self._verdicts(records)
 
     def classify(self, request: bytes) -> Verdict:
         """The verdict for one HTTP/1.1 request (lookaside)."""

@@ -105,12 +105,7 @@ def decode_records(records, label=None, tenant_id=None) -> list[Verdict]:
     """:meth:`Verdict.from_record` of each record, in order; a record object that recurs in ``records`` is decoded
     once (the ``"software"`` transport gives one object per distinct record). ``label`` and ``tenant_id`` must not
     change during the call (the driver holds its lock)."""
-    decoded = {}
-    out = []
-    append = out.append
-    for rec in records:
-        verdict = decoded.get(id(rec))
-        if verdict is None:
-            verdict = decoded[id(rec)] = Verdict.from_record(rec, label, tenant_id)
-        append(verdict)
-    return out
+    ids = list(map(id, records))
+    from_record = Verdict.from_record
+    decoded = {i: from_record(rec, label, tenant_id) for i, rec in dict(zip(ids, records)).items()}
+    return list(map(decoded.__getitem__, ids))

@@ -211,6 +211,29 @@ def test_prepare_cuts_every_request_as_bytes_to_send():
     assert all(type(data) is bytes for data, _ in prepared)
 
 
+def test_prepare_requests_is_prepare_without_the_tuples():
+    # classify_many's path (prepare_requests): the same cuts, the same register read, the same error on the same
+    # request, for bytes only and for a mix of bytes-like inputs.
+    rng = random.Random(5)
+    requests = [b"GET / HTTP/1.1\r\nx: " + b"a" * rng.randrange(150, 260) + rng.choice([b"\r\n\r\nbody", b"\r\n", b""])
+                for _ in range(200)]
+    mixed = [rng.choice([bytes, bytearray, memoryview])(r) for r in requests]
+    with wirespeed.open("model") as dev:
+        dev.write_register("parser.limits.max_header_bytes", 200)
+        core = dev._submit_core()
+        for batch in (requests, mixed, []):
+            assert dev._run(core.prepare_requests(batch)) == [d for d, _ in dev._run(core.prepare(
+                [(r, False) for r in batch]))]
+        dev.write_register("parser.limits.max_header_bytes", 0xFFFF)
+        limit = min(core.window_bytes - core.width, 0xFFFF)
+        big = requests[:7] + [b"GET / HTTP/1.1\r\nx: " + b"a" * limit + b"\r\n\r\n"] + requests[7:]
+        for batch in (big, [bytearray(r) for r in big]):
+            with pytest.raises(ConfigError, match=r"requests\[7\].*fit the submit window"):
+                dev._run(core.prepare_requests(batch))
+            with pytest.raises(ConfigError, match=r"requests\[7\].*fit the submit window"):
+                dev.classify_many(batch)
+
+
 def test_decode_records_decodes_a_repeated_record_once():
     from wirespeed.host.driver.verdict import decode_records
     from wirespeed.host.models.pipeline import VerdictRecord
