@@ -146,7 +146,12 @@ class FastHeaderReader:
     ----------
     native : bool
         Whether ``read`` is the C reader's.
+    classify : callable or None
+        With the C reader: :class:`SoftwareClassifier`'s fast loop over a batch of requests, in C (``fast_header.c``,
+        ``Reader.classify``); else None.
     """
+
+    classify = None
 
     def __init__(self, config: ParserConfig, native: bool | None = None):
         self.config = config
@@ -163,7 +168,8 @@ class FastHeaderReader:
                      for name, (rule, slots) in names.items()]
             consts = (_KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY, METHODS, _METHOD_OTHER, _MISSING_HOST,
                       _CL_AND_TE, EXTRA_SLOTS)
-            self.read = module.Reader(self.limit, table, consts).read
+            native_reader = module.Reader(self.limit, table, consts)
+            self.read, self.classify = native_reader.read, native_reader.classify
             self.native = True
         elif native:
             raise OSError(f"the C header reader is not available ({native_error})")
@@ -250,8 +256,11 @@ class FingerprintCache:
         self.poly, self.seed, self.size = poly, seed, size
         self.values: dict[bytes, int] = {}
         module = _native_module() if native is not False else None
+        #: The polynomial's table (256 native uint64) and the seed, for the C loop; None without the C module.
+        self.table = None
         if module is not None:
             table, seed = array.array("Q", _fp_table(poly & U64)).tobytes(), seed & U64
+            self.table, self.seed_u64 = table, seed
             self.compute = lambda value: module.fingerprint(value, table, seed)
         elif native:
             raise OSError(f"the C fingerprint is not available ({native_error})")
@@ -438,6 +447,29 @@ class SoftwareClassifier:
         f_route, f_cl, f_chunked = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"]
         f_found = _FLAG["tenant_found"]
         f_base = _FLAG["complete"] | _FLAG["key_present"] | f_found
+        if reader.classify is not None and fp.table is not None:
+            # The loop below, in C (fast_header.c, Reader.classify): the same reading, decisions and effects.
+            ctx = (bytes(goes_on), fp.values, fp.table, fp.seed_u64, fp.size, _ROUTE_CACHE, slots, lookup,
+                   unknown_401, routes, config.route, by_cl, by_extra, by_estimate, cost_fixed, cost_scale,
+                   cost_scale_cl, COST_MAX, plan_regs, plan_of, last_t, req_t, cost_t, allowed_t, rejected_t, q,
+                   time_mask, dt_max, unit, counter_mask, now_ns, hash_source, routed, functools.partial(self._route, router),
+                   record_cache, new_record, general.request, (f_base, f_route, f_chunked, f_cl, f_found),
+                   (_FORWARD, _REJECT, _OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT, 401, 429, STATUS_OK,
+                    STATUS_UNAVAILABLE, 0, _U64))
+            counts = [0] * 5
+            try:
+                out = reader.classify(packets if type(packets) is list else list(packets), ctx, counts)
+            finally:
+                allow_n, reject_n, reject_401_n, routed_n, unavailable_n = counts
+                lim.allow = (lim.allow + allow_n) & _U64
+                lim.reject_429 = (lim.reject_429 + reject_n) & _U64
+                lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
+                router.routed = (router.routed + routed_n) & _U64
+                router.unavailable = (router.unavailable + unavailable_n) & _U64
+            self.fallback += general.scanned
+            self.fast += len(out) - general.scanned
+            self._counted += out
+            return out
         allow_n = reject_n = reject_401_n = routed_n = unavailable_n = 0
         try:
             for packet in packets:
@@ -466,6 +498,8 @@ class SoftwareClassifier:
                 # The request: as general.request reads it.
                 route = routes.get(path)
                 if route is None:
+                    if len(routes) >= _ROUTE_CACHE:
+                        routes.clear()
                     route = routes[path] = config.route(path)
                 flags = f_base | f_route if route[0] else f_base
                 if chunked:
@@ -663,6 +697,8 @@ class _General:
         routes = self.routes
         route = routes.get(path)
         if route is None:
+            if len(routes) >= _ROUTE_CACHE:
+                routes.clear()
             route = routes[path] = self.config.route(path)
         req.route_class = route[1]
         if route[0]:

@@ -10,8 +10,10 @@ without the register-level pipeline.
 - bad URIs.
 """
 
+import functools
 import os
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -81,14 +83,38 @@ def counters(dev):
     return stats, {name: dev.read_register(name) for name in names}
 
 
-def test_software_gives_the_model_verdicts_on_a_gateway_session():
-    results = {}
-    for uri in ("model", "software"):
-        with wirespeed.open(uri, clock="manual") as dev:
-            results[uri] = session(dev, SEED, REQUESTS)
-            if uri == "software":
-                classifier = dev.transport.classifier
-    (model, model_counts), (software, software_counts) = results["model"], results["software"]
+@pytest.fixture(params=["c", "python"])
+def loop(request, monkeypatch):
+    """The software device's fast loop: ``"c"`` (``fast_header.c``'s ``Reader.classify``; skipped when the C module
+    cannot be built) or ``"python"`` (``WIRESPEED_NATIVE=0``: the Python loop and reader)."""
+    from wirespeed.host.transports import software
+    if request.param == "python":
+        monkeypatch.setenv("WIRESPEED_NATIVE", "0")
+        monkeypatch.setattr(software, "native_error", software.native_error)
+        monkeypatch.setattr(software, "_native_module", software._native_module.__wrapped__)
+    elif FastHeaderReader(ParserConfig()).native is False:
+        pytest.skip("the C header reader is not in use (WIRESPEED_NATIVE=0, or no C compiler or Python headers)")
+    return request.param
+
+
+def ran(classifier, loop):
+    """Whether ``classifier`` ran the ``loop`` asked for."""
+    return (classifier._reader.classify is not None) == (loop == "c")
+
+
+@functools.cache
+def on_model(run, *args):
+    """``run(device, *args)`` on ``"model"``, once per module (each loop's test compares against it)."""
+    with wirespeed.open("model", clock="manual") as dev:
+        return run(dev, *args)
+
+
+def test_software_gives_the_model_verdicts_on_a_gateway_session(loop):
+    model, model_counts = on_model(session, SEED, REQUESTS)
+    with wirespeed.open("software", clock="manual") as dev:
+        software, software_counts = session(dev, SEED, REQUESTS)
+        classifier = dev.transport.classifier
+    assert ran(classifier, loop)
     assert len(model) == len(software) >= REQUESTS
     for i, (a, b) in enumerate(zip(model, software)):
         assert a == b, f"verdict {i} differs (seed {SEED}):\n model    {a}\n software {b}"
@@ -162,23 +188,32 @@ def test_fast_reader_equals_scan_on_hypothesis_requests(packet):
             assert packet.lower().count(b"\ncontent-length:") > 1, packet
 
 
-def test_the_differential_corpus_gets_the_same_verdicts():
+def corpus_session(dev):
     packets = [p for p in corpus() if p]
     rng = random.Random(1)
-    verdicts = {}
-    for uri in ("model", "software"):
-        with wirespeed.open(uri, clock="manual") as dev:
-            dev.set_fingerprint_key(b"differential")
-            dev.pools.set(0, [1, 2, 3, 4], size=251)
-            dev.routes.default(0, key="tenant")
-            dev.tenants.add("sk-known", requests_per_s=1_000_000, burst=1_000_000)       # tokens unlimited
-            dev.tenants.configure(unknown_policy="default")
-            dev.tenants.set_default("sk-known")
-            verdicts[uri] = [strip(v) for v in dev.classify_many(packets)]
-            frames = [build_frame(p, sport=rng.randrange(1024, 65536)) for p in packets[:300]]
-            verdicts[uri] += [strip(dev.classify_frame(f)) for f in frames]
-    assert verdicts["model"] == verdicts["software"]
-    assert len({v["reason"] for v in verdicts["model"]}) > 10
+    dev.set_fingerprint_key(b"differential")
+    dev.pools.set(0, [1, 2, 3, 4], size=251)
+    dev.routes.default(0, key="tenant")
+    dev.tenants.add("sk-known", requests_per_s=1_000_000, burst=1_000_000)       # tokens unlimited
+    dev.tenants.add("sk-other", requests_per_s=1_000_000, burst=1_000_000)
+    dev.tenants.configure(unknown_policy="default")
+    dev.tenants.set_default("sk-known")
+    verdicts = [strip(v) for v in dev.classify_many(packets)]
+    frames = [build_frame(p, sport=rng.randrange(1024, 65536)) for p in packets[:300]]
+    verdicts += [strip(dev.classify_frame(f)) for f in frames]
+    # The same requests with known keys (the fast path's share), under the policy that rejects unknown ones.
+    dev.tenants.configure(unknown_policy="reject")
+    keyed = [re.sub(rb"Bearer [!-~]+", b"Bearer sk-other", p, count=1) for p in packets]
+    return verdicts + [strip(v) for v in dev.classify_many(keyed)]
+
+
+def test_the_differential_corpus_gets_the_same_verdicts(loop):
+    model = on_model(corpus_session)
+    with wirespeed.open("software", clock="manual") as dev:
+        software = corpus_session(dev)
+        assert ran(dev.transport.classifier, loop)
+    assert model == software
+    assert len({v["reason"] for v in model}) > 10 and {"ok", "unknown_tenant"} <= {v["reason"] for v in model}
 
 
 def test_latency_is_zero_and_single_calls_match_batches():
@@ -265,14 +300,12 @@ def boundary_session(dev, seed, n):
     return [strip(v) for v in verdicts], counters(dev)
 
 
-def test_fast_path_boundaries_give_the_model_verdicts():
-    results = {}
-    for uri in ("model", "software"):
-        with wirespeed.open(uri, clock="manual") as dev:
-            results[uri] = boundary_session(dev, SEED + 1, 6000)
-            if uri == "software":
-                classifier = dev.transport.classifier
-    (model, model_counts), (software, software_counts) = results["model"], results["software"]
+def test_fast_path_boundaries_give_the_model_verdicts(loop):
+    model, model_counts = on_model(boundary_session, SEED + 1, 6000)
+    with wirespeed.open("software", clock="manual") as dev:
+        software, software_counts = boundary_session(dev, SEED + 1, 6000)
+        classifier = dev.transport.classifier
+    assert ran(classifier, loop)
     for i, (a, b) in enumerate(zip(model, software)):
         assert a == b, f"verdict {i} differs (seed {SEED + 1}):\n model    {a}\n software {b}"
     assert len(model) == len(software) and model_counts == software_counts
