@@ -10,6 +10,7 @@ without the register-level pipeline.
 - bad URIs.
 """
 
+import dataclasses
 import functools
 import os
 import random
@@ -383,3 +384,59 @@ def test_c_fingerprint_equals_keys_fingerprint():
         for n in [0, 1, 7, 8, 40, 300] + [rng.randrange(100) for _ in range(200)]:
             value = rng.randbytes(n)
             assert cache(value) == fingerprint(value, poly, seed), (poly, seed, value)
+
+
+# -- the retry wait's saturation -------------------------------------------------------------------------------------
+
+def retry_edge(transport_class, q, frac, loop=None):
+    """Records (without ``latency_cycles``) of requests whose cost bucket is short by 2^(64-q)+2 ... 2^(64-q)-2 units,
+    one unit less each: the wait in ticks crosses 2^(64-q), where ``retry_after_ns`` saturates at 2^64-1
+    (``LimiterModel.decide_fields``). At 1 token a minute a tick refills exactly one unit and the wait is the deficit
+    itself; ``frac`` ns past the tick boundary are taken off the retry. Records, not Verdicts: a float of seconds
+    cannot tell 2^64-1 ns from 2^64-2^q ns."""
+    from wirespeed.hdl.id.id_block import CoreParams
+    from wirespeed.host.driver.offload import Offload
+    params = CoreParams()
+    params = dataclasses.replace(params, limiter=dataclasses.replace(params.limiter, tick_log2=q))
+    with Offload(transport_class(params), "edge", clock="manual") as dev:
+        unit, edge = params.limiter.unit, 1 << (64 - q)
+        dev.pools.set(0, [1], size=251)
+        dev.routes.default(0, key="tenant")
+        dev.tenants.add("sk-edge", tokens_per_minute=1, token_burst=1)        # requests unlimited
+        dev.tenants.configure(cost_source="content_length", cost_scale=0x10000)   # 16.16: cost = Content-Length
+        dev.clock.ns_per_cycle = 0
+        dev.clock.step(-dev.clock.now() % (1 << q))    # at a tick boundary (the setup's cycles moved the clock)
+
+        def request(cost):
+            return (b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-edge\r\nContent-Length: %d\r\n\r\n"
+                    % cost)
+
+        def record(cost):
+            (r,) = dev.transport.classify_stream([request(cost)])
+            return r._replace(latency_cycles=0) if hasattr(r, "_replace") else dataclasses.replace(r, latency_cycles=0)
+
+        cost = -(-(edge + 2) // unit)                  # the smallest cost whose need exceeds the edge by 2 units
+        records = [record(1)]                          # the burst (1 token) spent: the bucket at 0
+        dev.clock.step(((cost * unit - edge - 2) << q) + frac)        # refilled to cost·unit - edge - 2
+        for _ in range(5):
+            records.append(record(cost))
+            dev.clock.step(1 << q)                     # one tick: one unit more, the deficit one less
+        if loop is not None:
+            assert ran(dev.transport.classifier, loop)
+        return records
+
+
+@pytest.mark.parametrize("q", [0, 1, 4, 11])
+def test_the_retry_wait_saturates_exactly_at_2_to_the_64(loop, q):
+    from wirespeed.host.transports.model import ModelTransport
+    from wirespeed.host.transports.software import SoftwareTransport
+    frac = (1 << q) // 3
+    model = retry_edge(ModelTransport, q, frac)
+    software = retry_edge(SoftwareTransport, q, frac, loop)
+    assert software == model
+    u64 = 2**64 - 1
+    assert model[0].status == 200
+    # Short by edge+2, edge+1, edge units: the wait is 2^(64-q) ticks or more, saturated; then edge-1, edge-2 units.
+    assert [r.retry_after_ns for r in model[1:]] == [u64, u64, u64, (1 << 64) - (1 << q) - frac,
+                                                     (1 << 64) - (2 << q) - frac]
+    assert all(r.status == 429 and r.retry_valid for r in model[1:])
