@@ -721,18 +721,18 @@ class LimiterModel:
         header slot 0's number) times ``cost_scale`` (16.16), capped at 2³²−1; ``cost_fixed`` when the descriptor
         lacks the field. ``ESTIMATE``: slot 0's number times ``cost_scale`` when there is one, else Content-Length
         times ``cost_scale_cl``."""
+        return self.cost_of(desc.content_length if desc.cl_present else None,
+                            desc.extra_value if desc.extra_numeric else None)
+
+    def cost_of(self, content_length: int | None, extra_value: int | None) -> int:
+        """:meth:`cost` of a request with this Content-Length and extra header slot 0's number (None: absent)."""
         config = self._config
         source = config.cost_source
-        if source is CostSource.ESTIMATE:
-            if desc.extra_numeric:
-                return min(COST_MAX, (desc.extra_value * config.cost_scale) >> 16)
-            if desc.cl_present:
-                return min(COST_MAX, (desc.content_length * config.cost_scale_cl) >> 16)
-            return config.cost_fixed
-        if source is CostSource.CONTENT_LENGTH and desc.cl_present:
-            return min(COST_MAX, (desc.content_length * config.cost_scale) >> 16)
-        if source is CostSource.EXTRA and desc.extra_numeric:
-            return min(COST_MAX, (desc.extra_value * config.cost_scale) >> 16)
+        if extra_value is not None and (source is CostSource.EXTRA or source is CostSource.ESTIMATE):
+            return min(COST_MAX, (extra_value * config.cost_scale) >> 16)
+        if content_length is not None and (source is CostSource.CONTENT_LENGTH or source is CostSource.ESTIMATE):
+            scale = config.cost_scale if source is CostSource.CONTENT_LENGTH else config.cost_scale_cl
+            return min(COST_MAX, (content_length * scale) >> 16)
         return config.cost_fixed
 
     def decide(self, desc, now_ns: int) -> LimitVerdict:
@@ -779,6 +779,18 @@ class LimiterModel:
                 self.reject_401 = (self.reject_401 + 1) & U64
                 return _REJECT, 401, False, 0, cost, 0
 
+        retry = self.take(slot, cost, now_ns)
+        if retry is None:
+            self.allow = (self.allow + 1) & U64
+            return _ALLOW, 200, found, slot, cost, 0
+        self.reject_429 = (self.reject_429 + 1) & U64
+        return _REJECT, 429, found, slot, cost, retry
+
+    def take(self, slot: int, cost: int, now_ns: int) -> int | None:
+        """The buckets of :meth:`decide` for a request of ``cost`` on tenant ``slot`` at ``now_ns``: refilled, and
+        debited when both suffice; the slot's allowed or rejected counter counted (not the global ones). Returns None
+        when allowed, else ``retry_after_ns``. (The ``"software"`` transport's C loop, ``fast_header.c``, computes
+        the same; ``tests/driver/test_software.py`` holds it to this.)"""
         req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = self._plan_regs[self._plan[slot]]
         q, time_mask, dt_max, unit, counter_mask = self._decide_consts
         now = now_ns >> q
@@ -799,8 +811,7 @@ class LimiterModel:
             self._req[slot] = req if req_rate == 0 else req - unit
             self._cost[slot] = tokens if cost_rate == 0 else tokens - need
             self._allowed[slot] = (self._allowed[slot] + 1) & counter_mask
-            self.allow = (self.allow + 1) & U64
-            return _ALLOW, 200, found, slot, cost, 0
+            return None
         self._req[slot] = req
         self._cost[slot] = tokens
         wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
@@ -809,10 +820,9 @@ class LimiterModel:
             if wait_cost > wait:
                 wait = wait_cost
         self._rejected[slot] = (self._rejected[slot] + 1) & counter_mask
-        self.reject_429 = (self.reject_429 + 1) & U64
         if wait >> (64 - q):
-            return _REJECT, 429, found, slot, cost, U64
-        return _REJECT, 429, found, slot, cost, (wait << q) - (now_ns & ((1 << q) - 1))
+            return U64
+        return (wait << q) - (now_ns & ((1 << q) - 1))
 
     # -- debit and refund --
 

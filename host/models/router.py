@@ -294,21 +294,28 @@ class RouterModel:
     def route_fields(self, req) -> tuple:
         """:meth:`route` as the tuple of :class:`RouteVerdict`'s fields in order, with the same effects (for the
         ``"software"`` transport, which builds no record per stage)."""
-        active = self.active
-        entry = self._classes[active][req.route_class & 0xF]
+        entry = self._classes[self.active][req.route_class & 0xF]
         data = route_hash_input(req, entry.key_sel, entry.header_slot)
         hashed = toeplitz(self.key, data) if data else 0
-        pool = entry.pool
+        status, pool, backend = self.select(req.route_class, hashed)
+        if status == STATUS_OK:
+            self.routed = (self.routed + 1) & U64
+        else:
+            self.unavailable = (self.unavailable + 1) & U64
+        return status, pool, backend, hashed
+
+    def select(self, route_class: int, hashed: int) -> tuple:
+        """``(status, pool, backend)`` of :meth:`route` for a request of ``route_class`` whose hash is ``hashed``,
+        without counting it: 503 and backend 0 when the class's pool is not enabled."""
+        active = self.active
+        pool = self._classes[active][route_class & 0xF].pool
         desc = self._pools[active][pool] if pool < self.params.pools else None
         if desc is None or not desc.enabled:
-            self.unavailable = (self.unavailable + 1) & U64
-            return STATUS_UNAVAILABLE, pool, 0, hashed
+            return STATUS_UNAVAILABLE, pool, 0
         index = desc.base + ((hashed * desc.m) >> 32)
         per_word, id_bits = self.params.ids_per_word, self.params.id_bits
         word = int(self._words[active][index // per_word])
-        backend = (word >> (id_bits * (index % per_word))) & ((1 << id_bits) - 1)
-        self.routed = (self.routed + 1) & U64
-        return STATUS_OK, pool, backend, hashed
+        return STATUS_OK, pool, (word >> (id_bits * (index % per_word))) & ((1 << id_bits) - 1)
 
 
 # -- the router's registers inside the core --------------------------------------------------------------------------

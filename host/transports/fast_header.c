@@ -1,11 +1,14 @@
-/* FastHeaderReader.read (host/transports/software.py) in C: the same reading of a well-formed, complete header block,
- * and None for any other packet (the caller then uses the parser model's scan); and keys.fingerprint. Built on first
- * use by software.py (_native_module); tests/driver/test_software.py holds both to their Python versions and to scan.
+/* The "software" transport's hot path in C (host/transports/software.py): FastHeaderReader.read, the same reading
+ * of a well-formed, complete header block, and None for any other packet (the caller then uses the parser model's
+ * scan); SoftwareClassifier._records' fast loop over a batch of requests; and keys.fingerprint. Built on first use
+ * by software.py (_native_module); tests/driver/test_software.py holds each to its Python version and to the model.
  *
  * Reader(limit, names, consts).read(packet) -> (path, key_source, key, cl_value, chunked, extra_values, errors,
  *                                             method, upgrade) or None
  *   names:  [(lower-case name, builtin rule or -1, extra slot mask)]   rules: the index in BUILTIN_NAMES
  *   consts: (KeySource.NONE, .AUTHORIZATION, .X_API_KEY, METHODS, Method.OTHER, missing_host, cl_and_te, slots)
+ * Reader.classify(packets, ctx, counts) -> one record per packet: the model's tables and callbacks in ctx (built in
+ *   SoftwareClassifier._records), the batch's global counts into counts.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

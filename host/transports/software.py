@@ -18,13 +18,17 @@ with the model's own stage functions, but without the submit window, the packet 
   when the reader is), since a gateway sees the same keys over and over; the path's and Host's fingerprints are not
   computed (no verdict field depends on them);
 - the limiter, the router and the verdict, for the common request (read by the fast reader, no parser error, past
-  the request policy, a key in the tenant table or one the unknown-key policy rejects): the bucket arithmetic of
-  :meth:`LimiterModel.decide_fields` inline on the model's tables, the router's verdict remembered per route class
-  and hash input within the batch (no request changes the router's tables), the record built from field codes, and
-  each global counter added once per batch. Every other request: :meth:`LimiterModel.decide_fields`,
-  :meth:`RouterModel.route_fields` and :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects
-  are ``"model"``'s: buckets, per-tenant and global counters (``tests/driver/test_software.py`` holds both paths to
-  the model's verdicts and counters);
+  the request policy, a key in the tenant table or one the unknown-key policy rejects): the limiter's
+  :meth:`~LimiterModel.cost_of` and :meth:`~LimiterModel.take` (the buckets of
+  :meth:`LimiterModel.decide_fields`) on the model's tables, the router's :meth:`~RouterModel.select` remembered per
+  route class and hash input within the batch (no request changes the router's tables), the record built from field
+  codes, and each global counter added once per batch. With the C module this whole loop is one C call per batch
+  (``fast_header.c``, ``Reader.classify``: the same reading, arithmetic and effects, on the same tables; it calls back
+  into Python only for what it has not seen in the batch, and for the requests below). Every other request:
+  :meth:`LimiterModel.decide_fields`, :meth:`RouterModel.route_fields` and
+  :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects are ``"model"``'s: buckets, per-tenant
+  and global counters (``tests/driver/test_software.py`` holds both paths, with the C loop and with the Python one,
+  to the model's verdicts and counters);
 - records: one object per distinct record (they are immutable), which the driver decodes once per batch.
 
 What differs from ``"model"``: ``latency_cycles`` is 0 in every record (there is no pipeline to time), and the
@@ -427,9 +431,7 @@ class SoftwareClassifier:
         plan_regs, plan_of, lookup = lim._plan_regs, lim._plan, lim.lookup
         last_t, req_t, cost_t, allowed_t, rejected_t = lim._last, lim._req, lim._cost, lim._allowed, lim._rejected
         q, time_mask, dt_max, unit, counter_mask = lim._decide_consts
-        now = now_ns >> q
-        now_frac = now_ns & ((1 << q) - 1)
-        retry_shift = 64 - q
+        take, cost_of = lim.take, lim.cost_of
         slots = {}                                  # key fingerprint -> slot or None, for this batch
         policy = lim_config.unknown_policy
         unknown_401 = policy is UnknownPolicy.REJECT or (policy is UnknownPolicy.DEFAULT and not lim._default_on)
@@ -452,7 +454,8 @@ class SoftwareClassifier:
             ctx = (bytes(goes_on), fp.values, fp.table, fp.seed_u64, fp.size, _ROUTE_CACHE, slots, lookup,
                    unknown_401, routes, config.route, by_cl, by_extra, by_estimate, cost_fixed, cost_scale,
                    cost_scale_cl, COST_MAX, plan_regs, plan_of, last_t, req_t, cost_t, allowed_t, rejected_t, q,
-                   time_mask, dt_max, unit, counter_mask, now_ns, hash_source, routed, functools.partial(self._route, router),
+                   time_mask, dt_max, unit, counter_mask, now_ns, hash_source, routed,
+                   functools.partial(self._route, router),
                    record_cache, new_record, general.request, (f_base, f_route, f_chunked, f_cl, f_found),
                    (_FORWARD, _REJECT, _OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT, 401, 429, STATUS_OK,
                     STATUS_UNAVAILABLE, 0, _U64))
@@ -510,50 +513,15 @@ class SoftwareClassifier:
                 if slot is None:                    # an unknown key under a policy that rejects it: 401
                     flags ^= f_found
                     reject_401_n += 1
-                    wait = -1
                 else:
-                    # The cost (LimiterModel.cost).
-                    if by_extra and extra_values is not None and extra_values[0] is not None and (
-                            number := content_length_value(extra_values[0])) is not None:
-                        cost = (number[0] * cost_scale) >> 16
-                        if cost > COST_MAX:
-                            cost = COST_MAX
-                    elif cl_value is not None and (by_cl or by_estimate):
-                        cost = (cl_value[0] * (cost_scale if by_cl else cost_scale_cl)) >> 16
-                        if cost > COST_MAX:
-                            cost = COST_MAX
-                    else:
-                        cost = cost_fixed
-                    # The buckets of the key's slot.
-                    req_rate, req_cap, cost_rate, cost_cap, inv_req, inv_cost = plan_regs[plan_of[slot]]
-                    dt = (now - last_t[slot]) & time_mask
-                    if dt > dt_max:
-                        dt = dt_max
-                    req = req_t[slot] + dt * req_rate
-                    if req > req_cap:
-                        req = req_cap
-                    tokens = cost_t[slot] + dt * cost_rate
-                    if tokens > cost_cap:
-                        tokens = cost_cap
-                    need = cost * unit
-                    last_t[slot] = now
-                    req_ok = req_rate == 0 or req >= unit
-                    cost_ok = cost_rate == 0 or tokens >= need
-                    if req_ok and cost_ok:
-                        req_t[slot] = req if req_rate == 0 else req - unit
-                        cost_t[slot] = tokens if cost_rate == 0 else tokens - need
-                        allowed_t[slot] = (allowed_t[slot] + 1) & counter_mask
+                    # The cost and the buckets (LimiterModel.cost, LimiterModel.take).
+                    extra = (content_length_value(extra_values[0]) if extra_values is not None
+                             and extra_values[0] is not None else None)
+                    retry = take(slot, cost_of(None if cl_value is None else cl_value[0],
+                                               None if extra is None else extra[0]), now_ns)
+                    if retry is None:
                         allow_n += 1
-                        wait = None
                     else:
-                        req_t[slot] = req
-                        cost_t[slot] = tokens
-                        wait = 0 if req_ok else (((unit - req - 1) * (inv_req + 1)) >> 64) + 1
-                        if not cost_ok:
-                            wait_cost = (((need - tokens - 1) * (inv_cost + 1)) >> 64) + 1
-                            if wait_cost > wait:
-                                wait = wait_cost
-                        rejected_t[slot] = (rejected_t[slot] + 1) & counter_mask
                         reject_n += 1
                 # The router (RouterModel.route_fields).
                 route_class = route[1] & 0xF
@@ -574,16 +542,15 @@ class SoftwareClassifier:
                 else:
                     unavailable_n += 1
                 # The record (verdict_fields).
-                if wait is None:
+                if slot is None:
+                    key = (_REJECT, 401, _UNKNOWN_TENANT, False, 0, False, 0, False, 0, False, 0, flags, hashed)
+                elif retry is None:
                     if status == STATUS_OK:
                         key = (_FORWARD, 200, _OK, True, slot, True, pool, True, backend, False, 0, flags, hashed)
                     else:
                         key = (_REJECT, STATUS_UNAVAILABLE, _NO_BACKEND, True, slot, True, pool, False, 0, False, 0,
                                flags, hashed)
-                elif wait == -1:
-                    key = (_REJECT, 401, _UNKNOWN_TENANT, False, 0, False, 0, False, 0, False, 0, flags, hashed)
                 else:
-                    retry = _U64 if wait >> retry_shift else (wait << q) - now_frac
                     key = (_REJECT, 429, _RATE_LIMITED, True, slot, False, 0, False, 0, True, retry, flags, hashed)
                 record = record_cache.get(key)
                 append(record if record is not None else new_record(key))
@@ -610,15 +577,7 @@ class SoftwareClassifier:
                 if len(hashes) >= _HASH_CACHE:
                     hashes.clear()
                 hashed = hashes[hashed_fp] = toeplitz(router.key, (hashed_fp & _U64).to_bytes(8, "big"))
-        active = router.active
-        pool = router._classes[active][route_class].pool
-        desc = router._pools[active][pool] if pool < router.params.pools else None
-        if desc is None or not desc.enabled:
-            return STATUS_UNAVAILABLE, pool, 0, hashed
-        index = desc.base + ((hashed * desc.m) >> 32)
-        per_word, id_bits = router.params.ids_per_word, router.params.id_bits
-        word = int(router._words[active][index // per_word])
-        return STATUS_OK, pool, (word >> (id_bits * (index % per_word))) & ((1 << id_bits) - 1), hashed
+        return (*router.select(route_class, hashed), hashed)
 
     def count(self) -> None:
         """Bring the telemetry counters, the parser's counters and the limiter's counter registers up to date with
