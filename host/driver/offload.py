@@ -396,8 +396,8 @@ class Offload:
             if stream is None:
                 records = self._run(core.classify(list(zip(requests, itertools.repeat(False, len(requests))))))
             else:
-                # As _classify, without a tuple per request.
-                records = self._run(core.prepare_requests(requests))
+                # As _classify, without a tuple per request; whole requests to a transport that cuts them itself.
+                records = self._run(core.prepare_requests(requests, getattr(self.transport, "cuts_requests", False)))
                 if records:
                     self._run(self.core.regs.write("pipeline.ctrl.axis_inline", 0))
                     records = stream(records, False)

@@ -91,16 +91,22 @@ class SubmitCore:
             append((data, bool(inline)))
         return prepared
 
-    def prepare_requests(self, requests: list):
+    def prepare_requests(self, requests: list, whole: bool = False):
         """:meth:`prepare` of lookaside requests only: the bytes to send of each, as a list. The same checks, cuts
         and register read, without a tuple per request (a batch's tuples are most of what makes the garbage
-        collector run during it)."""
+        collector run during it).
+
+        ``whole``: the caller's transport reads no byte past :func:`bytes_to_send`'s on its own (the ``"software"``
+        transport); then, when no request can be too large for the window (``max_header_bytes`` + 1 bytes fit it),
+        the requests are returned whole, uncut (a bytes ``list`` as it is)."""
         if not requests:
             return []
         if set(map(type, requests)) != {bytes}:
             prepared = yield from self.prepare([(r, False) for r in requests])
             return [data for data, _ in prepared]
         cut = (yield from self.regs.read("parser.limits.max_header_bytes")) + 1
+        if whole and cut <= min(self.window_bytes - self.width, 0xFFFF):
+            return requests
         find = bytes.find
         prepared = [data[:end + 4] if (end := find(data, _HEADER_END, 0, cut)) >= 0 else data[:cut]
                     for data in requests]

@@ -624,6 +624,7 @@ class _General:
         self.routes, self.read = classifier._routes, classifier._reader.read
         self.decide, self.route_fields = core.limiter.model.decide_fields, core.router.model.route_fields
         self.frontend = core.frontend_config() if inline else None
+        self.cut = config.max_header_bytes + 1              # bytes_to_send's bound
         self.req = _Request(_LOOKASIDE)
         self.scanned = 0
 
@@ -636,7 +637,14 @@ class _General:
         return self._key(packet, self.read(packet), info, info_flags)
 
     def request(self, packet: bytes, fields) -> tuple:
-        """The record key of a lookaside request; ``fields``: :meth:`FastHeaderReader.read`'s (None: not read)."""
+        """The record key of a lookaside request; ``fields``: :meth:`FastHeaderReader.read`'s (None: not read).
+        ``packet`` may be whole: ``scan`` reads what the driver's ``bytes_to_send`` keeps of it, as on ``"model"``."""
+        if fields is None:
+            if type(packet) is not bytes:
+                packet = bytes(packet)
+            cut = self.cut
+            end = packet.find(_BLOCK_END, 0, cut)
+            packet = packet[:end + 4] if end >= 0 else packet[:cut]
         return self._key(packet, fields, _LOOKASIDE, 0)
 
     def _key(self, packet: bytes, fields, info: FrontEndInfo, info_flags: int) -> tuple:
@@ -716,6 +724,9 @@ class SoftwareTransport(ModelTransport):
     """
 
     scheme = "software"
+    #: ``classify_stream`` takes whole requests: it reads no byte past the ones ``bytes_to_send`` keeps
+    #: (``host/driver/submit.py``); the C reader finds the header end itself, and a request for ``scan`` is cut first.
+    cuts_requests = True
 
     def __init__(self, params: CoreParams = CoreParams(), model: CoreModel | None = None):
         super().__init__(params, model)

@@ -440,3 +440,44 @@ def test_the_retry_wait_saturates_exactly_at_2_to_the_64(loop, q):
     assert [r.retry_after_ns for r in model[1:]] == [u64, u64, u64, (1 << 64) - (1 << q) - frac,
                                                      (1 << 64) - (2 << q) - frac]
     assert all(r.status == 429 and r.retry_valid for r in model[1:])
+
+
+# -- whole requests ---------------------------------------------------------------------------------------------------
+
+def limit_session(dev, seed):
+    """Verdicts of requests whose header end lies around ``max_header_bytes`` (before, on, across and past the
+    bytes the driver's ``bytes_to_send`` keeps), with bodies that hold a header end of their own, a partial one, or
+    none; then the window's own limit. ``"software"`` takes these requests whole (``cuts_requests``), ``"model"`` cut."""
+    rng = random.Random(seed)
+    dev.pools.set(0, [1, 2], size=251)
+    dev.routes.default(0, key="tenant")
+    dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
+    dev.write_register("parser.limits.max_header_bytes", 200)
+    requests = []
+    for size in range(150, 215):
+        head = b"POST /v1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer sk-a\r\nx: "
+        head += b"a" * (size - len(head))
+        for tail in (b"\r\n\r\n", b"\r\n\r\nbody\r\n\r\nmore", b"\r\n", b"", b"\r\n\r", b"\r\n\r\n" + b"b" * 500,
+                     b"\r\nContent-Length: 5\r\n\r\nhello\r\n\r\n"):
+            requests.append(head + tail)
+    rng.shuffle(requests)
+    verdicts = [strip(v) for v in dev.classify_many(requests)]
+    verdicts += [strip(dev.classify(r)) for r in requests[:40]]
+    # With a limit past the window, the driver cuts (and checks) every request again, on both.
+    dev.write_register("parser.limits.max_header_bytes", 0xFFFF)
+    verdicts += [strip(v) for v in dev.classify_many([r + b"\r\n\r\n" for r in requests])]
+    too_large = b"GET / HTTP/1.1\r\nx: " + b"a" * 20_000 + b"\r\n\r\n"
+    with pytest.raises(wirespeed.ConfigError, match=r"requests\[3\].*fit the submit window"):
+        dev.classify_many(requests[:3] + [too_large])
+    return verdicts
+
+
+def test_whole_requests_give_the_verdicts_of_cut_ones(loop):
+    model = on_model(limit_session, SEED + 2)
+    with wirespeed.open("software", clock="manual") as dev:
+        assert dev.transport.cuts_requests
+        software = limit_session(dev, SEED + 2)
+        assert ran(dev.transport.classifier, loop)
+    assert software == model
+    reasons = {v["reason"] for v in model}
+    assert {"ok", "header_too_large", "truncated"} <= reasons, reasons
