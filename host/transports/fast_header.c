@@ -603,14 +603,17 @@ static PyObject *batch_fast(Batch *b, Plan *plans, Py_ssize_t plan_count, const 
         Py_ssize_t s = PyLong_AsSsize_t(slot);
         if (s == -1 && PyErr_Occurred())
             goto done;
-        if (s < 0 || s >= PyList_GET_SIZE(b->last_t)) {
+        /* (Checked at each use: the callbacks run Python code between requests.) */
+        if (s < 0 || s >= PyList_GET_SIZE(b->last_t) || s >= PyList_GET_SIZE(b->req_t) ||
+            s >= PyList_GET_SIZE(b->cost_t) || s >= PyList_GET_SIZE(b->plan_of) ||
+            s >= PyList_GET_SIZE(b->allowed_t) || s >= PyList_GET_SIZE(b->rejected_t)) {
             PyErr_SetString(PyExc_IndexError, "slot out of range");
             goto done;
         }
         Py_ssize_t plan_index = PyLong_AsSsize_t(PyList_GET_ITEM(b->plan_of, s));
         if (plan_index == -1 && PyErr_Occurred())
             goto done;
-        if (plan_index < 0 || plan_index >= plan_count) {
+        if (plan_index < 0 || plan_index >= plan_count || plan_index >= PyList_GET_SIZE(b->plan_regs)) {
             PyErr_SetString(PyExc_IndexError, "plan out of range");
             goto done;
         }
@@ -688,6 +691,10 @@ static PyObject *batch_fast(Batch *b, Plan *plans, Py_ssize_t plan_count, const 
     }
     /* The router (RouterModel.route_fields). */
     long rc = route_class & 0xF;
+    if (rc >= PyList_GET_SIZE(b->hash_source)) {
+        PyErr_SetString(PyExc_IndexError, "route class out of range");
+        goto done;
+    }
     long source = PyLong_AsLong(PyList_GET_ITEM(b->hash_source, rc));
     if (source == -1 && PyErr_Occurred())
         goto done;

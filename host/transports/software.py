@@ -625,6 +625,7 @@ class _General:
         self.decide, self.route_fields = core.limiter.model.decide_fields, core.router.model.route_fields
         self.frontend = core.frontend_config() if inline else None
         self.cut = config.max_header_bytes + 1              # bytes_to_send's bound
+        self.early = {}                                     # early_verdict by (errors, inline, punt, punt reason)
         self.req = _Request(_LOOKASIDE)
         self.scanned = 0
 
@@ -702,7 +703,11 @@ class _General:
         req.extra_present = extra_present
         if errors or info.punt:
             req.errors = errors
-            early = early_verdict(req, info, False)
+            # A function of the errors, inline and the front end's punt alone: once per batch for each.
+            early_key = (errors, info.inline, info.punt, info.reason._value_)
+            early = self.early.get(early_key, _UNSEEN)
+            if early is _UNSEEN:
+                early = self.early[early_key] = early_verdict(req, info, False)
         else:
             # The request policy (docs/pipeline.md), on the descriptor's method, origin_form and upgrade.
             early = self.policy_verdict(method, path[:1] == b"/", upgrade)
