@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .runner import COCOTB_OPT, make_variables_set as _make_variables
 from .toolchain import build_dir, use_verilator
 
 __all__ = ["VerilatedModel", "patch_pyverilator"]
@@ -54,7 +55,7 @@ class VerilatedModel:
         patch_pyverilator()
         from pyverilator import PyVerilator
 
-        self.dir = build_dir("sim", top, verilog + f"\nwaves={waves}")
+        self.dir = build_dir("sim", top, verilog + f"\nwaves={waves}\n{COCOTB_OPT}")
         so_file = self.dir / f"V{top}"
         stamp = self.dir / "verilog.sha256"
         digest = hashlib.sha256(verilog.encode()).hexdigest()
@@ -64,7 +65,7 @@ class VerilatedModel:
                 source = self.dir / f"{top}.v"
                 source.write_text(verilog)
                 # Amaranth's Verilog trips style lints that are harmless here; keep the build log readable.
-                with _stdout_to_stderr():
+                with _stdout_to_stderr(), _make_variables(COCOTB_OPT):
                     PyVerilator.build(str(source), build_dir=str(self.dir), cargs="-std=c++20", quiet=True,
                                       dump_en=waves, dump_fst=waves,
                                       args=["-Wno-lint", "-Wno-style", "-Wno-ALWNEVER"])

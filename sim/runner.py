@@ -11,6 +11,7 @@ variables (see :func:`param`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -40,10 +41,26 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-#: C++ optimisation of cocotb's Verilator builds, as make variables. Verilator's default is -Os; -O1 compiles the
-#: core's model in about 3/4 of the time (48 s against 65 s for its three largest files on one core), and a cocotb
-#: test's time is the Python testbench's, not the model's.
+#: C++ optimisation of cocotb's and pyverilator's Verilator builds, as make variables. Verilator's default is -Os;
+#: -O1 compiles the core's model in about 3/4 of the time (48 s against 65 s for its three largest files on one
+#: core), and these tests' time goes to their Python testbenches, not the model. (The harness, whose volume tests
+#: are bound by the model, keeps -O2: sim/harness.py.)
 COCOTB_OPT = "OPT_FAST=-O1 OPT_GLOBAL=-O1"
+
+
+@contextlib.contextmanager
+def make_variables_set(assignments: str):
+    """``MAKEFLAGS`` with ``assignments`` added while the block runs, for the makes it starts (cocotb's runner and
+    pyverilator run make with this process's environment); restored afterwards."""
+    flags = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = make_variables(flags or "", assignments)
+    try:
+        yield
+    finally:
+        if flags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = flags
 
 
 def run_cocotb(component, *, toplevel: str, test_file: str, parameters: Mapping[str, object] | None = None,
@@ -82,17 +99,10 @@ def run_cocotb(component, *, toplevel: str, test_file: str, parameters: Mapping[
     # pytest-xdist workers may build the same design at once: one builds, the others wait and reuse it.
     with open(bdir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        flags = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = make_variables(flags or "", COCOTB_OPT)   # cocotb's make reads this environment
-        try:
+        with make_variables_set(COCOTB_OPT):   # cocotb's make reads this process's environment
             runner.build(sources=[source, *extra_sources], hdl_toplevel=toplevel, build_dir=bdir, always=False,
                          waves=waves, build_args=(["--trace-fst", "--trace-structs"] if waves else []) + ["-Wno-fatal"],
                          timescale=("1ns", "1ps"), log_file=bdir / "build.log")
-        finally:
-            if flags is None:
-                del os.environ["MAKEFLAGS"]
-            else:
-                os.environ["MAKEFLAGS"] = flags
     # Each run (test file, parameters, testcase) gets its own results file, so parallel runs never collide.
     run_id = hashlib.sha256(json.dumps([test_path.stem, env, testcase, seed], sort_keys=True).encode()).hexdigest()
     results_xml = bdir / f"results-{test_path.stem}-{run_id[:10]}.xml"
