@@ -172,12 +172,11 @@ static int cl_digits(const unsigned char *v, Py_ssize_t n, unsigned long long *v
 
 /* FastHeaderReader.read's reading into *r: 1 on the fast path, 0 for any other packet (the caller's scan reads it). */
 static int read_block(Reader *self, const unsigned char *buf, Py_ssize_t size, Reading *r) {
-    const unsigned char *found = memmem(buf, (size_t)size, "\r\n\r\n", 4);
+    /* The header end within the limit (a whole request's body is never searched). */
+    const unsigned char *found = memmem(buf, (size_t)(size < self->limit ? size : self->limit), "\r\n\r\n", 4);
     if (found == NULL)
         return 0;
     Py_ssize_t hl = (found - buf) + 4;
-    if (hl > self->limit)
-        return 0;
     /* The request line: tchar+ SP [\x21-\x7e]+ " HTTP/1." [01] CRLF. Every run below stops at the block's CRs. */
     Py_ssize_t p = 0;
     while (TCHAR[buf[p]])

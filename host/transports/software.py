@@ -186,12 +186,10 @@ class FastHeaderReader:
         """``(path, key_source, key, cl_value, chunked, extra_values, errors, method, upgrade)`` as :func:`scan` reads
         them (with ``complete`` set; ``extra_values`` None when no extra header is present), or ``None`` when the
         packet is not on the fast path."""
-        end = packet.find(_BLOCK_END)
+        end = packet.find(_BLOCK_END, 0, self.limit)       # the header end within the limit
         if end < 0:
             return None
         header_len = end + 4
-        if header_len > self.limit:
-            return None
         block = _RE_BLOCK.fullmatch(packet, 0, header_len)
         if block is None:
             return None
