@@ -481,3 +481,26 @@ def test_whole_requests_give_the_verdicts_of_cut_ones(loop):
     assert software == model
     reasons = {v["reason"] for v in model}
     assert {"ok", "header_too_large", "truncated"} <= reasons, reasons
+
+
+def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, monkeypatch):
+    # A failure on the general path mid-batch propagates; the limiter model's global counters hold the fast requests
+    # decided before it, as their tenants' buckets do (on either loop).
+    from wirespeed.host.transports import software
+    rng = random.Random(SEED + 3)
+    with wirespeed.open("software", clock="manual") as dev:
+        dev.pools.set(0, [1, 2], size=251)
+        dev.routes.default(0, key="tenant")
+        dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
+        good = traffic.realistic(rng, api_key="sk-a")
+        dev.classify_many([good])
+        calls = []
+
+        def failing(self, packet, fields):
+            calls.append(packet)
+            raise RuntimeError("planted")
+        monkeypatch.setattr(software._General, "request", failing)
+        with pytest.raises(RuntimeError, match="planted"):
+            dev.classify_many([good] * 7 + [b"not http\r\n\r\n"] + [good] * 5)
+        assert len(calls) == 1 and dev.transport.model.limiter.model.allow == 1 + 7
+        assert ran(dev.transport.classifier, loop)
