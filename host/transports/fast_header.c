@@ -778,14 +778,16 @@ done:
     return record;
 }
 
-/* Reader.classify(packets, ctx, counts) -> records: SoftwareClassifier._records' loop for lookaside requests. counts
- * (a list of 5) gets the allowed, 429, 401, routed and unavailable requests, also when an error stops the batch. */
+/* Reader.classify(packets, ctx, counts, out): SoftwareClassifier._records' loop for lookaside requests, one record per
+ * packet appended to out. counts (a list of 5) gets the allowed, 429, 401, routed and unavailable requests; both
+ * also when an error stops the batch (for the requests decided before it). */
 static PyObject *reader_classify(Reader *self, PyObject *args) {
-    PyObject *packets, *ctx, *counts_list;
+    PyObject *packets, *ctx, *counts_list, *out;
     Batch b;
     const char *goes_on, *fp_table;
     Py_ssize_t goes_on_len, fp_table_len;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &packets, &PyTuple_Type, &ctx, &PyList_Type, &counts_list))
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &packets, &PyTuple_Type, &ctx, &PyList_Type, &counts_list,
+                          &PyList_Type, &out))
         return NULL;
     if (PyList_GET_SIZE(counts_list) != 5) {
         PyErr_SetString(PyExc_ValueError, "counts must be a list of 5");
@@ -818,9 +820,7 @@ static PyObject *reader_classify(Reader *self, PyObject *args) {
     if (plans == NULL)
         return PyErr_NoMemory();
     Py_ssize_t count = PyList_GET_SIZE(packets), counts[5] = {0, 0, 0, 0, 0};
-    PyObject *out = PyList_New(count);
-    if (out == NULL)
-        goto error;
+    PyObject *result = Py_None;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *packet = PyList_GET_ITEM(packets, i), *record;
         Reading r;
@@ -834,30 +834,29 @@ static PyObject *reader_classify(Reader *self, PyObject *args) {
             record = general ? NULL : batch_fast(&b, plans, plan_count, buf, &r, counts, &general);
             if (general) {
                 PyObject *fields = reading_tuple(self, buf, &r);
-                if (fields == NULL)
-                    goto error;
+                if (fields == NULL) {
+                    result = NULL;
+                    break;
+                }
                 record = batch_general(&b, packet, fields);
                 Py_DECREF(fields);
             }
         }
-        if (record == NULL)
-            goto error;
-        Py_INCREF(record);
-        PyList_SET_ITEM(out, i, record);
+        if (record == NULL || PyList_Append(out, record) < 0) {      /* (record: borrowed from the record cache) */
+            result = NULL;
+            break;
+        }
     }
-    goto done;
-error:
-    Py_CLEAR(out);
-done:
     PyMem_Free(plans);
     for (int k = 0; k < 5; k++) {
         PyObject *v = PyLong_FromSsize_t(counts[k]);
         if (v == NULL || PyList_SetItem(counts_list, k, v) < 0) {
-            Py_CLEAR(out);
+            result = NULL;
             break;
         }
     }
-    return out;
+    Py_XINCREF(result);
+    return result;
 }
 
 /* keys.fingerprint(data, poly, seed) with its table: fingerprint(data, table (256 native uint64), seed). */

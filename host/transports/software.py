@@ -401,13 +401,13 @@ class SoftwareClassifier:
         out = []
         append = out.append
         if inline:
-            for packet in packets:
-                key = general.frame(packet)
-                record = record_cache.get(key)
-                append(record if record is not None else new_record(key))
-            self.fallback += general.scanned
-            self.fast += len(out) - general.scanned
-            self._counted += out
+            try:
+                for packet in packets:
+                    key = general.frame(packet)
+                    record = record_cache.get(key)
+                    append(record if record is not None else new_record(key))
+            finally:
+                self._done(out, general)
             return out
 
         read, routes = reader.read, self._routes
@@ -459,7 +459,7 @@ class SoftwareClassifier:
                     STATUS_UNAVAILABLE, 0, _U64))
             counts = [0] * 5
             try:
-                out = reader.classify(packets if type(packets) is list else list(packets), ctx, counts)
+                reader.classify(packets if type(packets) is list else list(packets), ctx, counts, out)
             finally:
                 allow_n, reject_n, reject_401_n, routed_n, unavailable_n = counts
                 lim.allow = (lim.allow + allow_n) & _U64
@@ -467,9 +467,7 @@ class SoftwareClassifier:
                 lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
                 router.routed = (router.routed + routed_n) & _U64
                 router.unavailable = (router.unavailable + unavailable_n) & _U64
-            self.fallback += general.scanned
-            self.fast += len(out) - general.scanned
-            self._counted += out
+                self._done(out, general)
             return out
         allow_n = reject_n = reject_401_n = routed_n = unavailable_n = 0
         try:
@@ -558,10 +556,15 @@ class SoftwareClassifier:
             lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
             router.routed = (router.routed + routed_n) & _U64
             router.unavailable = (router.unavailable + unavailable_n) & _U64
+            self._done(out, general)
+        return out
+
+    def _done(self, out: list, general: _General) -> None:
+        """Tally a batch's records ``out``: also when an error stopped it, the ones decided before (their effects on
+        the buckets and the limiter's and router's counters are made; the telemetry counts them too)."""
         self.fallback += general.scanned
         self.fast += len(out) - general.scanned
         self._counted += out
-        return out
 
     def _route(self, router, route_class: int, hashed_fp) -> tuple:
         """:meth:`RouterModel.route_fields` of a lookaside request of ``route_class`` whose hash input is the

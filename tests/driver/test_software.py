@@ -484,8 +484,8 @@ def test_whole_requests_give_the_verdicts_of_cut_ones(loop):
 
 
 def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, monkeypatch):
-    # A failure on the general path mid-batch propagates; the limiter model's global counters hold the fast requests
-    # decided before it, as their tenants' buckets do (on either loop).
+    # A failure on the general path mid-batch propagates; the counters (limiter, router, telemetry) hold the fast
+    # requests decided before it, as their tenants' buckets do (on either loop).
     from wirespeed.host.transports import software
     rng = random.Random(SEED + 3)
     with wirespeed.open("software", clock="manual") as dev:
@@ -502,5 +502,7 @@ def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, mo
         monkeypatch.setattr(software._General, "request", failing)
         with pytest.raises(RuntimeError, match="planted"):
             dev.classify_many([good] * 7 + [b"not http\r\n\r\n"] + [good] * 5)
-        assert len(calls) == 1 and dev.transport.model.limiter.model.allow == 1 + 7
+        assert len(calls) == 1
+        assert dev.read_register("limiter.allow") == dev.read_register("router.routed") == 1 + 7
+        assert dev.stats()["events"] == 1 + 7
         assert ran(dev.transport.classifier, loop)
