@@ -41,13 +41,26 @@ def pytest_collection_modifyitems(config, items):
 
 
 _TIMELINE = None
+_CONFIG = None
+
+
+def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
+
+
+def _runs_tests() -> bool:
+    """A pytest-xdist worker, or pytest without workers. The xdist controller also sees every worker's
+    logstart/logfinish, interleaved; it records nothing."""
+    return _CONFIG is None or hasattr(_CONFIG, "workerinput") or not _CONFIG.pluginmanager.has_plugin("dsession")
 
 
 def pytest_runtest_logstart(nodeid, location):
     """Record when each test starts on which worker (see :func:`pytest_runtest_logfinish`)."""
     global _TIMELINE
     import time
-    _TIMELINE = (nodeid, time.time())
+    if _runs_tests():
+        _TIMELINE = (nodeid, time.time())
 
 
 def pytest_runtest_logfinish(nodeid, location):
