@@ -131,8 +131,9 @@ def test_make_variables_reach_make(flags, want, tmp_path):
     """Variables added to MAKEFLAGS arrive in make, whatever an outer make left there, and the flags stay flags."""
     assert toolchain.make_variables(flags, "OPT_FAST=-O1") == want
     (tmp_path / "mk").write_text("all:\n\t@echo [$(OPT_FAST)] [$(CFG_CXXFLAGS_PCH_I)]\n")
-    out = subprocess.run(["make", "-f", "mk"], cwd=tmp_path, capture_output=True, text=True, check=True,
-                         env={**os.environ, "MAKEFLAGS": want}).stdout
+    # Under `make test` this runs inside an outer make, whose sub-makes announce their directories on stdout.
+    out = subprocess.run(["make", "--no-print-directory", "-f", "mk"], cwd=tmp_path, capture_output=True, text=True,
+                         check=True, env={**os.environ, "MAKEFLAGS": want}).stdout
     assert out.split()[0] == "[-O1]"
     assert out.split()[1] == ("[-include]" if "CFG" in flags else "[]")
 
