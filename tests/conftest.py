@@ -10,7 +10,9 @@ pytest runs with ``--import-mode=importlib``, which adds no path of its own). ``
 ``sys.path`` to the simulator, so testbenches running inside it import ``support`` the same way.
 """
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,13 @@ def pytest_configure(config):
     _CONFIG = config
 
 
+def pytest_sessionstart(session):
+    """A new run starts a new timeline (in the controller, before pytest-xdist starts its workers)."""
+    if not hasattr(session.config, "workerinput"):
+        from wirespeed.sim.toolchain import build_root
+        (build_root() / "test-timeline.tsv").unlink(missing_ok=True)
+
+
 def _runs_tests() -> bool:
     """A pytest-xdist worker, or pytest without workers. The xdist controller also sees every worker's
     logstart/logfinish, interleaved; it records nothing."""
@@ -58,7 +67,6 @@ def _runs_tests() -> bool:
 def pytest_runtest_logstart(nodeid, location):
     """Record when each test starts on which worker (see :func:`pytest_runtest_logfinish`)."""
     global _TIMELINE
-    import time
     if _runs_tests():
         _TIMELINE = (nodeid, time.time())
 
@@ -66,8 +74,6 @@ def pytest_runtest_logstart(nodeid, location):
 def pytest_runtest_logfinish(nodeid, location):
     """Append ``worker  start  end  seconds  test`` to ``<build>/test-timeline.tsv``: which test ran where and when,
     the schedule a suite-time measurement needs (``--durations`` gives only the ten slowest and no order)."""
-    import os
-    import time
     if not _TIMELINE or _TIMELINE[0] != nodeid:
         return
     from wirespeed.sim.toolchain import build_root
