@@ -461,13 +461,7 @@ class SoftwareClassifier:
             try:
                 reader.classify(packets if type(packets) is list else list(packets), ctx, counts, out)
             finally:
-                allow_n, reject_n, reject_401_n, routed_n, unavailable_n = counts
-                lim.allow = (lim.allow + allow_n) & _U64
-                lim.reject_429 = (lim.reject_429 + reject_n) & _U64
-                lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
-                router.routed = (router.routed + routed_n) & _U64
-                router.unavailable = (router.unavailable + unavailable_n) & _U64
-                self._done(out, general)
+                self._done(out, general, counts)
             return out
         allow_n = reject_n = reject_401_n = routed_n = unavailable_n = 0
         try:
@@ -551,17 +545,20 @@ class SoftwareClassifier:
                 record = record_cache.get(key)
                 append(record if record is not None else new_record(key))
         finally:
-            lim.allow = (lim.allow + allow_n) & _U64
-            lim.reject_429 = (lim.reject_429 + reject_n) & _U64
-            lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
-            router.routed = (router.routed + routed_n) & _U64
-            router.unavailable = (router.unavailable + unavailable_n) & _U64
-            self._done(out, general)
+            self._done(out, general, (allow_n, reject_n, reject_401_n, routed_n, unavailable_n))
         return out
 
-    def _done(self, out: list, general: _General) -> None:
+    def _done(self, out: list, general: _General, counts=(0, 0, 0, 0, 0)) -> None:
         """Tally a batch's records ``out``: also when an error stopped it, the ones decided before (their effects on
-        the buckets and the limiter's and router's counters are made; the telemetry counts them too)."""
+        the buckets are made; the telemetry counts them too). ``counts`` are the fast loop's tallies for the
+        limiter's and router's global counters: (allow, reject_429, reject_401, routed, unavailable)."""
+        allow_n, reject_n, reject_401_n, routed_n, unavailable_n = counts
+        lim, router = self.core.limiter.model, self.core.router.model
+        lim.allow = (lim.allow + allow_n) & _U64
+        lim.reject_429 = (lim.reject_429 + reject_n) & _U64
+        lim.reject_401 = (lim.reject_401 + reject_401_n) & _U64
+        router.routed = (router.routed + routed_n) & _U64
+        router.unavailable = (router.unavailable + unavailable_n) & _U64
         self.fallback += general.scanned
         self.fast += len(out) - general.scanned
         self._counted += out
