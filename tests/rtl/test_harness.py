@@ -138,3 +138,17 @@ def test_pattern_offset_continues_a_pattern(fifo):
         runs.append([c - res.start_cycle for c in res.beat_cycles["o_stream"].tolist()])
     assert runs[0] == runs[1]
     assert runs[1] != runs[2]
+
+
+def test_the_edge_eval_skips_the_ico_region(fifo, tmp_path):
+    """The build patched the model's ico trigger (the pinned Verilator's form), and the patch is inside the trigger
+    function, reading the harness's flag; a design with nothing to patch is left as Verilator wrote it."""
+    from wirespeed.sim.harness import skip_ico_at_edge
+    assert fifo.ico_skip
+    patched = [p for p in (fifo.dir / "obj").glob("Vharness_fifo___024root__*.cpp")
+               if "__VicoFirstIteration && !harness_skip_ico" in p.read_text()]
+    assert len(patched) == 1
+    assert 'extern "C" bool harness_skip_ico;' in patched[0].read_text()
+    (tmp_path / "Vother___024root__0.cpp").write_text("#include \"Vother__pch.h\"\nvoid f() {}\n")
+    assert not skip_ico_at_edge(tmp_path, "other")
+    assert (tmp_path / "Vother___024root__0.cpp").read_text() == "#include \"Vother__pch.h\"\nvoid f() {}\n"
