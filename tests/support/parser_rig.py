@@ -44,7 +44,8 @@ class ParserRig:
 
     def __init__(self, width: int):
         top = f"parser_w{width}"
-        verilog = cached_verilog(top, lambda: Standalone(HeaderParser(width), parser_regmap()), {"width": width})
+        # params = width, as bench.parser_cycles and test_harness_vs_cocotb: one elaboration and one build per width
+        verilog = cached_verilog(top, lambda: Standalone(HeaderParser(width), parser_regmap()), width)
         _, last_at = beat_bits(width)
         self.width = width
         self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3)
