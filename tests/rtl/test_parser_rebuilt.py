@@ -28,7 +28,7 @@ from wirespeed.host.models.parser import Descriptor, parse
 from wirespeed.host.tools import traffic
 from wirespeed.host.transports.sim import HarnessAxiLite
 from wirespeed.sim.elaborate import cached_verilog
-from wirespeed.sim.harness import ALWAYS, Batch, Harness, ints_from_words, pause_pattern
+from wirespeed.sim.harness import ALWAYS, NO_DFG_PEEPHOLE, Batch, Harness, ints_from_words, pause_pattern
 
 SEED = int(os.environ.get("PARSER_SEED", "20261206"))
 #: The descriptor's latency after the stop beat (docs/performance.md): tokenizer, names, marks, fingerprint engine,
@@ -67,7 +67,9 @@ class Rig:
         verilog = cached_verilog(top, lambda: Standalone(PipelinedParser(width), parser_regmap()), {"width": width})
         _, last_at = beat_bits(width)
         self.width = width
-        self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3)
+        # Verilator's DFG peephole pass is most of the W = 16 build's Verilating time (sim/harness.py NO_DFG_PEEPHOLE).
+        self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3,
+                               verilator_args=NO_DFG_PEEPHOLE)
         self.axil = HarnessAxiLite(self.harness)
         self.regs = Registers(parser_regmap())
 
