@@ -278,18 +278,21 @@ def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list
         cmd += [f"{top}.v", "harness.cpp"]
         make = ["make", "-C", "obj", "-f", f"V{top}.mk", "-j", "2",
                 f"OPT_FAST={OPT}", "OPT_SLOW=-O1", f"OPT_GLOBAL={OPT}"]
-        log = ""
-        for step in (cmd, make):
-            proc = subprocess.run(step, cwd=bdir, capture_output=True, text=True)
-            log += proc.stdout + proc.stderr
-            (bdir / "build.log").write_text(log)
+        log = []
+
+        def step(command):
+            proc = subprocess.run(command, cwd=bdir, capture_output=True, text=True)
+            log.append(proc.stdout + proc.stderr)
+            (bdir / "build.log").write_text("".join(log))
             if proc.returncode != 0:
-                raise HarnessBuildError(_first_error(log, step, bdir))
-            if step is cmd:
-                (bdir / ICO_SKIP_FILE).write_text("1\n" if skip_ico_at_edge(bdir / "obj", top) else "0\n")
+                raise HarnessBuildError(_first_error("".join(log), command, bdir))
+
+        step(cmd)
+        (bdir / ICO_SKIP_FILE).write_text("1\n" if skip_ico_at_edge(bdir / "obj", top) else "0\n")
+        step(make)
         built = bdir / "obj" / lib.name
         if not built.exists():
-            raise HarnessBuildError(_first_error(log, make, bdir))
+            raise HarnessBuildError(_first_error("".join(log), make, bdir))
         os.replace(built, lib)
     return lib
 
