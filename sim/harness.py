@@ -246,17 +246,25 @@ VERILATOR_ARGS: tuple = ()
 #: trackers) it took 185 of the 253 s of Verilating, and without it Verilating takes 78 s for 15 MB of C++ instead of
 #: 14 MB. On the whole core the pass takes 0.05 s, so the builds that need it ask for it.
 NO_DFG_PEEPHOLE = ("-fno-dfg-peephole",)
+#: C++ optimisation levels a build may ask for (``Harness(opt=...)``). ``-O0`` is for a large design that a test runs
+#: for only a few thousand cycles: the rebuilt parser at W = 16 compiles its 15 MB of C++ in 19 s at ``-O0`` against
+#: 69 s at ``-O2``, and the test's run is about 2 s either way.
+OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3")
 
 
 def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list[PortInfo], axil: str | None,
-                  trace: bool = False, quiet: bool = True, verilator_args: tuple = ()) -> Path:
+                  trace: bool = False, quiet: bool = True, verilator_args: tuple = (), opt: str = OPT) -> Path:
     """Compile ``verilog`` with the harness into a shared library; returns its path. Cached by the Verilog text, the
     harness source, the port header and the flags, under ``build/harness/``. Raises :class:`HarnessBuildError` with
-    the compiler's first error and the command that reproduces it."""
+    the compiler's first error and the command that reproduces it. ``opt`` is the C++ optimisation (one of
+    :data:`OPT_LEVELS`) for the model and the harness; the model's one-time (``Slow``) code gets ``-O1``, or ``-O0``
+    with ``opt="-O0"``."""
+    if opt not in OPT_LEVELS:
+        raise ConfigError("opt", opt, f"must be one of {', '.join(OPT_LEVELS)}")
     root = use_verilator()
     header = ports_header(top, ports, streams, axil, trace)
     source = HARNESS_CPP.read_text()
-    key = "\n".join([verilog, source, header, OPT, *VERILATOR_ARGS, *verilator_args])
+    key = "\n".join([verilog, source, header, opt, *VERILATOR_ARGS, *verilator_args])
     bdir = build_dir("harness", top, key)
     lib = bdir / f"libV{top}.so"
     with open(bdir / ".lock", "w") as lock:
@@ -271,13 +279,13 @@ def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list
         cmd = [str(root / "bin" / "verilator"), "--cc", "--exe",
                "-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast", "--x-initial", "fast",
                "--top-module", top, "-Mdir", "obj", "-o", lib.name,
-               "-CFLAGS", f"-fPIC {OPT} -std=c++20 -I{bdir}", "-LDFLAGS", "-shared"]
+               "-CFLAGS", f"-fPIC {opt} -std=c++20 -I{bdir}", "-LDFLAGS", "-shared"]
         cmd += [*VERILATOR_ARGS, *verilator_args]
         if trace:
             cmd += ["--trace-fst", "--trace-structs"]
         cmd += [f"{top}.v", "harness.cpp"]
         make = ["make", "-C", "obj", "-f", f"V{top}.mk", "-j", "2",
-                f"OPT_FAST={OPT}", "OPT_SLOW=-O1", f"OPT_GLOBAL={OPT}"]
+                f"OPT_FAST={opt}", f"OPT_SLOW={'-O0' if opt == '-O0' else '-O1'}", f"OPT_GLOBAL={opt}"]
         log = []
 
         def step(command):
@@ -456,10 +464,13 @@ class Harness:
         Write ``dump.fst`` in the build directory.
     verilator_args : tuple
         Extra Verilator flags for this design's build (part of its cache key), e.g. :data:`NO_DFG_PEEPHOLE`.
+    opt : str
+        The build's C++ optimisation (part of its cache key): :data:`OPT` unless a test runs a large design briefly
+        (:data:`OPT_LEVELS`).
     """
 
     def __init__(self, verilog: str, top: str, axil: str | None = "s_axil", last_fields: dict | None = None,
-                 waves: bool = False, reset_cycles: int = 2, verilator_args: tuple = ()):
+                 waves: bool = False, reset_cycles: int = 2, verilator_args: tuple = (), opt: str = OPT):
         self.top = top
         self.ports = parse_ports(verilog, top)
         names = {p.name for p in self.ports}
@@ -472,7 +483,7 @@ class Harness:
         self.by_name = {s.name: s for s in self.streams}
         self.addr_bits = next((p.width for p in self.ports if p.name == f"{axil}__awaddr"), 0)
         self.lib_path = build_harness(verilog, top, self.streams, self.ports, axil, trace=waves,
-                                      verilator_args=tuple(verilator_args))
+                                      verilator_args=tuple(verilator_args), opt=opt)
         self.dir = self.lib_path.parent
         #: Whether the model's rising-edge eval skips the ico region (:func:`skip_ico_at_edge`).
         marker = self.dir / ICO_SKIP_FILE

@@ -152,3 +152,28 @@ def test_the_edge_eval_skips_the_ico_region(fifo, tmp_path):
     (tmp_path / "Vother___024root__0.cpp").write_text("#include \"Vother__pch.h\"\nvoid f() {}\n")
     assert not skip_ico_at_edge(tmp_path, "other")
     assert (tmp_path / "Vother___024root__0.cpp").read_text() == "#include \"Vother__pch.h\"\nvoid f() {}\n"
+
+
+def test_an_O0_build_runs_the_same_cycles(fifo):
+    """``opt="-O0"`` (for large designs a test runs briefly) is its own build, compiled at -O0, and runs the same beats
+    in the same cycles; an unknown level is refused before anything is built."""
+    verilog = cached_verilog("harness_fifo", Fifo, "harness_fifo")
+    quick = Harness(verilog, "harness_fifo", last_fields={"i_stream": ("payload", 100), "o_stream": ("payload", 100)},
+                    opt="-O0")
+    try:
+        assert quick.dir != fifo.dir
+        compiles = {h: [line for line in (h.dir / "build.log").read_text().splitlines() if " -c " in line]
+                    for h in (fifo, quick)}
+        assert compiles[quick] and all(" -O0 " in line and " -O2 " not in line for line in compiles[quick])
+        assert any(" -O2 " in line for line in compiles[fifo])
+        values = _beats(random.Random(SEED), 400)
+        valid, ready = pause_pattern(SEED, 0.3, 101), pause_pattern(SEED + 1, 0.4, 103)
+        runs = [h.run(Batch(beats={"i_stream": words_from_ints(values, 4)}, valid={"i_stream": valid},
+                            ready={"o_stream": ready}, expect={"o_stream": 80})) for h in (fifo, quick)]
+        a, b = runs
+        assert np.array_equal(a.beats["o_stream"], b.beats["o_stream"])
+        assert np.array_equal(a.beat_cycles["o_stream"] - a.start_cycle, b.beat_cycles["o_stream"] - b.start_cycle)
+    finally:
+        quick.close()
+    with pytest.raises(ConfigError, match="opt"):
+        Harness(verilog, "harness_fifo", opt="-Ofast")

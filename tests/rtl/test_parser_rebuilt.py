@@ -67,9 +67,10 @@ class Rig:
         verilog = cached_verilog(top, lambda: Standalone(PipelinedParser(width), parser_regmap()), {"width": width})
         _, last_at = beat_bits(width)
         self.width = width
-        # Verilator's DFG peephole pass is most of the W = 16 build's Verilating time (sim/harness.py NO_DFG_PEEPHOLE).
+        # Verilator's DFG peephole pass is most of the W = 16 build's Verilating time (sim/harness.py NO_DFG_PEEPHOLE),
+        # and the C++ compiles at -O0: the build is large (15 MB of C++ at W = 16) and the run is a few seconds.
         self.harness = Harness(verilog, top, last_fields={"o_stream": ("payload", last_at)}, reset_cycles=3,
-                               verilator_args=NO_DFG_PEEPHOLE)
+                               verilator_args=NO_DFG_PEEPHOLE, opt="-O0")
         self.axil = HarnessAxiLite(self.harness)
         self.regs = Registers(parser_regmap())
 
