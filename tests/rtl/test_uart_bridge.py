@@ -5,7 +5,8 @@ the whole core through it (pyverilator), against the model.
    block's map (8 address bits, so 0x40..0xFF answer DECERR from the bank and 0x100.. from the bridge). A ``stall``
    pin cuts the AXI4-Lite link, standing in for a target that never answers. The testbench drives ``rx`` and samples
    ``tx`` itself, one bit at a time, and scores every response against ``RegisterBankModel``.
-2. pyverilator, DUT :class:`BridgeCoreHarness`: ``UartAxiLiteBridge`` ─▶ ``WirespeedCore(CoreParams())``. A
+2. pyverilator, DUT :class:`BridgeCoreHarness`: ``UartAxiLiteBridge`` ─▶ ``WirespeedCore(UART_CORE)``, the whole core
+   at W = 4 as the ECPIX-5 bring-up build has it (half the C++ of the default W = 8 core to compile). A
    :class:`VerilatedSerialPort` turns ``write``/``read`` into bits on the design's pins, so ``UartTransport`` and an
    ``Offload`` on top of it run unchanged and must agree with ``wirespeed.open("model")``.
 
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from wirespeed.hdl.bus.axil import AXI4LiteTarget
 from wirespeed.hdl.bus.regbank import RegisterBank
+from wirespeed.hdl.platform.boards import BOARDS
 from wirespeed.hdl.platform.uart_bridge import UartAxiLiteBridge, clocks_per_bit
 from wirespeed.hdl.bus.regmap import core_regmap
 from wirespeed.sim.runner import param, run_cocotb
@@ -37,6 +39,12 @@ BANK_AXI_TIMEOUT_CYCLES = 8192              # > 33 characters, so a stalled targ
 # core harness: 8 clocks per bit, the fastest the receiver allows, because every access is ~100 bit times.
 CORE_CLK_HZ, CORE_BAUD = 800_000, 100_000
 CORE_REQUEST_TIMEOUT_US = 400               # 320 cycles = 40 bit times
+
+
+def uart_core_params():
+    """The core behind the bridge: the default core at the ECPIX-5's width (W = 4)."""
+    from wirespeed.hdl.id.id_block import CoreParams
+    return CoreParams(width_bytes=BOARDS["ecpix5"].width)
 
 
 def id_regmap():
@@ -77,10 +85,9 @@ class BridgeCoreHarness(wiring.Component):
         super().__init__({"rx": In(1, init=1), "tx": Out(1)})
 
     def elaborate(self, platform):
-        from wirespeed.hdl.id.id_block import CoreParams
         from wirespeed.hdl.core.top import WirespeedCore
         m = Module()
-        m.submodules.core = core = WirespeedCore(CoreParams())
+        m.submodules.core = core = WirespeedCore(uart_core_params())
         m.submodules.bridge = bridge = UartAxiLiteBridge(CORE_CLK_HZ, CORE_BAUD, core.addr_width,
                                                          request_timeout_us=CORE_REQUEST_TIMEOUT_US)
         wiring.connect(m, bridge.axil, core.s_axil)
@@ -459,7 +466,7 @@ def uart_core():
     dut = VerilatedModel(to_verilog(BridgeCoreHarness(), top), top, waves=waves_enabled())
     port = VerilatedSerialPort(dut, clocks_per_bit(CORE_CLK_HZ, CORE_BAUD))
     with Offload(UartTransport(port, owns_port=True, name="sim"), "uart:sim", clock="manual") as dev, \
-            wirespeed.open("model", submit="mmio", clock="manual") as model:
+            wirespeed.open("model", params=uart_core_params(), submit="mmio", clock="manual") as model:
         yield dev, model, port
 
 
@@ -468,6 +475,7 @@ def test_info_over_uart_equals_model(uart_core):
     dev, model, port = uart_core
     c0 = port.cycles
     assert dev.info() == model.info()
+    assert dev.info().width_bytes == 4 == BOARDS["ecpix5"].width
     # 8 reads of 10 characters each, at 8 clocks per bit: the RTL really was clocked through the UART.
     assert port.cycles - c0 >= 8 * 100 * port.divisor
 
