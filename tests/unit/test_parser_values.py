@@ -20,7 +20,7 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from support.pysim import run_stream
+from support.pysim import run_streams
 from support.streams import random_pauses
 from wirespeed.hdl.bus.packet import ByteBeat, pack_beats
 from wirespeed.hdl.parser.layouts import LEN_MAX, ErrorFlag, KeySource
@@ -306,12 +306,23 @@ def _decoder(width):
     return decode
 
 
-def _check_rtl(width, packets, in_p, out_p, seed):
+def _check_rtl(width, cases):
+    """Each ``(packets, in_p, out_p, seed)`` of ``cases`` through one simulation of the chain, one after the other,
+    checked against the reference; returns each case's ``(accepted, outputs)``."""
+    runs, results = [], []
+    for packets, in_p, out_p, seed in cases:
+        rng = random.Random(seed)
+        flat = [b for p in packets for b in pack_beats(p, width)]
+        runs.append((flat, random_pauses(rng, in_p), random_pauses(rng, out_p)))
+    for (packets, _, _, seed), (accepted, outputs) in zip(cases, run_streams(_Chain(width), runs)):
+        _check_outputs(width, packets, outputs, seed)
+        results.append((accepted, outputs))
+    return results
+
+
+def _check_outputs(width, packets, outputs, seed):
     beats = [pack_beats(p, width) for p in packets]
-    flat = [b for bs in beats for b in bs]
-    rng = random.Random(seed)
-    accepted, outputs = run_stream(_Chain(width), flat, random_pauses(rng, in_p), random_pauses(rng, out_p))
-    assert len(outputs) == len(flat), seed
+    assert len(outputs) == sum(map(len, beats)), seed
     decode = _decoder(width)
     n = 0
     for p, packet in enumerate(packets):
@@ -345,7 +356,6 @@ def _check_rtl(width, packets, in_p, out_p, seed):
             if limit >= (b + 1) * width:          # the whole beat is before the stop: no other slot is used
                 assert all(rec["end"] == 0 and cr == 0 for cr, rec in slots[len(crs):]), (seed, p, b, slots)
             n += 1
-    return accepted, outputs
 
 
 def _packets(rng, width, n_mix, n_stress):
@@ -360,18 +370,14 @@ SIZES = {4: (12, 24), 8: (10, 20), 16: (6, 12)}
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])
-def test_values_full_rate_and_latency(width):
-    seed = SEED + width
-    rng = random.Random(seed)
-    accepted, outputs = _check_rtl(width, _packets(rng, width, *SIZES[width]), 0.0, 0.0, seed)
+def test_values_full_rate_then_under_backpressure(width):
+    """At full rate (one beat per cycle, exact latency), then, in the same simulation once that has drained, under
+    random valid/ready backpressure: building the simulator is most of the cost at W = 16 (support/pysim.py)."""
+    full_seed, paused_seed = SEED + width, SEED * 3 + width
+    n_mix, n_stress = SIZES[width]
+    full = _packets(random.Random(full_seed), width, n_mix, n_stress)
+    paused = _packets(random.Random(paused_seed), width, n_mix // 2, n_stress // 2)
+    (accepted, outputs), _ = _check_rtl(width, [(full, 0.0, 0.0, full_seed), (paused, 0.3, 0.4, paused_seed)])
     assert accepted == list(range(len(accepted)))                   # one beat per cycle, whatever the content
     latency = TOKENIZER_LATENCY[width] + VALUE_LATENCY[width]
     assert [c for c, _ in outputs] == [a + latency for a in accepted]
-
-
-@pytest.mark.parametrize("width", [4, 8, 16])
-def test_values_under_backpressure(width):
-    seed = SEED * 3 + width
-    rng = random.Random(seed)
-    n_mix, n_stress = SIZES[width]
-    _check_rtl(width, _packets(rng, width, n_mix // 2, n_stress // 2), 0.3, 0.4, seed)
