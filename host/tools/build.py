@@ -29,7 +29,7 @@ from ...hdl.platform.uart_bridge import DEFAULT_BAUD
 from ..errors import WirespeedError
 
 __all__ = ["build", "add_arguments", "run", "find_tools", "parse_nextpnr_report", "check_budget", "check_timing",
-           "board_config", "synth_script", "LUT_MAPPERS", "ROUTERS", "DEFAULT_SYNTH_OPTS",
+           "board_config", "synth_script", "abc_script_nodch", "LUT_MAPPERS", "ROUTERS", "DEFAULT_SYNTH_OPTS",
            "BuildError", "BudgetError", "DoesNotFit", "TimingNotMet", "parse_utilisation", "ToolMissing", "ToolFailed",
            "HINTS", "DEFAULT_BAUD", "build_block", "make_block", "critical_path", "BLOCK_CONFIGS", "BLOCK_DEVICES"]
 
@@ -321,6 +321,7 @@ def build(board: str, width: int | None = None, tenants: int | None = None, magl
         ``abc9`` (``synth_ecp5``'s own LUT mapping, timing-driven) or ``abc`` (classic ``abc -lut 4:7``, as
         ``synth_ecp5`` did before Yosys 0.47; much quicker on the core, see :data:`LUT_MAPPERS`). Yosys 0.70 has no
         ``-noabc9`` (it accepts the option and ignores it), so ``abc`` runs ``synth_ecp5`` in two parts around it.
+        ``abc-nodch``: classic ABC without its structural choices (:func:`abc_script_nodch`), for utilisation checks.
     router : str
         nextpnr's router: ``router1`` (its default) or ``router2`` (made for congested designs; on the full W = 4
         core neither converged here, ``docs/boards.md``).
@@ -460,8 +461,20 @@ def _emit(platform, top, out: Path, synth_opts: str = "", lut_mapper: str = "abc
 #: on small netlist changes (``docs/boards.md``, "The parser on its own").
 DEFAULT_SYNTH_OPTS = "-nowidelut"
 
-#: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper.
-LUT_MAPPERS = ("abc9", "abc")
+#: LUT mappers for ``synth_ecp5``: ABC9 is Yosys 0.70's only built-in choice; ``abc`` is the classic mapper;
+#: ``abc-nodch`` is the classic mapper without its structural-choice step (:func:`abc_script_nodch`).
+LUT_MAPPERS = ("abc9", "abc", "abc-nodch")
+
+
+def abc_script_nodch(one_lut_size: bool) -> str:
+    """Yosys' default ABC script for LUT mapping (``help abc``, "for -lut/-luts") without ``dch -f``, as an
+    ``abc -script +...`` argument. ``dch`` computes structural choices so that ``if`` can pick lower-delay cuts; it is
+    most of ABC's time on the flattened core. Without it, measured from the same pre-mapping netlist (YoWASP Yosys
+    0.70): the full W = 4 ECPIX-5 core 53 656 LUT4 against 54 496 and 72 s against 160-190 s for the mapping and the
+    rest of the script; the XC7Z020 estimate's core 42 320 LUTs against 44 608 and 46 s against 152 s. For
+    utilisation builds; a build that must meet a clock keeps ``abc``."""
+    return ("+strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;if;mfs2"
+            + (";lutpack,-S,1" if one_lut_size else ""))
 #: nextpnr-ecp5's routers (``--router``).
 ROUTERS = ("router1", "router2")
 
@@ -472,16 +485,19 @@ def synth_script(name: str, synth_opts: str = "", lut_mapper: str = "abc9") -> s
     ``abc9`` is ``synth_ecp5`` whole, as Amaranth's Trellis template has it. ``abc`` runs ``synth_ecp5`` up to its
     LUT-mapping label, maps with classic ``abc -dress -lut 4:7`` (Yosys' ECP5 script before ABC9 became the
     default), then runs the rest from ``map_cells``. With ``-nowidelut`` in ``synth_opts`` it maps to 4-input LUTs
-    only (``abc -dress -lut 4``), as that script did: no PFUMX/L6MUX wide functions.
+    only (``abc -dress -lut 4``), as that script did: no PFUMX/L6MUX wide functions. ``abc-nodch`` is ``abc`` with
+    :func:`abc_script_nodch`.
     """
     head = f"read_rtlil {name}.il\n"
     tail = f"write_json {name}.json\n"
     if lut_mapper == "abc9":
         return f"{head}synth_ecp5 {synth_opts} -top {name}\n{tail}"
-    if lut_mapper == "abc":
+    if lut_mapper in ("abc", "abc-nodch"):
+        narrow = "-nowidelut" in synth_opts.split()
+        script = f" -script {abc_script_nodch(narrow)}" if lut_mapper == "abc-nodch" else ""
         return (f"{head}synth_ecp5 {synth_opts} -top {name} -run :map_luts\n"
                 "techmap -map +/lattice/latches_map.v\n"
-                f"abc -dress -lut {'4' if '-nowidelut' in synth_opts.split() else '4:7'}\n"
+                f"abc -dress -lut {'4' if narrow else '4:7'}{script}\n"
                 "clean\n"
                 f"synth_ecp5 {synth_opts} -top {name} -run map_cells:\n{tail}")
     raise BuildError(f"lut_mapper {lut_mapper!r}: one of {', '.join(LUT_MAPPERS)}")
@@ -712,8 +728,10 @@ def add_arguments(parser) -> None:
                         help=f"synth_ecp5 options (default: {DEFAULT_SYNTH_OPTS}, 4-input LUTs only; "
                              "--synth-opts='' maps wide functions to PFUMX/L6MUX as Yosys does by default)")
     parser.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
-                        help="abc (classic ABC, the default: minutes on the core) or abc9 (synth_ecp5's own; it "
-                             "had not finished after 28 min on the W=8 core)")
+                        help="abc (classic ABC, the default: minutes on the core), abc-nodch (classic ABC without "
+                             "its delay-oriented choice step: about half the synthesis time on the core, slightly "
+                             "fewer LUTs; for utilisation checks) or abc9 (synth_ecp5's own; it had not finished "
+                             "after 28 min on the W=8 core)")
     parser.add_argument("--router", default="router1", choices=ROUTERS,
                         help="nextpnr's router (default router1, nextpnr's own default; router2 is meant for "
                              "congested designs)")

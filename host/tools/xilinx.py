@@ -565,9 +565,12 @@ def _synth_script(verilog: str, stat: str, abc9: bool, share: bool) -> str:
 
     Yosys 0.70 (YoWASP) maps ``synth_xilinx``'s LUTs only with ABC9, which never finished on the core under YoWASP;
     its ``map_luts`` step is therefore written out here with classic ``abc -luts 2:2,3,6:5,10,20``, as Yosys 0.23
-    (Debian) runs it, so that both versions run the same script. File names are relative: YoWASP's sandbox sees only
-    the working folder.
+    (Debian) runs it, so that both versions run the same script, but without ABC's structural choices (``dch -f``,
+    :func:`wirespeed.host.tools.build.abc_script_nodch`): they serve delay, which an estimate does not report, and on
+    the core they were two thirds of the synthesis time (152 s against 46 s for the mapping and what follows it) for
+    5 % more LUTs. File names are relative: YoWASP's sandbox sees only the working folder.
     """
+    from .build import abc_script_nodch
     opts = f"-family xc7 -flatten {'-abc9 ' if abc9 else ''}-top {CORE_TOP}"
     lines = [f"read_verilog {verilog}"]
     if share:
@@ -581,7 +584,8 @@ def _synth_script(verilog: str, stat: str, abc9: bool, share: bool) -> str:
     if abc9:
         lines.append(f"synth_xilinx {opts} -run map_luts:")
     else:
-        lines += ["opt_expr -mux_undef -noclkinv", "abc -luts 2:2,3,6:5,10,20", "clean", "xilinx_srl -fixed -minlen 3",
+        lines += ["opt_expr -mux_undef -noclkinv", f"abc -luts 2:2,3,6:5,10,20 -script {abc_script_nodch(False)}",
+                  "clean", "xilinx_srl -fixed -minlen 3",
                   "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6", "xilinx_dffopt",
                   "opt_lut_ins -tech xilinx", f"synth_xilinx {opts} -run finalize:"]
     # ``-flatten`` leaves Amaranth's hierarchy as ``$scopeinfo`` cells: names, no hardware; counted, they would

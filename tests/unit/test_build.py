@@ -268,6 +268,12 @@ def test_the_classic_abc_script_runs_synth_ecp5_in_two_parts_around_abc():
     assert "abc -dress -lut 4" in script and not any("abc9" in ln for ln in script)
     assert script[-2] == "synth_ecp5 -nowidelut -top top -run map_cells:"
     assert "abc -dress -lut 4:7" in flow.synth_script("top", "", "abc").splitlines()
+    # abc-nodch: the same two parts around Yosys' default LUT script less dch (lutpack for a single LUT size only).
+    nodch = flow.synth_script("top", "-nowidelut", "abc-nodch").splitlines()
+    assert [ln for ln in nodch if ln not in script] == [
+        "abc -dress -lut 4 -script +strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;if;mfs2;lutpack,-S,1"]
+    assert "abc -dress -lut 4:7 -script +strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;if;mfs2" in \
+        flow.synth_script("top", "", "abc-nodch").splitlines()
     # ABC9 is synth_ecp5 whole, as Amaranth writes it.
     assert flow.synth_script("top").splitlines()[1].split() == ["synth_ecp5", "-top", "top"]
     with pytest.raises(flow.BuildError, match="lut_mapper"):
