@@ -97,8 +97,9 @@ def _check(packets, got, config):
 
 
 @pytest.mark.rtl
-# W = 16 is slow (about 440 s, most of it Verilating 20 MB of Verilog): marked so, it starts at the head of a worker's
-# queue (tests/conftest.py) instead of being the suite's tail.
+# W = 16 is slow (about 100 s alone, most of it Verilating 20 MB of Verilog; 300-440 s in the suite before its C++
+# compiled at -O0): marked so, it starts at the head of a worker's queue (tests/conftest.py) instead of being the
+# suite's tail.
 @pytest.mark.parametrize("width", [4, 8, pytest.param(16, marks=pytest.mark.slow)])
 def test_rebuilt_parser_vs_model(width):
     rng = random.Random(SEED + width)
