@@ -64,11 +64,20 @@ def make_variables_set(assignments: str):
 
 
 def run_cocotb(component, *, toplevel: str, test_file: str, parameters: Mapping[str, object] | None = None,
-               testcase: str | None = None, seed: int | None = None, extra_sources=()) -> Path:
+               testcase: str | None = None, seed: int | None = None, extra_sources=(), design_key=None) -> Path:
     """Build ``component`` and run the cocotb tests of ``test_file`` (a path; usually ``__file__``) against it.
 
     Parameters
     ----------
+    component :
+        The design, or a function of no arguments that makes it (so that a cached design is not even constructed:
+        Amaranth warns about an elaboratable it never elaborated).
+    design_key :
+        With it, the Verilog comes from :func:`wirespeed.sim.elaborate.cached_verilog` (``toplevel`` and this key,
+        e.g. the component's parameters), so another run of the same design does no Amaranth elaboration: about 18 s
+        for the whole core, once per testcase before. Only for a component built from ``hdl/`` alone, whose Verilog
+        the key, the top name and the ``hdl/`` sources decide; a test-file harness leaves it None (elaborated
+        every run).
     parameters :
         JSON-serialisable values handed to the testbench (read them back with :func:`param`).
     seed :
@@ -81,7 +90,12 @@ def run_cocotb(component, *, toplevel: str, test_file: str, parameters: Mapping[
     from cocotb_tools.runner import get_runner
 
     waves = waves_enabled()
-    text = to_verilog(component, toplevel)
+    make = component if callable(component) and not hasattr(component, "elaborate") else (lambda: component)
+    if design_key is None:
+        text = to_verilog(make(), toplevel)
+    else:
+        from .elaborate import cached_verilog
+        text = cached_verilog(toplevel, make, design_key)
     bdir = build_dir("cocotb", toplevel, text + f"\nwaves={waves}\n{COCOTB_OPT}" + "".join(map(str, extra_sources)))
     source = bdir / f"{toplevel}.v"
     _write_if_changed(source, text)

@@ -16,9 +16,9 @@ import numpy as np
 
 from ...hdl.id.id_block import CoreParams
 from ...sim.elaborate import cached_verilog
-from ...sim.harness import Batch, Harness, HarnessStall, pack_bytes_beats
+from ...sim.harness import OPT, OPT_LEVELS, Batch, Harness, HarnessStall, pack_bytes_beats
 from ...sim.runner import waves_enabled
-from ..errors import BusError, TransportError
+from ..errors import BusError, ConfigError, TransportError
 from ..models.pipeline import stream_batch_cycles
 from ...hdl.bus.regmap import OKAY, RESP_NAMES
 from .base import Transport, check_access, check_submit
@@ -129,14 +129,20 @@ class SimTransport(HarnessAxiLite):
     submit : str
         ``"stream"`` (default): ``classify*`` batches go through ``s_axis`` (:meth:`classify_stream`); ``"mmio"``:
         through the MMIO submit window, as on a board without DMA.
+    opt : str
+        The C++ optimisation of the Verilated build, a build of its own (``wirespeed.sim.harness.OPT_LEVELS``):
+        ``"-O2"`` by default; ``"-O0"`` compiles a core in a fraction of the time and runs it several times slower,
+        for a session of a few register accesses on a core that is not built yet.
     """
 
     def __init__(self, params: CoreParams = CoreParams(), waves: bool | None = None, timeout_cycles: int = 1000,
-                 submit: str = "stream"):
+                 submit: str = "stream", opt: str = OPT):
         self.params = params
         if check_submit(submit) == "mmio":
             self.classify_stream = None
-        harness = Harness(core_verilog(params), TOP_NAME, waves=waves_enabled() if waves is None else waves)
+        if opt not in OPT_LEVELS:           # before the core is elaborated
+            raise ConfigError("opt", opt, f"must be one of {', '.join(OPT_LEVELS)}")
+        harness = Harness(core_verilog(params), TOP_NAME, waves=waves_enabled() if waves is None else waves, opt=opt)
         super().__init__(harness, timeout_cycles=timeout_cycles)
         self.width = params.width_bytes
 

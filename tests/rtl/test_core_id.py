@@ -19,15 +19,18 @@ from wirespeed.sim.runner import param, run_cocotb
 #: The largest tables (one M = 65 537 pool, 16 384 tenants); no parser, whose W = 16 build is the slow one.
 W16_FULL = CoreParams(width_bytes=16, tenants=16384, maglev_size=65538, clock_hz=250_000_000,
                       features=frozenset({"router", "limiter"}))
+#: The w16-full core is built for a few hundred register accesses here and in test_sim_transport.py: at -O0.
+W16_FULL_OPT = "-O0"
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("params", [CoreParams()], ids=["default"])
 def test_core_id(params):
-    run_cocotb(WirespeedCore(params), toplevel="wirespeed_core", test_file=__file__,
+    run_cocotb(lambda: WirespeedCore(params), toplevel="wirespeed_core", test_file=__file__,
                parameters={"params": {**params.__dict__, "features": sorted(params.features),
                                       "limiter": params.limiter and params.limiter.__dict__,
-                                      "router": params.router and params.router.__dict__}})
+                                      "router": params.router and params.router.__dict__}},
+               design_key=params)
 
 
 class _Awaited(AsyncTransport):
@@ -57,7 +60,7 @@ def test_core_id_w16_full_on_the_harness():
     from wirespeed.host.transports.sim import SimTransport
 
     async def on_a_fresh_core(check):
-        dev = await AsyncOffload.open(_Awaited(SimTransport(W16_FULL)))
+        dev = await AsyncOffload.open(_Awaited(SimTransport(W16_FULL, opt=W16_FULL_OPT)))
         try:
             await check(dev)
         finally:

@@ -24,8 +24,9 @@ SEED = int(os.environ.get("FRONTEND_SEED", "20261201"))
 
 
 def _run(width, test, **parameters):
-    run_cocotb(Standalone(L4FrontEnd(width), frontend_regmap()), toplevel=f"frontend_harness_w{width}",
-               test_file=__file__, testcase=test, parameters={"width": width, "seed": SEED, **parameters})
+    run_cocotb(lambda: Standalone(L4FrontEnd(width), frontend_regmap()), toplevel=f"frontend_harness_w{width}",
+               test_file=__file__, testcase=test, parameters={"width": width, "seed": SEED, **parameters},
+               design_key=width)
 
 
 @pytest.mark.rtl

@@ -36,9 +36,9 @@ META = 16
 
 def _run(name, test, **parameters):
     p = PARAMS[name]
-    dut = Standalone(RateLimiter(p, META), limiter_regmap().with_resets(limiter_resets(p)))
-    run_cocotb(dut, toplevel=f"limiter_{name.replace('-', '_')}", test_file=__file__,
-               testcase=test, parameters={"params": p.__dict__, "seed": SEED, **parameters})
+    run_cocotb(lambda: Standalone(RateLimiter(p, META), limiter_regmap().with_resets(limiter_resets(p))),
+               toplevel=f"limiter_{name.replace('-', '_')}", test_file=__file__, testcase=test,
+               parameters={"params": p.__dict__, "seed": SEED, **parameters}, design_key=(p, META))
 
 
 @pytest.mark.rtl

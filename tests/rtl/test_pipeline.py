@@ -37,8 +37,9 @@ SEED = int(os.environ.get("PIPELINE_SEED", "20261125"))
 
 
 def _run(test, **parameters):
-    run_cocotb(WirespeedCore(CoreParams()), toplevel="wirespeed_core", test_file=__file__, testcase=test,
-               parameters={"seed": SEED, **parameters})
+    # design_key: one elaboration for the six testcases (and the one the sim transport's core_verilog makes).
+    run_cocotb(lambda: WirespeedCore(CoreParams()), toplevel="wirespeed_core", test_file=__file__, testcase=test,
+               parameters={"seed": SEED, **parameters}, design_key=CoreParams())
 
 
 @pytest.mark.rtl

@@ -30,8 +30,8 @@ PARAMS = {
 
 def _run(name, test, **parameters):
     p = PARAMS[name]
-    run_cocotb(Standalone(Router(p, META), router_regmap()), toplevel=f"router_{name}", test_file=__file__,
-               testcase=test, parameters={"params": p.__dict__, "seed": SEED, **parameters})
+    run_cocotb(lambda: Standalone(Router(p, META), router_regmap()), toplevel=f"router_{name}", test_file=__file__,
+               testcase=test, parameters={"params": p.__dict__, "seed": SEED, **parameters}, design_key=(p, META))
 
 
 @pytest.mark.rtl

@@ -6,7 +6,7 @@ import pytest
 
 import wirespeed
 from wirespeed.hdl.id.id_block import CoreParams
-from wirespeed.host.errors import BusError, TransportError
+from wirespeed.host.errors import BusError, ConfigError, TransportError
 from wirespeed.host.models.device import AXIL_ACCESS_CYCLES
 from wirespeed.host.transports.model import ModelTransport
 from wirespeed.host.driver.offload import Offload
@@ -93,9 +93,13 @@ def test_error_responses_and_counter():
 def test_parameters_reach_the_id_block():
     params = CoreParams(width_bytes=16, tenants=16384, maglev_size=65538, clock_hz=250_000_000,
                         features=frozenset({"limiter", "router"}))
-    with Offload(SimTransport(params), "sim", clock="manual") as dev, Offload(ModelTransport(params), "model", clock="manual") as model:
+    # At -O0, as test_core_id.py's checks on the same core: one build of it, quick to compile, for a few accesses.
+    with Offload(SimTransport(params, opt="-O0"), "sim", clock="manual") as dev, \
+            Offload(ModelTransport(params), "model", clock="manual") as model:
         assert dev.info() == model.info()
         assert dev.info().features == params.features
+    with pytest.raises(ConfigError, match="opt"):
+        SimTransport(params, opt="-Ofast")
 
 
 def test_closed_transport_refuses():

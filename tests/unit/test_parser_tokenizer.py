@@ -14,7 +14,7 @@ from amaranth import Module, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from support.pysim import run_stream
+from support.pysim import run_streams
 from support.streams import random_pauses
 from wirespeed.hdl.bus.packet import pack_beats
 from wirespeed.hdl.parser.classify import ByteClass, class_of, classify
@@ -82,38 +82,40 @@ def test_reference_states_agree_with_the_model():
     assert checked > 300
 
 
-def _run(width, packets, in_p, out_p, seed):
-    rng = random.Random(seed)
-    beats = [beat for p in packets for beat in pack_beats(p, width)]
-    dut = Tokenizer(width)
-    accepted, outputs = run_stream(dut, beats, random_pauses(rng, in_p), random_pauses(rng, out_p))
+def _run(width, cases):
+    """Each ``(packets, in_p, out_p, seed)`` of ``cases`` through one simulation of the tokenizer, one after the other,
+    checked against the reference states; returns each case's ``(accepted, outputs)``."""
+    runs = []
+    for packets, in_p, out_p, seed in cases:
+        rng = random.Random(seed)
+        runs.append(([beat for p in packets for beat in pack_beats(p, width)],
+                     random_pauses(rng, in_p), random_pauses(rng, out_p)))
+    results = run_streams(Tokenizer(width), runs)
     layout = TokenBeat(width)
-    assert len(outputs) == len(beats)
-    expected = []
-    for p in packets:
-        states = reference_states(p)
-        chunks = [states[i:i + width] for i in range(0, len(p), width)] or [[]]
-        expected += [(c, i == 0) for i, c in enumerate(chunks)]
-    for n, ((cycle, value), beat, (states, first)) in enumerate(zip(outputs, beats, expected)):
-        view = data.Const(layout, value)
-        assert int(view.beat.as_value().value) == beat, n
-        assert int(view.first) == first, n
-        got = [int(view.state[k]) for k in range(len(states))]
-        assert got == states, (n, got, states)
-    return accepted, outputs
+    for (packets, _, _, _), (beats, _, _), (accepted, outputs) in zip(cases, runs, results):
+        assert len(outputs) == len(beats)
+        expected = []
+        for p in packets:
+            states = reference_states(p)
+            chunks = [states[i:i + width] for i in range(0, len(p), width)] or [[]]
+            expected += [(c, i == 0) for i, c in enumerate(chunks)]
+        for n, ((cycle, value), beat, (states, first)) in enumerate(zip(outputs, beats, expected)):
+            view = data.Const(layout, value)
+            assert int(view.beat.as_value().value) == beat, n
+            assert int(view.first) == first, n
+            got = [int(view.state[k]) for k in range(len(states))]
+            assert got == states, (n, got, states)
+    return results
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])
-def test_tokenizer_full_rate_and_latency(width):
+def test_tokenizer_full_rate_then_under_backpressure(width):
+    """At full rate (one beat per cycle, exact latency), then, in the same simulation once that has drained, under
+    random valid/ready backpressure with a worst-case packet (support/pysim.py run_streams)."""
     rng = random.Random(SEED + width)
-    packets = list(traffic.mix(rng, 60))
-    accepted, outputs = _run(width, packets, 0.0, 0.0, SEED)
+    full = list(traffic.mix(rng, 60))
+    rng = random.Random(SEED * 3 + width)
+    paused = list(traffic.mix(rng, 60)) + [traffic.worst_case(rng, width, 512)]
+    (accepted, outputs), _ = _run(width, [(full, 0.0, 0.0, SEED), (paused, 0.3, 0.4, SEED + 1)])
     assert accepted == list(range(len(accepted)))                   # one beat per cycle, whatever the content
     assert [c for c, _ in outputs] == [a + TOKENIZER_LATENCY[width] for a in accepted]
-
-
-@pytest.mark.parametrize("width", [4, 8, 16])
-def test_tokenizer_under_backpressure(width):
-    rng = random.Random(SEED * 3 + width)
-    packets = list(traffic.mix(rng, 60)) + [traffic.worst_case(rng, width, 512)]
-    _run(width, packets, 0.3, 0.4, SEED + 1)
