@@ -475,6 +475,8 @@ def abc_script_nodch(one_lut_size: bool) -> str:
     utilisation builds; a build that must meet a clock keeps ``abc``."""
     return ("+strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;if;mfs2"
             + (";lutpack,-S,1" if one_lut_size else ""))
+
+
 #: nextpnr-ecp5's routers (``--router``).
 ROUTERS = ("router1", "router2")
 
@@ -729,9 +731,9 @@ def add_arguments(parser) -> None:
                              "--synth-opts='' maps wide functions to PFUMX/L6MUX as Yosys does by default)")
     parser.add_argument("--lut-mapper", default="abc", choices=LUT_MAPPERS,
                         help="abc (classic ABC, the default: minutes on the core), abc-nodch (classic ABC without "
-                             "its delay-oriented choice step: about half the synthesis time on the core, slightly "
-                             "fewer LUTs; for utilisation checks) or abc9 (synth_ecp5's own; it had not finished "
-                             "after 28 min on the W=8 core)")
+                             "its delay-oriented choice step: its mapping takes well under half the time on the core, "
+                             "for slightly fewer LUTs; for utilisation checks such as --pack-only) or abc9 "
+                             "(synth_ecp5's own; it had not finished after 28 min on the W=8 core)")
     parser.add_argument("--router", default="router1", choices=ROUTERS,
                         help="nextpnr's router (default router1, nextpnr's own default; router2 is meant for "
                              "congested designs)")

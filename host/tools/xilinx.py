@@ -567,8 +567,8 @@ def _synth_script(verilog: str, stat: str, abc9: bool, share: bool) -> str:
     its ``map_luts`` step is therefore written out here with classic ``abc -luts 2:2,3,6:5,10,20``, as Yosys 0.23
     (Debian) runs it, so that both versions run the same script, but without ABC's structural choices (``dch -f``,
     :func:`wirespeed.host.tools.build.abc_script_nodch`): they serve delay, which an estimate does not report, and on
-    the core they were two thirds of the synthesis time (152 s against 46 s for the mapping and what follows it) for
-    5 % more LUTs. File names are relative: YoWASP's sandbox sees only the working folder.
+    the core they were most of the mapping's time (152 s against 46 s for the mapping and what follows it) for 5 %
+    more LUTs. File names are relative: YoWASP's sandbox sees only the working folder.
     """
     from .build import abc_script_nodch
     opts = f"-family xc7 -flatten {'-abc9 ' if abc9 else ''}-top {CORE_TOP}"
