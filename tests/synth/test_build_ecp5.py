@@ -6,7 +6,7 @@ Two builds, sized for the CI budget (``docs/boards.md``, "Measured"):
   the timing check at the board's bring-up clock, and the bitstream;
 - the **full core** (W = 4, small tables: the tables are EBR, the logic is what takes the time) through synthesis and
   nextpnr's packing, which must fit the LFE5UM5G-85F. A utilisation check, so it maps with ``abc-nodch``: classic
-  ABC without its delay-oriented structural choices, which were most of the synthesis time on this core, for 1.5 %
+  ABC without its delay-oriented structural choices, which were most of ABC's time on this core, for 1.5 %
   more LUT4 (``flow.abc_script_nodch``; the default ``abc`` mapping is measured in ``docs/boards.md``).
 
 The full core's own place and route is not here: at 86-92 % of the 85F's LUTs (before 4-input LUTs became the
