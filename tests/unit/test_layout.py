@@ -73,7 +73,8 @@ def test_hdl_does_not_import_host_or_sim():
 @pytest.mark.parametrize("folder, forbidden", [
     ("host/models", ("wirespeed.host.driver", "wirespeed.host.tools", "wirespeed.host.transports")),
     ("host/transports", ("wirespeed.host.driver", "wirespeed.host.tools")),
-    ("host/driver", ("wirespeed.host.tools",)),
+    ("host/driver", ("wirespeed.host.tools", "wirespeed.host.gateway")),
+    ("host/gateway", ("wirespeed.host.tools",)),
 ])
 def test_host_layers_import_only_downwards(folder, forbidden):
     assert _violations(folder, forbidden) == []

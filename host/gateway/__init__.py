@@ -1,0 +1,1 @@
+"""The reference gateway in front of LLM backends: its configuration (:mod:`.config`)."""
