@@ -5,8 +5,8 @@ the whole core through it (pyverilator), against the model.
    block's map (8 address bits, so 0x40..0xFF answer DECERR from the bank and 0x100.. from the bridge). A ``stall``
    pin cuts the AXI4-Lite link, standing in for a target that never answers. The testbench drives ``rx`` and samples
    ``tx`` itself, one bit at a time, and scores every response against ``RegisterBankModel``.
-2. pyverilator, DUT :class:`BridgeCoreHarness`: ``UartAxiLiteBridge`` ─▶ ``WirespeedCore(UART_CORE)``, the whole core
-   at W = 4 as the ECPIX-5 bring-up build has it (half the C++ of the default W = 8 core to compile). A
+2. pyverilator, DUT :class:`BridgeCoreHarness`: ``UartAxiLiteBridge`` ─▶ ``WirespeedCore(uart_core_params())``, the
+   whole core at the ECPIX-5's width (W = 4), as the bring-up build there has it. A
    :class:`VerilatedSerialPort` turns ``write``/``read`` into bits on the design's pins, so ``UartTransport`` and an
    ``Offload`` on top of it run unchanged and must agree with ``wirespeed.open("model")``.
 
