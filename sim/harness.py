@@ -34,7 +34,7 @@ from .toolchain import build_dir, use_verilator
 __all__ = ["Harness", "Batch", "Result", "StreamPort", "PortInfo", "parse_ports", "build_harness",
            "HarnessBuildError", "BatchTooLarge", "HarnessStall", "pause_pattern", "ALWAYS",
            "pack_bytes_beats", "words_from_ints", "ints_from_words", "MAX_BEATS", "MAX_OPS", "DEFAULT_STALL_CYCLES",
-           "NO_DFG_PEEPHOLE"]
+           "NO_DFG_PEEPHOLE", "OPT_LEVELS", "check_opt"]
 
 HARNESS_CPP = Path(__file__).with_name("harness.cpp")
 #: Per-batch limits: input beats per stream, output beats per stream, AXI4-Lite operations.
@@ -252,6 +252,13 @@ NO_DFG_PEEPHOLE = ("-fno-dfg-peephole",)
 OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3")
 
 
+def check_opt(opt: str) -> str:
+    """``opt`` if it is one of :data:`OPT_LEVELS`, else :class:`ConfigError` naming it."""
+    if opt not in OPT_LEVELS:
+        raise ConfigError("opt", opt, f"must be one of {', '.join(OPT_LEVELS)}")
+    return opt
+
+
 def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list[PortInfo], axil: str | None,
                   trace: bool = False, quiet: bool = True, verilator_args: tuple = (), opt: str = OPT) -> Path:
     """Compile ``verilog`` with the harness into a shared library; returns its path. Cached by the Verilog text, the
@@ -259,8 +266,7 @@ def build_harness(verilog: str, top: str, streams: list[StreamPort], ports: list
     the compiler's first error and the command that reproduces it. ``opt`` is the C++ optimisation (one of
     :data:`OPT_LEVELS`) for the model and the harness; the model's one-time (``Slow``) code gets ``-O1``, or ``-O0``
     with ``opt="-O0"``."""
-    if opt not in OPT_LEVELS:
-        raise ConfigError("opt", opt, f"must be one of {', '.join(OPT_LEVELS)}")
+    check_opt(opt)
     root = use_verilator()
     header = ports_header(top, ports, streams, axil, trace)
     source = HARNESS_CPP.read_text()

@@ -30,7 +30,7 @@ from .registers import Registers
 
 __all__ = ["Tenants", "TenantInfo", "TenantId", "Clock", "TenantsCore", "ClockCore", "CLOCK_MODES", "check_clock_mode",
            "FeatureMissing", "TableOpError", "read_limiter_params", "read_features", "TABLE_OP_POLLS", "CMD_POLLS",
-           "AMOUNT_MAX"]
+           "AMOUNT_MAX", "RATE_KEYWORDS"]
 
 #: Reads of ``tbl_status`` a table op may stay busy for before the driver gives up. An op takes a few cycles and one
 #: read takes several, so the first read normally finds it done.
@@ -50,6 +50,8 @@ _RATE_KEYWORDS = {"req_rate": "requests_per_s", "req_burst": "burst", "cost_rate
 #: The keywords of one bucket: (per second, per minute, burst), by Plan field prefix.
 _LIMIT_KEYWORDS = {"req": ("requests_per_s", "requests_per_minute", "burst"),
                    "cost": ("tokens_per_s", "tokens_per_minute", "token_burst")}
+#: Every rate keyword of ``add``/``update``/``plan``, e.g. for a configuration file that passes them through.
+RATE_KEYWORDS = tuple(name for names in _LIMIT_KEYWORDS.values() for name in names)
 
 
 def _is_unlimited(rate) -> bool:

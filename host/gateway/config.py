@@ -23,7 +23,8 @@
     affinity = "header:x-session-id"  # or "tenant" or "l4"
 
 A bad configuration raises :class:`GatewayConfigError`, one line naming the file, the table, the field and the
-limit, e.g. ``gw.toml: [[tenants]] #2 "acme": requests_per_minute=-5 is invalid: must be a number > 0``.
+limit, e.g. ``gw.toml: [[tenants]] #1 'acme': requests_per_minute=-5 is invalid: must be a number > 0 (leave it
+out for no limit)``.
 :func:`apply` then writes it to an open device through the driver, so the driver's own checks (a rate finer than
 the hardware's time quantum, more backends than a pool holds) are named the same way.
 """
@@ -34,13 +35,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..driver.tenants import RATE_KEYWORDS
 from ..errors import ConfigError, WirespeedError
 
 __all__ = ["GatewayConfig", "Tenant", "Pool", "Route", "GatewayConfigError", "load_config", "parse_config", "apply",
            "RATE_KEYS"]
 
 #: The rate keywords of ``tenants.add``, as a tenant table may give them.
-RATE_KEYS = ("requests_per_s", "burst", "tokens_per_s", "token_burst", "requests_per_minute", "tokens_per_minute")
+RATE_KEYS = RATE_KEYWORDS
 _TOP_KEYS = ("device", "listen", "metrics", "tenants", "pools", "routes")
 _AFFINITIES = ("tenant", "l4")
 

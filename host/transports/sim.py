@@ -16,9 +16,9 @@ import numpy as np
 
 from ...hdl.id.id_block import CoreParams
 from ...sim.elaborate import cached_verilog
-from ...sim.harness import OPT, OPT_LEVELS, Batch, Harness, HarnessStall, pack_bytes_beats
+from ...sim.harness import OPT, Batch, Harness, HarnessStall, check_opt, pack_bytes_beats
 from ...sim.runner import waves_enabled
-from ..errors import BusError, ConfigError, TransportError
+from ..errors import BusError, TransportError
 from ..models.pipeline import stream_batch_cycles
 from ...hdl.bus.regmap import OKAY, RESP_NAMES
 from .base import Transport, check_access, check_submit
@@ -140,8 +140,7 @@ class SimTransport(HarnessAxiLite):
         self.params = params
         if check_submit(submit) == "mmio":
             self.classify_stream = None
-        if opt not in OPT_LEVELS:           # before the core is elaborated
-            raise ConfigError("opt", opt, f"must be one of {', '.join(OPT_LEVELS)}")
+        check_opt(opt)                      # before the core is elaborated
         harness = Harness(core_verilog(params), TOP_NAME, waves=waves_enabled() if waves is None else waves, opt=opt)
         super().__init__(harness, timeout_cycles=timeout_cycles)
         self.width = params.width_bytes
