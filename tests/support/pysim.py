@@ -8,10 +8,16 @@ beats and needs no compiler. Whole blocks go through the compiled harness (``wir
 
 from __future__ import annotations
 
+import random
+
 from amaranth import Elaboratable
 from amaranth.sim import Simulator
 
-__all__ = ["run_stream", "run_streams", "Chain"]
+from wirespeed.hdl.bus.packet import pack_beats
+
+from .streams import random_pauses
+
+__all__ = ["run_stream", "run_streams", "packet_runs", "Chain"]
 
 
 def run_stream(dut, payloads, in_pause, out_pause, *, drain: int = 64):
@@ -61,6 +67,17 @@ def run_streams(dut, runs, *, drain: int = 64):
     sim.add_testbench(bench)
     sim.run()
     return results
+
+
+def packet_runs(width: int, cases):
+    """:func:`run_streams`' runs for ``(packets, in_p, out_p, seed)`` cases: each case's packets as ``width``-byte
+    beats, and its valid/ready pauses (probabilities ``in_p``/``out_p``) drawn from ``random.Random(seed)``."""
+    runs = []
+    for packets, in_p, out_p, seed in cases:
+        rng = random.Random(seed)
+        runs.append(([beat for p in packets for beat in pack_beats(p, width)],
+                     random_pauses(rng, in_p), random_pauses(rng, out_p)))
+    return runs
 
 
 class Chain(Elaboratable):

@@ -14,9 +14,7 @@ from amaranth import Module, Signal
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from support.pysim import run_streams
-from support.streams import random_pauses
-from wirespeed.hdl.bus.packet import pack_beats
+from support.pysim import packet_runs, run_streams
 from wirespeed.hdl.parser.classify import ByteClass, class_of, classify
 from wirespeed.hdl.parser.tokenizer import TOKENIZER_LATENCY, Tok, TokenBeat, Tokenizer, next_state
 from wirespeed.host.models.parser import parse
@@ -85,11 +83,7 @@ def test_reference_states_agree_with_the_model():
 def _run(width, cases):
     """Each ``(packets, in_p, out_p, seed)`` of ``cases`` through one simulation of the tokenizer, one after the other,
     checked against the reference states; returns each case's ``(accepted, outputs)``."""
-    runs = []
-    for packets, in_p, out_p, seed in cases:
-        rng = random.Random(seed)
-        runs.append(([beat for p in packets for beat in pack_beats(p, width)],
-                     random_pauses(rng, in_p), random_pauses(rng, out_p)))
+    runs = packet_runs(width, cases)
     results = run_streams(Tokenizer(width), runs)
     layout = TokenBeat(width)
     for (packets, _, _, _), (beats, _, _), (accepted, outputs) in zip(cases, runs, results):

@@ -20,8 +20,7 @@ from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from support.pysim import run_streams
-from support.streams import random_pauses
+from support.pysim import packet_runs, run_streams
 from wirespeed.hdl.bus.packet import ByteBeat, pack_beats
 from wirespeed.hdl.parser.layouts import LEN_MAX, ErrorFlag, KeySource
 from wirespeed.hdl.parser.tokenizer import TOKENIZER_LATENCY, Tok, Tokenizer, TokenBeat, next_state
@@ -309,12 +308,8 @@ def _decoder(width):
 def _check_rtl(width, cases):
     """Each ``(packets, in_p, out_p, seed)`` of ``cases`` through one simulation of the chain, one after the other,
     checked against the reference; returns each case's ``(accepted, outputs)``."""
-    runs, results = [], []
-    for packets, in_p, out_p, seed in cases:
-        rng = random.Random(seed)
-        flat = [b for p in packets for b in pack_beats(p, width)]
-        runs.append((flat, random_pauses(rng, in_p), random_pauses(rng, out_p)))
-    for (packets, _, _, seed), (accepted, outputs) in zip(cases, run_streams(_Chain(width), runs)):
+    results = []
+    for (packets, _, _, seed), (accepted, outputs) in zip(cases, run_streams(_Chain(width), packet_runs(width, cases))):
         _check_outputs(width, packets, outputs, seed)
         results.append((accepted, outputs))
     return results
