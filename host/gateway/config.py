@@ -31,6 +31,7 @@ the hardware's time quantum, more backends than a pool holds) are named the same
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,12 @@ from ..driver.tenants import RATE_KEYWORDS
 from ..errors import ConfigError, WirespeedError
 
 __all__ = ["GatewayConfig", "Tenant", "Pool", "Route", "GatewayConfigError", "load_config", "parse_config", "apply",
+           "apply_async", "device_secret",
            "RATE_KEYS"]
 
 #: The rate keywords of ``tenants.add``, as a tenant table may give them.
 RATE_KEYS = RATE_KEYWORDS
-_TOP_KEYS = ("device", "listen", "metrics", "tenants", "pools", "routes")
+_TOP_KEYS = ("device", "listen", "metrics", "hash_secret", "tenants", "pools", "routes")
 _AFFINITIES = ("tenant", "l4")
 
 
@@ -90,6 +92,7 @@ class GatewayConfig:
     tenants: tuple = ()
     pools: tuple = ()
     routes: tuple = ()
+    hash_secret: str | None = None
 
     def pool_index(self, name: str) -> int:
         return [p.name for p in self.pools].index(name)
@@ -177,6 +180,9 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     metrics = data.get("metrics")
     if metrics is not None:
         _address(path, "metrics", metrics)
+    hash_secret = data.get("hash_secret")
+    if hash_secret is not None:
+        _string(path, "hash_secret", hash_secret)
     tenants = [_tenant(w, t) for w, t in _tables(path, data, "tenants")]
     pools = [_pool(w, t) for w, t in _tables(path, data, "pools")]
     for kind, items, attr in (("tenants", tenants, "name"), ("tenants", tenants, "key"), ("pools", pools, "name")):
@@ -188,7 +194,7 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
                                          f"[[{kind}]] table has it")
             seen.add(value)
     routes = [_route(w, t, {p.name for p in pools}) for w, t in _tables(path, data, "routes")]
-    return GatewayConfig(path, device, listen, metrics, tuple(tenants), tuple(pools), tuple(routes))
+    return GatewayConfig(path, device, listen, metrics, tuple(tenants), tuple(pools), tuple(routes), hash_secret)
 
 
 def load_config(path) -> GatewayConfig:
@@ -201,23 +207,56 @@ def load_config(path) -> GatewayConfig:
     return parse_config(text, str(p))
 
 
-def apply(config: GatewayConfig, dev) -> dict:
-    """Write ``config`` to the open device ``dev`` (an :class:`~wirespeed.host.driver.offload.Offload`): the pools (in
-    file order: the first is pool 0), the routes and the tenants. Returns ``{tenant name: tenant id}``. A value the
-    driver refuses raises :class:`GatewayConfigError` naming the table it came from."""
-    def call(where: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            raise GatewayConfigError(where, exc.field, exc.value, exc.limit) from exc
-        except WirespeedError as exc:
-            raise GatewayConfigError(where, "value", None, str(exc)) from exc
+def device_secret(config: GatewayConfig) -> bytes:
+    """The secret behind the router's Toeplitz key and the API-key fingerprint key: ``hash_secret`` when the file
+    sets one, else one derived from the tenants' keys. Either way every replica reading the same file gets the same
+    keys, so a session hashes to the same backend on each, while a client that knows only its own key cannot
+    compute another's hash (unless it is the only tenant: set ``hash_secret`` then)."""
+    text = config.hash_secret if config.hash_secret is not None else "\n".join(t.key for t in config.tenants)
+    return hashlib.blake2b(text.encode(), person=b"wirespeed-gw").digest()
 
+
+def _steps(config: GatewayConfig, dev):
+    """``(where, method, args, kwargs)`` of each driver call that writes ``config`` to ``dev``, in order."""
+    secret = device_secret(config)
+    yield config.path, dev.set_fingerprint_key, (secret,), {}
+    yield config.path, dev.set_hash_key, (hashlib.blake2b(secret, digest_size=40, person=b"wirespeed-rss").digest(),), {}
     for i, pool in enumerate(config.pools):
-        call(f"{config.path}: [[pools]] #{i + 1} {pool.name!r}", dev.pools.set, i, list(pool.backends),
-             list(pool.weights) if pool.weights else None)
+        yield (f"{config.path}: [[pools]] #{i + 1} {pool.name!r}", dev.pools.set,
+               (i, list(pool.backends), list(pool.weights) if pool.weights else None), {})
     for i, route in enumerate(config.routes):
-        call(f"{config.path}: [[routes]] #{i + 1}", dev.routes.add, route.prefix, config.pool_index(route.pool),
-             key=route.affinity)
-    return {t.name: call(f"{config.path}: [[tenants]] #{i + 1} {t.name!r}", dev.tenants.add, t.key, **t.rates)
-            for i, t in enumerate(config.tenants)}
+        yield (f"{config.path}: [[routes]] #{i + 1}", dev.routes.add, (route.prefix, config.pool_index(route.pool)),
+               {"key": route.affinity})
+    for i, t in enumerate(config.tenants):
+        yield f"{config.path}: [[tenants]] #{i + 1} {t.name!r}", dev.tenants.add, (t.key,), t.rates
+
+
+def _named(where: str, exc: Exception) -> GatewayConfigError:
+    if isinstance(exc, ConfigError):
+        return GatewayConfigError(where, exc.field, exc.value, exc.limit)
+    return GatewayConfigError(where, "value", None, str(exc))
+
+
+def apply(config: GatewayConfig, dev) -> dict:
+    """Write ``config`` to the open device ``dev`` (an :class:`~wirespeed.host.driver.offload.Offload`): the keys
+    (:func:`device_secret`), the pools (in file order: the first is pool 0), the routes and the tenants. Returns
+    ``{tenant name: tenant id}``. A value the driver refuses raises :class:`GatewayConfigError` naming the table it
+    came from."""
+    results = []
+    for where, method, args, kwargs in _steps(config, dev):
+        try:
+            results.append(method(*args, **kwargs))
+        except WirespeedError as exc:
+            raise _named(where, exc) from exc
+    return dict(zip((t.name for t in config.tenants), results[len(results) - len(config.tenants):]))
+
+
+async def apply_async(config: GatewayConfig, dev) -> dict:
+    """:func:`apply` for an :class:`~wirespeed.host.driver.offload.AsyncOffload` (every call awaited)."""
+    results = []
+    for where, method, args, kwargs in _steps(config, dev):
+        try:
+            results.append(await method(*args, **kwargs))
+        except WirespeedError as exc:
+            raise _named(where, exc) from exc
+    return dict(zip((t.name for t in config.tenants), results[len(results) - len(config.tenants):]))

@@ -1,7 +1,7 @@
 """``wirespeed``: the one command-line entry point.
 
 Subcommands: ``demo`` (a gateway configured and a traffic mix replayed, :mod:`.demo`), ``info``, ``regs``,
-``verilog``, ``bench``. ``--json`` gives machine-readable output; errors
+``verilog``, ``bench``, ``build``, ``gateway`` (the reference gateway, :mod:`wirespeed.host.gateway`). ``--json`` gives machine-readable output; errors
 print one line and a hint, never a traceback (set ``WIRESPEED_DEBUG=1`` for one). A reader that closes the pipe
 early (``wirespeed demo --json | head``) ends the command quietly, with status 141 (128 + SIGPIPE) as for any tool
 SIGPIPE ends. ``wirespeed --version`` prints the package version; ``python -m wirespeed`` is the same command line.
@@ -255,6 +255,12 @@ def cmd_bench(args) -> dict:
     return report
 
 
+def cmd_gateway(args) -> dict:
+    from ..gateway.run import run_gateway
+    return run_gateway(config=args.config, uri=args.uri, listen=args.listen, metrics=args.metrics, demo=args.demo,
+                       as_json=args.json, status=lambda msg: _status(msg, args.json))
+
+
 def cmd_build(args) -> dict:
     from .build import run
     return run(args)
@@ -290,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--width", type=int, default=8, help="W, bytes per stream beat")
     sp.add_argument("--name", default="wirespeed_core", help="top module name")
     sp.add_argument("--out", default="build/verilog/wirespeed_core.v", help="output file, or - for stdout")
+
+    sp = add("gateway", cmd_gateway, "run the OpenAI-compatible gateway: every request's header block to the device, "
+             "then to the backend its verdict names (docs/gateway.md)")
+    sp.add_argument("--config", help="the gateway's TOML configuration (docs/gateway.md)")
+    sp.add_argument("--uri", help="the device: any wirespeed.open URI (default: the file's `device`)")
+    sp.add_argument("--listen", help="HOST:PORT to serve on (default: the file's `listen`)")
+    sp.add_argument("--metrics", help="HOST:PORT for Prometheus /metrics (default: the file's `metrics`)")
+    sp.add_argument("--demo", action="store_true",
+                    help="start two mock OpenAI-compatible backends and a sample configuration, and print how to call "
+                         "it with curl and the openai SDK")
 
     from .build import add_arguments as build_arguments
     sp = add("build", cmd_build, "synthesise, place and route the core for a board, or one block out of context "
@@ -337,6 +353,7 @@ HINTS = {
     "ToolMissing": "install the synthesis tools: `pip install -e '.[synth]'` (or `make synth BOARD=...`)",
     "TimingNotMet": "lower --clock-mhz, or see report.json in the build folder for the failing clock",
     "BudgetError": "the tables do not fit the device's block RAM: the message names the largest that fits",
+    "GatewayConfigError": "fix the named field in the configuration file (docs/gateway.md lists the fields)",
 }
 
 

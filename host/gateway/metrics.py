@@ -1,0 +1,117 @@
+"""The gateway's Prometheus metrics (prometheus-client), served on ``--metrics``: per-stage latency histograms, request
+and token counters, backend health, and the device's own counters and latency histogram as ``wirespeed_device_*``.
+
+:class:`~.server.Gateway` ─▶ :class:`GatewayMetrics` (observe per request) ─▶ ``GET /metrics`` (text format)
+device ``stats()`` / ``latency_histogram()`` ─▶ :class:`DeviceCollector` ─┘
+
+Every gateway has its own registry, so two gateways in one process (tests) do not share series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+__all__ = ["GatewayMetrics", "DeviceCollector", "STAGES", "LATENCY_BUCKETS_S"]
+
+#: Stages of a request, as in the ``Server-Timing`` header: the device's decision, waiting for a pooled upstream
+#: connection, connecting, the first byte of the response (TTFT for a stream), and the whole request.
+STAGES = ("device", "queue", "connect", "ttft", "total")
+#: Fine below a millisecond (the gateway's own share), coarse above (the model's).
+LATENCY_BUCKETS_S = (
+    5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 7.5e-5, 1e-4, 1.5e-4, 2e-4, 2.5e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7.5e-4, 1e-3,
+    1.25e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_LABELS = ("route", "tenant", "backend", "status")
+
+
+class DeviceCollector:
+    """``wirespeed_device_*`` from the last device snapshot (:meth:`GatewayMetrics.refresh_device` takes it before
+    each scrape, since the device is read asynchronously and a collector is not)."""
+
+    def __init__(self):
+        self.stats: dict | None = None
+        self.histogram = None
+        self.clock_hz: int | None = None
+
+    def collect(self):
+        if self.stats is None:
+            return
+        s = self.stats
+        events = CounterMetricFamily("wirespeed_device_events", "Verdicts the device gave", value=s["events"])
+        actions = CounterMetricFamily("wirespeed_device_actions", "Verdicts by action", labels=["action"])
+        for name, n in s["actions"].items():
+            actions.add_metric([name], n)
+        reasons = CounterMetricFamily("wirespeed_device_reasons", "Verdicts by reason", labels=["reason"])
+        for name, n in s["reasons"].items():
+            reasons.add_metric([name], n)
+        errors = CounterMetricFamily("wirespeed_device_errors", "Parser error flags raised", labels=["flag"])
+        for name, n in s["errors"].items():
+            errors.add_metric([name], n)
+        cycle = CounterMetricFamily("wirespeed_device_cycles", "Device clock cycles at the snapshot",
+                                    value=s["cycle"])
+        yield from (events, actions, reasons, errors, cycle)
+        if self.histogram is not None:
+            h = self.histogram
+            buckets, seen = [], 0
+            for _low, high, n in h.buckets:
+                seen += n
+                buckets.append(("+Inf" if high is None else str(high), seen))
+            if buckets[-1][0] != "+Inf":
+                buckets.append(("+Inf", seen))
+            yield HistogramMetricFamily("wirespeed_device_latency_cycles",
+                                        "Device latency, first beat to verdict, in core cycles (log2 buckets)",
+                                        buckets=buckets, sum_value=h.sum)
+            yield GaugeMetricFamily("wirespeed_device_latency_max_cycles", "Largest device latency seen, in cycles",
+                                    value=h.max)
+        if self.clock_hz:
+            yield GaugeMetricFamily("wirespeed_device_clock_hz", "The device's core clock", value=self.clock_hz)
+
+
+class GatewayMetrics:
+    """The gateway's series, in a registry of its own.
+
+    Attributes
+    ----------
+    stage : Histogram
+        ``wirespeed_gateway_stage_seconds{stage, route, tenant, backend, status}``: each of :data:`STAGES`.
+    added : Histogram
+        ``wirespeed_gateway_added_seconds{route, tenant, backend, status}``: the gateway's own time, total minus
+        the upstream's (connect to the end of the response).
+    """
+
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.stage = Histogram("wirespeed_gateway_stage_seconds", "Time per stage of a request",
+                               ("stage",) + _LABELS, buckets=LATENCY_BUCKETS_S, registry=r)
+        self.added = Histogram("wirespeed_gateway_added_seconds", "Time the gateway adds: total minus upstream",
+                               _LABELS, buckets=LATENCY_BUCKETS_S, registry=r)
+        self.requests = Counter("wirespeed_gateway_requests", "Requests answered", _LABELS, registry=r)
+        self.fallback = Counter("wirespeed_gateway_fallback", "Requests classified by the software fallback "
+                                "because the device errored or stalled", ("cause",), registry=r)
+        self.tokens = Counter("wirespeed_gateway_tokens", "LLM tokens: reserved on admit, used (settled), "
+                              "refunded and debited", ("kind", "tenant"), registry=r)
+        self.backend_up = Gauge("wirespeed_gateway_backend_up", "1 while the backend is up", ("pool", "backend"),
+                                registry=r)
+        self.backend_failures = Counter("wirespeed_gateway_backend_failures", "Connect failures and 5xx answers",
+                                        ("backend",), registry=r)
+        self.retries = Counter("wirespeed_gateway_retries", "Requests sent to another backend after a connect "
+                               "failure", ("pool",), registry=r)
+        self.device = DeviceCollector()
+        r.register(self.device)
+
+    def observe(self, labels: tuple, stages: dict, added_s: float | None) -> None:
+        """One answered request: ``labels`` (route, tenant, backend, status) and its stage times in seconds."""
+        self.requests.labels(*labels).inc()
+        for name, seconds in stages.items():
+            self.stage.labels(name, *labels).observe(seconds)
+        if added_s is not None:
+            self.added.labels(*labels).observe(added_s)
+
+    async def refresh_device(self, dev) -> None:
+        """Read the device's counters and histogram (one snapshot each) for the next scrape."""
+        self.device.stats = await dev.stats()
+        self.device.histogram = await dev.latency_histogram()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

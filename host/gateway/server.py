@@ -1,0 +1,710 @@
+"""The gateway's server: every request's raw header block to the device for its verdict, then the request to the
+backend the verdict names, over pooled keep-alive connections, with the response streamed back.
+
+client ─▶ :class:`Gateway` connection (asyncio streams on uvloop) ─▶ header block ─▶ llhttp (httptools, strict)
+frames the body ─▶ token estimate (:mod:`.tokens`) ─▶ device ``classify`` (cost = the estimate) ─▶ reject in OpenAI's
+error format, or ─▶ ``aiohttp.ClientSession`` of the backend ─▶ response (SSE passed through chunk by chunk) ─▶
+settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus (:mod:`.metrics`)
+
+Why the client side is not aiohttp's server: it parses and normalises the header block itself and answers malformed
+input with its own 400 before any handler runs, so the device would never see the bytes the client sent. Here the
+device's verdict is the only header parse that decides anything; llhttp only frames the body (and gives the header
+list that is forwarded), and bytes llhttp refuses still get the device's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import httptools
+
+from ..driver.offload import open_async
+from ..errors import WirespeedError
+from .config import GatewayConfig, apply_async
+from .metrics import GatewayMetrics
+from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
+
+__all__ = ["Gateway", "GatewayOptions"]
+
+#: Request headers not forwarded: hop-by-hop (RFC 9110 7.6.1), the framing the gateway redoes, the tenant's
+#: credentials (they are the gateway's keys, not the backend's), and the gateway's own cost header.
+_DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+                           b"upgrade", b"host", b"content-length", b"expect", b"authorization", b"x-api-key",
+                           b"x-token-estimate"})
+_DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "trailer",
+                            "server-timing"})
+_ESTIMATE_HEADER = b"x-token-estimate"
+_STAGE_DESC = {"device": "device decision", "queue": "upstream pool wait", "connect": "upstream connect",
+               "ttft": "first byte from upstream", "total": "total"}
+
+
+@dataclass
+class GatewayOptions:
+    """The gateway's tunables (defaults suit a loopback demo and the tests).
+
+    Attributes
+    ----------
+    max_body_bytes : int
+        Largest request body (413 above).
+    connections_per_backend : int
+        The bound of each backend's connection pool.
+    warm_connections : int
+        Connections opened to each backend at start.
+    fail_threshold : int
+        Consecutive connect failures or 5xx answers that mark a backend down.
+    probe_interval_s : float
+        How often a down backend is probed.
+    device_timeout_s : float
+        A device call slower than this counts as a stall: the request is classified by ``"software"``.
+    device_retry_s : float
+        After a device error or stall, how long requests go straight to ``"software"`` before the device is tried
+        again.
+    idle_timeout_s, header_timeout_s : float
+        Keep-alive idle time, and time allowed for a header block or body to arrive.
+    """
+    max_body_bytes: int = 32 << 20
+    connections_per_backend: int = 64
+    warm_connections: int = 2
+    fail_threshold: int = 3
+    probe_interval_s: float = 0.5
+    device_timeout_s: float = 1.0
+    device_retry_s: float = 5.0
+    idle_timeout_s: float = 75.0
+    header_timeout_s: float = 30.0
+
+
+class _Framing(Exception):
+    """llhttp refused the bytes, or the request cannot be framed (the message names why)."""
+
+
+class _NextMessage(Exception):
+    """llhttp started on bytes past the request's end (a pipelined request after a chunked body)."""
+
+
+class _Frame:
+    """llhttp's callbacks for one request: the target, the header list, the body."""
+
+    __slots__ = ("url", "headers", "body", "headers_done", "complete", "body_limit")
+
+    def __init__(self, body_limit: int):
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+        self.headers_done = self.complete = False
+        self.body_limit = body_limit
+
+    def on_message_begin(self):
+        if self.complete:
+            raise _NextMessage()
+
+    def on_url(self, url: bytes):
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        self.headers_done = True
+
+    def on_body(self, body: bytes):
+        self.body += body
+        if len(self.body) > self.body_limit:
+            raise _Framing(f"body larger than {self.body_limit} bytes")
+
+    def on_message_complete(self):
+        self.complete = True
+
+    def header(self, name: bytes) -> bytes | None:
+        for n, v in self.headers:
+            if n.lower() == name:
+                return v
+        return None
+
+
+def _block_end(buf: bytearray, start: int) -> int:
+    """The end of the header block in ``buf`` (just past the empty line), searching from ``start``; -1 if none yet.
+    A bare LF ends it too, so that such a block reaches the device (which rejects it) instead of waiting."""
+    ends = [i for i in (buf.find(b"\n\r\n", start), buf.find(b"\n\n", start)) if i >= 0]
+    if not ends:
+        return -1
+    i = min(ends)
+    return i + (3 if buf[i + 1] == 13 else 2)
+
+
+def _with_estimate(block: bytes, frame: _Frame, tokens: int) -> bytes:
+    """The header block with the gateway's ``x-token-estimate`` line, and without any the client sent (a client must
+    not name its own cost)."""
+    if any(n.lower() == _ESTIMATE_HEADER for n, _ in frame.headers):
+        lines = block[:-2].split(b"\r\n")
+        block = b"\r\n".join([lines[0]] + [ln for ln in lines[1:-1]
+                                           if ln.split(b":", 1)[0].strip().lower() != _ESTIMATE_HEADER]) + b"\r\n\r\n"
+    return block[:-2] + b"x-token-estimate: %d\r\n\r\n" % tokens
+
+
+def _error_body(status: int, reason: str, message: str) -> bytes:
+    kind = {401: "authentication_error", 429: "rate_limit_error", 503: "service_unavailable"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    return json.dumps({"error": {"message": message, "type": kind, "code": reason}}).encode()
+
+
+_MESSAGES = {
+    401: "Unknown API key.",
+    429: "Rate limit reached for this key; retry after the time in Retry-After.",
+    431: "Request header fields too large.",
+    503: "No backend is up for this route.",
+}
+
+
+def _timing_header(stages: dict) -> bytes:
+    return b", ".join(b'%s;dur=%.3f;desc="%s"' % (name.encode(), ms * 1e3, _STAGE_DESC[name].encode())
+                      for name, ms in stages.items())
+
+
+class _Usage:
+    """Token usage from a response: its ``usage`` objects (the last stream event that has one), or, if none comes,
+    the tokens of the text it returned."""
+
+    def __init__(self):
+        self.prompt = self.completion = self.total = None
+        self.text: list[str] = []
+
+    def add_usage(self, obj) -> None:
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):   # Anthropic stream
+            usage = obj["message"].get("usage")
+        if not isinstance(usage, dict):
+            return
+        for key, attr in (("prompt_tokens", "prompt"), ("input_tokens", "prompt"),
+                          ("completion_tokens", "completion"), ("output_tokens", "completion"),
+                          ("total_tokens", "total")):
+            if isinstance(usage.get(key), int):
+                setattr(self, attr, usage[key])
+
+    def add_text(self, obj) -> None:
+        for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
+            if isinstance(choice, dict):
+                part = choice.get("delta") or choice.get("message") or {}
+                text = part.get("content") if isinstance(part, dict) else None
+                text = text if isinstance(text, str) else choice.get("text")
+                if isinstance(text, str):
+                    self.text.append(text)
+        delta = obj.get("delta") if isinstance(obj, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("text"), str):                 # Anthropic stream
+            self.text.append(delta["text"])
+        for part in obj.get("content") or () if isinstance(obj, dict) and obj.get("type") == "message" else ():
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                self.text.append(part["text"])
+
+    def tokens(self, model, est: Estimate) -> tuple[int, bool]:
+        """(tokens used, whether the backend reported them)."""
+        if self.total is not None:
+            return self.total, True
+        if self.prompt is not None or self.completion is not None:
+            return (self.prompt or 0) + (self.completion or 0), True
+        return est.prompt_tokens + count_text_tokens(model, "".join(self.text)), False
+
+
+@dataclass
+class _Backend:
+    url: str
+    session: aiohttp.ClientSession
+    pools: list = field(default_factory=list)          # (pool index) it belongs to
+    failures: int = 0
+    down: bool = False
+    probe: asyncio.Task | None = None
+
+
+@dataclass
+class _Device:
+    name: str
+    dev: object
+    tenant_names: dict
+
+    def tenant_name(self, tenant_id) -> str:
+        """The configured name of a verdict's tenant; "-" for none (an unknown key)."""
+        return "-" if tenant_id is None else self.tenant_names.get(tenant_id, str(tenant_id))
+
+
+class Gateway:
+    """One gateway: its device (and the ``"software"`` fallback), upstream pools, health, metrics and listener.
+
+    ``await gw.start()`` opens everything and listens; ``gw.address`` / ``gw.metrics_address`` are then the bound
+    ``(host, port)``; ``await gw.stop()`` closes it. The CLI wraps it as ``wirespeed gateway``.
+
+    Parameters
+    ----------
+    config : GatewayConfig
+    uri, listen, metrics : str, optional
+        Override the file's ``device``, ``listen`` and ``metrics``.
+    options : GatewayOptions, optional
+    """
+
+    def __init__(self, config: GatewayConfig, *, uri: str | None = None, listen: str | None = None,
+                 metrics: str | None = None, options: GatewayOptions | None = None):
+        self.config = config
+        self.uri = uri or config.device
+        self.listen = listen or config.listen
+        self.metrics_listen = metrics if metrics is not None else config.metrics
+        self.options = options or GatewayOptions()
+        self.metrics = GatewayMetrics()
+        self.primary: _Device | None = None
+        self.software: _Device | None = None
+        self.backends: dict[str, _Backend] = {}
+        self.address = self.metrics_address = None
+        self._server = self._metrics_runner = None
+        self._device_down_until = 0.0
+        self._header_limit = 8192
+        self._tasks: set = set()
+        self._routes = sorted(((r.prefix, r) for r in config.routes), key=lambda pr: -len(pr[0]))
+        self._trace = aiohttp.TraceConfig()
+        self._trace.on_connection_queued_start.append(self._on_mark("queued_start"))
+        self._trace.on_connection_queued_end.append(self._on_mark("queued_end"))
+        self._trace.on_connection_create_start.append(self._on_mark("create_start"))
+        self._trace.on_connection_create_end.append(self._on_mark("create_end"))
+
+    @staticmethod
+    def _on_mark(name):
+        async def mark(_session, ctx, _params):
+            if ctx.trace_request_ctx is not None:
+                ctx.trace_request_ctx[name] = time.perf_counter()
+        return mark
+
+    # -- start and stop --
+
+    async def _open_device(self, name: str, uri: str) -> _Device:
+        dev = await open_async(uri)
+        try:
+            ids = await apply_async(self.config, dev)
+        except BaseException:
+            await dev.aclose()
+            raise
+        return _Device(name, dev, {tid: name for name, tid in ids.items()})
+
+    async def start(self) -> None:
+        self.primary = await self._open_device(self.uri, self.uri)
+        self.software = await self._open_device("software", "software")
+        self._header_limit = await self.primary.dev.read_register("parser.limits.max_header_bytes")
+        # Load the tokenizers now (about a second each), not on the first request.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: [encoding_for(m) for m in PRELOAD_MODELS])
+        o = self.options
+        for index, pool in enumerate(self.config.pools):
+            for url in pool.backends:
+                if url not in self.backends:
+                    connector = aiohttp.TCPConnector(limit=o.connections_per_backend, keepalive_timeout=60)
+                    session = aiohttp.ClientSession(
+                        url, connector=connector, auto_decompress=False, trace_configs=[self._trace],
+                        timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=600))
+                    self.backends[url] = _Backend(url, session)
+                self.backends[url].pools.append(index)
+                self.metrics.backend_up.labels(pool.name, url).set(1)
+        await asyncio.gather(*(self._warm(b) for b in self.backends.values()))
+        host, port = self.listen.rsplit(":", 1)
+        self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port), limit=1 << 16)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        if self.metrics_listen:
+            await self._start_metrics()
+
+    async def _warm(self, backend: _Backend) -> None:
+        """Open the pool's first connections; a backend that cannot be reached starts down."""
+        async def one():
+            async with backend.session.get("/v1/models") as r:
+                await r.read()
+        results = await asyncio.gather(*(one() for _ in range(self.options.warm_connections)),
+                                       return_exceptions=True)
+        if all(isinstance(r, aiohttp.ClientConnectionError) for r in results) and results:
+            backend.failures = self.options.fail_threshold - 1
+            await self._failed(backend)
+
+    async def _start_metrics(self) -> None:
+        from aiohttp import web
+
+        async def scrape(_request):
+            try:
+                await asyncio.wait_for(self.metrics.refresh_device(self._device_for_metrics()), 2.0)
+            except (WirespeedError, asyncio.TimeoutError):
+                pass                    # the scrape still serves the gateway's own series
+            return web.Response(body=self.metrics.render(),
+                                headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        app = web.Application()
+        app.router.add_get("/metrics", scrape)
+        self._metrics_runner = web.AppRunner(app, access_log=None)
+        await self._metrics_runner.setup()
+        host, port = self.metrics_listen.rsplit(":", 1)
+        site = web.TCPSite(self._metrics_runner, host.strip("[]"), int(port))
+        await site.start()
+        self.metrics_address = site._server.sockets[0].getsockname()[:2]
+
+    def _device_for_metrics(self):
+        return self.primary.dev
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for b in self.backends.values():
+            if b.probe is not None:
+                b.probe.cancel()
+            await b.session.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+        for d in (self.primary, self.software):
+            if d is not None:
+                await d.dev.aclose()
+
+    async def serve_forever(self) -> None:
+        await self._server.serve_forever()
+
+    # -- the device --
+
+    async def classify(self, block: bytes):
+        """The verdict for a header block, and the device that gave it: the configured device, or ``"software"``
+        when that errors or stalls (counted in ``wirespeed_gateway_fallback``)."""
+        now = time.monotonic()
+        if now >= self._device_down_until:
+            try:
+                return await asyncio.wait_for(self.primary.dev.classify(block), self.options.device_timeout_s), \
+                    self.primary
+            except asyncio.TimeoutError:
+                cause = "stall"
+            except WirespeedError as exc:
+                cause = type(exc).__name__
+            self._device_down_until = now + self.options.device_retry_s
+            self.metrics.fallback.labels(cause).inc()
+        else:
+            self.metrics.fallback.labels("device_down").inc()
+        return await self.software.dev.classify(block), self.software
+
+    async def _both(self, method: str, *args) -> None:
+        """A pool change on the device and on the fallback, so both route alike."""
+        for d in (self.primary, self.software):
+            try:
+                await getattr(d.dev.pools, method)(*args)
+            except WirespeedError:
+                if d is self.software:
+                    raise
+
+    # -- health --
+
+    async def _failed(self, backend: _Backend) -> None:
+        backend.failures += 1
+        self.metrics.backend_failures.labels(backend.url).inc()
+        if backend.down or backend.failures < self.options.fail_threshold:
+            return
+        backend.down = True
+        for index in backend.pools:
+            await self._both("set_state", index, backend.url, "down")
+            self.metrics.backend_up.labels(self.config.pools[index].name, backend.url).set(0)
+        backend.probe = asyncio.get_running_loop().create_task(self._probe(backend))
+
+    def _succeeded(self, backend: _Backend) -> None:
+        backend.failures = 0
+
+    async def _probe(self, backend: _Backend) -> None:
+        """Until the backend answers ``GET /v1/models`` below 500, then bring it back up."""
+        while True:
+            await asyncio.sleep(self.options.probe_interval_s)
+            try:
+                async with backend.session.get("/v1/models", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    await r.read()
+                    if r.status >= 500:
+                        continue
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            break
+        backend.down, backend.failures, backend.probe = False, 0, None
+        for index in backend.pools:
+            await self._both("set_state", index, backend.url, "up")
+            self.metrics.backend_up.labels(self.config.pools[index].name, backend.url).set(1)
+
+    def _rehash(self, device: _Device, verdict, tried: set) -> str | None:
+        """Where the verdict's hash goes now that a backend is down: the device's own table (so the session lands
+        where its next request will), or, if that backend was tried too, the next up backend of the pool."""
+        info = device.dev.pools.get(verdict.pool)
+        if len(info.table):
+            url = device.dev.pools.label(verdict.pool, int(info.table[(verdict.hash * info.size) >> 32]))
+            if url not in tried:
+                return url
+        for url in info.backends:
+            if url not in tried and not self.backends[url].down:
+                return url
+        return None
+
+    # -- connections --
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        buf = bytearray()
+        try:
+            while await self._one(reader, writer, buf):
+                pass
+        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _read(self, reader, buf: bytearray, timeout: float) -> bool:
+        data = await asyncio.wait_for(reader.read(1 << 16), timeout)
+        buf += data
+        return bool(data)
+
+    async def _one(self, reader, writer, buf: bytearray) -> bool:
+        """Read, decide and answer one request; False when the connection is to close."""
+        o = self.options
+        limit = self._header_limit + 1
+        start, timeout = 0, o.idle_timeout_s
+        end = _block_end(buf, 0)
+        while end < 0 and len(buf) <= limit:
+            start = max(0, len(buf) - 2)
+            if not await self._read(reader, buf, timeout):
+                return False
+            timeout = o.header_timeout_s
+            end = _block_end(buf, start)
+        t0 = time.perf_counter()
+        if end < 0 or end > limit:                  # no end within the device's limit: it answers 431
+            block, end = bytes(buf[:limit]), min(len(buf), limit)
+            verdict, _ = await self.classify(block)
+            await self._reject(writer, verdict, t0, keep=False)
+            return False
+        block = bytes(buf[:end])
+        frame = _Frame(o.max_body_bytes)
+        parser = httptools.HttpRequestParser(frame)
+        try:
+            parser.feed_data(block)
+            if frame.header(b"expect") is not None and not frame.complete:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            fed = end
+            length = frame.header(b"content-length")
+            while not frame.complete:
+                if fed >= len(buf):
+                    if not await self._read(reader, buf, o.header_timeout_s):
+                        return False
+                stop = len(buf)
+                if length is not None:              # exactly this request's bytes: a pipelined one stays in buf
+                    stop = min(stop, end + int(length))
+                parser.feed_data(bytes(buf[fed:stop]))
+                fed = stop
+        except _NextMessage:
+            fed = len(buf)
+            keep_alive = False                      # bytes after a chunked body: answer this one, then close
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, _Framing) as exc:
+            verdict, _ = await self.classify(block)
+            if verdict.action == "forward":         # llhttp refused what the device let through
+                reason = "body_too_large" if isinstance(exc, _Framing) else "framing"
+                status = 413 if isinstance(exc, _Framing) else 400
+                await self._answer(writer, status, {}, _error_body(status, reason, f"{reason}: {exc}"), t0,
+                                   {"device": 0.0}, keep=False)
+            else:
+                await self._reject(writer, verdict, t0, keep=False)
+            return False
+        else:
+            keep_alive = parser.should_keep_alive()
+        del buf[:fed]
+        return await self._request(writer, block, frame, parser.get_method().decode(), keep_alive, t0)
+
+    async def _request(self, writer, block: bytes, frame: _Frame, method: str, keep_alive: bool, t0: float) -> bool:
+        path = frame.url.decode("latin-1")
+        body = bytes(frame.body)
+        try:
+            payload = json.loads(body) if body else None
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        est = estimate(path, payload)
+        if isinstance(payload, dict) and payload.get("stream") is True and path.startswith("/v1/") \
+                and not path.startswith("/v1/messages"):
+            options = payload.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                # Ask the backend for the final usage chunk, to settle the reservation exactly.
+                payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+                body = json.dumps(payload).encode()
+        t_dev = time.perf_counter()
+        verdict, device = await self.classify(_with_estimate(block, frame, est.total))
+        stages = {"device": time.perf_counter() - t_dev}
+        if verdict.action != "forward":
+            return await self._reject(writer, verdict, t0, keep=keep_alive and verdict.status in (401, 429, 503),
+                                      stages=stages, path=path, device=device)
+        tenant = device.tenant_name(verdict.tenant)
+        reserved = est.total
+        self.metrics.tokens.labels("reserved", tenant).inc(reserved)
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in frame.headers
+                   if n.lower() not in _DROP_REQUEST]
+        tried: set = set()
+        url = verdict.backend
+        while True:
+            backend = self.backends[url]
+            tried.add(url)
+            timing: dict = {}
+            t_up = time.perf_counter()
+            try:
+                response = await backend.session.request(method, path, headers=headers, data=body,
+                                                         trace_request_ctx=timing, allow_redirects=False,
+                                                         skip_auto_headers=("User-Agent", "Content-Type"))
+                break
+            except aiohttp.ClientConnectorError:    # not sent: another backend may take it
+                await self._failed(backend)
+                url = self._rehash(device, verdict, tried)
+                if url is not None:
+                    self.metrics.retries.labels(self.config.pools[verdict.pool].name).inc()
+                    continue
+                await self._settle(device, verdict.tenant, tenant, reserved, 0)
+                self._observe_reject(path, tenant, "-", 503, stages, t0)
+                await self._answer(writer, 503, {}, _error_body(503, "no_backend", _MESSAGES[503]), t0, stages,
+                                   keep=keep_alive)
+                return keep_alive
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                await self._failed(backend)
+                await self._settle(device, verdict.tenant, tenant, reserved, 0)
+                self._observe_reject(path, tenant, url, 502, stages, t0)
+                await self._answer(writer, 502, {}, _error_body(502, "upstream_error", f"upstream: {exc!r}"), t0,
+                                   stages, keep=False)
+                return False
+        queued = timing.get("queued_end", t_up) - timing.get("queued_start", t_up)
+        connect = timing.get("create_end", t_up) - timing.get("create_start", t_up)
+        stages["queue"], stages["connect"] = queued, connect
+        usage = _Usage()
+        try:
+            async with response:
+                if response.status >= 500:
+                    await self._failed(backend)
+                else:
+                    self._succeeded(backend)
+                out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
+                streaming = response.content_type == "text/event-stream" or "Content-Length" not in response.headers
+                if streaming:
+                    t_up_end = await self._stream(writer, response, out_headers, stages, usage, t0, t_up)
+                else:
+                    data = await response.read()
+                    t_up_end = time.perf_counter()
+                    stages["ttft"] = t_up_end - t_up
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        obj = None
+                    if isinstance(obj, dict):
+                        usage.add_usage(obj)
+                        usage.add_text(obj)
+                    stages["total"] = time.perf_counter() - t0
+                    await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive,
+                                       timing=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            keep_alive, t_up_end = False, time.perf_counter()
+            stages.setdefault("total", t_up_end - t0)
+        used, _reported = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
+        if response.status >= 400:
+            used = 0 if usage.total is None and usage.prompt is None else used
+        self._spawn(self._settle(device, verdict.tenant, tenant, reserved, used))
+        labels = (self._route_of(path), tenant, url, str(response.status))
+        self.metrics.observe(labels, stages, stages["total"] - (t_up_end - t_up))
+        return keep_alive
+
+    async def _stream(self, writer, response, out_headers, stages, usage: _Usage, t0: float, t_up: float) -> float:
+        """Pass the response through as it arrives (chunked to the client), scanning SSE events for usage; the
+        stages known only at the end go in a ``Server-Timing`` trailer."""
+        head = [b"HTTP/1.1 %d %s\r\n" % (response.status, http.HTTPStatus(response.status).phrase.encode())]
+        head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
+        head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
+        head.append(b"trailer: server-timing\r\ntransfer-encoding: chunked\r\n\r\n")
+        writer.write(b"".join(head))
+        pending = b""
+        first = True
+        async for chunk in response.content.iter_any():
+            if first:
+                stages["ttft"] = time.perf_counter() - t_up
+                first = False
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()
+            pending += chunk
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                self._scan_event(event, usage)
+        if pending.strip():
+            self._scan_event(pending, usage)
+        t_up_end = time.perf_counter()
+        stages.setdefault("ttft", t_up_end - t_up)
+        stages["total"] = time.perf_counter() - t0
+        trailer = {k: stages[k] for k in ("ttft", "total")}
+        writer.write(b"0\r\nserver-timing: " + _timing_header(trailer) + b"\r\n\r\n")
+        await writer.drain()
+        return t_up_end
+
+    @staticmethod
+    def _scan_event(event: bytes, usage: _Usage) -> None:
+        for line in event.split(b"\n"):
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                if data and data != b"[DONE]":
+                    try:
+                        obj = json.loads(data)
+                    except ValueError:
+                        continue
+                    usage.add_usage(obj)
+                    usage.add_text(obj)
+
+    def _route_of(self, path: str) -> str:
+        for prefix, _route in self._routes:
+            if path.startswith(prefix):
+                return prefix
+        return "other"
+
+    # -- answers --
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, device: _Device, tenant_id, tenant: str, reserved: int, used: int) -> None:
+        """Refund what the request reserved and did not use, or debit what it used beyond that."""
+        self.metrics.tokens.labels("used", tenant).inc(used)
+        if tenant_id is None or reserved == used:
+            return
+        try:
+            if used < reserved:
+                await device.dev.tenants.refund(tenant_id, reserved - used)
+                self.metrics.tokens.labels("refunded", tenant).inc(reserved - used)
+            else:
+                await device.dev.tenants.debit(tenant_id, used - reserved)
+                self.metrics.tokens.labels("debited", tenant).inc(used - reserved)
+        except WirespeedError:
+            self.metrics.fallback.labels("settle_failed").inc()
+
+    def _observe_reject(self, path, tenant, backend, status, stages, t0) -> None:
+        stages["total"] = time.perf_counter() - t0
+        self.metrics.observe((self._route_of(path), tenant, backend, str(status)), stages, stages["total"])
+
+    async def _reject(self, writer, verdict, t0: float, *, keep: bool, stages=None, path="", device=None) -> bool:
+        status = verdict.status or 403
+        headers = []
+        if verdict.retry_after_s is not None:
+            headers.append(("retry-after", str(max(1, math.ceil(verdict.retry_after_s)))))
+            headers.append(("retry-after-ms", str(max(1, math.ceil(verdict.retry_after_s * 1e3)))))
+        message = _MESSAGES.get(status, f"Rejected by the gateway: {verdict.reason}.")
+        stages = stages if stages is not None else {}
+        tenant = device.tenant_name(verdict.tenant) if device is not None else "-"
+        self._observe_reject(path, tenant, "-", status, stages, t0)
+        await self._answer(writer, status, headers, _error_body(status, verdict.reason, message), t0, stages,
+                           keep=keep)
+        return keep
+
+    async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool,
+                      timing: bool = True) -> None:
+        stages.setdefault("total", time.perf_counter() - t0)
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
+        head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        if not any(k.lower() == "content-type" for k, _ in headers):
+            head.append(b"content-type: application/json\r\n")
+        if timing and stages:
+            head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
+        head.append(b"content-length: %d\r\n" % len(body))
+        if not keep:
+            head.append(b"connection: close\r\n")
+        writer.write(b"".join(head) + b"\r\n" + body)
+        await writer.drain()
