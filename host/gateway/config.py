@@ -100,8 +100,9 @@ class GatewayConfig:
 
 def _address(where: str, name: str, value) -> str:
     host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535):
-        raise GatewayConfigError(where, name, value, "must be HOST:PORT with a port in 1..65535")
+    if not (sep and host and port.isdigit() and 0 <= int(port) <= 65535):
+        raise GatewayConfigError(where, name, value, "must be HOST:PORT with a port in 0..65535 (0: the OS picks "
+                                 "one)")
     return value
 
 

@@ -90,9 +90,11 @@ class _NextMessage(Exception):
 class _Frame:
     """llhttp's callbacks for one request: the target, the header list, the body."""
 
-    __slots__ = ("url", "headers", "body", "headers_done", "complete", "body_limit")
+    __slots__ = ("url", "headers", "body", "headers_done", "complete", "body_limit", "parser", "keep_alive")
 
     def __init__(self, body_limit: int):
+        self.parser = httptools.HttpRequestParser(self)
+        self.keep_alive = False
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
@@ -111,6 +113,7 @@ class _Frame:
 
     def on_headers_complete(self):
         self.headers_done = True
+        self.keep_alive = self.parser.should_keep_alive()     # (llhttp clears it once the message completes)
 
     def on_body(self, body: bytes):
         self.body += body
@@ -476,7 +479,7 @@ class Gateway:
             return False
         block = bytes(buf[:end])
         frame = _Frame(o.max_body_bytes)
-        parser = httptools.HttpRequestParser(frame)
+        parser = frame.parser
         try:
             parser.feed_data(block)
             if frame.header(b"expect") is not None and not frame.complete:
@@ -506,7 +509,7 @@ class Gateway:
                 await self._reject(writer, verdict, t0, keep=False)
             return False
         else:
-            keep_alive = parser.should_keep_alive()
+            keep_alive = frame.keep_alive
         del buf[:fed]
         return await self._request(writer, block, frame, parser.get_method().decode(), keep_alive, t0)
 

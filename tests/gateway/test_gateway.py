@@ -1,0 +1,259 @@
+"""``wirespeed gateway`` called as users call it: the official ``openai`` SDK, ``/metrics`` through prometheus-client's
+parser, and bad input on a raw socket. The gateway runs on ``"software"`` in front of two mock backends on loopback
+(``tests/support/gateway_rig.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from wirespeed.host.errors import TransportError
+from wirespeed.host.gateway.server import GatewayOptions
+from tests.support.gateway_rig import GatewayRig
+
+TENANTS = """
+[[tenants]]
+name = "acme"
+key = "sk-acme-1"
+requests_per_minute = 6000
+tokens_per_minute = 1000000
+
+[[tenants]]
+name = "slow"
+key = "sk-slow-1"
+requests_per_minute = 2
+"""
+CHAT = dict(model="gpt-4o-mini", max_tokens=5, messages=[{"role": "user", "content": "Say hello to the gateway."}])
+
+
+@pytest.fixture(scope="module")
+def rig():
+    with GatewayRig(TENANTS) as r:
+        yield r
+
+
+def _without_ids(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("id", "created")}
+
+
+def test_chat_non_streaming_bodies_arrive_unchanged(rig):
+    client = rig.client("sk-acme-1")
+    raw = client.chat.completions.with_raw_response.create(**CHAT, extra_headers={"x-session-id": "s-1"})
+    completion = raw.parse()
+    sent = raw.http_response.request.content
+    served_by = raw.headers["x-mock-backend"]
+    mock = next(m for m in rig.mocks if m.name == served_by)
+    received = mock.requests[-1]
+    assert received.path == "/v1/chat/completions"
+    assert received.body == sent                       # the request body, byte for byte
+    assert "authorization" not in {k.lower() for k in received.headers}   # the tenant's key stays at the gateway
+    assert "x-token-estimate" not in {k.lower() for k in received.headers}
+    assert completion.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4"
+    assert completion.usage.completion_tokens == 5
+    # The response body is the backend's: the same request straight to that mock gives the same object.
+    direct = rig.call(_post_json(mock.url + "/v1/chat/completions", json.loads(sent)))
+    assert _without_ids(json.loads(raw.http_response.content)) == _without_ids(direct)
+
+
+async def _post_json(url: str, payload: dict) -> dict:
+    import aiohttp
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, json=payload) as r:
+            return await r.json()
+
+
+def test_server_timing_names_every_stage(rig):
+    raw = rig.client("sk-acme-1").chat.completions.with_raw_response.create(**CHAT)
+    stages = dict(re.findall(r'(\w+);dur=([0-9.]+)', raw.headers["server-timing"]))
+    assert set(stages) == {"device", "queue", "connect", "ttft", "total"}
+    assert 0 < float(stages["device"]) <= float(stages["total"])
+    assert float(stages["ttft"]) <= float(stages["total"])
+
+
+def test_stream_passes_chunks_through_as_they_arrive(rig):
+    hold = rig.call(_event())
+    for m in rig.mocks:
+        m.hold = hold
+    try:
+        stream = rig.client("sk-acme-1").chat.completions.create(
+            model="gpt-4o-mini", max_tokens=4, stream=True, messages=[{"role": "user", "content": "Count."}])
+        chunks = iter(stream)
+        first = next(chunks)
+        # The mock is holding back its last content chunk: the first one came through before it was produced.
+        assert not hold.is_set()
+        assert first.choices[0].delta.content == "tok0"
+        rig.loop.call_soon_threadsafe(hold.set)
+        rest = list(chunks)
+    finally:
+        for m in rig.mocks:
+            m.hold = None
+    text = first.choices[0].delta.content + "".join(c.choices[0].delta.content or "" for c in rest if c.choices)
+    assert text == "tok0 tok1 tok2 tok3"
+    usage = [c.usage for c in rest if c.usage is not None]
+    assert len(usage) == 1 and usage[0].completion_tokens == 4   # the gateway asked for include_usage
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+def test_embeddings_and_models(rig):
+    client = rig.client("sk-acme-1")
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["alpha", "beta"])
+    emb = raw.parse()
+    assert [d.index for d in emb.data] == [0, 1]
+    assert len(emb.data[0].embedding) == 8 and emb.data[0].embedding != emb.data[1].embedding
+    mock = next(m for m in rig.mocks if m.name == raw.headers["x-mock-backend"])
+    assert mock.requests[-1].body == raw.http_response.request.content
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["mock-gpt"]
+
+
+def test_unknown_key_is_401(rig):
+    with pytest.raises(openai.AuthenticationError) as err:
+        rig.client("sk-nobody").chat.completions.create(**CHAT)
+    assert err.value.status_code == 401
+    assert err.value.body["code"] == "unknown_tenant"
+
+
+def test_rate_limit_is_429_with_retry_after(rig):
+    client = rig.client("sk-slow-1")
+    client.models.list()
+    client.models.list()
+    with pytest.raises(openai.RateLimitError) as err:
+        client.models.list()
+    headers = err.value.response.headers
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert int(headers["retry-after-ms"]) <= int(headers["retry-after"]) * 1000
+    assert err.value.body["code"] == "rate_limited"
+
+
+def _metrics(rig) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(rig.metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    return {s.name + "".join(f"|{k}={v}" for k, v in sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    want = [f"|{k}={v}" for k, v in labels.items()]
+    return sum(v for k, v in samples.items() if k.split("|")[0] == name and all(w in k for w in want))
+
+
+def test_metrics_parse_and_move(rig):
+    before = _metrics(rig)
+    rig.client("sk-acme-1").chat.completions.create(**CHAT)
+    after = _metrics(rig)
+    for stage in ("device", "queue", "connect", "ttft", "total"):
+        name = "wirespeed_gateway_stage_seconds_count"
+        assert _total(after, name, stage=stage, tenant="acme", status="200") == \
+            _total(before, name, stage=stage, tenant="acme", status="200") + 1
+    assert _total(after, "wirespeed_gateway_added_seconds_count", tenant="acme") == \
+        _total(before, "wirespeed_gateway_added_seconds_count", tenant="acme") + 1
+    assert _total(after, "wirespeed_device_events_total") == _total(before, "wirespeed_device_events_total") + 1
+    assert _total(after, "wirespeed_device_actions_total", action="forward") == \
+        _total(before, "wirespeed_device_actions_total", action="forward") + 1
+    assert _total(after, "wirespeed_gateway_tokens_total", kind="reserved", tenant="acme") > \
+        _total(before, "wirespeed_gateway_tokens_total", kind="reserved", tenant="acme")
+    assert "wirespeed_device_latency_cycles_count" in after
+
+
+BAD = {
+    "bare_lf": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\nAuthorization: Bearer sk-acme-1\r\n\r\n", 400),
+    "cl_te": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+              b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\n\r\n", 400),
+    "two_cl": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+               b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}", 400),
+    "obs_fold": (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\nX-A: 1\r\n  folded\r\n\r\n",
+                 400),
+    "oversized": (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\nX-Big: " + b"a" * 9000
+                  + b"\r\n\r\n", 431),
+    "bad_chunk_size": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\n5x\r\nhello\r\n0\r\n\r\n", 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_gets_a_status_and_a_clean_close(rig, case):
+    data, status = BAD[case]
+    seen = sum(len(m.requests) for m in rig.mocks)
+    answer = rig.raw(data)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+    assert len(body) == length                           # the whole answer, then the close (no <timeout>)
+    error = json.loads(body)["error"]
+    assert error["code"] and error["message"]
+    assert sum(len(m.requests) for m in rig.mocks) == seen    # nothing reached a backend
+
+
+def test_pipelined_requests_on_one_connection(rig):
+    one = (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n")
+    last = one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    answer = rig.raw(one + one + last)
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    assert answer.endswith(b"}") and answer.lower().count(b"connection: close") == 1   # closed after the last
+
+
+def test_fallback_to_software_when_the_device_errors(rig):
+    gw = rig.gateway
+    dev = gw.primary.dev
+
+    async def broken(block):
+        raise TransportError("the device stopped answering (test)")
+    before = _total(_metrics(rig), "wirespeed_gateway_fallback_total", cause="TransportError")
+    dev.classify = broken
+    try:
+        completion = rig.client("sk-acme-1").chat.completions.create(**CHAT)
+    finally:
+        del dev.classify
+        gw._device_down_until = 0.0
+    assert completion.usage.completion_tokens == 5
+    assert _total(_metrics(rig), "wirespeed_gateway_fallback_total", cause="TransportError") == before + 1
+
+
+def test_no_backend_is_503():
+    with GatewayRig(TENANTS, n_mocks=1, options=GatewayOptions(probe_interval_s=60)) as rig:
+        url = rig.mocks[0].url
+        rig.call(rig.mocks[0].stop())
+        client = rig.client("sk-acme-1")
+        for _ in range(4):                 # connect failures, then the device's own 503 once it is marked down
+            with pytest.raises(openai.InternalServerError) as err:
+                client.chat.completions.create(**CHAT)
+            assert err.value.status_code == 503
+        assert err.value.body["code"] == "no_backend"
+        assert rig.gateway.backends[url].down
+
+
+def _backend_of(client, session: str) -> str:
+    raw = client.chat.completions.with_raw_response.create(**CHAT, extra_headers={"x-session-id": session})
+    return raw.headers["x-mock-backend"]
+
+
+def test_health_flap_moves_only_the_failed_backends_sessions():
+    with GatewayRig(TENANTS, n_mocks=2) as rig:
+        client = rig.client("sk-acme-1")
+        sessions = [f"session-{i}" for i in range(24)]
+        home = {s: _backend_of(client, s) for s in sessions}
+        assert set(home.values()) == {"mock-1", "mock-2"}
+        down = rig.mocks[0]
+        url = down.url
+        rig.call(down.stop())
+        during = {s: _backend_of(client, s) for s in sessions}      # connect failures retried, then marked down
+        assert set(during.values()) == {"mock-2"}
+        assert rig.gateway.backends[url].down
+        assert all(during[s] == home[s] for s in sessions if home[s] == "mock-2")   # nobody else moved
+        assert rig.call(down.start()) == url                              # the same address again
+        deadline = time.monotonic() + 10
+        while rig.gateway.backends[url].down and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not rig.gateway.backends[url].down                # the probe brought it back
+        assert {s: _backend_of(client, s) for s in sessions} == home  # the table is restored exactly
