@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import httptools
 
-from ..driver.offload import open_async
+from ..driver.offload import open as ws_open, open_async
 from ..errors import WirespeedError
-from .config import GatewayConfig, apply_async
+from .config import GatewayConfig, apply, apply_async
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
 
@@ -223,15 +223,68 @@ class _Backend:
     probe: asyncio.Task | None = None
 
 
-@dataclass
 class _Device:
-    name: str
-    dev: object
-    tenant_names: dict
+    """A device the gateway classifies with. ``"software"`` runs inline on the event loop's thread: a verdict costs
+    tens of microseconds of CPU, less than the hand-off to a worker thread and back. Every other URI (a board's
+    MMIO, the model, the simulator) runs on the driver's worker thread (:class:`AsyncOffload`), so the loop never
+    blocks on it."""
+
+    INLINE = ("software",)
+
+    def __init__(self, name: str, dev, tenant_names: dict, inline: bool):
+        self.name, self.dev, self.tenant_names, self.inline = name, dev, tenant_names, inline
+
+    @classmethod
+    async def open(cls, name: str, uri: str, config: GatewayConfig) -> "_Device":
+        inline = uri in cls.INLINE
+        dev = ws_open(uri) if inline else await open_async(uri)
+        try:
+            ids = apply(config, dev) if inline else await apply_async(config, dev)
+        except BaseException:
+            await cls(name, dev, {}, inline).close()
+            raise
+        return cls(name, dev, {tid: tenant for tenant, tid in ids.items()}, inline)
 
     def tenant_name(self, tenant_id) -> str:
         """The configured name of a verdict's tenant; "-" for none (an unknown key)."""
         return "-" if tenant_id is None else self.tenant_names.get(tenant_id, str(tenant_id))
+
+    async def _do(self, method, *args):
+        return method(*args) if self.inline else await method(*args)
+
+    async def classify(self, block: bytes):
+        return self.dev.classify(block) if self.inline else await self.dev.classify(block)
+
+    async def refund(self, tenant_id, tokens: int) -> None:
+        await self._do(self.dev.tenants.refund, tenant_id, tokens)
+
+    async def debit(self, tenant_id, tokens: int) -> None:
+        await self._do(self.dev.tenants.debit, tenant_id, tokens)
+
+    async def set_state(self, pool: int, backend: str, state: str) -> None:
+        await self._do(self.dev.pools.set_state, pool, backend, state)
+
+    async def stats(self) -> dict:
+        return await self._do(self.dev.stats)
+
+    async def latency_histogram(self):
+        return await self._do(self.dev.latency_histogram)
+
+    async def read_register(self, name: str) -> int:
+        return await self._do(self.dev.read_register, name)
+
+    def pool(self, index: int):
+        """The pool as the driver holds it (no device access)."""
+        return self.dev.pools.get(index)
+
+    def label(self, pool: int, backend_id: int):
+        return self.dev.pools.label(pool, backend_id)
+
+    async def close(self) -> None:
+        if self.inline:
+            self.dev.close()
+        else:
+            await self.dev.aclose()
 
 
 class Gateway:
@@ -280,19 +333,10 @@ class Gateway:
 
     # -- start and stop --
 
-    async def _open_device(self, name: str, uri: str) -> _Device:
-        dev = await open_async(uri)
-        try:
-            ids = await apply_async(self.config, dev)
-        except BaseException:
-            await dev.aclose()
-            raise
-        return _Device(name, dev, {tid: name for name, tid in ids.items()})
-
     async def start(self) -> None:
-        self.primary = await self._open_device(self.uri, self.uri)
-        self.software = await self._open_device("software", "software")
-        self._header_limit = await self.primary.dev.read_register("parser.limits.max_header_bytes")
+        self.primary = await _Device.open(self.uri, self.uri, self.config)
+        self.software = await _Device.open("software", "software", self.config)
+        self._header_limit = await self.primary.read_register("parser.limits.max_header_bytes")
         # Load the tokenizers now (about a second each), not on the first request.
         await asyncio.get_running_loop().run_in_executor(None, lambda: [encoding_for(m) for m in PRELOAD_MODELS])
         o = self.options
@@ -343,8 +387,8 @@ class Gateway:
         await site.start()
         self.metrics_address = site._server.sockets[0].getsockname()[:2]
 
-    def _device_for_metrics(self):
-        return self.primary.dev
+    def _device_for_metrics(self) -> "_Device":
+        return self.primary
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -359,7 +403,7 @@ class Gateway:
             await self._metrics_runner.cleanup()
         for d in (self.primary, self.software):
             if d is not None:
-                await d.dev.aclose()
+                await d.close()
 
     async def serve_forever(self) -> None:
         await self._server.serve_forever()
@@ -372,7 +416,7 @@ class Gateway:
         now = time.monotonic()
         if now >= self._device_down_until:
             try:
-                return await asyncio.wait_for(self.primary.dev.classify(block), self.options.device_timeout_s), \
+                return await asyncio.wait_for(self.primary.classify(block), self.options.device_timeout_s), \
                     self.primary
             except asyncio.TimeoutError:
                 cause = "stall"
@@ -382,13 +426,13 @@ class Gateway:
             self.metrics.fallback.labels(cause).inc()
         else:
             self.metrics.fallback.labels("device_down").inc()
-        return await self.software.dev.classify(block), self.software
+        return await self.software.classify(block), self.software
 
-    async def _both(self, method: str, *args) -> None:
-        """A pool change on the device and on the fallback, so both route alike."""
+    async def _set_state(self, *args) -> None:
+        """A backend's state on the device and on the fallback, so both route alike."""
         for d in (self.primary, self.software):
             try:
-                await getattr(d.dev.pools, method)(*args)
+                await d.set_state(*args)
             except WirespeedError:
                 if d is self.software:
                     raise
@@ -402,7 +446,7 @@ class Gateway:
             return
         backend.down = True
         for index in backend.pools:
-            await self._both("set_state", index, backend.url, "down")
+            await self._set_state(index, backend.url, "down")
             self.metrics.backend_up.labels(self.config.pools[index].name, backend.url).set(0)
         backend.probe = asyncio.get_running_loop().create_task(self._probe(backend))
 
@@ -423,15 +467,15 @@ class Gateway:
             break
         backend.down, backend.failures, backend.probe = False, 0, None
         for index in backend.pools:
-            await self._both("set_state", index, backend.url, "up")
+            await self._set_state(index, backend.url, "up")
             self.metrics.backend_up.labels(self.config.pools[index].name, backend.url).set(1)
 
     def _rehash(self, device: _Device, verdict, tried: set) -> str | None:
         """Where the verdict's hash goes now that a backend is down: the device's own table (so the session lands
         where its next request will), or, if that backend was tried too, the next up backend of the pool."""
-        info = device.dev.pools.get(verdict.pool)
+        info = device.pool(verdict.pool)
         if len(info.table):
-            url = device.dev.pools.label(verdict.pool, int(info.table[(verdict.hash * info.size) >> 32]))
+            url = device.label(verdict.pool, int(info.table[(verdict.hash * info.size) >> 32]))
             if url not in tried:
                 return url
         for url in info.backends:
@@ -671,10 +715,10 @@ class Gateway:
             return
         try:
             if used < reserved:
-                await device.dev.tenants.refund(tenant_id, reserved - used)
+                await device.refund(tenant_id, reserved - used)
                 self.metrics.tokens.labels("refunded", tenant).inc(reserved - used)
             else:
-                await device.dev.tenants.debit(tenant_id, used - reserved)
+                await device.debit(tenant_id, used - reserved)
                 self.metrics.tokens.labels("debited", tenant).inc(used - reserved)
         except WirespeedError:
             self.metrics.fallback.labels("settle_failed").inc()

@@ -205,7 +205,7 @@ def test_pipelined_requests_on_one_connection(rig):
 
 def test_fallback_to_software_when_the_device_errors(rig):
     gw = rig.gateway
-    dev = gw.primary.dev
+    dev = gw.primary
 
     async def broken(block):
         raise TransportError("the device stopped answering (test)")
