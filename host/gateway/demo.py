@@ -10,7 +10,7 @@ from .config import parse_config
 
 __all__ = ["demo_config", "DEMO_KEYS", "how_to_call"]
 
-#: The demo's tenants: a roomy one and one of 1 000 tokens a minute that hits its limit quickly.
+#: The demo's tenants: a roomy one, and one of 3 requests and 1 000 tokens a minute that hits its limits quickly.
 DEMO_KEYS = {"acme": "sk-acme-1", "tiny": "sk-tiny-1"}
 
 
@@ -34,7 +34,7 @@ tokens_per_minute = 1000000
 [[tenants]]
 name = "tiny"
 key = "{DEMO_KEYS['tiny']}"
-requests_per_minute = 60
+requests_per_minute = 3
 tokens_per_minute = 1000
 
 [[pools]]
@@ -88,7 +88,8 @@ def how_to_call(address, metrics_address=None) -> str:
         "                                             messages=[{\"role\": \"user\", \"content\": \"hi\"}]):",
         "      print(chunk.choices[0].delta.content if chunk.choices else chunk.usage)",
         "",
-        f"The tenant 'tiny' (key {DEMO_KEYS['tiny']}) has 1 000 tokens a minute: a few calls get 429 with Retry-After.",
+        f"The tenant 'tiny' (key {DEMO_KEYS['tiny']}) has 3 requests and 1 000 tokens a minute: its fourth call in a "
+        "minute, or one with max_tokens near 1 000, gets 429 with Retry-After.",
     ]
     if metrics_address:
         lines.append(f"Metrics: curl -s http://{metrics_address[0]}:{metrics_address[1]}/metrics")

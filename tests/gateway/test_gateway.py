@@ -257,3 +257,38 @@ def test_health_flap_moves_only_the_failed_backends_sessions():
             time.sleep(0.05)
         assert not rig.gateway.backends[url].down                # the probe brought it back
         assert {s: _backend_of(client, s) for s in sessions} == home  # the table is restored exactly
+
+
+def test_chunked_request_body_is_framed_by_llhttp_and_forwarded(rig):
+    body = json.dumps(CHAT).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+    answer = rig.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+                     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     + chunked)
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:300]
+    served_by = re.search(rb"x-mock-backend: (\S+)", answer, re.I).group(1).decode()
+    assert next(m for m in rig.mocks if m.name == served_by).requests[-1].body == body
+
+
+async def _messages(url: str, stream: bool) -> tuple[int, bytes]:
+    import aiohttp
+    payload = {"model": "claude-sonnet-4", "max_tokens": 6, "stream": stream,
+               "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "/v1/messages", json=payload, headers={"x-api-key": "sk-acme-1"}) as r:
+            return r.status, await r.read()
+
+
+def test_anthropic_messages_streamed_and_settled(rig):
+    before = _metrics(rig)
+    status, body = rig.call(_messages(rig.base_url, True))
+    assert status == 200
+    events = [line[7:] for line in body.decode().splitlines() if line.startswith("event: ")]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    status, body = rig.call(_messages(rig.base_url, False))
+    assert status == 200 and json.loads(body)["usage"]["output_tokens"] == 6
+    after = _metrics(rig)
+    used = _total(after, "wirespeed_gateway_tokens_total", kind="used", tenant="acme") - \
+        _total(before, "wirespeed_gateway_tokens_total", kind="used", tenant="acme")
+    usage = json.loads(body)["usage"]
+    assert used == 2 * (usage["input_tokens"] + usage["output_tokens"])   # both settled from the backend's usage
