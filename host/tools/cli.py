@@ -111,6 +111,13 @@ def cmd_verilog(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
+    if args.gateway:
+        from . import bench_gateway
+        report = bench_gateway.run(args.gateway_rates, args.gateway_seconds, args.gateway_uri,
+                                   peer_litellm=args.peer_litellm, progress=lambda m: _status(m, args.json))
+        if not args.json:
+            bench_gateway.print_report(report)
+        return {"gateway": report}
     from . import bench
     quiet = args.json
     report = {"register_access": {}, "parser_rtl": [], "parser_model": None, "limiter_rtl": [],
@@ -337,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help='requests through wirespeed.open("software").classify_many (0: skip)')
     sp.add_argument("--baseline-requests", type=int, default=20_000,
                     help="requests through the software baseline (httptools + token bucket + blake2b; 0: skip)")
+    sp.add_argument("--gateway", action="store_true",
+                    help="run only the gateway benchmark: added latency under an open-loop load, against the same "
+                         "requests sent straight to a mock backend (docs/performance.md)")
+    sp.add_argument("--gateway-rates", type=float, nargs="+", default=[500, 1000, 2000],
+                    help="offered rates, requests/s (--gateway)")
+    sp.add_argument("--gateway-seconds", type=float, default=5.0, help="measured seconds per rate (--gateway)")
+    sp.add_argument("--gateway-uri", nargs="+", default=["software", "model"],
+                    help="device URIs to put the gateway on (--gateway)")
+    sp.add_argument("--peer-litellm", metavar="PATH",
+                    help="a LiteLLM proxy binary (`litellm`) to measure beside the gateway, same mock, same load "
+                         "(--gateway)")
     return p
 
 

@@ -1,0 +1,661 @@
+"""``wirespeed bench --gateway``: the latency the gateway adds, under an open-loop load at fixed offered rates.
+
+Three kinds of process on loopback::
+
+    bench process (this one)          mock process                     gateway process (one per device URI)
+    open-loop load generator ───────▶ MockBackend  ◀──────────────────── wirespeed gateway --json
+    (aiohttp on uvloop) ─────────────────────────────────────────────▶  (and, optionally, a LiteLLM proxy)
+
+For each offered rate the same load goes straight to the mock (``direct``), then through a gateway on each device
+URI (``software``, ``model``) and, when ``--peer-litellm`` names its binary, through a LiteLLM proxy in front of the
+same mock. ``added_pX = pX(target) − pX(direct)`` for p50, p99 and p99.9.
+
+The load is open-loop (:func:`open_loop`): request *i* is due at ``t0 + i / rate`` whether or not earlier ones have
+answered, and its latency runs from that scheduled time, so a target that falls behind shows its queue in the tail
+instead of slowing the generator down (coordinated omission). wrk is closed-loop and h2load reports no percentiles,
+hence this generator. Every run is bounded: ``rate × seconds`` requests, and a hard deadline ``grace_s`` after the
+last one is due; a request not answered by then counts as an error (a timeout), and a request that failed or was not
+answered 200 counts as infinitely slow in the percentiles (so a tail of failures reads as ``None``, not as fast).
+
+``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process: it prints its URL and serves until
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run", "print_report", "schedule", "latency_percentiles", "added_latency", "open_loop", "gateway_config",
+           "litellm_config", "LoadRun", "TARGET_P99_ADDED_MS", "TARGET_RATE", "DEFAULT_RATES", "main"]
+
+#: The issue's target: p99 added ≤ 0.5 ms at 1 000 req/s on ``"software"``.
+TARGET_P99_ADDED_MS = 0.5
+TARGET_RATE = 1000
+DEFAULT_RATES = (500, 1000, 2000)
+#: The percentiles reported, as (name, q in 0..100).
+PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p999", 99.9))
+TENANT_KEY = "sk-bench-1"
+MODEL = "gpt-4o-mini"
+BODY = json.dumps({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi."}]},
+                  separators=(",", ":")).encode()
+#: A run is "sustained" when nothing failed and at least this share of the offered rate was answered.
+SUSTAINED_SHARE = 0.95
+_PROCESS_START_S = 120.0         # "model" loads the whole register-level core model; LiteLLM imports a lot
+_TIMING = re.compile(r"([A-Za-z_]+);dur=([0-9.]+)")
+
+
+# -- pure parts -------------------------------------------------------------------------------------------------------
+
+
+def schedule(rate: float, seconds: float) -> np.ndarray:
+    """The open-loop schedule: ``round(rate × seconds)`` start offsets in seconds, ``i / rate`` for request ``i``."""
+    if rate <= 0 or seconds <= 0:
+        raise ValueError(f"rate={rate!r} and seconds={seconds!r} must be > 0")
+    n = max(1, round(rate * seconds))
+    return np.arange(n, dtype=np.float64) / float(rate)
+
+
+def latency_percentiles(latencies_s) -> dict:
+    """``{"p50_ms", "p99_ms", "p999_ms"}`` of ``latencies_s`` (seconds; ``inf`` for a request that failed), each the
+    nearest-rank percentile in milliseconds, or None where it falls on a failure (or there are no requests)."""
+    values = np.sort(np.asarray(latencies_s, dtype=np.float64))
+    out = {}
+    for name, q in PERCENTILES:
+        if values.size == 0:
+            out[f"{name}_ms"] = None
+            continue
+        # Rank ⌈q·n/100⌉, with q·n/100 rounded first: 99.9 × 1000 / 100 is 999.0000000000001 in floating point.
+        rank = min(values.size, max(1, math.ceil(round(q * values.size / 100, 9))))
+        v = float(values[rank - 1])
+        out[f"{name}_ms"] = round(v * 1e3, 4) if math.isfinite(v) else None
+    return out
+
+
+def added_latency(row: dict, direct: dict) -> dict:
+    """``{"added_p50_ms", ...}``: ``row``'s percentiles minus ``direct``'s (None where either is None)."""
+    out = {}
+    for name, _q in PERCENTILES:
+        a, b = row.get(f"{name}_ms"), direct.get(f"{name}_ms")
+        out[f"added_{name}_ms"] = None if a is None or b is None else round(a - b, 4)
+    return out
+
+
+def parse_server_timing(value: str) -> dict:
+    """``Server-Timing: device;dur=0.012;desc="…", total;dur=0.9;…`` as ``{"device": 0.012, "total": 0.9}`` (ms)."""
+    return {name: float(dur) for name, dur in _TIMING.findall(value)}
+
+
+def gateway_config(mock_url: str, *, device: str = "software") -> str:
+    """The gateway's TOML for the bench: one tenant far above any rate the bench offers (100 000 requests/s, 10⁷
+    tokens/s), one pool holding the mock, chat completions routed to it by ``x-session-id``."""
+    return f"""\
+device = "{device}"
+listen = "127.0.0.1:0"
+metrics = "127.0.0.1:0"
+hash_secret = "wirespeed bench"
+
+[[tenants]]
+name = "bench"
+key = "{TENANT_KEY}"
+requests_per_s = 100000
+tokens_per_s = 10000000
+
+[[pools]]
+name = "chat"
+backends = ["{mock_url}"]
+
+[[routes]]
+prefix = "/v1/chat/completions"
+pool = "chat"
+affinity = "header:x-session-id"
+"""
+
+
+def litellm_config(mock_url: str, master_key: str) -> str:
+    """A LiteLLM proxy configuration with the bench's model served by the mock (OpenAI-compatible, at ``/v1``).
+    Its clients authenticate with ``master_key`` (the proxy refuses to start without a strong one), as the gateway's
+    do with a tenant key."""
+    return f"""\
+general_settings:
+  master_key: {master_key}
+model_list:
+  - model_name: {MODEL}
+    litellm_params:
+      model: openai/{MODEL}
+      api_base: {mock_url}/v1
+      api_key: {TENANT_KEY}
+litellm_settings:
+  telemetry: false
+"""
+
+
+# -- the load generator -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadRun:
+    """One measured run at one offered rate against one URL.
+
+    ``latencies`` holds, per scheduled request, seconds from its scheduled start to the end of its 200 answer's body
+    (``inf`` when it failed, was answered otherwise, or was not answered by the deadline); ``lag`` the seconds from
+    its scheduled start to the moment the generator sent it (the generator's own lateness)."""
+    rate: float
+    seconds: float
+    latencies: np.ndarray
+    lag: np.ndarray
+    errors: int
+    timeouts: int
+    non_200: int
+    ok: int
+    span_s: float
+    statuses: dict = field(default_factory=dict)
+    timings: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        achieved = self.ok / max(self.seconds, self.span_s) if self.span_s > 0 else 0.0
+        row = {"offered_rps": self.rate, "achieved_rps": round(achieved, 1), "requests": int(self.latencies.size),
+               "ok": self.ok, "errors": self.errors, "timeouts": self.timeouts, "non_200": self.non_200,
+               **latency_percentiles(self.latencies)}
+        lag = self.lag[np.isfinite(self.lag)]
+        row["generator_lag_p99_ms"] = round(float(np.percentile(lag, 99)) * 1e3, 4) if lag.size else None
+        row["sustained"] = (self.errors == 0 and self.non_200 == 0
+                            and achieved >= SUSTAINED_SHARE * self.rate)
+        if self.statuses:
+            row["statuses"] = {str(k): v for k, v in sorted(self.statuses.items())}
+        if self.timings:
+            row["server_timing_ms"] = _timing_summary(self.timings)
+        return row
+
+
+def _timing_summary(timings: list) -> dict:
+    """p50/p99 of the gateway's own ``Server-Timing`` stages over the run, plus ``own`` (total − ttft: the gateway's
+    time on a request outside the upstream's)."""
+    out = {}
+    names = sorted({k for t in timings for k in t})
+    for name in names + ["own"]:
+        if name == "own":
+            vals = [t["total"] - t["ttft"] for t in timings if "total" in t and "ttft" in t]
+        else:
+            vals = [t[name] for t in timings if name in t]
+        if vals:
+            out[name] = {"p50": round(float(np.percentile(vals, 50)), 4),
+                         "p99": round(float(np.percentile(vals, 99)), 4)}
+    return out
+
+
+async def open_loop(session, url: str, rate: float, seconds: float, *, key: str = TENANT_KEY, grace_s: float = 2.0,
+                    server_timing: bool = False, tag: str = "") -> LoadRun:
+    """Offer ``rate`` requests/s for ``seconds`` to ``url`` (``POST``, :data:`BODY`) through ``session``.
+
+    Bounded in count (``rate × seconds`` requests) and time (nothing is sent, nor waited for, past ``grace_s`` after
+    the last scheduled start; what is still running then is cancelled and counted as a timeout)."""
+    offsets = schedule(rate, seconds)
+    n = offsets.size
+    latencies = np.full(n, np.inf)
+    lag = np.full(n, np.nan)
+    statuses: dict = {}
+    timings: list = []
+    counts = {"errors": 0, "non_200": 0, "ok": 0}
+    last_end = [0.0]
+    clock = time.perf_counter
+    t0 = clock() + 0.005
+    hard_deadline = t0 + float(offsets[-1]) + grace_s
+
+    async def one(i: int, due: float) -> None:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                   "x-session-id": f"bench{tag}-{i}"}
+        lag[i] = clock() - due
+        try:
+            async with session.post(url, data=BODY, headers=headers) as response:
+                await response.read()
+                end = clock()
+                status = response.status
+                if server_timing:
+                    value = response.headers.get("server-timing")
+                    if value:
+                        timings.append(parse_server_timing(value))
+        except asyncio.CancelledError:
+            raise
+        except Exception:       # connection refused or reset, bad response: an error, never a latency
+            counts["errors"] += 1
+            return
+        statuses[status] = statuses.get(status, 0) + 1
+        last_end[0] = max(last_end[0], end)
+        if status == 200:
+            latencies[i] = end - due
+            counts["ok"] += 1
+        else:
+            counts["non_200"] += 1
+
+    tasks = []
+    loop = asyncio.get_running_loop()
+    for i in range(n):
+        due = t0 + float(offsets[i])
+        now = clock()
+        if now > hard_deadline:
+            break                   # the generator itself fell past the deadline: the rest count as not sent
+        if due > now:
+            await asyncio.sleep(due - now)
+        tasks.append(loop.create_task(one(i, due)))
+    not_sent = n - len(tasks)
+    timeouts = not_sent
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_deadline - clock()))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        timeouts += len(pending)
+    span = (last_end[0] - t0) if last_end[0] else 0.0
+    return LoadRun(rate=rate, seconds=seconds, latencies=latencies, lag=lag, errors=counts["errors"] + timeouts,
+                   timeouts=timeouts, non_200=counts["non_200"], ok=counts["ok"], span_s=span, statuses=statuses,
+                   timings=timings)
+
+
+async def measure(url: str, rate: float, seconds: float, *, key: str = TENANT_KEY, warmup_s: float = 0.5,
+                  grace_s: float = 2.0, server_timing: bool = False, connections: int = 256,
+                  metrics_url: str | None = None) -> dict:
+    """A warm-up run (discarded) then a measured run at ``rate`` on one pooled keep-alive session; the measured run's
+    :meth:`LoadRun.summary`, with the gateway's fallback count over it when ``metrics_url`` is given."""
+    import aiohttp
+    connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=60, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)) as s:
+        if warmup_s > 0:
+            await open_loop(s, url, rate, warmup_s, key=key, grace_s=grace_s, tag="w")
+        before = await _fallbacks(s, metrics_url) if metrics_url else None
+        result = await open_loop(s, url, rate, seconds, key=key, grace_s=grace_s, server_timing=server_timing)
+        row = result.summary()
+        if metrics_url:
+            after = await _fallbacks(s, metrics_url)
+            row["fallbacks"] = None if before is None or after is None else round(after - before)
+    return row
+
+
+async def _fallbacks(session, metrics_url: str):
+    """The gateway's ``wirespeed_gateway_fallback_total`` summed over its causes (None if the scrape fails)."""
+    try:
+        async with session.get(metrics_url, timeout=_client_timeout(5.0)) as r:
+            text = await r.text()
+    except Exception:
+        return None
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("wirespeed_gateway_fallback_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _client_timeout(seconds: float):
+    import aiohttp
+    return aiohttp.ClientTimeout(total=seconds)
+
+
+# -- processes --------------------------------------------------------------------------------------------------------
+
+
+class _Process:
+    """A child process with its stderr in a log file; :meth:`stop` sends SIGTERM, then SIGKILL after a while."""
+
+    def __init__(self, name: str, argv: list, log_dir: Path, env=None, stdin=subprocess.DEVNULL):
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log_file, stdin=stdin, env=env)
+
+    def first_line(self, timeout: float) -> str:
+        """The child's first stdout line, waited for at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.name} printed no line within {timeout:.0f} s; {self.log_tail()}")
+            ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise RuntimeError(f"{self.name} exited with {self.proc.wait()} before it was ready; "
+                                       f"{self.log_tail()}")
+                buf += chunk
+        return buf.split(b"\n", 1)[0].decode()
+
+    def log_tail(self, lines: int = 6) -> str:
+        try:
+            text = self.log.read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            text = []
+        return "its log ends: " + " | ".join(text) if text else "its log is empty"
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the child so far (Linux ``/proc``), or None."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for pipe in (self.proc.stdout, self.proc.stdin):
+            if pipe:
+                pipe.close()
+        self._log_file.close()
+
+
+def _quiesce(processes, *, limit_s: float = 20.0, idle_share: float = 0.05, step_s: float = 0.25) -> None:
+    """Wait (at most ``limit_s``) until every child uses under ``idle_share`` of a core, so a target still working
+    through a backlog does not run beside the next one."""
+    deadline = time.monotonic() + limit_s
+    last = [p.cpu_seconds() for p in processes]
+    if any(c is None for c in last):
+        time.sleep(0.5)
+        return
+    calm = 0
+    while time.monotonic() < deadline and calm < 2:
+        time.sleep(step_s)
+        now = [p.cpu_seconds() for p in processes]
+        busy = max(b - a for a, b in zip(last, now)) / step_s
+        calm = calm + 1 if busy < idle_share else 0
+        last = now
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_mock(log_dir: Path) -> tuple[_Process, str]:
+    # Its stdin is a pipe from here: when this process ends, however it ends, the mock sees EOF and stops.
+    p = _Process("mock", [sys.executable, "-m", "wirespeed.host.tools.bench_gateway", "mock", "--port", "0",
+                          "--exit-on-eof"], log_dir, stdin=subprocess.PIPE)
+    return p, p.first_line(60.0).strip()
+
+
+def _start_gateway(uri: str, mock_url: str, log_dir: Path) -> tuple[_Process, dict]:
+    cfg = log_dir / f"gateway-{uri}.toml"
+    cfg.write_text(gateway_config(mock_url, device=uri))
+    name = "gateway-" + re.sub(r"[^A-Za-z0-9_.-]", "_", uri)
+    p = _Process(name, [sys.executable, "-m", "wirespeed", "gateway", "--config", str(cfg), "--uri", uri,
+                        "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--json"], log_dir)
+    line = p.first_line(_PROCESS_START_S)
+    try:
+        ready = json.loads(line)["ready"]
+    except (ValueError, KeyError, TypeError):
+        p.stop()
+        raise RuntimeError(f"{name} printed {line!r}, not its ready line; {p.log_tail()}") from None
+    return p, ready
+
+
+def _start_litellm(binary: str, mock_url: str, log_dir: Path) -> tuple[_Process, str, str, str | None]:
+    """A LiteLLM proxy (one worker, its defaults) in front of the mock; its base URL, master key and version once it
+    answers a chat completion."""
+    import secrets
+    key = "sk-" + secrets.token_hex(32)
+    cfg = log_dir / "litellm.yaml"
+    cfg.write_text(litellm_config(mock_url, key))
+    port = _free_port()
+    # The local model-cost map: the machine may be offline, and a fetch at start would only add a delay.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    p = _Process("litellm", [binary, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)], log_dir,
+                 env=env)
+    base = f"http://127.0.0.1:{port}"
+    version = None
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60, env=env)
+        m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout + out.stderr)
+        version = m.group(1) if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    deadline = time.monotonic() + _PROCESS_START_S
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"litellm exited with {p.proc.returncode}; {p.log_tail()}")
+        try:
+            status, body = _post(f"{base}/v1/chat/completions", key)
+            if status == 200:
+                return p, base, key, version
+            last = f"HTTP {status}: {body[:200]!r}"
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.5)
+    p.stop()
+    raise RuntimeError(f"litellm did not answer a chat completion within {_PROCESS_START_S:.0f} s ({last}); "
+                       f"{p.log_tail()}")
+
+
+def _post(url: str, key: str = TENANT_KEY) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, data=BODY, method="POST", headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _new_loop():
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def machine() -> dict:
+    import aiohttp
+    try:
+        import uvloop
+        uv = uvloop.__version__
+    except ImportError:
+        uv = None
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu_count": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "uvloop": uv,
+            "aiohttp": aiohttp.__version__, "platform": platform.platform(), "loadavg_at_start": load}
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------------------
+
+
+def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *, peer_litellm: str | None = None,
+        warmup_s: float = 0.5, grace_s: float = 2.0, progress=None) -> dict:
+    """The gateway benchmark: for each rate, direct to the mock, then through each target; see the module doc.
+
+    Returns
+    -------
+    dict
+        ``rates``, ``seconds``, ``warmup_s``, ``rows`` (one per rate and target: ``target``, ``offered_rps``,
+        ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included), ``timeouts``, ``non_200``,
+        ``p50_ms``/``p99_ms``/``p999_ms``, ``added_p50_ms``/``added_p99_ms``/``added_p999_ms`` (None on
+        ``direct``), ``sustained``, ``generator_lag_p99_ms``; on a gateway also ``server_timing_ms`` and
+        ``fallbacks``), ``target_p99_added_ms``, ``target_met`` (None when the software row at :data:`TARGET_RATE`
+        was not run), ``machine`` and ``litellm`` (None, or its binary and version, or why it was not measured).
+    """
+    say = progress or (lambda msg: None)
+    rates = [int(r) if float(r).is_integer() else float(r) for r in rates]
+    if not rates or any(r <= 0 for r in rates):
+        raise ValueError(f"rates must be > 0, got {rates!r}")
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    report = {"rates": rates, "seconds": seconds, "warmup_s": warmup_s, "grace_s": grace_s, "rows": [],
+              "target_p99_added_ms": TARGET_P99_ADDED_MS, "target_rate": TARGET_RATE, "target_met": None,
+              "machine": machine(), "litellm": None}
+    procs: list[_Process] = []
+    with tempfile.TemporaryDirectory(prefix="wirespeed-bench-gw-") as tmp, \
+            asyncio.Runner(loop_factory=_new_loop) as runner:
+        log_dir = Path(tmp)
+        try:
+            say("starting the mock backend ...")
+            mock, mock_url = _start_mock(log_dir)
+            procs.append(mock)
+            targets = [("direct", f"{mock_url}/v1/chat/completions", None, TENANT_KEY)]
+            for uri in uris:
+                say(f"starting the gateway on {uri!r} ...")
+                gw, ready = _start_gateway(uri, mock_url, log_dir)
+                procs.append(gw)
+                metrics = f"http://{ready['metrics']}/metrics" if ready.get("metrics") else None
+                targets.append((uri, f"http://{ready['listen']}/v1/chat/completions", metrics, TENANT_KEY))
+            if peer_litellm:
+                say(f"starting the LiteLLM proxy ({peer_litellm}) ...")
+                try:
+                    lp, base, key, version = _start_litellm(peer_litellm, mock_url, log_dir)
+                except (OSError, RuntimeError) as e:
+                    report["litellm"] = {"bin": peer_litellm, "error": str(e)}
+                    say(f"  LiteLLM not measured: {e}")
+                else:
+                    procs.append(lp)
+                    report["litellm"] = {"bin": peer_litellm, "version": version}
+                    targets.append(("litellm", f"{base}/v1/chat/completions", None, key))
+            # The slow device last in each rate, so a backlog it leaves is worked off before the next direct run.
+            targets.sort(key=lambda t: t[0] == "model")
+            for rate in rates:
+                direct = None
+                for name, url, metrics, key in targets:
+                    _quiesce(procs)
+                    say(f"  {rate} req/s for {seconds} s -> {name} ...")
+                    row = runner.run(measure(url, rate, seconds, key=key, warmup_s=warmup_s, grace_s=grace_s,
+                                             server_timing=metrics is not None, metrics_url=metrics))
+                    row = {"target": name, **row}
+                    if name == "direct":
+                        direct = row
+                        row.update({f"added_{n}_ms": None for n, _q in PERCENTILES})
+                    else:
+                        row.update(added_latency(row, direct))
+                    report["rows"].append(row)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    for row in report["rows"]:
+        if row["target"] == "software" and row["offered_rps"] == TARGET_RATE:
+            added = row.get("added_p99_ms")
+            report["target_met"] = bool(row["sustained"] and added is not None and added <= TARGET_P99_ADDED_MS)
+    return report
+
+
+def _ms(v) -> str:
+    return "fail" if v is None else f"{v:.3f}"
+
+
+def print_report(report: dict, out=None) -> None:
+    """The human-readable table."""
+    out = out or sys.stdout
+    m = report["machine"]
+    print(f"gateway added latency: open-loop load, {report['seconds']} s per rate after a {report['warmup_s']} s "
+          f"warm-up; {m['cpu_count']} CPUs, Python {m['python']}, uvloop {m['uvloop']}", file=out)
+    print("latency from each request's scheduled start to the end of its answer; added = target - direct; "
+          "'fail' = that percentile falls on a failed request;\ndevice, own = the gateway's Server-Timing (device "
+          "decision; total - upstream); gen lag = the generator's own lateness in sending", file=out)
+    head = (f"{'offered':>7} {'target':<9} {'achieved':>8} {'requests':>8} {'errors':>6} {'non200':>6} "
+            f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'+p50':>7} {'+p99':>7} {'+p99.9':>7} "
+            f"{'device p50':>10} {'own p50':>7} {'fallbacks':>9} {'gen lag p99':>11}  note")
+    print(head, file=out)
+    for r in report["rows"]:
+        added = "" if r["target"] == "direct" else \
+            f" {_ms(r.get('added_p50_ms')):>7} {_ms(r.get('added_p99_ms')):>7} {_ms(r.get('added_p999_ms')):>7}"
+        if not added:
+            added = f" {'':>7} {'':>7} {'':>7}"
+        timing = r.get("server_timing_ms", {})
+        device = f"{timing['device']['p50']:.3f}" if "device" in timing else ""
+        own = f"{timing['own']['p50']:.3f}" if "own" in timing else ""
+        lag = "" if r.get("generator_lag_p99_ms") is None else f"{r['generator_lag_p99_ms']:.3f}"
+        fb = "" if r.get("fallbacks") is None else str(r["fallbacks"])
+        note = "" if r["sustained"] else "NOT SUSTAINED"
+        print(f"{r['offered_rps']:>7} {r['target']:<9} {r['achieved_rps']:>8.1f} {r['requests']:>8} "
+              f"{r['errors']:>6} {r['non_200']:>6} {_ms(r['p50_ms']):>8} {_ms(r['p99_ms']):>8} "
+              f"{_ms(r['p999_ms']):>8}{added} {device:>10} {own:>7} {fb:>9} {lag:>11}  {note}", file=out)
+    met = report["target_met"]
+    if met is not None:
+        print(f"target (p99 added <= {report['target_p99_added_ms']} ms at {report['target_rate']} req/s on "
+              f"'software'): {'met' if met else 'NOT met'}", file=out)
+    lite = report.get("litellm")
+    if lite and lite.get("error"):
+        print(f"LiteLLM not measured: {lite['error']}", file=out)
+
+
+# -- the mock process -------------------------------------------------------------------------------------------------
+
+
+async def _serve_mock(host: str, port: int, exit_on_eof: bool = False) -> None:
+    from ..gateway.mock import MockBackend
+    backend = MockBackend("bench-mock", completion_tokens=8)
+    url = await backend.start(host, port)
+    backend.requests = _Discard()          # a long bench must not keep every request it served
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_on_eof:
+        def on_stdin() -> None:
+            if not os.read(sys.stdin.fileno(), 4096):
+                loop.remove_reader(sys.stdin.fileno())
+                stop.set()
+        loop.add_reader(sys.stdin.fileno(), on_stdin)
+    print(url, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await backend.stop()
+
+
+class _Discard(list):
+    """A list that keeps nothing (the mock's request log, unneeded here)."""
+
+    def append(self, item) -> None:
+        pass
+
+
+def main(argv=None) -> int:
+    """``python -m wirespeed.host.tools.bench_gateway mock [--host H] [--port P]``: the bench's mock process."""
+    p = argparse.ArgumentParser(prog="python -m wirespeed.host.tools.bench_gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("mock", help="serve the mock backend until SIGTERM; print its URL first")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=0)
+    sp.add_argument("--exit-on-eof", action="store_true", help="also stop when stdin closes (the parent is gone)")
+    args = p.parse_args(argv)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(_serve_mock(args.host, args.port, args.exit_on_eof))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

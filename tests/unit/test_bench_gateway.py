@@ -1,0 +1,209 @@
+"""``wirespeed bench --gateway`` (host/tools/bench_gateway.py): the schedule, percentiles and added latency; the
+open-loop generator against an in-process server (it sends on schedule while nothing has answered, bounds every run
+by a deadline, and counts failures as failures); and one short run of the whole command through the CLI.
+
+No test asserts a latency value: the figures depend on the machine."""
+
+import asyncio
+import json
+import math
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from wirespeed.host.tools import bench_gateway as bg
+from wirespeed.host.tools.cli import main
+
+CAP_S = 10.0
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, CAP_S))
+
+
+# -- pure parts -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate, seconds, n", [(500, 5, 2500), (1000, 0.5, 500), (3, 1, 3), (50, 1, 50),
+                                              (1000, 0.0001, 1)])
+def test_schedule_is_evenly_spaced(rate, seconds, n):
+    s = bg.schedule(rate, seconds)
+    assert s.size == n
+    assert s[0] == 0.0
+    if n > 1:
+        assert np.allclose(np.diff(s), 1.0 / rate)
+        assert s[-1] < seconds
+
+
+@pytest.mark.parametrize("rate, seconds", [(0, 1), (-5, 1), (100, 0), (100, -1)])
+def test_schedule_rejects_nonpositive(rate, seconds):
+    with pytest.raises(ValueError):
+        bg.schedule(rate, seconds)
+
+
+def test_percentiles_are_nearest_rank_in_ms():
+    lat = np.arange(1, 1001) / 1e3                 # 1 ms … 1000 ms
+    np.random.default_rng(1).shuffle(lat)
+    assert bg.latency_percentiles(lat) == {"p50_ms": 500.0, "p99_ms": 990.0, "p999_ms": 999.0}
+
+
+def test_failures_count_as_infinitely_slow():
+    lat = np.full(1000, 0.001)
+    lat[:5] = np.inf                               # 0.5 % failed: p99 still on a success, p99.9 on a failure
+    p = bg.latency_percentiles(lat)
+    assert p["p50_ms"] == 1.0 and p["p99_ms"] == 1.0 and p["p999_ms"] is None
+    lat[:600] = np.inf                             # most failed: even the median is a failure
+    assert bg.latency_percentiles(lat)["p50_ms"] is None
+    assert bg.latency_percentiles([]) == {"p50_ms": None, "p99_ms": None, "p999_ms": None}
+
+
+def test_added_is_target_minus_direct():
+    direct = {"p50_ms": 1.0, "p99_ms": 2.5, "p999_ms": 4.0}
+    gw = {"p50_ms": 1.25, "p99_ms": 2.0, "p999_ms": None}
+    assert bg.added_latency(gw, direct) == {"added_p50_ms": 0.25, "added_p99_ms": -0.5, "added_p999_ms": None}
+    assert bg.added_latency(direct, {"p50_ms": None, "p99_ms": 1.0, "p999_ms": 1.0})["added_p50_ms"] is None
+
+
+def test_server_timing_parsed():
+    value = ('device;dur=0.084;desc="device decision", queue;dur=0.000;desc="upstream pool wait", '
+             'ttft;dur=0.512;desc="first byte from upstream", total;dur=0.801;desc="total"')
+    assert bg.parse_server_timing(value) == {"device": 0.084, "queue": 0.0, "ttft": 0.512, "total": 0.801}
+
+
+def test_summary_sustained_only_without_failures_and_at_rate():
+    lat = np.full(100, 0.002)
+    ok = bg.LoadRun(rate=100, seconds=1.0, latencies=lat, lag=np.zeros(100), errors=0, timeouts=0, non_200=0,
+                    ok=100, span_s=1.0)
+    row = ok.summary()
+    assert row["sustained"] and row["achieved_rps"] == 100.0 and row["requests"] == 100
+    late = bg.LoadRun(rate=100, seconds=1.0, latencies=lat, lag=np.zeros(100), errors=0, timeouts=0, non_200=0,
+                      ok=100, span_s=2.0)      # answered, but at half the offered rate
+    assert late.summary()["achieved_rps"] == 50.0 and not late.summary()["sustained"]
+    lat2 = lat.copy()
+    lat2[0] = np.inf
+    one_error = bg.LoadRun(rate=100, seconds=1.0, latencies=lat2, lag=np.zeros(100), errors=1, timeouts=1,
+                           non_200=0, ok=99, span_s=1.0)
+    assert not one_error.summary()["sustained"]
+
+
+def test_configs_name_the_mock_and_a_roomy_tenant():
+    from wirespeed.host.gateway.config import parse_config
+    cfg = parse_config(bg.gateway_config("http://127.0.0.1:9999", device="model"), "<bench>")
+    assert cfg.device == "model"
+    assert [t.key for t in cfg.tenants] == [bg.TENANT_KEY]
+    assert cfg.tenants[0].rates["requests_per_s"] >= 50 * max(bg.DEFAULT_RATES)
+    assert cfg.pools[0].backends == ("http://127.0.0.1:9999",)
+    lite = bg.litellm_config("http://127.0.0.1:9999", "sk-abc")
+    assert "api_base: http://127.0.0.1:9999/v1" in lite and "model: openai/gpt-4o-mini" in lite
+    assert "master_key: sk-abc" in lite
+
+
+# -- the generator against an in-process server ---------------------------------------------------------------------
+
+
+async def _serve(handler):
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def test_open_loop_sends_on_schedule_while_nothing_answers():
+    """The server answers nothing until every scheduled request has arrived: an open-loop generator gets there (and
+    then all succeed); a closed-loop one would wait for answers first and time out."""
+    async def test():
+        arrived, all_in = [], asyncio.Event()
+        n = 20
+
+        async def handler(request):
+            body = await request.json()
+            arrived.append((request.headers["x-session-id"], request.headers["Authorization"], body["max_tokens"]))
+            if len(arrived) == n:
+                all_in.set()
+            await all_in.wait()
+            return web.json_response({"ok": True})
+        runner, url = await _serve(handler)
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+                result = await bg.open_loop(s, url, 200, n / 200, grace_s=5.0)
+        finally:
+            await runner.cleanup()
+        return arrived, result
+    arrived, result = run(test())
+    assert len(arrived) == 20
+    assert len({a[0] for a in arrived}) == 20                 # x-session-id varies
+    assert {a[1] for a in arrived} == {f"Bearer {bg.TENANT_KEY}"} and {a[2] for a in arrived} == {8}
+    assert result.ok == 20 and result.errors == 0 and result.non_200 == 0
+    assert np.isfinite(result.latencies).all()
+
+
+def test_open_loop_bounded_by_its_deadline():
+    """A server that never answers: the run still ends (at the deadline), and every request is a timeout."""
+    async def test():
+        async def handler(request):
+            await asyncio.Event().wait()
+        runner, url = await _serve(handler)
+        try:
+            async with aiohttp.ClientSession() as s:
+                return await bg.open_loop(s, url, 100, 0.05, grace_s=0.3)
+        finally:
+            await runner.cleanup()
+    result = run(test())
+    assert result.latencies.size == 5
+    assert result.timeouts == 5 and result.errors == 5 and result.ok == 0
+    row = result.summary()
+    assert row["p50_ms"] is None and not row["sustained"]
+
+
+def test_open_loop_counts_non_200_and_errors_apart():
+    async def test():
+        async def handler(request):
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+        runner, url = await _serve(handler)
+        try:
+            async with aiohttp.ClientSession() as s:
+                refused = await bg.open_loop(s, url, 100, 0.05, grace_s=2.0)
+                # Nothing listens at the next URL: connection errors, not answers.
+                port = bg._free_port()
+                gone = await bg.open_loop(s, f"http://127.0.0.1:{port}/v1/chat/completions", 100, 0.05,
+                                          grace_s=2.0)
+        finally:
+            await runner.cleanup()
+        return refused, gone
+    refused, gone = run(test())
+    assert refused.non_200 == 5 and refused.errors == 0 and refused.ok == 0 and refused.statuses == {503: 5}
+    assert not refused.summary()["sustained"] and refused.summary()["p50_ms"] is None
+    assert gone.errors == 5 and gone.timeouts == 0 and gone.non_200 == 0
+
+
+# -- the whole command ------------------------------------------------------------------------------------------------
+
+
+def test_bench_gateway_cli_short_run(capsys):
+    """One short run end to end (mock and gateway processes, about 5 s): the JSON's shape, and that every request
+    was answered. The figures themselves are not asserted."""
+    assert main(["bench", "--gateway", "--gateway-rates", "50", "--gateway-seconds", "1", "--gateway-uri", "software",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report) == ["gateway"]
+    gw = report["gateway"]
+    assert gw["rates"] == [50] and gw["target_p99_added_ms"] == 0.5
+    assert gw["machine"]["cpu_count"] >= 1 and gw["machine"]["python"]
+    assert gw["target_met"] is None                 # 1 000 req/s was not offered
+    assert [r["target"] for r in gw["rows"]] == ["direct", "software"]
+    for r in gw["rows"]:
+        assert r["offered_rps"] == 50 and r["requests"] == 50 and r["errors"] == 0 and r["non_200"] == 0
+        for key in ("achieved_rps", "p50_ms", "p99_ms", "p999_ms"):
+            assert isinstance(r[key], float) and math.isfinite(r[key])
+    sw = gw["rows"][1]
+    for key in ("added_p50_ms", "added_p99_ms", "added_p999_ms"):
+        assert sw[key] == pytest.approx(sw[key.replace("added_", "")] - gw["rows"][0][key.replace("added_", "")],
+                                        abs=1e-3)
+    assert sw["fallbacks"] == 0
+    assert set(sw["server_timing_ms"]) >= {"device", "total", "own"}
