@@ -270,7 +270,8 @@ class Offload:
     def _clocks(self) -> ClockCore:
         if self._clock_core is None:
             self._limiter()
-            self._clock_core = ClockCore(self.core.regs, wall=self.clock_mode == "wall")
+            self._clock_core = ClockCore(self.core.regs, wall=self.clock_mode == "wall",
+                                         direct=getattr(self.transport, "limiter_clock", None))
         return self._clock_core
 
     @property

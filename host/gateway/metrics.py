@@ -98,14 +98,22 @@ class GatewayMetrics:
                                "failure", ("pool",), registry=r)
         self.device = DeviceCollector()
         r.register(self.device)
+        # labels -> (requests, {stage: histogram}, added) children: .labels() is a lookup with checks per call.
+        self._children: dict = {}
 
     def observe(self, labels: tuple, stages: dict, added_s: float | None) -> None:
         """One answered request: ``labels`` (route, tenant, backend, status) and its stage times in seconds."""
-        self.requests.labels(*labels).inc()
+        children = self._children.get(labels)
+        if children is None:
+            children = self._children[labels] = (
+                self.requests.labels(*labels), {name: self.stage.labels(name, *labels) for name in STAGES},
+                self.added.labels(*labels))
+        requests, stage, added = children
+        requests.inc()
         for name, seconds in stages.items():
-            self.stage.labels(name, *labels).observe(seconds)
+            stage[name].observe(seconds)
         if added_s is not None:
-            self.added.labels(*labels).observe(added_s)
+            added.observe(added_s)
 
     async def refresh_device(self, dev) -> None:
         """Read the device's counters and histogram (one snapshot each) for the next scrape."""

@@ -714,6 +714,21 @@ class _General:
         return (values[0]._value_, values[1], values[2]._value_) + values[3:13]
 
 
+class _LimiterClock:
+    """The model's limiter clock as a discipline reads and steps it: what reading ``clock_now`` and pulsing
+    ``clock_ctrl.step`` do, at the model's current cycle, without the register accesses (which advance no cycle
+    here, as classifying does not)."""
+
+    def __init__(self, model: CoreModel):
+        self.model = model
+
+    def now(self) -> int:
+        return self.model.limiter.clock.now(self.model.cycles)
+
+    def step(self, ns: int) -> None:
+        self.model.limiter.clock.step(self.model.cycles, ns)
+
+
 class SoftwareTransport(ModelTransport):
     """Register access to a :class:`CoreModel` (as ``"model"``), and ``classify_stream`` computed by a
     :class:`SoftwareClassifier` on the same model.
@@ -742,6 +757,12 @@ class SoftwareTransport(ModelTransport):
     def write32(self, address: int, value: int) -> None:
         self.classifier.count()
         super().write32(address, value)
+
+    @property
+    def limiter_clock(self) -> "_LimiterClock":
+        """The limiter clock without register accesses, for the driver's wall-clock discipline
+        (``ClockCore.direct``)."""
+        return _LimiterClock(self.model)
 
     def classify_stream(self, packets, inline: bool = False):
         """Verdict records for ``packets`` (whole requests, or Ethernet frames when ``inline``), computed

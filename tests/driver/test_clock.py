@@ -119,3 +119,20 @@ def test_bad_clock_mode_is_named():
     with pytest.raises(ConfigError):
         Offload(ModelTransport(), "model", clock=None)
 
+
+
+def test_software_disciplines_its_clock_without_register_reads():
+    """On "software" the wall-clock discipline reads and steps the model's clock directly (``ClockCore.direct``):
+    its five register accesses were most of a one-request verdict's time in the gateway. (Planted check: with
+    ``direct`` left None, this reads ``clock_now``.)"""
+    host = FakeHost()
+    with wall_model(host, SoftwareTransport) as dev:
+        one_per_second(dev)
+        assert dev.classify(REQUEST).reason == "ok"
+        reads = []
+        read32 = dev.transport.read32
+        dev.transport.read32 = lambda address: reads.append(address) or read32(address)
+        host.now += 1_000_000_000
+        assert dev.classify(REQUEST).reason == "ok"              # the step happened: the bucket refilled
+        clock = dev.core.regs.regmap["limiter.clock_now"].address
+        assert reads and not {clock, clock + 4} & set(reads)     # (the batch still reads its parser limit)
