@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .tokens import count_text_tokens
+from .tokens import PRELOAD_MODELS, count_text_tokens, encoding_for
 
 __all__ = ["MockBackend", "Received", "start_mocks", "prompt_tokens", "MOCK_MODEL"]
 
@@ -252,6 +252,8 @@ class MockBackend:
         """
         if self._runner is not None:
             raise RuntimeError(f"{self!r} is already running")
+        # Load the tokenizers now (about half a second), not in the first request.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: [encoding_for(m) for m in PRELOAD_MODELS])
         if port == 0 and self._address is not None and self._address[0] == host:
             port = self._address[1]
         app = web.Application(middlewares=[self._middleware])

@@ -502,6 +502,8 @@ class Gateway:
                 pass
         except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass                # stop(): the connection ends here (asyncio's stream callback would log it otherwise)
         finally:
             self._tasks.discard(task)
             writer.close()
