@@ -18,6 +18,7 @@ import asyncio
 import http
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ _DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"
 _DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "trailer",
                             "server-timing"})
 _ESTIMATE_HEADER = b"x-token-estimate"
+#: The blank line that ends a server-sent event (LF or CRLF line ends).
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
 #: Settlements are applied together this long after the first one waiting (see ``Gateway._settle``).
 SETTLE_DELAY_S = 0.01
 _STAGE_DESC = {"device": "device decision", "queue": "upstream pool wait", "connect": "upstream connect",
@@ -166,6 +169,14 @@ _MESSAGES = {
 }
 
 
+def _phrase(status: int) -> bytes:
+    """The reason phrase of a status; a backend's nonstandard status gets none (RFC 9112 allows an empty one)."""
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
 def _timing_header(stages: dict) -> bytes:
     return b", ".join(b'%s;dur=%.3f;desc="%s"' % (name.encode(), ms * 1e3, _STAGE_DESC[name].encode())
                       for name, ms in stages.items())
@@ -206,13 +217,13 @@ class _Usage:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 self.text.append(part["text"])
 
-    def tokens(self, model, est: Estimate) -> tuple[int, bool]:
-        """(tokens used, whether the backend reported them)."""
+    def tokens(self, model, est: Estimate) -> int:
+        """Tokens used: as the backend reported them, else the prompt estimate plus the returned text's count."""
         if self.total is not None:
-            return self.total, True
+            return self.total
         if self.prompt is not None or self.completion is not None:
-            return (self.prompt or 0) + (self.completion or 0), True
-        return est.prompt_tokens + count_text_tokens(model, "".join(self.text)), False
+            return (self.prompt or 0) + (self.completion or 0)
+        return est.prompt_tokens + count_text_tokens(model, "".join(self.text))
 
 
 @dataclass
@@ -319,7 +330,7 @@ class Gateway:
         self._device_down_until = 0.0
         self._header_limit = 8192
         self._tasks: set = set()
-        # Settlements waiting for the next flush: (device name, tenant id) -> [device, tenant name, net refund].
+        # Settlements waiting for the next flush: (device, tenant id) -> [device, tenant name, net refund].
         self._settlements: dict = {}
         self._flush_handle = None
         self._routes = sorted(((r.prefix, r) for r in config.routes), key=lambda pr: -len(pr[0]))
@@ -410,9 +421,6 @@ class Gateway:
         for d in (self.primary, self.software):
             if d is not None:
                 await d.close()
-
-    async def serve_forever(self) -> None:
-        await self._server.serve_forever()
 
     # -- the device --
 
@@ -628,6 +636,7 @@ class Gateway:
         connect = timing.get("create_end", t_up) - timing.get("create_start", t_up)
         stages["queue"], stages["connect"] = queued, connect
         usage = _Usage()
+        answered = False
         try:
             async with response:
                 if response.status >= 500:
@@ -637,6 +646,7 @@ class Gateway:
                 out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
                 streaming = response.content_type == "text/event-stream" or "Content-Length" not in response.headers
                 if streaming:
+                    answered = True                 # the status line goes out first
                     t_up_end = await self._stream(writer, response, out_headers, stages, usage, t0, t_up)
                 else:
                     data = await response.read()
@@ -650,12 +660,18 @@ class Gateway:
                         usage.add_usage(obj)
                         usage.add_text(obj)
                     stages["total"] = time.perf_counter() - t0
+                    answered = True
                     await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive,
                                        timing=True)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # The backend failed mid-answer: a stream is cut (the client sees no last chunk); otherwise 502.
             keep_alive, t_up_end = False, time.perf_counter()
+            if not answered:
+                await self._failed(backend)
+                await self._answer(writer, 502, {}, _error_body(502, "upstream_error", f"upstream: {exc!r}"), t0,
+                                   stages, keep=False)
             stages.setdefault("total", t_up_end - t0)
-        used, _reported = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
+        used = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
         if response.status >= 400:
             used = 0 if usage.total is None and usage.prompt is None else used
         self._settle(device, verdict.tenant, tenant, reserved, used)
@@ -666,7 +682,7 @@ class Gateway:
     async def _stream(self, writer, response, out_headers, stages, usage: _Usage, t0: float, t_up: float) -> float:
         """Pass the response through as it arrives (chunked to the client), scanning SSE events for usage; the
         stages known only at the end go in a ``Server-Timing`` trailer."""
-        head = [b"HTTP/1.1 %d %s\r\n" % (response.status, http.HTTPStatus(response.status).phrase.encode())]
+        head = [b"HTTP/1.1 %d %s\r\n" % (response.status, _phrase(response.status))]
         head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
         head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
         head.append(b"trailer: server-timing\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -680,7 +696,7 @@ class Gateway:
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
             pending += chunk
-            *events, pending = pending.split(b"\n\n")
+            *events, pending = _EVENT_END.split(pending)
             for event in events:
                 self._scan_event(event, usage)
         if pending.strip():
@@ -726,7 +742,8 @@ class Gateway:
         self.metrics.tokens.labels("used", tenant).inc(used)
         if tenant_id is None or reserved == used:
             return
-        entry = self._settlements.setdefault((device.name, tenant_id), [device, tenant, 0])
+        # Keyed by the device object: the primary and the fallback may both be "software".
+        entry = self._settlements.setdefault((device, tenant_id), [device, tenant, 0])
         entry[2] += reserved - used
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(
@@ -738,7 +755,7 @@ class Gateway:
             self._flush_handle.cancel()
             self._flush_handle = None
         pending, self._settlements = self._settlements, {}
-        for (_name, tenant_id), (device, tenant, net) in pending.items():
+        for (_device, tenant_id), (device, tenant, net) in pending.items():
             try:
                 if net > 0:
                     await device.refund(tenant_id, net)
@@ -770,7 +787,7 @@ class Gateway:
     async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool,
                       timing: bool = True) -> None:
         stages.setdefault("total", time.perf_counter() - t0)
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, http.HTTPStatus(status).phrase.encode())]
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
         head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         if not any(k.lower() == "content-type" for k, _ in headers):
             head.append(b"content-type: application/json\r\n")

@@ -292,3 +292,35 @@ def test_anthropic_messages_streamed_and_settled(rig):
         _total(before, "wirespeed_gateway_tokens_total", kind="used", tenant="acme")
     usage = json.loads(body)["usage"]
     assert used == 2 * (usage["input_tokens"] + usage["output_tokens"])   # both settled from the backend's usage
+
+
+def test_upstream_connections_are_warmed_at_start_and_pooled():
+    with GatewayRig(TENANTS, n_mocks=1) as rig:
+        mock = rig.mocks[0]
+        assert [r.path for r in mock.requests] == ["/v1/models"] * rig.gateway.options.warm_connections
+        raws = [rig.client("sk-acme-1").chat.completions.with_raw_response.create(**CHAT) for _ in range(3)]
+        for raw in raws:                          # no request opened a connection: the warmed ones were used
+            stages = dict(re.findall(r'(\w+);dur=([0-9.]+)', raw.headers["server-timing"]))
+            assert float(stages["connect"]) == 0.0
+
+
+def test_nonstandard_backend_status_passes_through_and_counts_as_a_failure():
+    with GatewayRig(TENANTS, n_mocks=1, options=GatewayOptions(fail_threshold=100)) as rig:
+        rig.mocks[0].fail_status = 599
+        answer = rig.raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+                         b"Connection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 599 \r\n"), answer[:100]
+        assert rig.gateway.backends[rig.mocks[0].url].failures == 1
+
+
+def test_a_stream_cut_by_the_backend_reaches_the_client_as_an_error():
+    with GatewayRig(TENANTS, n_mocks=1, options=GatewayOptions(probe_interval_s=60)) as rig:
+        mock = rig.mocks[0]
+        mock.hold = rig.call(_event())
+        stream = rig.client("sk-acme-1").chat.completions.create(
+            model="gpt-4o-mini", max_tokens=4, stream=True, messages=[{"role": "user", "content": "Count."}])
+        chunks = iter(stream)
+        assert next(chunks).choices[0].delta.content == "tok0"
+        rig.call(mock.stop())                     # killed mid-stream
+        with pytest.raises(openai.APIConnectionError):
+            list(chunks)
