@@ -324,3 +324,20 @@ def test_a_stream_cut_by_the_backend_reaches_the_client_as_an_error():
         rig.call(mock.stop())                     # killed mid-stream
         with pytest.raises(openai.APIConnectionError):
             list(chunks)
+
+
+def test_fallback_when_a_worker_thread_device_stalls():
+    with GatewayRig(TENANTS, n_mocks=1, device="model",
+                    options=GatewayOptions(device_timeout_s=0.05, device_retry_s=60)) as rig:
+        primary = rig.gateway.primary
+        assert not primary.inline                 # "model" runs on the driver's worker thread
+
+        async def stalled(block):
+            await asyncio.sleep(5)
+        primary.classify = stalled
+        client = rig.client("sk-acme-1")
+        assert client.chat.completions.create(**CHAT).usage.completion_tokens == 5
+        assert client.chat.completions.create(**CHAT).usage.completion_tokens == 5   # straight to "software"
+        samples = _metrics(rig)
+        assert _total(samples, "wirespeed_gateway_fallback_total", cause="stall") == 1
+        assert _total(samples, "wirespeed_gateway_fallback_total", cause="device_down") == 1
