@@ -135,6 +135,17 @@ class _Frame:
         return None
 
 
+def _feed(parser, data: bytes) -> None:
+    """``parser.feed_data(data)``; an exception our callbacks raised comes out as itself (httptools wraps it in an
+    ``HttpParserCallbackError``)."""
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserCallbackError as exc:
+        if isinstance(exc.__context__, (_Framing, _NextMessage)):
+            raise exc.__context__ from None
+        raise
+
+
 def _block_end(buf: bytearray, start: int) -> int:
     """The end of the header block in ``buf`` (just past the empty line), searching from ``start``; -1 if none yet.
     A bare LF ends it too, so that such a block reaches the device (which rejects it) instead of waiting."""
@@ -544,7 +555,7 @@ class Gateway:
         frame = _Frame(o.max_body_bytes)
         parser = frame.parser
         try:
-            parser.feed_data(block)
+            _feed(parser, block)
             if frame.header(b"expect") is not None and not frame.complete:
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             fed = end
@@ -556,7 +567,7 @@ class Gateway:
                 stop = len(buf)
                 if length is not None:              # exactly this request's bytes: a pipelined one stays in buf
                     stop = min(stop, end + int(length))
-                parser.feed_data(bytes(buf[fed:stop]))
+                _feed(parser, bytes(buf[fed:stop]))
                 fed = stop
         except _NextMessage:
             fed = len(buf)

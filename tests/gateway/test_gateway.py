@@ -341,3 +341,19 @@ def test_fallback_when_a_worker_thread_device_stalls():
         samples = _metrics(rig)
         assert _total(samples, "wirespeed_gateway_fallback_total", cause="stall") == 1
         assert _total(samples, "wirespeed_gateway_fallback_total", cause="device_down") == 1
+
+
+def test_body_over_the_limit_is_413_and_bytes_after_a_chunked_body_close_the_connection():
+    with GatewayRig(TENANTS, n_mocks=1, options=GatewayOptions(max_body_bytes=1000)) as rig:
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+        answer = rig.raw(head + b"Content-Length: 2000\r\n\r\n" + b"x" * 2000)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "body_too_large"
+        body = json.dumps(CHAT).encode()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        pipelined = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n"
+        answer = rig.raw(head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked + pipelined)
+        # The chunked request is answered; the bytes behind it are not parsed, and the connection closes.
+        assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200 OK")
+        assert b"connection: close" in answer.lower()
+        assert not any(r.path == "/v1/models" and r.method == "GET" for r in rig.mocks[0].requests[2:])
