@@ -221,7 +221,8 @@ def _steps(config: GatewayConfig, dev):
     """``(where, method, args, kwargs)`` of each driver call that writes ``config`` to ``dev``, in order."""
     secret = device_secret(config)
     yield config.path, dev.set_fingerprint_key, (secret,), {}
-    yield config.path, dev.set_hash_key, (hashlib.blake2b(secret, digest_size=40, person=b"wirespeed-rss").digest(),), {}
+    toeplitz_key = hashlib.blake2b(secret, digest_size=40, person=b"wirespeed-rss").digest()
+    yield config.path, dev.set_hash_key, (toeplitz_key,), {}
     for i, pool in enumerate(config.pools):
         yield (f"{config.path}: [[pools]] #{i + 1} {pool.name!r}", dev.pools.set,
                (i, list(pool.backends), list(pool.weights) if pool.weights else None), {})

@@ -79,7 +79,8 @@ def how_to_call(address, metrics_address=None) -> str:
         "curl:",
         f"  curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEYS['acme']}' \\",
         "    -H 'Content-Type: application/json' -H 'x-session-id: s1' \\",
-        "    -d '{\"model\": \"gpt-4o-mini\", \"max_tokens\": 8, \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'",
+        "    -d '{\"model\": \"gpt-4o-mini\", \"max_tokens\": 8, "
+        "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'",
         "",
         "openai SDK (Python):",
         "  from openai import OpenAI",
