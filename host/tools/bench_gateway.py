@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -280,6 +281,8 @@ async def measure(url: str, rate: float, seconds: float, *, key: str = TENANT_KE
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)) as s:
         if warmup_s > 0:
             await open_loop(s, url, rate, warmup_s, key=key, grace_s=grace_s, tag="w")
+        gc.collect()                        # nor the generator (see _serve_mock)
+        gc.freeze()
         before = await _fallbacks(s, metrics_url) if metrics_url else None
         result = await open_loop(s, url, rate, seconds, key=key, grace_s=grace_s, server_timing=server_timing)
         row = result.summary()
@@ -619,6 +622,10 @@ async def _serve_mock(host: str, port: int, exit_on_eof: bool = False) -> None:
     backend = MockBackend("bench-mock", completion_tokens=8)
     url = await backend.start(host, port)
     backend.requests = _Discard()          # a long bench must not keep every request it served
+    # The instruments must not pause: with its tokenizer loaded, a full collection here took about 24 ms, which
+    # landed in whichever run it fell in (the gateway freezes its own start-up heap too, host/gateway/run.py).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
