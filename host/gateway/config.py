@@ -239,6 +239,11 @@ def _named(where: str, exc: Exception) -> GatewayConfigError:
     return GatewayConfigError(where, "value", None, str(exc))
 
 
+def _tenant_ids(config: GatewayConfig, results: list) -> dict:
+    """``{tenant name: tenant id}`` from the results of :func:`_steps`' calls: the tenants are added last."""
+    return dict(zip((t.name for t in config.tenants), results[len(results) - len(config.tenants):]))
+
+
 def apply(config: GatewayConfig, dev) -> dict:
     """Write ``config`` to the open device ``dev`` (an :class:`~wirespeed.host.driver.offload.Offload`): the keys
     (:func:`device_secret`), the pools (in file order: the first is pool 0), the routes and the tenants. Returns
@@ -250,7 +255,7 @@ def apply(config: GatewayConfig, dev) -> dict:
             results.append(method(*args, **kwargs))
         except WirespeedError as exc:
             raise _named(where, exc) from exc
-    return dict(zip((t.name for t in config.tenants), results[len(results) - len(config.tenants):]))
+    return _tenant_ids(config, results)
 
 
 async def apply_async(config: GatewayConfig, dev) -> dict:
@@ -261,4 +266,4 @@ async def apply_async(config: GatewayConfig, dev) -> dict:
             results.append(await method(*args, **kwargs))
         except WirespeedError as exc:
             raise _named(where, exc) from exc
-    return dict(zip((t.name for t in config.tenants), results[len(results) - len(config.tenants):]))
+    return _tenant_ids(config, results)

@@ -2,7 +2,7 @@
 and token counters, backend health, and the device's own counters and latency histogram as ``wirespeed_device_*``.
 
 :class:`~.server.Gateway` ─▶ :class:`GatewayMetrics` (observe per request) ─▶ ``GET /metrics`` (text format)
-device ``stats()`` / ``latency_histogram()`` ─▶ :class:`DeviceCollector` ─┘
+device ``stats()`` (counters and latency histogram, one snapshot) ─▶ :class:`DeviceCollector` ─┘
 
 Every gateway has its own registry, so two gateways in one process (tests) do not share series.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from ..driver.stats import LatencyHistogram
 
 __all__ = ["GatewayMetrics", "DeviceCollector", "STAGES", "LATENCY_BUCKETS_S"]
 
@@ -26,7 +28,8 @@ _LABELS = ("route", "tenant", "backend", "status")
 
 class DeviceCollector:
     """``wirespeed_device_*`` from the last device snapshot (:meth:`GatewayMetrics.refresh_device` takes it before
-    each scrape, since the device is read asynchronously and a collector is not)."""
+    each scrape, since the device is read asynchronously and a collector is not). The latency histogram comes from
+    the same snapshot as the counters."""
 
     def __init__(self):
         self.stats: dict | None = None
@@ -116,9 +119,11 @@ class GatewayMetrics:
             added.observe(added_s)
 
     async def refresh_device(self, dev) -> None:
-        """Read the device's counters and histogram (one snapshot each) for the next scrape."""
-        self.device.stats = await dev.stats()
-        self.device.histogram = await dev.latency_histogram()
+        """Read the device's counters and latency histogram, from one snapshot, for the next scrape."""
+        stats = await dev.stats()
+        latency = stats["latency"]
+        self.device.stats = stats
+        self.device.histogram = LatencyHistogram.from_counts(latency["histogram"], latency["sum"], latency["max"])
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -291,8 +291,8 @@ class _Device:
     async def stats(self) -> dict:
         return await self._do(self.dev.stats)
 
-    async def latency_histogram(self):
-        return await self._do(self.dev.latency_histogram)
+    async def info(self):
+        return await self._do(self.dev.info)
 
     async def read_register(self, name: str) -> int:
         return await self._do(self.dev.read_register, name)
@@ -364,6 +364,7 @@ class Gateway:
         self.primary = await _Device.open(self.uri, self.uri, self.config)
         self.software = await _Device.open("software", "software", self.config)
         self._header_limit = await self.primary.read_register("parser.limits.max_header_bytes")
+        self.metrics.device.clock_hz = (await self.primary.info()).clock_hz
         # Load the tokenizers now (about a second each), not on the first request.
         await asyncio.get_running_loop().run_in_executor(None, lambda: [encoding_for(m) for m in PRELOAD_MODELS])
         o = self.options
@@ -400,7 +401,7 @@ class Gateway:
 
         async def scrape(_request):
             try:
-                await asyncio.wait_for(self.metrics.refresh_device(self._device_for_metrics()), 2.0)
+                await asyncio.wait_for(self.metrics.refresh_device(self.primary), 2.0)
             except (WirespeedError, asyncio.TimeoutError):
                 pass                    # the scrape still serves the gateway's own series
             return web.Response(body=self.metrics.render(),
@@ -413,9 +414,6 @@ class Gateway:
         site = web.TCPSite(self._metrics_runner, host.strip("[]"), int(port))
         await site.start()
         self.metrics_address = site._server.sockets[0].getsockname()[:2]
-
-    def _device_for_metrics(self) -> "_Device":
-        return self.primary
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -672,8 +670,7 @@ class Gateway:
                         usage.add_text(obj)
                     stages["total"] = time.perf_counter() - t0
                     answered = True
-                    await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive,
-                                       timing=True)
+                    await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # The backend failed mid-answer: a stream is cut (the client sees no last chunk); otherwise 502.
             keep_alive, t_up_end = False, time.perf_counter()
@@ -795,14 +792,13 @@ class Gateway:
                            keep=keep)
         return keep
 
-    async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool,
-                      timing: bool = True) -> None:
+    async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool) -> None:
         stages.setdefault("total", time.perf_counter() - t0)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
         head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         if not any(k.lower() == "content-type" for k, _ in headers):
             head.append(b"content-type: application/json\r\n")
-        if timing and stages:
+        if stages:
             head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
         head.append(b"content-length: %d\r\n" % len(body))
         if not keep:

@@ -162,7 +162,8 @@ def test_metrics_parse_and_move(rig):
         _total(before, "wirespeed_device_actions_total", action="forward") + 1
     assert _total(after, "wirespeed_gateway_tokens_total", kind="reserved", tenant="acme") > \
         _total(before, "wirespeed_gateway_tokens_total", kind="reserved", tenant="acme")
-    assert "wirespeed_device_latency_cycles_count" in after
+    assert _total(after, "wirespeed_device_latency_cycles_count") == _total(after, "wirespeed_device_events_total")
+    assert _total(after, "wirespeed_device_clock_hz") == rig.gateway.primary.dev.info().clock_hz > 0
 
 
 BAD = {
