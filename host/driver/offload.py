@@ -393,8 +393,11 @@ class Offload:
         with self._lock:
             core = self._submit_core()
             self._discipline()
-            stream = getattr(self.transport, "classify_stream", None)
-            if stream is None:
+            direct = getattr(self.transport, "classify_requests", None)
+            records = direct(requests, core.width, core.window_bytes) if direct is not None else None
+            if records is not None:
+                pass                # "software": the same checks and effects on its model, no register program
+            elif (stream := getattr(self.transport, "classify_stream", None)) is None:
                 records = self._run(core.classify(list(zip(requests, itertools.repeat(False, len(requests))))))
             else:
                 # As _classify, without a tuple per request; whole requests to a transport that cuts them itself.

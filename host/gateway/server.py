@@ -3,8 +3,8 @@ backend the verdict names, over pooled keep-alive connections, with the response
 
 client ─▶ :class:`Gateway` connection (asyncio streams on uvloop) ─▶ header block ─▶ llhttp (httptools, strict)
 frames the body ─▶ token estimate (:mod:`.tokens`) ─▶ device ``classify`` (cost = the estimate) ─▶ reject in OpenAI's
-error format, or ─▶ ``aiohttp.ClientSession`` of the backend ─▶ response (SSE passed through chunk by chunk) ─▶
-settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus (:mod:`.metrics`)
+error format, or ─▶ the backend's pool of kept-alive connections (:mod:`.upstream`, llhttp again) ─▶ response (SSE
+passed through chunk by chunk) ─▶ settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus (:mod:`.metrics`)
 
 Why the client side is not aiohttp's server: it parses and normalises the header block itself and answers malformed
 input with its own 400 before any handler runs, so the device would never see the bytes the client sent. Here the
@@ -22,7 +22,6 @@ import re
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
 import httptools
 
 from ..driver.offload import open as ws_open, open_async
@@ -30,6 +29,7 @@ from ..errors import WirespeedError
 from .config import GatewayConfig, apply, apply_async
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
+from .upstream import ConnectFailed, Upstream, UpstreamError
 
 __all__ = ["Gateway", "GatewayOptions"]
 
@@ -38,8 +38,8 @@ __all__ = ["Gateway", "GatewayOptions"]
 _DROP_REQUEST = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
                            b"upgrade", b"host", b"content-length", b"expect", b"authorization", b"x-api-key",
                            b"x-token-estimate"})
-_DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "trailer",
-                            "server-timing"})
+_DROP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"trailer",
+                            b"server-timing"})
 _ESTIMATE_HEADER = b"x-token-estimate"
 #: The blank line that ends a server-sent event (LF or CRLF line ends).
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -61,6 +61,12 @@ class GatewayOptions:
         The bound of each backend's connection pool.
     warm_connections : int
         Connections opened to each backend at start.
+    upstream_keepalive_s : float
+        An upstream connection idle longer than this is closed rather than reused: keep it below the backends' own
+        keep-alive timeout (uvicorn's default, in front of vLLM and most Python servers, is 5 s), or a request may
+        be sent on a connection the backend is closing, and fail.
+    upstream_read_timeout_s : float
+        Longest wait for the next bytes of a backend's answer.
     fail_threshold : int
         Consecutive connect failures or 5xx answers that mark a backend down.
     probe_interval_s : float
@@ -76,6 +82,8 @@ class GatewayOptions:
     max_body_bytes: int = 32 << 20
     connections_per_backend: int = 64
     warm_connections: int = 2
+    upstream_keepalive_s: float = 4.0
+    upstream_read_timeout_s: float = 600.0
     fail_threshold: int = 3
     probe_interval_s: float = 0.5
     device_timeout_s: float = 1.0
@@ -240,7 +248,7 @@ class _Usage:
 @dataclass
 class _Backend:
     url: str
-    session: aiohttp.ClientSession
+    upstream: Upstream
     pools: list = field(default_factory=list)          # (pool index) it belongs to
     failures: int = 0
     down: bool = False
@@ -345,18 +353,6 @@ class Gateway:
         self._settlements: dict = {}
         self._flush_handle = None
         self._routes = sorted(((r.prefix, r) for r in config.routes), key=lambda pr: -len(pr[0]))
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_connection_queued_start.append(self._on_mark("queued_start"))
-        self._trace.on_connection_queued_end.append(self._on_mark("queued_end"))
-        self._trace.on_connection_create_start.append(self._on_mark("create_start"))
-        self._trace.on_connection_create_end.append(self._on_mark("create_end"))
-
-    @staticmethod
-    def _on_mark(name):
-        async def mark(_session, ctx, _params):
-            if ctx.trace_request_ctx is not None:
-                ctx.trace_request_ctx[name] = time.perf_counter()
-        return mark
 
     # -- start and stop --
 
@@ -371,11 +367,9 @@ class Gateway:
         for index, pool in enumerate(self.config.pools):
             for url in pool.backends:
                 if url not in self.backends:
-                    connector = aiohttp.TCPConnector(limit=o.connections_per_backend, keepalive_timeout=60)
-                    session = aiohttp.ClientSession(
-                        url, connector=connector, auto_decompress=False, trace_configs=[self._trace],
-                        timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=600))
-                    self.backends[url] = _Backend(url, session)
+                    upstream = Upstream(url, limit=o.connections_per_backend, keepalive_s=o.upstream_keepalive_s,
+                                        read_timeout_s=o.upstream_read_timeout_s)
+                    self.backends[url] = _Backend(url, upstream)
                 self.backends[url].pools.append(index)
                 self.metrics.backend_up.labels(pool.name, url).set(1)
         await asyncio.gather(*(self._warm(b) for b in self.backends.values()))
@@ -388,11 +382,12 @@ class Gateway:
     async def _warm(self, backend: _Backend) -> None:
         """Open the pool's first connections; a backend that cannot be reached starts down."""
         async def one():
-            async with backend.session.get("/v1/models") as r:
-                await r.read()
+            response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models", read_timeout_s=5.0)
+            async with response:
+                await response.read()
         results = await asyncio.gather(*(one() for _ in range(self.options.warm_connections)),
                                        return_exceptions=True)
-        if all(isinstance(r, aiohttp.ClientConnectionError) for r in results) and results:
+        if all(isinstance(r, ConnectFailed) for r in results) and results:
             backend.failures = self.options.fail_threshold - 1
             await self._failed(backend)
 
@@ -424,7 +419,7 @@ class Gateway:
         for b in self.backends.values():
             if b.probe is not None:
                 b.probe.cancel()
-            await b.session.close()
+            await b.upstream.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         for d in (self.primary, self.software):
@@ -483,11 +478,13 @@ class Gateway:
         while True:
             await asyncio.sleep(self.options.probe_interval_s)
             try:
-                async with backend.session.get("/v1/models", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    await r.read()
-                    if r.status >= 500:
-                        continue
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+                async with asyncio.timeout(2.0):
+                    response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models")
+                    async with response:
+                        await response.read()
+                if response.status >= 500:
+                    continue
+            except (UpstreamError, TimeoutError):
                 continue
             break
         backend.down, backend.failures, backend.probe = False, 0, None
@@ -575,7 +572,7 @@ class Gateway:
             if verdict.action == "forward":         # llhttp refused what the device let through
                 reason = "body_too_large" if isinstance(exc, _Framing) else "framing"
                 status = 413 if isinstance(exc, _Framing) else 400
-                await self._answer(writer, status, {}, _error_body(status, reason, f"{reason}: {exc}"), t0,
+                await self._answer(writer, status, (), _error_body(status, reason, f"{reason}: {exc}"), t0,
                                    {"device": 0.0}, keep=False)
             else:
                 await self._reject(writer, verdict, t0, keep=False)
@@ -609,21 +606,19 @@ class Gateway:
         tenant = device.tenant_name(verdict.tenant)
         reserved = est.total
         self.metrics.tokens.labels("reserved", tenant).inc(reserved)
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in frame.headers
-                   if n.lower() not in _DROP_REQUEST]
+        headers = [(n, v) for n, v in frame.headers if n.lower() not in _DROP_REQUEST]
+        target = frame.url
+        method_b = method.encode()
         tried: set = set()
         url = verdict.backend
         while True:
             backend = self.backends[url]
             tried.add(url)
-            timing: dict = {}
             t_up = time.perf_counter()
             try:
-                response = await backend.session.request(method, path, headers=headers, data=body,
-                                                         trace_request_ctx=timing, allow_redirects=False,
-                                                         skip_auto_headers=("User-Agent", "Content-Type"))
+                response, queued, connect = await backend.upstream.request(method_b, target, headers, body)
                 break
-            except aiohttp.ClientConnectorError:    # not sent: another backend may take it
+            except ConnectFailed:                   # not sent: another backend may take it
                 await self._failed(backend)
                 url = self._rehash(device, verdict, tried)
                 if url is not None:
@@ -631,18 +626,16 @@ class Gateway:
                     continue
                 self._settle(device, verdict.tenant, tenant, reserved, 0)
                 self._observe_reject(path, tenant, "-", 503, stages, t0)
-                await self._answer(writer, 503, {}, _error_body(503, "no_backend", _MESSAGES[503]), t0, stages,
+                await self._answer(writer, 503, (), _error_body(503, "no_backend", _MESSAGES[503]), t0, stages,
                                    keep=keep_alive)
                 return keep_alive
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except UpstreamError as exc:
                 await self._failed(backend)
                 self._settle(device, verdict.tenant, tenant, reserved, 0)
                 self._observe_reject(path, tenant, url, 502, stages, t0)
-                await self._answer(writer, 502, {}, _error_body(502, "upstream_error", f"upstream: {exc!r}"), t0,
+                await self._answer(writer, 502, (), _error_body(502, "upstream_error", f"upstream: {exc}"), t0,
                                    stages, keep=False)
                 return False
-        queued = timing.get("queued_end", t_up) - timing.get("queued_start", t_up)
-        connect = timing.get("create_end", t_up) - timing.get("create_start", t_up)
         stages["queue"], stages["connect"] = queued, connect
         usage = _Usage()
         answered = False
@@ -652,9 +645,9 @@ class Gateway:
                     await self._failed(backend)
                 else:
                     self._succeeded(backend)
-                out_headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
-                streaming = response.content_type == "text/event-stream" or "Content-Length" not in response.headers
-                if streaming:
+                out_headers = [(k, v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE]
+                content_type = response.header(b"content-type") or b""
+                if content_type.startswith(b"text/event-stream") or response.length is None:
                     answered = True                 # the status line goes out first
                     t_up_end = await self._stream(writer, response, out_headers, stages, usage, t0, t_up)
                 else:
@@ -671,12 +664,12 @@ class Gateway:
                     stages["total"] = time.perf_counter() - t0
                     answered = True
                     await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except UpstreamError as exc:
             # The backend failed mid-answer: a stream is cut (the client sees no last chunk); otherwise 502.
             keep_alive, t_up_end = False, time.perf_counter()
             if not answered:
                 await self._failed(backend)
-                await self._answer(writer, 502, {}, _error_body(502, "upstream_error", f"upstream: {exc!r}"), t0,
+                await self._answer(writer, 502, (), _error_body(502, "upstream_error", f"upstream: {exc}"), t0,
                                    stages, keep=False)
             stages.setdefault("total", t_up_end - t0)
         used = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
@@ -691,13 +684,13 @@ class Gateway:
         """Pass the response through as it arrives (chunked to the client), scanning SSE events for usage; the
         stages known only at the end go in a ``Server-Timing`` trailer."""
         head = [b"HTTP/1.1 %d %s\r\n" % (response.status, _phrase(response.status))]
-        head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers]
+        head += [b"%s: %s\r\n" % pair for pair in out_headers]
         head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
         head.append(b"trailer: server-timing\r\ntransfer-encoding: chunked\r\n\r\n")
         writer.write(b"".join(head))
         pending = b""
         first = True
-        async for chunk in response.content.iter_any():
+        async for chunk in response:
             if first:
                 stages["ttft"] = time.perf_counter() - t_up
                 first = False
@@ -782,8 +775,8 @@ class Gateway:
         status = verdict.status or 403
         headers = []
         if verdict.retry_after_s is not None:
-            headers.append(("retry-after", str(max(1, math.ceil(verdict.retry_after_s)))))
-            headers.append(("retry-after-ms", str(max(1, math.ceil(verdict.retry_after_s * 1e3)))))
+            headers.append((b"retry-after", b"%d" % max(1, math.ceil(verdict.retry_after_s))))
+            headers.append((b"retry-after-ms", b"%d" % max(1, math.ceil(verdict.retry_after_s * 1e3))))
         message = _MESSAGES.get(status, f"Rejected by the gateway: {verdict.reason}.")
         stages = stages if stages is not None else {}
         tenant = device.tenant_name(verdict.tenant) if device is not None else "-"
@@ -795,8 +788,8 @@ class Gateway:
     async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool) -> None:
         stages.setdefault("total", time.perf_counter() - t0)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
-        head += [b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        if not any(k.lower() == "content-type" for k, _ in headers):
+        head += [b"%s: %s\r\n" % pair for pair in headers]
+        if not any(k.lower() == b"content-type" for k, _ in headers):
             head.append(b"content-type: application/json\r\n")
         if stages:
             head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")

@@ -714,6 +714,12 @@ class _General:
         return (values[0]._value_, values[1], values[2]._value_) + values[3:13]
 
 
+_LIMITS_REG, _CTRL_REG = "parser.limits", "pipeline.ctrl"
+#: :meth:`SoftwareTransport.classify_requests` tallies its verdicts into the counters at least this often (a caller
+#: that never reads a register would otherwise hold every record until it does).
+_COUNT_EVERY = 4096
+
+
 class _LimiterClock:
     """The model's limiter clock as a discipline reads and steps it: what reading ``clock_now`` and pulsing
     ``clock_ctrl.step`` do, at the model's current cycle, without the register accesses (which advance no cycle
@@ -749,6 +755,10 @@ class SoftwareTransport(ModelTransport):
     def __init__(self, params: CoreParams = CoreParams(), model: CoreModel | None = None):
         super().__init__(params, model)
         self.classifier = SoftwareClassifier(self.model)
+        regmap = self.model.bank.regmap
+        limits = regmap[_LIMITS_REG].field("max_header_bytes")
+        inline = regmap[_CTRL_REG].field("axis_inline")
+        self._limits_mask, self._limits_lsb, self._inline_mask = limits.mask, limits.lsb, inline.mask
 
     def read32(self, address: int) -> int:
         self.classifier.count()
@@ -763,6 +773,27 @@ class SoftwareTransport(ModelTransport):
         """The limiter clock without register accesses, for the driver's wall-clock discipline
         (``ClockCore.direct``)."""
         return _LimiterClock(self.model)
+
+    def classify_requests(self, requests: list, width: int, window_bytes: int):
+        """The driver's lookaside ``classify_many`` without its register program: the records
+        :meth:`classify_stream` gives, with what the program around it does (read ``max_header_bytes`` to know that
+        no request can be too large for the submit window of ``window_bytes`` at ``width`` bytes a beat; write
+        ``pipeline.ctrl.axis_inline`` = 0) done on the model's register state directly. None when that state asks for
+        the program after all: a request that is not ``bytes``, a header limit the window cannot hold (the driver
+        then cuts and checks), or ``axis_inline`` set (the driver writes it). The telemetry and parser counters are
+        brought up to date at the next register access, as after :meth:`classify_stream`, and at the latest every
+        :data:`_COUNT_EVERY` verdicts."""
+        if self._closed:
+            raise TransportError("software transport is closed")
+        state = self.model.bank.state
+        max_header = (state[_LIMITS_REG] & self._limits_mask) >> self._limits_lsb
+        if (state[_CTRL_REG] & self._inline_mask or max_header + 1 > min(window_bytes - width, 0xFFFF)
+                or any(type(r) is not bytes for r in requests)):
+            return None
+        records = self.classifier.records(requests, False)
+        if len(self.classifier._counted) >= _COUNT_EVERY:
+            self.classifier.count()
+        return records
 
     def classify_stream(self, packets, inline: bool = False):
         """Verdict records for ``packets`` (whole requests, or Ethernet frames when ``inline``), computed

@@ -506,3 +506,41 @@ def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, mo
         assert dev.read_register("limiter.allow") == dev.read_register("router.routed") == 1 + 7
         assert dev.stats()["events"] == 1 + 7
         assert ran(dev.transport.classifier, loop)
+
+
+def test_lookaside_batches_take_no_register_access_unless_the_registers_ask_for_one(monkeypatch):
+    # classify_many on "software" does what the driver's register program would (window check, axis_inline = 0) on
+    # the model's state, so a batch costs no register access; the counters still come out right.
+    from wirespeed.host.transports import software
+    rng = random.Random(SEED + 4)
+    with wirespeed.open("software", clock="manual") as dev:
+        dev.pools.set(0, [1, 2], size=251)
+        dev.routes.default(0, key="tenant")
+        dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
+        good = traffic.realistic(rng, api_key="sk-a")
+        first = dev.classify_many([good])[0]
+        accesses = []
+        for name in ("read32", "write32"):
+            real = getattr(dev.transport, name)
+            monkeypatch.setattr(dev.transport, name, lambda *a, real=real: accesses.append(a) or real(*a))
+        assert [v.action for v in dev.classify_many([good] * 3)] == ["forward"] * 3
+        assert accesses == []
+        assert dev.stats()["events"] == 4 and dev.read_register("limiter.allow") == 4
+        # axis_inline set (a frame was classified): the driver's program runs and writes it back to 0.
+        dev.write_register("pipeline.ctrl.axis_inline", 1)
+        accesses.clear()
+        assert dev.classify_many([good])[0].action == "forward" and accesses
+        assert dev.read_register("pipeline.ctrl.axis_inline") == 0
+        # Not bytes: the driver's program too, with the same verdict.
+        assert strip(dev.classify_many([bytearray(good)])[0]) == strip(first)
+        # A header limit the submit window cannot hold: the driver cuts and checks (ConfigError names the request).
+        dev.write_register("parser.limits.max_header_bytes", 0xFFFF)
+        with pytest.raises(wirespeed.ConfigError, match=r"requests\[1\].*fit the submit window"):
+            dev.classify_many([good, good.replace(b"\r\n\r\n", b"\r\nx-pad: " + b"a" * 70_000 + b"\r\n\r\n", 1)])
+        # Nobody reads a register: the verdicts are still tallied every _COUNT_EVERY.
+        dev.write_register("parser.limits.max_header_bytes", 8192)
+        monkeypatch.setattr(software, "_COUNT_EVERY", 5)
+        dev.classify_many([good] * 4)
+        assert len(dev.transport.classifier._counted) == 4
+        dev.classify_many([good])
+        assert dev.transport.classifier._counted == []
