@@ -35,6 +35,7 @@ import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..driver.tenants import RATE_KEYWORDS
 from ..errors import ConfigError, WirespeedError
@@ -138,12 +139,33 @@ def _tenant(where: str, t: dict) -> Tenant:
     return Tenant(_string(where, "name", t.get("name")), _string(where, "key", t.get("key")), rates)
 
 
+def backend_url(backend: str) -> str:
+    """The URL the gateway sends a backend's requests to: the backend as written, or ``http://`` before a bare
+    ``HOST:PORT``."""
+    return backend if "://" in backend else f"http://{backend}"
+
+
+def _backend_ok(backend) -> bool:
+    if not isinstance(backend, str):
+        return False
+    try:
+        parts = urlsplit(backend_url(backend))
+        parts.port                                  # (raises on a port that is not a number in range)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and parts.username is None
+            and parts.password is None and not parts.query and not parts.fragment)
+
+
 def _pool(where: str, t: dict) -> Pool:
     _unknown(where, t, ("name", "backends", "weights"))
     backends = t.get("backends")
-    if not isinstance(backends, list) or not backends or not all(
-            isinstance(b, (str, int)) and not isinstance(b, bool) for b in backends):
-        raise GatewayConfigError(where, "backends", backends, "must be a non-empty list of addresses (or ints)")
+    if not isinstance(backends, list) or not backends:
+        raise GatewayConfigError(where, "backends", backends, "must be a non-empty list of backend URLs")
+    for backend in backends:
+        if not _backend_ok(backend):
+            raise GatewayConfigError(where, "backends", backend, "must be http://HOST:PORT or https://HOST:PORT "
+                                     "(a path prefix allowed; no user info, query or fragment), or HOST:PORT")
     weights = t.get("weights")
     if weights is not None:
         if not isinstance(weights, list) or len(weights) != len(backends) or not all(

@@ -103,6 +103,14 @@ class GatewayMetrics:
         r.register(self.device)
         # labels -> (requests, {stage: histogram}, added) children: .labels() is a lookup with checks per call.
         self._children: dict = {}
+        self._tokens: dict = {}
+
+    def token(self, kind: str, tenant: str):
+        """The ``wirespeed_gateway_tokens{kind, tenant}`` child (kept: ``.labels()`` checks its arguments per call)."""
+        child = self._tokens.get((kind, tenant))
+        if child is None:
+            child = self._tokens[kind, tenant] = self.tokens.labels(kind, tenant)
+        return child
 
     def observe(self, labels: tuple, stages: dict, added_s: float | None) -> None:
         """One answered request: ``labels`` (route, tenant, backend, status) and its stage times in seconds."""

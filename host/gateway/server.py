@@ -1,7 +1,7 @@
 """The gateway's server: every request's raw header block to the device for its verdict, then the request to the
 backend the verdict names, over pooled keep-alive connections, with the response streamed back.
 
-client ─▶ :class:`Gateway` connection (asyncio streams on uvloop) ─▶ header block ─▶ llhttp (httptools, strict)
+client ─▶ :class:`Gateway` connection (:mod:`.downstream`, on uvloop) ─▶ header block ─▶ llhttp (httptools, strict)
 frames the body ─▶ token estimate (:mod:`.tokens`) ─▶ device ``classify`` (cost = the estimate) ─▶ reject in OpenAI's
 error format, or ─▶ the backend's pool of kept-alive connections (:mod:`.upstream`, llhttp again) ─▶ response (SSE
 passed through chunk by chunk) ─▶ settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus (:mod:`.metrics`)
@@ -26,9 +26,10 @@ import httptools
 
 from ..driver.offload import open as ws_open, open_async
 from ..errors import WirespeedError
-from .config import GatewayConfig, apply, apply_async
+from .config import GatewayConfig, apply, apply_async, backend_url
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
+from .downstream import Connections, Downstream
 from .upstream import ConnectFailed, Upstream, UpstreamError
 
 __all__ = ["Gateway", "GatewayOptions"]
@@ -188,17 +189,18 @@ _MESSAGES = {
 }
 
 
+#: Status code -> reason phrase; a backend's nonstandard status gets none (RFC 9112 allows an empty one).
+_PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+#: Stage name -> its Server-Timing entry, a template for the duration in milliseconds.
+_TIMING = {name: b'%s;dur=%%.3f;desc="%s"' % (name.encode(), desc.encode()) for name, desc in _STAGE_DESC.items()}
+
+
 def _phrase(status: int) -> bytes:
-    """The reason phrase of a status; a backend's nonstandard status gets none (RFC 9112 allows an empty one)."""
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
+    return _PHRASES.get(status, b"")
 
 
 def _timing_header(stages: dict) -> bytes:
-    return b", ".join(b'%s;dur=%.3f;desc="%s"' % (name.encode(), ms * 1e3, _STAGE_DESC[name].encode())
-                      for name, ms in stages.items())
+    return b", ".join([_TIMING[name] % (seconds * 1e3) for name, seconds in stages.items()])
 
 
 class _Usage:
@@ -349,6 +351,9 @@ class Gateway:
         self._device_down_until = 0.0
         self._header_limit = 8192
         self._tasks: set = set()
+        # Client reads time out to within a quarter of the shorter timeout (the sweep's period).
+        self._clients = Connections(max(0.01, min(1.0, self.options.idle_timeout_s / 4,
+                                                  self.options.header_timeout_s / 4)))
         # Settlements waiting for the next flush: (device, tenant id) -> [device, tenant name, net refund].
         self._settlements: dict = {}
         self._flush_handle = None
@@ -367,14 +372,15 @@ class Gateway:
         for index, pool in enumerate(self.config.pools):
             for url in pool.backends:
                 if url not in self.backends:
-                    upstream = Upstream(url, limit=o.connections_per_backend, keepalive_s=o.upstream_keepalive_s,
-                                        read_timeout_s=o.upstream_read_timeout_s)
+                    upstream = Upstream(backend_url(url), limit=o.connections_per_backend,
+                                        keepalive_s=o.upstream_keepalive_s, read_timeout_s=o.upstream_read_timeout_s)
                     self.backends[url] = _Backend(url, upstream)
                 self.backends[url].pools.append(index)
                 self.metrics.backend_up.labels(pool.name, url).set(1)
         await asyncio.gather(*(self._warm(b) for b in self.backends.values()))
         host, port = self.listen.rsplit(":", 1)
-        self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port), limit=1 << 16)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Downstream(self._serve, self._clients), host.strip("[]"), int(port))
         self.address = self._server.sockets[0].getsockname()[:2]
         if self.metrics_listen:
             await self._start_metrics()
@@ -413,6 +419,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            self._clients.close()
         await self.flush_settlements()
         for task in list(self._tasks):
             task.cancel()
@@ -507,36 +514,31 @@ class Gateway:
 
     # -- connections --
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, conn: Downstream) -> None:
+        """One client connection (its task, started by :class:`Downstream`): its requests in order."""
         task = asyncio.current_task()
         self._tasks.add(task)
-        buf = bytearray()
         try:
-            while await self._one(reader, writer, buf):
+            while await self._one(conn):
                 pass
-        except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:
-            pass                # stop(): the connection ends here (asyncio's stream callback would log it otherwise)
+            pass                # stop(): the connection ends here
         finally:
             self._tasks.discard(task)
-            writer.close()
+            conn.close()
 
-    async def _read(self, reader, buf: bytearray, timeout: float) -> bool:
-        async with asyncio.timeout(timeout):        # (wait_for would start a task per read)
-            data = await reader.read(1 << 16)
-        buf += data
-        return bool(data)
-
-    async def _one(self, reader, writer, buf: bytearray) -> bool:
+    async def _one(self, conn: Downstream) -> bool:
         """Read, decide and answer one request; False when the connection is to close."""
+        writer, buf = conn, conn.buf
         o = self.options
         limit = self._header_limit + 1
         start, timeout = 0, o.idle_timeout_s
         end = _block_end(buf, 0)
         while end < 0 and len(buf) <= limit:
             start = max(0, len(buf) - 2)
-            if not await self._read(reader, buf, timeout):
+            if not await conn.read_more(timeout):
                 return False
             timeout = o.header_timeout_s
             end = _block_end(buf, start)
@@ -557,7 +559,7 @@ class Gateway:
             length = frame.header(b"content-length")
             while not frame.complete:
                 if fed >= len(buf):
-                    if not await self._read(reader, buf, o.header_timeout_s):
+                    if not await conn.read_more(o.header_timeout_s):
                         return False
                 stop = len(buf)
                 if length is not None:              # exactly this request's bytes: a pipelined one stays in buf
@@ -605,7 +607,7 @@ class Gateway:
                                       stages=stages, path=path, device=device)
         tenant = device.tenant_name(verdict.tenant)
         reserved = est.total
-        self.metrics.tokens.labels("reserved", tenant).inc(reserved)
+        self.metrics.token("reserved", tenant).inc(reserved)
         headers = [(n, v) for n, v in frame.headers if n.lower() not in _DROP_REQUEST]
         target = frame.url
         method_b = method.encode()
@@ -740,7 +742,7 @@ class Gateway:
         """Refund what the request reserved and did not use, or debit what it used beyond that. Settlements are
         summed per tenant and applied together within :data:`SETTLE_DELAY_S` (one limiter command per tenant, not
         per request); a refund that comes a few milliseconds late only holds tokens back a little longer."""
-        self.metrics.tokens.labels("used", tenant).inc(used)
+        self.metrics.token("used", tenant).inc(used)
         if tenant_id is None or reserved == used:
             return
         # Keyed by the device object: the primary and the fallback may both be "software".
@@ -760,10 +762,10 @@ class Gateway:
             try:
                 if net > 0:
                     await device.refund(tenant_id, net)
-                    self.metrics.tokens.labels("refunded", tenant).inc(net)
+                    self.metrics.token("refunded", tenant).inc(net)
                 elif net < 0:
                     await device.debit(tenant_id, -net)
-                    self.metrics.tokens.labels("debited", tenant).inc(-net)
+                    self.metrics.token("debited", tenant).inc(-net)
             except WirespeedError:
                 self.metrics.fallback.labels("settle_failed").inc()
 

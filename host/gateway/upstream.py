@@ -109,15 +109,20 @@ class Response:
     # -- read by the caller --
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        # The read timeout is the pool's sweep (Upstream._sweep), not a timer per wait: most waits are short, and
+        # arming and cancelling a timer each time was a measurable share of a request's CPU.
+        conn = self._conn
+        self._waiter = conn.upstream._loop.create_future()
+        conn.deadline = time.monotonic() + self._read_timeout
         try:
-            async with asyncio.timeout(self._read_timeout):
-                await self._waiter
-        except TimeoutError:
-            self._fail(UpstreamError(f"no byte from {self._conn.upstream.url} in {self._read_timeout} s"))
-            self._conn.close()
+            await self._waiter
         finally:
             self._waiter = None
+            conn.deadline = None
+
+    def _timed_out(self) -> None:
+        self._fail(UpstreamError(f"no byte from {self._conn.upstream.url} in {self._read_timeout} s"))
+        self._conn.close()
 
     async def _await_head(self) -> None:
         while not self._head and not self.done:
@@ -169,6 +174,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.idle_since = 0.0
+        self.deadline: float | None = None      # while a read waits: when it times out (see Upstream._sweep)
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -176,6 +182,7 @@ class _Connection(asyncio.Protocol):
     def start(self, read_timeout: float, bodyless: bool) -> Response:
         self.response = Response(self, read_timeout, bodyless)
         self.parser = httptools.HttpResponseParser(self)
+        self.upstream._busy.add(self)
         return self.response
 
     def data_received(self, data: bytes) -> None:
@@ -271,18 +278,25 @@ class Upstream:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"backend URL {url!r}: must be http:// or https:// with a host")
+        if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+            raise ValueError(f"backend URL {url!r}: must not have user info, a query or a fragment")
         self.url = url
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl = _ssl.create_default_context() if parts.scheme == "https" else None
         self.prefix = parts.path.rstrip("/").encode()
-        self.host_header = parts.netloc.encode()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = (host if parts.port is None else f"{host}:{parts.port}").encode("idna")
         self.limit, self.keepalive_s = limit, keepalive_s
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self._idle: list[_Connection] = []
         self._open = 0                      # connections open or opening
         self._waiters: collections.deque = collections.deque()
         self._closed = False
+        self._busy: set[_Connection] = set()    # connections with a response under way
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_period = 1.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0                   # connections made so far
 
     async def request(self, method: bytes, target: bytes, headers=(), body: bytes = b"",
@@ -290,8 +304,16 @@ class Upstream:
         """Send a request and wait for its response's head: ``(response, queued_s, connect_s)``, the time spent
         waiting for a free connection and opening a new one. ``headers`` are ``(name, value)`` bytes pairs,
         forwarded as they are (the caller drops hop-by-hop ones); ``host`` and ``content-length`` are added."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         queued, connect, conn = await self._acquire()
         timeout = self.read_timeout_s if read_timeout_s is None else read_timeout_s
+        period = max(0.01, min(1.0, timeout / 4))
+        if self._sweeper is None or period < self._sweep_period:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
+            self._sweep_period = period
+            self._sweeper = self._loop.call_later(period, self._sweep)
         response = conn.start(timeout, method == b"HEAD")
         head = [b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (method, self.prefix, target, self.host_header)]
         head += [b"%s: %s\r\n" % pair for pair in headers]
@@ -324,40 +346,64 @@ class Upstream:
             try:
                 conn = await waiter
             except BaseException:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._release(waiter.result(), True)        # handed over as we were cancelled: pass it on
+                if waiter.done() and not waiter.cancelled():    # handed over as we were cancelled: pass it on
+                    if waiter.result() is not None:
+                        self._release(waiter.result(), True)
+                    else:
+                        self._give_back()
                 raise
             queued = time.perf_counter() - t
             if conn is not None:
                 return queued, 0.0, conn
-            if self._closed:
-                raise ConnectFailed(f"{self.url}: the pool is closed")
-        self._open += 1                     # (a waiter woken with None was given a closed connection's slot)
+            # Woken with None: a slot was reserved for us (_wake_one), to open a connection in.
+        else:
+            self._open += 1
+        if self._closed:
+            self._give_back()
+            raise ConnectFailed(f"{self.url}: the pool is closed")
         t = time.perf_counter()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _transport, conn = await asyncio.get_running_loop().create_connection(
                     lambda: _Connection(self), self.host, self.port, ssl=self.ssl)
         except (OSError, TimeoutError) as exc:
-            self._open -= 1
-            self._wake_one(None)
+            self._give_back()
             raise ConnectFailed(f"cannot connect to {self.url}: {exc!r}") from exc
         except BaseException:
-            self._open -= 1
-            self._wake_one(None)
+            self._give_back()
             raise
         self.connects += 1
         return queued, time.perf_counter() - t, conn
 
     def _wake_one(self, conn) -> bool:
+        """Hand ``conn`` to the first request still waiting; with None, reserve it a slot to open one in (counted in
+        ``_open`` now, so that no newcomer takes it first)."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                if conn is None:
+                    self._open += 1
                 waiter.set_result(conn)
                 return True
         return False
 
+    def _give_back(self) -> None:
+        """A reserved or opening slot that did not become a connection: free it for the next waiter."""
+        self._open -= 1
+        if self._open < self.limit:
+            self._wake_one(None)
+
+    def _sweep(self) -> None:
+        """Every ``_sweep_period`` while responses are under way: fail those whose read has waited past its
+        timeout (so the read timeout is enforced to within the period)."""
+        now = time.monotonic()
+        for conn in [c for c in self._busy if c.deadline is not None and now > c.deadline]:
+            if conn.response is not None:
+                conn.response._timed_out()
+        self._sweeper = self._loop.call_later(self._sweep_period, self._sweep) if self._busy else None
+
     def _release(self, conn: _Connection, reusable: bool) -> None:
+        self._busy.discard(conn)
         conn.response = conn.parser = None
         if reusable and not conn.closed and not self._closed:
             conn.resume()
@@ -368,11 +414,10 @@ class Upstream:
             conn.close()                    # its slot frees when the close completes (_lost)
 
     def _lost(self, conn: _Connection) -> None:
-        self._open -= 1
+        self._busy.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
-        if self._open < self.limit:
-            self._wake_one(None)            # a waiter may open a new connection in this one's place
+        self._give_back()                   # a waiter may open a new connection in this one's place
 
     @property
     def idle(self) -> int:
@@ -382,8 +427,12 @@ class Upstream:
     async def close(self) -> None:
         """Close the idle connections now and the busy ones when they are released; later requests fail."""
         self._closed = True
+        if self._sweeper is not None and not self._busy:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in self._idle:
             conn.close()
         self._idle.clear()
-        self._wake_one(None)
+        while self._wake_one(None):         # every waiter: each gives its slot back and fails
+            pass
         await asyncio.sleep(0)

@@ -358,3 +358,21 @@ def test_body_over_the_limit_is_413_and_bytes_after_a_chunked_body_close_the_con
         assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200 OK")
         assert b"connection: close" in answer.lower()
         assert not any(r.path == "/v1/models" and r.method == "GET" for r in rig.mocks[0].requests[2:])
+
+
+def test_a_client_that_stalls_is_closed_after_its_timeout_and_nothing_reaches_a_backend():
+    # The client side's timeouts (header or body stalled: header_timeout_s; nothing after an answer: idle_timeout_s),
+    # enforced by the connections' sweep.
+    options = GatewayOptions(header_timeout_s=0.2, idle_timeout_s=0.4)
+    with GatewayRig(TENANTS, n_mocks=1, options=options) as rig:
+        warm = len(rig.mocks[0].requests)
+        head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+        for stalled in (head, head + b"Content-Length: 100\r\n\r\n{\"model\":"):
+            t = time.monotonic()
+            assert rig.raw(stalled, timeout=5.0) == b""             # closed, without an answer
+            assert 0.2 <= time.monotonic() - t < 2.0
+        t = time.monotonic()
+        answer = rig.raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.count(b"HTTP/1.1 ") == 1
+        assert 0.4 <= time.monotonic() - t < 2.5                     # kept alive, then closed when idle
+        assert [r.path for r in rig.mocks[0].requests[warm:]] == ["/v1/models"]
