@@ -1,14 +1,17 @@
 """``wirespeed bench --gateway``: the latency the gateway adds, under an open-loop load at fixed offered rates.
 
-Three kinds of process on loopback::
+Processes on loopback::
 
     bench process (this one)          mock process                     gateway process (one per device URI)
-    open-loop load generator ───────▶ MockBackend  ◀──────────────────── wirespeed gateway --json
-    (aiohttp on uvloop) ─────────────────────────────────────────────▶  (and, optionally, a LiteLLM proxy)
+    open-loop load generator ───────▶ BenchBackend ◀──────────────────── wirespeed gateway --json
+    (aiohttp on uvloop) ─────────────────────────────────────────────▶  (and the passthrough proxy, and,
+                                                                          optionally, a LiteLLM proxy)
 
-For each offered rate the same load goes straight to the mock (``direct``), then through a gateway on each device
-URI (``software``, ``model``) and, when ``--peer-litellm`` names its binary, through a LiteLLM proxy in front of the
-same mock. ``added_pX = pX(target) − pX(direct)`` for p50, p99 and p99.9.
+For each offered rate the same load goes straight to the mock (``direct``), then through the passthrough proxy
+(``passthrough``: a proxy hop in Python that does nothing else, :mod:`.bench_backends`), through a gateway on each
+device URI (``software``, ``model``) and, when ``--peer-litellm`` names its binary, through a LiteLLM proxy in front
+of the same mock. ``added_pX = pX(target) − pX(direct)`` for p50, p99 and p99.9. Each row also has the CPU each
+process spent per request (target, backend, generator): the three share the machine's cores.
 
 The load is open-loop (:func:`open_loop`): request *i* is due at ``t0 + i / rate`` whether or not earlier ones have
 answered, and its latency runs from that scheduled time, so a target that falls behind shows its queue in the tail
@@ -17,8 +20,9 @@ hence this generator. Every run is bounded: ``rate × seconds`` requests, and a 
 last one is due; a request not answered by then counts as an error (a timeout), and a request that failed or was not
 answered 200 counts as infinitely slow in the percentiles (so a tail of failures reads as ``None``, not as fast).
 
-``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process: it prints its URL and serves until
-SIGTERM.
+``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process (:class:`.bench_backends.BenchBackend`:
+the :class:`~..gateway.mock.MockBackend`'s chat completions at a fraction of its CPU), and ``… passthrough --backend
+URL --port 0`` the passthrough; each prints its URL and serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -349,7 +353,15 @@ class _Process:
         return "its log ends: " + " | ".join(text) if text else "its log is empty"
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU seconds of the child so far (Linux ``/proc``), or None."""
+        """CPU seconds the child's threads have run so far (Linux ``/proc/PID/task/*/schedstat``, in ns; the
+        coarser user + system clock ticks of ``/proc/PID/stat`` where that is missing), or None."""
+        total = 0
+        try:
+            for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+            return total / 1e9
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -397,6 +409,13 @@ def _start_mock(log_dir: Path) -> tuple[_Process, str]:
     # Its stdin is a pipe from here: when this process ends, however it ends, the mock sees EOF and stops.
     p = _Process("mock", [sys.executable, "-m", "wirespeed.host.tools.bench_gateway", "mock", "--port", "0",
                           "--exit-on-eof"], log_dir, stdin=subprocess.PIPE)
+    return p, p.first_line(60.0).strip()
+
+
+def _start_passthrough(mock_url: str, log_dir: Path) -> tuple[_Process, str]:
+    p = _Process("passthrough", [sys.executable, "-m", "wirespeed.host.tools.bench_gateway", "passthrough",
+                                 "--backend", mock_url, "--port", "0", "--exit-on-eof"], log_dir,
+                 stdin=subprocess.PIPE)
     return p, p.first_line(60.0).strip()
 
 
@@ -499,9 +518,20 @@ def machine() -> dict:
 # -- the benchmark ----------------------------------------------------------------------------------------------------
 
 
+def _cpu_per_request(before: tuple, after: tuple, requests: int) -> dict:
+    """CPU µs per request over a warm-up and run of ``requests``: of the target process (None for ``direct``), the
+    backend and the load generator (this process), from ``(target, backend, generator)`` CPU seconds before and
+    after. The three share the machine's cores."""
+    out = {}
+    for name, a, b in zip(("target", "backend", "generator"), before, after):
+        out[name] = None if a is None or b is None or requests <= 0 else round((b - a) / requests * 1e6)
+    return out
+
+
 def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *, peer_litellm: str | None = None,
-        warmup_s: float = 0.5, grace_s: float = 2.0, progress=None) -> dict:
-    """The gateway benchmark: for each rate, direct to the mock, then through each target; see the module doc.
+        passthrough: bool = True, warmup_s: float = 0.5, grace_s: float = 2.0, progress=None) -> dict:
+    """The gateway benchmark: for each rate, direct to the mock, then through each target (the passthrough proxy
+    first, unless ``passthrough`` is False); see the module doc.
 
     Returns
     -------
@@ -509,8 +539,8 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
         ``rates``, ``seconds``, ``warmup_s``, ``rows`` (one per rate and target: ``target``, ``offered_rps``,
         ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included), ``timeouts``, ``non_200``,
         ``p50_ms``/``p99_ms``/``p999_ms``, ``added_p50_ms``/``added_p99_ms``/``added_p999_ms`` (None on
-        ``direct``), ``sustained``, ``generator_lag_p99_ms``; on a gateway also ``server_timing_ms`` and
-        ``fallbacks``), ``target_p99_added_ms``, ``target_met`` (None when the software row at :data:`TARGET_RATE`
+        ``direct``), ``sustained``, ``generator_lag_p99_ms``, ``cpu_us_per_request`` (``target``, ``backend``,
+        ``generator``); on a gateway also ``server_timing_ms`` and ``fallbacks``), ``target_p99_added_ms``, ``target_met`` (None when the software row at :data:`TARGET_RATE`
         was not run), ``machine`` and ``litellm`` (None, or its binary and version, or why it was not measured).
     """
     say = progress or (lambda msg: None)
@@ -530,13 +560,18 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
             say("starting the mock backend ...")
             mock, mock_url = _start_mock(log_dir)
             procs.append(mock)
-            targets = [("direct", f"{mock_url}/v1/chat/completions", None, TENANT_KEY)]
+            targets = [("direct", f"{mock_url}/v1/chat/completions", None, TENANT_KEY, None)]
+            if passthrough:
+                say("starting the passthrough proxy ...")
+                px, px_url = _start_passthrough(mock_url, log_dir)
+                procs.append(px)
+                targets.append(("passthrough", f"{px_url}/v1/chat/completions", None, TENANT_KEY, px))
             for uri in uris:
                 say(f"starting the gateway on {uri!r} ...")
                 gw, ready = _start_gateway(uri, mock_url, log_dir)
                 procs.append(gw)
                 metrics = f"http://{ready['metrics']}/metrics" if ready.get("metrics") else None
-                targets.append((uri, f"http://{ready['listen']}/v1/chat/completions", metrics, TENANT_KEY))
+                targets.append((uri, f"http://{ready['listen']}/v1/chat/completions", metrics, TENANT_KEY, gw))
             if peer_litellm:
                 say(f"starting the LiteLLM proxy ({peer_litellm}) ...")
                 try:
@@ -547,17 +582,20 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
                 else:
                     procs.append(lp)
                     report["litellm"] = {"bin": peer_litellm, "version": version}
-                    targets.append(("litellm", f"{base}/v1/chat/completions", None, key))
+                    targets.append(("litellm", f"{base}/v1/chat/completions", None, key, lp))
             # The slow device last in each rate, so a backlog it leaves is worked off before the next direct run.
             targets.sort(key=lambda t: t[0] == "model")
             for rate in rates:
                 direct = None
-                for name, url, metrics, key in targets:
+                for name, url, metrics, key, proc in targets:
                     _quiesce(procs)
                     say(f"  {rate} req/s for {seconds} s -> {name} ...")
+                    before = (proc.cpu_seconds() if proc else None, mock.cpu_seconds(), time.process_time())
                     row = runner.run(measure(url, rate, seconds, key=key, warmup_s=warmup_s, grace_s=grace_s,
                                              server_timing=metrics is not None, metrics_url=metrics))
-                    row = {"target": name, **row}
+                    after = (proc.cpu_seconds() if proc else None, mock.cpu_seconds(), time.process_time())
+                    row = {"target": name, **row, "cpu_us_per_request": _cpu_per_request(
+                        before, after, row["requests"] + round(rate * warmup_s))}
                     if name == "direct":
                         direct = row
                         row.update({f"added_{n}_ms": None for n, _q in PERCENTILES})
@@ -586,10 +624,11 @@ def print_report(report: dict, out=None) -> None:
           f"warm-up; {m['cpu_count']} CPUs, Python {m['python']}, uvloop {m['uvloop']}", file=out)
     print("latency from each request's scheduled start to the end of its answer; added = target - direct; "
           "'fail' = that percentile falls on a failed request;\ndevice, own = the gateway's Server-Timing (device "
-          "decision; total - upstream); gen lag = the generator's own lateness in sending", file=out)
-    head = (f"{'offered':>7} {'target':<9} {'achieved':>8} {'requests':>8} {'errors':>6} {'non200':>6} "
+          "decision; total - upstream); gen lag = the generator's own lateness in sending;\ncpu us/req = CPU per request "
+          "of the target / the backend / the generator (they share the cores)", file=out)
+    head = (f"{'offered':>7} {'target':<11} {'achieved':>8} {'requests':>8} {'errors':>6} {'non200':>6} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'+p50':>7} {'+p99':>7} {'+p99.9':>7} "
-            f"{'device p50':>10} {'own p50':>7} {'fallbacks':>9} {'gen lag p99':>11}  note")
+            f"{'device p50':>10} {'own p50':>7} {'fallbacks':>9} {'gen lag p99':>11} {'cpu us/req':>14}  note")
     print(head, file=out)
     for r in report["rows"]:
         added = "" if r["target"] == "direct" else \
@@ -602,9 +641,11 @@ def print_report(report: dict, out=None) -> None:
         lag = "" if r.get("generator_lag_p99_ms") is None else f"{r['generator_lag_p99_ms']:.3f}"
         fb = "" if r.get("fallbacks") is None else str(r["fallbacks"])
         note = "" if r["sustained"] else "NOT SUSTAINED"
-        print(f"{r['offered_rps']:>7} {r['target']:<9} {r['achieved_rps']:>8.1f} {r['requests']:>8} "
+        cpu = r.get("cpu_us_per_request") or {}
+        cpu = "/".join("-" if cpu.get(k) is None else str(cpu[k]) for k in ("target", "backend", "generator"))
+        print(f"{r['offered_rps']:>7} {r['target']:<11} {r['achieved_rps']:>8.1f} {r['requests']:>8} "
               f"{r['errors']:>6} {r['non_200']:>6} {_ms(r['p50_ms']):>8} {_ms(r['p99_ms']):>8} "
-              f"{_ms(r['p999_ms']):>8}{added} {device:>10} {own:>7} {fb:>9} {lag:>11}  {note}", file=out)
+              f"{_ms(r['p999_ms']):>8}{added} {device:>10} {own:>7} {fb:>9} {lag:>11} {cpu:>14}  {note}", file=out)
     met = report["target_met"]
     if met is not None:
         print(f"target (p99 added <= {report['target_p99_added_ms']} ms at {report['target_rate']} req/s on "
@@ -617,13 +658,10 @@ def print_report(report: dict, out=None) -> None:
 # -- the mock process -------------------------------------------------------------------------------------------------
 
 
-async def _serve_mock(host: str, port: int, exit_on_eof: bool = False) -> None:
-    from ..gateway.mock import MockBackend
-    backend = MockBackend("bench-mock", completion_tokens=8)
-    url = await backend.start(host, port)
-    backend.requests = _Discard()          # a long bench must not keep every request it served
-    # The instruments must not pause: with its tokenizer loaded, a full collection here took about 24 ms, which
-    # landed in whichever run it fell in (the gateway freezes its own start-up heap too, host/gateway/run.py).
+async def _serve(server, exit_on_eof: bool = False) -> None:
+    """Run ``server`` (a :mod:`.bench_backends` server, started) until SIGINT/SIGTERM, or EOF on stdin."""
+    # The instruments must not pause for a full collection mid-run (the gateway freezes its start-up heap too,
+    # host/gateway/run.py).
     gc.collect()
     gc.freeze()
     stop = asyncio.Event()
@@ -636,31 +674,45 @@ async def _serve_mock(host: str, port: int, exit_on_eof: bool = False) -> None:
                 loop.remove_reader(sys.stdin.fileno())
                 stop.set()
         loop.add_reader(sys.stdin.fileno(), on_stdin)
-    print(url, flush=True)
     try:
         await stop.wait()
     finally:
-        await backend.stop()
+        await server.stop()
 
 
-class _Discard(list):
-    """A list that keeps nothing (the mock's request log, unneeded here)."""
+async def _serve_mock(host: str, port: int, exit_on_eof: bool = False) -> None:
+    from .bench_backends import BenchBackend
+    backend = BenchBackend(completion_tokens=8)
+    backend.answer(BODY)                    # (loads the tokenizer now, not in the first measured request)
+    print(await backend.start(host, port), flush=True)
+    await _serve(backend, exit_on_eof)
 
-    def append(self, item) -> None:
-        pass
+
+async def _serve_passthrough(backend_url: str, host: str, port: int, exit_on_eof: bool = False) -> None:
+    from .bench_backends import Passthrough
+    proxy = Passthrough(backend_url)
+    print(await proxy.start(host, port), flush=True)
+    await _serve(proxy, exit_on_eof)
 
 
 def main(argv=None) -> int:
-    """``python -m wirespeed.host.tools.bench_gateway mock [--host H] [--port P]``: the bench's mock process."""
+    """``python -m wirespeed.host.tools.bench_gateway mock|passthrough …``: the bench's backend and passthrough
+    processes (:mod:`.bench_backends`)."""
     p = argparse.ArgumentParser(prog="python -m wirespeed.host.tools.bench_gateway")
     sub = p.add_subparsers(dest="command", required=True)
-    sp = sub.add_parser("mock", help="serve the mock backend until SIGTERM; print its URL first")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=0)
-    sp.add_argument("--exit-on-eof", action="store_true", help="also stop when stdin closes (the parent is gone)")
+    sp = sub.add_parser("mock", help="serve the bench backend until SIGTERM; print its URL first")
+    pp = sub.add_parser("passthrough", help="forward every request to --backend until SIGTERM; print its URL first")
+    pp.add_argument("--backend", required=True, help="the backend's URL")
+    for a in (sp, pp):
+        a.add_argument("--host", default="127.0.0.1")
+        a.add_argument("--port", type=int, default=0)
+        a.add_argument("--exit-on-eof", action="store_true", help="also stop when stdin closes (the parent is gone)")
     args = p.parse_args(argv)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        runner.run(_serve_mock(args.host, args.port, args.exit_on_eof))
+        if args.command == "mock":
+            runner.run(_serve_mock(args.host, args.port, args.exit_on_eof))
+        else:
+            runner.run(_serve_passthrough(args.backend, args.host, args.port, args.exit_on_eof))
     return 0
 
 

@@ -196,12 +196,16 @@ def test_bench_gateway_cli_short_run(capsys):
     assert gw["rates"] == [50] and gw["target_p99_added_ms"] == 0.5
     assert gw["machine"]["cpu_count"] >= 1 and gw["machine"]["python"]
     assert gw["target_met"] is None                 # 1 000 req/s was not offered
-    assert [r["target"] for r in gw["rows"]] == ["direct", "software"]
+    assert [r["target"] for r in gw["rows"]] == ["direct", "passthrough", "software"]
     for r in gw["rows"]:
         assert r["offered_rps"] == 50 and r["requests"] == 50 and r["errors"] == 0 and r["non_200"] == 0
         for key in ("achieved_rps", "p50_ms", "p99_ms", "p999_ms"):
             assert isinstance(r[key], float) and math.isfinite(r[key])
-    sw = gw["rows"][1]
+        cpu = r["cpu_us_per_request"]
+        assert cpu["backend"] > 0 and cpu["generator"] > 0
+        assert (cpu["target"] is None) == (r["target"] == "direct")
+    assert gw["rows"][2]["cpu_us_per_request"]["target"] > 0
+    sw = gw["rows"][2]
     for key in ("added_p50_ms", "added_p99_ms", "added_p999_ms"):
         assert sw[key] == pytest.approx(sw[key.replace("added_", "")] - gw["rows"][0][key.replace("added_", "")],
                                         abs=1e-3)
