@@ -74,6 +74,7 @@ class _BackendConnection(asyncio.Protocol):
         self.transport = None
         self.url = b""
         self.body = []
+        self.keep_alive = True
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -91,6 +92,9 @@ class _BackendConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
 
+    def on_headers_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()   # (llhttp clears it once the message completes)
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
@@ -103,7 +107,7 @@ class _BackendConnection(asyncio.Protocol):
             self.transport.write(self.backend.models)
         else:
             self.transport.write(_error(404, b"Not Found", f"no route for {method.decode()} {path.decode()!r}"))
-        if not self.parser.should_keep_alive():
+        if not self.keep_alive:
             self.transport.close()
 
 
@@ -160,7 +164,7 @@ class Passthrough:
         try:
             while True:
                 while not frame.messages:
-                    if not await conn.read_more(self.timeout_s):
+                    if not conn.buf and not await conn.read_more(self.timeout_s):
                         return
                     data = bytes(conn.buf)
                     conn.buf.clear()
@@ -172,8 +176,9 @@ class Passthrough:
                     async with response:
                         data = await response.read()
                     out = b"".join(b"%s: %s\r\n" % (n, v) for n, v in response.headers if n.lower() not in _HOP)
-                    conn.write(b"HTTP/1.1 %d \r\n%scontent-length: %d\r\n\r\n%s"
-                               % (response.status, out, len(data), data))
+                    conn.write(b"HTTP/1.1 %d \r\n%s%scontent-length: %d\r\n\r\n%s"
+                               % (response.status, out, b"" if keep_alive else b"connection: close\r\n",
+                                  len(data), data))
                 except UpstreamError as exc:
                     conn.write(_error(502, b"Bad Gateway", f"upstream: {exc}"))
                     return
@@ -193,6 +198,7 @@ class _Frame:
         self.parser = httptools.HttpRequestParser(self)
         self.messages: list = []
         self.url, self.headers, self.body = b"", [], []
+        self.keep_alive = True
 
     def on_message_begin(self) -> None:
         self.url, self.headers, self.body = b"", [], []
@@ -203,9 +209,12 @@ class _Frame:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
+    def on_headers_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()   # (llhttp clears it once the message completes)
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
         self.messages.append((self.parser.get_method(), self.url, self.headers, b"".join(self.body),
-                              self.parser.should_keep_alive()))
+                              self.keep_alive))

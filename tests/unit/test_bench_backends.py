@@ -78,6 +78,11 @@ def test_passthrough_forwards_unchanged_and_keeps_connections():
                 assert through.headers["x-mock-backend"] == "m"
             assert [r.headers.get("x-session-id") for r in mock.requests[-3:]] == ["s1"] * 3
             assert proxy.upstream.connects == 1                    # one kept-alive upstream connection
+            # Two requests in one write, then one with Connection: close: three answers, in order, on one
+            # connection that stays open until the last (llhttp's keep-alive is read at the end of each head).
+            get = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+            answers = await _raw(proxy_url, get * 2 + get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            assert answers.count(b"HTTP/1.1 200 ") == 3 and answers.count(b"connection: close") == 1
             await mock.stop()
             gone = await _raw(proxy_url, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
             assert gone.startswith(b"HTTP/1.1 502 ")
