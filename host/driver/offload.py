@@ -285,7 +285,11 @@ class Offload:
     def _discipline(self) -> None:
         """Wall mode: the limiter clock stepped forward to the host's (classification needs the limiter)."""
         if self.clock_mode == "wall":
-            self._run(self._clocks().discipline())
+            clocks = self._clocks()
+            if clocks.direct is not None:
+                clocks.discipline_direct()      # (no register program to run: a plain call)
+            else:
+                self._run(clocks.discipline())
 
     def _routing_core(self) -> RoutingCore:
         # One core behind both faces: routes and pools share the router's buffers.

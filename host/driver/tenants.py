@@ -788,13 +788,19 @@ class ClockCore:
         if not self.wall:
             return 0
         if self.direct is not None:
-            lag = self._lag(self.direct.now())
-            if lag:
-                self.direct.step(lag)
-            return lag
+            return self.discipline_direct()
         lag = self._lag((yield from self.now()))
         if lag:
             yield from self._step(lag)
+        return lag
+
+    def discipline_direct(self) -> int:
+        """:meth:`discipline` on a ``direct`` clock, as a plain call."""
+        if not self.wall:
+            return 0
+        lag = self._lag(self.direct.now())
+        if lag:
+            self.direct.step(lag)
         return lag
 
     def _lag(self, now: int) -> int:

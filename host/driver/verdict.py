@@ -105,6 +105,8 @@ def decode_records(records, label=None, tenant_id=None) -> list[Verdict]:
     """:meth:`Verdict.from_record` of each record, in order; a record object that recurs in ``records`` is decoded
     once (the ``"software"`` transport gives one object per distinct record). ``label`` and ``tenant_id`` must not
     change during the call (the driver holds its lock)."""
+    if len(records) == 1:
+        return [Verdict.from_record(records[0], label, tenant_id)]
     ids = list(map(id, records))
     from_record = Verdict.from_record
     decoded = {i: from_record(rec, label, tenant_id) for i, rec in dict(zip(ids, records)).items()}
