@@ -4,7 +4,8 @@ backend the verdict names, over pooled keep-alive connections, with the response
 client ─▶ :class:`Gateway` connection (:mod:`.downstream`, on uvloop) ─▶ header block ─▶ llhttp (httptools, strict)
 frames the body ─▶ token estimate (:mod:`.tokens`) ─▶ device ``classify`` (cost = the estimate) ─▶ reject in OpenAI's
 error format, or ─▶ the backend's pool of kept-alive connections (:mod:`.upstream`, llhttp again) ─▶ response (SSE
-passed through chunk by chunk) ─▶ settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus (:mod:`.metrics`)
+passed through chunk by chunk) ─▶ settle the tokens (refund or debit) ─▶ ``Server-Timing`` and Prometheus
+(:mod:`.metrics`)
 
 Why the client side is not aiohttp's server: it parses and normalises the header block itself and answers malformed
 input with its own 400 before any handler runs, so the device would never see the bytes the client sent. Here the
@@ -27,9 +28,9 @@ import httptools
 from ..driver.offload import open as ws_open, open_async
 from ..errors import WirespeedError
 from .config import GatewayConfig, apply, apply_async, backend_url
+from .downstream import Connections, Downstream
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
-from .downstream import Connections, Downstream
 from .upstream import ConnectFailed, Upstream, UpstreamError
 
 __all__ = ["Gateway", "GatewayOptions"]

@@ -20,9 +20,9 @@ hence this generator. Every run is bounded: ``rate × seconds`` requests, and a 
 last one is due; a request not answered by then counts as an error (a timeout), and a request that failed or was not
 answered 200 counts as infinitely slow in the percentiles (so a tail of failures reads as ``None``, not as fast).
 
-``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process (:class:`.bench_backends.BenchBackend`:
-the :class:`~..gateway.mock.MockBackend`'s chat completions at a fraction of its CPU), and ``… passthrough --backend
-URL --port 0`` the passthrough; each prints its URL and serves until SIGTERM.
+``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process
+(:class:`.bench_backends.BenchBackend`: the :class:`~..gateway.mock.MockBackend`'s chat completions at a fraction of
+its CPU), and ``… passthrough --backend URL --port 0`` the passthrough; each prints its URL and serves until SIGTERM.
 """
 
 from __future__ import annotations
@@ -540,8 +540,9 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
         ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included), ``timeouts``, ``non_200``,
         ``p50_ms``/``p99_ms``/``p999_ms``, ``added_p50_ms``/``added_p99_ms``/``added_p999_ms`` (None on
         ``direct``), ``sustained``, ``generator_lag_p99_ms``, ``cpu_us_per_request`` (``target``, ``backend``,
-        ``generator``); on a gateway also ``server_timing_ms`` and ``fallbacks``), ``target_p99_added_ms``, ``target_met`` (None when the software row at :data:`TARGET_RATE`
-        was not run), ``machine`` and ``litellm`` (None, or its binary and version, or why it was not measured).
+        ``generator``); on a gateway also ``server_timing_ms`` and ``fallbacks``), ``target_p99_added_ms``,
+        ``target_met`` (None when the software row at :data:`TARGET_RATE` was not run), ``machine`` and
+        ``litellm`` (None, or its binary and version, or why it was not measured).
     """
     say = progress or (lambda msg: None)
     rates = [int(r) if float(r).is_integer() else float(r) for r in rates]
@@ -624,8 +625,8 @@ def print_report(report: dict, out=None) -> None:
           f"warm-up; {m['cpu_count']} CPUs, Python {m['python']}, uvloop {m['uvloop']}", file=out)
     print("latency from each request's scheduled start to the end of its answer; added = target - direct; "
           "'fail' = that percentile falls on a failed request;\ndevice, own = the gateway's Server-Timing (device "
-          "decision; total - upstream); gen lag = the generator's own lateness in sending;\ncpu us/req = CPU per request "
-          "of the target / the backend / the generator (they share the cores)", file=out)
+          "decision; total - upstream); gen lag = the generator's own lateness in sending;\n"
+          "cpu us/req = CPU per request of the target / the backend / the generator (they share the cores)", file=out)
     head = (f"{'offered':>7} {'target':<11} {'achieved':>8} {'requests':>8} {'errors':>6} {'non200':>6} "
             f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'+p50':>7} {'+p99':>7} {'+p99.9':>7} "
             f"{'device p50':>10} {'own p50':>7} {'fallbacks':>9} {'gen lag p99':>11} {'cpu us/req':>14}  note")
