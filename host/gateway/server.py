@@ -650,7 +650,18 @@ class Gateway:
                     self._succeeded(backend)
                 out_headers = [(k, v) for k, v in response.headers if k.lower() not in _DROP_RESPONSE]
                 content_type = response.header(b"content-type") or b""
-                if content_type.startswith(b"text/event-stream") or response.length is None:
+                if method == "HEAD" or response.status in (204, 304):
+                    # No body (RFC 9110 9.3.2, 15.3.5, 15.4.5): not chunked; a HEAD's or 304's Content-Length is
+                    # the backend's (that of the body a GET would get), and a 204 has none.
+                    await response.read()
+                    t_up_end = time.perf_counter()
+                    stages["ttft"] = t_up_end - t_up
+                    stages["total"] = time.perf_counter() - t0
+                    answered = True
+                    length = response.header(b"content-length") if response.status != 204 else None
+                    await self._answer(writer, response.status, out_headers, b"", t0, stages, keep=keep_alive,
+                                       length=length)
+                elif content_type.startswith(b"text/event-stream") or response.length is None:
                     answered = True                 # the status line goes out first
                     t_up_end = await self._stream(writer, response, out_headers, stages, usage, t0, t_up)
                 else:
@@ -674,6 +685,11 @@ class Gateway:
                 await self._failed(backend)
                 await self._answer(writer, 502, (), _error_body(502, "upstream_error", f"upstream: {exc}"), t0,
                                    stages, keep=False)
+            stages.setdefault("total", t_up_end - t0)
+        except ConnectionError:
+            # The client went away mid-answer (the upstream answer is cut when the response is released): settle
+            # what was returned so far, so its reservation does not stay charged whole.
+            keep_alive, t_up_end = False, time.perf_counter()
             stages.setdefault("total", t_up_end - t0)
         used = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
         if response.status >= 400:
@@ -699,6 +715,8 @@ class Gateway:
                 first = False
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
+            if writer.eof:                      # the client closed its side: gone, as nginx takes it (499)
+                raise ConnectionResetError("the client closed the connection mid-stream")
             pending += chunk
             *events, pending = _EVENT_END.split(pending)
             for event in events:
@@ -788,15 +806,21 @@ class Gateway:
                            keep=keep)
         return keep
 
-    async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool) -> None:
+    async def _answer(self, writer, status: int, headers, body: bytes, t0: float, stages: dict, *, keep: bool,
+                      length: bytes | None | bool = True) -> None:
+        """Write an answer with ``body``. ``length``: True for the body's Content-Length; for an answer without a
+        body (HEAD, 204, 304), the Content-Length to send as given (bytes), or None for none."""
         stages.setdefault("total", time.perf_counter() - t0)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
         head += [b"%s: %s\r\n" % pair for pair in headers]
-        if not any(k.lower() == b"content-type" for k, _ in headers):
+        if length is True and not any(k.lower() == b"content-type" for k, _ in headers):
             head.append(b"content-type: application/json\r\n")
         if stages:
             head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")
-        head.append(b"content-length: %d\r\n" % len(body))
+        if length is True:
+            head.append(b"content-length: %d\r\n" % len(body))
+        elif length is not None:
+            head.append(b"content-length: %s\r\n" % length)
         if not keep:
             head.append(b"connection: close\r\n")
         writer.write(b"".join(head) + b"\r\n" + body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 
 import openai
@@ -376,3 +377,65 @@ def test_a_client_that_stalls_is_closed_after_its_timeout_and_nothing_reaches_a_
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.count(b"HTTP/1.1 ") == 1
         assert 0.4 <= time.monotonic() - t < 2.5                     # kept alive, then closed when idle
         assert [r.path for r in rig.mocks[0].requests[warm:]] == ["/v1/models"]
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_answers_without_a_body_are_not_chunked_and_keep_the_connection(status):
+    # HEAD, 204 and 304 have no body: passed on without Transfer-Encoding, a HEAD's Content-Length the backend's (a
+    # 204 none), and the connection stays usable for the next request.
+    with GatewayRig(TENANTS, n_mocks=1, options=GatewayOptions(fail_threshold=100)) as rig:
+        get = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n"
+        close = get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        answers = rig.raw(get.replace(b"GET", b"HEAD", 1) + close)
+        head, _, rest = answers.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)\r\ncontent-length: (\d+)", head).group(1))
+        assert head.startswith(b"HTTP/1.1 200 OK") and b"transfer-encoding" not in head.lower()
+        assert rest.startswith(b"HTTP/1.1 200 OK") and length == len(rest.split(b"\r\n\r\n", 1)[1]) > 0
+        rig.mocks[0].fail_status = status
+        answers = rig.raw(get + close)
+        first, _, rest = answers.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 %d " % status) and b"transfer-encoding" not in first.lower()
+        if status == 204:
+            assert b"content-length" not in first.lower()
+        assert rest.startswith(b"HTTP/1.1 %d " % status)             # the second request was answered too
+
+
+def test_a_client_gone_mid_stream_settles_what_was_returned():
+    # The client closes after the first chunk: the gateway stops at the next chunk, the upstream answer is cut, and
+    # the reservation is settled from the text returned so far, counted by tiktoken (it used to run the stream on,
+    # or, when a write failed, never settle at all). A whole stream settles from the backend's usage chunk instead,
+    # which the cut one never gets: the two counts differ.
+    with GatewayRig(TENANTS, n_mocks=1) as rig:
+        body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 4, "stream": True,
+                           "messages": [{"role": "user", "content": "Count."}]}).encode()
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+        def settled(run) -> dict:
+            before = _metrics(rig)
+            run()
+            deadline = time.monotonic() + 5
+            while _total(_metrics(rig), "wirespeed_gateway_tokens_total", kind="used", tenant="acme") == \
+                    _total(before, "wirespeed_gateway_tokens_total", kind="used", tenant="acme"):
+                assert time.monotonic() < deadline, "the request was never settled"
+                time.sleep(0.02)
+            rig.call(rig.gateway.flush_settlements())
+            after = _metrics(rig)
+            return {kind: _total(after, "wirespeed_gateway_tokens_total", kind=kind, tenant="acme")
+                    - _total(before, "wirespeed_gateway_tokens_total", kind=kind, tenant="acme")
+                    for kind in ("reserved", "used", "refunded", "debited")}
+
+        def leave_after_first_chunk():
+            hold = rig.mocks[0].hold = rig.call(_event())
+            with socket.create_connection((rig.host, rig.port), timeout=5) as s:
+                s.sendall(request)
+                seen = b""
+                while b"tok0" not in seen:
+                    seen += s.recv(65536)
+            rig.loop.call_soon_threadsafe(hold.set)      # the next chunk finds the client gone
+
+        whole = settled(lambda: rig.raw(request.replace(b"Host: x", b"Host: x\r\nConnection: close")))
+        cut = settled(leave_after_first_chunk)
+        for d in (whole, cut):
+            assert d["refunded"] - d["debited"] == d["reserved"] - d["used"]
+        assert whole["reserved"] == cut["reserved"] and cut["used"] > 0 and cut["used"] != whole["used"]
