@@ -27,13 +27,14 @@ import httptools
 
 from ..driver.offload import open as ws_open, open_async
 from ..errors import WirespeedError
-from .config import GatewayConfig, apply, apply_async, backend_url
+from ..models.frontend import build_frame
+from .config import GatewayConfig, GatewayConfigError, Route, apply, apply_async, backend_url
 from .downstream import Connections, Downstream
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
 from .upstream import ConnectFailed, Upstream, UpstreamError
 
-__all__ = ["Gateway", "GatewayOptions"]
+__all__ = ["Gateway", "GatewayOptions", "L4_FRAME_PORT"]
 
 #: Request headers not forwarded: hop-by-hop (RFC 9110 7.6.1), the framing the gateway redoes, the tenant's
 #: credentials (they are the gateway's keys, not the backend's), and the gateway's own cost header.
@@ -47,6 +48,10 @@ _ESTIMATE_HEADER = b"x-token-estimate"
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 #: Settlements are applied together this long after the first one waiting (see ``Gateway._settle``).
 SETTLE_DELAY_S = 0.01
+#: The destination port of the frame an ``l4`` route's request is classified in: 80, which the device's front end
+#: serves from reset (``docs/frontend.md``).
+L4_FRAME_PORT = 80
+_NO_ROUTE = Route("", "", "tenant")
 _STAGE_DESC = {"device": "device decision", "queue": "upstream pool wait", "connect": "upstream connect",
                "ttft": "first byte from upstream", "total": "total"}
 
@@ -176,6 +181,14 @@ def _with_estimate(block: bytes, frame: _Frame, tokens: int) -> bytes:
     return block[:-2] + b"x-token-estimate: %d\r\n\r\n" % tokens
 
 
+def _l4_frame(block: bytes, peer, local) -> bytes:
+    """The header block as the device sees it inline: in a TCP/IP frame from the client's address and port to the
+    gateway's address (``peer``, ``local``: the connection's socket addresses), so that the front end gives the
+    router the connection's 4-tuple to hash (``affinity = "l4"``)."""
+    v6 = ":" in peer[0]
+    return build_frame(block, v6=v6, src=peer[0], dst=local[0], sport=peer[1], dport=L4_FRAME_PORT)
+
+
 def _error_body(status: int, reason: str, message: str) -> bytes:
     kind = {401: "authentication_error", 429: "rate_limit_error", 503: "service_unavailable"}.get(
         status, "invalid_request_error" if status < 500 else "server_error")
@@ -287,8 +300,11 @@ class _Device:
     async def _do(self, method, *args):
         return method(*args) if self.inline else await method(*args)
 
-    async def classify(self, block: bytes):
-        return self.dev.classify(block) if self.inline else await self.dev.classify(block)
+    async def classify(self, data: bytes, frame: bool = False):
+        """The verdict for a header block, or (``frame``) for an Ethernet frame through the front end."""
+        if self.inline:
+            return self.dev.classify_frame(data) if frame else self.dev.classify(data)
+        return await (self.dev.classify_frame(data) if frame else self.dev.classify(data))
 
     async def refund(self, tenant_id, tokens: int) -> None:
         await self._do(self.dev.tenants.refund, tenant_id, tokens)
@@ -359,6 +375,7 @@ class Gateway:
         self._settlements: dict = {}
         self._flush_handle = None
         self._routes = sorted(((r.prefix, r) for r in config.routes), key=lambda pr: -len(pr[0]))
+        self._l4 = any(r.affinity == "l4" for r in config.routes)
 
     # -- start and stop --
 
@@ -366,7 +383,13 @@ class Gateway:
         self.primary = await _Device.open(self.uri, self.uri, self.config)
         self.software = await _Device.open("software", "software", self.config)
         self._header_limit = await self.primary.read_register("parser.limits.max_header_bytes")
-        self.metrics.device.clock_hz = (await self.primary.info()).clock_hz
+        info = await self.primary.info()
+        self.metrics.device.clock_hz = info.clock_hz
+        for i, route in enumerate(self.config.routes):
+            if route.affinity == "l4" and "frontend" not in info.features:
+                raise GatewayConfigError(f"{self.config.path}: [[routes]] #{i + 1}", "affinity", "l4",
+                                         f"hashes the connection's 4-tuple, which needs the device's L2-L4 front end "
+                                         f"(feature 'frontend'); {self.uri!r} has {sorted(info.features)}")
         # Load the tokenizers now (about a second each), not on the first request.
         await asyncio.get_running_loop().run_in_executor(None, lambda: [encoding_for(m) for m in PRELOAD_MODELS])
         o = self.options
@@ -436,15 +459,20 @@ class Gateway:
 
     # -- the device --
 
-    async def classify(self, block: bytes):
+    async def classify(self, block: bytes, addresses=None):
         """The verdict for a header block, and the device that gave it: the configured device, or ``"software"``
-        when that errors or stalls (counted in ``wirespeed_gateway_fallback``)."""
+        when that errors or stalls (counted in ``wirespeed_gateway_fallback``). ``addresses``: the connection's
+        ``(peer, local)`` socket addresses, for a request whose route hashes the 4-tuple (``l4``): it is classified
+        in a frame (:func:`_l4_frame`)."""
+        frame = addresses is not None
+        if frame:
+            block = _l4_frame(block, *addresses)
         now = time.monotonic()
         if now >= self._device_down_until:
             try:
                 if self.primary.inline:         # a call on this thread cannot be timed out; no task is needed
-                    return await self.primary.classify(block), self.primary
-                return await asyncio.wait_for(self.primary.classify(block), self.options.device_timeout_s), \
+                    return await self.primary.classify(block, frame), self.primary
+                return await asyncio.wait_for(self.primary.classify(block, frame), self.options.device_timeout_s), \
                     self.primary
             except asyncio.TimeoutError:
                 cause = "stall"
@@ -454,7 +482,7 @@ class Gateway:
             self.metrics.fallback.labels(cause).inc()
         else:
             self.metrics.fallback.labels("device_down").inc()
-        return await self.software.classify(block), self.software
+        return await self.software.classify(block, frame), self.software
 
     async def _set_state(self, *args) -> None:
         """A backend's state on the device and on the fallback, so both route alike."""
@@ -600,8 +628,12 @@ class Gateway:
                 # Ask the backend for the final usage chunk, to settle the reservation exactly.
                 payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
                 body = json.dumps(payload).encode()
+        addresses = None
+        if self._l4 and self._route(path).affinity == "l4":
+            transport = writer.transport
+            addresses = (transport.get_extra_info("peername"), transport.get_extra_info("sockname"))
         t_dev = time.perf_counter()
-        verdict, device = await self.classify(_with_estimate(block, frame, est.total))
+        verdict, device = await self.classify(_with_estimate(block, frame, est.total), addresses)
         stages = {"device": time.perf_counter() - t_dev}
         if verdict.action != "forward":
             return await self._reject(writer, verdict, t0, keep=keep_alive and verdict.status in (401, 429, 503),
@@ -749,6 +781,13 @@ class Gateway:
             if path.startswith(prefix):
                 return prefix
         return "other"
+
+    def _route(self, path: str):
+        """The configured route of ``path`` (longest prefix), or a default one (``tenant`` affinity)."""
+        for prefix, route in self._routes:
+            if path.startswith(prefix):
+                return route
+        return _NO_ROUTE
 
     # -- answers --
 

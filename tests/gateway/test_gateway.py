@@ -5,6 +5,7 @@ parser, and bad input on a raw socket. The gateway runs on ``"software"`` in fro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import socket
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wirespeed.host.errors import TransportError
+from wirespeed.host.gateway.config import GatewayConfigError
 from wirespeed.host.gateway.server import GatewayOptions
 from tests.support.gateway_rig import GatewayRig
 
@@ -439,3 +441,32 @@ def test_a_client_gone_mid_stream_settles_what_was_returned():
         for d in (whole, cut):
             assert d["refunded"] - d["debited"] == d["reserved"] - d["used"]
         assert whole["reserved"] == cut["reserved"] and cut["used"] > 0 and cut["used"] != whole["used"]
+
+
+def test_l4_affinity_keeps_a_connection_on_one_backend_and_spreads_connections():
+    # affinity = "l4": each request is classified in a TCP/IP frame carrying the connection's addresses and ports,
+    # so the device's front end hashes the 4-tuple: one connection's requests stay on one backend, and different
+    # connections (other source ports) spread over the pool.
+    routes = '\n[[routes]]\nprefix = "/v1/chat/completions"\npool = "chat"\naffinity = "l4"\n'
+    with GatewayRig(TENANTS, n_mocks=3, routes=routes) as rig:
+        seen = []
+        for _ in range(12):
+            with rig.client("sk-acme-1") as client:          # a connection of its own
+                backends = {client.chat.completions.with_raw_response.create(**CHAT).headers["x-mock-backend"]
+                            for _ in range(3)}
+            assert len(backends) == 1
+            seen += backends
+        assert len(set(seen)) >= 2, seen
+
+
+def test_l4_affinity_on_a_device_without_the_front_end_fails_at_start(monkeypatch):
+    from wirespeed.host.gateway import server
+    real = server._Device.info
+
+    async def without_frontend(self):
+        info = await real(self)
+        return dataclasses.replace(info, features=info.features - {"frontend"})
+    monkeypatch.setattr(server._Device, "info", without_frontend)
+    routes = '\n[[routes]]\nprefix = "/v1/chat/completions"\npool = "chat"\naffinity = "l4"\n'
+    with pytest.raises(GatewayConfigError, match=r"\[\[routes\]\] #1: affinity='l4' is invalid: .*'frontend'"):
+        GatewayRig(TENANTS, n_mocks=1, routes=routes)
