@@ -211,7 +211,7 @@ def test_fallback_to_software_when_the_device_errors(rig):
     gw = rig.gateway
     dev = gw.primary
 
-    async def broken(block):
+    async def broken(block, frame=False):
         raise TransportError("the device stopped answering (test)")
     before = _total(_metrics(rig), "wirespeed_gateway_fallback_total", cause="TransportError")
     dev.classify = broken
@@ -336,7 +336,7 @@ def test_fallback_when_a_worker_thread_device_stalls():
         primary = rig.gateway.primary
         assert not primary.inline                 # "model" runs on the driver's worker thread
 
-        async def stalled(block):
+        async def stalled(block, frame=False):
             await asyncio.sleep(5)
         primary.classify = stalled
         client = rig.client("sk-acme-1")
