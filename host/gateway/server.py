@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import http
 import json
+import logging
 import math
 import re
 import time
@@ -35,6 +36,8 @@ from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, e
 from .upstream import ConnectFailed, Upstream, UpstreamError
 
 __all__ = ["Gateway", "GatewayOptions", "L4_FRAME_PORT"]
+
+_log = logging.getLogger(__name__)
 
 #: Request headers not forwarded: hop-by-hop (RFC 9110 7.6.1), the framing the gateway redoes, the tenant's
 #: credentials (they are the gateway's keys, not the backend's), and the gateway's own cost header.
@@ -554,6 +557,8 @@ class Gateway:
             pass
         except asyncio.CancelledError:
             pass                # stop(): the connection ends here
+        except Exception:       # a bug: this connection ends, the gateway serves on
+            _log.exception("wirespeed gateway: a connection failed; closing it")
         finally:
             self._tasks.discard(task)
             conn.close()

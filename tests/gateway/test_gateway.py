@@ -470,3 +470,18 @@ def test_l4_affinity_on_a_device_without_the_front_end_fails_at_start(monkeypatc
     routes = '\n[[routes]]\nprefix = "/v1/chat/completions"\npool = "chat"\naffinity = "l4"\n'
     with pytest.raises(GatewayConfigError, match=r"\[\[routes\]\] #1: affinity='l4' is invalid: .*'frontend'"):
         GatewayRig(TENANTS, n_mocks=1, routes=routes)
+
+
+def test_an_unexpected_error_closes_only_its_connection_and_is_logged(rig, caplog):
+    gw = rig.gateway
+
+    async def bug(block, frame=False):
+        raise RuntimeError("planted bug")
+    gw.primary.classify = bug
+    try:
+        assert rig.raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n") == b""
+    finally:
+        del gw.primary.classify
+    assert any("a connection failed" in r.getMessage() and "planted bug" in r.exc_text for r in caplog.records
+               if r.exc_text)
+    assert rig.client("sk-acme-1").models.list().data                 # the gateway serves on
