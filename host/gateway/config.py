@@ -32,6 +32,7 @@ the hardware's time quantum, more backends than a pool holds) are named the same
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ class Pool:
     name: str
     backends: tuple
     weights: tuple | None = None
+    #: The key the gateway sends its backends (the client's own is never forwarded), or None for none.
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def _backend_ok(backend) -> bool:
 
 
 def _pool(where: str, t: dict) -> Pool:
-    _unknown(where, t, ("name", "backends", "weights"))
+    _unknown(where, t, ("name", "backends", "weights", "api_key", "api_key_env"))
     backends = t.get("backends")
     if not isinstance(backends, list) or not backends:
         raise GatewayConfigError(where, "backends", backends, "must be a non-empty list of backend URLs")
@@ -173,7 +176,20 @@ def _pool(where: str, t: dict) -> Pool:
             raise GatewayConfigError(where, "weights", weights,
                                      f"must be {len(backends)} numbers > 0, one per backend")
         weights = tuple(weights)
-    return Pool(_string(where, "name", t.get("name")), tuple(backends), weights)
+    api_key = None
+    if "api_key" in t and "api_key_env" in t:
+        raise GatewayConfigError(where, "api_key_env", t["api_key_env"], "give api_key or api_key_env, not both")
+    if "api_key" in t:
+        api_key = _string(where, "api_key", t["api_key"])
+    elif "api_key_env" in t:
+        name = _string(where, "api_key_env", t["api_key_env"])
+        api_key = os.environ.get(name)
+        if not api_key:
+            raise GatewayConfigError(where, "api_key_env", name, "must name an environment variable that is set and "
+                                     "not empty")
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+        raise GatewayConfigError(where, "api_key", "…", "must be printable ASCII (it goes in a header)")
+    return Pool(_string(where, "name", t.get("name")), tuple(backends), weights, api_key)
 
 
 def _route(where: str, t: dict, pools: set) -> Route:

@@ -192,6 +192,12 @@ def _l4_frame(block: bytes, peer, local) -> bytes:
     return build_frame(block, v6=v6, src=peer[0], dst=local[0], sport=peer[1], dport=L4_FRAME_PORT)
 
 
+def _auth(key: bytes, path: str) -> list:
+    """A pool's ``api_key`` as the backend's API takes it: ``x-api-key`` on Anthropic's ``/v1/messages``, else
+    ``Authorization: Bearer``."""
+    return [(b"x-api-key", key)] if path.startswith("/v1/messages") else [(b"authorization", b"Bearer " + key)]
+
+
 def _error_body(status: int, reason: str, message: str) -> bytes:
     kind = {401: "authentication_error", 429: "rate_limit_error", 503: "service_unavailable"}.get(
         status, "invalid_request_error" if status < 500 else "server_error")
@@ -269,6 +275,7 @@ class _Backend:
     url: str
     upstream: Upstream
     pools: list = field(default_factory=list)          # (pool index) it belongs to
+    auth: list = field(default_factory=list)           # the header its warm-up and probe requests carry
     failures: int = 0
     down: bool = False
     probe: asyncio.Task | None = None
@@ -379,6 +386,7 @@ class Gateway:
         self._flush_handle = None
         self._routes = sorted(((r.prefix, r) for r in config.routes), key=lambda pr: -len(pr[0]))
         self._l4 = any(r.affinity == "l4" for r in config.routes)
+        self._pool_keys = [None if p.api_key is None else p.api_key.encode() for p in config.pools]
 
     # -- start and stop --
 
@@ -403,6 +411,8 @@ class Gateway:
                                         keepalive_s=o.upstream_keepalive_s, read_timeout_s=o.upstream_read_timeout_s)
                     self.backends[url] = _Backend(url, upstream)
                 self.backends[url].pools.append(index)
+                if self._pool_keys[index] is not None and not self.backends[url].auth:
+                    self.backends[url].auth = _auth(self._pool_keys[index], "/v1/models")
                 self.metrics.backend_up.labels(pool.name, url).set(1)
         await asyncio.gather(*(self._warm(b) for b in self.backends.values()))
         host, port = self.listen.rsplit(":", 1)
@@ -415,7 +425,8 @@ class Gateway:
     async def _warm(self, backend: _Backend) -> None:
         """Open the pool's first connections; a backend that cannot be reached starts down."""
         async def one():
-            response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models", read_timeout_s=5.0)
+            response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models", backend.auth,
+                                                                         read_timeout_s=5.0)
             async with response:
                 await response.read()
         results = await asyncio.gather(*(one() for _ in range(self.options.warm_connections)),
@@ -518,7 +529,7 @@ class Gateway:
             await asyncio.sleep(self.options.probe_interval_s)
             try:
                 async with asyncio.timeout(2.0):
-                    response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models")
+                    response, _queued, _connect = await backend.upstream.request(b"GET", b"/v1/models", backend.auth)
                     async with response:
                         await response.read()
                 if response.status >= 500:
@@ -647,6 +658,9 @@ class Gateway:
         reserved = est.total
         self.metrics.token("reserved", tenant).inc(reserved)
         headers = [(n, v) for n, v in frame.headers if n.lower() not in _DROP_REQUEST]
+        key = self._pool_keys[verdict.pool]
+        if key is not None:                         # the pool's own key, as its API expects it
+            headers += _auth(key, path)
         target = frame.url
         method_b = method.encode()
         tried: set = set()

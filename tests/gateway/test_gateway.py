@@ -485,3 +485,19 @@ def test_an_unexpected_error_closes_only_its_connection_and_is_logged(rig, caplo
     assert any("a connection failed" in r.getMessage() and "planted bug" in r.exc_text for r in caplog.records
                if r.exc_text)
     assert rig.client("sk-acme-1").models.list().data                 # the gateway serves on
+
+
+def test_the_pools_api_key_goes_to_the_backend_and_the_clients_does_not():
+    with GatewayRig(TENANTS, n_mocks=1, pool_extra='api_key = "sk-backend-9"\n') as rig:
+        mock = rig.mocks[0]
+        assert {r.headers.get("authorization") for r in mock.requests} == {"Bearer sk-backend-9"}   # the warm-up
+        rig.client("sk-acme-1").chat.completions.create(**CHAT)
+        chat = mock.requests[-1]
+        assert chat.path == "/v1/chat/completions" and chat.headers.get("authorization") == "Bearer sk-backend-9"
+        body = b'{"model":"claude-x","max_tokens":4,"messages":[{"role":"user","content":"Hello there"}]}'
+        answer = rig.raw(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: sk-acme-1\r\nConnection: close\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        messages = mock.requests[-1]
+        assert messages.path == "/v1/messages" and messages.headers.get("x-api-key") == "sk-backend-9"
+        assert "authorization" not in messages.headers

@@ -17,16 +17,17 @@ from wirespeed.host.gateway.server import Gateway, GatewayOptions
 CALL_TIMEOUT_S = 30
 
 
-def config_text(backends: list[str], *, tenants: str, device: str = "software", routes: str | None = None) -> str:
-    """A configuration: ``tenants`` (TOML tables), one pool "chat" of ``backends``, and routes (by default every
-    OpenAI path to "chat", chat completions by ``x-session-id``)."""
+def config_text(backends: list[str], *, tenants: str, device: str = "software", routes: str | None = None,
+                pool_extra: str = "") -> str:
+    """A configuration: ``tenants`` (TOML tables), one pool "chat" of ``backends`` (with the TOML lines
+    ``pool_extra``), and routes (by default every OpenAI path to "chat", chat completions by ``x-session-id``)."""
     quoted = ", ".join(f'"{b}"' for b in backends)
     if routes is None:
         routes = "".join(f'\n[[routes]]\nprefix = "{p}"\npool = "chat"\n' for p in
                          ("/v1/completions", "/v1/embeddings", "/v1/models", "/v1/messages"))
         routes += '\n[[routes]]\nprefix = "/v1/chat/completions"\npool = "chat"\naffinity = "header:x-session-id"\n'
     return (f'device = "{device}"\nlisten = "127.0.0.1:0"\nmetrics = "127.0.0.1:0"\nhash_secret = "test"\n'
-            f'{tenants}\n[[pools]]\nname = "chat"\nbackends = [{quoted}]\n{routes}')
+            f'{tenants}\n[[pools]]\nname = "chat"\nbackends = [{quoted}]\n{pool_extra}{routes}')
 
 
 class GatewayRig:
@@ -41,14 +42,15 @@ class GatewayRig:
     """
 
     def __init__(self, tenants: str, *, n_mocks: int = 2, mock_kw: dict | None = None, device: str = "software",
-                 options: GatewayOptions | None = None, routes: str | None = None):
+                 options: GatewayOptions | None = None, routes: str | None = None, pool_extra: str = ""):
         self.loop = new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="gateway-rig", daemon=True)
         self.thread.start()
         self.mocks = [MockBackend(f"mock-{i + 1}", **(mock_kw or {})) for i in range(n_mocks)]
         try:
             urls = [self.call(m.start()) for m in self.mocks]
-            self.config = parse_config(config_text(urls, tenants=tenants, device=device, routes=routes), "<test>")
+            self.config = parse_config(config_text(urls, tenants=tenants, device=device, routes=routes,
+                                                   pool_extra=pool_extra), "<test>")
             self.gateway = Gateway(self.config, options=options or GatewayOptions(probe_interval_s=0.1))
             self.call(self.gateway.start())
         except BaseException:

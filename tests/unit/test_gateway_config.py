@@ -75,6 +75,12 @@ def test_the_sample_reads_as_written(tmp_path):
      "https://HOST:PORT"),
     (('backends = ["10.0.0.1:8000"]', 'backends = ["10.0.0.1:99999"]'), "[[pools]] #2 'embed'", "backends",
      "HOST:PORT"),
+    (('backends = ["10.0.0.1:8000"]', 'backends = ["10.0.0.1:8000"]\napi_key = "a"\napi_key_env = "B"'),
+     "[[pools]] #2 'embed'", "api_key_env", "not both"),
+    (('backends = ["10.0.0.1:8000"]', 'backends = ["10.0.0.1:8000"]\napi_key_env = "WIRESPEED_TEST_UNSET_KEY"'),
+     "[[pools]] #2 'embed'", "api_key_env", "set and not empty"),
+    (('backends = ["10.0.0.1:8000"]', 'backends = ["10.0.0.1:8000"]\napi_key = "sk-\\u00e9"'),
+     "[[pools]] #2 'embed'", "api_key", "printable ASCII"),
     (('pool = "embed"', 'pool = "nope"'), "[[routes]] #2", "pool", "must name a [[pools]] table: chat, embed"),
     (('affinity = "header:x-session-id"', 'affinity = "cookie"'), "[[routes]] #1", "affinity", "'header:<name>'"),
     (('prefix = "/v1/embeddings"', 'prefix = "v1"'), "[[routes]] #2", "prefix", "starting with '/'"),
@@ -133,3 +139,21 @@ def test_a_value_the_driver_refuses_names_its_table():
         with pytest.raises(GatewayConfigError) as e:
             apply(c, dev)
     assert str(e.value).startswith("gw.toml: [[tenants]] #1 'acme': ") and "\n" not in str(e.value)
+
+
+def test_a_pools_api_key_from_the_file_or_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "gw.toml"
+    monkeypatch.setenv("WIRESPEED_TEST_EMBED_KEY", "sk-from-env")
+    path.write_text(SAMPLE.replace('weights = [2, 1]', 'weights = [2, 1]\napi_key = "sk-in-file"')
+                    .replace('backends = ["10.0.0.1:8000"]',
+                             'backends = ["10.0.0.1:8000"]\napi_key_env = "WIRESPEED_TEST_EMBED_KEY"'))
+    c = load_config(path)
+    assert [p.api_key for p in c.pools] == ["sk-in-file", "sk-from-env"]
+    assert "sk-in-file" not in repr(c.pools[0])                          # not in logs or tracebacks
+    assert load_config(_write(tmp_path, SAMPLE)).pools[0].api_key is None
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "other.toml"
+    path.write_text(text)
+    return path
