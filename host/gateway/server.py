@@ -35,7 +35,7 @@ from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
 from .upstream import ConnectFailed, Upstream, UpstreamError
 
-__all__ = ["Gateway", "GatewayOptions", "L4_FRAME_PORT"]
+__all__ = ["Gateway", "GatewayOptions", "L4_FRAME_PORT", "CLIENT_CLOSED"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ SETTLE_DELAY_S = 0.01
 #: The destination port of the frame an ``l4`` route's request is classified in: 80, which the device's front end
 #: serves from reset (``docs/frontend.md``).
 L4_FRAME_PORT = 80
+#: The status the metrics count a request under when its client went away before the whole answer was written
+#: (nginx's 499, "client closed request"); nothing is sent with it.
+CLIENT_CLOSED = 499
 _NO_ROUTE = Route("", "", "tenant")
 _STAGE_DESC = {"device": "device decision", "queue": "upstream pool wait", "connect": "upstream connect",
                "ttft": "first byte from upstream", "total": "total"}
@@ -691,6 +694,7 @@ class Gateway:
                                    stages, keep=False)
                 return False
         stages["queue"], stages["connect"] = queued, connect
+        status = response.status                    # as the metrics count it
         usage = _Usage()
         answered = False
         try:
@@ -742,11 +746,12 @@ class Gateway:
             # what was returned so far, so its reservation does not stay charged whole.
             keep_alive, t_up_end = False, time.perf_counter()
             stages.setdefault("total", t_up_end - t0)
+            status = CLIENT_CLOSED
         used = usage.tokens(payload.get("model") if isinstance(payload, dict) else None, est)
         if response.status >= 400:
             used = 0 if usage.total is None and usage.prompt is None else used
         self._settle(device, verdict.tenant, tenant, reserved, used)
-        labels = (self._route_of(path), tenant, url, str(response.status))
+        labels = (self._route_of(path), tenant, url, str(status))
         self.metrics.observe(labels, stages, stages["total"] - (t_up_end - t_up))
         return keep_alive
 

@@ -437,7 +437,9 @@ def test_a_client_gone_mid_stream_settles_what_was_returned():
             rig.loop.call_soon_threadsafe(hold.set)      # the next chunk finds the client gone
 
         whole = settled(lambda: rig.raw(request.replace(b"Host: x", b"Host: x\r\nConnection: close")))
+        aborted = _total(_metrics(rig), "wirespeed_gateway_requests_total", tenant="acme", status="499")
         cut = settled(leave_after_first_chunk)
+        assert _total(_metrics(rig), "wirespeed_gateway_requests_total", tenant="acme", status="499") == aborted + 1
         for d in (whole, cut):
             assert d["refunded"] - d["debited"] == d["reserved"] - d["used"]
         assert whole["reserved"] == cut["reserved"] and cut["used"] > 0 and cut["used"] != whole["used"]
