@@ -397,18 +397,21 @@ class Offload:
         with self._lock:
             core = self._submit_core()
             self._discipline()
+            # "software" does the program's checks and effects on its model itself (None: its state asks for the
+            # program after all).
             direct = getattr(self.transport, "classify_requests", None)
             records = direct(requests, core.width, core.window_bytes) if direct is not None else None
-            if records is not None:
-                pass                # "software": the same checks and effects on its model, no register program
-            elif (stream := getattr(self.transport, "classify_stream", None)) is None:
-                records = self._run(core.classify(list(zip(requests, itertools.repeat(False, len(requests))))))
-            else:
-                # As _classify, without a tuple per request; whole requests to a transport that cuts them itself.
-                records = self._run(core.prepare_requests(requests, getattr(self.transport, "cuts_requests", False)))
-                if records:
-                    self._run(self.core.regs.write("pipeline.ctrl.axis_inline", 0))
-                    records = stream(records, False)
+            if records is None:
+                stream = getattr(self.transport, "classify_stream", None)
+                if stream is None:
+                    records = self._run(core.classify(list(zip(requests, itertools.repeat(False, len(requests))))))
+                else:
+                    # As _classify, without a tuple per request; whole requests to a transport that cuts them itself.
+                    records = self._run(core.prepare_requests(requests,
+                                                              getattr(self.transport, "cuts_requests", False)))
+                    if records:
+                        self._run(self.core.regs.write("pipeline.ctrl.axis_inline", 0))
+                        records = stream(records, False)
             return self._verdicts(records)
 
     def classify(self, request: bytes) -> Verdict:

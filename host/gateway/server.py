@@ -33,7 +33,7 @@ from .config import GatewayConfig, GatewayConfigError, Route, apply, apply_async
 from .downstream import Connections, Downstream
 from .metrics import GatewayMetrics
 from .tokens import PRELOAD_MODELS, Estimate, count_text_tokens, encoding_for, estimate
-from .upstream import ConnectFailed, Upstream, UpstreamError
+from .upstream import ConnectFailed, Upstream, UpstreamError, find_header
 
 __all__ = ["Gateway", "GatewayOptions", "L4_FRAME_PORT", "CLIENT_CLOSED"]
 
@@ -150,10 +150,7 @@ class _Frame:
         self.complete = True
 
     def header(self, name: bytes) -> bytes | None:
-        for n, v in self.headers:
-            if n.lower() == name:
-                return v
-        return None
+        return find_header(self.headers, name)
 
 
 def _feed(parser, data: bytes) -> None:
@@ -180,7 +177,7 @@ def _block_end(buf: bytearray, start: int) -> int:
 def _with_estimate(block: bytes, frame: _Frame, tokens: int) -> bytes:
     """The header block with the gateway's ``x-token-estimate`` line, and without any the client sent (a client must
     not name its own cost)."""
-    if any(n.lower() == _ESTIMATE_HEADER for n, _ in frame.headers):
+    if frame.header(_ESTIMATE_HEADER) is not None:
         lines = block[:-2].split(b"\r\n")
         block = b"\r\n".join([lines[0]] + [ln for ln in lines[1:-1]
                                            if ln.split(b":", 1)[0].strip().lower() != _ESTIMATE_HEADER]) + b"\r\n\r\n"
@@ -801,10 +798,8 @@ class Gateway:
                     usage.add_text(obj)
 
     def _route_of(self, path: str) -> str:
-        for prefix, _route in self._routes:
-            if path.startswith(prefix):
-                return prefix
-        return "other"
+        """The ``route`` label of ``path``: its route's prefix, ``other`` for none."""
+        return self._route(path).prefix or "other"
 
     def _route(self, path: str):
         """The configured route of ``path`` (longest prefix), or a default one (``tenant`` affinity)."""
@@ -876,7 +871,7 @@ class Gateway:
         stages.setdefault("total", time.perf_counter() - t0)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
         head += [b"%s: %s\r\n" % pair for pair in headers]
-        if length is True and not any(k.lower() == b"content-type" for k, _ in headers):
+        if length is True and find_header(headers, b"content-type") is None:
             head.append(b"content-type: application/json\r\n")
         if stages:
             head.append(b"server-timing: " + _timing_header(stages) + b"\r\n")

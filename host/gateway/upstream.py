@@ -26,10 +26,18 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["Upstream", "Response", "UpstreamError", "ConnectFailed"]
+__all__ = ["Upstream", "Response", "UpstreamError", "ConnectFailed", "find_header"]
 
 #: A response buffers at most this many body bytes before the connection stops reading (the client is slow).
 _HIGH_WATER = 256 << 10
+
+
+def find_header(headers, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower case) in ``(name, value)`` bytes pairs as received, or None."""
+    for n, v in headers:
+        if n.lower() == name:
+            return v
+    return None
 
 
 class UpstreamError(ConnectionError):
@@ -66,10 +74,7 @@ class Response:
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lower case), or None."""
-        for n, v in self.headers:
-            if n.lower() == name:
-                return v
-        return None
+        return find_header(self.headers, name)
 
     # -- fed by the connection --
 

@@ -483,16 +483,21 @@ def test_whole_requests_give_the_verdicts_of_cut_ones(loop):
     assert {"ok", "header_too_large", "truncated"} <= reasons, reasons
 
 
+def _one_tenant(dev, rng) -> bytes:
+    """One pool of two backends routed by tenant, tenant ``sk-a`` far above any rate here; a request of it."""
+    dev.pools.set(0, [1, 2], size=251)
+    dev.routes.default(0, key="tenant")
+    dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
+    return traffic.realistic(rng, api_key="sk-a")
+
+
 def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, monkeypatch):
     # A failure on the general path mid-batch propagates; the counters (limiter, router, telemetry) hold the fast
     # requests decided before it, as their tenants' buckets do (on either loop).
     from wirespeed.host.transports import software
     rng = random.Random(SEED + 3)
     with wirespeed.open("software", clock="manual") as dev:
-        dev.pools.set(0, [1, 2], size=251)
-        dev.routes.default(0, key="tenant")
-        dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
-        good = traffic.realistic(rng, api_key="sk-a")
+        good = _one_tenant(dev, rng)
         dev.classify_many([good])
         calls = []
 
@@ -514,10 +519,7 @@ def test_lookaside_batches_take_no_register_access_unless_the_registers_ask_for_
     from wirespeed.host.transports import software
     rng = random.Random(SEED + 4)
     with wirespeed.open("software", clock="manual") as dev:
-        dev.pools.set(0, [1, 2], size=251)
-        dev.routes.default(0, key="tenant")
-        dev.tenants.add("sk-a", requests_per_s=1_000_000, burst=1_000_000)
-        good = traffic.realistic(rng, api_key="sk-a")
+        good = _one_tenant(dev, rng)
         first = dev.classify_many([good])[0]
         accesses = []
         for name in ("read32", "write32"):
