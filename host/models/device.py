@@ -60,6 +60,10 @@ class CoreModel:
         self.regmap = regmap
         self.bank = RegisterBankModel(self.regmap)
         self.cycles = 0
+        #: Moves at every register access and every packet through the pipeline (:meth:`read`, :meth:`write`,
+        #: :meth:`classify`): a reader that derives something from the block models' tables (the ``"software"``
+        #: transport's classifier) may keep it while this stays the same.
+        self.generation = 0
         #: The cycle the front end's last payload beat left (``first_cycle + ready``, as ``classify`` counts), or
         #: None: its queue is one output beat a cycle, in order, across packets.
         self._payload_out = None
@@ -97,6 +101,7 @@ class CoreModel:
     def classify(self, packet: bytes, inline: bool, first_cycle: int, mmio: bool = True) -> Outcome:
         """Run one packet whose first beat enters the pipeline in ``first_cycle`` through every block model, and
         count it where the RTL counts it (parser, limiter and router counters; telemetry at its verdict cycle)."""
+        self.generation += 1
         limiter, clock = self.limiter.model, self.limiter.clock
         frontend = self.frontend_config()
         # The front end's output queue emits one beat a cycle, in order. A realigned inline packet whose last input
@@ -139,6 +144,7 @@ class CoreModel:
         self.bank.set_hw("id.uptime_cycles.cycles", self.cycles)
 
     def read(self, address: int) -> tuple[int, int]:
+        self.generation += 1
         self._tick()
         hit = self._watched.get(address & ~3)
         if hit is not None:
@@ -150,6 +156,7 @@ class CoreModel:
         return data, resp
 
     def write(self, address: int, data: int, strb: int = 0xF) -> int:
+        self.generation += 1
         self._tick()
         resp = self.bank.write(address, data, strb)
         if resp != OKAY:

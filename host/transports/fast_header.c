@@ -7,8 +7,10 @@
  *                                             method, upgrade) or None
  *   names:  [(lower-case name, builtin rule or -1, extra slot mask)]   rules: the index in BUILTIN_NAMES
  *   consts: (KeySource.NONE, .AUTHORIZATION, .X_API_KEY, METHODS, Method.OTHER, missing_host, cl_and_te, slots)
- * Reader.classify(packets, ctx, counts) -> one record per packet: the model's tables and callbacks in ctx (built in
- *   SoftwareClassifier._records), the batch's global counts into counts.
+ * Reader.classify(packets, ctx, counts, out) -> one record per packet appended to out: the model's tables and callbacks
+ *   in ctx (built in SoftwareClassifier._lookaside), the batch's global counts into counts.
+ * Reader.context(ctx) -> Context: ctx parsed once; Context.classify(packets, now_ns, counts, out) is Reader.classify
+ *   with those tables at now_ns (the classifier keeps one per generation of the model's tables).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -778,47 +780,43 @@ done:
     return record;
 }
 
-/* Reader.classify(packets, ctx, counts, out): SoftwareClassifier._records' loop for lookaside requests, one record per
- * packet appended to out. counts (a list of 5) gets the allowed, 429, 401, routed and unavailable requests; both
- * also when an error stops the batch (for the requests decided before it). */
-static PyObject *reader_classify(Reader *self, PyObject *args) {
-    PyObject *packets, *ctx, *counts_list, *out;
-    Batch b;
+/* ctx (built in SoftwareClassifier._lookaside) into b: borrowed references, alive while ctx is. */
+static int parse_ctx(PyObject *ctx, Batch *b) {
     const char *goes_on, *fp_table;
     Py_ssize_t goes_on_len, fp_table_len;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &packets, &PyTuple_Type, &ctx, &PyList_Type, &counts_list,
-                          &PyList_Type, &out))
-        return NULL;
-    if (PyList_GET_SIZE(counts_list) != 5) {
-        PyErr_SetString(PyExc_ValueError, "counts must be a list of 5");
-        return NULL;
+    if (!PyTuple_Check(ctx)) {
+        PyErr_SetString(PyExc_TypeError, "ctx must be a tuple");
+        return -1;
     }
     if (!PyArg_ParseTuple(
             ctx, "y#O!y#KnnO!OpO!OpppKKKKO!O!O!O!O!O!O!iKKKKKO!O!OO!OO(lllll)(OOOOOOOOOOOO)",
-            &goes_on, &goes_on_len, &PyDict_Type, &b.fp_values, &fp_table, &fp_table_len, &b.fp_seed, &b.fp_size,
-            &b.route_cache_max, &PyDict_Type, &b.slots, &b.lookup, &b.unknown_401,
-            &PyDict_Type, &b.routes, &b.route_of, &b.by_cl, &b.by_extra, &b.by_estimate, &b.cost_fixed,
-            &b.cost_scale, &b.cost_scale_cl, &b.cost_max, &PyList_Type, &b.plan_regs, &PyList_Type, &b.plan_of,
-            &PyList_Type, &b.last_t, &PyList_Type, &b.req_t, &PyList_Type, &b.cost_t, &PyList_Type, &b.allowed_t,
-            &PyList_Type, &b.rejected_t, &b.q, &b.time_mask, &b.dt_max, &b.unit, &b.counter_mask, &b.now_ns,
-            &PyList_Type, &b.hash_source, &PyDict_Type, &b.routed, &b.route_fn, &PyDict_Type, &b.record_cache,
-            &b.new_record, &b.general, &b.f_base, &b.f_route, &b.f_chunked, &b.f_cl, &b.f_found, &b.forward,
-            &b.reject, &b.ok, &b.rate_limited, &b.no_backend, &b.unknown_tenant, &b.status_401, &b.status_429,
-            &b.status_ok, &b.status_unavailable, &b.zero, &b.u64_max))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(b.last_t);
-    if (goes_on_len != 16 || fp_table_len != 256 * 8 || b.q < 0 || b.q > 63 || PyList_GET_SIZE(b.hash_source) != 16 ||
-        PyList_GET_SIZE(b.plan_of) != n || PyList_GET_SIZE(b.req_t) != n || PyList_GET_SIZE(b.cost_t) != n ||
-        PyList_GET_SIZE(b.allowed_t) != n || PyList_GET_SIZE(b.rejected_t) != n) {
+            &goes_on, &goes_on_len, &PyDict_Type, &b->fp_values, &fp_table, &fp_table_len, &b->fp_seed, &b->fp_size,
+            &b->route_cache_max, &PyDict_Type, &b->slots, &b->lookup, &b->unknown_401,
+            &PyDict_Type, &b->routes, &b->route_of, &b->by_cl, &b->by_extra, &b->by_estimate, &b->cost_fixed,
+            &b->cost_scale, &b->cost_scale_cl, &b->cost_max, &PyList_Type, &b->plan_regs, &PyList_Type, &b->plan_of,
+            &PyList_Type, &b->last_t, &PyList_Type, &b->req_t, &PyList_Type, &b->cost_t, &PyList_Type, &b->allowed_t,
+            &PyList_Type, &b->rejected_t, &b->q, &b->time_mask, &b->dt_max, &b->unit, &b->counter_mask, &b->now_ns,
+            &PyList_Type, &b->hash_source, &PyDict_Type, &b->routed, &b->route_fn, &PyDict_Type, &b->record_cache,
+            &b->new_record, &b->general, &b->f_base, &b->f_route, &b->f_chunked, &b->f_cl, &b->f_found, &b->forward,
+            &b->reject, &b->ok, &b->rate_limited, &b->no_backend, &b->unknown_tenant, &b->status_401, &b->status_429,
+            &b->status_ok, &b->status_unavailable, &b->zero, &b->u64_max))
+        return -1;
+    Py_ssize_t n = PyList_GET_SIZE(b->last_t);
+    if (goes_on_len != 16 || fp_table_len != 256 * 8 || b->q < 0 || b->q > 63 ||
+        PyList_GET_SIZE(b->hash_source) != 16 || PyList_GET_SIZE(b->plan_of) != n || PyList_GET_SIZE(b->req_t) != n ||
+        PyList_GET_SIZE(b->cost_t) != n || PyList_GET_SIZE(b->allowed_t) != n || PyList_GET_SIZE(b->rejected_t) != n) {
         PyErr_SetString(PyExc_ValueError, "inconsistent batch tables");
-        return NULL;
+        return -1;
     }
-    b.goes_on = (const unsigned char *)goes_on;
-    b.fp_table = (const uint64_t *)fp_table;
-    Py_ssize_t plan_count = PyList_GET_SIZE(b.plan_regs);
-    Plan *plans = PyMem_Calloc(plan_count ? plan_count : 1, sizeof(Plan));
-    if (plans == NULL)
-        return PyErr_NoMemory();
+    b->goes_on = (const unsigned char *)goes_on;
+    b->fp_table = (const uint64_t *)fp_table;
+    return 0;
+}
+
+/* The batch loop: one record per packet appended to out, the global counts into counts_list (a list of 5), both also
+ * when an error stops the batch (for the requests decided before it). plans: plan_count entries, filled on first use. */
+static PyObject *run_batch(Reader *self, Batch *b, Plan *plans, Py_ssize_t plan_count, PyObject *packets,
+                           PyObject *counts_list, PyObject *out) {
     Py_ssize_t count = PyList_GET_SIZE(packets), counts[5] = {0, 0, 0, 0, 0};
     PyObject *result = Py_None;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -827,18 +825,18 @@ static PyObject *reader_classify(Reader *self, PyObject *args) {
         const unsigned char *buf;
         if (!PyBytes_CheckExact(packet) ||
             !read_block(self, buf = (const unsigned char *)PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet), &r)) {
-            record = batch_general(&b, packet, Py_None);
+            record = batch_general(b, packet, Py_None);
         } else {
             int general = r.errors || r.key_source == 0 || r.upgrade || r.path_len == 0 || buf[r.path] != '/' ||
-                          !b.goes_on[(r.method < 0 ? self->method_other_code : self->method_codes[r.method]) & 15];
-            record = general ? NULL : batch_fast(&b, plans, plan_count, buf, &r, counts, &general);
+                          !b->goes_on[(r.method < 0 ? self->method_other_code : self->method_codes[r.method]) & 15];
+            record = general ? NULL : batch_fast(b, plans, plan_count, buf, &r, counts, &general);
             if (general) {
                 PyObject *fields = reading_tuple(self, buf, &r);
                 if (fields == NULL) {
                     result = NULL;
                     break;
                 }
-                record = batch_general(&b, packet, fields);
+                record = batch_general(b, packet, fields);
                 Py_DECREF(fields);
             }
         }
@@ -847,7 +845,6 @@ static PyObject *reader_classify(Reader *self, PyObject *args) {
             break;
         }
     }
-    PyMem_Free(plans);
     for (int k = 0; k < 5; k++) {
         PyObject *v = PyLong_FromSsize_t(counts[k]);
         if (v == NULL || PyList_SetItem(counts_list, k, v) < 0) {
@@ -858,6 +855,125 @@ static PyObject *reader_classify(Reader *self, PyObject *args) {
     Py_XINCREF(result);
     return result;
 }
+
+static int check_counts(PyObject *counts_list) {
+    if (PyList_GET_SIZE(counts_list) != 5) {
+        PyErr_SetString(PyExc_ValueError, "counts must be a list of 5");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reader.classify(packets, ctx, counts, out): SoftwareClassifier's loop for lookaside requests, one record per packet
+ * appended to out, with the tables of ctx parsed for this one batch. */
+static PyObject *reader_classify(Reader *self, PyObject *args) {
+    PyObject *packets, *ctx, *counts_list, *out;
+    Batch b;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &packets, &PyTuple_Type, &ctx, &PyList_Type, &counts_list,
+                          &PyList_Type, &out))
+        return NULL;
+    if (check_counts(counts_list) < 0 || parse_ctx(ctx, &b) < 0)
+        return NULL;
+    Py_ssize_t plan_count = PyList_GET_SIZE(b.plan_regs);
+    Plan *plans = PyMem_Calloc(plan_count ? plan_count : 1, sizeof(Plan));
+    if (plans == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = run_batch(self, &b, plans, plan_count, packets, counts_list, out);
+    PyMem_Free(plans);
+    return result;
+}
+
+/* A Context: ctx parsed once and kept (with the plans derived from its plan registers) for as long as the tables it
+ * names do not change (SoftwareClassifier builds one per generation of the model); each batch then costs its own
+ * requests only. */
+typedef struct {
+    PyObject_HEAD
+    Reader *reader;
+    PyObject *ctx;
+    Batch b;
+    Plan *plans;
+    Py_ssize_t plan_count;
+} Context;
+
+static PyTypeObject ContextType;
+
+/* (Garbage-collected: ctx holds the classifier's bound methods, and the classifier holds the context.) */
+static int context_traverse(Context *self, visitproc visit, void *arg) {
+    Py_VISIT(self->reader);
+    Py_VISIT(self->ctx);
+    return 0;
+}
+
+static int context_clear(Context *self) {
+    Py_CLEAR(self->reader);
+    Py_CLEAR(self->ctx);                /* (b's borrowed references go with it: classify then refuses) */
+    return 0;
+}
+
+static void context_dealloc(Context *self) {
+    PyObject_GC_UnTrack(self);
+    context_clear(self);
+    PyMem_Free(self->plans);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Reader.context(ctx) -> Context. */
+static PyObject *reader_context(Reader *self, PyObject *ctx) {
+    Batch b;
+    if (parse_ctx(ctx, &b) < 0)
+        return NULL;
+    Py_ssize_t plan_count = PyList_GET_SIZE(b.plan_regs);
+    Plan *plans = PyMem_Calloc(plan_count ? plan_count : 1, sizeof(Plan));
+    if (plans == NULL)
+        return PyErr_NoMemory();
+    Context *c = PyObject_GC_New(Context, &ContextType);
+    if (c == NULL) {
+        PyMem_Free(plans);
+        return NULL;
+    }
+    Py_INCREF(self);
+    Py_INCREF(ctx);
+    c->reader = self;
+    c->ctx = ctx;
+    c->b = b;
+    c->plans = plans;
+    c->plan_count = plan_count;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
+}
+
+/* Context.classify(packets, now_ns, counts, out): Reader.classify with this context's tables at now_ns. */
+static PyObject *context_classify(Context *self, PyObject *args) {
+    PyObject *packets, *counts_list, *out;
+    unsigned long long now_ns;
+    if (!PyArg_ParseTuple(args, "O!KO!O!", &PyList_Type, &packets, &now_ns, &PyList_Type, &counts_list, &PyList_Type,
+                          &out))
+        return NULL;
+    if (check_counts(counts_list) < 0)
+        return NULL;
+    if (self->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the context was cleared");
+        return NULL;
+    }
+    self->b.now_ns = now_ns;
+    return run_batch(self->reader, &self->b, self->plans, self->plan_count, packets, counts_list, out);
+}
+
+static PyMethodDef context_methods[] = {
+    {"classify", (PyCFunction)context_classify, METH_VARARGS, "Reader.classify on this context's tables at now_ns."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fast_header.Context",
+    .tp_basicsize = sizeof(Context),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)context_dealloc,
+    .tp_traverse = (traverseproc)context_traverse,
+    .tp_clear = (inquiry)context_clear,
+    .tp_methods = context_methods,
+};
 
 /* keys.fingerprint(data, poly, seed) with its table: fingerprint(data, table (256 native uint64), seed). */
 static PyObject *fingerprint(PyObject *module, PyObject *args) {
@@ -886,6 +1002,7 @@ static PyMethodDef module_methods[] = {
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)reader_read, METH_O, "The reading of a well-formed header block, or None."},
     {"classify", (PyCFunction)reader_classify, METH_VARARGS, "SoftwareClassifier's loop over a batch of requests."},
+    {"context", (PyCFunction)reader_context, METH_O, "The batch tables of ctx, parsed once: a Context."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -910,7 +1027,7 @@ PyMODINIT_FUNC PyInit_fast_header(void) {
         VALUE[c] = c == '\t' || (c >= 0x20 && c <= 0x7e) || c >= 0x80;
     }
     sixty_four = PyLong_FromLong(64);
-    if (sixty_four == NULL || PyType_Ready(&ReaderType) < 0)
+    if (sixty_four == NULL || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ContextType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)

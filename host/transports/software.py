@@ -150,12 +150,12 @@ class FastHeaderReader:
     ----------
     native : bool
         Whether ``read`` is the C reader's.
-    classify : callable or None
+    classify, context : callable or None
         With the C reader: :class:`SoftwareClassifier`'s fast loop over a batch of requests, in C (``fast_header.c``,
-        ``Reader.classify``); else None.
+        ``Reader.classify``), and ``Reader.context``, which parses its tables once for many batches; else None.
     """
 
-    classify = None
+    classify = context = None
 
     def __init__(self, config: ParserConfig, native: bool | None = None):
         self.config = config
@@ -173,7 +173,7 @@ class FastHeaderReader:
             consts = (_KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY, METHODS, _METHOD_OTHER, _MISSING_HOST,
                       _CL_AND_TE, EXTRA_SLOTS)
             native_reader = module.Reader(self.limit, table, consts)
-            self.read, self.classify = native_reader.read, native_reader.classify
+            self.read, self.classify, self.context = native_reader.read, native_reader.classify, native_reader.context
             self.native = True
         elif native:
             raise OSError(f"the C header reader is not available ({native_error})")
@@ -302,6 +302,11 @@ _NO_EXTRA_FP = (0,) * EXTRA_SLOTS
 _ROUTE_CACHE = 1 << 12
 _RECORD_CACHE = 1 << 14
 _F_COMPLETE = _FLAG["complete"]
+_F_ROUTE, _F_CL, _F_CHUNKED, _F_FOUND = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"], _FLAG["tenant_found"]
+_F_BASE = _F_COMPLETE | _FLAG["key_present"] | _F_FOUND
+#: Bound of the key -> slot and route verdicts a classifier keeps per generation of the model (each starts afresh
+#: when full, checked before each batch).
+_BATCH_CACHE = 1 << 16
 
 
 # Record fields the software path keys its records by: VerdictRecord's fields in order, with the action and the
@@ -355,8 +360,7 @@ class SoftwareClassifier:
         self._record_cache = {}                     # record key (see _ACTIONS) -> the record (records are immutable)
         self._hash_key = None
         self._hashes = {}                           # fingerprint -> Toeplitz hash of its 8 bytes under _hash_key
-        self._policy = self._goes_on = None         # the pipeline's RequestPolicy, and per method: goes on?
-        self._classes = self._hash_source = None    # the active route classes, and each one's hash input
+        self._look: _Lookaside | None = None         # what lookaside batches read, for one generation of the model
         self._lock = threading.Lock()
         self._counted = []                          # records not yet in the telemetry and parser counters
         self.fast = self.fallback = 0
@@ -390,17 +394,70 @@ class SoftwareClassifier:
         record = record_cache[key] = VerdictRecord(_ACTIONS[key[0]], key[1], _REASONS[key[2]], *key[3:], 0)
         return record
 
-    def _records(self, packets, inline: bool) -> list[VerdictRecord]:
+    def _lookaside(self) -> "_Lookaside":
+        """What a lookaside batch reads of the model's tables, kept while the model's :attr:`~CoreModel.generation`
+        stays the same (no register access, no packet through its pipeline): the tables and registers, this
+        generation's key → slot and route verdicts, and with the C module the whole of it parsed once
+        (``Reader.context``). A lone request then costs its own work only."""
+        t = self._look
+        generation = self.core.generation
+        if t is not None and t.generation == generation:
+            return t
+        self._look = None
         config, reader, fp = self._tables()
         core = self.core
-        now_ns = self.now_ns()
+        t = _Lookaside()
+        t.generation, t.config, t.reader, t.fp, t.routes = generation, config, reader, fp, self._routes
         policy = core.pipeline.policy()
-        policy_verdict = policy.verdict
-        general = _General(self, config, fp, now_ns, policy_verdict, inline)
+        t.general = _General(self, config, fp, 0, policy.verdict, False)
+        # The request policy, per method code, for an origin-form request without Upgrade: True when it goes on.
+        goes_on = [False] * 16
+        for method in Method:
+            goes_on[method.value] = policy.verdict(method, True, False) is None
+        t.goes_on = goes_on
+        # The limiter: its tables (updated in place, as decide_fields does) and what a batch needs of its registers.
+        lim = core.limiter.model
+        t.lim = lim
+        lim_config = lim._config
+        source = lim_config.cost_source
+        t.by_cl = source is _COST_CL
+        t.by_extra = source is _COST_EXTRA or source is _COST_ESTIMATE
+        t.by_estimate = source is _COST_ESTIMATE
+        unknown = lim_config.unknown_policy
+        t.unknown_401 = unknown is UnknownPolicy.REJECT or (unknown is UnknownPolicy.DEFAULT and not lim._default_on)
+        t.slots = {}                                # key fingerprint -> slot or None
+        # The router: each route class's hash input, and its verdicts by (class, input).
+        router = core.router.model
+        t.router = router
+        t.hash_source = [entry.header_slot & 3 if entry.key_sel & 3 == _KEY_SEL_HEADER else
+                         _HASH_NONE if entry.key_sel & 3 == _KEY_SEL_L4 else _HASH_KEY
+                         for entry in router._classes[router.active]]
+        if router.key != self._hash_key:
+            self._hash_key, self._hashes = router.key, {}
+        t.routed = {}
+        t.native = None
+        if reader.context is not None and fp.table is not None:
+            # The loop of _records, in C (fast_header.c): the same reading, decisions and effects, on these tables.
+            t.native = reader.context((
+                bytes(goes_on), fp.values, fp.table, fp.seed_u64, fp.size, _ROUTE_CACHE, t.slots, lim.lookup,
+                t.unknown_401, t.routes, config.route, t.by_cl, t.by_extra, t.by_estimate, lim_config.cost_fixed,
+                lim_config.cost_scale, lim_config.cost_scale_cl, COST_MAX, lim._plan_regs, lim._plan, lim._last,
+                lim._req, lim._cost, lim._allowed, lim._rejected, *lim._decide_consts, 0, t.hash_source, t.routed,
+                functools.partial(self._route, router), self._record_cache, self._record, t.general.request,
+                (_F_BASE, _F_ROUTE, _F_CHUNKED, _F_CL, _F_FOUND),
+                (_FORWARD, _REJECT, _OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT, 401, 429, STATUS_OK,
+                 STATUS_UNAVAILABLE, 0, _U64)))
+        self._look = t
+        return t
+
+    def _records(self, packets, inline: bool) -> list[VerdictRecord]:
+        now_ns = self.now_ns()
         record_cache, new_record = self._record_cache, self._record
         out = []
         append = out.append
         if inline:
+            config, _reader, fp = self._tables()
+            general = _General(self, config, fp, now_ns, self.core.pipeline.policy().verdict, True)
             try:
                 for packet in packets:
                     key = general.frame(packet)
@@ -410,59 +467,25 @@ class SoftwareClassifier:
                 self._done(out, general)
             return out
 
-        read, routes = reader.read, self._routes
-        # The request policy, per method code, for an origin-form request without Upgrade: True when it goes on.
-        if policy is not self._policy:                      # (the same object until a policy register is written)
-            goes_on = [False] * 16
-            for method in Method:
-                goes_on[method.value] = policy_verdict(method, True, False) is None
-            self._policy, self._goes_on = policy, goes_on
-        goes_on = self._goes_on
-        # The limiter: its tables (updated in place, as decide_fields does) and what the batch needs of its registers.
-        lim = core.limiter.model
-        lim_config = lim._config
-        source = lim_config.cost_source
-        cost_fixed, cost_scale, cost_scale_cl = lim_config.cost_fixed, lim_config.cost_scale, lim_config.cost_scale_cl
-        by_cl = source is _COST_CL
-        by_extra = source is _COST_EXTRA or source is _COST_ESTIMATE
-        by_estimate = source is _COST_ESTIMATE
-        plan_regs, plan_of, lookup = lim._plan_regs, lim._plan, lim.lookup
-        last_t, req_t, cost_t, allowed_t, rejected_t = lim._last, lim._req, lim._cost, lim._allowed, lim._rejected
-        q, time_mask, dt_max, unit, counter_mask = lim._decide_consts
-        take, cost_of = lim.take, lim.cost_of
-        slots = {}                                  # key fingerprint -> slot or None, for this batch
-        policy = lim_config.unknown_policy
-        unknown_401 = policy is UnknownPolicy.REJECT or (policy is UnknownPolicy.DEFAULT and not lim._default_on)
-        # The router: each route class's hash input, and its verdicts by (class, input) for this batch.
-        router = core.router.model
-        classes = tuple(router._classes[router.active])
-        if classes != self._classes:
-            self._classes = classes
-            self._hash_source = [entry.header_slot & 3 if entry.key_sel & 3 == _KEY_SEL_HEADER else
-                                 _HASH_NONE if entry.key_sel & 3 == _KEY_SEL_L4 else _HASH_KEY for entry in classes]
-        hash_source = self._hash_source
-        if router.key != self._hash_key:
-            self._hash_key, self._hashes = router.key, {}
-        routed = {}
-        f_route, f_cl, f_chunked = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"]
-        f_found = _FLAG["tenant_found"]
-        f_base = _FLAG["complete"] | _FLAG["key_present"] | f_found
-        if reader.classify is not None and fp.table is not None:
-            # The loop below, in C (fast_header.c, Reader.classify): the same reading, decisions and effects.
-            ctx = (bytes(goes_on), fp.values, fp.table, fp.seed_u64, fp.size, _ROUTE_CACHE, slots, lookup,
-                   unknown_401, routes, config.route, by_cl, by_extra, by_estimate, cost_fixed, cost_scale,
-                   cost_scale_cl, COST_MAX, plan_regs, plan_of, last_t, req_t, cost_t, allowed_t, rejected_t, q,
-                   time_mask, dt_max, unit, counter_mask, now_ns, hash_source, routed,
-                   functools.partial(self._route, router),
-                   record_cache, new_record, general.request, (f_base, f_route, f_chunked, f_cl, f_found),
-                   (_FORWARD, _REJECT, _OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT, 401, 429, STATUS_OK,
-                    STATUS_UNAVAILABLE, 0, _U64))
+        t = self._lookaside()
+        general = t.general
+        general.now_ns, general.scanned = now_ns, 0
+        slots, routed = t.slots, t.routed
+        if len(slots) >= _BATCH_CACHE:
+            slots.clear()
+        if len(routed) >= _BATCH_CACHE:
+            routed.clear()
+        if t.native is not None:
             counts = [0] * 5
             try:
-                reader.classify(packets if type(packets) is list else list(packets), ctx, counts, out)
+                t.native.classify(packets if type(packets) is list else list(packets), now_ns, counts, out)
             finally:
                 self._done(out, general, counts)
             return out
+        config, read, fp, routes, goes_on = t.config, t.reader.read, t.fp, t.routes, t.goes_on
+        lookup, take, cost_of, unknown_401 = t.lim.lookup, t.lim.take, t.lim.cost_of, t.unknown_401
+        hash_source, router = t.hash_source, t.router
+        f_base, f_route, f_chunked, f_cl, f_found = _F_BASE, _F_ROUTE, _F_CHUNKED, _F_CL, _F_FOUND
         allow_n = reject_n = reject_401_n = routed_n = unavailable_n = 0
         try:
             for packet in packets:
@@ -605,6 +628,13 @@ class SoftwareClassifier:
                 if flags >> i & 1:
                     bank.incr(f"parser.error_count[{i}].count", n)
         core.limiter._sync()
+
+
+class _Lookaside:
+    """What :meth:`SoftwareClassifier._records` reads of the model for lookaside batches, for one generation of the
+    model (:meth:`SoftwareClassifier._lookaside`)."""
+    __slots__ = ("generation", "config", "reader", "fp", "routes", "general", "goes_on", "lim", "by_cl", "by_extra",
+                 "by_estimate", "unknown_401", "slots", "router", "hash_source", "routed", "native")
 
 
 class _General:

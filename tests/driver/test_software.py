@@ -498,13 +498,14 @@ def test_an_error_in_a_batch_keeps_the_counts_of_the_requests_before_it(loop, mo
     rng = random.Random(SEED + 3)
     with wirespeed.open("software", clock="manual") as dev:
         good = _one_tenant(dev, rng)
-        dev.classify_many([good])
         calls = []
 
         def failing(self, packet, fields):
             calls.append(packet)
             raise RuntimeError("planted")
+        # (Planted before the first batch: the classifier keeps its tables, with this method, from then on.)
         monkeypatch.setattr(software._General, "request", failing)
+        dev.classify_many([good])
         with pytest.raises(RuntimeError, match="planted"):
             dev.classify_many([good] * 7 + [b"not http\r\n\r\n"] + [good] * 5)
         assert len(calls) == 1
@@ -546,3 +547,30 @@ def test_lookaside_batches_take_no_register_access_unless_the_registers_ask_for_
         assert len(dev.transport.classifier._counted) == 4
         dev.classify_many([good])
         assert dev.transport.classifier._counted == []
+
+
+def test_the_classifier_keeps_its_tables_between_batches_until_a_register_access(loop):
+    # A lone request costs its own work: the tables (and, in C, their parsed form) are kept while the model's
+    # generation stays; a register access or a packet through the model's pipeline moves it, and the next batch
+    # reads the tables afresh (the parity sessions above hold the verdicts to the model across such changes).
+    import gc
+    import weakref
+    rng = random.Random(SEED + 5)
+    dev = wirespeed.open("software", clock="manual")
+    good = _one_tenant(dev, rng)
+    classifier = dev.transport.classifier
+    dev.classify_many([good])
+    kept = classifier._look
+    assert (kept.native is not None) == (loop == "c")
+    dev.classify(good)
+    dev.classify_many([good, good])
+    assert classifier._look is kept
+    dev.read_register("limiter.allow")
+    dev.classify(good)
+    assert classifier._look is not kept
+    # The kept tables reference the classifier (its callbacks): the pair is still collected once the device is.
+    dev.close()
+    gone = weakref.ref(classifier)
+    del dev, classifier, kept
+    gc.collect()
+    assert gone() is None
