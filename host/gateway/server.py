@@ -626,6 +626,10 @@ class Gateway:
             return False
         else:
             keep_alive = frame.keep_alive
+        finally:
+            # The parser holds the frame's callbacks and the frame the parser: undone here, that cycle is freed at
+            # once, not left to the cyclic collector (its passes were the gateway's longest pauses).
+            frame.parser = None
         del buf[:fed]
         return await self._request(writer, block, frame, parser.get_method().decode(), keep_alive, t0)
 
