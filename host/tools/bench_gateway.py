@@ -7,14 +7,17 @@ Processes on loopback::
     (aiohttp on uvloop) ─────────────────────────────────────────────▶  (and the passthrough proxy, and,
                                                                           optionally, a LiteLLM proxy)
 
-For each offered rate the same load goes straight to the mock (``direct``), then through the passthrough proxy
+For each offered rate the same load goes straight to the mock (``direct``), through the passthrough proxy
 (``passthrough``: a proxy hop in Python that does nothing else, :mod:`.bench_backends`), through a gateway on each
 device URI (``software``, ``model``) and, when ``--peer-litellm`` names its binary, through a LiteLLM proxy in front
-of the same mock. ``added_pX = pX(target) − pX(direct)`` for p50, p99 and p99.9. Each row also has the CPU each
-process spent per request (target, backend, generator): the three share the machine's cores.
+of the same mock. The targets take turns (:func:`measure`): each one's seconds are cut into ``rounds`` slices, run
+direct, passthrough, software, …, direct, passthrough, …, so that a moment when the machine is busy with something
+else lands on every row alike instead of on whichever row ran then. ``added_pX = pX(target) − pX(direct)`` for p50,
+p99 and p99.9, each target's slices pooled. Each row also has the CPU each process spent per request (target,
+backend, generator): the three share the machine's cores.
 
 The load is open-loop (:func:`open_loop`): request *i* is due at ``t0 + i / rate`` whether or not earlier ones have
-answered, and its latency runs from that scheduled time, so a target that falls behind shows its queue in the tail
+answered (woken at that instant by a timerfd, :class:`DueTimer`), and its latency runs from that scheduled time, so a target that falls behind shows its queue in the tail
 instead of slowing the generator down (coordinated omission). wrk is closed-loop and h2load reports no percentiles,
 hence this generator. Every run is bounded: ``rate × seconds`` requests, and a hard deadline ``grace_s`` after the
 last one is due; a request not answered by then counts as an error (a timeout), and a request that failed or was not
@@ -173,6 +176,21 @@ class LoadRun:
     statuses: dict = field(default_factory=dict)
     timings: list = field(default_factory=list)
 
+    @classmethod
+    def pooled(cls, runs: list) -> "LoadRun":
+        """Slices of one target's load (same rate) as one run: their requests together, their seconds and spans
+        summed."""
+        statuses: dict = {}
+        for r in runs:
+            for k, v in r.statuses.items():
+                statuses[k] = statuses.get(k, 0) + v
+        return cls(rate=runs[0].rate, seconds=sum(r.seconds for r in runs),
+                   latencies=np.concatenate([r.latencies for r in runs]), lag=np.concatenate([r.lag for r in runs]),
+                   errors=sum(r.errors for r in runs), timeouts=sum(r.timeouts for r in runs),
+                   non_200=sum(r.non_200 for r in runs), ok=sum(r.ok for r in runs),
+                   span_s=sum(r.span_s for r in runs), statuses=statuses,
+                   timings=[t for r in runs for t in r.timings])
+
     def summary(self) -> dict:
         achieved = self.ok / max(self.seconds, self.span_s) if self.span_s > 0 else 0.0
         row = {"offered_rps": self.rate, "achieved_rps": round(achieved, 1), "requests": int(self.latencies.size),
@@ -313,6 +331,15 @@ async def open_loop(session, url: str, rate: float, seconds: float, *, key: str 
             counts["non_200"] += 1
 
     tasks = []
+    # The requests still running, and an event set when the last one ends after the last was sent (waiting on the
+    # whole task list at once took milliseconds, right when the last request's answer came back).
+    running: set = set()
+    all_done, sending = asyncio.Event(), [True]
+
+    def finished(task) -> None:
+        running.discard(task)
+        if not running and not sending[0]:
+            all_done.set()
     loop = asyncio.get_running_loop()
     timer = DueTimer.open(loop)
     try:
@@ -323,45 +350,99 @@ async def open_loop(session, url: str, rate: float, seconds: float, *, key: str 
                 break                   # the generator itself fell past the deadline: the rest count as not sent
             if due > now:
                 await (timer.wait_until(due) if timer is not None else asyncio.sleep(due - now))
-            tasks.append(loop.create_task(one(i, due)))
+            task = loop.create_task(one(i, due))
+            tasks.append(task)
+            running.add(task)
+            task.add_done_callback(finished)
     finally:
+        sending[0] = False
         if timer is not None:
             timer.close()
     not_sent = n - len(tasks)
     timeouts = not_sent
-    if tasks:
-        _done, pending = await asyncio.wait(tasks, timeout=max(0.0, hard_deadline - clock()))
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        timeouts += len(pending)
+    if running:
+        try:
+            await asyncio.wait_for(all_done.wait(), timeout=max(0.0, hard_deadline - clock()))
+        except asyncio.TimeoutError:
+            pass
+    pending = list(running)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    timeouts += len(pending)
     span = (last_end[0] - t0) if last_end[0] else 0.0
     return LoadRun(rate=rate, seconds=seconds, latencies=latencies, lag=lag, errors=counts["errors"] + timeouts,
                    timeouts=timeouts, non_200=counts["non_200"], ok=counts["ok"], span_s=span, statuses=statuses,
                    timings=timings)
 
 
-async def measure(url: str, rate: float, seconds: float, *, key: str = TENANT_KEY, warmup_s: float = 0.5,
-                  grace_s: float = 2.0, server_timing: bool = False, connections: int = 256,
-                  metrics_url: str | None = None) -> dict:
-    """A warm-up run (discarded) then a measured run at ``rate`` on one pooled keep-alive session; the measured run's
-    :meth:`LoadRun.summary`, with the gateway's fallback count over it when ``metrics_url`` is given."""
+@dataclass
+class Target:
+    """One thing the load is sent to: ``name`` (a row's ``target``), the chat completions ``url``, the tenant ``key``,
+    the gateway's ``metrics_url`` (None for any other target: then no ``Server-Timing`` is read either), and its
+    process (None for ``direct``: the mock is measured as the backend)."""
+    name: str
+    url: str
+    metrics_url: str | None
+    key: str
+    process: "_Process | None"
+
+
+async def measure(targets: list, rate: float, seconds: float, *, rounds: int = 5, warmup_s: float = 0.5,
+                  grace_s: float = 2.0, connections: int = 256, between=None, cpu=None) -> list[dict]:
+    """Each of ``targets`` (:class:`Target`) at ``rate`` for ``seconds`` in all, in ``rounds`` interleaved slices:
+    target 1, target 2, …, then again, so that whatever else the machine does at some moment falls on every row
+    alike, not on one; each on its own pooled keep-alive session, after a warm-up run (discarded). One
+    :meth:`LoadRun.summary` per target, its slices pooled, with the gateway's fallback count over them when it has a
+    ``metrics_url``, and ``cpu_us_per_request`` (warm-up included) when ``cpu(target)`` gives the ``(target,
+    backend, generator)`` CPU seconds. ``between()`` runs before each warm-up and slice (the bench waits there
+    for the processes to go idle)."""
     import aiohttp
-    connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=60, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=None)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, skip_auto_headers=("User-Agent",)) as s:
-        if warmup_s > 0:
-            await open_loop(s, url, rate, warmup_s, key=key, grace_s=grace_s, tag="w")
+    from contextlib import AsyncExitStack
+    between = between or (lambda: None)
+    slice_s = seconds / rounds
+    async with AsyncExitStack() as stack:
+        sessions = []
+        for _ in targets:
+            connector = aiohttp.TCPConnector(limit=connections, keepalive_timeout=60, force_close=False)
+            sessions.append(await stack.enter_async_context(aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))))
+        spent = [[0.0, 0.0, 0.0] for _ in targets]
+
+        def count(i: int, before):
+            if before is not None:
+                after = cpu(targets[i])
+                spent[i] = [None if s is None or a is None or b is None else s + b - a
+                            for s, a, b in zip(spent[i], before, after)]
+        for i, (t, s) in enumerate(zip(targets, sessions)):
+            between()
+            before = cpu(t) if cpu else None
+            if warmup_s > 0:
+                await open_loop(s, t.url, rate, warmup_s, key=t.key, grace_s=grace_s, tag="w")
+            count(i, before)
         gc.collect()                        # nor the generator (see _serve_mock)
         gc.freeze()
-        before = await _fallbacks(s, metrics_url) if metrics_url else None
-        result = await open_loop(s, url, rate, seconds, key=key, grace_s=grace_s, server_timing=server_timing)
-        row = result.summary()
-        if metrics_url:
-            after = await _fallbacks(s, metrics_url)
-            row["fallbacks"] = None if before is None or after is None else round(after - before)
-    return row
+        fallbacks = [await _fallbacks(s, t.metrics_url) if t.metrics_url else None for t, s in zip(targets, sessions)]
+        runs = [[] for _ in targets]
+        for k in range(rounds):
+            for i, (t, s) in enumerate(zip(targets, sessions)):
+                between()
+                before = cpu(t) if cpu else None
+                runs[i].append(await open_loop(s, t.url, rate, slice_s, key=t.key, grace_s=grace_s,
+                                               server_timing=t.metrics_url is not None, tag=f"{k}."))
+                count(i, before)
+        rows = []
+        for i, (t, s) in enumerate(zip(targets, sessions)):
+            row = LoadRun.pooled(runs[i]).summary()
+            if t.metrics_url:
+                after = await _fallbacks(s, t.metrics_url)
+                row["fallbacks"] = None if fallbacks[i] is None or after is None else round(after - fallbacks[i])
+            if cpu:
+                row["cpu_us_per_request"] = _cpu_per_request(
+                    (0.0, 0.0, 0.0), spent[i], row["requests"] + round(rate * warmup_s))
+            rows.append(row)
+    return rows
 
 
 async def _fallbacks(session, metrics_url: str):
@@ -597,14 +678,16 @@ def _cpu_per_request(before: tuple, after: tuple, requests: int) -> dict:
 
 
 def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *, peer_litellm: str | None = None,
-        passthrough: bool = True, warmup_s: float = 0.5, grace_s: float = 2.0, progress=None) -> dict:
-    """The gateway benchmark: for each rate, direct to the mock, then through each target (the passthrough proxy
-    first, unless ``passthrough`` is False); see the module doc.
+        passthrough: bool = True, warmup_s: float = 0.5, grace_s: float = 2.0, rounds: int = 5,
+        progress=None) -> dict:
+    """The gateway benchmark: for each rate, direct to the mock and through each target (the passthrough proxy
+    first, unless ``passthrough`` is False), ``seconds`` each, interleaved in ``rounds`` slices (:func:`measure`);
+    see the module doc.
 
     Returns
     -------
     dict
-        ``rates``, ``seconds``, ``warmup_s``, ``rows`` (one per rate and target: ``target``, ``offered_rps``,
+        ``rates``, ``seconds``, ``rounds``, ``warmup_s``, ``rows`` (one per rate and target: ``target``, ``offered_rps``,
         ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included), ``timeouts``, ``non_200``,
         ``p50_ms``/``p99_ms``/``p999_ms``, ``added_p50_ms``/``added_p99_ms``/``added_p999_ms`` (None on
         ``direct``), ``sustained``, ``generator_lag_p99_ms``, ``cpu_us_per_request`` (``target``, ``backend``,
@@ -618,7 +701,9 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
         raise ValueError(f"rates must be > 0, got {rates!r}")
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds!r}")
-    report = {"rates": rates, "seconds": seconds, "warmup_s": warmup_s, "grace_s": grace_s, "rows": [],
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    report = {"rates": rates, "seconds": seconds, "rounds": rounds, "warmup_s": warmup_s, "grace_s": grace_s, "rows": [],
               "target_p99_added_ms": TARGET_P99_ADDED_MS, "target_rate": TARGET_RATE, "target_met": None,
               "machine": machine(), "litellm": None}
     procs: list[_Process] = []
@@ -629,18 +714,18 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
             say("starting the mock backend ...")
             mock, mock_url = _start_mock(log_dir)
             procs.append(mock)
-            targets = [("direct", f"{mock_url}/v1/chat/completions", None, TENANT_KEY, None)]
+            targets = [Target("direct", f"{mock_url}/v1/chat/completions", None, TENANT_KEY, None)]
             if passthrough:
                 say("starting the passthrough proxy ...")
                 px, px_url = _start_passthrough(mock_url, log_dir)
                 procs.append(px)
-                targets.append(("passthrough", f"{px_url}/v1/chat/completions", None, TENANT_KEY, px))
+                targets.append(Target("passthrough", f"{px_url}/v1/chat/completions", None, TENANT_KEY, px))
             for uri in uris:
                 say(f"starting the gateway on {uri!r} ...")
                 gw, ready = _start_gateway(uri, mock_url, log_dir)
                 procs.append(gw)
                 metrics = f"http://{ready['metrics']}/metrics" if ready.get("metrics") else None
-                targets.append((uri, f"http://{ready['listen']}/v1/chat/completions", metrics, TENANT_KEY, gw))
+                targets.append(Target(uri, f"http://{ready['listen']}/v1/chat/completions", metrics, TENANT_KEY, gw))
             if peer_litellm:
                 say(f"starting the LiteLLM proxy ({peer_litellm}) ...")
                 try:
@@ -651,21 +736,21 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
                 else:
                     procs.append(lp)
                     report["litellm"] = {"bin": peer_litellm, "version": version}
-                    targets.append(("litellm", f"{base}/v1/chat/completions", None, key, lp))
-            # The slow device last in each rate, so a backlog it leaves is worked off before the next direct run.
-            targets.sort(key=lambda t: t[0] == "model")
+                    targets.append(Target("litellm", f"{base}/v1/chat/completions", None, key, lp))
+            # The slow device last in each round, so a backlog it leaves is worked off before the next direct slice.
+            targets.sort(key=lambda t: t.name == "model")
+
+            def cpu(t: Target) -> tuple:
+                return (t.process.cpu_seconds() if t.process else None, mock.cpu_seconds(), time.process_time())
             for rate in rates:
+                say(f"  {rate} req/s: {', '.join(t.name for t in targets)}, {rounds} rounds of "
+                    f"{seconds / rounds:g} s each ...")
+                rows = runner.run(measure(targets, rate, seconds, rounds=rounds, warmup_s=warmup_s,
+                                          grace_s=grace_s, between=lambda: _quiesce(procs), cpu=cpu))
                 direct = None
-                for name, url, metrics, key, proc in targets:
-                    _quiesce(procs)
-                    say(f"  {rate} req/s for {seconds} s -> {name} ...")
-                    before = (proc.cpu_seconds() if proc else None, mock.cpu_seconds(), time.process_time())
-                    row = runner.run(measure(url, rate, seconds, key=key, warmup_s=warmup_s, grace_s=grace_s,
-                                             server_timing=metrics is not None, metrics_url=metrics))
-                    after = (proc.cpu_seconds() if proc else None, mock.cpu_seconds(), time.process_time())
-                    row = {"target": name, **row, "cpu_us_per_request": _cpu_per_request(
-                        before, after, row["requests"] + round(rate * warmup_s))}
-                    if name == "direct":
+                for t, row in zip(targets, rows):
+                    row = {"target": t.name, **row}
+                    if t.name == "direct":
                         direct = row
                         row.update({f"added_{n}_ms": None for n, _q in PERCENTILES})
                     else:
@@ -689,8 +774,9 @@ def print_report(report: dict, out=None) -> None:
     """The human-readable table."""
     out = out or sys.stdout
     m = report["machine"]
-    print(f"gateway added latency: open-loop load, {report['seconds']} s per rate after a {report['warmup_s']} s "
-          f"warm-up; {m['cpu_count']} CPUs, Python {m['python']}, uvloop {m['uvloop']}", file=out)
+    print(f"gateway added latency: open-loop load, {report['seconds']} s per rate and target in {report['rounds']} "
+          f"interleaved rounds, after a {report['warmup_s']} s warm-up; {m['cpu_count']} CPUs, Python "
+          f"{m['python']}, uvloop {m['uvloop']}", file=out)
     print("latency from each request's scheduled start to the end of its answer; added = target - direct; "
           "'fail' = that percentile falls on a failed request;\ndevice, own = the gateway's Server-Timing (device "
           "decision; total - upstream); gen lag = the generator's own lateness in sending;\n"

@@ -114,7 +114,8 @@ def cmd_bench(args) -> dict:
     if args.gateway:
         from . import bench_gateway
         report = bench_gateway.run(args.gateway_rates, args.gateway_seconds, args.gateway_uri,
-                                   peer_litellm=args.peer_litellm, progress=lambda m: _status(m, args.json))
+                                   peer_litellm=args.peer_litellm, rounds=args.gateway_rounds,
+                                   progress=lambda m: _status(m, args.json))
         if not args.json:
             bench_gateway.print_report(report)
         return {"gateway": report}
@@ -349,7 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "requests sent straight to a mock backend (docs/performance.md)")
     sp.add_argument("--gateway-rates", type=float, nargs="+", default=[500, 1000, 2000],
                     help="offered rates, requests/s (--gateway)")
-    sp.add_argument("--gateway-seconds", type=float, default=5.0, help="measured seconds per rate (--gateway)")
+    sp.add_argument("--gateway-seconds", type=float, default=5.0,
+                    help="measured seconds per rate and target (--gateway)")
+    sp.add_argument("--gateway-rounds", type=int, default=5,
+                    help="slices the seconds are cut into, taken in turn by every target (--gateway)")
     sp.add_argument("--gateway-uri", nargs="+", default=["software", "model"],
                     help="device URIs to put the gateway on (--gateway)")
     sp.add_argument("--peer-litellm", metavar="PATH",

@@ -143,6 +143,47 @@ def test_open_loop_sends_on_schedule_while_nothing_answers():
     assert np.isfinite(result.latencies).all()
 
 
+def test_measure_interleaves_the_targets_in_rounds_and_pools_each_ones_slices():
+    """Three rounds over two targets: the slices go A, B, A, B, A, B (the warm-ups first, in order), and each
+    target's row pools its three slices."""
+    async def test():
+        arrivals = []
+
+        def handler(name):
+            async def answer(request):
+                arrivals.append((name, request.headers["x-session-id"]))
+                return web.json_response({"ok": True})
+            return answer
+        (ra, ua), (rb, ub) = await _serve(handler("a")), await _serve(handler("b"))
+        marks = []
+        try:
+            targets = [bg.Target("a", ua, None, bg.TENANT_KEY, None), bg.Target("b", ub, None, bg.TENANT_KEY, None)]
+            rows = await bg.measure(targets, 100, 0.3, rounds=3, warmup_s=0.05, grace_s=2.0,
+                                    between=lambda: marks.append(len(arrivals)))
+        finally:
+            await ra.cleanup()
+            await rb.cleanup()
+        return arrivals, marks, rows
+    arrivals, marks, rows = run(test())
+    # Each stretch between two marks is one warm-up or slice, all to one target.
+    stretches = [arrivals[a:b] for a, b in zip(marks, marks[1:] + [len(arrivals)])]
+    assert [{name for name, _ in st} for st in stretches] == [{"a"}, {"b"}] * 4
+    assert all(sid.startswith("benchw-") for st in stretches[:2] for _, sid in st)
+    assert [len(st) for st in stretches[2:]] == [10] * 6
+    assert [r["requests"] for r in rows] == [30, 30] and all(r["ok"] == 30 and r["errors"] == 0 for r in rows)
+
+
+def test_pooled_runs_keep_every_request_and_sum_the_counts():
+    a = bg.LoadRun(rate=10, seconds=1, latencies=np.array([0.001, np.inf]), lag=np.array([0.0, 0.1]), errors=1,
+                   timeouts=1, non_200=0, ok=1, span_s=1.0, statuses={200: 1})
+    b = bg.LoadRun(rate=10, seconds=2, latencies=np.array([0.003]), lag=np.array([0.2]), errors=0, timeouts=0,
+                   non_200=1, ok=0, span_s=1.5, statuses={500: 1}, timings=[{"total": 1.0}])
+    p = bg.LoadRun.pooled([a, b])
+    assert list(p.latencies) == [0.001, np.inf, 0.003] and list(p.lag) == [0.0, 0.1, 0.2]
+    assert (p.seconds, p.span_s, p.errors, p.timeouts, p.non_200, p.ok) == (3, 2.5, 1, 1, 1, 1)
+    assert p.statuses == {200: 1, 500: 1} and p.timings == [{"total": 1.0}]
+
+
 def test_the_due_timer_never_wakes_early_and_a_past_instant_returns_at_once():
     """The generator's timer (a timerfd armed at an absolute instant): every wait ends at or after its instant, in
     order, and an instant already past does not block. (How late it wakes is a measurement: the report's gen lag.)"""
@@ -217,7 +258,7 @@ def test_bench_gateway_cli_short_run(capsys):
     report = json.loads(capsys.readouterr().out)
     assert list(report) == ["gateway"]
     gw = report["gateway"]
-    assert gw["rates"] == [50] and gw["target_p99_added_ms"] == 0.5
+    assert gw["rates"] == [50] and gw["rounds"] == 5 and gw["target_p99_added_ms"] == 0.5
     assert gw["machine"]["cpu_count"] >= 1 and gw["machine"]["python"]
     assert gw["target_met"] is None                 # 1 000 req/s was not offered
     assert [r["target"] for r in gw["rows"]] == ["direct", "passthrough", "software"]
