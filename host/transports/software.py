@@ -747,7 +747,7 @@ class _General:
 _LIMITS_REG, _CTRL_REG = "parser.limits", "pipeline.ctrl"
 #: :meth:`SoftwareTransport.classify_requests` tallies its verdicts into the counters at least this often (a caller
 #: that never reads a register would otherwise hold every record until it does).
-_COUNT_EVERY = 4096
+_COUNT_EVERY = 1024
 
 
 class _LimiterClock:
