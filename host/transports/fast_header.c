@@ -418,6 +418,16 @@ typedef struct {
     long f_base, f_route, f_chunked, f_cl, f_found;
     PyObject *forward, *reject, *ok, *rate_limited, *no_backend, *unknown_tenant, *status_401, *status_429;
     PyObject *status_ok, *status_unavailable, *zero, *u64_max;
+    /* The router's active buffer, when ctx has it (else route_fn decides): the Toeplitz tables of the key's first 8
+     * byte positions (8 x 256 uint32), each class's pool (16 bytes), each pool's (enabled, base, m) (uint64), the
+     * table's words (uint32), ids per word and id bits. */
+    int has_router;
+    const uint32_t *toeplitz8;
+    const unsigned char *class_pool;
+    const unsigned long long *pools;
+    Py_ssize_t pool_count;
+    const uint32_t *words;
+    Py_ssize_t word_count, per_word, id_bits;
 } Batch;
 
 typedef struct {
@@ -530,6 +540,7 @@ static PyObject *batch_general(Batch *b, PyObject *packet, PyObject *fields) {
 static PyObject *batch_fast(Batch *b, Plan *plans, Py_ssize_t plan_count, const unsigned char *buf, const Reading *r,
                             Py_ssize_t counts[5], int *general) {
     PyObject *key_fp = NULL, *slot = NULL, *path = NULL, *hashed_fp = NULL, *rkey = NULL, *key = NULL;
+    PyObject *route_owned = NULL;
     PyObject *record = NULL, *route_verdict, *route;
     *general = 0;
     key_fp = batch_fp(b, buf + r->key, r->key_len);
@@ -710,20 +721,54 @@ static PyObject *batch_fast(Batch *b, Plan *plans, Py_ssize_t plan_count, const 
         if (hashed_fp == NULL)
             goto done;
     }
-    rkey = Py_BuildValue("(lO)", rc, hashed_fp);
-    if (rkey == NULL)
-        goto done;
-    route_verdict = PyDict_GetItemWithError(b->routed, rkey);
-    if (route_verdict == NULL) {
-        if (PyErr_Occurred())
+    route_verdict = NULL;
+    if (b->has_router) {
+        /* SoftwareClassifier._route: the Toeplitz hash of the fingerprint's 8 bytes (big-endian), then
+         * RouterModel.select on the active buffer. Out of the tables' range: left to route_fn, which says why. */
+        unsigned long long hash = 0;
+        if (hashed_fp != Py_None) {
+            unsigned long long v = PyLong_AsUnsignedLongLongMask(hashed_fp);
+            if (v == (unsigned long long)-1 && PyErr_Occurred())
+                goto done;
+            for (int p = 0; p < 8; p++)
+                hash ^= b->toeplitz8[p * 256 + ((v >> (56 - 8 * p)) & 0xFF)];
+        }
+        unsigned pool = b->class_pool[rc] & 0xF;
+        int enabled = pool < b->pool_count && b->pools[3 * pool];
+        unsigned long long index = 0, backend = 0;
+        int in_range = 1;
+        if (enabled) {
+            index = b->pools[3 * pool + 1] + (unsigned long long)(((u128)hash * b->pools[3 * pool + 2]) >> 32);
+            if ((Py_ssize_t)(index / b->per_word) >= b->word_count)
+                in_range = 0;
+            else
+                backend = ((unsigned long long)b->words[index / b->per_word] >> (b->id_bits * (index % b->per_word))) &
+                          ((1ull << b->id_bits) - 1);
+        }
+        if (in_range) {
+            route_owned = Py_BuildValue("(OIKK)", enabled ? b->status_ok : b->status_unavailable, pool, backend,
+                                        hash);
+            if (route_owned == NULL)
+                goto done;
+            route_verdict = route_owned;
+        }
+    }
+    if (route_verdict == NULL) {                        /* remembered per (class, hashed fp), else route_fn */
+        rkey = Py_BuildValue("(lO)", rc, hashed_fp);
+        if (rkey == NULL)
             goto done;
-        route_verdict = PyObject_CallFunction(b->route_fn, "lO", rc, hashed_fp);
-        if (route_verdict == NULL)
-            goto done;
-        int failed = PyDict_SetItem(b->routed, rkey, route_verdict);
-        Py_DECREF(route_verdict);
-        if (failed < 0)
-            goto done;
+        route_verdict = PyDict_GetItemWithError(b->routed, rkey);
+        if (route_verdict == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            route_verdict = PyObject_CallFunction(b->route_fn, "lO", rc, hashed_fp);
+            if (route_verdict == NULL)
+                goto done;
+            int failed = PyDict_SetItem(b->routed, rkey, route_verdict);
+            Py_DECREF(route_verdict);
+            if (failed < 0)
+                goto done;
+        }
     }
     if (!PyTuple_Check(route_verdict) || PyTuple_GET_SIZE(route_verdict) != 4) {
         PyErr_SetString(PyExc_TypeError, "a route verdict is (status, pool, backend, hash)");
@@ -777,11 +822,13 @@ done:
     Py_XDECREF(hashed_fp);
     Py_XDECREF(rkey);
     Py_XDECREF(key);
+    Py_XDECREF(route_owned);
     return record;
 }
 
 /* ctx (built in SoftwareClassifier._lookaside) into b: borrowed references, alive while ctx is. */
 static int parse_ctx(PyObject *ctx, Batch *b) {
+    PyObject *router;
     const char *goes_on, *fp_table;
     Py_ssize_t goes_on_len, fp_table_len;
     if (!PyTuple_Check(ctx)) {
@@ -789,7 +836,7 @@ static int parse_ctx(PyObject *ctx, Batch *b) {
         return -1;
     }
     if (!PyArg_ParseTuple(
-            ctx, "y#O!y#KnnO!OpO!OpppKKKKO!O!O!O!O!O!O!iKKKKKO!O!OO!OO(lllll)(OOOOOOOOOOOO)",
+            ctx, "y#O!y#KnnO!OpO!OpppKKKKO!O!O!O!O!O!O!iKKKKKO!O!OO!OO(lllll)(OOOOOOOOOOOO)O",
             &goes_on, &goes_on_len, &PyDict_Type, &b->fp_values, &fp_table, &fp_table_len, &b->fp_seed, &b->fp_size,
             &b->route_cache_max, &PyDict_Type, &b->slots, &b->lookup, &b->unknown_401,
             &PyDict_Type, &b->routes, &b->route_of, &b->by_cl, &b->by_extra, &b->by_estimate, &b->cost_fixed,
@@ -799,8 +846,28 @@ static int parse_ctx(PyObject *ctx, Batch *b) {
             &PyList_Type, &b->hash_source, &PyDict_Type, &b->routed, &b->route_fn, &PyDict_Type, &b->record_cache,
             &b->new_record, &b->general, &b->f_base, &b->f_route, &b->f_chunked, &b->f_cl, &b->f_found, &b->forward,
             &b->reject, &b->ok, &b->rate_limited, &b->no_backend, &b->unknown_tenant, &b->status_401, &b->status_429,
-            &b->status_ok, &b->status_unavailable, &b->zero, &b->u64_max))
+            &b->status_ok, &b->status_unavailable, &b->zero, &b->u64_max, &router))
         return -1;
+    b->has_router = 0;
+    if (router != Py_None) {
+        const char *t8, *cp, *pl, *wd;
+        Py_ssize_t t8_len, cp_len, pl_len, wd_len;
+        if (!PyArg_ParseTuple(router, "y#y#y#y#nn", &t8, &t8_len, &cp, &cp_len, &pl, &pl_len, &wd, &wd_len,
+                              &b->per_word, &b->id_bits))
+            return -1;
+        if (t8_len != 8 * 256 * 4 || cp_len != 16 || pl_len % 24 != 0 || wd_len % 4 != 0 || b->per_word < 1 ||
+            b->id_bits < 1 || b->id_bits > 32) {
+            PyErr_SetString(PyExc_ValueError, "inconsistent router tables");
+            return -1;
+        }
+        b->toeplitz8 = (const uint32_t *)t8;
+        b->class_pool = (const unsigned char *)cp;
+        b->pools = (const unsigned long long *)pl;
+        b->pool_count = pl_len / 24;
+        b->words = (const uint32_t *)wd;
+        b->word_count = wd_len / 4;
+        b->has_router = 1;
+    }
     Py_ssize_t n = PyList_GET_SIZE(b->last_t);
     if (goes_on_len != 16 || fp_table_len != 256 * 8 || b->q < 0 || b->q > 63 ||
         PyList_GET_SIZE(b->hash_source) != 16 || PyList_GET_SIZE(b->plan_of) != n || PyList_GET_SIZE(b->req_t) != n ||

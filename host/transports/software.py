@@ -52,6 +52,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from ...hdl.id.id_block import CoreParams
 from ...hdl.parser.layouts import BUILTIN_NAMES, EXTRA_SLOTS, ErrorFlag, KeySource, METHODS, Method, Version
 from ...hdl.limiter.layouts import COST_MAX, CostSource, UnknownPolicy
@@ -64,7 +66,7 @@ from ..models.frontend import FrontEndInfo, process_frame
 from ..models.parser import _RE_BEARER, _TCHAR_CLASS, ParserConfig, content_length_value, scan
 from ..models.pipeline import VerdictRecord, early_verdict, verdict_fields
 from ..models.router import _KEY_SEL_HEADER, _KEY_SEL_L4
-from ..rss import toeplitz
+from ..rss import _toeplitz_tables, toeplitz
 from .model import ModelTransport
 
 __all__ = ["SoftwareTransport", "SoftwareClassifier", "FastHeaderReader", "FingerprintCache"]
@@ -446,7 +448,7 @@ class SoftwareClassifier:
                 functools.partial(self._route, router), self._record_cache, self._record, t.general.request,
                 (_F_BASE, _F_ROUTE, _F_CHUNKED, _F_CL, _F_FOUND),
                 (_FORWARD, _REJECT, _OK, _RATE_LIMITED, _NO_BACKEND, _UNKNOWN_TENANT, 401, 429, STATUS_OK,
-                 STATUS_UNAVAILABLE, 0, _U64)))
+                 STATUS_UNAVAILABLE, 0, _U64), _router_tables(router)))
         self._look = t
         return t
 
@@ -628,6 +630,30 @@ class SoftwareClassifier:
                 if flags >> i & 1:
                     bank.incr(f"parser.error_count[{i}].count", n)
         core.limiter._sync()
+
+
+@functools.lru_cache(maxsize=8)
+def _toeplitz8(key: bytes) -> bytes | None:
+    """The Toeplitz tables of ``key``'s first 8 byte positions as 8 × 256 native uint32 (None: too short a key)."""
+    tables = _toeplitz_tables(key)
+    return array.array("I", [v for table in tables[:8] for v in table]).tobytes() if len(tables) >= 8 else None
+
+
+def _router_tables(router) -> tuple | None:
+    """The router's active buffer as the C loop reads it (``fast_header.c``, ``Batch``), so that it computes
+    :meth:`SoftwareClassifier._route` itself: the Toeplitz tables of the key's first 8 byte positions, each class's
+    pool, each pool's ``(enabled, base, m)`` and the table's words. None (the loop then calls ``_route``) for a key
+    too short to hash 8 bytes."""
+    toeplitz8 = _toeplitz8(bytes(router.key))
+    if toeplitz8 is None:
+        return None
+    active = router.active
+    pools = array.array("Q")
+    for desc in router._pools[active]:
+        pools.extend((int(bool(desc.enabled)), desc.base, desc.m))
+    return (toeplitz8, bytes(entry.pool & 0xF for entry in router._classes[active]), pools.tobytes(),
+            np.ascontiguousarray(router._words[active], dtype=np.uint32).tobytes(),
+            router.params.ids_per_word, router.params.id_bits)
 
 
 class _Lookaside:
