@@ -726,16 +726,19 @@ class Gateway:
                     data = await response.read()
                     t_up_end = time.perf_counter()
                     stages["ttft"] = t_up_end - t_up
-                    try:
-                        obj = json.loads(data)
-                    except ValueError:
-                        obj = None
-                    if isinstance(obj, dict):
-                        usage.add_usage(obj)
-                        usage.add_text(obj)
                     stages["total"] = time.perf_counter() - t0
                     answered = True
-                    await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive)
+                    try:
+                        await self._answer(writer, response.status, out_headers, data, t0, stages, keep=keep_alive)
+                    finally:
+                        # The usage is read once the answer is written: the client does not wait for it.
+                        try:
+                            obj = json.loads(data)
+                        except ValueError:
+                            obj = None
+                        if isinstance(obj, dict):
+                            usage.add_usage(obj)
+                            usage.add_text(obj)
         except UpstreamError as exc:
             # The backend failed mid-answer: a stream is cut (the client sees no last chunk); otherwise 502.
             keep_alive, t_up_end = False, time.perf_counter()
