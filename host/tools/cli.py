@@ -115,6 +115,7 @@ def cmd_bench(args) -> dict:
         from . import bench_gateway
         report = bench_gateway.run(args.gateway_rates, args.gateway_seconds, args.gateway_uri,
                                    peer_litellm=args.peer_litellm, rounds=args.gateway_rounds,
+                                   client=args.gateway_client,
                                    progress=lambda m: _status(m, args.json))
         if not args.json:
             bench_gateway.print_report(report)
@@ -354,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measured seconds per rate and target (--gateway)")
     sp.add_argument("--gateway-rounds", type=int, default=5,
                     help="slices the seconds are cut into, taken in turn by every target (--gateway)")
+    sp.add_argument("--gateway-client", choices=["raw", "aiohttp"], default="raw",
+                    help="the load generator's HTTP client: llhttp on asyncio protocols, or aiohttp's (--gateway)")
     sp.add_argument("--gateway-uri", nargs="+", default=["software", "model"],
                     help="device URIs to put the gateway on (--gateway)")
     sp.add_argument("--peer-litellm", metavar="PATH",

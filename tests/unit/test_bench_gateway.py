@@ -114,7 +114,14 @@ async def _serve(handler):
     return runner, f"http://127.0.0.1:{port}/v1/chat/completions"
 
 
-def test_open_loop_sends_on_schedule_while_nothing_answers():
+def _client(kind: str):
+    """The generator's client of ``kind`` (``bench_gateway.CLIENTS``), as an async context manager."""
+    from wirespeed.host.tools.bench_client import RawClient
+    return RawClient(limit=64) if kind == "raw" else aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+
+
+@pytest.mark.parametrize("kind", bg.CLIENTS)
+def test_open_loop_sends_on_schedule_while_nothing_answers(kind):
     """The server answers nothing until every scheduled request has arrived: an open-loop generator gets there (and
     then all succeed); a closed-loop one would wait for answers first and time out."""
     async def test():
@@ -130,7 +137,7 @@ def test_open_loop_sends_on_schedule_while_nothing_answers():
             return web.json_response({"ok": True})
         runner, url = await _serve(handler)
         try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as s:
+            async with _client(kind) as s:
                 result = await bg.open_loop(s, url, 200, n / 200, grace_s=5.0)
         finally:
             await runner.cleanup()
@@ -143,7 +150,8 @@ def test_open_loop_sends_on_schedule_while_nothing_answers():
     assert np.isfinite(result.latencies).all()
 
 
-def test_measure_interleaves_the_targets_in_rounds_and_pools_each_ones_slices():
+@pytest.mark.parametrize("kind", bg.CLIENTS)
+def test_measure_interleaves_the_targets_in_rounds_and_pools_each_ones_slices(kind):
     """Three rounds over two targets: the slices go A, B, A, B, A, B (the warm-ups first, in order), and each
     target's row pools its three slices."""
     async def test():
@@ -158,7 +166,7 @@ def test_measure_interleaves_the_targets_in_rounds_and_pools_each_ones_slices():
         marks = []
         try:
             targets = [bg.Target("a", ua, None, bg.TENANT_KEY, None), bg.Target("b", ub, None, bg.TENANT_KEY, None)]
-            rows = await bg.measure(targets, 100, 0.3, rounds=3, warmup_s=0.05, grace_s=2.0,
+            rows = await bg.measure(targets, 100, 0.3, rounds=3, warmup_s=0.05, grace_s=2.0, client=kind,
                                     between=lambda: marks.append(len(arrivals)))
         finally:
             await ra.cleanup()
@@ -208,14 +216,15 @@ def test_the_due_timer_never_wakes_early_and_a_past_instant_returns_at_once():
     assert len(woke) == 50 and all(now >= when for when, now in woke)
 
 
-def test_open_loop_bounded_by_its_deadline():
+@pytest.mark.parametrize("kind", bg.CLIENTS)
+def test_open_loop_bounded_by_its_deadline(kind):
     """A server that never answers: the run still ends (at the deadline), and every request is a timeout."""
     async def test():
         async def handler(request):
             await asyncio.Event().wait()
         runner, url = await _serve(handler)
         try:
-            async with aiohttp.ClientSession() as s:
+            async with _client(kind) as s:
                 return await bg.open_loop(s, url, 100, 0.05, grace_s=0.3)
         finally:
             await runner.cleanup()
@@ -226,13 +235,14 @@ def test_open_loop_bounded_by_its_deadline():
     assert row["p50_ms"] is None and not row["sustained"]
 
 
-def test_open_loop_counts_non_200_and_errors_apart():
+@pytest.mark.parametrize("kind", bg.CLIENTS)
+def test_open_loop_counts_non_200_and_errors_apart(kind):
     async def test():
         async def handler(request):
             return web.json_response({"error": {"message": "busy"}}, status=503)
         runner, url = await _serve(handler)
         try:
-            async with aiohttp.ClientSession() as s:
+            async with _client(kind) as s:
                 refused = await bg.open_loop(s, url, 100, 0.05, grace_s=2.0)
                 # Nothing listens at the next URL: connection errors, not answers.
                 port = bg._free_port()
@@ -258,7 +268,7 @@ def test_bench_gateway_cli_short_run(capsys):
     report = json.loads(capsys.readouterr().out)
     assert list(report) == ["gateway"]
     gw = report["gateway"]
-    assert gw["rates"] == [50] and gw["rounds"] == 5 and gw["target_p99_added_ms"] == 0.5
+    assert gw["rates"] == [50] and gw["rounds"] == 5 and gw["client"] == "raw" and gw["target_p99_added_ms"] == 0.5
     assert gw["machine"]["cpu_count"] >= 1 and gw["machine"]["python"]
     assert gw["target_met"] is None                 # 1 000 req/s was not offered
     assert [r["target"] for r in gw["rows"]] == ["direct", "passthrough", "software"]
