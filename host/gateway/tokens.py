@@ -84,6 +84,13 @@ def count_text_tokens(model, text: str) -> int:
     return len(enc.encode(text, disallowed_special=()))
 
 
+@functools.lru_cache(maxsize=256)
+def _role_tokens(model, role: str) -> int:
+    """:func:`count_text_tokens` of a message's role, remembered: roles are a handful of words ("system", "user",
+    "assistant", "tool", …) and every message has one."""
+    return count_text_tokens(model, role)
+
+
 def _text_of(content) -> str:
     """The text of a message's ``content``: a string, or the ``text`` of its parts (OpenAI and Anthropic forms)."""
     if isinstance(content, str):
@@ -102,7 +109,9 @@ def chat_prompt_tokens(model, messages, system=None) -> int:
     for message in messages if isinstance(messages, list) else ():
         if not isinstance(message, dict):
             continue
-        total += _PER_MESSAGE + count_text_tokens(model, str(message.get("role", "")))
+        role = message.get("role", "")
+        total += _PER_MESSAGE + (_role_tokens(model, role) if type(role) is str and len(role) <= 32 and
+                                 (model is None or type(model) is str) else count_text_tokens(model, str(role)))
         total += count_text_tokens(model, _text_of(message.get("content")))
         if "name" in message:
             total += _PER_NAME + count_text_tokens(model, str(message["name"]))
