@@ -17,12 +17,14 @@ p99 and p99.9, each target's slices pooled. Each row also has the CPU each proce
 backend, generator): the three share the machine's cores.
 
 The load is open-loop (:func:`open_loop`): request *i* is due at ``t0 + i / rate`` whether or not earlier ones have
-answered (woken at that instant by a timerfd, :class:`DueTimer`), and its latency runs from that scheduled time, so a target that falls behind shows its queue in the tail
-instead of slowing the generator down (coordinated omission). wrk is closed-loop and h2load reports no percentiles,
-hence this generator; its HTTP client is :class:`.bench_client.RawClient` (llhttp on asyncio protocols, at about
-40 % of aiohttp's CPU per request; ``client="aiohttp"`` for aiohttp's). Every run is bounded: ``rate × seconds`` requests, and a hard deadline ``grace_s`` after the
-last one is due; a request not answered by then counts as an error (a timeout), and a request that failed or was not
-answered 200 counts as infinitely slow in the percentiles (so a tail of failures reads as ``None``, not as fast).
+answered (woken at that instant by a timerfd, :class:`DueTimer`), and its latency runs from that scheduled time, so
+a target that falls behind shows its queue in the tail instead of slowing the generator down (coordinated
+omission). wrk is closed-loop and h2load reports no percentiles, hence this generator; its HTTP client is
+:class:`.bench_client.RawClient` (llhttp on asyncio protocols, at about 40 % of aiohttp's CPU per request;
+``client="aiohttp"`` for aiohttp's). Every run is bounded: ``rate × seconds`` requests, and a hard deadline
+``grace_s`` after the last one of a slice is due; a request not answered by then counts as an error (a timeout),
+and a request that failed or was not answered 200 counts as infinitely slow in the percentiles (so a tail of
+failures reads as ``None``, not as fast).
 
 ``python -m wirespeed.host.tools.bench_gateway mock --port 0`` is the mock process
 (:class:`.bench_backends.BenchBackend`: the :class:`~..gateway.mock.MockBackend`'s chat completions at a fraction of
@@ -708,8 +710,9 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
     Returns
     -------
     dict
-        ``rates``, ``seconds``, ``rounds``, ``client``, ``warmup_s``, ``rows`` (one per rate and target: ``target``, ``offered_rps``,
-        ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included), ``timeouts``, ``non_200``,
+        ``rates``, ``seconds``, ``rounds``, ``client``, ``warmup_s``, ``rows`` (one per rate and target:
+        ``target``, ``offered_rps``, ``achieved_rps``, ``requests``, ``ok``, ``errors`` (timeouts included),
+        ``timeouts``, ``non_200``,
         ``p50_ms``/``p99_ms``/``p999_ms``, ``added_p50_ms``/``added_p99_ms``/``added_p999_ms`` (None on
         ``direct``), ``sustained``, ``generator_lag_p99_ms``, ``cpu_us_per_request`` (``target``, ``backend``,
         ``generator``); on a gateway also ``server_timing_ms`` and ``fallbacks``), ``target_p99_added_ms``,
@@ -726,9 +729,9 @@ def run(rates=DEFAULT_RATES, seconds: float = 5.0, uris=("software", "model"), *
         raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
     if client not in CLIENTS:
         raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
-    report = {"rates": rates, "seconds": seconds, "rounds": rounds, "client": client, "warmup_s": warmup_s, "grace_s": grace_s, "rows": [],
-              "target_p99_added_ms": TARGET_P99_ADDED_MS, "target_rate": TARGET_RATE, "target_met": None,
-              "machine": machine(), "litellm": None}
+    report = {"rates": rates, "seconds": seconds, "rounds": rounds, "client": client, "warmup_s": warmup_s,
+              "grace_s": grace_s, "rows": [], "target_p99_added_ms": TARGET_P99_ADDED_MS, "target_rate": TARGET_RATE,
+              "target_met": None, "machine": machine(), "litellm": None}
     procs: list[_Process] = []
     with tempfile.TemporaryDirectory(prefix="wirespeed-bench-gw-") as tmp, \
             asyncio.Runner(loop_factory=_new_loop) as runner:

@@ -881,7 +881,8 @@ static int parse_ctx(PyObject *ctx, Batch *b) {
 }
 
 /* The batch loop: one record per packet appended to out, the global counts into counts_list (a list of 5), both also
- * when an error stops the batch (for the requests decided before it). plans: plan_count entries, filled on first use. */
+ * when an error stops the batch (for the requests decided before it). plans: plan_count entries, filled on first
+ * use. */
 static PyObject *run_batch(Reader *self, Batch *b, Plan *plans, Py_ssize_t plan_count, PyObject *packets,
                            PyObject *counts_list, PyObject *out) {
     Py_ssize_t count = PyList_GET_SIZE(packets), counts[5] = {0, 0, 0, 0, 0};

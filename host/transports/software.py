@@ -304,7 +304,8 @@ _NO_EXTRA_FP = (0,) * EXTRA_SLOTS
 _ROUTE_CACHE = 1 << 12
 _RECORD_CACHE = 1 << 14
 _F_COMPLETE = _FLAG["complete"]
-_F_ROUTE, _F_CL, _F_CHUNKED, _F_FOUND = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"], _FLAG["tenant_found"]
+_F_ROUTE, _F_CL, _F_CHUNKED = _FLAG["route_match"], _FLAG["cl_present"], _FLAG["chunked"]
+_F_FOUND = _FLAG["tenant_found"]
 _F_BASE = _F_COMPLETE | _FLAG["key_present"] | _F_FOUND
 #: Bound of the key -> slot and route verdicts a classifier keeps per generation of the model (each starts afresh
 #: when full, checked before each batch).
