@@ -7,10 +7,10 @@
  *                                             method, upgrade) or None
  *   names:  [(lower-case name, builtin rule or -1, extra slot mask)]   rules: the index in BUILTIN_NAMES
  *   consts: (KeySource.NONE, .AUTHORIZATION, .X_API_KEY, METHODS, Method.OTHER, missing_host, cl_and_te, slots)
- * Reader.classify(packets, ctx, counts, out) -> one record per packet appended to out: the model's tables and callbacks
- *   in ctx (built in SoftwareClassifier._lookaside), the batch's global counts into counts.
- * Reader.context(ctx) -> Context: ctx parsed once; Context.classify(packets, now_ns, counts, out) is Reader.classify
- *   with those tables at now_ns (the classifier keeps one per generation of the model's tables).
+ * Reader.context(ctx) -> Context: the model's tables and callbacks in ctx (built in SoftwareClassifier._lookaside),
+ *   parsed once; the classifier keeps one per generation of the model's tables.
+ * Context.classify(packets, now_ns, counts, out) -> one record per packet appended to out, decided at now_ns, the
+ *   batch's global counts into counts.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -397,7 +397,7 @@ static PyObject *reader_read(Reader *self, PyObject *packet) {
 
 typedef unsigned __int128 u128;
 
-/* What Reader.classify needs of the batch; see the ctx tuple in SoftwareClassifier._records (software.py). */
+/* What a batch needs of the model's tables; see the ctx tuple in SoftwareClassifier._lookaside (software.py). */
 typedef struct {
     const unsigned char *goes_on;       /* per method code: 1 when the request policy lets an origin-form request on */
     PyObject *fp_values;                /* FingerprintCache.values: value -> fingerprint */
@@ -932,25 +932,6 @@ static int check_counts(PyObject *counts_list) {
     return 0;
 }
 
-/* Reader.classify(packets, ctx, counts, out): SoftwareClassifier's loop for lookaside requests, one record per packet
- * appended to out, with the tables of ctx parsed for this one batch. */
-static PyObject *reader_classify(Reader *self, PyObject *args) {
-    PyObject *packets, *ctx, *counts_list, *out;
-    Batch b;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!", &PyList_Type, &packets, &PyTuple_Type, &ctx, &PyList_Type, &counts_list,
-                          &PyList_Type, &out))
-        return NULL;
-    if (check_counts(counts_list) < 0 || parse_ctx(ctx, &b) < 0)
-        return NULL;
-    Py_ssize_t plan_count = PyList_GET_SIZE(b.plan_regs);
-    Plan *plans = PyMem_Calloc(plan_count ? plan_count : 1, sizeof(Plan));
-    if (plans == NULL)
-        return PyErr_NoMemory();
-    PyObject *result = run_batch(self, &b, plans, plan_count, packets, counts_list, out);
-    PyMem_Free(plans);
-    return result;
-}
-
 /* A Context: ctx parsed once and kept (with the plans derived from its plan registers) for as long as the tables it
  * names do not change (SoftwareClassifier builds one per generation of the model); each batch then costs its own
  * requests only. */
@@ -1010,7 +991,8 @@ static PyObject *reader_context(Reader *self, PyObject *ctx) {
     return (PyObject *)c;
 }
 
-/* Context.classify(packets, now_ns, counts, out): Reader.classify with this context's tables at now_ns. */
+/* Context.classify(packets, now_ns, counts, out): SoftwareClassifier's loop for lookaside requests on this context's
+ * tables at now_ns. */
 static PyObject *context_classify(Context *self, PyObject *args) {
     PyObject *packets, *counts_list, *out;
     unsigned long long now_ns;
@@ -1028,7 +1010,7 @@ static PyObject *context_classify(Context *self, PyObject *args) {
 }
 
 static PyMethodDef context_methods[] = {
-    {"classify", (PyCFunction)context_classify, METH_VARARGS, "Reader.classify on this context's tables at now_ns."},
+    {"classify", (PyCFunction)context_classify, METH_VARARGS, "SoftwareClassifier's loop over a batch, at now_ns."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1069,7 +1051,6 @@ static PyMethodDef module_methods[] = {
 
 static PyMethodDef reader_methods[] = {
     {"read", (PyCFunction)reader_read, METH_O, "The reading of a well-formed header block, or None."},
-    {"classify", (PyCFunction)reader_classify, METH_VARARGS, "SoftwareClassifier's loop over a batch of requests."},
     {"context", (PyCFunction)reader_context, METH_O, "The batch tables of ctx, parsed once: a Context."},
     {NULL, NULL, 0, NULL},
 };

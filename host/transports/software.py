@@ -21,10 +21,11 @@ with the model's own stage functions, but without the submit window, the packet 
   the request policy, a key in the tenant table or one the unknown-key policy rejects): the limiter's
   :meth:`~LimiterModel.cost_of` and :meth:`~LimiterModel.take` (the buckets of
   :meth:`LimiterModel.decide_fields`) on the model's tables, the router's :meth:`~RouterModel.select` remembered per
-  route class and hash input within the batch (no request changes the router's tables), the record built from field
-  codes, and each global counter added once per batch. With the C module this whole loop is one C call per batch
-  (``fast_header.c``, ``Reader.classify``: the same reading, arithmetic and effects, on the same tables; it calls back
-  into Python only for what it has not seen in the batch, and for the requests below). Every other request:
+  route class and hash input (no request changes the router's tables), the record built from field codes, and each
+  global counter added once per batch. The tables are read once per generation of the model (any register access
+  moves it). With the C module this whole loop is one C call per batch (``fast_header.c``, ``Context.classify``: the
+  same reading, arithmetic and effects, on the same tables, with the route computed from the router's active
+  buffer; it calls back into Python only for what it has not seen, and for the requests below). Every other request:
   :meth:`LimiterModel.decide_fields`, :meth:`RouterModel.route_fields` and
   :func:`~..models.pipeline.verdict_fields` themselves. Either way the effects are ``"model"``'s: buckets, per-tenant
   and global counters (``tests/driver/test_software.py`` holds both paths, with the C loop and with the Python one,
@@ -152,12 +153,12 @@ class FastHeaderReader:
     ----------
     native : bool
         Whether ``read`` is the C reader's.
-    classify, context : callable or None
-        With the C reader: :class:`SoftwareClassifier`'s fast loop over a batch of requests, in C (``fast_header.c``,
-        ``Reader.classify``), and ``Reader.context``, which parses its tables once for many batches; else None.
+    context : callable or None
+        With the C reader: ``Reader.context`` (``fast_header.c``), which parses a generation's tables once into the
+        C form of :class:`SoftwareClassifier`'s fast loop over a batch of requests; else None.
     """
 
-    classify = context = None
+    context = None
 
     def __init__(self, config: ParserConfig, native: bool | None = None):
         self.config = config
@@ -175,7 +176,7 @@ class FastHeaderReader:
             consts = (_KEY_SOURCE_NONE, _KEY_SOURCE_AUTH, _KEY_SOURCE_X_API_KEY, METHODS, _METHOD_OTHER, _MISSING_HOST,
                       _CL_AND_TE, EXTRA_SLOTS)
             native_reader = module.Reader(self.limit, table, consts)
-            self.read, self.classify, self.context = native_reader.read, native_reader.classify, native_reader.context
+            self.read, self.context = native_reader.read, native_reader.context
             self.native = True
         elif native:
             raise OSError(f"the C header reader is not available ({native_error})")

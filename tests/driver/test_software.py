@@ -86,7 +86,7 @@ def counters(dev):
 
 @pytest.fixture(params=["c", "python"])
 def loop(request, monkeypatch):
-    """The software device's fast loop: ``"c"`` (``fast_header.c``'s ``Reader.classify``; skipped when the C module
+    """The software device's fast loop: ``"c"`` (``fast_header.c``'s ``Context.classify``; skipped when the C module
     cannot be built) or ``"python"`` (``WIRESPEED_NATIVE=0``: the Python loop and reader)."""
     from wirespeed.host.transports import software
     if request.param == "python":
@@ -100,7 +100,7 @@ def loop(request, monkeypatch):
 
 def ran(classifier, loop):
     """Whether ``classifier`` ran the ``loop`` asked for."""
-    return (classifier._reader.classify is not None) == (loop == "c")
+    return (classifier._reader.context is not None) == (loop == "c")
 
 
 @functools.cache
