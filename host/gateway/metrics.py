@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ..driver.stats import LatencyHistogram
 
-__all__ = ["GatewayMetrics", "DeviceCollector", "RequestCollector", "STAGES", "LATENCY_BUCKETS_S"]
+__all__ = ["GatewayMetrics", "DeviceCollector", "RequestCollector", "TokenCollector", "STAGES", "LATENCY_BUCKETS_S"]
 
 #: Stages of a request, as in the ``Server-Timing`` header: the device's decision, waiting for a pooled upstream
 #: connection, connecting, the first byte of the response (TTFT for a stream), and the whole request.
@@ -97,6 +97,29 @@ class RequestCollector:
         yield from (requests, stage, added)
 
 
+class TokenCollector:
+    """``wirespeed_gateway_tokens{kind, tenant}``: LLM tokens reserved on admit, used (settled), refunded and debited,
+    summed in a plain dict (:meth:`add`, twice per request) and turned into a counter family at each scrape. As
+    :class:`RequestCollector`, instead of prometheus-client's ``Counter``, whose ``inc`` takes a lock."""
+
+    def __init__(self):
+        self._counts: dict = {}                    # (kind, tenant) -> tokens
+
+    def add(self, kind: str, tenant: str, tokens: int) -> None:
+        key = (kind, tenant)
+        self._counts[key] = self._counts.get(key, 0) + tokens
+
+    def value(self, kind: str, tenant: str) -> int:
+        return self._counts.get((kind, tenant), 0)
+
+    def collect(self):
+        family = CounterMetricFamily("wirespeed_gateway_tokens", "LLM tokens: reserved on admit, used (settled), "
+                                     "refunded and debited", labels=("kind", "tenant"))
+        for labels, n in list(self._counts.items()):
+            family.add_metric(labels, n)
+        yield family
+
+
 class DeviceCollector:
     """``wirespeed_device_*`` from the last device snapshot (:meth:`GatewayMetrics.refresh_device` takes it before
     each scrape, since the device is read asynchronously and a collector is not). The latency histogram comes from
@@ -151,6 +174,8 @@ class GatewayMetrics:
         ``wirespeed_gateway_stage_seconds{stage, route, tenant, backend, status}`` (each of :data:`STAGES`) and
         ``wirespeed_gateway_added_seconds{route, tenant, backend, status}`` (the gateway's own time, total minus the
         upstream's: connect to the end of the response).
+    tokens : TokenCollector
+        ``wirespeed_gateway_tokens{kind, tenant}``.
     """
 
     def __init__(self):
@@ -159,8 +184,8 @@ class GatewayMetrics:
         r.register(self.per_request)
         self.fallback = Counter("wirespeed_gateway_fallback", "Requests classified by the software fallback "
                                 "because the device errored or stalled", ("cause",), registry=r)
-        self.tokens = Counter("wirespeed_gateway_tokens", "LLM tokens: reserved on admit, used (settled), "
-                              "refunded and debited", ("kind", "tenant"), registry=r)
+        self.tokens = TokenCollector()
+        r.register(self.tokens)
         self.backend_up = Gauge("wirespeed_gateway_backend_up", "1 while the backend is up", ("pool", "backend"),
                                 registry=r)
         self.backend_failures = Counter("wirespeed_gateway_backend_failures", "Connect failures and 5xx answers",
@@ -169,14 +194,10 @@ class GatewayMetrics:
                                "failure", ("pool",), registry=r)
         self.device = DeviceCollector()
         r.register(self.device)
-        self._tokens: dict = {}
 
-    def token(self, kind: str, tenant: str):
-        """The ``wirespeed_gateway_tokens{kind, tenant}`` child (kept: ``.labels()`` checks its arguments per call)."""
-        child = self._tokens.get((kind, tenant))
-        if child is None:
-            child = self._tokens[kind, tenant] = self.tokens.labels(kind, tenant)
-        return child
+    def add_tokens(self, kind: str, tenant: str, tokens: int) -> None:
+        """Count ``tokens`` in ``wirespeed_gateway_tokens{kind, tenant}`` (kind: reserved, used, refunded, debited)."""
+        self.tokens.add(kind, tenant, tokens)
 
     def observe(self, labels: tuple, stages: dict, added_s: float | None) -> None:
         """One answered request: ``labels`` (route, tenant, backend, status) and its stage times in seconds."""

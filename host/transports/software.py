@@ -853,6 +853,21 @@ class SoftwareTransport(ModelTransport):
             self.classifier.count()
         return records
 
+    def classify_request(self, request: bytes, width: int, window_bytes: int):
+        """:meth:`classify_requests` of one request (``bytes``), without a list around it: its record, or None when
+        the model's state asks for the driver's program."""
+        if self._closed:
+            raise TransportError("software transport is closed")
+        state = self.model.bank.state
+        max_header = (state[_LIMITS_REG] & self._limits_mask) >> self._limits_lsb
+        if state[_CTRL_REG] & self._inline_mask or max_header + 1 > min(window_bytes - width, 0xFFFF):
+            return None
+        classifier = self.classifier
+        record = classifier.records([request], False)[0]
+        if len(classifier._counted) >= _COUNT_EVERY:
+            classifier.count()
+        return record
+
     def classify_stream(self, packets, inline: bool = False):
         """Verdict records for ``packets`` (whole requests, or Ethernet frames when ``inline``), computed
         functionally (:class:`SoftwareClassifier`); ``latency_cycles`` is 0."""

@@ -41,8 +41,9 @@ def configure(dev, rng):
     return configure_gateway(dev, rng)
 
 
-def session(dev, seed, n):
-    """Verdicts (without ``latency_cycles``) and counter snapshots of one seeded session."""
+def session(dev, seed, n, singles=False):
+    """Verdicts (without ``latency_cycles``) and counter snapshots of one seeded session. ``singles``: every third
+    batch of requests goes through ``classify``, one request at a time, instead of ``classify_many``."""
     rng = random.Random(seed)
     known, unknown = configure(dev, rng)
     verdicts, snapshots = [], []
@@ -63,7 +64,9 @@ def session(dev, seed, n):
                 payload, v6=rng.random() < 0.3, sport=rng.randrange(1024, 65536), dport=rng.choice([80, 8080]))
             verdicts.append(dev.classify_frame(frame))
         else:
-            verdicts += dev.classify_many([gateway_request(rng, known, unknown) for _ in range(rng.randrange(1, 80))])
+            batch = [gateway_request(rng, known, unknown) for _ in range(rng.randrange(1, 80))]
+            verdicts += list(map(dev.classify, batch)) if singles and len(verdicts) % 3 == 0 else \
+                dev.classify_many(batch)
     snapshots.append(counters(dev))
     return [strip(v) for v in verdicts], snapshots
 
@@ -113,9 +116,13 @@ def on_model(run, *args):
 def test_software_gives_the_model_verdicts_on_a_gateway_session(loop):
     model, model_counts = on_model(session, SEED, REQUESTS)
     with wirespeed.open("software", clock="manual") as dev:
-        software, software_counts = session(dev, SEED, REQUESTS)
+        singles = []                                # classify() takes the transport's one-request path
+        one = dev._classify_request
+        dev._classify_request = lambda *a: singles.append(1) or one(*a)
+        software, software_counts = session(dev, SEED, REQUESTS, singles=True)
         classifier = dev.transport.classifier
     assert ran(classifier, loop)
+    assert len(singles) > REQUESTS // 5
     assert len(model) == len(software) >= REQUESTS
     for i, (a, b) in enumerate(zip(model, software)):
         assert a == b, f"verdict {i} differs (seed {SEED}):\n model    {a}\n software {b}"
@@ -527,13 +534,15 @@ def test_lookaside_batches_take_no_register_access_unless_the_registers_ask_for_
             real = getattr(dev.transport, name)
             monkeypatch.setattr(dev.transport, name, lambda *a, real=real: accesses.append(a) or real(*a))
         assert [v.action for v in dev.classify_many([good] * 3)] == ["forward"] * 3
+        assert dev.classify(good).action == "forward"            # one request: no list, no access either
         assert accesses == []
-        assert dev.stats()["events"] == 4 and dev.read_register("limiter.allow") == 4
+        assert dev.stats()["events"] == 5 and dev.read_register("limiter.allow") == 5
         # axis_inline set (a frame was classified): the driver's program runs and writes it back to 0.
-        dev.write_register("pipeline.ctrl.axis_inline", 1)
-        accesses.clear()
-        assert dev.classify_many([good])[0].action == "forward" and accesses
-        assert dev.read_register("pipeline.ctrl.axis_inline") == 0
+        for classify in (lambda r: dev.classify_many([r])[0], dev.classify):
+            dev.write_register("pipeline.ctrl.axis_inline", 1)
+            accesses.clear()
+            assert classify(good).action == "forward" and accesses
+            assert dev.read_register("pipeline.ctrl.axis_inline") == 0
         # Not bytes: the driver's program too, with the same verdict.
         assert strip(dev.classify_many([bytearray(good)])[0]) == strip(first)
         # A header limit the submit window cannot hold: the driver cuts and checks (ConfigError names the request).

@@ -49,3 +49,20 @@ def test_stage_and_added_histograms_equal_prometheus_clients_on_the_same_values(
             assert abs(got[key] - value) <= 1e-9 * max(1.0, abs(value)), (kind, key, got[key], value)
     # A label set without an added time has no added series (prometheus-client: no child, no series).
     assert not any(dict(labels).get("status") == "429" for _, labels in samples(mine, "wirespeed_gateway_added"))
+
+
+def test_token_counts_equal_prometheus_clients_counter_on_the_same_values():
+    rng = random.Random(7)
+    ours = GatewayMetrics()
+    registry = CollectorRegistry()
+    ref = Counter("ref_tokens", "x", ("kind", "tenant"), registry=registry)
+    for _ in range(2000):
+        kind = rng.choice(("reserved", "used", "refunded", "debited"))
+        tenant = rng.choice(("acme", "beta", "-"))
+        n = rng.choice((0, 1, rng.randrange(1, 100_000)))
+        ours.add_tokens(kind, tenant, n)
+        ref.labels(kind, tenant).inc(n)
+    got = samples(ours.render().decode(), "wirespeed_gateway_tokens")
+    want = samples(generate_latest(registry).decode(), "ref_tokens")
+    assert got == want and len(got) == 12
+    assert ours.tokens.value("used", "acme") == want["_total", (("kind", "used"), ("tenant", "acme"))]
