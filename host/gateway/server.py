@@ -514,7 +514,8 @@ class Gateway:
         if now >= self._device_down_until:
             try:
                 if self.primary.inline:         # a call on this thread cannot be timed out; no task is needed
-                    return await self.primary.classify(block, frame), self.primary
+                    dev = self.primary.dev
+                    return (dev.classify_frame(block) if frame else dev.classify(block)), self.primary
                 return await asyncio.wait_for(self.primary.classify(block, frame), self.options.device_timeout_s), \
                     self.primary
             except asyncio.TimeoutError:

@@ -5,6 +5,7 @@ parser, and bad input on a raw socket. The gateway runs on ``"software"`` in fro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -207,18 +208,32 @@ def test_pipelined_requests_on_one_connection(rig):
     assert answer.endswith(b"}") and answer.lower().count(b"connection: close") == 1   # closed after the last
 
 
+@contextlib.contextmanager
+def _classify_raises(device, exc: Exception):
+    """Every classify on the gateway's ``device`` raises ``exc`` while the block runs. An inline device
+    (``"software"``) is called directly on the loop, any other through ``_Device.classify``'s coroutine."""
+    def broken(block):
+        raise exc
+
+    async def broken_async(block, frame=False):
+        raise exc
+    target, fake = (device.dev, broken) if device.inline else (device, broken_async)
+    target.classify = fake
+    try:
+        yield
+    finally:
+        del target.classify
+
+
 def test_fallback_to_software_when_the_device_errors(rig):
     gw = rig.gateway
     dev = gw.primary
 
-    async def broken(block, frame=False):
-        raise TransportError("the device stopped answering (test)")
     before = _total(_metrics(rig), "wirespeed_gateway_fallback_total", cause="TransportError")
-    dev.classify = broken
     try:
-        completion = rig.client("sk-acme-1").chat.completions.create(**CHAT)
+        with _classify_raises(dev, TransportError("the device stopped answering (test)")):
+            completion = rig.client("sk-acme-1").chat.completions.create(**CHAT)
     finally:
-        del dev.classify
         gw._device_down_until = 0.0
     assert completion.usage.completion_tokens == 5
     assert _total(_metrics(rig), "wirespeed_gateway_fallback_total", cause="TransportError") == before + 1
@@ -475,15 +490,8 @@ def test_l4_affinity_on_a_device_without_the_front_end_fails_at_start(monkeypatc
 
 
 def test_an_unexpected_error_closes_only_its_connection_and_is_logged(rig, caplog):
-    gw = rig.gateway
-
-    async def bug(block, frame=False):
-        raise RuntimeError("planted bug")
-    gw.primary.classify = bug
-    try:
+    with _classify_raises(rig.gateway.primary, RuntimeError("planted bug")):
         assert rig.raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-acme-1\r\n\r\n") == b""
-    finally:
-        del gw.primary.classify
     assert any("a connection failed" in r.getMessage() and "planted bug" in r.exc_text for r in caplog.records
                if r.exc_text)
     assert rig.client("sk-acme-1").models.list().data                 # the gateway serves on
