@@ -82,18 +82,12 @@ class Verdict:
         tenant = None
         if rec.tenant_valid:
             tenant = rec.tenant if tenant_id is None else tenant_id(rec.tenant)
-        return cls(
-            action=ACTION_NAMES[rec.action._value_],           # (.value is a slow property)
-            status=rec.status,
-            reason=REASON_NAMES[rec.reason._value_],
-            tenant=tenant,
-            pool=rec.pool if rec.pool_valid else None,
-            backend=backend,
-            retry_after_s=rec.retry_after_ns / 1e9 if rec.retry_valid else None,
-            flags=flag_names(rec.flags),
-            hash=rec.hash,
-            latency_cycles=rec.latency_cycles,
-        )
+        # Positional, in field order (a quarter faster than keywords; test_verdict_fields_are_in_from_records_order).
+        # (.value is a slow property: ._value_.)
+        return cls(ACTION_NAMES[rec.action._value_], rec.status, REASON_NAMES[rec.reason._value_], tenant,
+                   rec.pool if rec.pool_valid else None, backend,
+                   rec.retry_after_ns / 1e9 if rec.retry_valid else None, flag_names(rec.flags), rec.hash,
+                   rec.latency_cycles)
 
     def as_dict(self) -> dict:
         return {"action": self.action, "status": self.status, "reason": self.reason, "tenant": self.tenant,

@@ -243,3 +243,22 @@ def test_decode_records_decodes_a_repeated_record_once():
     got = decode_records([a, b, a], label, tenant)
     assert got == [Verdict.from_record(r, label, tenant) for r in (a, b, a)]
     assert got[0] is got[2] and got[0].backend == "1:7" and got[0].tenant == 103
+
+
+def test_verdict_fields_are_in_from_records_order():
+    # from_record passes the fields positionally: each must land in its own field, with its own value.
+    import dataclasses
+    from wirespeed.host.models.pipeline import VerdictRecord
+    from wirespeed.hdl.pipeline.layouts import Action, Reason
+    assert [f.name for f in dataclasses.fields(Verdict)] == ["action", "status", "reason", "tenant", "pool", "backend",
+                                                             "retry_after_s", "flags", "hash", "latency_cycles"]
+    rec = VerdictRecord(Action.REJECT, 429, Reason.RATE_LIMITED, True, 9, True, 2, True, 5, True, 1_500_000_000, 0b11,
+                        0xDEADBEEF, 77)
+    v = Verdict.from_record(rec, lambda pool, backend: f"{pool}/{backend}", lambda slot: slot * 10)
+    assert v.as_dict() == {"action": "reject", "status": 429, "reason": "rate_limited", "tenant": 90, "pool": 2,
+                           "backend": "2/5", "retry_after_s": 1.5, "flags": sorted(v.flags), "hash": 0xDEADBEEF,
+                           "latency_cycles": 77}
+    assert len(v.flags) == 2
+    off = VerdictRecord(Action.FORWARD, 200, Reason.OK, False, 9, False, 2, False, 5, False, 7, 0, 1, 2)
+    assert (Verdict.from_record(off).tenant, Verdict.from_record(off).pool, Verdict.from_record(off).backend,
+            Verdict.from_record(off).retry_after_s) == (None, None, None, None)
