@@ -1066,6 +1066,134 @@ static PyTypeObject ReaderType = {
     .tp_methods = reader_methods,
 };
 
+/* RecordMaker(record_type, names, actions, reasons, cache, cache_max, zero): SoftwareClassifier._record in C, the
+ * loop's new_record. Called with a record key (see software.py, _ACTIONS), it makes the record as
+ * record_type(actions[key[0]], key[1], reasons[key[2]], *key[3:], zero) would, each field set as object.__setattr__
+ * sets it (the frozen dataclass's __init__ does the same, a Python call per field), and stores it in cache (emptied
+ * first when it holds cache_max). */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *type;
+    PyObject *names, *actions, *reasons, *cache, *zero;
+    Py_ssize_t cache_max;
+} RecordMaker;
+
+static PyObject *empty_tuple;
+
+static int maker_traverse(RecordMaker *self, visitproc visit, void *arg) {
+    Py_VISIT(self->type);
+    Py_VISIT(self->names);
+    Py_VISIT(self->actions);
+    Py_VISIT(self->reasons);
+    Py_VISIT(self->cache);
+    Py_VISIT(self->zero);
+    return 0;
+}
+
+static int maker_clear(RecordMaker *self) {
+    Py_CLEAR(self->type);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->actions);
+    Py_CLEAR(self->reasons);
+    Py_CLEAR(self->cache);
+    Py_CLEAR(self->zero);
+    return 0;
+}
+
+static void maker_dealloc(RecordMaker *self) {
+    PyObject_GC_UnTrack(self);
+    maker_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int maker_init(RecordMaker *self, PyObject *args, PyObject *kwds) {
+    PyTypeObject *type;
+    PyObject *names, *actions, *reasons, *cache, *zero;
+    Py_ssize_t cache_max;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!nO", &PyType_Type, &type, &PyTuple_Type, &names, &PyDict_Type, &actions,
+                          &PyDict_Type, &reasons, &PyDict_Type, &cache, &cache_max, &zero))
+        return -1;
+    if (PyTuple_GET_SIZE(names) != 14 || cache_max < 1) {
+        PyErr_SetString(PyExc_ValueError, "a record has 14 fields, and the cache room for one at least");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < 14; i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(names, i))) {
+            PyErr_SetString(PyExc_TypeError, "field names are str");
+            return -1;
+        }
+    maker_clear(self);
+    Py_INCREF(type);
+    Py_INCREF(names);
+    Py_INCREF(actions);
+    Py_INCREF(reasons);
+    Py_INCREF(cache);
+    Py_INCREF(zero);
+    self->type = type;
+    self->names = names;
+    self->actions = actions;
+    self->reasons = reasons;
+    self->cache = cache;
+    self->zero = zero;
+    self->cache_max = cache_max;
+    return 0;
+}
+
+static PyObject *maker_call(RecordMaker *self, PyObject *args, PyObject *kwds) {
+    PyObject *key;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "RecordMaker takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &key))
+        return NULL;
+    if (self->type == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the record maker was cleared");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(key) != 13) {
+        PyErr_SetString(PyExc_ValueError, "a record key has 13 items");
+        return NULL;
+    }
+    PyObject *action = PyDict_GetItemWithError(self->actions, PyTuple_GET_ITEM(key, 0));
+    PyObject *reason = action == NULL ? NULL : PyDict_GetItemWithError(self->reasons, PyTuple_GET_ITEM(key, 2));
+    if (reason == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, action == NULL ? PyTuple_GET_ITEM(key, 0) : PyTuple_GET_ITEM(key, 2));
+        return NULL;
+    }
+    PyObject *record = self->type->tp_new(self->type, empty_tuple, NULL);
+    if (record == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < 14; i++) {
+        PyObject *value = i == 0 ? action : i == 2 ? reason : i == 13 ? self->zero : PyTuple_GET_ITEM(key, i);
+        if (PyObject_GenericSetAttr(record, PyTuple_GET_ITEM(self->names, i), value) < 0) {
+            Py_DECREF(record);
+            return NULL;
+        }
+    }
+    if (PyDict_GET_SIZE(self->cache) >= self->cache_max)
+        PyDict_Clear(self->cache);
+    if (PyDict_SetItem(self->cache, key, record) < 0) {
+        Py_DECREF(record);
+        return NULL;
+    }
+    return record;
+}
+
+static PyTypeObject RecordMakerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "fast_header.RecordMaker",
+    .tp_basicsize = sizeof(RecordMaker),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)maker_init,
+    .tp_call = (ternaryfunc)maker_call,
+    .tp_dealloc = (destructor)maker_dealloc,
+    .tp_traverse = (traverseproc)maker_traverse,
+    .tp_clear = (inquiry)maker_clear,
+};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fast_header", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit_fast_header(void) {
@@ -1076,7 +1204,9 @@ PyMODINIT_FUNC PyInit_fast_header(void) {
         VALUE[c] = c == '\t' || (c >= 0x20 && c <= 0x7e) || c >= 0x80;
     }
     sixty_four = PyLong_FromLong(64);
-    if (sixty_four == NULL || PyType_Ready(&ReaderType) < 0 || PyType_Ready(&ContextType) < 0)
+    empty_tuple = PyTuple_New(0);
+    if (sixty_four == NULL || empty_tuple == NULL || PyType_Ready(&ReaderType) < 0 ||
+        PyType_Ready(&ContextType) < 0 || PyType_Ready(&RecordMakerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -1084,6 +1214,12 @@ PyMODINIT_FUNC PyInit_fast_header(void) {
     Py_INCREF(&ReaderType);
     if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
         Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecordMakerType);
+    if (PyModule_AddObject(m, "RecordMaker", (PyObject *)&RecordMakerType) < 0) {
+        Py_DECREF(&RecordMakerType);
         Py_DECREF(m);
         return NULL;
     }

@@ -583,3 +583,33 @@ def test_the_classifier_keeps_its_tables_between_batches_until_a_register_access
     del dev, classifier, kept
     gc.collect()
     assert gone() is None
+
+
+def test_the_c_record_maker_makes_the_records_the_dataclass_makes():
+    # The C loop's new_record (fast_header.RecordMaker) against SoftwareClassifier._record's dataclass call.
+    from wirespeed.host.models.pipeline import VerdictRecord
+    from wirespeed.host.transports import software
+    module = software._native_module()
+    if module is None:
+        pytest.skip(f"the C module is not in use ({software.native_error})")
+    cache = {}
+    maker = module.RecordMaker(VerdictRecord, software._RECORD_FIELDS, software._ACTIONS, software._REASONS, cache, 3,
+                               0)
+    keys = [(software._FORWARD, 200, software._OK, True, 5, True, 1, True, 7, False, 0, 0x1234, 0xDEADBEEF),
+            (software._REJECT, 429, software._RATE_LIMITED, True, 5, False, 0, False, 0, True, 2 ** 64 - 1, 3, 9),
+            (software._REJECT, 401, software._UNKNOWN_TENANT, False, 0, False, 0, False, 0, False, 0, 1 << 20, 0),
+            (software._REJECT, 503, software._NO_BACKEND, True, 2, True, 3, False, 0, False, 0, 0, 2 ** 32 - 1)]
+    for i, key in enumerate(keys):
+        got = maker(key)
+        want = VerdictRecord(software._ACTIONS[key[0]], key[1], software._REASONS[key[2]], *key[3:], 0)
+        assert type(got) is VerdictRecord and got == want and hash(got) == hash(want) and repr(got) == repr(want)
+        assert got.to_bits() == want.to_bits() and cache[key] is got
+        assert len(cache) == (i % 3) + 1                        # emptied when it held 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.status = 200
+    with pytest.raises(ValueError, match="13 items"):
+        maker(keys[0][:-1])
+    with pytest.raises(KeyError):
+        maker((99,) + keys[0][1:])
+    with pytest.raises(TypeError):
+        maker(list(keys[0]))
