@@ -188,12 +188,16 @@ def _one_request(request, field: str = "request") -> bytes:
 _DATA, _INLINE = operator.itemgetter(0), operator.itemgetter(1)
 
 
+def _mappings(routing: RoutingCore | None, tenants: Tenants | None) -> tuple:
+    """``(label, tenant_id)`` for :meth:`Verdict.from_record`: a backend id to its label (``pools.set``), a tenant
+    slot to its id (``tenants.add``); None for either the driver holds no table of."""
+    return (None if routing is None else routing.label, None if tenants is None else tenants.core.tenant_id)
+
+
 def _decode(records, routing: RoutingCore | None, tenants: Tenants | None) -> list[Verdict]:
     """Verdicts from records: the tenant by its id (``tenants.add``), a forwarded request's backend by its label
     (``pools.set``); the raw numbers when the driver holds no table to map them."""
-    label = None if routing is None else routing.label
-    tenant = None if tenants is None else tenants.core.tenant_id
-    return decode_records(records, label, tenant)
+    return decode_records(records, *_mappings(routing, tenants))
 
 
 class Offload:
@@ -425,9 +429,7 @@ class Offload:
                 self._discipline()
                 record = one(request, core.width, core.window_bytes)
                 if record is not None:
-                    routing, tenants = self._routing, self._tenants
-                    return Verdict.from_record(record, None if routing is None else routing.label,
-                                               None if tenants is None else tenants.core.tenant_id)
+                    return Verdict.from_record(record, *_mappings(self._routing, self._tenants))
         return self.classify_many([_one_request(request)])[0]
 
     def classify_frame(self, frame: bytes) -> Verdict:

@@ -339,10 +339,14 @@ class _Device:
     async def _do(self, method, *args):
         return method(*args) if self.inline else await method(*args)
 
+    def decide(self, data: bytes, frame: bool = False):
+        """:meth:`classify` of an inline device, as a plain call (the gateway's hot path takes no coroutine)."""
+        return self.dev.classify_frame(data) if frame else self.dev.classify(data)
+
     async def classify(self, data: bytes, frame: bool = False):
         """The verdict for a header block, or (``frame``) for an Ethernet frame through the front end."""
         if self.inline:
-            return self.dev.classify_frame(data) if frame else self.dev.classify(data)
+            return self.decide(data, frame)
         return await (self.dev.classify_frame(data) if frame else self.dev.classify(data))
 
     async def refund(self, tenant_id, tokens: int) -> None:
@@ -514,8 +518,7 @@ class Gateway:
         if now >= self._device_down_until:
             try:
                 if self.primary.inline:         # a call on this thread cannot be timed out; no task is needed
-                    dev = self.primary.dev
-                    return (dev.classify_frame(block) if frame else dev.classify(block)), self.primary
+                    return self.primary.decide(block, frame), self.primary
                 return await asyncio.wait_for(self.primary.classify(block, frame), self.options.device_timeout_s), \
                     self.primary
             except asyncio.TimeoutError:

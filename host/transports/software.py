@@ -856,9 +856,15 @@ class SoftwareTransport(ModelTransport):
         :data:`_COUNT_EVERY` verdicts."""
         if self._program_needed(width, window_bytes) or any(type(r) is not bytes for r in requests):
             return None
-        records = self.classifier.records(requests, False)
-        if len(self.classifier._counted) >= _COUNT_EVERY:
-            self.classifier.count()
+        return self._lookaside_records(requests)
+
+    def _lookaside_records(self, requests: list) -> list:
+        """The classifier's records for lookaside ``requests``, and the counters tallied when
+        :data:`_COUNT_EVERY` verdicts wait for it."""
+        classifier = self.classifier
+        records = classifier.records(requests, False)
+        if len(classifier._counted) >= _COUNT_EVERY:
+            classifier.count()
         return records
 
     def _program_needed(self, width: int, window_bytes: int) -> bool:
@@ -876,11 +882,7 @@ class SoftwareTransport(ModelTransport):
         the model's state asks for the driver's program."""
         if self._program_needed(width, window_bytes):
             return None
-        classifier = self.classifier
-        record = classifier.records([request], False)[0]
-        if len(classifier._counted) >= _COUNT_EVERY:
-            classifier.count()
-        return record
+        return self._lookaside_records([request])[0]
 
     def classify_stream(self, packets, inline: bool = False):
         """Verdict records for ``packets`` (whole requests, or Ethernet frames when ``inline``), computed
