@@ -112,8 +112,11 @@ def added_latency(row: dict, direct: dict) -> dict:
     return out
 
 
-def parse_server_timing(value: str) -> dict:
-    """``Server-Timing: device;dur=0.012;desc="…", total;dur=0.9;…`` as ``{"device": 0.012, "total": 0.9}`` (ms)."""
+def parse_server_timing(value) -> dict:
+    """``Server-Timing: device;dur=0.012;desc="…", total;dur=0.9;…`` as ``{"device": 0.012, "total": 0.9}`` (ms);
+    ``value`` as text or as the header's bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("latin-1")
     return {name: float(dur) for name, dur in _TIMING.findall(value)}
 
 
@@ -170,7 +173,9 @@ class LoadRun:
 
     ``latencies`` holds, per scheduled request, seconds from its scheduled start to the end of its 200 answer's body
     (``inf`` when it failed, was answered otherwise, or was not answered by the deadline); ``lag`` the seconds from
-    its scheduled start to the moment the generator sent it (the generator's own lateness)."""
+    its scheduled start to the moment the generator sent it (the generator's own lateness); ``timings`` the target's
+    ``Server-Timing`` values as they came (parsed by :meth:`summary`, not while the load runs: the generator then
+    spends the same per request on every target)."""
     rate: float
     seconds: float
     latencies: np.ndarray
@@ -216,7 +221,8 @@ class LoadRun:
 
 def _timing_summary(timings: list) -> dict:
     """p50/p99 of the gateway's own ``Server-Timing`` stages over the run, plus ``own`` (total − ttft: the gateway's
-    time on a request outside the upstream's)."""
+    time on a request outside the upstream's). ``timings``: the header values (text or bytes) or parsed ones."""
+    timings = [t if isinstance(t, dict) else parse_server_timing(t) for t in timings]
     out = {}
     names = sorted({k for t in timings for k in t})
     for name in names + ["own"]:
@@ -321,7 +327,7 @@ async def open_loop(session, url: str, rate: float, seconds: float, *, key: str 
             if raw:
                 status, answer_headers, _body = await session.post(url, BODY, headers)
                 end = clock()
-                value = answer_headers.get(b"server-timing", b"").decode("latin-1")
+                value = answer_headers.get(b"server-timing")
             else:
                 async with session.post(url, data=BODY, headers=headers) as response:
                     await response.read()
@@ -329,7 +335,7 @@ async def open_loop(session, url: str, rate: float, seconds: float, *, key: str 
                     status = response.status
                     value = response.headers.get("server-timing")
             if server_timing and value:
-                timings.append(parse_server_timing(value))
+                timings.append(value)               # (parsed after the run)
         except asyncio.CancelledError:
             raise
         except Exception:       # connection refused or reset, bad response: an error, never a latency

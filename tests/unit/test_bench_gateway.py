@@ -70,6 +70,21 @@ def test_server_timing_parsed():
     value = ('device;dur=0.084;desc="device decision", queue;dur=0.000;desc="upstream pool wait", '
              'ttft;dur=0.512;desc="first byte from upstream", total;dur=0.801;desc="total"')
     assert bg.parse_server_timing(value) == {"device": 0.084, "queue": 0.0, "ttft": 0.512, "total": 0.801}
+    assert bg.parse_server_timing(value.encode("latin-1")) == bg.parse_server_timing(value)
+
+
+def test_summary_parses_the_server_timing_values_the_run_kept():
+    # The generator keeps each answer's header value as it came and parses them only in summary().
+    values = [b"device;dur=0.030, ttft;dur=0.100, total;dur=0.200",
+              b"device;dur=0.050, ttft;dur=0.300, total;dur=0.500"]
+    run = bg.LoadRun(rate=2, seconds=1.0, latencies=np.full(2, 0.001), lag=np.zeros(2), errors=0, timeouts=0,
+                     non_200=0, ok=2, span_s=1.0, timings=values)
+    st = run.summary()["server_timing_ms"]
+    assert st["device"] == {"p50": 0.04, "p99": 0.0498}
+    assert st["own"] == {"p50": 0.15, "p99": 0.199}
+    parsed = bg.LoadRun(rate=2, seconds=1.0, latencies=np.full(2, 0.001), lag=np.zeros(2), errors=0, timeouts=0,
+                        non_200=0, ok=2, span_s=1.0, timings=[bg.parse_server_timing(v) for v in values])
+    assert parsed.summary()["server_timing_ms"] == st
 
 
 def test_summary_sustained_only_without_failures_and_at_rate():
