@@ -370,7 +370,9 @@ class SoftwareClassifier:
         self._hashes = {}                           # fingerprint -> Toeplitz hash of its 8 bytes under _hash_key
         self._look: _Lookaside | None = None         # what lookaside batches read, for one generation of the model
         self._lock = threading.Lock()
-        self._counted = []                          # records not yet in the telemetry and parser counters
+        self._counted = []                          # records of big batches not yet in those counters
+        self._tally = {}                            # (action, reason, flags) -> verdicts of small batches, likewise
+        self._tallied = 0                           # verdicts in _tally
         self.fast = self.fallback = 0
 
     def now_ns(self) -> int:
@@ -601,7 +603,17 @@ class SoftwareClassifier:
         router.unavailable = (router.unavailable + unavailable_n) & _U64
         self.fallback += general.scanned
         self.fast += len(out) - general.scanned
-        self._counted += out
+        if len(out) > _TALLY_INLINE:
+            self._counted += out                    # (count() tallies each distinct record object once)
+            return
+        # A small batch (one request from Offload.classify): its fields tallied now, a little on every request,
+        # instead of in one go in count(), where a thousand distinct records took 0.4 ms (1.4 ms under load) on the
+        # request that happened to trigger it.
+        tally = self._tally
+        for r in out:
+            key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
+            tally[key] = tally.get(key, 0) + 1
+        self._tallied += len(out)
 
     def _route(self, router, route_class: int, hashed_fp) -> tuple:
         """:meth:`RouterModel.route_fields` of a lookaside request of ``route_class`` whose hash input is the
@@ -617,17 +629,22 @@ class SoftwareClassifier:
                 hashed = hashes[hashed_fp] = toeplitz(router.key, (hashed_fp & _U64).to_bytes(8, "big"))
         return (*router.select(route_class, hashed), hashed)
 
+    @property
+    def pending(self) -> int:
+        """Verdicts given and not yet in the telemetry and parser counters (:meth:`count` brings them in)."""
+        return len(self._counted) + self._tallied
+
     def count(self) -> None:
         """Bring the telemetry counters, the parser's counters and the limiter's counter registers up to date with
         the verdicts given so far (``"model"`` counts each one in its cycle)."""
         with self._lock:
             records, self._counted = self._counted, []
-        if not records:
+            tally, self._tally, self._tallied = self._tally, {}, 0
+        if not records and not tally:
             return
         core = self.core
         # Records repeat (one object per distinct record): count the objects, then tally their fields.
         by_id = dict(zip(map(id, records), records))
-        tally = {}
         for rid, n in Counter(map(id, records)).items():
             r = by_id[rid]
             key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
@@ -789,6 +806,8 @@ _LIMITS_REG, _CTRL_REG = "parser.limits", "pipeline.ctrl"
 #: :meth:`SoftwareTransport.classify_requests` tallies its verdicts into the counters at least this often (a caller
 #: that never reads a register would otherwise hold every record until it does).
 _COUNT_EVERY = 1024
+#: A batch of at most this many verdicts is tallied as it is given (SoftwareClassifier._done); a bigger one in count().
+_TALLY_INLINE = 8
 
 
 class _LimiterClock:
@@ -863,7 +882,7 @@ class SoftwareTransport(ModelTransport):
         :data:`_COUNT_EVERY` verdicts wait for it."""
         classifier = self.classifier
         records = classifier.records(requests, False)
-        if len(classifier._counted) >= _COUNT_EVERY:
+        if classifier.pending >= _COUNT_EVERY:
             classifier.count()
         return records
 

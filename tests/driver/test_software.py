@@ -552,10 +552,23 @@ def test_lookaside_batches_take_no_register_access_unless_the_registers_ask_for_
         # Nobody reads a register: the verdicts are still tallied every _COUNT_EVERY.
         dev.write_register("parser.limits.max_header_bytes", 8192)
         monkeypatch.setattr(software, "_COUNT_EVERY", 5)
+        classifier = dev.transport.classifier
         dev.classify_many([good] * 4)
-        assert len(dev.transport.classifier._counted) == 4
+        assert classifier.pending == 4
         dev.classify_many([good])
-        assert dev.transport.classifier._counted == []
+        assert classifier.pending == 0
+        # A batch bigger than _TALLY_INLINE waits whole for count(); a single request is tallied as it is given (no
+        # spike of tallying on the request that reaches _COUNT_EVERY). Both reach the counters alike.
+        big = software._TALLY_INLINE + 1
+        monkeypatch.setattr(software, "_COUNT_EVERY", big + 2)
+        events, allow = dev.stats()["events"], dev.read_register("limiter.allow")
+        dev.classify_many([good] * big)
+        assert len(classifier._counted) == big and classifier._tallied == 0
+        dev.classify(good)
+        assert len(classifier._counted) == big and classifier._tallied == 1 and classifier.pending == big + 1
+        dev.classify(good)
+        assert classifier.pending == 0 and classifier._tally == {}
+        assert dev.stats()["events"] == events + big + 2 and dev.read_register("limiter.allow") == allow + big + 2
 
 
 def test_the_classifier_keeps_its_tables_between_batches_until_a_register_access(loop):
