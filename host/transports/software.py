@@ -607,7 +607,7 @@ class SoftwareClassifier:
             self._counted += out                    # (count() tallies each distinct record object once)
             return
         # A small batch (one request from Offload.classify): its fields tallied now, a little on every request,
-        # instead of in one go in count(), where a thousand distinct records took 0.4 ms (1.4 ms under load) on the
+        # instead of in one go in count(), where a thousand distinct records took 0.4 ms (0.5–1.4 ms under load) on the
         # request that happened to trigger it.
         tally = self._tally
         for r in out:
