@@ -611,7 +611,7 @@ class SoftwareClassifier:
         # request that happened to trigger it.
         tally = self._tally
         for r in out:
-            key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
+            key = _tally_key(r)
             tally[key] = tally.get(key, 0) + 1
         self._tallied += len(out)
 
@@ -646,8 +646,7 @@ class SoftwareClassifier:
         # Records repeat (one object per distinct record): count the objects, then tally their fields.
         by_id = dict(zip(map(id, records), records))
         for rid, n in Counter(map(id, records)).items():
-            r = by_id[rid]
-            key = (r.action._value_, r.reason._value_, r.flags)         # (.value is a slow property)
+            key = _tally_key(by_id[rid])
             tally[key] = tally.get(key, 0) + n
         telemetry = core.telemetry.model
         bank = core.bank
@@ -808,6 +807,12 @@ _LIMITS_REG, _CTRL_REG = "parser.limits", "pipeline.ctrl"
 _COUNT_EVERY = 1024
 #: A batch of at most this many verdicts is tallied as it is given (SoftwareClassifier._done); a bigger one in count().
 _TALLY_INLINE = 8
+
+
+def _tally_key(record: VerdictRecord) -> tuple:
+    """What the counters count a verdict record by: its action's and reason's codes and its flags (``.value`` is a
+    slow property, hence ``_value_``)."""
+    return (record.action._value_, record.reason._value_, record.flags)
 
 
 class _LimiterClock:
